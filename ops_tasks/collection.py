@@ -1,0 +1,8 @@
+"""The root namespace, served by both front doors: `inv` (tasks.py) and `ops` (cli.py)."""
+
+from invoke import Collection
+
+from . import pod
+
+ns = Collection()
+ns.add_collection(pod.ns)

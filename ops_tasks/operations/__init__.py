@@ -1,0 +1,1 @@
+"""Operations: plain functions over a target, returning plain dicts; they never print."""

@@ -1,0 +1,35 @@
+"""Which values are secrets, and how to keep them out of anything printed (DESIGN.md)."""
+
+import os
+import re
+
+SECRET_NAMES = frozenset({"WANDB_API_KEY", "HF_TOKEN", "OPENAI_API_KEY"})
+_SECRET_PARTS = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASS|CREDENTIAL", re.IGNORECASE)
+MASK = "***"
+# Values this short would mask ordinary words ("1", "yes") all over the output.
+_MIN_MASKED_LENGTH = 4
+
+
+def is_secret_name(name: str) -> bool:
+    """True for env names whose values must never be shown."""
+    return name.upper() in SECRET_NAMES or bool(_SECRET_PARTS.search(name))
+
+
+def secret_values(*envs) -> list:
+    """The secret values present in the given env mappings (default: this process)."""
+    envs = envs or (os.environ,)
+    found = {
+        value
+        for env in envs
+        for name, value in env.items()
+        if value and len(value) >= _MIN_MASKED_LENGTH and is_secret_name(name)
+    }
+    # Longest first, so a secret containing another is masked whole.
+    return sorted(found, key=len, reverse=True)
+
+
+def redact(text: str, values=None) -> str:
+    """Mask every known secret value in text: the last line of defence before printing."""
+    for value in secret_values() if values is None else values:
+        text = text.replace(value, MASK)
+    return text

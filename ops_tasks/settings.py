@@ -1,0 +1,295 @@
+"""Host profiles and settings: which host a task talks to, and with what paths and limits.
+
+Precedence (DESIGN.md): task flag > environment variable > invoke.yaml profile > built-in
+default. Environment variables may also come from the file named by OPS_PROJECT_ENV, which
+only fills in what the real environment leaves unset.
+"""
+
+import fnmatch
+import functools
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+from .errors import ConfigError
+
+DEFAULT_HOST = "lium"
+DEFAULT_VOLUME = "/mnt"
+DEFAULT_CONNECT_TIMEOUT = 10.0
+LOCAL = "local"
+LOCAL_POD_DIR = ".local-pod"
+PROJECT_CONFIG_NAMES = ("invoke.yaml", "invoke.yml")
+
+# Every key a profile may carry, with the types it accepts. Unknown keys are refused,
+# so that a typo ("volumne") is an error instead of a silently ignored setting.
+PROFILE_SCHEMA = {
+    "destination": (str,),
+    "volume": (str,),
+    "volume_must_be_mount": (bool,),
+    "outputs_dir": (str,),
+    "remote_repo": (str,),
+    "connect_timeout": (int, float),
+    "strict_host_keys": (bool,),
+    "known_hosts": (str,),
+    "tmux_socket": (str,),
+}
+OPS_SCHEMA = {"default_host": (str,), "profiles": (dict,)}
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "a number", float: "a number", dict: "a mapping"}
+
+# user@host:port, host may be a bracketed IPv6 address. A leading '-' is never allowed:
+# it would be read as an option by ssh or rsync.
+_DESTINATION = re.compile(
+    r"^(?:(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@)?"
+    r"(?P<host>[A-Za-z0-9_][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])"
+    r"(?::(?P<port>[0-9]+))?$"
+)
+
+
+# ---------------------------------------------------------------- environment
+
+
+@functools.lru_cache(maxsize=8)
+def _read_env_file(path: str) -> dict:
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def project_env() -> dict:
+    """The KEY=VALUE defaults from the OPS_PROJECT_ENV file ({} when unset)."""
+    path = os.environ.get("OPS_PROJECT_ENV")
+    if not path:
+        return {}
+    resolved = Path(path).expanduser()
+    if not resolved.is_file():
+        raise ConfigError(f"OPS_PROJECT_ENV={path}: no such file")
+    return _read_env_file(str(resolved))
+
+
+def env_value(name: str, default=None):
+    """An environment setting: the real environment first, then OPS_PROJECT_ENV's file."""
+    value = os.environ.get(name)
+    if value:
+        return value
+    return project_env().get(name) or default
+
+
+# ---------------------------------------------------------------- invoke.yaml
+
+
+def find_project_config(directory) -> Optional[Path]:
+    for name in PROJECT_CONFIG_NAMES:
+        candidate = Path(directory) / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def check_project_config(directory) -> Optional[Path]:
+    """Refuse an invoke.yaml that is not valid YAML, or whose `ops` section is malformed.
+
+    Runs before Invoke loads the file, which would otherwise die with a traceback.
+    """
+    path = find_project_config(directory)
+    if path is None:
+        return None
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    check_ops_config((data or {}).get("ops"), source=str(path))
+    return path
+
+
+def _check_types(mapping: dict, schema: dict, where: str, source: str) -> None:
+    for key, value in mapping.items():
+        if key not in schema:
+            known = ", ".join(sorted(schema))
+            raise ConfigError(f"{source}: unknown key {where}.{key} (known: {known})")
+        types = schema[key]
+        # bool is an int in Python; a timeout of `true` is still a mistake.
+        if not isinstance(value, types) or (bool not in types and isinstance(value, bool)):
+            raise ConfigError(
+                f"{source}: {where}.{key} must be {_TYPE_NAMES[types[0]]}, got {value!r}"
+            )
+
+
+def check_ops_config(ops, source: str = "invoke.yaml") -> dict:
+    """Validate the `ops` config section; returns it (or {})."""
+    if ops is None:
+        return {}
+    if not isinstance(ops, dict):
+        raise ConfigError(f"{source}: ops must be a mapping, got {ops!r}")
+    _check_types(ops, OPS_SCHEMA, "ops", source)
+    for name, profile in (ops.get("profiles") or {}).items():
+        where = f"ops.profiles.{name}"
+        if not isinstance(profile, dict):
+            raise ConfigError(f"{source}: {where} must be a mapping, got {profile!r}")
+        _check_types(profile, PROFILE_SCHEMA, where, source)
+        timeout = profile.get("connect_timeout")
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"{source}: {where}.connect_timeout must be positive, got {timeout!r}")
+        for key in ("volume", "outputs_dir"):
+            path = profile.get(key)
+            if path is not None and name != LOCAL and not path.startswith("/"):
+                raise ConfigError(f"{source}: {where}.{key} must be an absolute path, got {path!r}")
+    return ops
+
+
+# ---------------------------------------------------------------- destinations
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where SSH goes: an alias or host name, with the user and port when given."""
+
+    host: str
+    user: Optional[str] = None
+    port: Optional[int] = None
+
+    def __str__(self):
+        text = f"{self.user}@{self.host}" if self.user else self.host
+        return f"{text}:{self.port}" if self.port else text
+
+
+def parse_destination(text: str) -> Destination:
+    """Parse `alias`, `host`, `user@host` or `user@host:port`; refuse anything else."""
+    match = _DESTINATION.match(text or "")
+    if not match:
+        raise ConfigError(f"malformed host {text!r}: expected a profile, an SSH alias or user@host:port")
+    port = match["port"]
+    if port is not None and not 0 < int(port) < 65536:
+        raise ConfigError(f"malformed host {text!r}: port {port} is out of range")
+    return Destination(host=match["host"].strip("[]"), user=match["user"], port=int(port) if port else None)
+
+
+def ssh_config_paths():
+    return [Path("~/.ssh/config").expanduser(), Path("/etc/ssh/ssh_config")]
+
+
+def ssh_config_knows(alias: str) -> bool:
+    """True when a Host pattern of ~/.ssh/config (or the system one) names this alias.
+
+    The catch-all `Host *` does not count: it matches anything, known or not.
+    """
+    for path in ssh_config_paths():
+        if not path.is_file():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            words = line.strip().split()
+            if len(words) < 2 or words[0].lower() != "host":
+                continue
+            patterns = [w for w in words[1:] if w != "*"]
+            positive = [p for p in patterns if not p.startswith("!")]
+            negated = [p[1:] for p in patterns if p.startswith("!")]
+            if any(fnmatch.fnmatchcase(alias, p) for p in positive) and not any(
+                fnmatch.fnmatchcase(alias, p) for p in negated
+            ):
+                return True
+    return False
+
+
+def _looks_like_address(host: str) -> bool:
+    # A dotted name or an IP address is taken as DNS/IP; a bare word must be a known alias.
+    return "." in host or ":" in host or host == "localhost"
+
+
+# ---------------------------------------------------------------- profiles
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything a task needs to know about one host."""
+
+    name: str
+    destination: str  # "local", or an SSH destination (alias, host, user@host:port)
+    volume: str = DEFAULT_VOLUME
+    volume_must_be_mount: bool = True
+    outputs_dir: str = DEFAULT_VOLUME + "/pod_artifacts/outputs"
+    remote_repo: Optional[str] = None
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    strict_host_keys: Optional[bool] = None  # None: follow ~/.ssh/config, else check
+    known_hosts: Optional[str] = None  # None: ~/.ssh/known_hosts
+    tmux_socket: Optional[str] = None  # tmux -L NAME; None: the default socket
+
+    @property
+    def is_local(self) -> bool:
+        return self.destination == LOCAL
+
+    @property
+    def label(self) -> str:
+        """How errors name this host: the name given, and where it leads when different."""
+        if self.name == self.destination:
+            return self.name
+        return f"{self.name} ({self.destination})"
+
+
+def builtin_local_profile(project_dir) -> dict:
+    """The `local` profile: this machine, no SSH, its volume a folder of the checkout."""
+    volume = Path(project_dir).resolve() / LOCAL_POD_DIR / "mnt"
+    return {
+        "destination": LOCAL,
+        "volume": str(volume),
+        "volume_must_be_mount": False,
+        # Its own tmux server, so the user's own tmux sessions are never touched.
+        "tmux_socket": "ops-local",
+    }
+
+
+def default_host_name(ops: dict) -> str:
+    return env_value("OPS_DEFAULT_HOST") or ops.get("default_host") or DEFAULT_HOST
+
+
+def resolve_profile(ops_config, host: Optional[str], project_dir) -> Profile:
+    """Turn --host (or its defaults) into a Profile; ConfigError for anything unusable."""
+    ops = check_ops_config(ops_config)
+    name = host or default_host_name(ops)
+    user_profiles = ops.get("profiles") or {}
+    profiles = dict(user_profiles)
+    profiles[LOCAL] = {**builtin_local_profile(project_dir), **user_profiles.get(LOCAL, {})}
+
+    fields = dict(profiles.get(name, {}))
+    destination = fields.pop("destination", name)
+    if destination != LOCAL:
+        parsed = parse_destination(destination)
+        bare_word = parsed.user is None and parsed.port is None and not _looks_like_address(parsed.host)
+        if bare_word and not ssh_config_knows(parsed.host):
+            if name in profiles:
+                raise ConfigError(
+                    f"profile {name!r}: its destination {parsed.host!r} is not a Host in ~/.ssh/config "
+                    f"(rent a pod with pod.up, or set the destination to user@host:port)"
+                )
+            raise ConfigError(
+                f"unknown host {name!r}: not a profile in invoke.yaml (profiles: {', '.join(sorted(profiles))}) "
+                f"nor a Host in ~/.ssh/config; use user@host:port for a raw address"
+            )
+    if destination == LOCAL:
+        volume = Path(fields.get("volume", DEFAULT_VOLUME))
+        fields["volume"] = str(volume if volume.is_absolute() else Path(project_dir).resolve() / volume)
+
+    volume = fields.get("volume", DEFAULT_VOLUME).rstrip("/") or "/"
+    fields["volume"] = volume
+    fields["outputs_dir"] = env_value("OPS_REMOTE_OUTPUTS_DIR") or fields.get(
+        "outputs_dir", volume.rstrip("/") + "/pod_artifacts/outputs"
+    )
+    remote_repo = env_value("OPS_REMOTE_REPO") or fields.get("remote_repo")
+    fields["remote_repo"] = remote_repo
+    fields["connect_timeout"] = float(fields.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+    return Profile(name=name, destination=destination, **fields)
+
+
+def project_dir_of(config) -> Path:
+    """The checkout an Invoke config was loaded from (tasks.py / invoke.yaml), else cwd."""
+    prefix = getattr(config, "_project_prefix", None)
+    return Path(prefix) if prefix else Path.cwd()

@@ -1,0 +1,301 @@
+"""Where remote scripts run: over SSH (one pooled connection per host), locally, or nowhere.
+
+A target runs one rendered script per call over ONE exec channel (`bash -s`, the script on
+stdin) and hands back what it printed. Operations never care which kind they were given.
+"""
+
+import atexit
+import math
+import os
+import select
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from .errors import ConfigError, HostError
+from .settings import Profile, parse_destination
+
+StderrSink = Optional[Callable[[bytes], None]]
+
+
+@dataclass
+class ScriptResult:
+    stdout: str
+    stderr: str
+    exit_code: int
+    elapsed_ms: float
+
+
+class DryRunStop(Exception):
+    """Raised by a dry-run target at its first remote call: nothing may be contacted."""
+
+    def __init__(self, target):
+        super().__init__("dry run")
+        self.target = target
+
+
+@dataclass
+class DryRunTarget:
+    """Records the scripts an operation would run, and stops it before any contact."""
+
+    profile: Profile
+    scripts: list = field(default_factory=list)
+    connect_ms: Optional[float] = None
+
+    def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: StderrSink = None):
+        self.scripts.append(script)
+        raise DryRunStop(self)
+
+
+class LocalTarget:
+    """The `local` profile: this machine, no SSH; its volume is a folder of the checkout."""
+
+    connect_ms = 0.0
+
+    def __init__(self, profile: Profile):
+        self.profile = profile
+        # A rented pod comes with its volume; the local stand-in makes its folder on first use.
+        Path(profile.volume).mkdir(parents=True, exist_ok=True)
+
+    def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: StderrSink = None):
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            ["bash", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        if on_stderr is None:
+            out, err = proc.communicate(script.encode() + stdin_payload)
+        else:
+            out, err = _stream_local(proc, script.encode() + stdin_payload, on_stderr)
+        elapsed = (time.monotonic() - started) * 1000
+        return ScriptResult(out.decode(errors="replace"), err.decode(errors="replace"), proc.returncode, elapsed)
+
+    def close(self):
+        pass
+
+
+def _stream_local(proc, data: bytes, on_stderr):
+    proc.stdin.write(data)
+    proc.stdin.close()
+    out = []
+    err = []
+    streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    while streams:
+        ready, _, _ = select.select(list(streams), [], [])
+        for fd in ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                del streams[fd]
+                continue
+            streams[fd].append(chunk)
+            if fd == proc.stderr.fileno():
+                on_stderr(chunk)
+    proc.wait()
+    return b"".join(out), b"".join(err)
+
+
+class TrustOnFirstUse:
+    """Host-key policy: accept a host never seen before and remember it in known_hosts.
+
+    A host whose key differs from the remembered one never reaches this policy: paramiko
+    refuses it with BadHostKeyException, which we turn into a clear error.
+    """
+
+    def __init__(self, known_hosts: Path):
+        self.known_hosts = known_hosts
+
+    def missing_host_key(self, client, hostname, key):
+        client.get_host_keys().add(hostname, key.get_name(), key)
+        self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
+        # Append, never rewrite: the user's other entries and comments stay as they are.
+        fd = os.open(self.known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as handle:
+            handle.write(line)
+
+
+class SshTarget:
+    """One host over SSH: one paramiko connection, opened on first use, reused after."""
+
+    def __init__(self, profile: Profile, invoke_config=None):
+        self.profile = profile
+        self.invoke_config = invoke_config
+        self.connection = None
+        self.connect_ms = None
+
+    # -- connecting
+
+    def _new_connection(self):
+        import fabric
+
+        # Fabric trap (fabric#2111): a plain Invoke config loads no ~/.ssh/config.
+        if self.invoke_config is not None:
+            config = self.invoke_config.clone(into=fabric.Config)
+            config.load_ssh_config()
+        else:
+            config = fabric.Config()
+        # Fabric truncates the timeout to an int: never let 0.5 become "no timeout".
+        timeout = max(1, math.ceil(self.profile.connect_timeout))
+        connection = fabric.Connection(
+            self.profile.destination,
+            config=config,
+            connect_timeout=timeout,
+            connect_kwargs={"banner_timeout": timeout, "auth_timeout": timeout},
+        )
+        self._set_host_key_policy(connection)
+        return connection
+
+    def _known_hosts_path(self, connection) -> Path:
+        configured = self.profile.known_hosts or (connection.ssh_config.get("userknownhostsfile") or "").split(" ")[0]
+        return Path(configured or "~/.ssh/known_hosts").expanduser()
+
+    def _strict_host_keys(self, connection) -> bool:
+        if self.profile.strict_host_keys is not None:
+            return self.profile.strict_host_keys
+        return connection.ssh_config.get("stricthostkeychecking", "").lower() != "no"
+
+    def _set_host_key_policy(self, connection):
+        import paramiko
+
+        client = connection.client
+        if not self._strict_host_keys(connection):
+            # Throwaway pods: accept any key, remember nothing.
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+            return
+        known_hosts = self._known_hosts_path(connection)
+        if known_hosts.is_file():
+            client.load_host_keys(str(known_hosts))
+        client.set_missing_host_key_policy(TrustOnFirstUse(known_hosts))
+        self.known_hosts = known_hosts
+
+    def open(self):
+        if self.connection is not None and self.connection.is_connected:
+            return self.connection
+        connection = self._new_connection()
+        started = time.monotonic()
+        try:
+            connection.open()
+        except Exception as exc:
+            connection.close()
+            raise self._connect_error(connection, exc) from None
+        self.connect_ms = (time.monotonic() - started) * 1000
+        self.connection = connection
+        return connection
+
+    def _connect_error(self, connection, exc) -> Exception:
+        """One line naming host and port for each way connecting can fail."""
+        import paramiko
+
+        where = f"{connection.host}:{connection.port}"
+        label = self.profile.label
+        timeout = max(1, math.ceil(self.profile.connect_timeout))
+        if isinstance(exc, paramiko.BadHostKeyException):
+            name = connection.host if connection.port == 22 else f"[{connection.host}]:{connection.port}"
+            return HostError(
+                f"{label}: the host key of {where} has CHANGED since it was saved in {self.known_hosts}; "
+                f"if the pod was re-created, forget the old key with: ssh-keygen -f {self.known_hosts} -R '{name}'"
+            )
+        if isinstance(exc, paramiko.AuthenticationException):
+            return HostError(f"{label}: authentication failed for {connection.user}@{where}")
+        if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+            return HostError(f"{label}: connection refused by {where}")
+        if isinstance(exc, socket.gaierror):
+            if exc.errno == socket.EAI_NONAME:
+                return ConfigError(f"{label}: unknown host {connection.host!r} (it does not resolve)")
+            return HostError(f"{label}: cannot resolve {connection.host!r}: {exc.strerror}")
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            return HostError(f"{label}: timed out after {timeout}s connecting to {where}")
+        if isinstance(exc, paramiko.SSHException):
+            text = str(exc)
+            if "banner" in text.lower():
+                return HostError(f"{label}: no SSH server answered on {where} within {timeout}s")
+            if "no authentication methods" in text.lower():
+                return HostError(f"{label}: no SSH key to offer to {where} (set IdentityFile in ~/.ssh/config)")
+            return HostError(f"{label}: SSH error with {where}: {text}")
+        if isinstance(exc, OSError):
+            return HostError(f"{label}: cannot connect to {where}: {exc.strerror or exc}")
+        return exc
+
+    # -- running
+
+    def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: StderrSink = None):
+        """Run script with `bash -s` over one exec channel; stream stderr to on_stderr."""
+        connection = self.open()
+        started = time.monotonic()
+        try:
+            channel = connection.client.get_transport().open_session(timeout=self.profile.connect_timeout)
+            channel.exec_command("bash -s")
+            # Invoke's in_stream sends one byte per 10 ms; the channel takes the script whole.
+            channel.sendall(script.encode() + stdin_payload)
+            channel.shutdown_write()
+            out, err = _drain(channel, on_stderr)
+            exit_code = channel.recv_exit_status()
+        except (OSError, EOFError) as exc:
+            self.close()
+            raise HostError(f"{self.profile.label}: connection lost: {exc or type(exc).__name__}") from None
+        except Exception as exc:
+            import paramiko
+
+            if not isinstance(exc, paramiko.SSHException):
+                raise
+            self.close()
+            raise HostError(f"{self.profile.label}: connection lost: {exc}") from None
+        elapsed = (time.monotonic() - started) * 1000
+        return ScriptResult(out.decode(errors="replace"), err.decode(errors="replace"), exit_code, elapsed)
+
+    def close(self):
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+def _drain(channel, on_stderr):
+    out = []
+    err = []
+    while True:
+        # The channel's fileno is readable when stdout or stderr has data, or at EOF.
+        select.select([channel], [], [], 1.0)
+        progressed = False
+        if channel.recv_ready():
+            out.append(channel.recv(65536))
+            progressed = True
+        if channel.recv_stderr_ready():
+            chunk = channel.recv_stderr(65536)
+            err.append(chunk)
+            if on_stderr is not None:
+                on_stderr(chunk)
+            progressed = True
+        if not progressed and channel.exit_status_ready() and channel.eof_received:
+            break
+        if not progressed and channel.closed:
+            break
+    return b"".join(out), b"".join(err)
+
+
+# ---------------------------------------------------------------- the pool
+
+_POOL: dict = {}
+
+
+def target_for(profile: Profile, *, dry_run: bool = False, invoke_config=None):
+    """The target for a profile: one SSH connection per host per process, shared by chained tasks."""
+    if dry_run:
+        return DryRunTarget(profile)
+    if profile.is_local:
+        return LocalTarget(profile)
+    parse_destination(profile.destination)  # refuse a malformed destination before contact
+    if profile not in _POOL:
+        _POOL[profile] = SshTarget(profile, invoke_config)
+    return _POOL[profile]
+
+
+def close_all():
+    """Close every pooled connection (at exit, and when the `ops` program finishes)."""
+    while _POOL:
+        _, target = _POOL.popitem()
+        target.close()
+
+
+atexit.register(close_all)
