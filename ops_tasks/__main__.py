@@ -1,0 +1,5 @@
+"""`python -m ops_tasks` is the `ops` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,86 @@
+"""Fixtures shared by every test: real sshd pods, an isolated client HOME, and the CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ops_tasks.testing.pods import ClientHome, SshPod, can_isolate
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+ISOLATED = can_isolate()
+needs_isolation = pytest.mark.skipif(
+    not ISOLATED, reason="needs root and unshare: pods get a real tmpfs volume and a private home"
+)
+
+
+@pytest.fixture
+def client(tmp_path):
+    """The laptop: its own HOME with an SSH key, ~/.ssh/config and known_hosts."""
+    return ClientHome(tmp_path / "client-home")
+
+
+@pytest.fixture
+def pod_factory(tmp_path, client):
+    """Start real sshd pods; each gets an alias `podN` in the client's ~/.ssh/config."""
+    pods = []
+
+    def start(*, volume=True, gpus=None, hide_tools=(), alias=None, **alias_options):
+        name = alias or f"pod{len(pods)}"
+        pod = SshPod(tmp_path / name, name, client.public_key, volume=volume, gpus=gpus, hide_tools=hide_tools)
+        pods.append(pod)
+        pod.start()
+        client.add_alias(name, pod, **alias_options)
+        pod.alias = name
+        return pod
+
+    yield start
+    for pod in pods:
+        pod.stop()
+
+
+@pytest.fixture
+def pod(pod_factory):
+    return pod_factory()
+
+
+@pytest.fixture
+def project(tmp_path):
+    """An empty project directory (somewhere other than the checkout) to run `ops` from."""
+    path = tmp_path / "project"
+    path.mkdir()
+    return path
+
+
+def ops_argv() -> list:
+    script = Path(sys.executable).parent / "ops"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ops_tasks"]
+
+
+@pytest.fixture
+def ops(client, project):
+    """Run the installed `ops` command as a user would: a subprocess, in `project`, HOME=client."""
+
+    def run(*args, cwd=None, env=None, input=None, timeout=120):
+        proc = subprocess.run(
+            [*ops_argv(), *args],
+            cwd=cwd or project,
+            env=client.env(**(env or {})),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        proc.json = _json_or_none(proc.stdout)
+        return proc
+
+    return run
+
+
+def _json_or_none(text):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
