@@ -209,7 +209,8 @@ class SshTarget:
             return HostError(f"{label}: timed out after {timeout}s connecting to {where}")
         if isinstance(exc, paramiko.SSHException):
             text = str(exc)
-            if "banner" in text.lower():
+            # A silent port: the banner never comes, and paramiko reports the missing session.
+            if "banner" in text.lower() or "no existing session" in text.lower():
                 return HostError(f"{label}: no SSH server answered on {where} within {timeout}s")
             if "no authentication methods" in text.lower():
                 return HostError(f"{label}: no SSH key to offer to {where} (set IdentityFile in ~/.ssh/config)")

@@ -74,12 +74,12 @@ class SshPod:
 
     # -- lifecycle
 
-    def start(self, attempts: int = 3) -> "SshPod":
+    def start(self, attempts: int = 3, port: Optional[int] = None) -> "SshPod":
         self._lay_out()
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation dir
         for _ in range(attempts):
-            self.port = free_port()
+            self.port = port or free_port()
             self._write_sshd_config()
             self.proc = subprocess.Popen(self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                          start_new_session=True)
@@ -186,6 +186,12 @@ class SshPod:
                 return True
             time.sleep(0.02)
         return False
+
+    def restart(self) -> "SshPod":
+        """Stop and start again on the same port (after regenerate_host_key, say)."""
+        port = self.port
+        self.stop()
+        return self.start(port=port)
 
     def stop(self) -> None:
         """Kill this pod's sshd and everything running in its namespace (tmux servers too)."""

@@ -1,0 +1,121 @@
+"""The two front doors and the output contract: bad input is one line, exit 2, no contact."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import CHECKOUT
+
+
+def _assert_one_line_exit_2(result, *fragments):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_invalid_yaml_names_file_line_and_column(ops, project, pod):
+    (project / "invoke.yaml").write_text("ops:\n  profiles:\n    a100: [unclosed\n")
+
+    result = ops("pod.status", "--host", pod.alias)
+
+    _assert_one_line_exit_2(result, "invoke.yaml:4:1", "invalid YAML")
+    assert pod.accepted_connections() == 0
+
+
+def test_a_wrongly_typed_key_is_named(ops, project, pod):
+    (project / "invoke.yaml").write_text(
+        f"ops:\n  profiles:\n    a100:\n      destination: {pod.alias}\n      connect_timeout: ten\n"
+    )
+
+    result = ops("pod.status", "--host", "a100")
+
+    _assert_one_line_exit_2(result, "ops.profiles.a100.connect_timeout must be a number, got 'ten'")
+    assert pod.accepted_connections() == 0
+
+
+def test_a_misspelled_profile_key_is_refused(ops, project):
+    (project / "invoke.yaml").write_text("ops:\n  profiles:\n    a100:\n      volumne: /mnt\n")
+
+    _assert_one_line_exit_2(ops("pod.status", "--host", "a100"), "unknown key ops.profiles.a100.volumne")
+
+
+def test_a_missing_project_env_file_is_named(ops, project, pod):
+    result = ops("pod.status", "--host", pod.alias, env={"OPS_PROJECT_ENV": str(project / "nope.env")})
+
+    _assert_one_line_exit_2(result, f"OPS_PROJECT_ENV={project / 'nope.env'}: no such file")
+    assert pod.accepted_connections() == 0
+
+
+@pytest.mark.parametrize("host", ["root@", "root@host:99999", "-oProxyCommand=touch", "a b", "root@h:x"])
+def test_malformed_destinations_are_refused(ops, host):
+    _assert_one_line_exit_2(ops("pod.status", "--host", host), "malformed host")
+
+
+def test_the_project_env_file_fills_in_but_never_overrides(ops, project, pod):
+    env_file = project / "project.env"
+    env_file.write_text("OPS_DEFAULT_HOST=no-such-alias\n")
+
+    result = ops("pod.status", "--json", env={"OPS_PROJECT_ENV": str(env_file), "OPS_DEFAULT_HOST": pod.alias})
+
+    assert result.json["host"] == pod.alias
+
+
+def test_local_profile_keeps_its_volume_in_the_project(ops, project):
+    result = ops("pod.status", "--host", "local", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert result.json["volume"]["path"] == str(project / ".local-pod" / "mnt")
+    assert result.json["volume"]["exists"] is True
+    assert result.json["volume"]["must_be_mount"] is False
+
+
+def test_pretty_json_is_the_same_document_indented(ops):
+    compact = ops("pod.status", "--host", "local", "--json")
+    pretty = ops("pod.status", "--host", "local", "--pretty")
+
+    assert pretty.stdout.startswith('{\n  "ok": true')
+    assert set(pretty.json) == set(compact.json)
+
+
+def test_inv_front_door_reads_its_own_invoke_yaml(tmp_path, client, pod):
+    # A checkout-like folder: tasks.py plus an invoke.yaml whose default host is the pod.
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    shutil.copy(CHECKOUT / "tasks.py", checkout)
+    (checkout / "invoke.yaml").write_text(f"ops:\n  default_host: {pod.alias}\n")
+    inv = Path(sys.executable).parent / "inv"
+
+    result = subprocess.run([str(inv), "pod.status", "--json"], cwd=checkout, env=client.env(),
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode in (0, 1), result.stderr
+    assert '"host":"%s"' % pod.alias in result.stdout
+    assert pod.sessions() == 1
+
+
+def test_inv_front_door_refuses_broken_yaml_in_one_line(tmp_path, client):
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    shutil.copy(CHECKOUT / "tasks.py", checkout)
+    (checkout / "invoke.yaml").write_text("ops: {profiles: [\n")
+    inv = Path(sys.executable).parent / "inv"
+
+    result = subprocess.run([str(inv), "pod.status"], cwd=checkout, env=client.env(),
+                            capture_output=True, text=True, timeout=60)
+
+    _assert_one_line_exit_2(result, "invalid YAML")
+
+
+def test_every_task_documents_every_flag(ops):
+    listing = ops("--list")
+    assert "pod.status" in listing.stdout
+    help_text = ops("pod.status", "--help").stdout
+    for flag in ("--host", "--json", "--pretty", "--dry-run"):
+        assert flag in help_text
+    assert "Options:" in help_text and "None" not in help_text
