@@ -18,9 +18,9 @@ LIBRARY = "lib.sh"
 
 def scripts_dir() -> Path:
     """remote_scripts/ of the checkout, else the copy installed inside the package."""
-    checkout = Path(__file__).resolve().parent.parent / "remote_scripts"
-    if checkout.is_dir():
-        return checkout
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "tasks.py").is_file() and (checkout / "remote_scripts").is_dir():
+        return checkout / "remote_scripts"
     return Path(__file__).resolve().parent / "remote_scripts"
 
 

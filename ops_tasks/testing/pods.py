@@ -321,4 +321,4 @@ class ClientHome:
     def ssh_argv(self, alias: str) -> list:
         """The system OpenSSH client pointed at this home's config and known_hosts."""
         return ["ssh", "-F", str(self.config), "-o", f"UserKnownHostsFile={self.known_hosts}",
-                "-o", "BatchMode=yes", alias]
+                "-o", "StrictHostKeyChecking=accept-new", "-o", "BatchMode=yes", alias]

@@ -1,0 +1,47 @@
+# The two commands of the README: `make demo` and `make test`. Both set everything up.
+SHELL  := /bin/bash
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# program:Debian package, for what the test pods need on this machine.
+SYSTEM_TOOLS := sshd:openssh-server ssh:openssh-client rsync:rsync tmux:tmux curl:curl unshare:util-linux nsenter:util-linux
+
+.PHONY: demo test bench install system-deps clean
+
+demo: $(STAMP)
+	$(BIN)/ops pod.status --host local
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) system-deps
+	$(BIN)/python bench/pod_status.py
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+# Installs what is missing with apt-get when root; otherwise names it and stops.
+system-deps:
+	@missing=""; \
+	for pair in $(SYSTEM_TOOLS); do \
+	  prog=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$prog >/dev/null 2>&1 || test -x /usr/sbin/$$prog || missing="$$missing $$pkg"; \
+	done; \
+	missing=$$(printf '%s\n' $$missing | sort -u | tr '\n' ' '); \
+	if [ -n "$${missing// /}" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing system packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing system packages: $$missing(install them, e.g. sudo apt-get install $$missing)"; exit 1; \
+	  fi; \
+	fi
+
+clean:
+	rm -rf $(VENV) .local-pod .pytest_cache
