@@ -1,42 +1,46 @@
-# ---- lib.sh: helpers shared by every remote script (bash 4+, coreutils, awk).
+# ---- lib.sh: helpers shared by every remote script (bash 4+).
+# The JSON helpers assign to a variable (printf -v) instead of printing: a $(...) per
+# value would fork a subshell each time, and forks are most of a small script's cost.
+# Their locals are _ops_-prefixed: bash scoping is dynamic, and `json_str s ...` must not
+# assign to a local named s.
 set -u
 export LC_ALL=C
 
-# json_str TEXT: TEXT as a JSON string literal.
+# json_str VAR TEXT: VAR becomes TEXT as a JSON string literal.
 json_str() {
-  local s=${1-}
-  s=${s//\\/\\\\}
-  s=${s//\"/\\\"}
-  s=${s//$'\n'/\\n}
-  s=${s//$'\r'/\\r}
-  s=${s//$'\t'/\\t}
-  case $s in *[[:cntrl:]]*) s=$(printf '%s' "$s" | tr -d '\000-\037') ;; esac
-  printf '"%s"' "$s"
+  local _ops_s=${2-}
+  _ops_s=${_ops_s//\\/\\\\}
+  _ops_s=${_ops_s//\"/\\\"}
+  _ops_s=${_ops_s//$'\n'/\\n}
+  _ops_s=${_ops_s//$'\r'/\\r}
+  _ops_s=${_ops_s//$'\t'/\\t}
+  case $_ops_s in *[[:cntrl:]]*) _ops_s=$(printf '%s' "$_ops_s" | tr -d '\000-\037') ;; esac
+  printf -v "$1" '"%s"' "$_ops_s"
 }
 
-# json_num TEXT: TEXT if it is a number, else null.
+# json_num VAR TEXT: VAR becomes TEXT if it is a number, else null.
 json_num() {
-  if [[ ${1-} =~ ^-?[0-9]+(\.[0-9]+)?$ ]]; then printf '%s' "$1"; else printf 'null'; fi
+  if [[ ${2-} =~ ^-?[0-9]+(\.[0-9]+)?$ ]]; then printf -v "$1" '%s' "$2"; else printf -v "$1" 'null'; fi
 }
 
-# json_bool FLAG: true for 1, else false.
+# json_bool VAR FLAG: VAR becomes true for 1, else false.
 json_bool() {
-  if [ "${1-}" = 1 ]; then printf 'true'; else printf 'false'; fi
+  if [ "${2-}" = 1 ]; then printf -v "$1" 'true'; else printf -v "$1" 'false'; fi
 }
 
-# json_strs ITEM...: a JSON array of strings.
+# json_strs VAR ITEM...: VAR becomes a JSON array of strings.
 json_strs() {
-  local item sep=''
-  printf '['
-  for item in "$@"; do printf '%s' "$sep"; json_str "$item"; sep=','; done
-  printf ']'
+  local _ops_var=$1 _ops_item _ops_one _ops_list=''
+  shift
+  for _ops_item in "$@"; do json_str _ops_one "$_ops_item"; _ops_list+=${_ops_list:+,}$_ops_one; done
+  printf -v "$_ops_var" '[%s]' "$_ops_list"
 }
 
-# trim TEXT: TEXT without leading and trailing blanks.
+# trim VAR TEXT: VAR becomes TEXT without leading and trailing blanks.
 trim() {
-  local s=${1-}
-  s=${s#"${s%%[![:space:]]*}"}
-  printf '%s' "${s%"${s##*[![:space:]]}"}"
+  local _ops_s=${2-}
+  _ops_s=${_ops_s#"${_ops_s%%[![:space:]]*}"}
+  printf -v "$1" '%s' "${_ops_s%"${_ops_s##*[![:space:]]}"}"
 }
 
 # tmux_cmd ARGS...: tmux on the profile's socket (tmux -L), or the default one.

@@ -1,35 +1,43 @@
 # pod_status.sh: facts about this pod, as one JSON document; the operation judges them.
 # inputs: volume (path), tmux_socket (name or empty)
 
-# -- volume: a real mount point? /proc/self/mountinfo lists mount points (spaces as \040).
-vol_exists=0 vol_mounted=0 vol_fstype='' vol_size='' vol_free=''
+# -- volume: a real mount point? /proc/self/mountinfo lists mount points (spaces as \040);
+# the last entry for a path is the one on top.
+vol_exists=0 vol_mounted=0 vol_fstype='' vol_size='' vol_free='' home_free=''
 if [ -d "$volume" ]; then
   vol_exists=1
   vol_real=$(cd "$volume" && pwd -P)
   if [ -r /proc/self/mountinfo ]; then
-    vol_fstype=$(awk -v mp="$vol_real" '
-      { m = $5; gsub(/\\040/, " ", m)
-        if (m == mp) for (i = 7; i <= NF; i++) if ($i == "-") { fs = $(i + 1); break } }
-      END { print fs }' /proc/self/mountinfo)
-    [ -n "$vol_fstype" ] && vol_mounted=1
+    while read -r _ _ _ _ mount_point rest; do
+      if [ "${mount_point//\\040/ }" = "$vol_real" ]; then
+        vol_mounted=1 vol_fstype=${rest#* - } vol_fstype=${vol_fstype%% *}
+      fi
+    done < /proc/self/mountinfo
   fi
   [ -n "$vol_fstype" ] || vol_fstype=$(stat -f -c %T "$volume" 2>/dev/null)
-  read -r vol_size vol_free < <(df -Pk "$volume" 2>/dev/null | awk 'NR == 2 { printf "%.0f %.0f\n", $2 * 1024, $4 * 1024 }')
 fi
+# One df for the volume and the home disk (POSIX format: one line each, sizes in KiB).
+{
+  read -r _
+  [ $vol_exists = 1 ] && read -r _ size_k _ free_k _ && vol_size=$((size_k * 1024)) vol_free=$((free_k * 1024))
+  read -r _ _ _ free_k _ && home_free=$((free_k * 1024))
+} < <(if [ $vol_exists = 1 ]; then df -Pk "$volume" "$HOME"; else df -Pk "$HOME"; fi 2>/dev/null)
 
 # -- tools: present, where, and which version (first version-like word of its banner).
-tool_json() {
-  local name=$1 path banner version=''
-  shift
-  if ! path=$(command -v "$name" 2>/dev/null); then
-    printf '%s:{"present":false,"path":null,"version":null}' "$(json_str "$name")"
-    return
+tools=''
+for spec in 'tmux -V' 'curl --version' 'python3 --version' 'rsync --version'; do
+  read -r name flag <<< "$spec"
+  json_str name_json "$name"
+  if path=$(command -v "$name" 2>/dev/null); then
+    banner=$("$name" "$flag" 2>&1) version=''
+    [[ $banner =~ ([0-9]+(\.[0-9]+)+[a-z]?) ]] && version=${BASH_REMATCH[1]}
+    json_str path_json "$path"
+    json_str version_json "$version"
+    tools+="${tools:+,}$name_json:{\"present\":true,\"path\":$path_json,\"version\":$version_json}"
+  else
+    tools+="${tools:+,}$name_json:{\"present\":false,\"path\":null,\"version\":null}"
   fi
-  banner=$("$name" "$@" 2>&1)
-  [[ $banner =~ ([0-9]+(\.[0-9]+)+[a-z]?) ]] && version=${BASH_REMATCH[1]}
-  printf '%s:{"present":true,"path":%s,"version":%s}' "$(json_str "$name")" "$(json_str "$path")" "$(json_str "$version")"
-}
-tools="{$(tool_json tmux -V),$(tool_json curl --version),$(tool_json python3 --version),$(tool_json rsync --version)}"
+done
 
 # -- GPUs: nvidia-smi's CSV; no nvidia-smi means no GPUs, not an error.
 gpus='' gpu_error=''
@@ -38,29 +46,43 @@ if command -v nvidia-smi >/dev/null 2>&1; then
   # A wedged driver can hang nvidia-smi; never let it hang the check.
   if csv=$(timeout 20 nvidia-smi --query-gpu="$query" --format=csv,noheader,nounits 2>&1); then
     while IFS=, read -r idx name util used total; do
-      [ -n "$(trim "$idx")" ] || continue
-      gpus+="${gpus:+,}{\"index\":$(json_num "$(trim "$idx")"),\"name\":$(json_str "$(trim "$name")"),"
-      gpus+="\"utilization_pct\":$(json_num "$(trim "$util")"),\"memory_used_mib\":$(json_num "$(trim "$used")"),"
-      gpus+="\"memory_total_mib\":$(json_num "$(trim "$total")")}"
+      trim idx "$idx"
+      [ -n "$idx" ] || continue
+      trim name "$name"; trim util "$util"; trim used "$used"; trim total "$total"
+      json_num idx "$idx"; json_str name "$name"; json_num util "$util"; json_num used "$used"; json_num total "$total"
+      gpus+="${gpus:+,}{\"index\":$idx,\"name\":$name,\"utilization_pct\":$util,"
+      gpus+="\"memory_used_mib\":$used,\"memory_total_mib\":$total}"
     done <<< "$csv"
   else
     gpu_error="nvidia-smi failed: ${csv%%$'\n'*}"
   fi
 fi
 
-# -- the rest: tmux sessions, home disk, load, CPUs.
+# -- the rest: tmux sessions, load, CPUs.
 sessions=()
 if command -v tmux >/dev/null 2>&1; then
   mapfile -t sessions < <(tmux_cmd list-sessions -F '#{session_name}' 2>/dev/null)
 fi
-home_free=$(df -Pk "$HOME" 2>/dev/null | awk 'NR == 2 { printf "%.0f\n", $4 * 1024 }')
-read -r load1 load5 load15 _ < /proc/loadavg 2>/dev/null || load1='' load5='' load15=''
+load1='' load5='' load15=''
+[ -r /proc/loadavg ] && read -r load1 load5 load15 _ < /proc/loadavg
+cpus=$(nproc 2>/dev/null)
 
-printf '{"hostname":%s,"user":%s,' "$(json_str "$(hostname 2>/dev/null || uname -n)")" "$(json_str "$(id -un)")"
+json_str hostname_json "${HOSTNAME:-$(uname -n)}"
+json_str user_json "${USER:-$(id -un)}"
+json_str volume_json "$volume"
+json_bool exists_json $vol_exists
+json_bool mounted_json $vol_mounted
+json_str fstype_json "$vol_fstype"
+json_num size_json "$vol_size"
+json_num free_json "$vol_free"
+json_str gpu_error_json "$gpu_error"
+json_strs sessions_json ${sessions[@]+"${sessions[@]}"}
+json_num home_free_json "$home_free"
+json_num load1 "$load1"; json_num load5 "$load5"; json_num load15 "$load15"
+json_num cpus_json "$cpus"
+printf '{"hostname":%s,"user":%s,' "$hostname_json" "$user_json"
 printf '"volume":{"path":%s,"exists":%s,"mounted":%s,"fstype":%s,"size_bytes":%s,"free_bytes":%s},' \
-  "$(json_str "$volume")" "$(json_bool $vol_exists)" "$(json_bool $vol_mounted)" \
-  "$(json_str "$vol_fstype")" "$(json_num "$vol_size")" "$(json_num "$vol_free")"
-printf '"tools":%s,"gpus":[%s],"gpu_error":%s,' "$tools" "$gpus" "$(json_str "$gpu_error")"
-printf '"tmux_sessions":%s,"disk_free_bytes":%s,' "$(json_strs ${sessions[@]+"${sessions[@]}"})" "$(json_num "$home_free")"
-printf '"load":[%s,%s,%s],"cpus":%s}\n' "$(json_num "$load1")" "$(json_num "$load5")" "$(json_num "$load15")" \
-  "$(json_num "$(nproc 2>/dev/null)")"
+  "$volume_json" "$exists_json" "$mounted_json" "$fstype_json" "$size_json" "$free_json"
+printf '"tools":{%s},"gpus":[%s],"gpu_error":%s,' "$tools" "$gpus" "$gpu_error_json"
+printf '"tmux_sessions":%s,"disk_free_bytes":%s,' "$sessions_json" "$home_free_json"
+printf '"load":[%s,%s,%s],"cpus":%s}\n' "$load1" "$load5" "$load15" "$cpus_json"

@@ -103,10 +103,14 @@ def test_lists_become_bash_arrays():
 def test_json_helpers_of_remote_scripts_escape_everything():
     library = (scripts_dir() / "lib.sh").read_text()
     nasty = 'quote " backslash \\ tab \t newline \n bell \a end'
-    script = f'{library}\nv={shell_value(nasty)}\nprintf \'{{"s":%s,"n":%s,"b":%s,"a":%s}}\' "$(json_str "$v")" "$(json_num 12.5)" "$(json_bool 1)" "$(json_strs x "$v")"'
+    script = (
+        f"{library}\nv={shell_value(nasty)}\n"
+        'json_str s "$v"; json_num n 12.5; json_num bad 12x; json_bool b 1; json_strs a x "$v"\n'
+        'printf \'{"s":%s,"n":%s,"bad":%s,"b":%s,"a":%s}\' "$s" "$n" "$bad" "$b" "$a"'
+    )
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
     document = json.loads(out.stdout)
-    assert document == {"s": nasty.replace("\a", ""), "n": 12.5, "b": True, "a": ["x", nasty.replace("\a", "")]}
+    assert document == {"s": nasty.replace("\a", ""), "n": 12.5, "bad": None, "b": True, "a": ["x", nasty.replace("\a", "")]}
 
 
 def test_rendered_script_carries_inputs_quoted_above_the_body():
