@@ -11,6 +11,7 @@ import contextvars
 import functools
 import inspect
 import json as jsonlib
+import os
 import sys
 from typing import Callable, Optional
 
@@ -33,9 +34,10 @@ COMMON_HELP = {
 
 
 def _secrets() -> list:
+    """Secret values of the environment and of the OPS_PROJECT_ENV file, to mask on output."""
     try:
-        return secret_values(__import__("os").environ, project_env())
-    except ConfigError:
+        return secret_values(os.environ, project_env())
+    except ConfigError:  # a missing env file is reported by the task itself
         return secret_values()
 
 

@@ -291,5 +291,6 @@ def resolve_profile(ops_config, host: Optional[str], project_dir) -> Profile:
 
 def project_dir_of(config) -> Path:
     """The checkout an Invoke config was loaded from (tasks.py / invoke.yaml), else cwd."""
+    # Invoke keeps it only privately, as set by Config.set_project_location().
     prefix = getattr(config, "_project_prefix", None)
     return Path(prefix) if prefix else Path.cwd()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .errors import ConfigError, HostError
-from .settings import Profile, parse_destination
+from .settings import Profile
 
 StderrSink = Optional[Callable[[bytes], None]]
 
@@ -124,6 +124,7 @@ class SshTarget:
         self.invoke_config = invoke_config
         self.connection = None
         self.connect_ms = None
+        self.known_hosts = None  # set when host keys are checked
 
     # -- connecting
 
@@ -286,7 +287,6 @@ def target_for(profile: Profile, *, dry_run: bool = False, invoke_config=None):
         return DryRunTarget(profile)
     if profile.is_local:
         return LocalTarget(profile)
-    parse_destination(profile.destination)  # refuse a malformed destination before contact
     if profile not in _POOL:
         _POOL[profile] = SshTarget(profile, invoke_config)
     return _POOL[profile]

@@ -81,11 +81,13 @@ class SshPod:
         for _ in range(attempts):
             self.port = port or free_port()
             self._write_sshd_config()
+            # The log is kept across restarts: only what this start writes may count.
+            log_offset = self.log.stat().st_size if self.log.exists() else 0
             self.proc = subprocess.Popen(self._command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                          start_new_session=True)
-            if self._wait_listening():
+            if self._wait_listening(log_offset):
                 if self.isolated:
-                    self.namespace = os.readlink(f"/proc/{self.proc.pid}/ns/mnt")
+                    self.namespace = self._own_namespace()
                 return self
             self._kill(self.proc.pid)
         raise RuntimeError(f"sshd pod {self.name} did not start: {self.log.read_text(errors='replace')[-2000:]}")
@@ -177,13 +179,18 @@ class SshPod:
         script = " && ".join(mounts) + ' && exec "$@"'
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "pod", *sshd]
 
-    def _wait_listening(self, timeout: float = 10.0) -> bool:
+    def _wait_listening(self, log_offset: int, timeout: float = 10.0) -> bool:
+        # Exactly sshd's line: "Bind to port N ... failed" must not count as started.
+        ready = f"Server listening on 127.0.0.1 port {self.port}.".encode()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
-            if self.log.exists() and f"port {self.port}" in self.log.read_text(errors="replace"):
-                return True
+            if self.log.exists():
+                with self.log.open("rb") as log:
+                    log.seek(log_offset)
+                    if ready in log.read():
+                        return True
             time.sleep(0.02)
         return False
 
@@ -213,6 +220,14 @@ class SshPod:
         if self.proc.stderr:
             self.proc.stderr.close()
         self.proc = None
+
+    def _own_namespace(self) -> str:
+        """The pod's mount namespace; refuses to return ours (stop() kills all inside it)."""
+        namespace = os.readlink(f"/proc/{self.proc.pid}/ns/mnt")
+        if namespace == os.readlink("/proc/self/ns/mnt"):
+            self._kill(self.proc.pid)
+            raise RuntimeError(f"sshd pod {self.name} runs in the test's own mount namespace")
+        return namespace
 
     def namespace_pids(self) -> list:
         """Pids of the processes inside this pod's mount namespace (its sessions' children)."""
