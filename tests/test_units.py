@@ -130,3 +130,13 @@ def test_redact_masks_secret_values_from_the_environment(monkeypatch):
     monkeypatch.setenv("NOT_SENSITIVE", "visible-value")
     text = "key=wandb-secret-123 token=tok-456789 other=visible-value"
     assert redact(text) == "key=*** token=*** other=visible-value"
+
+
+def test_local_target_streams_stderr_while_collecting_stdout(tmp_path):
+    from ops_tasks.targets import LocalTarget
+
+    target = LocalTarget(resolve_profile({}, "local", tmp_path))
+    chunks = []
+    result = target.run_script("echo progress >&2; echo '{\"ok\": true}'; exit 3", on_stderr=chunks.append)
+    assert (result.stdout, result.exit_code) == ('{"ok": true}\n', 3)
+    assert b"".join(chunks) == b"progress\n" and result.stderr == "progress\n"
