@@ -6,6 +6,7 @@ import socket
 import pytest
 
 from ops_tasks.testing.fake_gpu import gpu
+from ops_tasks.testing.pods import free_port
 from conftest import needs_isolation
 
 
@@ -39,7 +40,7 @@ def test_plain_directory_at_mnt_is_not_mounted_and_exits_1(pod_factory, ops):
 
 
 def test_closed_port_exits_1_with_one_line_naming_host_and_port(ops, project):
-    port = _closed_port()
+    port = free_port()  # nothing listens there
 
     result = ops("pod.status", "--host", f"root@127.0.0.1:{port}", timeout=60)
 
@@ -169,12 +170,6 @@ def test_tmux_sessions_on_the_pod_are_listed(pod, ops):
     result = ops("pod.status", "--host", pod.alias, "--json")
 
     assert sorted(result.json["tmux_sessions"]) == ["pilots", "vllm"]
-
-
-def _closed_port() -> int:
-    from ops_tasks.testing.pods import free_port
-
-    return free_port()
 
 
 def _env_file(project, text):
