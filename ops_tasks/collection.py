@@ -2,7 +2,8 @@
 
 from invoke import Collection
 
-from . import pod
+from . import pod, vllm
 
 ns = Collection()
 ns.add_collection(pod.ns)
+ns.add_collection(vllm.ns)

@@ -23,6 +23,8 @@ from .settings import project_env, project_dir_of, resolve_profile
 from .targets import DryRunStop, target_for
 
 _DRY_RUN = contextvars.ContextVar("ops_dry_run", default=False)
+# Under --json/--pretty: whether to indent; None for human output.
+_JSON = contextvars.ContextVar("ops_json", default=None)
 
 COMMON_HELP = {
     "host": "Profile in invoke.yaml, alias in ~/.ssh/config, or user@host:port "
@@ -56,6 +58,17 @@ def _emit_document(data: dict, pretty: bool) -> None:
         emit(jsonlib.dumps(data, indent=2, sort_keys=False, default=str))
     else:
         emit(jsonlib.dumps(data, separators=(",", ":"), default=str))
+
+
+def announce(data: dict, text: str) -> None:
+    """Print a task's result now, for tasks that then keep running (vllm.tunnel): the JSON
+    document under --json/--pretty, else the text."""
+    pretty = _JSON.get()
+    if pretty is None:
+        emit(text)
+    else:
+        _emit_document(data, pretty)
+    sys.stdout.flush()
 
 
 def connect(c, host: Optional[str]):
@@ -99,7 +112,8 @@ def _with_common_parameters(body, names):
 def ops_task(*args, human: Optional[Callable[[dict], str]] = None, help=None, **task_kwargs):
     """@task with the output contract: --json/--pretty/--dry-run, exit codes, one-line errors.
 
-    The body returns a dict with at least `ok`; `human` renders it for people.
+    The body returns a dict with at least `ok`; `human` renders it for people. A body that
+    printed its result already (with `announce`) returns None.
     """
 
     def decorate(body):
@@ -107,6 +121,7 @@ def ops_task(*args, human: Optional[Callable[[dict], str]] = None, help=None, **
         def wrapper(c, *a, json=False, pretty=False, dry_run=False, **kw):
             as_json = json or pretty
             token = _DRY_RUN.set(bool(dry_run or c.config.run.dry))
+            json_token = _JSON.set(pretty if as_json else None)
             try:
                 data = body(c, *a, **kw)
                 render = human
@@ -120,6 +135,9 @@ def ops_task(*args, human: Optional[Callable[[dict], str]] = None, help=None, **
                 raise Exit(code=exc.exit_code) from None
             finally:
                 _DRY_RUN.reset(token)
+                _JSON.reset(json_token)
+            if data is None:  # the body printed its result itself (announce)
+                return None
             if as_json:
                 _emit_document(data, pretty)
             elif render is not None:

@@ -42,16 +42,22 @@ def shell_value(value) -> str:
     return shlex.quote(str(value))
 
 
-def render_script(name: str, **values) -> str:
-    """The full text of remote_scripts/<name>: shared helpers, quoted inputs, then the body."""
+def render_script(name: str, *, include=(), **values) -> str:
+    """The full text of remote_scripts/<name>: shared helpers, quoted inputs, then the body.
+
+    `include` names further helper files (e.g. vllm_lib.sh), placed after the inputs so
+    that they may use them.
+    """
     for key in values:
         if not _NAME.match(key):
             raise ValueError(f"script input {key!r} is not a lower-case shell name")
     inputs = "\n".join(f"{key}={shell_value(value)}" for key, value in values.items())
+    helpers = "".join(f"{_template(extra)}\n" for extra in include)
     return (
         f"# ops-tasks remote script: {name}\n"
         f"{_template(LIBRARY)}\n"
         f"# ---- inputs (each value shell-quoted)\n{inputs}\n"
+        f"{helpers}"
         f"# ---- {name}\n{_template(name)}"
     )
 

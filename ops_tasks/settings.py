@@ -9,9 +9,10 @@ import fnmatch
 import functools
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from types import MappingProxyType
+from typing import Mapping, Optional
 
 import yaml
 
@@ -36,6 +37,25 @@ PROFILE_SCHEMA = {
     "strict_host_keys": (bool,),
     "known_hosts": (str,),
     "tmux_socket": (str,),
+    "vllm": (dict,),
+}
+# A profile's `vllm:` defaults for vllm.start (flags win over them).
+VLLM_PROFILE_SCHEMA = {
+    "model_id": (str,),
+    "vllm_bin": (str,),
+    "port": (int,),
+    "bind_host": (str,),
+    "session": (str,),
+    "served_model_name": (str,),
+    "tensor_parallel_size": (int,),
+    "pipeline_parallel_size": (int,),
+    "gpu_memory_utilization": (int, float),
+    "max_model_len": (int,),
+    "dtype": (str,),
+    "quantization": (str,),
+    "trust_remote_code": (bool,),
+    "extra_args": (str,),
+    "env": (dict,),
 }
 OPS_SCHEMA = {"default_host": (str,), "profiles": (dict,)}
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "a number", float: "a number", dict: "a mapping"}
@@ -137,6 +157,7 @@ def check_ops_config(ops, source: str = "invoke.yaml") -> dict:
         if not isinstance(profile, dict):
             raise ConfigError(f"{source}: {where} must be a mapping, got {profile!r}")
         _check_types(profile, PROFILE_SCHEMA, where, source)
+        _check_types(profile.get("vllm") or {}, VLLM_PROFILE_SCHEMA, f"{where}.vllm", source)
         timeout = profile.get("connect_timeout")
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"{source}: {where}.connect_timeout must be positive, got {timeout!r}")
@@ -222,6 +243,8 @@ class Profile:
     strict_host_keys: Optional[bool] = None  # None: follow ~/.ssh/config, else check
     known_hosts: Optional[str] = None  # None: ~/.ssh/known_hosts
     tmux_socket: Optional[str] = None  # tmux -L NAME; None: the default socket
+    # Defaults for vllm.start; not part of the profile's identity (the connection pool key).
+    vllm: Mapping = field(default_factory=lambda: MappingProxyType({}), hash=False, compare=False)
 
     @property
     def is_local(self) -> bool:
@@ -286,6 +309,7 @@ def resolve_profile(ops_config, host: Optional[str], project_dir) -> Profile:
     remote_repo = env_value("OPS_REMOTE_REPO") or fields.get("remote_repo")
     fields["remote_repo"] = remote_repo
     fields["connect_timeout"] = float(fields.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+    fields["vllm"] = MappingProxyType(dict(fields.get("vllm") or {}))
     return Profile(name=name, destination=destination, **fields)
 
 

@@ -18,7 +18,8 @@ from typing import Callable, Optional
 from .errors import ConfigError, HostError
 from .settings import Profile
 
-StderrSink = Optional[Callable[[bytes], None]]
+# Called with each chunk of a stream as it arrives (progress, followed logs).
+Sink = Optional[Callable[[bytes], None]]
 
 
 @dataclass
@@ -45,7 +46,9 @@ class DryRunTarget:
     scripts: list = field(default_factory=list)
     connect_ms: Optional[float] = None
 
-    def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: StderrSink = None):
+    def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: Sink = None,
+                   on_stdout: Sink = None, hold_stdin: bool = False):
+        # The payload (secrets travel there) is never shown.
         self.scripts.append(script)
         raise DryRunStop(self)
 
@@ -60,15 +63,23 @@ class LocalTarget:
         # A rented pod comes with its volume; the local stand-in makes its folder on first use.
         Path(profile.volume).mkdir(parents=True, exist_ok=True)
 
-    def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: StderrSink = None):
+    def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: Sink = None,
+                   on_stdout: Sink = None, hold_stdin: bool = False):
         started = time.monotonic()
         proc = subprocess.Popen(
             ["bash", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
-        if on_stderr is None:
-            out, err = proc.communicate(script.encode() + stdin_payload)
-        else:
-            out, err = _stream_local(proc, script.encode() + stdin_payload, on_stderr)
+        proc.stdin.write(script.encode() + stdin_payload)
+        proc.stdin.flush()
+        if not hold_stdin:
+            proc.stdin.close()
+        try:
+            out, err = _stream_local(proc, on_stdout, on_stderr)
+        except KeyboardInterrupt:
+            # A held stdin closing is the script's signal to stop (vllm.logs --follow).
+            proc.stdin.close()
+            _, err = proc.communicate()
+            out = b""
         elapsed = (time.monotonic() - started) * 1000
         return ScriptResult(out.decode(errors="replace"), err.decode(errors="replace"), proc.returncode, elapsed)
 
@@ -76,12 +87,10 @@ class LocalTarget:
         pass
 
 
-def _stream_local(proc, data: bytes, on_stderr):
-    proc.stdin.write(data)
-    proc.stdin.close()
+def _stream_local(proc, on_stdout: Sink, on_stderr: Sink):
     out = []
     err = []
-    streams = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    streams = {proc.stdout.fileno(): (out, on_stdout), proc.stderr.fileno(): (err, on_stderr)}
     while streams:
         ready, _, _ = select.select(list(streams), [], [])
         for fd in ready:
@@ -89,10 +98,13 @@ def _stream_local(proc, data: bytes, on_stderr):
             if not chunk:
                 del streams[fd]
                 continue
-            streams[fd].append(chunk)
-            if fd == proc.stderr.fileno():
-                on_stderr(chunk)
+            chunks, sink = streams[fd]
+            chunks.append(chunk)
+            if sink is not None:
+                sink(chunk)
     proc.wait()
+    if not proc.stdin.closed:
+        proc.stdin.close()
     return b"".join(out), b"".join(err)
 
 
@@ -222,18 +234,29 @@ class SshTarget:
 
     # -- running
 
-    def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: StderrSink = None):
-        """Run script with `bash -s` over one exec channel; stream stderr to on_stderr."""
+    def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: Sink = None,
+                   on_stdout: Sink = None, hold_stdin: bool = False):
+        """Run script with `bash -s` over one exec channel; stream its output to the sinks.
+
+        hold_stdin keeps the script's stdin open until the output ends or Ctrl-C, which then
+        closes the channel: the script sees its stdin end and stops (vllm.logs --follow).
+        """
         connection = self.open()
         started = time.monotonic()
+        channel = None
         try:
             channel = connection.client.get_transport().open_session(timeout=self.profile.connect_timeout)
             channel.exec_command("bash -s")
             # Invoke's in_stream sends one byte per 10 ms; the channel takes the script whole.
             channel.sendall(script.encode() + stdin_payload)
-            channel.shutdown_write()
-            out, err = _drain(channel, on_stderr)
+            if not hold_stdin:
+                channel.shutdown_write()
+            out, err = _drain(channel, on_stdout, on_stderr)
             exit_code = channel.recv_exit_status()
+        except KeyboardInterrupt:
+            if channel is not None:
+                channel.close()
+            return ScriptResult("", "", 130, (time.monotonic() - started) * 1000)
         except (OSError, EOFError) as exc:
             self.close()
             raise HostError(f"{self.profile.label}: connection lost: {exc or type(exc).__name__}") from None
@@ -253,7 +276,7 @@ class SshTarget:
             self.connection = None
 
 
-def _drain(channel, on_stderr):
+def _drain(channel, on_stdout: Sink, on_stderr: Sink):
     out = []
     err = []
     while True:
@@ -261,7 +284,10 @@ def _drain(channel, on_stderr):
         select.select([channel], [], [], 1.0)
         progressed = False
         if channel.recv_ready():
-            out.append(channel.recv(65536))
+            chunk = channel.recv(65536)
+            out.append(chunk)
+            if on_stdout is not None:
+                on_stdout(chunk)
             progressed = True
         if channel.recv_stderr_ready():
             chunk = channel.recv_stderr(65536)

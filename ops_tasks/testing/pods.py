@@ -160,7 +160,8 @@ class SshPod:
             "AllowTcpForwarding yes",
             "Subsystem sftp internal-sftp",
             # The pod's tools first on PATH; tmux sockets inside the pod's own home.
-            f"SetEnv PATH={self.path} TMUX_TMPDIR={home}/.tmux",
+            # OPS_FAKE_GPU_DIR: where the vLLM stand-in registers its fake GPU memory.
+            f"SetEnv PATH={self.path} TMUX_TMPDIR={home}/.tmux OPS_FAKE_GPU_DIR={self.bin}",
         ]
         if self.isolated:
             lines.append("AuthorizedKeysFile .ssh/authorized_keys")
@@ -278,6 +279,15 @@ class SshPod:
             argv = ["bash", "-c", script]
         return subprocess.run(argv, capture_output=True, text=True, check=check, env=env)
 
+    def install_vllm_stub(self) -> str:
+        """Put the vLLM stand-in on the pod's PATH as `ops-vllm-stub` (a copy: stdlib only)."""
+        from .. import vllm_stub
+
+        program = self.bin / "ops-vllm-stub"
+        program.write_text("#!/usr/bin/env python3\n" + Path(vllm_stub.__file__).read_text())
+        os.chmod(program, 0o755)
+        return program.name
+
     def set_gpus(self, gpus: list) -> None:
         """Put a fake nvidia-smi on the pod's PATH answering for these GPUs (see fake_gpu)."""
         from .fake_gpu import install_fake_nvidia_smi
@@ -313,6 +323,8 @@ class ClientHome:
         self.config = self.ssh_dir / "config"
         self.known_hosts = self.ssh_dir / "known_hosts"
         self.config.touch(mode=0o600)
+        self.tmux_dir = self.home / ".tmux"
+        self.tmux_dir.mkdir(mode=0o700, exist_ok=True)
 
     @property
     def public_key(self) -> str:
@@ -330,6 +342,8 @@ class ClientHome:
         """An environment for the CLI: this HOME, none of the developer's ops settings."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(CLIENT_ENV_DROP)}
         env["HOME"] = str(self.home)
+        # The `local` profile's tmux server lives here, never beside the developer's own.
+        env["TMUX_TMPDIR"] = str(self.tmux_dir)
         env.update(extra)
         return env
 

@@ -1,0 +1,308 @@
+"""vLLM operations: start, check, stop and read the log of a vLLM server in tmux on a pod.
+
+What runs where:
+- the server runs detached in a tmux session (default `vllm`), started by a launcher script on
+  the pod's local disk that sources a 0600 env file (secrets never reach argv or tmux);
+- its output goes to a log on the volume, `<volume>/vllm/logs/<session>-<UTC time>.log`, so it
+  outlives the pod; `<volume>/vllm/<session>.json` records model, argv, port, pid, log, start.
+"""
+
+import json
+import shlex
+import time
+from typing import Callable, Optional
+
+from ..errors import HostError
+from ..scripts import parse_document, render_script
+from .vllm_spec import ServerSpec, env_file_text, launcher_text, server_argv
+
+VLLM_LIB = ("vllm_lib.sh",)
+
+# Startup phases in the order vLLM goes through them, each with the log text that shows it
+# has begun. vLLM mostly logs when a step ends, so a step's closing line marks the next one:
+# profiling follows torch.compile, and the API server follows CUDA graph capture.
+PHASES = (
+    ("loading weights", ("Starting to load model", "Loading weights", "Loading safetensors", "Model loading took")),
+    ("compiling", ("Dynamo bytecode transform", "Compiling a graph", "Start compiling", "torch.compile")),
+    ("profiling / KV cache", ("torch.compile takes", "Memory profiling", "KV cache", "# GPU blocks", "# cuda blocks")),
+    ("capturing CUDA graphs", ("Capturing CUDA graph", "Capturing cudagraph")),
+    ("starting API server", ("Graph capturing finished", "init engine", "Starting vLLM API server",
+                             "Started server process", "Waiting for application startup")),
+    ("ready", ("Application startup complete",)),
+)
+PHASE_NAMES = ("starting",) + tuple(name for name, _ in PHASES)
+
+# Why a server died, from its log: (cause, what the user should do, log markers).
+FAILURE_CAUSES = (
+    ("cuda-out-of-memory", "lower --gpu-memory-utilization or --max-model-len, or use more GPUs",
+     ("CUDA out of memory", "OutOfMemoryError", "No available memory for the cache blocks",
+      "not enough KV cache", "larger than the available KV cache")),
+    ("port-in-use", "another process holds the port: pick --port or stop it",
+     ("Address already in use", "address already in use", "[Errno 98]")),
+    ("model-not-found-or-gated", "check the model id; for a gated model accept its licence and pass --env HF_TOKEN=...",
+     ("GatedRepoError", "RepositoryNotFoundError", "401 Client Error", "403 Client Error", "404 Client Error",
+      "Cannot access gated repo", "is not a local folder and is not a valid model identifier", "Repository Not Found")),
+    ("trust-remote-code", "the model ships its own code: add --trust-remote-code if you trust it",
+     ("trust_remote_code=True", "contains custom code which must be executed")),
+)
+
+
+def phase_of(line: str) -> Optional[str]:
+    """The startup phase a vLLM log line marks, or None (the latest phase whose marker it has)."""
+    for name, markers in reversed(PHASES):
+        if any(marker in line for marker in markers):
+            return name
+    return None
+
+
+def classify_failure(log_text: str) -> dict:
+    """Why a server died: the cause, advice, and the log line that shows it."""
+    lines = (log_text or "").splitlines()
+    for cause, advice, markers in FAILURE_CAUSES:
+        for line in reversed(lines):
+            if any(marker in line for marker in markers):
+                return {"cause": cause, "advice": advice, "evidence": line.strip()}
+    evidence = next((line.strip() for line in reversed(lines) if line.strip()), "")
+    return {"cause": "other", "advice": "read the log tail", "evidence": evidence}
+
+
+class StartupProgress:
+    """Reads the start script's stderr stream: server log lines and elapsed-time ticks.
+
+    Calls on_progress(elapsed_s, phase) when the phase moves on, and on every tick.
+    """
+
+    def __init__(self, on_progress: Optional[Callable[[float, str], None]] = None):
+        self.on_progress = on_progress
+        self.phase = "starting"
+        self.phases = []  # [{"phase", "at_s"}], in the order they were reached
+        self.started = time.monotonic()
+        self.other_stderr = []
+        self._buffer = b""
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def feed(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for raw in lines:
+            self._line(raw.decode(errors="replace"))
+
+    def _line(self, line: str) -> None:
+        if line.startswith("L|"):
+            phase = phase_of(line[2:])
+            # Phases only move forward: a later line may mention an earlier phase's words.
+            if phase and PHASE_NAMES.index(phase) > PHASE_NAMES.index(self.phase):
+                self.phase = phase
+                self.phases.append({"phase": phase, "at_s": round(self.elapsed(), 1)})
+                self._report()
+        elif line.startswith("T|"):
+            self._report()
+        elif line.strip():
+            self.other_stderr.append(line)
+
+    def _report(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.elapsed(), self.phase)
+
+
+def models_url(base_url: str) -> str:
+    return base_url.rstrip("/") + "/models"
+
+
+def _state(text: Optional[str]) -> Optional[dict]:
+    try:
+        state = json.loads(text) if text else None
+    except json.JSONDecodeError:
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def vllm_start(target, spec: ServerSpec, *, restart: bool = False, grace_s: float = 30,
+               wait: bool = False, timeout_s: float = 900,
+               on_progress: Optional[Callable[[float, str], None]] = None) -> dict:
+    """Start the server in tmux (one round trip, the wait included); refuse a busy session or port."""
+    profile = target.profile
+    argv = server_argv(spec)
+    # One log per start, on the volume: an earlier start's log is never overwritten.
+    log_path = f"{profile.volume}/vllm/logs/{spec.session}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.log"
+    base_url = f"http://127.0.0.1:{spec.port}/v1"
+    state_fields = {
+        "session": spec.session,
+        "model_id": spec.model_id,
+        "served_model_name": spec.served_name,
+        "port": spec.port,
+        "bind_host": spec.bind_host,
+        "base_url": base_url,
+        "log": log_path,
+        "argv": argv,
+        "command": shlex.join(argv),
+        "env": spec.env_shown(),
+    }
+    script = render_script(
+        "vllm_start.sh", include=VLLM_LIB,
+        volume=profile.volume, session=spec.session, tmux_socket=profile.tmux_socket, port=spec.port,
+        launcher=launcher_text(spec, argv, log_path), log=log_path,
+        state_fields=json.dumps(state_fields, separators=(",", ":")),
+        restart=restart, grace_ms=int(grace_s * 1000), wait=wait, timeout_ms=int(timeout_s * 1000),
+        models_url=models_url(base_url), served_name=spec.served_name,
+    )
+    progress = StartupProgress(on_progress)
+    result = target.run_script(script, stdin_payload=env_file_text(spec.env), on_stderr=progress.feed)
+    facts = parse_document(result, profile.label, "vllm_start.sh")
+    report = {
+        "ok": False, "host": profile.name, "session": spec.session, "model_id": spec.model_id,
+        "served_model_name": spec.served_name, "port": spec.port, "base_url": base_url,
+        "log": log_path, "command": shlex.join(argv), "restarted": facts.get("restarted"),
+    }
+    if not facts.get("started"):
+        report["refused"] = facts.get("refused")
+        report["error"] = _refusal(facts, spec, profile.label)
+        return report
+    report.update(pid=facts["pid"], started_at=facts["started_at"], ok=True)
+    waited = facts.get("wait")
+    if waited:
+        report["wait"] = _wait_report(waited, progress)
+        report["ok"] = waited["outcome"] == "ready"
+        if not report["ok"]:
+            report["error"] = _wait_error(report["wait"], profile.label, spec)
+    return report
+
+
+def _refusal(facts: dict, spec: ServerSpec, label: str) -> str:
+    state = _state(facts.get("state")) or {}
+    if facts.get("refused") == "session":
+        what = f" (serving {state['model_id']} on port {state.get('port')})" if state.get("model_id") else ""
+        return f"{label}: tmux session {spec.session!r} already exists{what}; use --restart to replace it"
+    if facts.get("refused") == "port":
+        owner = facts.get("port_owner") or {}
+        who = f"pid {owner.get('pid')}: {owner.get('command')}" if owner.get("pid") else owner.get("command", "?")
+        return f"{label}: port {spec.port} is already taken by {who}; use --port, or --restart if it is ours"
+    return f"{label}: {facts.get('error') or 'could not start the server'}"
+
+
+def _wait_report(waited: dict, progress: StartupProgress) -> dict:
+    report = {
+        "outcome": waited["outcome"],
+        "elapsed_s": round(waited["elapsed_ms"] / 1000, 1),
+        "phase": progress.phase if waited["outcome"] != "ready" else "ready",
+        "phases": progress.phases,
+    }
+    if waited["outcome"] != "ready":
+        report["log_tail"] = waited.get("log_tail") or ""
+    if waited["outcome"] == "died":
+        report.update(classify_failure(report["log_tail"]))
+    return report
+
+
+def _wait_error(waited: dict, label: str, spec: ServerSpec) -> str:
+    if waited["outcome"] == "died":
+        return (f"{label}: the vLLM server died after {waited['elapsed_s']:.0f}s "
+                f"({waited['cause']}: {waited['evidence']}); {waited['advice']}")
+    return (f"{label}: not serving {spec.served_name} after {waited['elapsed_s']:.0f}s "
+            f"(last phase: {waited['phase']}); it is still running: vllm.logs to look, vllm.stop to stop it")
+
+
+def vllm_status(target, *, base_url: Optional[str] = None, default_port: int = 8000, session: str = "vllm",
+                tail_lines: int = 40, api_key: Optional[str] = None) -> dict:
+    """Probe the server from the pod (one round trip): models, /health, session, pid, log tail.
+
+    base_url None: 127.0.0.1 at the port the session's state file records, else default_port.
+    """
+    profile = target.profile
+    script = render_script(
+        "vllm_status.sh", include=VLLM_LIB,
+        volume=profile.volume, session=session, tmux_socket=profile.tmux_socket,
+        base_url=base_url, default_port=default_port, tail_lines=tail_lines,
+    )
+    payload = (api_key + "\n").encode() if api_key else b""
+    facts = parse_document(target.run_script(script, stdin_payload=payload), profile.label, "vllm_status.sh")
+    models = _models(facts["models_body"]) if facts["models_status"] == 200 else []
+    ok = facts["models_status"] == 200 and bool(models)
+    state = _state(facts["state"]) or {}
+    report = {
+        "ok": ok, "host": profile.name, "base_url": facts["base_url"], "status_code": facts["models_status"] or None,
+        "models": models, "health": facts["health_status"] or None, "session": session,
+        "session_alive": facts["session_alive"], "pid": facts["pid"], "uptime_s": facts["uptime_s"],
+        "model_id": state.get("model_id"), "log": facts["log"] or None,
+    }
+    if not ok:
+        report["log_tail"] = facts["log_tail"]
+        report["error"] = _not_serving(report, profile.label)
+    return report
+
+
+def _models(body: str) -> list:
+    try:
+        data = json.loads(body).get("data") or []
+    except (json.JSONDecodeError, AttributeError):
+        return []
+    return [{"id": m.get("id"), "max_model_len": m.get("max_model_len")} for m in data if isinstance(m, dict)]
+
+
+def _not_serving(report: dict, label: str) -> str:
+    code = report["status_code"]
+    if code is None:
+        why = "nothing answers"
+    elif code == 401:
+        why = "HTTP 401: the server wants an API key (set VLLM_API_KEY)"
+    else:
+        why = f"HTTP {code}"
+    if report["pid"] and code is None:
+        why += " yet (the server is still starting)"
+    return f"{label}: vLLM is not serving at {report['base_url']}: {why}"
+
+
+def vllm_stop(target, *, session: str = "vllm", grace_s: float = 30, port: Optional[int] = None) -> dict:
+    """Stop the server: INT, TERM, then KILL its whole process tree; verify nothing is left."""
+    profile = target.profile
+    script = render_script(
+        "vllm_stop.sh", include=VLLM_LIB,
+        volume=profile.volume, session=session, tmux_socket=profile.tmux_socket,
+        grace_ms=int(grace_s * 1000), port=port,
+    )
+    facts = parse_document(target.run_script(script), profile.label, "vllm_stop.sh")
+    running = bool(facts["processes"]) or facts["session_killed"]
+    clean = not facts["left"] and (facts["port_free"] or not running)
+    report = {"ok": clean, "host": profile.name, "session": session, "running": running, **facts}
+    if not running:
+        report["message"] = "not running"
+        if not facts["port_free"]:
+            owner = facts["port_owner"] or {}
+            report["warning"] = (f"port {facts['port']} is held by pid {owner.get('pid')} "
+                                 f"({owner.get('command')}), which vllm.start did not start")
+    elif facts["left"]:
+        report["error"] = f"{profile.label}: processes survived SIGKILL: " + ", ".join(
+            f"{p['pid']} ({p['command']})" for p in facts["left"])
+    elif not facts["port_free"]:
+        owner = facts["port_owner"] or {}
+        report["error"] = (f"{profile.label}: port {facts['port']} is still taken by pid {owner.get('pid')} "
+                           f"({owner.get('command')})")
+    return report
+
+
+def vllm_logs(target, *, session: str = "vllm", lines: int = 100, follow: bool = False,
+              on_output: Optional[Callable[[bytes], None]] = None) -> dict:
+    """The server log's last lines; with follow, stream it to on_output until interrupted."""
+    profile = target.profile
+    script = render_script("vllm_logs.sh", include=VLLM_LIB, volume=profile.volume, session=session,
+                           lines=lines, follow=follow)
+    if follow:
+        result = target.run_script(script, on_stdout=on_output, hold_stdin=True)
+        if result.exit_code == 3:  # no log: the script says so on stderr
+            return _no_log(parse_document(_stderr_as_stdout(result), profile.label, "vllm_logs.sh"), profile, session)
+        return {"ok": True, "host": profile.name, "session": session, "followed": True}
+    facts = parse_document(target.run_script(script), profile.label, "vllm_logs.sh")
+    if not facts["found"]:
+        return _no_log(facts, profile, session)
+    return {"ok": True, "host": profile.name, "session": session, "log": facts["log"], "text": facts["text"]}
+
+
+def _stderr_as_stdout(result):
+    return type(result)(result.stderr, "", result.exit_code, result.elapsed_ms)
+
+
+def _no_log(facts: dict, profile, session: str) -> dict:
+    where = f"its log {facts['log']} is gone" if facts.get("log") else "no vllm.start recorded for it"
+    raise HostError(f"{profile.label}: no log for session {session!r}: {where}")

@@ -1,0 +1,280 @@
+"""`vllm` namespace: serve a model with vLLM in tmux on a pod, check it, stop it, read its log."""
+
+import sys
+
+from invoke import Collection
+from tabulate import tabulate
+
+from .errors import ConfigError, HostError
+from .forwarding import LocalForward
+from .operations.vllm import vllm_logs, vllm_start, vllm_status, vllm_stop
+from .operations.vllm_spec import build_spec, check_port, check_session, normalize_base_url
+from .output import announce, connect, emit, log, ops_task
+from .settings import env_value, project_dir_of, resolve_profile
+
+DEFAULT_PORT = 8000
+
+START_HELP = {
+    "model_id": "Model to serve (Hugging Face id or path on the pod). Required, unless the profile sets vllm.model_id.",
+    "vllm_bin": "vLLM program (default: vllm). A path ending in python runs -m vllm.entrypoints.openai.api_server.",
+    "tensor_parallel_size": "GPUs to shard each model replica over (--tensor-parallel-size).",
+    "pipeline_parallel_size": "Pipeline stages (--pipeline-parallel-size).",
+    "gpu_memory_utilization": "Fraction of each GPU's memory vLLM may take, in (0, 1].",
+    "max_model_len": "Context length (--max-model-len).",
+    "dtype": "Weights dtype: auto, half, float16, bfloat16, float, float32.",
+    "quantization": "Quantization method (awq, gptq, fp8, ...).",
+    "trust_remote_code": "Allow the model's own code to run (--trust-remote-code).",
+    "port": f"Port the server listens on (default: {DEFAULT_PORT}).",
+    "bind_host": "Address the server binds (default: 127.0.0.1; reach it with vllm.tunnel).",
+    "served_model_name": "Name /v1/models lists the model under (default: the model id).",
+    "extra_args": 'More vLLM flags, split like a shell line: "--enable-prefix-caching --seed 1".',
+    "session": "tmux session on the pod (default: vllm).",
+    "env": "KEY=VALUE for the server's environment (repeatable). Secrets go to a 0600 file, never argv.",
+    "restart": "Stop the server of this session first (its whole process tree), then start.",
+    "grace": "With --restart: seconds to let the old server shut down before TERM/KILL (default 30).",
+    "wait": "Wait until /v1/models lists the model, showing the startup phase.",
+    "timeout": "With --wait: seconds to wait (default 900).",
+}
+
+
+def _vllm_defaults(c, host) -> dict:
+    """The profile's `vllm:` defaults for this host (flags override them)."""
+    return dict(resolve_profile(c.config.get("ops"), host, project_dir_of(c.config)).vllm)
+
+
+def _seconds(flag: str, value, default, allow_zero: bool = False, what: str = "a number of seconds") -> float:
+    """A numeric flag (taken as text, so that Invoke never dies on a bad value with a traceback)."""
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{flag} must be {what}, got {value!r}") from None
+    if number < 0 or (number == 0 and not allow_zero):
+        raise ConfigError(f"{flag} must be {'zero or ' if allow_zero else ''}positive, got {value!r}")
+    return number
+
+
+class PhasePrinter:
+    """Startup progress on stderr: one redrawn line on a terminal, else a line per phase."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.last_phase = None
+        self.last_line_at = -1e9
+
+    def __call__(self, elapsed: float, phase: str) -> None:
+        if self.tty:
+            self.stream.write(f"\r\x1b[Kvllm: {elapsed:4.0f}s  {phase}")
+            self.stream.flush()
+        elif phase != self.last_phase or elapsed - self.last_line_at >= 30:
+            log(f"vllm: {elapsed:.0f}s {phase}")
+            self.last_line_at = elapsed
+        self.last_phase = phase
+
+    def done(self) -> None:
+        if self.tty and self.last_phase is not None:
+            self.stream.write("\n")
+
+
+# ---------------------------------------------------------------- start
+
+
+def render_start(data: dict) -> str:
+    if not data["ok"] and "pid" not in data:
+        return f"refused: {data['error']}"
+    lines = [f"{data['host']}: vLLM {data['model_id']} in tmux session {data['session']!r}, "
+             f"pid {data['pid']}, {data['base_url']}",
+             f"  log:     {data['log']}",
+             f"  command: {data['command']}"]
+    waited = data.get("wait")
+    if waited and waited["outcome"] == "ready":
+        steps = ", ".join(f"{p['phase']} at {p['at_s']:.0f}s" for p in waited["phases"]) or "no phases logged"
+        lines.append(f"  serving after {waited['elapsed_s']:.0f}s ({steps})")
+    elif waited:
+        lines.append(f"error: {data['error']}")
+        lines += ["--- log tail ---", (waited.get("log_tail") or "(empty)").rstrip()]
+    return "\n".join(lines)
+
+
+@ops_task(human=render_start, help=START_HELP, iterable=["env"])
+def start(c, host=None, model_id=None, vllm_bin=None, tensor_parallel_size=None, pipeline_parallel_size=None,
+          gpu_memory_utilization=None, max_model_len=None, dtype=None, quantization=None,
+          trust_remote_code=False, port=None, bind_host=None, served_model_name=None, extra_args=None,
+          session=None, env=None, restart=False, grace=None, wait=False, timeout=None):
+    """Start vLLM detached in tmux on the pod; --wait until it serves."""
+    options = dict(
+        model_id=model_id, vllm_bin=vllm_bin, tensor_parallel_size=tensor_parallel_size,
+        pipeline_parallel_size=pipeline_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
+        max_model_len=max_model_len, dtype=dtype, quantization=quantization,
+        trust_remote_code=trust_remote_code or None, port=port, bind_host=bind_host,
+        served_model_name=served_model_name, extra_args=extra_args, session=session, env=env,
+    )
+    spec = build_spec(options, _vllm_defaults(c, host))
+    grace_s = _seconds("--grace", grace, 30, allow_zero=True)
+    timeout_s = _seconds("--timeout", timeout, 900)
+    target = connect(c, host)
+    printer = PhasePrinter()
+    try:
+        return vllm_start(target, spec, restart=restart, grace_s=grace_s, wait=wait, timeout_s=timeout_s,
+                          on_progress=printer)
+    finally:
+        printer.done()
+
+
+# ---------------------------------------------------------------- status
+
+
+def render_status(data: dict) -> str:
+    head = f"{data['host']}: vLLM {'serving' if data['ok'] else 'NOT serving'} at {data['base_url']}"
+    models = ", ".join(f"{m['id']} (max_model_len {m['max_model_len']})" for m in data["models"]) or "none"
+    uptime = f"{data['uptime_s']}s" if data["uptime_s"] is not None else "-"
+    rows = [("models", models), ("http", data["status_code"] or "no answer"), ("health", data["health"] or "no answer"),
+            ("session", f"{data['session']} ({'alive' if data['session_alive'] else 'none'})"),
+            ("pid", data["pid"] or "-"), ("uptime", uptime), ("log", data["log"] or "-")]
+    lines = [head, tabulate(rows, tablefmt="plain")]
+    if not data["ok"]:
+        lines.append(f"error: {data['error']}")
+        if data.get("log_tail"):
+            lines += ["--- log tail ---", data["log_tail"].rstrip()]
+    return "\n".join(lines)
+
+
+def _base_url(api_base_url):
+    for flag, value in (("--api-base-url", api_base_url), ("VLLM_BASE_URL", env_value("VLLM_BASE_URL")),
+                        ("OPENAI_API_BASE", env_value("OPENAI_API_BASE"))):
+        if value:
+            return normalize_base_url(value, flag)
+    return None
+
+
+@ops_task(human=render_status, help={
+    "api_base_url": "Base URL to probe from the pod (default: $VLLM_BASE_URL, $OPENAI_API_BASE, "
+                    "then http://127.0.0.1:<port>/v1).",
+    "port": "Port of the server when no URL is given (default: the one vllm.start recorded, else 8000).",
+    "session": "tmux session of the server (default: vllm).",
+    "tail_lines": "Log lines to show when the server is not serving (default 40).",
+})
+def status(c, host=None, api_base_url=None, port=None, session=None, tail_lines=None):
+    """Check that vLLM serves: /v1/models, /health, session, pid, uptime (one round trip)."""
+    defaults = _vllm_defaults(c, host)
+    base_url = _base_url(api_base_url)
+    default_port = check_port(port if port is not None else defaults.get("port", DEFAULT_PORT))
+    session = check_session(session or defaults.get("session") or "vllm")
+    lines = int(_seconds("--tail-lines", tail_lines, 40, what="a number of lines"))
+    return vllm_status(connect(c, host), base_url=base_url, default_port=default_port, session=session,
+                       tail_lines=lines, api_key=env_value("VLLM_API_KEY"))
+
+
+
+
+# ---------------------------------------------------------------- stop
+
+
+def _count(items, one: str, many: str) -> str:
+    return f"{len(items)} {one if len(items) == 1 else many}"
+
+
+def render_stop(data: dict) -> str:
+    if not data["running"]:
+        lines = [f"{data['host']}: vLLM session {data['session']!r} not running"]
+        if data.get("warning"):
+            lines.append(f"warning: {data['warning']}")
+        return "\n".join(lines)
+    ended = ", ".join(f"{len(pids)} by SIG{sig}" for sig, pids in data["ended_by"].items() if pids) or "none"
+    lines = [f"{data['host']}: stopped vLLM session {data['session']!r}: "
+             f"{_count(data['processes'], 'process', 'processes')} ({ended})"]
+    lines += [f"  {p['pid']}: {p['command']}" for p in data["processes"]]
+    lines.append(f"  port {data['port']}: {'free' if data['port_free'] else 'STILL TAKEN'}")
+    if data["gpu_memory_used_mib_before"] is not None:
+        lines.append(f"  GPU memory used (MiB): {data['gpu_memory_used_mib_before']} before, "
+                     f"{data['gpu_memory_used_mib_after']} after")
+    if data.get("error"):
+        lines.append(f"error: {data['error']}")
+    return "\n".join(lines)
+
+
+@ops_task(human=render_stop, help={
+    "session": "tmux session of the server (default: vllm).",
+    "grace": "Seconds to let the server shut down after SIGINT before TERM, then KILL (default 30).",
+    "port": "Port to check is free afterwards (default: the one vllm.start recorded).",
+})
+def stop(c, host=None, session=None, grace=None, port=None):
+    """Stop vLLM and its whole process tree (engine, workers), and free its port."""
+    defaults = _vllm_defaults(c, host)
+    session = check_session(session or defaults.get("session") or "vllm")
+    grace_s = _seconds("--grace", grace, 30, allow_zero=True)
+    port = check_port(port) if port is not None else None
+    return vllm_stop(connect(c, host), session=session, grace_s=grace_s, port=port)
+
+
+# ---------------------------------------------------------------- logs
+
+
+class LineEmitter:
+    """Streamed log text to stdout, whole lines at a time, secrets masked (see output.emit)."""
+
+    def __init__(self):
+        self.buffer = b""
+
+    def __call__(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            emit(line.decode(errors="replace"))
+        sys.stdout.flush()
+
+
+@ops_task(human=lambda data: data["text"].rstrip("\n"), help={
+    "session": "tmux session of the server (default: vllm).",
+    "lines": "How many of the last lines to print (default 100).",
+    "follow": "Keep printing new lines until Ctrl-C.",
+})
+def logs(c, host=None, session=None, lines=None, follow=False):
+    """Print the vLLM server log (kept on the volume); --follow streams it."""
+    defaults = _vllm_defaults(c, host)
+    session = check_session(session or defaults.get("session") or "vllm")
+    count = int(_seconds("--lines", lines, 100, what="a number of lines"))
+    target = connect(c, host)
+    if not follow:
+        return vllm_logs(target, session=session, lines=count)
+    vllm_logs(target, session=session, lines=count, follow=True, on_output=LineEmitter())
+    return None
+
+
+# ---------------------------------------------------------------- tunnel
+
+
+@ops_task(help={
+    "port": "The server's port on the pod (default: the profile's vllm.port, else 8000).",
+    "local_port": "Port to listen on here (default: the same as --port).",
+})
+def tunnel(c, host=None, port=None, local_port=None):
+    """Forward a local port to the pod's vLLM over SSH; prints the OPENAI_API_BASE to use."""
+    defaults = _vllm_defaults(c, host)
+    remote_port = check_port(port if port is not None else defaults.get("port", DEFAULT_PORT))
+    here = check_port(local_port, "--local-port") if local_port is not None else remote_port
+    target = connect(c, host)
+    if target.profile.is_local:
+        url = f"http://127.0.0.1:{remote_port}/v1"
+        announce({"ok": True, "host": target.profile.name, "openai_api_base": url, "tunnel": False},
+                 f"OPENAI_API_BASE={url}  (the local host needs no tunnel)")
+        return None
+    forward = LocalForward(target.open().transport, here, remote_port,
+                           on_refused=lambda exc: log(f"{target.profile.label}: nothing answers on port "
+                                                      f"{remote_port} there (is vLLM running?)"))
+    url = f"http://127.0.0.1:{here}/v1"
+    announce({"ok": True, "host": target.profile.name, "openai_api_base": url, "tunnel": True,
+              "local_port": here, "remote_port": remote_port}, f"OPENAI_API_BASE={url}")
+    log(f"tunnel 127.0.0.1:{here} -> {target.profile.label} 127.0.0.1:{remote_port} open; Ctrl-C to close")
+    try:
+        forward.serve()
+    except KeyboardInterrupt:
+        return None
+    raise HostError(f"{target.profile.label}: connection lost; the tunnel is closed")
+
+ns = Collection("vllm")
+for _task in (start, status, stop, logs, tunnel):
+    ns.add_task(_task)
+

@@ -1,0 +1,87 @@
+# vllm_start.sh: start a vLLM server detached in tmux; with `wait`, follow it until it serves.
+# inputs: volume, session, tmux_socket, port, launcher (the launcher script's text), log,
+#   state_fields (JSON object of what the state file records), restart, grace_ms, wait,
+#   timeout_ms, models_url, served_name
+# stdin after this script: the env file (KEY='value' lines; may hold secrets).
+# While waiting, stderr carries "L|<server log line>" and "T|<seconds>" lines for the progress.
+
+start_main() {
+  local restart_json=null owner_json state_text pid now hostname_json
+  mkdir -p "$log_dir" "$private_dir" && chmod 700 "$private_dir" "$HOME/.ops" || {
+    printf '{"started":false,"refused":"volume","error":"cannot create %s"}\n' "$log_dir"
+    return 0
+  }
+  if [ -n "$restart" ]; then
+    stop_tree "$grace_ms"
+    restart_json="{$stop_report}"
+  fi
+  read_state
+  json_str state_text "$state_json"
+  if session_alive; then
+    printf '{"started":false,"refused":"session","state":%s,"restarted":%s}\n' "$state_text" "$restart_json"
+    return 0
+  fi
+  port_owner_json owner_json "$port"
+  if [ "$owner_json" != null ]; then
+    printf '{"started":false,"refused":"port","port_owner":%s,"state":%s,"restarted":%s}\n' \
+      "$owner_json" "$state_text" "$restart_json"
+    return 0
+  fi
+  # The env file is 0600 before a byte of it is written; a start always replaces it, so no
+  # secret of an earlier start lingers.
+  (umask 077 && cat > "$env_file.tmp.$$") && mv -f "$env_file.tmp.$$" "$env_file"
+  (umask 077 && printf '%s' "$launcher" > "$launcher_file")
+  : >> "$log"
+  local launcher_q
+  printf -v launcher_q '%q' "$launcher_file"
+  pid=$(tmux_cmd new-session -d -s "$session" -x 200 -y 50 -P -F '#{pane_pid}' "exec bash $launcher_q")
+  if [ -z "$pid" ] || ! proc_stat "$pid"; then
+    printf '{"started":false,"refused":"tmux","error":"tmux new-session did not start the server"}\n'
+    return 0
+  fi
+  printf -v now '%(%s)T' -1
+  json_str hostname_json "${HOSTNAME:-}"
+  # The pane's process is the server itself (the launcher execs it) and leads its session.
+  write_state "{\"pid\":$pid,\"sid\":$pid,\"pid_start\":$ps_start,\"boot_id\":\"$boot_id\",\"hostname\":$hostname_json,\"started_at\":$now,${state_fields#\{}"
+  local wait_json=null
+  [ -n "$wait" ] && wait_ready "$pid"
+  printf '{"started":true,"pid":%s,"started_at":%s,"restarted":%s,"wait":%s}\n' "$pid" "$now" "$restart_json" "$wait_json"
+}
+
+# wait_ready PID: follow the log and poll models_url until it lists served_name, PID dies, or
+# timeout_ms passes. Sets wait_json.
+wait_ready() {
+  local pid=$1 started now last_tick=0 line partial='' outcome='' body served_json api_key='' tail_json cr=$'\r'
+  json_str served_json "$served_name"
+  # The key (if the server wants one) comes from its env file, into curl's stdin config only.
+  api_key=$(. "$env_file" >/dev/null 2>&1; printf '%s' "${VLLM_API_KEY-}")
+  now_ms started
+  exec 3< "$log"
+  while :; do
+    while IFS= read -r -u 3 line; do printf 'L|%s\n' "$partial$line" >&2; partial=''; done
+    partial+=$line
+    # Progress bars redraw one line with \r: pass on what they have drawn so far.
+    if [[ $partial == *"$cr"* ]]; then printf 'L|%s\n' "${partial%"$cr"*}" >&2; partial=${partial##*"$cr"}; fi
+    now_ms now
+    if ! alive "$pid"; then outcome=died; break; fi
+    if [ -n "$api_key" ]; then
+      body=$(printf 'header = "Authorization: Bearer %s"\n' "$api_key" | curl -s --max-time 2 -K - "$models_url")
+    else
+      body=$(curl -s --max-time 2 "$models_url")
+    fi
+    if [[ $body == *"\"id\":$served_json"* || $body == *"\"id\": $served_json"* ]]; then outcome=ready; break; fi
+    if [ $((now - started)) -ge "$timeout_ms" ]; then outcome=timeout; break; fi
+    if [ $((now - last_tick)) -ge 1000 ]; then printf 'T|%s\n' $(((now - started) / 1000)) >&2; last_tick=$now; fi
+    sleep 0.5
+  done
+  now_ms now
+  if [ "$outcome" = died ]; then sleep 0.3; fi  # let tee write the server's last words
+  while IFS= read -r -u 3 line; do printf 'L|%s\n' "$partial$line" >&2; partial=''; done
+  [ -n "$partial$line" ] && printf 'L|%s\n' "$partial$line" >&2
+  exec 3<&-
+  tail_json=null
+  if [ "$outcome" != ready ]; then json_str tail_json "$(tail -n 60 "$log" 2>/dev/null)"; fi
+  wait_json="{\"outcome\":\"$outcome\",\"elapsed_ms\":$((now - started)),\"log_tail\":$tail_json}"
+}
+
+start_main; exit $?

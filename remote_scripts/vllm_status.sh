@@ -1,0 +1,37 @@
+# vllm_status.sh: is the server answering? Its models, /health, session, pid, uptime, log tail.
+# inputs: volume, session, tmux_socket, base_url (empty: 127.0.0.1 at the port the state file
+#   records, else default_port), default_port, tail_lines
+# stdin after this script: the API key to send, if any (one line; never in argv).
+
+status_main() {
+  local api_key='' probe codes models_code health_code models_body="" in_session=0 uptime=null now
+  IFS= read -r api_key || true
+  read_state
+  session_alive && in_session=1
+  [ -n "$base_url" ] || base_url=http://127.0.0.1:${state_port:-$default_port}/v1
+  local models_url=$base_url/models health_url=${base_url%/v1}/health
+  probe=${TMPDIR:-/tmp}/ops-vllm-probe.$$
+  # One curl for both URLs: -w prints each transfer's status code in turn.
+  codes=$(printf '%s' "${api_key:+header = \"Authorization: Bearer $api_key\"}" |
+    curl -s --max-time 3 -K - -w '%{http_code} ' -o "$probe.models" "$models_url" -o "$probe.health" "$health_url")
+  read -r models_code health_code _ <<< "$codes"
+  [ -r "$probe.models" ] && models_body=$(<"$probe.models")
+  rm -f "$probe.models" "$probe.health"
+  printf -v now '%(%s)T' -1
+  [ -n "$state_pid" ] && [ -n "$state_started" ] && uptime=$((now - state_started))
+  local tail_json=null state_text body_json log_json pid_json url_json
+  if [ "${models_code:-000}" != 200 ] && [ -n "$state_log" ] && [ -r "$state_log" ]; then
+    json_str tail_json "$(tail -n "$tail_lines" "$state_log")"
+  fi
+  json_str state_text "$state_json"
+  json_str body_json "$models_body"
+  json_str log_json "$state_log"
+  json_num pid_json "$state_pid"
+  json_bool in_session "$in_session"
+  json_str url_json "$base_url"
+  printf '{"base_url":%s,"models_status":%s,"health_status":%s,"models_body":%s,"session_alive":%s,"pid":%s,"uptime_s":%s,"log":%s,"log_tail":%s,"state":%s}\n' \
+    "$url_json" "$((10#${models_code:-0}))" "$((10#${health_code:-0}))" "$body_json" "$in_session" "$pid_json" "$uptime" \
+    "$log_json" "$tail_json" "$state_text"
+}
+
+status_main; exit $?
