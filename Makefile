@@ -9,14 +9,24 @@ SYSTEM_TOOLS := sshd:openssh-server ssh:openssh-client rsync:rsync tmux:tmux cur
 
 .PHONY: demo test bench install system-deps clean
 
-demo: $(STAMP)
+# The demo's server is the vLLM stand-in (no GPU here), on a port unlikely to be taken.
+DEMO_PORT ?= 18000
+DEMO_MODEL ?= Qwen/Qwen3-4B
+
+demo: $(STAMP) system-deps
 	$(BIN)/ops pod.status --host local
+	@# vllm.stop runs whatever vllm.start did, and the demo fails if start failed.
+	$(BIN)/ops vllm.start --host local --vllm-bin $(BIN)/ops-vllm-stub --model-id $(DEMO_MODEL) \
+	  --port $(DEMO_PORT) --restart --wait; started=$$?; \
+	$(BIN)/ops vllm.status --host local && $(BIN)/ops vllm.logs --host local --lines 3; \
+	$(BIN)/ops vllm.stop --host local && exit $$started
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/pod_status.py
+	$(BIN)/python bench/vllm.py
 
 install: $(STAMP)
 

@@ -88,6 +88,7 @@ def render_start(data: dict) -> str:
              f"pid {data['pid']}, {data['base_url']}",
              f"  log:     {data['log']}",
              f"  command: {data['command']}"]
+    lines += [f"warning: {w}" for w in data.get("warnings", [])]
     waited = data.get("wait")
     if waited and waited["outcome"] == "ready":
         steps = ", ".join(f"{p['phase']} at {p['at_s']:.0f}s" for p in waited["phases"]) or "no phases logged"

@@ -47,3 +47,18 @@ trim() {
 tmux_cmd() {
   if [ -n "${tmux_socket-}" ]; then tmux -L "$tmux_socket" "$@"; else tmux "$@"; fi
 }
+
+# mount_of DIR: mounted=1 and mount_fstype when DIR is itself a mount point (a volume that is
+# attached, not a plain directory). /proc/self/mountinfo lists mount points with spaces as
+# \040; the last entry for a path is the one on top.
+mount_of() {
+  local _ops_real _ops_point _ops_rest
+  mounted=0 mount_fstype=''
+  _ops_real=$(cd "$1" 2>/dev/null && pwd -P) || return 0
+  [ -r /proc/self/mountinfo ] || return 0
+  while read -r _ _ _ _ _ops_point _ops_rest; do
+    if [ "${_ops_point//\\040/ }" = "$_ops_real" ]; then
+      mounted=1 mount_fstype=${_ops_rest#* - } mount_fstype=${mount_fstype%% *}
+    fi
+  done < /proc/self/mountinfo
+}

@@ -1,19 +1,12 @@
 # pod_status.sh: facts about this pod, as one JSON document; the operation judges them.
 # inputs: volume (path), tmux_socket (name or empty)
 
-# -- volume: a real mount point? /proc/self/mountinfo lists mount points (spaces as \040);
-# the last entry for a path is the one on top.
+# -- volume: a real mount point (see mount_of in lib.sh)?
 vol_exists=0 vol_mounted=0 vol_fstype='' vol_size='' vol_free='' home_free=''
 if [ -d "$volume" ]; then
   vol_exists=1
-  vol_real=$(cd "$volume" && pwd -P)
-  if [ -r /proc/self/mountinfo ]; then
-    while read -r _ _ _ _ mount_point rest; do
-      if [ "${mount_point//\\040/ }" = "$vol_real" ]; then
-        vol_mounted=1 vol_fstype=${rest#* - } vol_fstype=${vol_fstype%% *}
-      fi
-    done < /proc/self/mountinfo
-  fi
+  mount_of "$volume"
+  vol_mounted=$mounted vol_fstype=$mount_fstype
   [ -n "$vol_fstype" ] || vol_fstype=$(stat -f -c %T "$volume" 2>/dev/null)
 fi
 # One df for the volume and the home disk (POSIX format: one line each, sizes in KiB).

@@ -45,7 +45,10 @@ start_main() {
   write_state "{\"pid\":$pid,\"sid\":$pid,\"pid_start\":$ps_start,\"boot_id\":\"$boot_id\",\"hostname\":$hostname_json,\"started_at\":$now,${state_fields#\{}"
   local wait_json=null
   [ -n "$wait" ] && wait_ready "$pid"
-  printf '{"started":true,"pid":%s,"started_at":%s,"restarted":%s,"wait":%s}\n' "$pid" "$now" "$restart_json" "$wait_json"
+  mount_of "$volume"
+  json_bool mounted "$mounted"
+  printf '{"started":true,"pid":%s,"started_at":%s,"volume_mounted":%s,"restarted":%s,"wait":%s}\n' \
+    "$pid" "$now" "$mounted" "$restart_json" "$wait_json"
 }
 
 # wait_ready PID: follow the log and poll models_url until it lists served_name, PID dies, or

@@ -160,7 +160,10 @@ def vllm_start(target, spec: ServerSpec, *, restart: bool = False, grace_s: floa
         report["refused"] = facts.get("refused")
         report["error"] = _refusal(facts, spec, profile.label)
         return report
-    report.update(pid=facts["pid"], started_at=facts["started_at"], ok=True)
+    report.update(pid=facts["pid"], started_at=facts["started_at"], ok=True, warnings=[])
+    if profile.volume_must_be_mount and not facts["volume_mounted"]:
+        report["warnings"].append(f"{profile.volume} is not a mounted volume: the server log is on the pod's "
+                                  f"own disk and goes with it")
     waited = facts.get("wait")
     if waited:
         report["wait"] = _wait_report(waited, progress)
@@ -263,6 +266,7 @@ def vllm_stop(target, *, session: str = "vllm", grace_s: float = 30, port: Optio
         grace_ms=int(grace_s * 1000), port=port,
     )
     facts = parse_document(target.run_script(script), profile.label, "vllm_stop.sh")
+    facts["processes"].sort(key=lambda p: p["pid"])
     running = bool(facts["processes"]) or facts["session_killed"]
     clean = not facts["left"] and (facts["port_free"] or not running)
     report = {"ok": clean, "host": profile.name, "session": session, "running": running, **facts}
