@@ -2,8 +2,9 @@
 
 from invoke import Collection
 
-from . import pod, vllm
+from . import pod, runs, vllm
 
 ns = Collection()
 ns.add_collection(pod.ns)
 ns.add_collection(vllm.ns)
+ns.add_collection(runs.ns)

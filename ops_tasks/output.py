@@ -84,6 +84,7 @@ def _dry_run_report(target) -> dict:
         "dry_run": True,
         "host": profile.name,
         "destination": profile.destination,
+        **target.notes,
         "scripts": target.scripts,
     }
 
@@ -91,6 +92,9 @@ def _dry_run_report(target) -> dict:
 def _render_dry_run(data: dict) -> str:
     how = "locally with bash -s" if data["destination"] == "local" else f"over SSH to {data['destination']} with bash -s"
     parts = [f"# dry run: nothing contacted. Would run on {data['host']} {how}:"]
+    for name, value in data.items():
+        if name not in ("ok", "dry_run", "host", "destination", "scripts"):
+            parts.append(f"# {name}:\n{jsonlib.dumps(value, indent=2)}")
     for script in data["scripts"]:
         parts.append(script.rstrip("\n"))
     return "\n".join(parts)

@@ -45,6 +45,11 @@ class DryRunTarget:
     profile: Profile
     scripts: list = field(default_factory=list)
     connect_ms: Optional[float] = None
+    notes: dict = field(default_factory=dict)
+
+    def describe(self, **notes):
+        """What the operation would do besides its scripts (a manifest, say), for the report."""
+        self.notes.update(notes)
 
     def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: Sink = None,
                    on_stdout: Sink = None, hold_stdin: bool = False):
@@ -57,6 +62,9 @@ class LocalTarget:
     """The `local` profile: this machine, no SSH; its volume is a folder of the checkout."""
 
     connect_ms = 0.0
+
+    def describe(self, **notes):  # only a dry run reports what it would do
+        pass
 
     def __init__(self, profile: Profile):
         self.profile = profile
@@ -137,6 +145,9 @@ class SshTarget:
         self.connection = None
         self.connect_ms = None
         self.known_hosts = None  # set when host keys are checked
+
+    def describe(self, **notes):  # only a dry run reports what it would do
+        pass
 
     # -- connecting
 

@@ -1,0 +1,220 @@
+"""Run operations: submit runs to the pod's queue, read their state, wait, cancel, resume, logs.
+
+The pod side is one Python file, remote_scripts/ops_runs.py (stdlib only), shipped with every
+call on the channel's stdin and kept on the pod under its content hash; a running supervisor
+keeps its own version. Every operation is one round trip: `bash runs.sh` + the tool + a request.
+"""
+
+import hashlib
+import json
+import time
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..errors import HostError
+from ..scripts import parse_document, render_script, scripts_dir
+
+TOOL = "ops_runs.py"
+TERMINAL = ("succeeded", "failed", "timeout", "stalled", "cancelled", "lost")
+FAILED = ("failed", "timeout", "stalled", "lost")
+
+
+@lru_cache(maxsize=1)
+def _tool() -> tuple:
+    """(file name on the pod, source bytes) of the run tool."""
+    source = (scripts_dir() / TOOL).read_bytes()
+    return f"ops_runs-{hashlib.sha256(source).hexdigest()[:12]}.py", source
+
+
+def new_submission_id() -> str:
+    """Sortable by time, unique across laptops: 20261128-121500-3f9a."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:4]
+
+
+def call_tool(target, command: str, request: dict, *, on_stderr=None, on_stdout=None, hold_stdin=False,
+              parse: bool = True) -> Optional[dict]:
+    """Run one command of the pod's run tool; its JSON answer (HostError for an error answer)."""
+    profile = target.profile
+    name, source = _tool()
+    script = render_script("runs.sh", tool_name=name, tool_bytes=len(source), command=command,
+                           outputs_dir=request["outputs_dir"])
+    payload = source + json.dumps(request, separators=(",", ":")).encode() + b"\n"
+    result = target.run_script(script, stdin_payload=payload, on_stderr=on_stderr, on_stdout=on_stdout,
+                               hold_stdin=hold_stdin)
+    if not parse:
+        return None
+    answer = parse_document(result, profile.label, f"runs {command}")
+    if "error" in answer:
+        raise HostError(f"{profile.label}: {answer['error']}")
+    return answer
+
+
+# ---------------------------------------------------------------- submit
+
+
+def submit_runs(target, submission, *, submission_id: str, force: bool = False, retry_failed: bool = False,
+                foreground: bool = False, slots: int = 1, fail_fast: bool = False, on_stderr=None) -> dict:
+    """Queue a submission's runs on the pod in one round trip; start the supervisor if needed."""
+    profile = target.profile
+    target.describe(manifest=manifest_of(submission, submission_id, profile.name))
+    request = {
+        "outputs_dir": submission.outputs_dir, "submission_id": submission_id, "host": profile.name,
+        "tmux_session": submission.tmux_session, "tmux_socket": profile.tmux_socket, "slots": slots,
+        "force": force, "retry_failed": retry_failed, "foreground": foreground, "fail_fast": fail_fast,
+        "runs": [run.to_dict() for run in submission.runs],
+    }
+    answer = call_tool(target, "submit", request, on_stderr=on_stderr)
+    report = {
+        "ok": not answer["refused"], "host": profile.name, "submission_id": submission_id,
+        "outputs_dir": submission.outputs_dir, "tmux_session": submission.tmux_session,
+        "queued": [q["run_id"] for q in answer["queued"]], "skipped": answer["skipped"],
+        "refused": answer["refused"], "supervisor": answer.get("supervisor"),
+        "archived": {q["run_id"]: q["archived_attempt"] for q in answer["queued"] if q["archived_attempt"]},
+    }
+    if foreground:
+        report["runs"] = answer["runs"]
+        report["counts"] = count_states(answer["runs"])
+        report["ok"] = report["ok"] and not any(r["state"] in FAILED for r in answer["runs"])
+    if answer["refused"]:
+        report["error"] = (f"{profile.label}: {len(answer['refused'])} run(s) refused (listed); nothing else "
+                           f"changed for them: " + "; ".join(f"{r['run_id']}: {r['reason']}" for r in answer["refused"]))
+    return report
+
+
+def manifest_of(submission, submission_id: str, host: str) -> dict:
+    """What a submission is, secrets masked: kept locally and shown by --dry-run."""
+    return {
+        "submission_id": submission_id, "host": host, "remote_repo": submission.remote_repo,
+        "outputs_dir": submission.outputs_dir, "tmux_session": submission.tmux_session,
+        "runs": [run.shown() for run in submission.runs],
+    }
+
+
+def count_states(runs: list) -> dict:
+    counts = {}
+    for run in runs:
+        counts[run["state"]] = counts.get(run["state"], 0) + 1
+    return counts
+
+
+# ---------------------------------------------------------------- reading
+
+
+def runs_status(target, *, outputs_dir: str, run_ids=None, run_dirs=None, submission_id=None,
+                tail_lines: int = 0) -> dict:
+    """The state of some runs (ids, a submission, or every run directory), one round trip."""
+    request = {"outputs_dir": outputs_dir, "run_ids": run_ids or [], "run_dirs": run_dirs or {},
+               "submission_id": submission_id, "tail_lines": tail_lines}
+    answer = call_tool(target, "status", request)
+    runs = answer["runs"]
+    return {"ok": not any(r["state"] in FAILED + ("missing",) for r in runs), "host": target.profile.name,
+            "outputs_dir": answer["outputs_dir"], "submission_id": submission_id,
+            "supervisor_running": answer["supervisor_running"], "counts": count_states(runs), "runs": runs}
+
+
+def wait_runs(target, *, outputs_dir: str, submission_id=None, run_ids=None, timeout_s=None,
+              on_progress: Optional[Callable[[int, int, int, int], None]] = None) -> dict:
+    """Block (in one round trip) until the runs end; on_progress(done, total, failed, running)."""
+    progress = _ProgressLines(on_progress)
+    request = {"outputs_dir": outputs_dir, "submission_id": submission_id, "run_ids": run_ids or [],
+               "timeout": timeout_s}
+    answer = call_tool(target, "wait", request, on_stderr=progress.feed)
+    runs = answer["runs"]
+    failed = [r["run_id"] for r in runs if r["state"] in FAILED]
+    report = {"ok": answer["outcome"] == "done" and not failed, "host": target.profile.name,
+              "submission_id": submission_id, "outcome": answer["outcome"], "counts": count_states(runs),
+              "failed": failed, "runs": runs}
+    if answer["outcome"] == "timeout":
+        report["error"] = f"{target.profile.label}: runs still going after {timeout_s:.0f}s"
+    elif answer["outcome"] == "stuck":
+        report["error"] = (f"{target.profile.label}: runs are left but no supervisor is running "
+                           f"(killed?): runs.resume queues them again")
+    elif failed:
+        report["error"] = f"{target.profile.label}: {len(failed)} of {len(runs)} runs failed: {', '.join(failed)}"
+    return report
+
+
+class _ProgressLines:
+    """Reads `P|done|total|failed|running` lines from the tool's stderr."""
+
+    def __init__(self, on_progress):
+        self.on_progress = on_progress
+        self.buffer = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            parts = line.decode(errors="replace").split("|")
+            if parts[0] == "P" and len(parts) == 5 and self.on_progress is not None:
+                self.on_progress(*(int(p) for p in parts[1:]))
+
+
+def cancel_runs(target, *, outputs_dir: str, run_ids=None, run_dirs=None, submission_id=None) -> dict:
+    request = {"outputs_dir": outputs_dir, "run_ids": run_ids or [], "run_dirs": run_dirs or {},
+               "submission_id": submission_id}
+    answer = call_tool(target, "cancel", request)
+    return {"ok": True, "host": target.profile.name, "runs": answer["runs"]}
+
+
+def resume_runs(target, *, outputs_dir: str, tmux_session: str, slots: int = 1, submission_id=None) -> dict:
+    """Queue again the runs a dead supervisor left `lost`, and start a supervisor."""
+    request = {"outputs_dir": outputs_dir, "submission_id": submission_id, "tmux_session": tmux_session,
+               "tmux_socket": target.profile.tmux_socket, "slots": slots}
+    answer = call_tool(target, "resume", request)
+    return {"ok": True, "host": target.profile.name, "resumed": answer["resumed"],
+            "stopped_leftovers": answer["stopped_leftovers"], "supervisor": answer.get("supervisor")}
+
+
+def run_logs(target, *, outputs_dir: str, run_id: str, run_dir=None, lines: int = 100, follow: bool = False,
+             on_output=None) -> dict:
+    request = {"outputs_dir": outputs_dir, "run_ids": [run_id], "run_dirs": {run_id: run_dir} if run_dir else {},
+               "lines": lines, "follow": follow}
+    if follow:
+        call_tool(target, "logs", request, on_stdout=on_output, hold_stdin=True, parse=False)
+        return {"ok": True, "host": target.profile.name, "run_id": run_id, "followed": True}
+    answer = call_tool(target, "logs", request)
+    if answer["text"] is None:
+        raise HostError(f"{target.profile.label}: run {run_id} has no stdout.log ({answer['log']})")
+    return {"ok": True, "host": target.profile.name, "run_id": run_id, "log": answer["log"], "text": answer["text"]}
+
+
+# ---------------------------------------------------------------- local manifests
+
+
+def manifests_dir(project_dir) -> Path:
+    return Path(project_dir) / "artifacts" / "submissions"
+
+
+def save_manifest(project_dir, manifest: dict) -> Path:
+    """Keep the submission locally, so that later tasks (wait, fetch, report) need no ids."""
+    folder = manifests_dir(project_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{manifest['submission_id']}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def latest_manifest(project_dir, host: str) -> Optional[dict]:
+    """The newest submission made to host from this project (ids sort by time)."""
+    folder = manifests_dir(project_dir)
+    for path in sorted(folder.glob("*.json"), reverse=True) if folder.is_dir() else []:
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if manifest.get("host") == host:
+            return manifest
+    return None
+
+
+def load_manifest(project_dir, submission_id: str) -> Optional[dict]:
+    path = manifests_dir(project_dir) / f"{submission_id}.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,307 @@
+"""`runs` namespace: submit runs from a JSON config to the pod's queue, watch, wait, cancel, resume."""
+
+import sys
+import time
+
+from invoke import Collection
+from tabulate import tabulate
+
+from .errors import ConfigError
+from .operations.run_config import RUN_ID, load_submission
+from .operations.runs import (FAILED, cancel_runs, latest_manifest, load_manifest, manifest_of,
+                              new_submission_id, resume_runs, run_logs, runs_status, save_manifest,
+                              submit_runs, wait_runs)
+from .output import connect, log, ops_task
+from .settings import project_dir_of
+from .vllm import LineEmitter, _seconds
+
+RUN_SELECTION_HELP = {
+    "run_id": "Run id(s), comma-separated or repeated.",
+    "submission": "Submission id (default: the latest one made to this host from this project).",
+    "all": "Every run directory on the pod.",
+    "remote_outputs_dir": "Outputs root on the pod (default: the submission's, else $OPS_REMOTE_OUTPUTS_DIR, "
+                          "else the profile's).",
+}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _run_ids(values) -> list:
+    ids = [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+    for run_id in ids:
+        if not RUN_ID.match(run_id):
+            raise ConfigError(f"--run-id {run_id!r}: a run id is letters, digits, '.', '_' and '-' "
+                              f"(at most 128, starting with a letter or digit)")
+    return ids
+
+
+def _selection(c, target, run_id, submission, all_runs, remote_outputs_dir, default_latest=True) -> dict:
+    """Which runs a task is about, and where they live: ids, a submission, or all of them."""
+    project = project_dir_of(c.config)
+    ids = _run_ids(run_id)
+    manifest = None
+    if submission:
+        manifest = load_manifest(project, submission)
+    elif not ids and not all_runs and default_latest:
+        manifest = (c.config.get("ops_last_submission") and load_manifest(project, c.config.ops_last_submission)) \
+            or latest_manifest(project, target.profile.name)
+        if manifest is None:
+            raise ConfigError(f"no submission to {target.profile.name} is recorded in {project}/artifacts/"
+                              f"submissions: pass --run-id, --submission or --all")
+    outputs = remote_outputs_dir or (manifest or {}).get("outputs_dir") or target.profile.outputs_dir
+    run_dirs = {r["run_id"]: r["run_dir"] for r in (manifest or {}).get("runs", [])}
+    selected = {"outputs_dir": outputs, "run_ids": ids, "run_dirs": {i: run_dirs[i] for i in ids if i in run_dirs}}
+    if not ids and not all_runs:
+        selected["submission_id"] = submission or manifest["submission_id"]
+    return selected
+
+
+def _age(seconds) -> str:
+    if seconds is None:
+        return "-"
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def _duration(run: dict):
+    if not run.get("started"):
+        return None
+    return (run.get("finished") or time.time()) - run["started"]
+
+
+def render_table(data: dict) -> str:
+    rows = [(r["run_id"], r["state"], r.get("attempt", "-"), r.get("failure_class") or "",
+             "" if r.get("exit_code") is None else r["exit_code"], _age(_duration(r))) for r in data["runs"]]
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(data["counts"].items())) or "no runs"
+    where = f"submission {data['submission_id']}" if data.get("submission_id") else data.get("outputs_dir", "")
+    lines = [f"{data['host']}: {where}: {counts}",
+             tabulate(rows, headers=("run", "state", "attempt", "failure", "exit", "time"), tablefmt="simple")]
+    if "supervisor_running" in data and not data["supervisor_running"] and any(
+            r["state"] in ("queued", "lost") for r in data["runs"]):
+        lines.append("warning: no supervisor is running on the pod: runs.resume starts one")
+    if data.get("error"):
+        lines.append(f"error: {data['error']}")
+    return "\n".join(lines)
+
+
+class ProgressBar:
+    """runs done of total on stderr (tqdm on a terminal, a line per change otherwise)."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar = None
+        self.last = None
+
+    def __call__(self, done, total, failed, running):
+        if not self.enabled:
+            return
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            if self.bar is None:
+                self.bar = tqdm(total=total, unit="run", desc="runs", file=sys.stderr, dynamic_ncols=True)
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.set_postfix(running=running, failed=failed, refresh=False)
+            self.bar.refresh()
+        elif (done, failed, running) != self.last:
+            log(f"runs: {done}/{total} done, {running} running, {failed} failed")
+        self.last = (done, failed, running)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---------------------------------------------------------------- submit
+
+
+def render_submit(data: dict) -> str:
+    if data.get("dry_run"):
+        return ""
+    lines = [f"{data['host']}: submission {data['submission_id']}: {len(data['queued'])} queued, "
+             f"{len(data['skipped'])} skipped, {len(data['refused'])} refused"]
+    lines += [f"  skipped {s['run_id']}: {s['reason']}" for s in data["skipped"]]
+    lines += [f"  refused {s['run_id']}: {s['reason']}" for s in data["refused"]]
+    lines += [f"  {run_id}: earlier attempt kept in attempts/{n}/" for run_id, n in data.get("archived", {}).items()]
+    if data.get("supervisor"):
+        lines.append(f"  supervisor: {data['supervisor']}")
+    if data.get("runs"):
+        lines.append(render_table({**data, "counts": data.get("counts", {})}))
+    if data.get("error") and not data.get("runs"):
+        lines.append(f"error: {data['error']}")
+    return "\n".join(lines)
+
+
+@ops_task(human=render_submit, help={
+    "config": "Run config: the seed's JSON format (or a CSV of runs).",
+    "remote_repo": "Repo on the pod the commands run in (default: the config's, $OPS_REMOTE_REPO, the profile's).",
+    "remote_outputs_dir": "Outputs root on the pod (default: the config's, $OPS_REMOTE_OUTPUTS_DIR, "
+                          "<volume>/pod_artifacts/outputs).",
+    "tmux_session": "tmux session of the supervisor (default: the config's, else pilots).",
+    "force": "Run again even runs that succeeded or failed; earlier files move to attempts/<n>/.",
+    "retry_failed": "Run again the runs that failed (timeout, stalled, cancelled, lost too).",
+    "no_tmux": "Supervise in the foreground over this connection, streaming; exit 1 if a run failed.",
+    "slots": "Runs at a time on a pod without GPUs (default 1).",
+    "fail_fast": "Cancel the submission's queued runs once one of its runs has failed.",
+    "wait": "Then wait until the runs end (like runs.wait).",
+    "timeout": "With --wait: seconds to wait at most.",
+})
+def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux_session=None, force=False,
+           retry_failed=False, no_tmux=False, slots=None, fail_fast=False, wait=False, timeout=None):
+    """Queue runs from a config on the pod (one round trip); a supervisor runs them."""
+    target = connect(c, host)
+    submission = load_submission(config, profile=target.profile, remote_repo=remote_repo,
+                                 outputs_dir=remote_outputs_dir, tmux_session=tmux_session)
+    cpu_slots = int(_seconds("--slots", slots, 1, what="a whole number"))
+    timeout_s = _seconds("--timeout", timeout, None)
+    submission_id = new_submission_id()
+    report = submit_runs(target, submission, submission_id=submission_id, force=force, retry_failed=retry_failed,
+                         foreground=no_tmux, slots=cpu_slots, fail_fast=fail_fast,
+                         on_stderr=sys.stderr.buffer.write if no_tmux else None)
+    manifest = manifest_of(submission, submission_id, target.profile.name)
+    manifest.update(queued=report["queued"], skipped=report["skipped"], refused=report["refused"],
+                    config=str(config))
+    report["manifest"] = str(save_manifest(project_dir_of(c.config), manifest))
+    c.config.ops_last_submission = submission_id  # chained tasks (runs.wait, artifacts.fetch) take it
+    if wait and not no_tmux and report["queued"]:
+        bar = ProgressBar()
+        try:
+            waited = wait_runs(target, outputs_dir=submission.outputs_dir, submission_id=submission_id,
+                               timeout_s=timeout_s, on_progress=bar)
+        finally:
+            bar.close()
+        report.update(runs=waited["runs"], counts=waited["counts"], outcome=waited["outcome"])
+        report["ok"] = report["ok"] and waited["ok"]
+        if waited.get("error"):
+            report["error"] = waited["error"]
+    return report
+
+
+# ---------------------------------------------------------------- status and list
+
+
+def render_status(data: dict) -> str:
+    if "run" not in data:
+        return render_table(data)
+    run = data["run"]
+    rows = [(k, run[k]) for k in ("state", "attempt", "failure_class", "exit_code", "signal", "submission_id",
+                                  "run_dir") if run.get(k) is not None]
+    rows += [("time", _age(_duration(run))), ("last output", _age(time.time() - run["last_output"])
+                                              + " ago" if run.get("last_output") else "-")]
+    lines = [f"{data['host']}: run {run['run_id']}: {run['state'].upper()}", tabulate(rows, tablefmt="plain")]
+    if run.get("summary") is not None:
+        lines.append("summary: " + ", ".join(f"{k}={v}" for k, v in run["summary"].items()
+                                             if not isinstance(v, (dict, list)))[:400])
+    if run.get("stdout_tail"):
+        lines += ["--- stdout.log tail ---", run["stdout_tail"]]
+    return "\n".join(lines)
+
+
+@ops_task(human=render_status, iterable=["run_id"], help={
+    **RUN_SELECTION_HELP,
+    "tail_lines": "With one --run-id: lines of stdout.log to show (default 60).",
+})
+def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs_dir=None, tail_lines=None):
+    """State of runs: one run in detail (--run-id), or a submission's table; exit 1 if any failed."""
+    target = connect(c, host)
+    selected = _selection(c, target, run_id, submission, all, remote_outputs_dir)
+    lines = int(_seconds("--tail-lines", tail_lines, 60, what="a number of lines"))
+    one = len(selected["run_ids"]) == 1
+    report = runs_status(target, **selected, tail_lines=lines if one else 0)
+    if one:
+        report["run"] = report["runs"][0]
+        if report["run"]["state"] == "missing":
+            report["error"] = f"{target.profile.label}: no run {report['run']['run_id']} under {report['outputs_dir']}"
+    return report
+
+
+@ops_task(human=render_table, help={"remote_outputs_dir": RUN_SELECTION_HELP["remote_outputs_dir"]})
+def list_(c, host=None, remote_outputs_dir=None):
+    """Every run directory on the pod with its state."""
+    target = connect(c, host)
+    outputs = remote_outputs_dir or target.profile.outputs_dir
+    report = runs_status(target, outputs_dir=outputs)
+    report["ok"] = True  # a listing is not a verdict
+    return report
+
+
+# ---------------------------------------------------------------- logs, wait, cancel, resume
+
+
+@ops_task(human=lambda data: data["text"], help={
+    "run_id": "The run.",
+    "lines": "How many of the last lines to print (default 100).",
+    "follow": "Keep printing until the run ends (or Ctrl-C).",
+    "submission": RUN_SELECTION_HELP["submission"],
+    "remote_outputs_dir": RUN_SELECTION_HELP["remote_outputs_dir"],
+})
+def logs(c, run_id, host=None, lines=None, follow=False, submission=None, remote_outputs_dir=None):
+    """Print a run's stdout.log; --follow streams it until the run ends."""
+    target = connect(c, host)
+    selected = _selection(c, target, [run_id], submission, False, remote_outputs_dir)
+    count = int(_seconds("--lines", lines, 100, what="a number of lines"))
+    (only,) = selected["run_ids"]
+    kwargs = dict(outputs_dir=selected["outputs_dir"], run_id=only, run_dir=selected["run_dirs"].get(only),
+                  lines=count)
+    if not follow:
+        return run_logs(target, **kwargs)
+    run_logs(target, **kwargs, follow=True, on_output=LineEmitter())
+    return None
+
+
+@ops_task(human=render_table, iterable=["run_id"], help={
+    **{k: v for k, v in RUN_SELECTION_HELP.items() if k != "all"},
+    "timeout": "Seconds to wait at most (default: no limit).",
+})
+def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, timeout=None):
+    """Wait until a submission's runs end, with a progress bar; exit 1 if any failed."""
+    target = connect(c, host)
+    selected = _selection(c, target, run_id, submission, False, remote_outputs_dir)
+    timeout_s = _seconds("--timeout", timeout, None)
+    bar = ProgressBar()
+    try:
+        return wait_runs(target, outputs_dir=selected["outputs_dir"], submission_id=selected.get("submission_id"),
+                         run_ids=selected["run_ids"], timeout_s=timeout_s, on_progress=bar)
+    finally:
+        bar.close()
+
+
+def render_cancel(data: dict) -> str:
+    return "\n".join([f"{data['host']}: cancel"] + [f"  {r['run_id']}: {r['was']} -> {r['state']}"
+                                                      for r in data["runs"]])
+
+
+@ops_task(human=render_cancel, iterable=["run_id"], help={
+    "run_id": "Run id(s) to cancel.",
+    "submission": "Cancel every run of this submission.",
+    "remote_outputs_dir": RUN_SELECTION_HELP["remote_outputs_dir"],
+})
+def cancel(c, host=None, run_id=None, submission=None, remote_outputs_dir=None):
+    """Cancel queued or running runs (their whole process group); state cancelled."""
+    target = connect(c, host)
+    if not run_id and not submission:
+        raise ConfigError("runs.cancel needs --run-id or --submission")
+    selected = _selection(c, target, run_id, submission, False, remote_outputs_dir)
+    return cancel_runs(target, **selected)
+
+
+@ops_task(human=lambda d: f"{d['host']}: resumed {len(d['resumed'])} lost run(s): {', '.join(d['resumed']) or '-'}"
+          + (f"\n  supervisor: {d['supervisor']}" if d.get("supervisor") else ""), help={
+    "remote_outputs_dir": RUN_SELECTION_HELP["remote_outputs_dir"],
+    "tmux_session": "tmux session for the supervisor (default: pilots).",
+    "slots": "Runs at a time on a pod without GPUs (default 1).",
+})
+def resume(c, host=None, remote_outputs_dir=None, tmux_session=None, slots=None):
+    """Queue again the runs left `lost` by a dead supervisor (succeeded runs are untouched)."""
+    target = connect(c, host)
+    outputs = remote_outputs_dir or target.profile.outputs_dir
+    cpu_slots = int(_seconds("--slots", slots, 1, what="a whole number"))
+    return resume_runs(target, outputs_dir=outputs, tmux_session=tmux_session or "pilots", slots=cpu_slots)
+
+
+ns = Collection("runs")
+for _task in (submit, status, logs, wait, cancel, resume):
+    ns.add_task(_task)
+ns.add_task(list_, name="list")

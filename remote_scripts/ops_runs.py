@@ -1,0 +1,1082 @@
+#!/usr/bin/env python3
+"""ops-tasks run queue and supervisor: the pod side of the `runs` tasks (Python 3.8+, stdlib).
+
+One file, shipped to the pod by every runs task and run as `python3 ops_runs.py COMMAND`, with
+a JSON request on stdin and one JSON document on stdout:
+
+  submit    queue runs (under the queue lock) and make sure a supervisor runs
+  supervise run the queue: start runs on free GPUs, watch them, finish them (long-lived)
+  status    the state of runs (by id, by submission, or all)
+  wait      block until a submission's runs end, progress lines on stderr
+  logs      a run's stdout.log: the tail, or followed until the run ends
+  cancel    stop queued or running runs
+  resume    queue again the runs a dead supervisor left behind
+
+Layout under the outputs root O (on the volume):
+
+  O/<run_id>/                 the run directory: command.sh, run_metadata.json, stdout.log,
+                              status.json, summary.json, attempts/<n>/ (earlier attempts)
+  O/.ops/queue.lock           flock: every change of a run's state outside the supervisor
+  O/.ops/supervisor.lock      flock held by the live supervisor for its whole life
+  O/.ops/queue/<seq>-<id>.json   queued runs, in order
+  O/.ops/active/<id>.json     runs the supervisor has started
+  O/.ops/cancel/<id>          cancel requests for running runs
+  O/.ops/submissions/<sid>.json  submission manifests
+  O/.ops/supervisor.log       what the supervisor did
+
+Secret env values never touch the volume: they sit in ~/.ops/runs/env/<sid>.json (mode 0600,
+pod-local disk) and reach a run only through its environment.
+"""
+
+import errno
+import fcntl
+import json
+import os
+import platform
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+TOOL_VERSION = "ops-tasks-runs/1"
+TERMINAL = ("succeeded", "failed", "timeout", "stalled", "cancelled", "lost")
+FAILED = ("failed", "timeout", "stalled", "lost")
+KILL_GRACE_S = 10.0  # TERM, then KILL this long after
+HEARTBEAT_S = 5.0
+POLL_S = 0.25
+IDLE_EXIT_S = 2.0  # an idle supervisor lingers this long for a submission racing its exit
+TAIL_BYTES = 256 * 1024
+SECRET_NAMES = {"WANDB_API_KEY", "HF_TOKEN", "OPENAI_API_KEY"}
+SECRET_PARTS = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASS|CREDENTIAL", re.IGNORECASE)
+MASK = "***"
+
+# Failure classes read from the end of a failed run's log, checked in this order.
+FAILURE_PATTERNS = (
+    ("oom", re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|Killed process .* out of memory")),
+    ("nccl", re.compile(r"NCCL (error|WARN)|ncclInternalError|ncclSystemError|ncclUnhandledCudaError|NCCL timeout",
+                        re.IGNORECASE)),
+    ("auth", re.compile(r"\b401\b|\b403\b|Unauthorized|Forbidden|GatedRepoError|api[_ ]key|wandb login|"
+                        r"huggingface-cli login|Invalid credentials|authentication", re.IGNORECASE)),
+    ("data", re.compile(r"FileNotFoundError|No such file or directory|DatasetNotFoundError|"
+                        r"DataFilesNotFoundError|EmptyDatasetError")),
+)
+DECODING_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "max_new_tokens", "min_p", "best_of",
+                 "rollouts_per_example", "seed", "presence_penalty", "frequency_penalty", "repetition_penalty")
+DATASET_KEYS = ("env_id", "dataset", "num_examples", "split", "subset", "data_dir", "max_examples")
+
+
+# ---------------------------------------------------------------- small helpers
+
+
+def now():
+    return time.time()
+
+
+def is_secret(name):
+    return name.upper() in SECRET_NAMES or bool(SECRET_PARTS.search(name))
+
+
+def masked_env(env):
+    return {k: (MASK if is_secret(k) else v) for k, v in env.items()}
+
+
+def read_json(path, default=None):
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return default
+
+
+def write_json(path, data, mode=0o644):
+    """Atomic: a reader sees the old file or the new one, never half of one."""
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True, default=str)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def write_text(path, text, mode=0o644):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def makedirs(path, mode=0o755):
+    os.makedirs(path, mode=mode, exist_ok=True)
+
+
+def tail_text(path, lines):
+    """The last `lines` lines of a file, reading at most TAIL_BYTES from its end."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - TAIL_BYTES))
+            data = handle.read()
+    except OSError:
+        return None
+    text = data.decode("utf-8", "replace")
+    return "\n".join(text.splitlines()[-lines:]) if lines > 0 else ""
+
+
+def pid_alive(pid, start_ticks=None):
+    """True while pid runs (zombies count as gone); with start_ticks, only that very process."""
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return False
+    if fields[0] == "Z":
+        return False
+    return start_ticks is None or int(fields[19]) == int(start_ticks)
+
+
+def start_ticks_of(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def kill_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_group_fully(pgid, grace=KILL_GRACE_S):
+    """TERM the group, then KILL what is left after grace."""
+    kill_group(pgid, signal.SIGTERM)
+    deadline = now() + grace
+    while group_alive(pgid) and now() < deadline:
+        time.sleep(0.1)
+    if group_alive(pgid):
+        kill_group(pgid, signal.SIGKILL)
+
+
+class Lock:
+    """An flock on a file: exclusive, blocking or not."""
+
+    def __init__(self, path):
+        self.path = path
+        self.fd = None
+
+    def acquire(self, blocking=True):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        self.fd = fd
+        return True
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+# ---------------------------------------------------------------- the store
+
+
+class Store:
+    """The outputs root: run directories and the queue's bookkeeping under .ops/."""
+
+    def __init__(self, root):
+        self.root = root.rstrip("/") or "/"
+        self.ops = os.path.join(self.root, ".ops")
+        for sub in ("queue", "active", "cancel", "submissions", "specs"):
+            makedirs(os.path.join(self.ops, sub))
+        self.private = os.path.join(os.path.expanduser("~"), ".ops", "runs")
+        makedirs(os.path.join(self.private, "env"), 0o700)
+        os.chmod(os.path.join(self.private, "env"), 0o700)
+
+    def path(self, *parts):
+        return os.path.join(self.ops, *parts)
+
+    def queue_lock(self):
+        return Lock(self.path("queue.lock"))
+
+    def supervisor_alive(self):
+        """True while some supervisor holds supervisor.lock (the kernel drops it if it dies)."""
+        lock = Lock(self.path("supervisor.lock"))
+        if lock.acquire(blocking=False):
+            lock.release()
+            return False
+        return True
+
+    # -- queue entries
+
+    def queued(self):
+        names = sorted(n for n in os.listdir(self.path("queue")) if n.endswith(".json"))
+        entries = []
+        for name in names:
+            entry = read_json(self.path("queue", name))
+            if entry is not None:
+                entry["_file"] = self.path("queue", name)
+                entries.append(entry)
+        return entries
+
+    def enqueue(self, entry):
+        """Queue a run; its spec is also kept (specs/) for runs.resume after a supervisor dies."""
+        seq = "%017.6f" % now()
+        name = "%s-%s.json" % (seq, entry["run_id"])
+        write_json(self.path("specs", entry["run_id"] + ".json"), entry)
+        write_json(self.path("queue", name), entry)
+
+    def active(self):
+        entries = []
+        for name in sorted(os.listdir(self.path("active"))):
+            if name.endswith(".json"):
+                entry = read_json(self.path("active", name))
+                if entry is not None:
+                    entries.append(entry)
+        return entries
+
+    def in_queue(self, run_id):
+        return any(e["run_id"] == run_id for e in self.queued())
+
+    # -- secrets
+
+    def secret_env(self, submission_id, run_id):
+        data = read_json(os.path.join(self.private, "env", submission_id + ".json"), {})
+        return data.get(run_id, {})
+
+    def save_secret_env(self, submission_id, secrets):
+        if not secrets:
+            return
+        path = os.path.join(self.private, "env", submission_id + ".json")
+        write_json(path, secrets, mode=0o600)
+
+
+# ---------------------------------------------------------------- run directories
+
+
+def status_path(run_dir):
+    return os.path.join(run_dir, "status.json")
+
+
+def read_status(run_dir):
+    return read_json(status_path(run_dir))
+
+
+def write_status(run_dir, status):
+    status["updated"] = now()
+    write_json(status_path(run_dir), status)
+
+
+def attempts_done(run_dir):
+    folder = os.path.join(run_dir, "attempts")
+    try:
+        return max([int(n) for n in os.listdir(folder) if n.isdigit()] or [0])
+    except OSError:
+        return 0
+
+
+def archive_attempt(run_dir):
+    """Move an earlier attempt's files into attempts/<n>/; nothing is deleted. Returns n or None."""
+    try:
+        names = [n for n in os.listdir(run_dir) if n != "attempts" and not n.startswith(".")]
+    except OSError:
+        return None
+    if not names:
+        return None
+    number = attempts_done(run_dir) + 1
+    target = os.path.join(run_dir, "attempts", str(number))
+    makedirs(target)
+    for name in names:
+        os.replace(os.path.join(run_dir, name), os.path.join(target, name))
+    return number
+
+
+def summary_verdict(run_dir):
+    """(ok, failure class or None, parsed summary or None) for a run that exited 0."""
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.exists(path):
+        return False, "no_summary", None
+    summary = read_json(path)
+    if not isinstance(summary, dict):
+        return False, "bad_summary", None
+    if summary.get("ok") is False:
+        return False, "summary_not_ok", summary
+    return True, None, summary
+
+
+def failure_class(exit_code, log_tail):
+    """Why a run that exited non-zero failed, from its exit code and the end of its log."""
+    text = log_tail or ""
+    for name, pattern in FAILURE_PATTERNS:
+        if pattern.search(text):
+            return name
+    if exit_code == 137:
+        return "oom"  # the kernel's OOM killer sends SIGKILL; bash reports 128 + 9
+    if exit_code is not None and exit_code < 0:
+        return "killed"
+    if exit_code is not None and exit_code > 128 and exit_code - 128 in (signal.SIGKILL, signal.SIGTERM,
+                                                                       signal.SIGINT, signal.SIGHUP):
+        return "killed"
+    return "exit_nonzero"
+
+
+def write_missing_summary(run_dir, run_id, status):
+    """The contract holds for every ended run: a summary.json, ok false, unless the run wrote one."""
+    path = os.path.join(run_dir, "summary.json")
+    if os.path.exists(path):
+        return
+    write_json(path, {
+        "ok": False,
+        "run_id": run_id,
+        "state": status.get("state"),
+        "exit_code": status.get("exit_code"),
+        "signal": status.get("signal"),
+        "failure_class": status.get("failure_class"),
+        "written_by": "ops-tasks supervisor (the command wrote no summary.json)",
+    })
+
+
+# ---------------------------------------------------------------- submit
+
+
+def submit(request):
+    store = Store(request["outputs_dir"])
+    submission_id = request["submission_id"]
+    force, retry_failed = request.get("force"), request.get("retry_failed")
+    queued, skipped, refused = [], [], []
+    secrets = {}
+    with store.queue_lock():
+        supervisor = store.supervisor_alive()
+        for run in request["runs"]:
+            run_id, run_dir = run["run_id"], run["run_dir"]
+            decision = admission(store, run, supervisor, force, retry_failed)
+            if decision[0] == "skip":
+                skipped.append({"run_id": run_id, "reason": decision[1]})
+                continue
+            if decision[0] == "refuse":
+                refused.append({"run_id": run_id, "reason": decision[1]})
+                continue
+            makedirs(run_dir)
+            archived = archive_attempt(run_dir)
+            run_secrets = {k: v for k, v in run["env"].items() if is_secret(k)}
+            if run_secrets:
+                secrets[run_id] = run_secrets
+            entry = dict(run, env=masked_env(run["env"]), submission_id=submission_id,
+                         fail_fast=bool(request.get("fail_fast")),
+                         attempt=attempts_done(run_dir) + 1, queued_at=now(), not_before=0,
+                         host=request.get("host"), tmux_session=request.get("tmux_session"))
+            write_status(run_dir, {"run_id": run_id, "state": "queued", "attempt": entry["attempt"],
+                                   "submission_id": submission_id, "queued_at": entry["queued_at"]})
+            store.enqueue(entry)
+            queued.append({"run_id": run_id, "run_dir": run_dir, "archived_attempt": archived})
+        store.save_secret_env(submission_id, secrets)
+        manifest = {
+            "submission_id": submission_id, "host": request.get("host"), "submitted_at": now(),
+            "outputs_dir": store.root, "tmux_session": request.get("tmux_session"),
+            "runs": [{"run_id": r["run_id"], "run_dir": r["run_dir"]} for r in request["runs"]],
+            "queued": [q["run_id"] for q in queued], "skipped": skipped, "refused": refused,
+        }
+        write_json(store.path("submissions", submission_id + ".json"), manifest)
+    result = {"queued": queued, "skipped": skipped, "refused": refused}
+    if request.get("foreground"):
+        result.update(run_in_foreground(store, request))
+    elif queued:
+        result["supervisor"] = ensure_supervisor(store, request)
+    return result
+
+
+def ensure_supervisor(store, request):
+    """Start a supervisor in the tmux session unless one runs (two racing starts: one wins the lock)."""
+    if store.supervisor_alive():
+        return "running"
+    tmux = ["tmux"] + (["-L", request["tmux_socket"]] if request.get("tmux_socket") else [])
+    session = request.get("tmux_session") or "pilots"
+    args = json.dumps({"outputs_dir": store.root, "slots": request.get("slots") or 1})
+    command = "exec python3 %s supervise %s" % (shlex.quote(os.path.abspath(__file__)), shlex.quote(args))
+    exists = subprocess.run(tmux + ["has-session", "-t", "=" + session], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL).returncode == 0
+    if exists:
+        argv = tmux + ["new-window", "-d", "-t", "=" + session + ":", "-n", "supervisor", command]
+    else:
+        argv = tmux + ["new-session", "-d", "-s", session, "-n", "supervisor", command]
+    started = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    if started.returncode != 0:
+        return "failed to start: " + (started.stderr.strip() or "tmux exited %d" % started.returncode)
+    return "started in tmux session %s" % session
+
+
+def run_in_foreground(store, request):
+    """--no-tmux: supervise here, over the connection; if a supervisor already runs, wait for it."""
+    outcome = Supervisor(store, slots=request.get("slots") or 1, foreground=True).run()
+    if not outcome.get("started"):
+        print("a supervisor is already running on this pod: waiting for it", file=sys.stderr, flush=True)
+    waited = wait({"outputs_dir": store.root, "submission_id": request["submission_id"]})
+    return {"foreground": True, "runs": waited["runs"]}
+
+
+def admission(store, run, supervisor_alive, force, retry_failed):
+    """("queue"|"skip"|"refuse", reason) for one run, under the queue lock."""
+    run_dir = run["run_dir"]
+    status = read_status(run_dir)
+    state = effective_state(status, supervisor_alive)
+    if state in ("queued", "running"):
+        return "skip", "already %s (attempt %s)" % (state, status.get("attempt"))
+    if state == "succeeded" and not force:
+        return "skip", "succeeded"
+    if state in FAILED + ("cancelled",) and not (force or retry_failed):
+        return "refuse", "%s (%s): use --retry-failed or --force" % (state, (status or {}).get("failure_class") or state)
+    if state is None and has_files(run_dir) and not force:
+        return "refuse", ("its directory holds files of a run ops-tasks did not supervise (a summary.json "
+                          "alone does not say it succeeded): use --force to keep them in attempts/ and run")
+    return "queue", None
+
+
+def has_files(run_dir):
+    try:
+        return any(not n.startswith(".") for n in os.listdir(run_dir))
+    except OSError:
+        return False
+
+
+def effective_state(status, supervisor_alive):
+    """A run's state; `running` with no supervisor alive is `lost` (nobody watches it)."""
+    if not status:
+        return None
+    state = status.get("state")
+    if state == "running" and not supervisor_alive:
+        return "lost"
+    return state
+
+
+# ---------------------------------------------------------------- the supervisor
+
+
+class Running:
+    """A run the supervisor started: its process, GPUs and deadlines."""
+
+    def __init__(self, entry, proc, gpus, log_path, started):
+        self.entry = entry
+        self.proc = proc
+        self.gpus = gpus
+        self.log_path = log_path
+        self.started = started
+        self.last_output = started
+        self.last_size = 0
+        self.last_heartbeat = 0
+        self.kill_reason = None  # timeout | stalled | cancelled
+        self.kill_deadline = None
+
+
+class Supervisor:
+    def __init__(self, store, slots=1, foreground=False):
+        self.store = store
+        self.lock = Lock(store.path("supervisor.lock"))
+        self.gpu_ids = detect_gpus()
+        self.capacity = list(self.gpu_ids) if self.gpu_ids else ["cpu%d" % i for i in range(max(1, slots))]
+        self.free = list(self.capacity)
+        self.running = {}
+        self.foreground = foreground
+        self.stopping = False
+        self.log_file = open(store.path("supervisor.log"), "a")
+
+    def say(self, message):
+        line = "%s %s" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), message)
+        self.log_file.write(line + "\n")
+        self.log_file.flush()
+        print(line, file=sys.stderr if self.foreground else sys.stdout, flush=True)
+
+    def run(self):
+        if not self.lock.acquire(blocking=False):
+            return {"started": False, "reason": "another supervisor is running"}
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        write_json(self.store.path("supervisor.json"), {
+            "pid": os.getpid(), "started": now(), "hostname": socket.gethostname(), "tool": TOOL_VERSION,
+            "slots": self.capacity, "gpus": bool(self.gpu_ids)})
+        self.say("supervisor %d up: %s" % (os.getpid(), ", ".join(self.capacity)))
+        self.mark_orphans_lost()
+        idle_since = None
+        try:
+            while not self.stopping:
+                self.handle_cancels()
+                self.watch()
+                self.start_ready()
+                if self.running or self.store.queued():
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = now()
+                elif now() - idle_since >= IDLE_EXIT_S and self.exit_if_idle():
+                    break
+                time.sleep(POLL_S)
+        finally:
+            if self.stopping:
+                self.abandon_all()
+            self.lock.release()
+        return {"started": True}
+
+    def _on_signal(self, signum, frame):
+        self.stopping = True
+
+    def exit_if_idle(self):
+        """Exit only while holding the queue lock, so a submission never lands unseen."""
+        with self.store.queue_lock():
+            if self.store.queued() or self.running:
+                return False
+            self.say("queue empty: supervisor exits")
+            self.lock.release()
+            return True
+
+    def mark_orphans_lost(self):
+        """Runs in active/ belonged to a supervisor that died: they are lost (runs.resume)."""
+        for entry in self.store.active():
+            run_dir = entry["run_dir"]
+            status = read_status(run_dir) or {}
+            if status.get("state") == "running":
+                status.update(state="lost", failure_class="lost", finished=now())
+                write_status(run_dir, status)
+                write_missing_summary(run_dir, entry["run_id"], status)
+                self.say("%s: lost (its supervisor died)" % entry["run_id"])
+            os.remove(self.store.path("active", entry["run_id"] + ".json"))
+
+    # -- starting
+
+    def start_ready(self):
+        for entry in self.store.queued():
+            if entry.get("not_before", 0) > now():
+                continue
+            need = entry.get("gpus")
+            if self.gpu_ids:
+                need = len(self.gpu_ids) if need is None else need
+            else:
+                need = 1
+            if need > len(self.capacity):
+                self.fail_unstartable(entry, "needs %d GPUs, the pod has %d" % (need, len(self.capacity)))
+                continue
+            if need > len(self.free):
+                continue  # first fit: a later, smaller run may use what is free
+            slots = self.free[:need] if need else []
+            self.free = self.free[need:]
+            self.launch(entry, slots)
+
+    def fail_unstartable(self, entry, reason):
+        os.remove(entry["_file"])
+        run_dir = entry["run_dir"]
+        makedirs(run_dir)
+        status = {"run_id": entry["run_id"], "state": "failed", "attempt": entry["attempt"],
+                  "submission_id": entry["submission_id"], "failure_class": "exit_nonzero",
+                  "error": reason, "finished": now()}
+        write_status(run_dir, status)
+        write_missing_summary(run_dir, entry["run_id"], status)
+        self.say("%s: failed: %s" % (entry["run_id"], reason))
+
+    def launch(self, entry, slots):
+        run_id, run_dir = entry["run_id"], entry["run_dir"]
+        makedirs(run_dir)
+        archive_attempt_files_of_retry(run_dir, entry)
+        gpus = [s for s in slots if not str(s).startswith("cpu")]
+        env = dict(entry["env"])
+        env.update(self.store.secret_env(entry["submission_id"], run_id))
+        env.update(OPS_RUN_ID=run_id, OPS_RUN_DIR=run_dir, OPS_SUBMISSION_ID=entry["submission_id"],
+                   PYTHONUNBUFFERED="1")
+        if self.gpu_ids:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+        write_text(os.path.join(run_dir, "command.sh"), command_script(entry, env), 0o755)
+        started = now()
+        write_json(os.path.join(run_dir, "run_metadata.json"), run_metadata(entry, env, gpus, started))
+        log_path = os.path.join(run_dir, "stdout.log")
+        log = open(log_path, "ab", buffering=0)
+        if not os.path.isdir(entry["cwd"]):
+            log.write(("ops-tasks: remote_repo %s does not exist on this pod\n" % entry["cwd"]).encode())
+            log.close()
+            os.remove(entry["_file"])
+            self.free.extend(slots)
+            status = {"run_id": run_id, "state": "failed", "attempt": entry["attempt"], "started": started,
+                      "finished": now(), "submission_id": entry["submission_id"], "failure_class": "data",
+                      "error": "remote_repo %s does not exist" % entry["cwd"]}
+            write_status(run_dir, status)
+            write_missing_summary(run_dir, run_id, status)
+            self.say("%s: failed: remote_repo %s does not exist" % (run_id, entry["cwd"]))
+            return
+        full_env = dict(os.environ)
+        full_env.update(env)
+        proc = subprocess.Popen(["bash", "-c", entry["command"]], cwd=entry["cwd"], env=full_env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+        log.close()
+        write_json(self.store.path("active", run_id + ".json"), entry)
+        os.remove(entry["_file"])
+        running = Running(entry, proc, slots, log_path, started)
+        self.running[run_id] = running
+        self.heartbeat(running, force=True)
+        self.say("%s: started (attempt %d, pid %d%s)" % (
+            run_id, entry["attempt"], proc.pid, ", GPUs " + ",".join(map(str, gpus)) if gpus else ""))
+
+    def heartbeat(self, running, force=False):
+        if not force and now() - running.last_heartbeat < HEARTBEAT_S:
+            return
+        running.last_heartbeat = now()
+        entry = running.entry
+        write_status(entry["run_dir"], {
+            "run_id": entry["run_id"], "state": "running", "attempt": entry["attempt"],
+            "submission_id": entry["submission_id"], "pid": running.proc.pid, "pgid": running.proc.pid,
+            "pid_start": start_ticks_of(running.proc.pid), "gpus": running.gpus, "started": running.started,
+            "last_output": running.last_output, "heartbeat": now(), "supervisor_pid": os.getpid()})
+
+    # -- watching
+
+    def watch(self):
+        for run_id, running in list(self.running.items()):
+            entry = running.entry
+            try:
+                size = os.path.getsize(running.log_path)
+            except OSError:
+                size = running.last_size
+            if size != running.last_size:
+                running.last_size, running.last_output = size, now()
+            code = running.proc.poll()
+            if code is not None:
+                self.finish(running, code)
+                continue
+            if running.kill_reason is None:
+                if entry.get("timeout") and now() - running.started > entry["timeout"]:
+                    self.stop_run(running, "timeout")
+                elif entry.get("stall_timeout") and now() - running.last_output > entry["stall_timeout"]:
+                    self.stop_run(running, "stalled")
+            elif now() > running.kill_deadline:
+                kill_group(running.proc.pid, signal.SIGKILL)
+            self.heartbeat(running)
+
+    def stop_run(self, running, reason):
+        running.kill_reason = reason
+        running.kill_deadline = now() + KILL_GRACE_S
+        self.say("%s: %s: stopping its process group" % (running.entry["run_id"], reason))
+        kill_group(running.proc.pid, signal.SIGTERM)
+
+    def handle_cancels(self):
+        for name in os.listdir(self.store.path("cancel")):
+            running = self.running.get(name)
+            if running is not None and running.kill_reason is None:
+                self.stop_run(running, "cancelled")
+            elif running is None:
+                os.remove(self.store.path("cancel", name))
+
+    def finish(self, running, code):
+        entry = running.entry
+        run_id, run_dir = entry["run_id"], entry["run_dir"]
+        # The command's children may live on in its group: they would keep GPUs busy.
+        if group_alive(running.proc.pid):
+            kill_group_fully(running.proc.pid, grace=2)
+        del self.running[run_id]
+        self.free.extend(running.gpus)
+        self.free.sort(key=lambda s: self.capacity.index(s))
+        exit_code = code if code >= 0 else None
+        sig = -code if code < 0 else None
+        tail = tail_text(running.log_path, 200)
+        if running.kill_reason in ("timeout", "stalled"):
+            state, klass = running.kill_reason, running.kill_reason
+        elif running.kill_reason == "cancelled":
+            state, klass = "cancelled", None
+        elif code == 0:
+            ok, klass, _ = summary_verdict(run_dir)
+            state = "succeeded" if ok else "failed"
+        else:
+            state, klass = "failed", failure_class(code, tail)
+        status = {"run_id": run_id, "state": state, "attempt": entry["attempt"],
+                  "submission_id": entry["submission_id"], "exit_code": exit_code, "signal": sig,
+                  "failure_class": klass, "started": running.started, "finished": now(),
+                  "last_output": running.last_output, "gpus": running.gpus}
+        try:
+            os.remove(self.store.path("cancel", run_id))
+        except OSError:
+            pass
+        if state in ("failed", "timeout", "stalled") and self.retry(entry, klass, status):
+            return
+        write_status(run_dir, status)
+        write_missing_summary(run_dir, run_id, status)
+        self._drop_active(run_id)
+        if state in FAILED and entry.get("fail_fast"):
+            self.cancel_submission(entry["submission_id"], run_id)
+        self.say("%s: %s%s (exit %s)" % (run_id, state, " [%s]" % klass if klass else "", exit_code if sig is None
+                                          else "signal %d" % sig))
+
+    def retry(self, entry, klass, status):
+        retries, retry_on = entry.get("retries") or 0, entry.get("retry_on")
+        if entry["attempt"] > retries or (retry_on is not None and klass not in retry_on):
+            return False
+        run_dir = entry["run_dir"]
+        write_status(run_dir, status)
+        write_missing_summary(run_dir, entry["run_id"], status)
+        archive_attempt(run_dir)
+        backoff = (entry.get("retry_backoff") or 0) * (2 ** (entry["attempt"] - 1))
+        again = {k: v for k, v in entry.items() if k != "_file"}
+        again.update(attempt=entry["attempt"] + 1, not_before=now() + backoff, retry_of=klass)
+        write_status(run_dir, {"run_id": entry["run_id"], "state": "queued", "attempt": again["attempt"],
+                               "submission_id": entry["submission_id"], "queued_at": now(),
+                               "retry_of": klass, "not_before": again["not_before"]})
+        with self.store.queue_lock():
+            self.store.enqueue(again)
+        self._drop_active(entry["run_id"])
+        self.say("%s: %s [%s]: retry %d of %d in %.0fs" % (entry["run_id"], status["state"], klass,
+                                                           entry["attempt"], retries, backoff))
+        return True
+
+    def cancel_submission(self, submission_id, failed_run):
+        """--fail-fast: the submission's runs still queued are cancelled, never started."""
+        with self.store.queue_lock():
+            for entry in self.store.queued():
+                if entry["submission_id"] != submission_id:
+                    continue
+                os.remove(entry["_file"])
+                status = {"run_id": entry["run_id"], "state": "cancelled", "attempt": entry["attempt"],
+                          "submission_id": submission_id, "finished": now(),
+                          "error": "fail-fast: %s failed" % failed_run}
+                write_status(entry["run_dir"], status)
+                write_missing_summary(entry["run_dir"], entry["run_id"], status)
+                self.say("%s: cancelled (fail-fast: %s failed)" % (entry["run_id"], failed_run))
+
+    def _drop_active(self, run_id):
+        try:
+            os.remove(self.store.path("active", run_id + ".json"))
+        except OSError:
+            pass
+
+    def abandon_all(self):
+        """Told to stop (tmux killed, SIGTERM): stop every run's group, leave them lost for resume."""
+        for run_id, running in list(self.running.items()):
+            kill_group_fully(running.proc.pid, grace=3)
+            running.proc.poll()
+            entry = running.entry
+            status = {"run_id": run_id, "state": "lost", "attempt": entry["attempt"],
+                      "submission_id": entry["submission_id"], "failure_class": "lost",
+                      "started": running.started, "finished": now(), "gpus": running.gpus}
+            write_status(entry["run_dir"], status)
+            write_missing_summary(entry["run_dir"], run_id, status)
+            self._drop_active(run_id)
+            self.say("%s: lost (the supervisor was stopped; runs.resume queues it again)" % run_id)
+
+
+def archive_attempt_files_of_retry(run_dir, entry):
+    """A queued attempt starts in a clean directory: anything left is an earlier attempt's."""
+    names = [n for n in os.listdir(run_dir) if n not in ("attempts", "status.json") and not n.startswith(".")]
+    if names:
+        archive_attempt(run_dir)
+
+
+def detect_gpus():
+    """GPU indices from nvidia-smi -L ([] without nvidia-smi or GPUs)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             timeout=30, universal_newlines=True)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if out.returncode != 0:
+        return []
+    return [int(m.group(1)) for m in re.finditer(r"^GPU (\d+):", out.stdout, re.MULTILINE)]
+
+
+def command_script(entry, env):
+    """command.sh: the exact command with its cd and environment; secrets as ***."""
+    lines = ["#!/usr/bin/env bash",
+             "# run %s, attempt %d, submission %s (written by the ops-tasks supervisor)" % (
+                 entry["run_id"], entry["attempt"], entry["submission_id"]),
+             "cd %s" % shlex.quote(entry["cwd"])]
+    for name in sorted(env):
+        value = MASK if is_secret(name) else env[name]
+        lines.append("export %s=%s" % (name, shlex.quote(str(value))))
+    lines.append(entry["command"])
+    return "\n".join(lines) + "\n"
+
+
+def git_facts(repo):
+    def git(*args):
+        try:
+            out = subprocess.run(["git", "-C", repo] + list(args), stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, timeout=20, universal_newlines=True)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "branch": None, "dirty": None}
+    return {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+
+
+def run_metadata(entry, env, gpus, started):
+    config = entry.get("config") or {}
+    return {
+        "run_id": entry["run_id"], "label": entry.get("label"), "submission_id": entry["submission_id"],
+        "attempt": entry["attempt"], "host": entry.get("host"), "hostname": socket.gethostname(),
+        "git": git_facts(entry["cwd"]), "remote_repo": entry["cwd"], "run_dir": entry["run_dir"],
+        "model_id": config.get("model_id"), "env_id": config.get("env_id"),
+        "decoding": {k: config[k] for k in DECODING_KEYS if k in config},
+        "dataset": {k: config[k] for k in DATASET_KEYS if k in config},
+        "env": masked_env(env), "config": config, "command": entry["command"], "gpus": gpus,
+        "python": platform.python_version(), "tool": TOOL_VERSION,
+        "queued_at": entry.get("queued_at"), "started_at": started,
+    }
+
+
+def supervise(request):  # the tmux window's command
+    store = Store(request["outputs_dir"])
+    return Supervisor(store, slots=request.get("slots") or 1, foreground=request.get("foreground")).run()
+
+
+# ---------------------------------------------------------------- reading state
+
+
+def run_report(store, run_dir, run_id, supervisor_alive, tail_lines=0):
+    status = read_status(run_dir)
+    state = effective_state(status, supervisor_alive) if status else (
+        "unknown" if has_files(run_dir) else "missing")
+    report = {"run_id": run_id, "run_dir": run_dir, "state": state}
+    if status:
+        for key in ("attempt", "submission_id", "exit_code", "signal", "failure_class", "started", "finished",
+                    "queued_at", "last_output", "heartbeat", "gpus", "error", "not_before", "retry_of"):
+            if key in status:
+                report[key] = status[key]
+        if state == "lost":
+            report["failure_class"] = "lost"
+    report["attempts"] = attempts_done(run_dir) + (1 if status else 0)
+    if tail_lines:
+        summary = read_json(os.path.join(run_dir, "summary.json"))
+        report["summary"] = summary if isinstance(summary, dict) else None
+        report["stdout_tail"] = tail_text(os.path.join(run_dir, "stdout.log"), tail_lines)
+    return report
+
+
+def selected_runs(store, request):
+    """[(run_id, run_dir)] for run ids, a submission, or every run directory under the root."""
+    if request.get("run_ids"):
+        dirs = request.get("run_dirs") or {}
+        return [(r, dirs.get(r) or os.path.join(store.root, r)) for r in request["run_ids"]]
+    if request.get("submission_id"):
+        manifest = read_json(store.path("submissions", request["submission_id"] + ".json"))
+        if manifest is None:
+            raise LookupError("no submission %s under %s" % (request["submission_id"], store.root))
+        return [(r["run_id"], r["run_dir"]) for r in manifest["runs"]]
+    found = []
+    for name in sorted(os.listdir(store.root)):
+        path = os.path.join(store.root, name)
+        if not name.startswith(".") and os.path.isdir(path):
+            found.append((name, path))
+    return found
+
+
+def status(request):
+    store = Store(request["outputs_dir"])
+    alive = store.supervisor_alive()
+    runs = [run_report(store, run_dir, run_id, alive, request.get("tail_lines", 0))
+            for run_id, run_dir in selected_runs(store, request)]
+    return {"runs": runs, "supervisor_running": alive, "outputs_dir": store.root}
+
+
+def wait(request):
+    store = Store(request["outputs_dir"])
+    deadline = now() + request["timeout"] if request.get("timeout") else None
+    last = unattended_since = None
+    while True:
+        alive = store.supervisor_alive()
+        runs = [run_report(store, d, r, alive) for r, d in selected_runs(store, request)]
+        states = [r["state"] for r in runs]
+        done = sum(s in TERMINAL for s in states)
+        failed = sum(s in FAILED for s in states)
+        progress = (done, len(runs), failed, states.count("running"))
+        if progress != last:
+            print("P|%d|%d|%d|%d" % progress, file=sys.stderr, flush=True)
+            last = progress
+        if done == len(runs):
+            return {"outcome": "done", "runs": runs, "supervisor_running": alive}
+        # Nobody to run what is left: say so (after a moment, as a new supervisor may be starting).
+        if alive or "running" in states:
+            unattended_since = None
+        elif unattended_since is None:
+            unattended_since = now()
+        elif now() - unattended_since > 5:
+            return {"outcome": "stuck", "runs": runs, "supervisor_running": alive}
+        if deadline is not None and now() > deadline:
+            return {"outcome": "timeout", "runs": runs, "supervisor_running": alive}
+        time.sleep(0.5)
+
+
+def cancel(request):
+    store = Store(request["outputs_dir"])
+    results = []
+    with store.queue_lock():
+        alive = store.supervisor_alive()
+        waiting_on = []
+        for run_id, run_dir in selected_runs(store, request):
+            status = read_status(run_dir) or {}
+            state = effective_state(status, alive)
+            if state == "queued":
+                for entry in store.queued():
+                    if entry["run_id"] == run_id:
+                        os.remove(entry["_file"])
+                status.update(state="cancelled", finished=now())
+                write_status(run_dir, status)
+                write_missing_summary(run_dir, run_id, status)
+                results.append({"run_id": run_id, "was": "queued", "state": "cancelled"})
+            elif state == "running":
+                write_text(store.path("cancel", run_id), "")
+                waiting_on.append((run_id, run_dir))
+            elif state == "lost":
+                stop_leftover_group(status)
+                status.update(state="cancelled", finished=now())
+                write_status(run_dir, status)
+                write_missing_summary(run_dir, run_id, status)
+                results.append({"run_id": run_id, "was": "lost", "state": "cancelled"})
+            else:
+                results.append({"run_id": run_id, "was": state, "state": state})
+    deadline = now() + KILL_GRACE_S + 5
+    for run_id, run_dir in waiting_on:
+        while now() < deadline and (read_status(run_dir) or {}).get("state") == "running":
+            time.sleep(0.2)
+        results.append({"run_id": run_id, "was": "running", "state": (read_status(run_dir) or {}).get("state")})
+    return {"runs": results}
+
+
+def stop_leftover_group(status):
+    """A lost run's process group may still run (its supervisor was SIGKILLed): stop it."""
+    pid, start = status.get("pgid"), status.get("pid_start")
+    if pid and start and pid_alive(pid, start):
+        kill_group_fully(pid, grace=5)
+        return True
+    return False
+
+
+def resume(request):
+    store = Store(request["outputs_dir"])
+    resumed, leftovers = [], []
+    with store.queue_lock():
+        alive = store.supervisor_alive()
+        for run_id, run_dir in selected_runs(store, request):
+            status = read_status(run_dir) or {}
+            if effective_state(status, alive) != "lost":
+                continue
+            if stop_leftover_group(status):
+                leftovers.append(run_id)
+            entry = read_json(store.path("active", run_id + ".json"))
+            if entry is None:
+                entry = find_submitted_entry(store, status, run_id)
+            if entry is None:
+                continue
+            try:
+                os.remove(store.path("active", run_id + ".json"))
+            except OSError:
+                pass
+            status.update(state="lost", failure_class="lost", finished=status.get("finished") or now())
+            write_status(run_dir, status)
+            write_missing_summary(run_dir, run_id, status)
+            archive_attempt(run_dir)
+            entry = {k: v for k, v in entry.items() if k != "_file"}
+            entry.update(attempt=attempts_done(run_dir) + 1, queued_at=now(), not_before=0, resumed=True)
+            write_status(run_dir, {"run_id": run_id, "state": "queued", "attempt": entry["attempt"],
+                                   "submission_id": entry["submission_id"], "queued_at": now()})
+            store.enqueue(entry)
+            resumed.append(run_id)
+    result = {"resumed": resumed, "stopped_leftovers": leftovers}
+    if resumed or store.queued():
+        result["supervisor"] = ensure_supervisor(store, request)
+    return result
+
+
+def find_submitted_entry(store, status, run_id):
+    """The queue entry of a lost run, as its submission stored it."""
+    return read_json(store.path("specs", run_id + ".json"))
+
+
+def logs(request):
+    store = Store(request["outputs_dir"])
+    run_id = request["run_ids"][0]
+    run_dir = (request.get("run_dirs") or {}).get(run_id) or os.path.join(store.root, run_id)
+    path = os.path.join(run_dir, "stdout.log")
+    if not request.get("follow"):
+        return {"run_id": run_id, "log": path, "text": tail_text(path, request.get("lines", 100))}
+    import threading
+
+    hung_up = threading.Event()
+
+    def watch_stdin():  # the caller keeps our stdin open; its end means Ctrl-C on the laptop
+        try:
+            sys.stdin.read()
+        finally:
+            hung_up.set()
+
+    threading.Thread(target=watch_stdin, daemon=True).start()
+    text = tail_text(path, request.get("lines", 100)) or ""
+    out = sys.stdout.buffer
+    out.write((text + "\n").encode() if text else b"")
+    out.flush()
+    offset = os.path.getsize(path) if os.path.exists(path) else 0
+    while not hung_up.is_set():
+        if os.path.exists(path):
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read()
+            if chunk:
+                offset += len(chunk)
+                try:
+                    out.write(chunk)
+                    out.flush()
+                except BrokenPipeError:
+                    return None
+        state = effective_state(read_status(run_dir), store.supervisor_alive())
+        if state in TERMINAL + (None,) and os.path.exists(path) and os.path.getsize(path) == offset:
+            return None
+        time.sleep(0.3)
+    return None
+
+
+COMMANDS = {"submit": submit, "supervise": supervise, "status": status, "wait": wait, "cancel": cancel,
+            "resume": resume, "logs": logs}
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print(json.dumps({"error": "usage: ops_runs.py %s < request.json" % "|".join(COMMANDS)}))
+        return 2
+    request = json.loads(sys.stdin.readline() or "{}") if argv[0] != "supervise" or len(argv) < 2 else \
+        json.loads(argv[1])
+    try:
+        result = COMMANDS[argv[0]](request)
+    except LookupError as exc:
+        result = {"error": str(exc)}
+    if result is not None:
+        print(json.dumps(result, default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,27 @@
+# runs.sh: run one command of the pod-side run tool (ops_runs.py: queue and supervisor).
+# inputs: tool_name (ops_runs-<hash>.py), tool_bytes, command, outputs_dir
+# stdin after this script: the tool's source (tool_bytes bytes), then the JSON request line,
+# which may hold secrets: neither ever appears in argv.
+
+runs_main() {
+  local source err_json dir=$HOME/.ops/runs tool
+  IFS= read -r -d '' -N "$tool_bytes" source
+  if ! command -v python3 >/dev/null 2>&1; then
+    printf '{"error":"python3 is not installed on this pod (the run supervisor needs it)"}\n'
+    return 0
+  fi
+  if ! mkdir -p "$outputs_dir/.ops" 2>/dev/null; then
+    json_str err_json "cannot create the outputs root $outputs_dir"
+    printf '{"error":%s}\n' "$err_json"
+    return 0
+  fi
+  mkdir -p "$dir" && chmod 700 "$HOME/.ops" "$dir"
+  # Versioned by content: a supervisor that is running keeps its own file.
+  tool=$dir/$tool_name
+  if [ ! -f "$tool" ]; then
+    (umask 077 && printf '%s' "$source" > "$tool.tmp.$$") && mv -f "$tool.tmp.$$" "$tool"
+  fi
+  exec python3 "$tool" "$command"
+}
+
+runs_main; exit $?
