@@ -1,0 +1,590 @@
+"""What `runs.submit --config PATH` runs: the config file (the seed's JSON format, or a CSV of
+runs) checked and expanded into RunSpecs, each with its command line, run directory and env.
+
+Pure: reads the config file (and the CSV it names) and nothing else; no network, no printing.
+The whole config is refused on the first error, so a submission is never half made.
+"""
+
+import copy
+import csv
+import io
+import itertools
+import json
+import math
+import posixpath
+import re
+import shlex
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+from ..errors import ConfigError
+from ..secrets import MASK, is_secret_name
+from ..settings import env_value
+
+# Keys that configure the run itself; every other key of a run is a flag of its entrypoint.
+RESERVED = frozenset({"run_id", "label", "command", "entrypoint", "env", "gpus", "timeout", "stall_timeout",
+                      "retries", "retry_on", "retry_backoff", "matrix", "run_dir"})
+FAILURE_CLASSES = ("oom", "nccl", "auth", "data", "timeout", "stalled", "killed", "no_summary",
+                   "bad_summary", "summary_not_ok", "exit_nonzero", "lost")
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+TOP_LEVEL_KEYS = ("remote_repo", "remote_outputs_dir", "tmux_session", "defaults", "runs", "runs_csv")
+DEFAULT_TMUX_SESSION = "pilots"
+DEFAULT_RETRY_BACKOFF = 10.0
+# A matrix typo (a list of 1000 where 10 was meant) should not queue a million runs.
+MAX_RUNS = 10000
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SESSION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
+# `{{` and `}}` are escapes; `{name}` is a placeholder; any other brace is plain text.
+# `{{name}}` is the escape for a literal `{name}`; other braces (JSON, dict literals) are text.
+_PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+# CSV cells: leading zeros stay text, so "007" keeps its zeros.
+_CSV_INT = re.compile(r"^[+-]?(?:0|[1-9][0-9]*)$")
+_CSV_FLOAT = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+|\d+(?=[eE]))(?:[eE][+-]?\d+)?$")
+# CSV columns that are text even when they look like numbers ("1" as a run id or label).
+_CSV_TEXT_KEYS = ("run_id", "label", "command", "entrypoint", "run_dir")
+# The seed's id scheme: <timestamp>_<env_id>_<model_id>_n<num_examples>_r<rollouts>_b<best_of>_seed<seed>.
+_ID_PARTS = (("env_id", ""), ("model_id", ""), ("num_examples", "n"), ("rollouts_per_example", "r"),
+             ("best_of", "b"), ("seed", "seed"))
+# Keys that are not placeholder values: env (secrets must not leak into command lines), the
+# command itself, and the two that are computed (run_id, run_dir).
+_NOT_SOURCES = frozenset({"env", "command", "entrypoint", "matrix", "run_id", "run_dir"})
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run, checked and ready to ship to the pod's supervisor."""
+
+    run_id: str
+    label: Optional[str]
+    run_dir: str  # absolute path on the pod
+    command: str  # the bash command line, values quoted; no env in it
+    cwd: str  # remote_repo
+    env: tuple  # ((NAME, value), ...) real values: they travel on stdin only
+    gpus: Optional[int]  # None: all GPUs of the pod; 0: CPU only
+    timeout: Optional[float]  # seconds, wall clock
+    stall_timeout: Optional[float]  # seconds without new output
+    retries: int  # extra attempts
+    retry_on: Optional[tuple]  # failure classes; None: any
+    retry_backoff: float  # seconds before the first retry, doubled each time
+    config: dict  # the effective run config, secret env values masked
+
+    def to_dict(self) -> dict:
+        return {
+            "run_id": self.run_id,
+            "label": self.label,
+            "run_dir": self.run_dir,
+            "command": self.command,
+            "cwd": self.cwd,
+            "env": dict(self.env),
+            "gpus": self.gpus,
+            "timeout": self.timeout,
+            "stall_timeout": self.stall_timeout,
+            "retries": self.retries,
+            "retry_on": None if self.retry_on is None else list(self.retry_on),
+            "retry_backoff": self.retry_backoff,
+            "config": copy.deepcopy(self.config),
+        }
+
+    def shown(self) -> dict:
+        """to_dict() as it may be printed or written to a manifest: secret env values masked."""
+        data = self.to_dict()
+        data["env"] = _masked_env(data["env"])
+        return data
+
+
+@dataclass(frozen=True)
+class Submission:
+    remote_repo: str
+    outputs_dir: str
+    tmux_session: str
+    runs: tuple  # of RunSpec
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_submission(path, *, profile, remote_repo=None, outputs_dir=None, tmux_session=None, now=None) -> Submission:
+    """The checked Submission of a config file (.json or .csv); ConfigError for anything wrong.
+
+    remote_repo / outputs_dir / tmux_session are the task's flags (None: not given).
+    now (a datetime, UTC when naive) stamps generated run ids; default: the current time.
+    """
+    shown = str(path)
+    file = Path(path).expanduser()
+    suffix = file.suffix.lower()
+    if suffix == ".json":
+        top = _read_json(file, shown)
+        defaults, raw_runs = _json_runs(top, file, shown)
+    elif suffix == ".csv":
+        # A CSV holds runs only; everything else comes from flags, the environment or the profile.
+        top, defaults, raw_runs = {}, {}, _csv_runs(file, shown, 0)
+    else:
+        raise ConfigError(f"{shown}: a run config must be a .json or .csv file")
+
+    in_file = f"set remote_repo in {shown}" if suffix == ".json" else "set remote_repo in the host's profile"
+    repo = _root("remote_repo", [
+        (remote_repo, "--remote-repo"),
+        (top.get("remote_repo"), f"remote_repo in {shown}"),
+        (env_value("OPS_REMOTE_REPO"), "OPS_REMOTE_REPO"),
+        (profile.remote_repo, f"profile {profile.name}"),
+    ], f"remote_repo is not set: pass --remote-repo, {in_file}, or export OPS_REMOTE_REPO")
+    outputs = _root("outputs dir", [
+        (outputs_dir, "--remote-outputs-dir"),
+        (top.get("remote_outputs_dir"), f"remote_outputs_dir in {shown}"),
+        (env_value("OPS_REMOTE_OUTPUTS_DIR"), "OPS_REMOTE_OUTPUTS_DIR"),
+        (profile.outputs_dir, f"profile {profile.name}"),
+    ], f"the outputs dir is not set: pass --remote-outputs-dir, set remote_outputs_dir in {shown}, "
+       f"or export OPS_REMOTE_OUTPUTS_DIR")
+    session = tmux_session or top.get("tmux_session") or DEFAULT_TMUX_SESSION
+    if not _SESSION.match(session):
+        source = "--tmux-session" if tmux_session else f"tmux_session in {shown}"
+        raise ConfigError(f"{source} must be 1-64 letters, digits, '_' or '-', got {session!r}")
+
+    expanded = []
+    for position, raw in raw_runs:
+        merged = _merge(defaults, raw)
+        expanded.extend(_expand_matrix(merged, position, f"{shown}: {position}"))
+        if len(expanded) > MAX_RUNS:
+            raise ConfigError(f"{shown}: more than {MAX_RUNS} runs after matrix expansion")
+
+    roots = {"remote_repo": repo, "outputs_dir": outputs}
+    stamp = _utc(now)
+    runs = [_build_run(shown, position, run, roots, stamp) for position, run in expanded]
+    _check_distinct(shown, [position for position, _ in expanded], runs)
+    return Submission(remote_repo=repo, outputs_dir=outputs, tmux_session=session, runs=tuple(runs))
+
+
+def _read_text(file: Path, shown: str) -> str:
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{shown}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{shown}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{shown}: cannot read: {exc.strerror}") from None
+    try:
+        # utf-8-sig: spreadsheet exports start with a byte order mark.
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{shown}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _read_json(file: Path, shown: str):
+    def no_duplicates(pairs):
+        # Python keeps the last of two equal keys: a second "run_id" would silently win.
+        keys = [key for key, _ in pairs]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise ConfigError(f"{shown}: key {key!r} appears twice in one JSON object")
+        return dict(pairs)
+
+    def no_constant(name):
+        raise ConfigError(f"{shown}: invalid JSON: {name} is not a number")
+
+    text = _read_text(file, shown)
+    try:
+        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{shown}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+
+
+def _json_runs(top, file: Path, shown: str):
+    """(defaults, [(position, run), ...]) of the seed's JSON format."""
+    if not isinstance(top, dict):
+        raise ConfigError(f"{shown}: expected a JSON object at the top, got {_type(top)}")
+    for key in top:
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(f"{shown}: unknown top-level key {key!r} (known: {', '.join(TOP_LEVEL_KEYS)})")
+    for key in ("remote_repo", "remote_outputs_dir", "tmux_session", "runs_csv"):
+        if top.get(key) is not None and not isinstance(top[key], str):
+            raise ConfigError(f"{shown}: {key} must be a string, got {_type(top[key])}")
+    defaults = top.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise ConfigError(f"{shown}: defaults must be an object, got {_type(defaults)}")
+    runs = top.get("runs")
+    runs = [] if runs is None and top.get("runs_csv") else runs
+    if not isinstance(runs, list):
+        raise ConfigError(f"{shown}: runs must be a non-empty list of objects, got {_type(runs)}")
+    raw_runs = []
+    for index, run in enumerate(runs):
+        if not isinstance(run, dict):
+            raise ConfigError(f"{shown}: run {index}: expected an object, got {_type(run)}")
+        raw_runs.append((f"run {index}", run))
+    if top.get("runs_csv"):
+        csv_file = file.parent / Path(top["runs_csv"]).expanduser()
+        raw_runs += _csv_runs(csv_file, str(csv_file), len(raw_runs))
+    if not raw_runs:
+        raise ConfigError(f"{shown}: runs must be a non-empty list of objects")
+    return defaults, raw_runs
+
+
+def _csv_runs(file: Path, shown: str, start: int) -> list:
+    """The rows of a CSV as runs: a header row, then one run per row."""
+    reader = csv.reader(io.StringIO(_read_text(file, shown), newline=""))
+    runs = []
+    try:
+        header = next(reader, None)
+        if not header:
+            raise ConfigError(f"{shown}: empty CSV (expected a header row)")
+        names = [name.strip() for name in header]
+        for name in names:
+            if not _KEY.match(name):
+                raise ConfigError(f"{shown}: column {name!r} is not a valid key (letters, digits and '_')")
+            if names.count(name) > 1:
+                raise ConfigError(f"{shown}: column {name!r} appears twice")
+        for row in reader:
+            if not row:
+                continue
+            if len(row) > len(names):
+                raise ConfigError(f"{shown} line {reader.line_num}: {len(row)} cells, header has {len(names)}")
+            run = {name: cell if name in _CSV_TEXT_KEYS else _csv_value(cell)
+                   for name, cell in zip(names, row) if cell != ""}
+            runs.append((f"run {start + len(runs)} ({shown} line {reader.line_num})", run))
+    except csv.Error as exc:
+        raise ConfigError(f"{shown} line {reader.line_num}: invalid CSV: {exc}") from None
+    if not runs:
+        raise ConfigError(f"{shown}: no runs (only a header row)")
+    return runs
+
+
+def _csv_value(cell: str):
+    if cell.lower() in ("true", "false"):
+        return cell.lower() == "true"
+    if _CSV_INT.match(cell):
+        return int(cell)
+    if _CSV_FLOAT.match(cell):
+        return float(cell)
+    return cell
+
+
+def _root(name: str, candidates: list, missing: str) -> str:
+    """The first value set among (value, where it came from); absolute, no control characters."""
+    for value, source in candidates:
+        if value:
+            if not isinstance(value, str) or not value.startswith("/") or _CONTROL.search(value):
+                raise ConfigError(f"{name} {value!r} (from {source}) must be an absolute path "
+                                  f"without control characters")
+            # normpath keeps a leading "//" (POSIX allows it); one slash is what we mean.
+            return "/" + posixpath.normpath(value).lstrip("/")
+    raise ConfigError(missing)
+
+
+def _merge(defaults: dict, run: dict) -> dict:
+    """defaults then the run (the run wins); env merged name by name."""
+    merged = {**defaults, **run}
+    if isinstance(defaults.get("env"), dict) and isinstance(run.get("env"), dict):
+        merged["env"] = {**defaults["env"], **run["env"]}
+    return merged
+
+
+def _expand_matrix(run: dict, position: str, where: str) -> list:
+    """[(position, run)] for each combination of the run's matrix (just the run without one)."""
+    matrix = run.get("matrix")
+    if matrix is None:
+        return [(position, run)]
+    if not isinstance(matrix, dict):
+        raise ConfigError(f"{where}: matrix must be an object of key: [values], got {_type(matrix)}")
+    for key, values in matrix.items():
+        if not _KEY.match(key) or key == "matrix":
+            raise ConfigError(f"{where}: matrix key {key!r} is not a usable key")
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{where}: matrix.{key} must be a non-empty list of values")
+    if math.prod(len(values) for values in matrix.values()) > MAX_RUNS:
+        raise ConfigError(f"{where}: matrix makes more than {MAX_RUNS} runs")
+    base = {key: value for key, value in run.items() if key != "matrix"}
+    expanded = []
+    for combination in itertools.product(*matrix.values()):
+        chosen = dict(zip(matrix, combination))
+        label = ", ".join(f"{key}={_text(value)}" for key, value in chosen.items())
+        expanded.append((f"{position} [{label}]", {**base, **chosen}))
+    return expanded
+
+
+# ---------------------------------------------------------------- one run
+
+
+def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime) -> RunSpec:
+    given = run.get("run_id")
+    where = f"{shown}: {position}" + (f" ({given!r})" if isinstance(given, str) else "")
+    _check_keys(run, where)
+    sources = {key: value for key, value in run.items() if key not in _NOT_SOURCES}
+    sources.update(roots)
+
+    if given is None:
+        run_id = generate_run_id(run, now)
+    elif not isinstance(given, str):
+        raise ConfigError(f"{where}: run_id must be a string, got {_type(given)}")
+    else:
+        # Inserted values are made id-safe ("Qwen/Qwen3-4B" -> "Qwen-Qwen3-4B"); the text the
+        # user wrote is checked, never changed.
+        safe = {key: _UNSAFE_ID.sub("-", _text(value)) for key, value in sources.items()}
+        run_id = fill_placeholders(given, safe, quote=False)
+    if not RUN_ID.match(run_id):
+        raise ConfigError(f"{where}: run_id must match {RUN_ID.pattern} (letters, digits, '.', '_', '-', "
+                          f"at most 128), got {run_id!r}")
+    where = f"{shown}: {position} ({run_id!r})"
+    sources["run_id"] = run_id
+    run_dir = _run_dir(run.get("run_dir"), sources, roots["outputs_dir"], where)
+    sources["run_dir"] = run_dir
+
+    filled = {key: _fill_deep(value, sources) for key, value in run.items()
+              if key not in ("run_id", "run_dir", "command", "entrypoint")}
+    command, shown_command = _command(run, filled, sources, run_dir, where)
+    env = _env(filled.get("env"), where)
+    label = filled.get("label")
+    if label is not None and (not isinstance(label, str) or _CONTROL.search(label)):
+        raise ConfigError(f"{where}: label must be one line of text, got {label!r}")
+    retry_on = filled.get("retry_on")
+    if retry_on is not None:
+        if not isinstance(retry_on, list) or any(item not in FAILURE_CLASSES for item in retry_on):
+            raise ConfigError(f"{where}: retry_on must be a list of failure classes "
+                              f"({', '.join(FAILURE_CLASSES)}), got {retry_on!r}")
+        retry_on = tuple(dict.fromkeys(retry_on))
+    backoff = parse_duration(filled.get("retry_backoff"), "retry_backoff", where)
+
+    config = {"run_id": run_id}
+    for key, value in run.items():
+        if key == "command":
+            config[key] = shown_command
+        elif key == "entrypoint":
+            config[key] = fill_placeholders(value, sources, quote=False)
+        elif key == "env":
+            config[key] = _masked_env(dict(env))
+        elif key not in ("run_id", "run_dir"):
+            config[key] = filled[key]
+    config["run_dir"] = run_dir
+    return RunSpec(
+        run_id=run_id,
+        label=label,
+        run_dir=run_dir,
+        command=command,
+        cwd=roots["remote_repo"],
+        env=env,
+        gpus=_count(filled.get("gpus"), "gpus", where),
+        timeout=parse_duration(filled.get("timeout"), "timeout", where),
+        stall_timeout=parse_duration(filled.get("stall_timeout"), "stall_timeout", where),
+        retries=_count(filled.get("retries"), "retries", where) or 0,
+        retry_on=retry_on,
+        retry_backoff=DEFAULT_RETRY_BACKOFF if backoff is None else backoff,
+        config=config,
+    )
+
+
+def _check_keys(run: dict, where: str) -> None:
+    for key, value in run.items():
+        # Keys become flags (--key) and placeholder names: nothing a shell or argparse could misread.
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise ConfigError(f"{where}: key {key!r} is not a valid name (letters, digits and '_', "
+                              f"not starting with a digit)")
+        if _has_nul(value):
+            raise ConfigError(f"{where}: {key}: a value contains a NUL byte")
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    return False
+
+
+def _run_dir(value, sources: dict, outputs_dir: str, where: str) -> str:
+    if value is None:
+        return posixpath.join(outputs_dir, sources["run_id"])
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: run_dir must be a string, got {_type(value)}")
+    text = fill_placeholders(value, sources, quote=False)
+    if ".." in text.split("/") or _CONTROL.search(text) or not text.strip():
+        raise ConfigError(f"{where}: run_dir must be a path without '..' or control characters, got {text!r}")
+    path = "/" + posixpath.normpath(posixpath.join(outputs_dir, text)).lstrip("/")
+    # The outputs root (or /) as a run directory would mix every run's files together.
+    if path in ("/", outputs_dir):
+        raise ConfigError(f"{where}: run_dir {text!r} is the outputs root itself, not a run directory")
+    return path
+
+
+def _command(run: dict, filled: dict, sources: dict, run_dir: str, where: str):
+    """(the command line, the command as the config shows it)."""
+    command, entrypoint = run.get("command"), run.get("entrypoint")
+    if command is not None and entrypoint is not None:
+        raise ConfigError(f"{where}: has both command and entrypoint; keep one")
+    if command is None and entrypoint is None:
+        raise ConfigError(f"{where}: no command: set command (a string or list) or entrypoint")
+    if isinstance(command, str):
+        if not command.strip():
+            raise ConfigError(f"{where}: command is empty")
+        line = fill_placeholders(command, sources, quote=True)
+        return line, line
+    if command is not None:
+        if not isinstance(command, list) or not command or not all(isinstance(item, str) for item in command):
+            raise ConfigError(f"{where}: command must be a string or a non-empty list of strings")
+        argv = [fill_placeholders(item, sources, quote=False) for item in command]
+        return shlex.join(argv), argv
+    if not isinstance(entrypoint, str):
+        raise ConfigError(f"{where}: entrypoint must be a string, got {_type(entrypoint)}")
+    try:
+        pieces = shlex.split(entrypoint)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: entrypoint: {exc}") from None
+    if not pieces:
+        raise ConfigError(f"{where}: entrypoint is empty")
+    # Filled piece by piece: a value with spaces stays one argument, as in the list form.
+    filled_entrypoint = shlex.join(fill_placeholders(piece, sources, quote=False) for piece in pieces)
+    line = render_entrypoint(filled_entrypoint, filled, run_dir)
+    return line, line
+
+
+def _env(value, where: str) -> tuple:
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: env must be an object of NAME: value, got {_type(value)}")
+    pairs = {}
+    for name, item in value.items():
+        if not _ENV_NAME.match(name):
+            raise ConfigError(f"{where}: env: {name!r} is not a valid environment variable name")
+        if isinstance(item, bool):
+            pairs[name] = "true" if item else "false"
+        elif isinstance(item, (str, int, float)):
+            pairs[name] = str(item)
+        else:
+            raise ConfigError(f"{where}: env.{name} must be a string, number or boolean, got {_type(item)}")
+    return tuple(sorted(pairs.items()))
+
+
+def _count(value, key: str, where: str) -> Optional[int]:
+    if value is None:
+        return None
+    # bool is an int in Python; `gpus: true` is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{where}: {key} must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def _check_distinct(shown: str, positions: list, runs: list) -> None:
+    """Two runs sharing an id or a directory would overwrite each other's files."""
+    by_id = {}
+    for position, run in zip(positions, runs):
+        if run.run_id in by_id:
+            raise ConfigError(f"{shown}: duplicate run_id {run.run_id!r} in {by_id[run.run_id]} and {position} "
+                              f"(give each run its own run_id, e.g. with placeholders such as {{seed}})")
+        by_id[run.run_id] = position
+    owners = sorted((run.run_dir, position) for position, run in zip(positions, runs))
+    for (outer, outer_position), (inner, inner_position) in zip(owners, owners[1:]):
+        if inner == outer or inner.startswith(outer + "/"):
+            raise ConfigError(f"{shown}: {inner_position} has run_dir {inner!r}, "
+                              f"the same as or inside {outer_position}'s {outer!r}")
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def render_entrypoint(entrypoint: str, run: dict, run_dir: str) -> str:
+    """entrypoint + every non-reserved key as a flag, in key order, then --run-dir; all quoted."""
+    argv = shlex.split(entrypoint)
+    for key, value in run.items():
+        if key in RESERVED or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        argv += [flag] if value is True else [flag, _text(value)]
+    argv += ["--run-dir", run_dir]
+    return shlex.join(argv)
+
+
+def fill_placeholders(text: str, values: dict, quote: bool) -> str:
+    """Replace `{name}` for the names in values (each shell-quoted when quote), once, no recursion.
+
+    `{{name}}` is a literal `{name}`; any other brace text (a JSON or dict literal, nested or
+    not, an unknown name) is left exactly as written.
+    """
+
+    def one(match):
+        token = match.group(0)
+        if match.group(1) is not None:
+            return "{" + match.group(1) + "}"
+        name = match.group(2)
+        if name not in values:
+            return token
+        rendered = _text(values[name])
+        return shlex.quote(rendered) if quote else rendered
+
+    return _PLACEHOLDER.sub(one, text)
+
+
+def generate_run_id(run: dict, now) -> str:
+    """The seed's id: <timestamp>_<env_id>_<model_id>_n<num_examples>_r<rollouts>_b<best_of>_seed<seed>.
+
+    Missing keys are left out; characters outside [A-Za-z0-9._-] become '-'.
+    """
+    parts = [_utc(now).strftime("%Y%m%d-%H%M%S")]
+    parts += [prefix + _text(run[key]) for key, prefix in _ID_PARTS if run.get(key) not in (None, "")]
+    return _UNSAFE_ID.sub("-", "_".join(parts))[:128]
+
+
+def parse_duration(value, key: str, where: str) -> Optional[float]:
+    """Seconds from a number (> 0) or a text such as "90", "90s", "30m", "2h", "1h30m", "1d"."""
+    seconds = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        match = _DURATION.match(text)
+        if _SECONDS.match(text):
+            seconds = float(text)
+        elif text and match:
+            days, hours, minutes, secs = (float(part or 0) for part in match.groups())
+            seconds = ((days * 24 + hours) * 60 + minutes) * 60 + secs
+    elif value is None:
+        return None
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{where}: {key} must be a number of seconds > 0 or a duration such as "
+                          f"90s, 30m, 2h or 1h30m, got {value!r}")
+    return seconds
+
+
+def _text(value) -> str:
+    """A value as one argument: text as is, numbers as written, everything else as compact JSON
+    (true/false/null, lists, objects), as the config spells them."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _fill_deep(value, sources: dict):
+    if isinstance(value, str):
+        return fill_placeholders(value, sources, quote=False)
+    if isinstance(value, list):
+        return [_fill_deep(item, sources) for item in value]
+    if isinstance(value, dict):
+        return {key: _fill_deep(item, sources) for key, item in value.items()}
+    return value
+
+
+def _masked_env(env: dict) -> dict:
+    return {name: MASK if is_secret_name(name) else value for name, value in env.items()}
+
+
+def _utc(now) -> datetime:
+    if now is None:
+        return datetime.now(timezone.utc)
+    if isinstance(now, (int, float)):
+        return datetime.fromtimestamp(now, timezone.utc)
+    return now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
+
+
+def _type(value) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)

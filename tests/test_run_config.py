@@ -1,0 +1,248 @@
+"""Run configs (issue 4, "Config"): what a config file turns into, and every way it is refused."""
+
+import json
+import shlex
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from ops_tasks.errors import ConfigError
+from ops_tasks.operations.run_config import (
+    fill_placeholders,
+    generate_run_id,
+    load_submission,
+    parse_duration,
+    render_entrypoint,
+)
+from ops_tasks.settings import Profile
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+PROFILE = Profile(name="p", destination="x", outputs_dir="/profile/outputs", remote_repo="/profile/repo")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for name in ("OPS_REMOTE_REPO", "OPS_REMOTE_OUTPUTS_DIR", "OPS_PROJECT_ENV"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def write(tmp_path, data, name="runs.json"):
+    path = tmp_path / name
+    path.write_text(data if isinstance(data, str) else json.dumps(data))
+    return path
+
+
+def load(tmp_path, data, profile=PROFILE, **flags):
+    return load_submission(write(tmp_path, data), profile=profile, now=NOW, **flags)
+
+
+def runs(tmp_path, *items, defaults=None, **flags):
+    return load(tmp_path, {"defaults": defaults or {}, "runs": list(items)}, **flags).runs
+
+
+def refused(tmp_path, data, *expected, profile=PROFILE):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, data, profile=profile)
+    for text in expected:
+        assert text in str(caught.value)
+    assert caught.value.exit_code == 2
+    return str(caught.value)
+
+
+def test_seed_config_loads():
+    sub = load_submission(CHECKOUT / "configs" / "pilots.json", profile=PROFILE)
+    assert (sub.remote_repo, sub.outputs_dir, sub.tmux_session) == (
+        "/mnt/work/myrepo", "/mnt/pod_artifacts/outputs", "pilots")
+    assert [run.run_id for run in sub.runs] == ["pilot_gsm8k_qwen3-4b_seed0", "pilot_gsm8k_qwen3-4b_seed1"]
+    second = sub.runs[1]
+    assert second.command == (
+        "python inference/eval_gsm8k.py --env-id gsm8k --model-id Qwen/Qwen3-4B-Instruct-2507 --num-examples 200"
+        " --rollouts-per-example 1 --best-of 1 --seed 1 --run-dir /mnt/pod_artifacts/outputs/pilot_gsm8k_qwen3-4b_seed1"
+    )
+    assert second.run_dir == "/mnt/pod_artifacts/outputs/pilot_gsm8k_qwen3-4b_seed1"
+    assert second.cwd == "/mnt/work/myrepo"
+    assert (second.gpus, second.retries, second.retry_on, second.retry_backoff) == (None, 0, None, 10.0)
+    assert second.config["seed"] == 1 and second.config["run_id"] == second.run_id
+    json.dumps(second.to_dict())  # JSON-able, to ship
+
+
+def test_roots_precedence_flag_file_env_profile(tmp_path, monkeypatch):
+    one = [{"run_id": "a", "command": "true"}]
+    in_file = {"remote_repo": "/file/repo", "remote_outputs_dir": "/file/out", "runs": one}
+    assert load(tmp_path, {"runs": one}).remote_repo == "/profile/repo"
+    assert load(tmp_path, {"runs": one}).outputs_dir == "/profile/outputs"
+    monkeypatch.setenv("OPS_REMOTE_REPO", "/env/repo")
+    monkeypatch.setenv("OPS_REMOTE_OUTPUTS_DIR", "/env/out/")
+    sub = load(tmp_path, {"runs": one})
+    assert (sub.remote_repo, sub.outputs_dir) == ("/env/repo", "/env/out")
+    sub = load(tmp_path, in_file)
+    assert (sub.remote_repo, sub.outputs_dir) == ("/file/repo", "/file/out")
+    sub = load(tmp_path, in_file, remote_repo="/flag/repo", outputs_dir="/flag/out", tmux_session="sweep")
+    assert (sub.remote_repo, sub.outputs_dir, sub.tmux_session) == ("/flag/repo", "/flag/out", "sweep")
+    assert sub.runs[0].run_dir == "/flag/out/a" and sub.runs[0].cwd == "/flag/repo"
+
+
+def test_remote_repo_missing_names_the_three_ways(tmp_path):
+    bare = Profile(name="p", destination="x")
+    message = refused(tmp_path, {"runs": [{"run_id": "a", "command": "true"}]}, profile=bare)
+    assert message == (f"remote_repo is not set: pass --remote-repo, set remote_repo in {tmp_path / 'runs.json'}, "
+                       "or export OPS_REMOTE_REPO")
+    refused(tmp_path, {"remote_repo": "relative/repo", "runs": [{"run_id": "a", "command": "true"}]},
+            "must be an absolute path", "remote_repo in")
+
+
+def test_matrix_expands_to_the_cartesian_product(tmp_path):
+    matrix = {"seed": [0, 1, 2], "temperature": [0.0, 0.7]}
+    items = runs(tmp_path, {"run_id": "m_{model_id}_s{seed}_t{temperature}", "matrix": matrix},
+                 defaults={"entrypoint": "python e.py", "model_id": "Qwen/Qwen3-4B", "seed": 9})
+    assert len(items) == 6
+    assert items[0].run_id == "m_Qwen-Qwen3-4B_s0_t0.0" and items[-1].run_id == "m_Qwen-Qwen3-4B_s2_t0.7"
+    assert items[-1].command.startswith("python e.py --model-id Qwen/Qwen3-4B --seed 2 --temperature 0.7 --run-dir ")
+    refused(tmp_path, {"runs": [{"command": "x", "matrix": {"seed": []}}]}, "matrix.seed must be a non-empty list")
+
+
+def test_generated_run_ids(tmp_path):
+    run = {"env_id": "gsm8k", "model_id": "Qwen/Qwen3-4B", "num_examples": 5, "rollouts_per_example": 2,
+           "best_of": 1, "seed": 3}
+    assert generate_run_id(run, NOW) == "20250304-050607_gsm8k_Qwen-Qwen3-4B_n5_r2_b1_seed3"
+    assert generate_run_id({"model_id": "a b:c"}, NOW) == "20250304-050607_a-b-c"
+    assert len(generate_run_id({"model_id": "x" * 300}, NOW)) == 128
+    items = runs(tmp_path, {"seed": 1}, {"seed": 2}, defaults={"command": "true", "env_id": "e"})
+    assert [r.run_id for r in items] == ["20250304-050607_e_seed1", "20250304-050607_e_seed2"]
+    assert items[0].run_dir == "/profile/outputs/20250304-050607_e_seed1"
+
+
+def test_placeholders_in_command_string_are_quoted(tmp_path):
+    (run,) = runs(tmp_path, {"run_id": "r1", "prompt": "a b; rm -rf /", "n": 3,
+                             "command": "python x.py --prompt {prompt} --n {n} --out {run_dir}/o.json"
+                                        " --id {run_id} --cfg {cfg}",
+                             "cfg": {"k": [1, 2]}})
+    argv = shlex.split(run.command)
+    assert argv[argv.index("--prompt") + 1] == "a b; rm -rf /"
+    assert "'a b; rm -rf /'" in run.command
+    assert argv[argv.index("--out") + 1] == "/profile/outputs/r1/o.json"
+    assert argv[argv.index("--cfg") + 1] == '{"k":[1,2]}'
+    assert "--id r1" in run.command and "--n 3" in run.command
+
+
+def test_placeholders_in_list_form_and_every_value(tmp_path):
+    (run,) = runs(tmp_path, {"run_id": "r_{seed}", "seed": 4, "note": ["{seed}", {"d": "{run_id}"}],
+                             "command": ["python", "x.py", "--msg", "{greeting} {seed}", "--repo", "{remote_repo}"],
+                             "greeting": "hi; echo", "env": {"OUT": "{run_dir}/w", "SEED": "{seed}"}})
+    assert shlex.split(run.command) == ["python", "x.py", "--msg", "hi; echo 4", "--repo", "/profile/repo"]
+    assert dict(run.env) == {"OUT": "/profile/outputs/r_4/w", "SEED": "4"}
+    assert run.config["note"] == ["4", {"d": "r_4"}]
+
+
+def test_braces_escapes_json_literals_and_env_are_not_placeholders(tmp_path):
+    (run,) = runs(tmp_path, {"run_id": "r", "seed": 1, "env": {"HF_TOKEN": "hf_x"},
+                             "command": """python -c 'print({"a": 1})' {{seed}} {seed} {unknown} {HF_TOKEN} {label}"""})
+    assert run.command == """python -c 'print({"a": 1})' {seed} 1 {unknown} {HF_TOKEN} {label}"""
+    assert fill_placeholders("{a}{{a}}{a", {"a": "x y"}, quote=True) == "'x y'{a}{a"
+    nested = """python -c 'print({"a": {"b": 1}})' {a}"""
+    assert fill_placeholders(nested, {"a": "v"}, quote=True) == """python -c 'print({"a": {"b": 1}})' v"""
+    assert fill_placeholders("{a}", {"a": "{a}"}, quote=False) == "{a}"  # filled once, no recursion
+
+
+def test_entrypoint_flag_rendering(tmp_path):
+    line = render_entrypoint("python 'my eval.py'", {"num_examples": 5, "do_sample": True, "greedy": False,
+                                                     "split": None,
+                                                     "stop": ["a", "b"], "sampling": {"t": 0.7}, "name": "x y",
+                                                     "gpus": 1, "timeout": "1h"}, "/o/r")
+    assert shlex.split(line) == ["python", "my eval.py", "--num-examples", "5", "--do-sample", "--stop", '["a","b"]',
+                                 "--sampling", '{"t":0.7}', "--name", "x y", "--run-dir", "/o/r"]
+    (run,) = runs(tmp_path, {"run_id": "r", "entrypoint": "python {script}", "script": "a b.py", "z": 1},
+                  defaults={"a": 1})
+    assert shlex.split(run.command) == ["python", "a b.py", "--a", "1", "--script", "a b.py", "--z", "1",
+                                        "--run-dir", "/profile/outputs/r"]
+
+
+def test_run_dir_override(tmp_path):
+    items = runs(tmp_path, {"run_id": "a", "run_dir": "group/{run_id}"}, {"run_id": "b", "run_dir": "/abs//x/{seed}/"},
+                 defaults={"entrypoint": "e", "seed": 2})
+    assert [r.run_dir for r in items] == ["/profile/outputs/group/a", "/abs/x/2"]
+    assert items[0].command.endswith("--run-dir /profile/outputs/group/a")
+    refused(tmp_path, {"runs": [{"command": "x", "run_dir": "../escape"}]}, "run 0", "run_dir", "'..'")
+    refused(tmp_path, {"runs": [{"command": "x", "run_dir": "."}]}, "outputs root")
+    refused(tmp_path, {"runs": [{"run_id": "a", "command": "x"}, {"run_id": "b", "command": "x", "run_dir": "a/sub"}]},
+            "run 1", "inside run 0")
+
+
+def test_csv_config_and_runs_csv(tmp_path):
+    (tmp_path / "sweep.csv").write_text(
+        "run_id,command,seed,temperature,greedy,model_id,tag,gpus\n"
+        "s1,echo {seed},1,0.7,true,Qwen/Qwen3-4B,007,\n"
+        "s2,echo {seed},2,1e-3,FALSE,m,x,2\n")
+    sub = load_submission(tmp_path / "sweep.csv", profile=PROFILE, now=NOW)
+    first, second = sub.runs
+    assert (sub.remote_repo, sub.tmux_session) == ("/profile/repo", "pilots")
+    assert first.config["seed"] == 1 and first.config["temperature"] == 0.7 and first.config["greedy"] is True
+    assert first.config["tag"] == "007" and "gpus" not in first.config and first.gpus is None
+    assert second.config["temperature"] == 0.001 and second.config["greedy"] is False and second.gpus == 2
+    assert first.command == "echo 1"
+    combined = load(tmp_path, {"defaults": {"label": "L"}, "runs": [{"run_id": "j", "command": "true"}],
+                               "runs_csv": "sweep.csv"})
+    assert [r.run_id for r in combined.runs] == ["j", "s1", "s2"] and combined.runs[2].label == "L"
+    (tmp_path / "bad.csv").write_text("run_id,command\nx y,true\n")
+    with pytest.raises(ConfigError, match=r"bad\.csv line 2.*run_id must match"):
+        load_submission(tmp_path / "bad.csv", profile=PROFILE)
+
+
+def test_bad_json_names_line_and_column(tmp_path):
+    path = write(tmp_path, '{\n  "runs": [\n    {"run_id": "a",}\n  ]\n}')
+    with pytest.raises(ConfigError) as caught:
+        load_submission(path, profile=PROFILE)
+    assert str(caught.value).startswith(f"{path}:3:20: invalid JSON: ")
+    with pytest.raises(ConfigError, match="no such file"):
+        load_submission(tmp_path / "missing.json", profile=PROFILE)
+
+
+@pytest.mark.parametrize("data, expected", [
+    ({"runs": [{"command": "x"}], "remotes_repo": "/r"}, ["unknown top-level key 'remotes_repo'"]),
+    ({"runs": []}, ["runs must be a non-empty list"]),
+    ({"runs": [{"run_id": "same", "command": "x"}, {"run_id": "same", "command": "y"}]},
+     ["duplicate run_id 'same'", "run 0", "run 1"]),
+    ({"runs": [{"run_id": "k", "command": "x", "matrix": {"seed": [1, 2]}}]},
+     ["duplicate run_id 'k'", "seed=1", "seed=2"]),
+    ({"runs": [{"run_id": "bad id!", "command": "x"}]}, ["run 0 ('bad id!')", "run_id must match"]),
+    ({"runs": [{"run_id": "-x", "command": "x"}]}, ["run_id must match"]),
+    ({"runs": [{"run_id": "a", "seed": 1}]}, ["run 0 ('a')", "no command"]),
+    ({"runs": [{"run_id": "a", "command": "x", "entrypoint": "y"}]}, ["run 0 ('a')", "both command and entrypoint"]),
+    ({"runs": [{"run_id": "a", "command": ["x", 1]}]}, ["command must be a string or a non-empty list"]),
+    ({"runs": [{"run_id": "a", "command": "x", "gpus": True}]}, ["run 0 ('a')", "gpus must be a whole number"]),
+    ({"runs": [{"run_id": "a", "command": "x", "gpus": -1}]}, ["gpus"]),
+    ({"runs": [{"run_id": "a", "command": "x", "retries": 1.5}]}, ["retries"]),
+    ({"runs": [{"run_id": "a", "command": "x", "retry_on": ["oom", "bogus"]}]},
+     ["retry_on must be a list of failure classes"]),
+    ({"runs": [{"run_id": "a", "command": "x", "timeout": "5 minutes"}]}, ["timeout must be a number of seconds"]),
+    ({"runs": [{"run_id": "a", "command": "x", "stall_timeout": 0}]}, ["stall_timeout"]),
+    ({"runs": [{"run_id": "a", "command": "x", "env": {"BAD-NAME": "1"}}]}, ["'BAD-NAME' is not a valid environment"]),
+    ({"runs": [{"run_id": "a", "command": "x", "env": {"A": [1]}}]}, ["env.A must be a string"]),
+    ({"runs": [{"run_id": "a", "command": "x", "bad-key": 1}]}, ["key 'bad-key' is not a valid name"]),
+    ({"runs": [{"run_id": "a", "command": "x", "note": "a\u0000b"}]}, ["note", "NUL"]),
+    ({"runs": [{"run_id": "a", "command": "x", "label": 3}]}, ["label"]),
+    ({"runs": ["not an object"]}, ["run 0: expected an object"]),
+    ({"tmux_session": "a:b", "runs": [{"command": "x"}]}, ["tmux_session"]),
+])
+def test_invalid_configs_are_refused_whole(tmp_path, data, expected):
+    assert str(tmp_path / "runs.json") in refused(tmp_path, data, *expected)
+
+
+def test_durations_and_retries(tmp_path):
+    assert [parse_duration(v, "timeout", "w") for v in (90, "90", "90s", "30m", "2h", "1h30m", None)] == \
+        [90.0, 90.0, 90.0, 1800.0, 7200.0, 5400.0, None]
+    (run,) = runs(tmp_path, {"run_id": "a", "command": "x", "timeout": "1h", "stall_timeout": 600, "retries": 2,
+                             "retry_on": ["oom", "nccl"], "retry_backoff": "30s", "gpus": 0, "label": "pilot"})
+    assert (run.timeout, run.stall_timeout, run.retries, run.retry_on, run.retry_backoff, run.gpus, run.label) == \
+        (3600.0, 600.0, 2, ("oom", "nccl"), 30.0, 0, "pilot")
+
+
+def test_secrets_masked_in_config_and_shown_but_kept_in_env(tmp_path):
+    (run,) = runs(tmp_path, {"run_id": "a", "command": "x", "env": {"HF_TOKEN": "hf_canary", "MY_PASSWORD": "pw"}},
+                  defaults={"env": {"WANDB_API_KEY": "wb_canary", "PLAIN": "1"}})
+    assert dict(run.env) == {"HF_TOKEN": "hf_canary", "MY_PASSWORD": "pw", "PLAIN": "1", "WANDB_API_KEY": "wb_canary"}
+    assert run.config["env"] == {"HF_TOKEN": "***", "MY_PASSWORD": "***", "PLAIN": "1", "WANDB_API_KEY": "***"}
+    shown = json.dumps(run.shown())
+    assert "canary" not in shown and '"pw"' not in shown and "canary" in json.dumps(run.to_dict())
