@@ -114,6 +114,20 @@ class ProgressBar:
             self.bar.close()
 
 
+class SupervisorEcho:
+    """--no-tmux: the supervisor's lines go to stderr as they come (its progress lines do not)."""
+
+    def __init__(self):
+        self.buffer = b""
+
+    def __call__(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            if not line.startswith(b"P|"):
+                log(line.decode(errors="replace"))
+
+
 # ---------------------------------------------------------------- submit
 
 
@@ -159,7 +173,7 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
     submission_id = new_submission_id()
     report = submit_runs(target, submission, submission_id=submission_id, force=force, retry_failed=retry_failed,
                          foreground=no_tmux, slots=cpu_slots, fail_fast=fail_fast,
-                         on_stderr=sys.stderr.buffer.write if no_tmux else None)
+                         on_stderr=SupervisorEcho() if no_tmux else None)
     manifest = manifest_of(submission, submission_id, target.profile.name)
     manifest.update(queued=report["queued"], skipped=report["skipped"], refused=report["refused"],
                     config=str(config))

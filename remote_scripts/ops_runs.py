@@ -150,13 +150,25 @@ def start_ticks_of(pid):
 
 
 def group_alive(pgid):
+    """True while a process of the group runs. Zombies do not count: a container whose init
+    reaps nobody keeps them forever, and they hold no GPU."""
     try:
         os.killpg(pgid, 0)
-        return True
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
 
 
 def kill_group(pgid, sig):
@@ -523,7 +535,8 @@ class Supervisor:
         write_json(self.store.path("supervisor.json"), {
             "pid": os.getpid(), "started": now(), "hostname": socket.gethostname(), "tool": TOOL_VERSION,
             "slots": self.capacity, "gpus": bool(self.gpu_ids)})
-        self.say("supervisor %d up: %s" % (os.getpid(), ", ".join(self.capacity)))
+        self.say("supervisor %d up: %s" % (os.getpid(), ", ".join(
+            ("GPU %s" % s) if self.gpu_ids else s for s in self.capacity)))
         self.mark_orphans_lost()
         idle_since = None
         try:
@@ -850,7 +863,15 @@ def run_metadata(entry, env, gpus, started):
 
 def supervise(request):  # the tmux window's command
     store = Store(request["outputs_dir"])
-    return Supervisor(store, slots=request.get("slots") or 1, foreground=request.get("foreground")).run()
+    try:
+        return Supervisor(store, slots=request.get("slots") or 1, foreground=request.get("foreground")).run()
+    except Exception:
+        # A tmux window that dies takes its traceback with it: keep it where people look.
+        import traceback
+
+        with open(store.path("supervisor.log"), "a") as log:
+            log.write("supervisor %d crashed:\n%s" % (os.getpid(), traceback.format_exc()))
+        raise
 
 
 # ---------------------------------------------------------------- reading state

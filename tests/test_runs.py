@@ -55,7 +55,7 @@ def test_outcomes_each_get_their_state_class_and_a_complete_run_directory(pod, o
     submitted, waited = submit_and_wait(ops, pod, config, "--slots", "8")
 
     assert submitted.json["queued"] == [r["run_id"] for r in slots_runs]
-    assert pod.sessions() == 1  # submission: one round trip for 8 runs
+    assert pod.sessions() == 2  # one round trip to submit 8 runs, one to wait for them
     assert waited.returncode == 1  # some failed
     runs = states(waited)
     expected = {"ok": ("succeeded", None), "fails": ("failed", "exit_nonzero"), "hangs": ("timeout", "timeout"),

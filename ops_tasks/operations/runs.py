@@ -129,8 +129,8 @@ def wait_runs(target, *, outputs_dir: str, submission_id=None, run_ids=None, tim
     if answer["outcome"] == "timeout":
         report["error"] = f"{target.profile.label}: runs still going after {timeout_s:.0f}s"
     elif answer["outcome"] == "stuck":
-        report["error"] = (f"{target.profile.label}: runs are left but no supervisor is running "
-                           f"(killed?): runs.resume queues them again")
+        report["error"] = (f"{target.profile.label}: runs are left but no supervisor is running (killed? see "
+                           f"{outputs_dir}/.ops/supervisor.log): runs.resume queues them again")
     elif failed:
         report["error"] = f"{target.profile.label}: {len(failed)} of {len(runs)} runs failed: {', '.join(failed)}"
     return report
