@@ -17,3 +17,9 @@ class HostError(OpsError):
     """The host could not be reached or refused us (refused, timed out, auth, host key)."""
 
     exit_code = 1
+
+
+class Interrupted(OpsError):
+    """Ctrl-C: stopped on request (exit 130, as a shell reports SIGINT)."""
+
+    exit_code = 130

@@ -18,9 +18,8 @@ from .errors import ConfigError
 class LocalForward:
     """Listen on 127.0.0.1:local_port; carry each connection to remote_host:remote_port."""
 
-    def __init__(self, transport, local_port: int, remote_port: int, remote_host: str = "127.0.0.1",
-                 on_refused=None):
-        self.transport = transport
+    def __init__(self, local_port: int, remote_port: int, remote_host: str = "127.0.0.1", on_refused=None):
+        self.transport = None
         self.remote = (remote_host, remote_port)
         self.on_refused = on_refused
         self.finished = threading.Event()
@@ -34,6 +33,10 @@ class LocalForward:
             raise ConfigError(f"local port {local_port} is in use; pick another with --local-port") from None
         self.listener.listen(16)
         self.port = self.listener.getsockname()[1]
+
+    def attach(self, transport) -> None:
+        """The SSH transport to carry connections over (bind first, connect after)."""
+        self.transport = transport
 
     def serve(self) -> None:
         """Forward connections until the SSH connection drops (or KeyboardInterrupt)."""
@@ -57,7 +60,7 @@ class LocalForward:
         tunnel = Tunnel(channel=channel, sock=client, finished=self.finished)
         tunnel.daemon = True
         tunnel.start()
-        self.tunnels.append(tunnel)
+        self.tunnels = [t for t in self.tunnels if t.is_alive()] + [tunnel]
 
     def close(self) -> None:
         self.finished.set()

@@ -17,7 +17,7 @@ from typing import Callable, Optional
 
 from invoke import Exit, task
 
-from .errors import ConfigError, OpsError
+from .errors import ConfigError, Interrupted, OpsError
 from .secrets import redact, secret_values
 from .settings import project_env, project_dir_of, resolve_profile
 from .targets import DryRunStop, target_for
@@ -25,6 +25,8 @@ from .targets import DryRunStop, target_for
 _DRY_RUN = contextvars.ContextVar("ops_dry_run", default=False)
 # Under --json/--pretty: whether to indent; None for human output.
 _JSON = contextvars.ContextVar("ops_json", default=None)
+# Secret values a task learnt from its flags (vllm.start --env), masked like the environment's.
+_TASK_SECRETS = contextvars.ContextVar("ops_task_secrets", default=())
 
 COMMON_HELP = {
     "host": "Profile in invoke.yaml, alias in ~/.ssh/config, or user@host:port "
@@ -37,10 +39,22 @@ COMMON_HELP = {
 
 def _secrets() -> list:
     """Secret values of the environment and of the OPS_PROJECT_ENV file, to mask on output."""
+    extra = list(_TASK_SECRETS.get())
     try:
-        return secret_values(os.environ, project_env())
+        found = secret_values(os.environ, project_env())
     except ConfigError:  # a missing env file is reported by the task itself
-        return secret_values()
+        found = secret_values()
+    return sorted(set(found) | {v for v in extra if v and len(v) >= 4}, key=len, reverse=True)
+
+
+def add_secrets(values) -> None:
+    """Mask these values too in everything this task prints."""
+    _TASK_SECRETS.set(tuple(_TASK_SECRETS.get()) + tuple(values))
+
+
+def json_requested() -> bool:
+    """True under --json or --pretty (for tasks whose streaming output would break them)."""
+    return _JSON.get() is not None
 
 
 def emit(text: str, stream=None) -> None:
@@ -113,6 +127,33 @@ def _with_common_parameters(body, names):
     return signature.replace(parameters=params + extra)
 
 
+def _run_and_print(body, human, c, args, kwargs, as_json: bool, pretty: bool):
+    """Run a task body and print its result by the output contract; Exit with its code."""
+    try:
+        try:
+            data = body(c, *args, **kwargs)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted") from None
+        render = human
+    except DryRunStop as stop:
+        data, render = _dry_run_report(stop.target), _render_dry_run
+    except OpsError as exc:
+        message = str(exc)
+        emit(f"error: {message}", sys.stderr)
+        if as_json:
+            _emit_document({"ok": False, "error": message, "exit_code": exc.exit_code}, pretty)
+        raise Exit(code=exc.exit_code) from None
+    if data is None:  # the body printed its result itself (announce)
+        return None
+    if as_json:
+        _emit_document(data, pretty)
+    elif render is not None:
+        emit(render(data))
+    if not data.get("ok", True):
+        raise Exit(code=1)
+    return data
+
+
 def ops_task(*args, human: Optional[Callable[[dict], str]] = None, help=None, **task_kwargs):
     """@task with the output contract: --json/--pretty/--dry-run, exit codes, one-line errors.
 
@@ -124,31 +165,13 @@ def ops_task(*args, human: Optional[Callable[[dict], str]] = None, help=None, **
         @functools.wraps(body)
         def wrapper(c, *a, json=False, pretty=False, dry_run=False, **kw):
             as_json = json or pretty
-            token = _DRY_RUN.set(bool(dry_run or c.config.run.dry))
-            json_token = _JSON.set(pretty if as_json else None)
+            tokens = (_DRY_RUN.set(bool(dry_run or c.config.run.dry)), _JSON.set(pretty if as_json else None),
+                      _TASK_SECRETS.set(()))
             try:
-                data = body(c, *a, **kw)
-                render = human
-            except DryRunStop as stop:
-                data, render = _dry_run_report(stop.target), _render_dry_run
-            except OpsError as exc:
-                message = str(exc)
-                emit(f"error: {message}", sys.stderr)
-                if as_json:
-                    _emit_document({"ok": False, "error": message, "exit_code": exc.exit_code}, pretty)
-                raise Exit(code=exc.exit_code) from None
+                return _run_and_print(body, human, c, a, kw, as_json, pretty)
             finally:
-                _DRY_RUN.reset(token)
-                _JSON.reset(json_token)
-            if data is None:  # the body printed its result itself (announce)
-                return None
-            if as_json:
-                _emit_document(data, pretty)
-            elif render is not None:
-                emit(render(data))
-            if not data.get("ok", True):
-                raise Exit(code=1)
-            return data
+                for var, token in zip((_DRY_RUN, _JSON, _TASK_SECRETS), tokens):
+                    var.reset(token)
 
         wrapper.__signature__ = _with_common_parameters(
             body, [("json", False), ("pretty", False), ("dry_run", False)]

@@ -51,6 +51,10 @@ class DryRunTarget:
         """What the operation would do besides its scripts (a manifest, say), for the report."""
         self.notes.update(notes)
 
+    def open(self):
+        """Any other contact (a tunnel, say) stops a dry run just the same."""
+        raise DryRunStop(self)
+
     def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: Sink = None,
                    on_stdout: Sink = None, hold_stdin: bool = False):
         # The payload (secrets travel there) is never shown.
@@ -85,9 +89,12 @@ class LocalTarget:
             out, err = _stream_local(proc, on_stdout, on_stderr)
         except KeyboardInterrupt:
             # A held stdin closing is the script's signal to stop (vllm.logs --follow).
-            proc.stdin.close()
-            _, err = proc.communicate()
-            out = b""
+            if not proc.stdin.closed:
+                proc.stdin.close()
+            proc.wait()
+            if not hold_stdin:
+                raise
+            out, err = b"", b""
         elapsed = (time.monotonic() - started) * 1000
         return ScriptResult(out.decode(errors="replace"), err.decode(errors="replace"), proc.returncode, elapsed)
 
@@ -267,6 +274,8 @@ class SshTarget:
         except KeyboardInterrupt:
             if channel is not None:
                 channel.close()
+            if not hold_stdin:  # an interrupted script has no answer to read
+                raise
             return ScriptResult("", "", 130, (time.monotonic() - started) * 1000)
         except (OSError, EOFError) as exc:
             self.close()

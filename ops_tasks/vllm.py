@@ -5,11 +5,12 @@ import sys
 from invoke import Collection
 from tabulate import tabulate
 
-from .errors import ConfigError, HostError
+from .errors import ConfigError, HostError, Interrupted
 from .forwarding import LocalForward
 from .operations.vllm import vllm_logs, vllm_start, vllm_status, vllm_stop
 from .operations.vllm_spec import build_spec, check_port, check_session, normalize_base_url
-from .output import announce, connect, emit, log, ops_task
+from .output import add_secrets, announce, connect, emit, json_requested, log, ops_task
+from .secrets import is_secret_name
 from .settings import env_value, project_dir_of, resolve_profile
 
 DEFAULT_PORT = 8000
@@ -113,6 +114,8 @@ def start(c, host=None, model_id=None, vllm_bin=None, tensor_parallel_size=None,
         served_model_name=served_model_name, extra_args=extra_args, session=session, env=env,
     )
     spec = build_spec(options, _vllm_defaults(c, host))
+    # A secret given with --env may come back in the server's log tail: mask it there too.
+    add_secrets(value for name, value in spec.env if is_secret_name(name))
     grace_s = _seconds("--grace", grace, 30, allow_zero=True)
     timeout_s = _seconds("--timeout", timeout, 900)
     target = connect(c, host)
@@ -120,6 +123,9 @@ def start(c, host=None, model_id=None, vllm_bin=None, tensor_parallel_size=None,
     try:
         return vllm_start(target, spec, restart=restart, grace_s=grace_s, wait=wait, timeout_s=timeout_s,
                           on_progress=printer)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; the server goes on starting in tmux session {spec.session!r} "
+                          f"(vllm.logs to follow it, vllm.stop to stop it)") from None
     finally:
         printer.done()
 
@@ -161,10 +167,11 @@ def status(c, host=None, api_base_url=None, port=None, session=None, tail_lines=
     """Check that vLLM serves: /v1/models, /health, session, pid, uptime (one round trip)."""
     defaults = _vllm_defaults(c, host)
     base_url = _base_url(api_base_url)
-    default_port = check_port(port if port is not None else defaults.get("port", DEFAULT_PORT))
+    port = check_port(port) if port is not None else None
+    default_port = check_port(defaults.get("port", DEFAULT_PORT))
     session = check_session(session or defaults.get("session") or "vllm")
     lines = int(_seconds("--tail-lines", tail_lines, 40, what="a number of lines"))
-    return vllm_status(connect(c, host), base_url=base_url, default_port=default_port, session=session,
+    return vllm_status(connect(c, host), base_url=base_url, port=port, default_port=default_port, session=session,
                        tail_lines=lines, api_key=env_value("VLLM_API_KEY"))
 
 
@@ -207,7 +214,8 @@ def stop(c, host=None, session=None, grace=None, port=None):
     session = check_session(session or defaults.get("session") or "vllm")
     grace_s = _seconds("--grace", grace, 30, allow_zero=True)
     port = check_port(port) if port is not None else None
-    return vllm_stop(connect(c, host), session=session, grace_s=grace_s, port=port)
+    return vllm_stop(connect(c, host), session=session, grace_s=grace_s, port=port,
+                     default_port=check_port(defaults.get("port", DEFAULT_PORT)))
 
 
 # ---------------------------------------------------------------- logs
@@ -237,6 +245,8 @@ def logs(c, host=None, session=None, lines=None, follow=False):
     defaults = _vllm_defaults(c, host)
     session = check_session(session or defaults.get("session") or "vllm")
     count = int(_seconds("--lines", lines, 100, what="a number of lines"))
+    if follow and json_requested():
+        raise ConfigError("--follow streams the log as text: it cannot be combined with --json or --pretty")
     target = connect(c, host)
     if not follow:
         return vllm_logs(target, session=session, lines=count)
@@ -262,9 +272,16 @@ def tunnel(c, host=None, port=None, local_port=None):
         announce({"ok": True, "host": target.profile.name, "openai_api_base": url, "tunnel": False},
                  f"OPENAI_API_BASE={url}  (the local host needs no tunnel)")
         return None
-    forward = LocalForward(target.open().transport, here, remote_port,
+    # The local port first: a busy one is bad input, found before anything is contacted.
+    forward = LocalForward(here, remote_port,
                            on_refused=lambda exc: log(f"{target.profile.label}: nothing answers on port "
                                                       f"{remote_port} there (is vLLM running?)"))
+    target.describe(forward=f"127.0.0.1:{here} -> {target.profile.destination} 127.0.0.1:{remote_port}")
+    try:
+        forward.attach(target.open().transport)
+    except BaseException:
+        forward.close()
+        raise
     url = f"http://127.0.0.1:{here}/v1"
     announce({"ok": True, "host": target.profile.name, "openai_api_base": url, "tunnel": True,
               "local_port": here, "remote_port": remote_port}, f"OPENAI_API_BASE={url}")

@@ -22,6 +22,7 @@ proc_stat() {
   { read -r _ops_line < "/proc/$1/stat"; } 2>/dev/null || return 1
   # The command name is in parentheses and may hold spaces: split after the last ')'.
   set -- ${_ops_line##*) }
+  [ $# -ge 20 ] || return 1  # a name with a newline in it: unreadable, and not ours
   ps_state=$1 ps_ppid=$2 ps_sid=$4 ps_start=${20}
 }
 
@@ -40,29 +41,24 @@ proc_cmdline() {
 
 # read_state: state_* of this session's state file; state_pid only while that very process
 # runs (same boot, same start time), so that a reused pid is never taken for the server.
-# state_sid is the server's session (the server leads it): Linux never reuses a pid that still
-# names a session, so it finds the workers a crashed server left behind.
+# state_owner is the marker (OPS_VLLM_OWNER=...) in the environment of everything that start
+# launched: it finds the workers a crashed server left behind, and nothing else.
 read_state() {
-  state_json='' state_pid='' state_sid='' state_port='' state_log='' state_started=''
+  state_json='' state_pid='' state_owner='' state_port='' state_log='' state_started=''
   [ -r "$state_file" ] || return 0
   state_json=$(<"$state_file")
   local re_pid='"pid": ?([0-9]+)' re_start='"pid_start": ?([0-9]+)' re_boot='"boot_id": ?"([^"]*)"'
-  local re_sid='"sid": ?([0-9]+)' re_port='"port": ?([0-9]+)' re_log='"log": ?"([^"]*)"' re_at='"started_at": ?([0-9]+)'
-  local pid='' start='' boot='' sid=''
+  local re_owner='"owner": ?"([A-Za-z0-9_-]+)"' re_port='"port": ?([0-9]+)' re_log='"log": ?"([^"]*)"'
+  local re_at='"started_at": ?([0-9]+)' pid='' start='' boot=''
   [[ $state_json =~ $re_pid ]] && pid=${BASH_REMATCH[1]}
   [[ $state_json =~ $re_start ]] && start=${BASH_REMATCH[1]}
   [[ $state_json =~ $re_boot ]] && boot=${BASH_REMATCH[1]}
-  [[ $state_json =~ $re_sid ]] && sid=${BASH_REMATCH[1]}
+  [[ $state_json =~ $re_owner ]] && state_owner=${BASH_REMATCH[1]}
   [[ $state_json =~ $re_port ]] && state_port=${BASH_REMATCH[1]}
   [[ $state_json =~ $re_log ]] && state_log=${BASH_REMATCH[1]}
   [[ $state_json =~ $re_at ]] && state_started=${BASH_REMATCH[1]}
   if [ -n "$pid" ] && [ "$boot" = "$boot_id" ] && alive "$pid" && [ "$ps_start" = "$start" ]; then
     state_pid=$pid
-  fi
-  # The session counts while its leader (the server) runs, or when it is gone: then only its
-  # orphans can hold the id. A live leader with another start time is a reused pid: not ours.
-  if [ -n "$sid" ] && [ "$boot" = "$boot_id" ] && [[ $state_json != *'"stopped_at"'* ]]; then
-    if ! alive "$sid" || [ "$ps_start" = "$start" ]; then state_sid=$sid; fi
   fi
 }
 
@@ -78,14 +74,14 @@ session_pane_pids() {
   mapfile -t pane_pids < <(tmux_cmd list-panes -s -t "=$session" -F '#{pane_pid}' 2>/dev/null)
 }
 
-# tree_of PID...: tree_pids = those processes, their descendants, and every process of their
-# sessions and of the recorded server session (state_sid): vLLM's engine and tensor-parallel
-# workers outlive a killed parent (re-parented to init, so no longer descendants) but stay in
-# the session the tmux pane started.
+# tree_of PID...: tree_pids = those processes, their descendants, every process of their
+# sessions, and every process carrying this start's owner marker (state_owner): vLLM's engine
+# and tensor-parallel workers outlive a killed server, re-parented to init and out of reach of
+# the tree, but they keep the environment the launcher gave them.
 tree_of() {
   tree_pids=()
   local -A _ops_sids=() _ops_parent=() _ops_in=()
-  local _ops_pid _ops_dir _ops_self_sid='' _ops_changed=1
+  local _ops_pid _ops_dir _ops_self_sid='' _ops_changed=1 _ops_marked
   proc_stat $$ && _ops_self_sid=$ps_sid
   for _ops_pid in "$@"; do
     [ -n "$_ops_pid" ] && [ "$_ops_pid" != 1 ] && alive "$_ops_pid" || continue
@@ -93,8 +89,13 @@ tree_of() {
     # Never our own session (this script's): only a pane's or the server's.
     [ "$ps_sid" != "$_ops_self_sid" ] && [ "$ps_sid" != 0 ] && _ops_sids[$ps_sid]=1
   done
-  if [ -n "${state_sid-}" ] && [ "$state_sid" != "$_ops_self_sid" ]; then _ops_sids[$state_sid]=1; fi
-  [ ${#_ops_in[@]} -gt 0 ] || [ ${#_ops_sids[@]} -gt 0 ] || return 0
+  if [ -n "${state_owner-}" ]; then
+    while IFS= read -r _ops_marked; do
+      _ops_pid=${_ops_marked#/proc/} _ops_pid=${_ops_pid%%/*}
+      alive "$_ops_pid" && _ops_in[$_ops_pid]=1
+    done < <(grep -lzx "OPS_VLLM_OWNER=$state_owner" /proc/[0-9]*/environ 2>/dev/null)
+  fi
+  [ ${#_ops_in[@]} -gt 0 ] || return 0
   for _ops_dir in /proc/[0-9]*; do
     _ops_pid=${_ops_dir#/proc/}
     alive "$_ops_pid" || continue
@@ -112,6 +113,24 @@ tree_of() {
   done
   unset "_ops_in[$$]"
   tree_pids=("${!_ops_in[@]}")
+}
+
+# remember_starts PID...: note each process's start time (in tree_start).
+# same_of PID...: same_pids = those still running as the very process noted (a pid the kernel
+# gave to a new process meanwhile is not ours).
+declare -A tree_start=()
+remember_starts() {
+  local _ops_pid
+  for _ops_pid in "$@"; do proc_stat "$_ops_pid" && tree_start[$_ops_pid]=$ps_start; done
+  return 0
+}
+same_of() {
+  same_pids=()
+  local _ops_pid
+  for _ops_pid in "$@"; do
+    alive "$_ops_pid" && [ "$ps_start" = "${tree_start[$_ops_pid]-}" ] && same_pids+=("$_ops_pid")
+  done
+  return 0
 }
 
 # alive_of PID...: alive_pids = those still running.
@@ -207,24 +226,25 @@ stop_tree() {
   roots=(${state_pid:+"$state_pid"} "${pane_pids[@]}")
   tree_of "${roots[@]}"
   local tree=("${tree_pids[@]}")
+  remember_starts "${tree[@]}"
   pids_json all_json "${tree[@]}"
   local main=${state_pid:-${pane_pids[0]-}}
   if [ ${#tree[@]} -gt 0 ]; then
     # 1. SIGINT to the server: vLLM shuts its engine down cleanly on Ctrl-C.
     [ -n "$main" ] && kill -INT "$main" 2>/dev/null
     wait_gone "$grace_ms" "$main"
-    # Whatever outlived the server is a leak: re-scan its sessions for re-parented workers.
-    tree_of "${tree[@]}"
-    local left=("${tree_pids[@]}")
     split_gone gone_int "${tree[@]}"
-    # 2. SIGTERM to every process left, 3. SIGKILL to what survives that.
+    # 2. SIGTERM to every process left, 3. SIGKILL to what survives that. Only the very
+    # processes found at first: a pid reused meanwhile belongs to someone else.
+    same_of "${tree[@]}"
+    local left=("${same_pids[@]}")
     if [ ${#left[@]} -gt 0 ]; then
       kill -TERM "${left[@]}" 2>/dev/null
       wait_gone "$term_grace_ms" "${left[@]}"
       split_gone gone_term "${left[@]}"
-      alive_of "${left[@]}"
-      if [ ${#alive_pids[@]} -gt 0 ]; then
-        local stubborn=("${alive_pids[@]}")
+      same_of "${left[@]}"
+      if [ ${#same_pids[@]} -gt 0 ]; then
+        local stubborn=("${same_pids[@]}")
         kill -KILL "${stubborn[@]}" 2>/dev/null
         wait_gone 5000 "${stubborn[@]}"
         split_gone gone_kill "${stubborn[@]}"
@@ -233,16 +253,15 @@ stop_tree() {
   fi
   local session_killed=0
   if session_alive; then tmux_cmd kill-session -t "=$session" 2>/dev/null && session_killed=1; fi
-  tree_of "${tree[@]}"
-  pids_json left_json "${tree_pids[@]}"
+  same_of "${tree[@]}"
+  pids_json left_json "${same_pids[@]}"
   ints_json int_json "${gone_int[@]}"
   ints_json term_json "${gone_term[@]}"
   ints_json kill_json "${gone_kill[@]}"
   json_bool session_killed "$session_killed"
   stop_report="\"processes\":$all_json,\"ended_by\":{\"INT\":$int_json,\"TERM\":$term_json,\"KILL\":$kill_json},\"left\":$left_json,\"session_killed\":$session_killed"
-  # The state file stays (status and logs still find the log); it records a complete stop,
-  # after which its session id is never used again.
-  if [ -n "$state_json" ] && [ ${#tree_pids[@]} -eq 0 ] && [[ $state_json != *'"stopped_at"'* ]]; then
+  # The state file stays (status and logs still find the log); it records the stop.
+  if [ -n "$state_json" ] && [ ${#same_pids[@]} -eq 0 ] && [[ $state_json != *'"stopped_at"'* ]]; then
     local now
     printf -v now '%(%s)T' -1
     write_state "{\"stopped_at\":$now,${state_json#\{}"
@@ -274,4 +293,13 @@ split_gone() {
 # write_state TEXT: replace the state file atomically.
 write_state() {
   printf '%s\n' "$1" > "$state_file.tmp.$$" && mv -f "$state_file.tmp.$$" "$state_file"
+}
+
+# curl_auth_config KEY: a curl config (for -K -) sending KEY as a bearer token; nothing without
+# a key. The key travels on curl's stdin, never its argv; \ and " are escaped for the config.
+curl_auth_config() {
+  [ -n "${1-}" ] || return 0
+  local _ops_key=${1//\\/\\\\}
+  _ops_key=${_ops_key//\"/\\\"}
+  printf 'header = "Authorization: Bearer %s"\n' "$_ops_key"
 }

@@ -21,6 +21,16 @@ start_main() {
     printf '{"started":false,"refused":"session","state":%s,"restarted":%s}\n' "$state_text" "$restart_json"
     return 0
   fi
+  # The session may be gone while the last server's workers live on (holding GPU memory): a new
+  # state file would lose track of them.
+  tree_of ${state_pid:+"$state_pid"}
+  if [ ${#tree_pids[@]} -gt 0 ]; then
+    local left_json
+    pids_json left_json "${tree_pids[@]}"
+    printf '{"started":false,"refused":"leftovers","leftovers":%s,"state":%s,"restarted":%s}\n' \
+      "$left_json" "$state_text" "$restart_json"
+    return 0
+  fi
   port_owner_json owner_json "$port"
   if [ "$owner_json" != null ]; then
     printf '{"started":false,"refused":"port","port_owner":%s,"state":%s,"restarted":%s}\n' \
@@ -32,9 +42,10 @@ start_main() {
   (umask 077 && cat > "$env_file.tmp.$$") && mv -f "$env_file.tmp.$$" "$env_file"
   (umask 077 && printf '%s' "$launcher" > "$launcher_file")
   : >> "$log"
-  local launcher_q
+  local launcher_q env_q
   printf -v launcher_q '%q' "$launcher_file"
-  pid=$(tmux_cmd new-session -d -s "$session" -x 200 -y 50 -P -F '#{pane_pid}' "exec bash $launcher_q")
+  printf -v env_q '%q' "$env_file"
+  pid=$(tmux_cmd new-session -d -s "$session" -x 200 -y 50 -P -F '#{pane_pid}' "exec bash $launcher_q $env_q")
   if [ -z "$pid" ] || ! proc_stat "$pid"; then
     printf '{"started":false,"refused":"tmux","error":"tmux new-session did not start the server"}\n'
     return 0
@@ -68,7 +79,7 @@ wait_ready() {
     now_ms now
     if ! alive "$pid"; then outcome=died; break; fi
     if [ -n "$api_key" ]; then
-      body=$(printf 'header = "Authorization: Bearer %s"\n' "$api_key" | curl -s --max-time 2 -K - "$models_url")
+      body=$(curl_auth_config "$api_key" | curl -s --max-time 2 -K - "$models_url")
     else
       body=$(curl -s --max-time 2 "$models_url")
     fi

@@ -1,6 +1,6 @@
 # vllm_status.sh: is the server answering? Its models, /health, session, pid, uptime, log tail.
-# inputs: volume, session, tmux_socket, base_url (empty: 127.0.0.1 at the port the state file
-#   records, else default_port), default_port, tail_lines
+# inputs: volume, session, tmux_socket, base_url (empty: 127.0.0.1 at port, else the port the
+#   state file records, else default_port), port, default_port, tail_lines
 # stdin after this script: the API key to send, if any (one line; never in argv).
 
 status_main() {
@@ -8,15 +8,16 @@ status_main() {
   IFS= read -r api_key || true
   read_state
   session_alive && in_session=1
-  [ -n "$base_url" ] || base_url=http://127.0.0.1:${state_port:-$default_port}/v1
+  # The port: the flag's, else the one start recorded, else the profile's (or 8000).
+  [ -n "$base_url" ] || base_url=http://127.0.0.1:${port:-${state_port:-$default_port}}/v1
   local models_url=$base_url/models health_url=${base_url%/v1}/health
-  probe=${TMPDIR:-/tmp}/ops-vllm-probe.$$
+  probe=$(mktemp -d) || return 1
   # One curl for both URLs: -w prints each transfer's status code in turn.
-  codes=$(printf '%s' "${api_key:+header = \"Authorization: Bearer $api_key\"}" |
-    curl -s --max-time 3 -K - -w '%{http_code} ' -o "$probe.models" "$models_url" -o "$probe.health" "$health_url")
+  codes=$(curl_auth_config "$api_key" |
+    curl -s --max-time 3 -K - -w '%{http_code} ' -o "$probe/models" "$models_url" -o "$probe/health" "$health_url")
   read -r models_code health_code _ <<< "$codes"
-  [ -r "$probe.models" ] && models_body=$(<"$probe.models")
-  rm -f "$probe.models" "$probe.health"
+  [ -r "$probe/models" ] && models_body=$(<"$probe/models")
+  rm -rf "$probe"
   printf -v now '%(%s)T' -1
   [ -n "$state_pid" ] && [ -n "$state_started" ] && uptime=$((now - state_started))
   local tail_json=null state_text body_json log_json pid_json url_json

@@ -347,3 +347,70 @@ def test_local_host_serves_and_stops_with_its_own_tmux(ops, project, client):
         stopped = ops("vllm.stop", "--host", "local", "--json")
     assert stopped.returncode == 0 and stopped.json["left"] == []
     assert not port_listening(port)
+
+
+# ---------------------------------------------------------------- what review found
+
+
+def test_a_start_is_refused_while_the_last_servers_workers_live_on(gpu_pod, ops):
+    first = start(ops, gpu_pod, "--wait", env="OPS_VLLM_STUB_LEAK_ENGINE=1")
+    assert first.returncode == 0, first.stdout
+    engines = engine_pids(gpu_pod)
+    gpu_pod.sh("tmux kill-session -t vllm")  # the session goes; the leaked engine stays
+    deadline = time.monotonic() + 10
+    while pid_alive(first.json["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+    again = start(ops, gpu_pod)
+
+    assert again.returncode == 1
+    assert again.json["refused"] == "leftovers"
+    assert str(engines[0]) in again.json["error"] and "vllm.stop" in again.json["error"]
+    stopped = ops("vllm.stop", "--host", gpu_pod.alias, "--json")
+    assert set(engines) <= {p["pid"] for p in stopped.json["processes"]}
+    assert not any(pid_alive(p) for p in engines)
+
+
+def test_a_missing_vllm_program_is_named_with_the_log_kept(gpu_pod, ops):
+    result = ops("vllm.start", "--host", gpu_pod.alias, "--vllm-bin", "no-such-vllm", "--model-id", "m",
+                 "--port", str(free_port()), "--wait", "--timeout", "60", "--json")
+
+    assert result.returncode == 1
+    assert result.json["wait"]["cause"] == "command-not-found"
+    assert "no-such-vllm" in result.json["wait"]["log_tail"]  # tee outlived the pane's hang-up
+
+
+def test_ctrl_c_during_wait_is_one_line_and_exit_130(gpu_pod, ops, client, project):
+    argv = [*ops_argv(), "vllm.start", "--host", gpu_pod.alias, "--vllm-bin", gpu_pod.stub, "--model-id", "m",
+            "--port", str(free_port()), "--wait", "--env", "OPS_VLLM_STUB_HANG=loading"]
+    proc = subprocess.Popen(argv, cwd=project, env=client.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 30
+    while not engine_pids(gpu_pod) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == 130
+    assert "Traceback" not in err
+    assert "interrupted; the server goes on starting in tmux session 'vllm'" in err
+    assert ops("vllm.stop", "--host", gpu_pod.alias, "--grace", "1").returncode == 0
+
+
+def test_tunnel_dry_run_names_the_forward_and_contacts_nothing(pod, ops):
+    result = ops("vllm.tunnel", "--host", pod.alias, "--local-port", str(free_port()), "--dry-run", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert "127.0.0.1:8000" in result.json["forward"]
+    assert pod.accepted_connections() == 0
+
+
+def test_status_port_flag_wins_over_the_recorded_port(gpu_pod, ops):
+    started = start(ops, gpu_pod, "--wait")
+    other = free_port()
+
+    status = ops("vllm.status", "--host", gpu_pod.alias, "--port", str(other), "--json")
+
+    assert status.returncode == 1
+    assert status.json["base_url"] == f"http://127.0.0.1:{other}/v1"

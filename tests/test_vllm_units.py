@@ -33,7 +33,8 @@ def test_flags_win_over_profile_defaults_and_env_merges():
     ({"model_id": "m", "session": "a:b"}, "--session must be"),
     ({"model_id": "-m"}, "--model-id"),
     ({"model_id": "m\nrm -rf /"}, "--model-id"),
-    ({"model_id": "m", "env": ["NOEQUALS"]}, "expected KEY=VALUE"),
+    ({"model_id": "m", "env": ["NOT_SET_ANYWHERE"]}, "--env NOT_SET_ANYWHERE: not set here"),
+    ({"model_id": "m", "extra_args": "--served-model-name=x"}, "use --served-model-name instead"),
     ({"model_id": "m", "env": ["1BAD=x"]}, "not a valid environment variable name"),
     ({"model_id": "m", "extra_args": "--seed 'unclosed"}, "--extra-args"),
     ({"model_id": "m", "extra_args": "--api-key sk-123"}, "pass it with --env"),
@@ -43,6 +44,13 @@ def test_bad_flags_are_refused_naming_the_flag(options, message):
     with pytest.raises(ConfigError) as error:
         build_spec(options)
     assert message in str(error.value)
+
+
+def test_env_name_alone_takes_the_local_value_and_it_is_masked(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_fromLocalEnv")
+    spec = build_spec({"model_id": "m", "env": ["HF_TOKEN"]})
+    assert dict(spec.env) == {"HF_TOKEN": "hf_fromLocalEnv"}
+    assert spec.env_shown() == {"HF_TOKEN": "***"}
 
 
 def test_argv_serve_form_python_form_and_flags():
@@ -65,10 +73,11 @@ def test_env_file_round_trips_awkward_values_through_bash():
 
 def test_launcher_is_valid_bash_that_execs_the_quoted_argv():
     spec = build_spec({"model_id": "x'; touch /tmp/p; echo '"})
-    text = launcher_text(spec, server_argv(spec), "/mnt/vllm/logs/vllm-1.log")
+    text = launcher_text(spec, server_argv(spec), "/mnt/vllm/logs/vllm-1.log", "vllm-abc123")
     assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
     assert "exec vllm serve 'x'\"'\"'; touch /tmp/p; echo '\"'\"'' --host" in text
-    assert '. "$HOME"/.ops/vllm/vllm.env' in text
+    assert '. "$1"' in text and "export OPS_VLLM_OWNER=vllm-abc123" in text
+    assert text.index("trap '' HUP") < text.index("exec > >(exec tee") < text.index("trap - HUP")
 
 
 @pytest.mark.parametrize("line, cause", [
@@ -79,6 +88,8 @@ def test_launcher_is_valid_bash_that_execs_the_quoted_argv():
     ("huggingface_hub.errors.GatedRepoError: 401 Client Error.", "model-not-found-or-gated"),
     ("OSError: org/m is not a local folder and is not a valid model identifier", "model-not-found-or-gated"),
     ("Please pass the argument `trust_remote_code=True` to allow custom code to be run.", "trust-remote-code"),
+    ("bash: line 1: vllm: command not found", "command-not-found"),
+    ("/root/.ops/vllm/vllm.sh: line 11: exec: no-such-vllm: not found", "command-not-found"),
     ("RuntimeError: Engine core initialization failed. See root cause above.", "other"),
 ])
 def test_failure_causes(line, cause):
@@ -126,7 +137,8 @@ def test_profile_vllm_section_is_checked():
 
 @pytest.mark.parametrize("argv, message", [
     (["vllm.start", "--model-id", "m", "--timeout", "soon"], "--timeout must be a number of seconds"),
-    (["vllm.start", "--model-id", "m", "--env", "HF_TOKEN"], "expected KEY=VALUE"),
+    (["vllm.start", "--model-id", "m", "--env", "HF_TOKEN"], "--env HF_TOKEN: not set here"),
+    (["vllm.logs", "--follow", "--json"], "cannot be combined with --json"),
     (["vllm.status", "--api-base-url", "nope"], "--api-base-url"),
     (["vllm.stop", "--grace", "-1"], "--grace must be zero or positive"),
     (["vllm.logs", "--lines", "many"], "--lines must be a number of lines"),
@@ -140,3 +152,9 @@ def test_bad_input_exits_2_with_one_line_before_any_contact(ops, argv, message):
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+
+
+def test_the_engine_config_line_is_not_taken_for_a_trust_remote_code_error():
+    log = ("INFO Initializing a V1 LLM engine with config: model='m', trust_remote_code=True, dtype=auto\n"
+           "RuntimeError: NCCL error: unhandled system error\n")
+    assert classify_failure(log)["cause"] == "other"

@@ -8,8 +8,10 @@ What runs where:
 """
 
 import json
+import re
 import shlex
 import time
+import uuid
 from typing import Callable, Optional
 
 from ..errors import HostError
@@ -42,8 +44,12 @@ FAILURE_CAUSES = (
     ("model-not-found-or-gated", "check the model id; for a gated model accept its licence and pass --env HF_TOKEN=...",
      ("GatedRepoError", "RepositoryNotFoundError", "401 Client Error", "403 Client Error", "404 Client Error",
       "Cannot access gated repo", "is not a local folder and is not a valid model identifier", "Repository Not Found")),
+    # Hugging Face's own texts only: vLLM's engine-config line also says trust_remote_code=True.
     ("trust-remote-code", "the model ships its own code: add --trust-remote-code if you trust it",
-     ("trust_remote_code=True", "contains custom code which must be executed")),
+     ("contains custom code which must be executed", "Please pass the argument `trust_remote_code=True`",
+      "set the option `trust_remote_code=True`")),
+    ("command-not-found", "the pod cannot find the vLLM program: pass --vllm-bin /absolute/path",
+     ("command not found", re.compile(r"exec: .*: not found"), re.compile(r"exec: .*: cannot execute"))),
 )
 
 
@@ -55,12 +61,18 @@ def phase_of(line: str) -> Optional[str]:
     return None
 
 
+def _marks(marker, line: str) -> bool:
+    return bool(marker.search(line)) if isinstance(marker, re.Pattern) else marker in line
+
+
 def classify_failure(log_text: str) -> dict:
     """Why a server died: the cause, advice, and the log line that shows it."""
     lines = (log_text or "").splitlines()
     for cause, advice, markers in FAILURE_CAUSES:
         for line in reversed(lines):
-            if any(marker in line for marker in markers):
+            if "with config:" in line:  # the engine's settings, not an error
+                continue
+            if any(_marks(marker, line) for marker in markers):
                 return {"cause": cause, "advice": advice, "evidence": line.strip()}
     evidence = next((line.strip() for line in reversed(lines) if line.strip()), "")
     return {"cause": "other", "advice": "read the log tail", "evidence": evidence}
@@ -125,6 +137,7 @@ def vllm_start(target, spec: ServerSpec, *, restart: bool = False, grace_s: floa
     """Start the server in tmux (one round trip, the wait included); refuse a busy session or port."""
     profile = target.profile
     argv = server_argv(spec)
+    owner = f"{spec.session}-{uuid.uuid4().hex[:12]}"
     # One log per start, on the volume: an earlier start's log is never overwritten.
     log_path = f"{profile.volume}/vllm/logs/{spec.session}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.log"
     base_url = f"http://127.0.0.1:{spec.port}/v1"
@@ -139,11 +152,12 @@ def vllm_start(target, spec: ServerSpec, *, restart: bool = False, grace_s: floa
         "argv": argv,
         "command": shlex.join(argv),
         "env": spec.env_shown(),
+        "owner": owner,
     }
     script = render_script(
         "vllm_start.sh", include=VLLM_LIB,
         volume=profile.volume, session=spec.session, tmux_socket=profile.tmux_socket, port=spec.port,
-        launcher=launcher_text(spec, argv, log_path), log=log_path,
+        launcher=launcher_text(spec, argv, log_path, owner), log=log_path,
         state_fields=json.dumps(state_fields, separators=(",", ":")),
         restart=restart, grace_ms=int(grace_s * 1000), wait=wait, timeout_ms=int(timeout_s * 1000),
         models_url=models_url(base_url), served_name=spec.served_name,
@@ -182,6 +196,10 @@ def _refusal(facts: dict, spec: ServerSpec, label: str) -> str:
         owner = facts.get("port_owner") or {}
         who = f"pid {owner.get('pid')}: {owner.get('command')}" if owner.get("pid") else owner.get("command", "?")
         return f"{label}: port {spec.port} is already taken by {who}; use --port, or --restart if it is ours"
+    if facts.get("refused") == "leftovers":
+        pids = ", ".join(f"{p['pid']} ({p['command'][:60]})" for p in facts.get("leftovers", []))
+        return (f"{label}: processes of the previous server in session {spec.session!r} still run: {pids}; "
+                f"vllm.stop first (or --restart)")
     return f"{label}: {facts.get('error') or 'could not start the server'}"
 
 
@@ -207,17 +225,17 @@ def _wait_error(waited: dict, label: str, spec: ServerSpec) -> str:
             f"(last phase: {waited['phase']}); it is still running: vllm.logs to look, vllm.stop to stop it")
 
 
-def vllm_status(target, *, base_url: Optional[str] = None, default_port: int = 8000, session: str = "vllm",
-                tail_lines: int = 40, api_key: Optional[str] = None) -> dict:
+def vllm_status(target, *, base_url: Optional[str] = None, port: Optional[int] = None, default_port: int = 8000,
+                session: str = "vllm", tail_lines: int = 40, api_key: Optional[str] = None) -> dict:
     """Probe the server from the pod (one round trip): models, /health, session, pid, log tail.
 
-    base_url None: 127.0.0.1 at the port the session's state file records, else default_port.
+    base_url None: 127.0.0.1 at port, else the port the state file records, else default_port.
     """
     profile = target.profile
     script = render_script(
         "vllm_status.sh", include=VLLM_LIB,
         volume=profile.volume, session=session, tmux_socket=profile.tmux_socket,
-        base_url=base_url, default_port=default_port, tail_lines=tail_lines,
+        base_url=base_url, port=port, default_port=default_port, tail_lines=tail_lines,
     )
     payload = (api_key + "\n").encode() if api_key else b""
     facts = parse_document(target.run_script(script, stdin_payload=payload), profile.label, "vllm_status.sh")
@@ -257,13 +275,14 @@ def _not_serving(report: dict, label: str) -> str:
     return f"{label}: vLLM is not serving at {report['base_url']}: {why}"
 
 
-def vllm_stop(target, *, session: str = "vllm", grace_s: float = 30, port: Optional[int] = None) -> dict:
+def vllm_stop(target, *, session: str = "vllm", grace_s: float = 30, port: Optional[int] = None,
+              default_port: int = 8000) -> dict:
     """Stop the server: INT, TERM, then KILL its whole process tree; verify nothing is left."""
     profile = target.profile
     script = render_script(
         "vllm_stop.sh", include=VLLM_LIB,
         volume=profile.volume, session=session, tmux_socket=profile.tmux_socket,
-        grace_ms=int(grace_s * 1000), port=port,
+        grace_ms=int(grace_s * 1000), port=port, default_port=default_port,
     )
     facts = parse_document(target.run_script(script), profile.label, "vllm_stop.sh")
     facts["processes"].sort(key=lambda p: p["pid"])

@@ -10,6 +10,7 @@ from typing import Optional
 
 from ..errors import ConfigError
 from ..secrets import MASK, is_secret_name
+from ..settings import env_value
 
 # ServerSpec field -> the vLLM flag it becomes (when set).
 VLLM_FLAGS = {
@@ -23,7 +24,8 @@ VLLM_FLAGS = {
 }
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 # Flags that ServerSpec owns: passing them again in --extra-args would make the port check lie.
-OWNED_FLAGS = {"--model": "--model-id", "--port": "--port", "--host": "--bind-host"}
+OWNED_FLAGS = {"--model": "--model-id", "--port": "--port", "--host": "--bind-host",
+               "--served-model-name": "--served-model-name"}
 _SESSION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BIND_HOST = re.compile(r"^[A-Za-z0-9.:_-]+$")
@@ -179,7 +181,10 @@ def _env_mapping(value) -> dict:
     for item in value:
         name, sep, text = str(item).partition("=")
         if not sep:
-            raise ConfigError(f"--env {item!r}: expected KEY=VALUE")
+            # `--env HF_TOKEN`: the value comes from here (or OPS_PROJECT_ENV), never the command line.
+            text = env_value(name)
+            if text is None:
+                raise ConfigError(f"--env {name}: not set here; pass KEY=VALUE or export {name}")
         pairs[name] = text
     return pairs
 
@@ -220,20 +225,25 @@ def env_file_text(env: tuple) -> bytes:
     return "".join(f"{name}={shlex.quote(value)}\n" for name, value in env).encode()
 
 
-def launcher_text(spec: ServerSpec, argv: list, log_path: str) -> str:
-    """The script tmux runs: env from the 0600 file, output to the log (and the pane), exec vLLM.
+def launcher_text(spec: ServerSpec, argv: list, log_path: str, owner: str) -> str:
+    """The script tmux runs (`bash LAUNCHER ENV_FILE`): env from the 0600 file, output to the log
+    (and the pane), exec vLLM.
 
-    exec keeps the server as the pane's own process: its pid is the pane pid, and it leads
-    the session that its engine workers inherit (what vllm.stop looks for).
+    exec keeps the server as the pane's own process: its pid is the pane pid. OPS_VLLM_OWNER
+    marks every process of this start, so vllm.stop finds workers that outlived the server.
     """
     command = shlex.join(argv)
     return "\n".join([
         "#!/usr/bin/env bash",
         f"# ops-tasks vllm.start, tmux session {spec.session}. Secrets stay in the env file (mode 0600).",
         "set -a",
-        f'. "$HOME"/.ops/vllm/{spec.session}.env',
+        '. "$1"',
         "set +a",
+        f"export OPS_VLLM_OWNER={owner}",
+        # tee must outlive the pane's hang-up to copy the server's last words (its traceback).
+        "trap '' HUP",
         f"exec > >(exec tee -a {shlex.quote(log_path)}) 2>&1",
+        "trap - HUP",
         f"printf '[ops-tasks] %s starting: %s\\n' \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" {shlex.quote(command)}",
         f"exec {command}",
         "",
