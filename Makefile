@@ -27,6 +27,7 @@ test: $(STAMP) system-deps
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/pod_status.py
 	$(BIN)/python bench/vllm.py
+	$(BIN)/python bench/runs_submit.py
 
 install: $(STAMP)
 

@@ -74,6 +74,20 @@ def _emit_document(data: dict, pretty: bool) -> None:
         emit(jsonlib.dumps(data, separators=(",", ":"), default=str))
 
 
+class LineEmitter:
+    """Streamed text (a followed log) to stdout, whole lines at a time, secrets masked."""
+
+    def __init__(self):
+        self.buffer = b""
+
+    def __call__(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            emit(line.decode(errors="replace"))
+        sys.stdout.flush()
+
+
 def announce(data: dict, text: str) -> None:
     """Print a task's result now, for tasks that then keep running (vllm.tunnel): the JSON
     document under --json/--pretty, else the text."""

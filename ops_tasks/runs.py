@@ -11,9 +11,9 @@ from .operations.run_config import RUN_ID, load_submission
 from .operations.runs import (FAILED, cancel_runs, latest_manifest, load_manifest, manifest_of,
                               new_submission_id, resume_runs, run_logs, runs_status, save_manifest,
                               submit_runs, wait_runs)
-from .output import connect, log, ops_task
+from .flags import count_flag, seconds_flag
+from .output import LineEmitter, connect, log, ops_task
 from .settings import project_dir_of
-from .vllm import LineEmitter, _seconds
 
 RUN_SELECTION_HELP = {
     "run_id": "Run id(s), comma-separated or repeated.",
@@ -168,8 +168,8 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
     target = connect(c, host)
     submission = load_submission(config, profile=target.profile, remote_repo=remote_repo,
                                  outputs_dir=remote_outputs_dir, tmux_session=tmux_session)
-    cpu_slots = int(_seconds("--slots", slots, 1, what="a whole number"))
-    timeout_s = _seconds("--timeout", timeout, None)
+    cpu_slots = count_flag("--slots", slots, 1)
+    timeout_s = seconds_flag("--timeout", timeout, None)
     submission_id = new_submission_id()
     report = submit_runs(target, submission, submission_id=submission_id, force=force, retry_failed=retry_failed,
                          foreground=no_tmux, slots=cpu_slots, fail_fast=fail_fast,
@@ -221,7 +221,7 @@ def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs
     """State of runs: one run in detail (--run-id), or a submission's table; exit 1 if any failed."""
     target = connect(c, host)
     selected = _selection(c, target, run_id, submission, all, remote_outputs_dir)
-    lines = int(_seconds("--tail-lines", tail_lines, 60, what="a number of lines"))
+    lines = count_flag("--tail-lines", tail_lines, 60)
     one = len(selected["run_ids"]) == 1
     report = runs_status(target, **selected, tail_lines=lines if one else 0)
     if one:
@@ -255,7 +255,7 @@ def logs(c, run_id, host=None, lines=None, follow=False, submission=None, remote
     """Print a run's stdout.log; --follow streams it until the run ends."""
     target = connect(c, host)
     selected = _selection(c, target, [run_id], submission, False, remote_outputs_dir)
-    count = int(_seconds("--lines", lines, 100, what="a number of lines"))
+    count = count_flag("--lines", lines, 100)
     (only,) = selected["run_ids"]
     kwargs = dict(outputs_dir=selected["outputs_dir"], run_id=only, run_dir=selected["run_dirs"].get(only),
                   lines=count)
@@ -273,7 +273,7 @@ def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, ti
     """Wait until a submission's runs end, with a progress bar; exit 1 if any failed."""
     target = connect(c, host)
     selected = _selection(c, target, run_id, submission, False, remote_outputs_dir)
-    timeout_s = _seconds("--timeout", timeout, None)
+    timeout_s = seconds_flag("--timeout", timeout, None)
     bar = ProgressBar()
     try:
         return wait_runs(target, outputs_dir=selected["outputs_dir"], submission_id=selected.get("submission_id"),
@@ -311,7 +311,7 @@ def resume(c, host=None, remote_outputs_dir=None, tmux_session=None, slots=None)
     """Queue again the runs left `lost` by a dead supervisor (succeeded runs are untouched)."""
     target = connect(c, host)
     outputs = remote_outputs_dir or target.profile.outputs_dir
-    cpu_slots = int(_seconds("--slots", slots, 1, what="a whole number"))
+    cpu_slots = count_flag("--slots", slots, 1)
     return resume_runs(target, outputs_dir=outputs, tmux_session=tmux_session or "pilots", slots=cpu_slots)
 
 

@@ -6,10 +6,11 @@ from invoke import Collection
 from tabulate import tabulate
 
 from .errors import ConfigError, HostError, Interrupted
+from .flags import count_flag, seconds_flag
 from .forwarding import LocalForward
 from .operations.vllm import vllm_logs, vllm_start, vllm_status, vllm_stop
 from .operations.vllm_spec import build_spec, check_port, check_session, normalize_base_url
-from .output import add_secrets, announce, connect, emit, json_requested, log, ops_task
+from .output import LineEmitter, add_secrets, announce, connect, json_requested, log, ops_task
 from .secrets import is_secret_name
 from .settings import env_value, project_dir_of, resolve_profile
 
@@ -41,19 +42,6 @@ START_HELP = {
 def _vllm_defaults(c, host) -> dict:
     """The profile's `vllm:` defaults for this host (flags override them)."""
     return dict(resolve_profile(c.config.get("ops"), host, project_dir_of(c.config)).vllm)
-
-
-def _seconds(flag: str, value, default, allow_zero: bool = False, what: str = "a number of seconds") -> float:
-    """A numeric flag (taken as text, so that Invoke never dies on a bad value with a traceback)."""
-    if value is None:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"{flag} must be {what}, got {value!r}") from None
-    if number < 0 or (number == 0 and not allow_zero):
-        raise ConfigError(f"{flag} must be {'zero or ' if allow_zero else ''}positive, got {value!r}")
-    return number
 
 
 class PhasePrinter:
@@ -116,8 +104,8 @@ def start(c, host=None, model_id=None, vllm_bin=None, tensor_parallel_size=None,
     spec = build_spec(options, _vllm_defaults(c, host))
     # A secret given with --env may come back in the server's log tail: mask it there too.
     add_secrets(value for name, value in spec.env if is_secret_name(name))
-    grace_s = _seconds("--grace", grace, 30, allow_zero=True)
-    timeout_s = _seconds("--timeout", timeout, 900)
+    grace_s = seconds_flag("--grace", grace, 30, allow_zero=True)
+    timeout_s = seconds_flag("--timeout", timeout, 900)
     target = connect(c, host)
     printer = PhasePrinter()
     try:
@@ -170,7 +158,7 @@ def status(c, host=None, api_base_url=None, port=None, session=None, tail_lines=
     port = check_port(port) if port is not None else None
     default_port = check_port(defaults.get("port", DEFAULT_PORT))
     session = check_session(session or defaults.get("session") or "vllm")
-    lines = int(_seconds("--tail-lines", tail_lines, 40, what="a number of lines"))
+    lines = count_flag("--tail-lines", tail_lines, 40)
     return vllm_status(connect(c, host), base_url=base_url, port=port, default_port=default_port, session=session,
                        tail_lines=lines, api_key=env_value("VLLM_API_KEY"))
 
@@ -212,27 +200,13 @@ def stop(c, host=None, session=None, grace=None, port=None):
     """Stop vLLM and its whole process tree (engine, workers), and free its port."""
     defaults = _vllm_defaults(c, host)
     session = check_session(session or defaults.get("session") or "vllm")
-    grace_s = _seconds("--grace", grace, 30, allow_zero=True)
+    grace_s = seconds_flag("--grace", grace, 30, allow_zero=True)
     port = check_port(port) if port is not None else None
     return vllm_stop(connect(c, host), session=session, grace_s=grace_s, port=port,
                      default_port=check_port(defaults.get("port", DEFAULT_PORT)))
 
 
 # ---------------------------------------------------------------- logs
-
-
-class LineEmitter:
-    """Streamed log text to stdout, whole lines at a time, secrets masked (see output.emit)."""
-
-    def __init__(self):
-        self.buffer = b""
-
-    def __call__(self, chunk: bytes) -> None:
-        self.buffer += chunk
-        *lines, self.buffer = self.buffer.split(b"\n")
-        for line in lines:
-            emit(line.decode(errors="replace"))
-        sys.stdout.flush()
 
 
 @ops_task(human=lambda data: data["text"].rstrip("\n"), help={
@@ -244,7 +218,7 @@ def logs(c, host=None, session=None, lines=None, follow=False):
     """Print the vLLM server log (kept on the volume); --follow streams it."""
     defaults = _vllm_defaults(c, host)
     session = check_session(session or defaults.get("session") or "vllm")
-    count = int(_seconds("--lines", lines, 100, what="a number of lines"))
+    count = count_flag("--lines", lines, 100)
     if follow and json_requested():
         raise ConfigError("--follow streams the log as text: it cannot be combined with --json or --pretty")
     target = connect(c, host)

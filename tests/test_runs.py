@@ -266,3 +266,15 @@ def test_logs_follow_streams_until_the_run_ends(pod, ops, project):
 
     assert followed.returncode == 0
     assert followed.stdout.split() == ["line1", "line2", "line3"]
+
+
+def test_chained_tasks_need_no_ids_retyped(pod, ops, project):
+    config = write_config(project, [{"run_id": "chained", "command": WRITE_SUMMARY}])
+
+    result = ops("runs.submit", "--host", pod.alias, "--config", config,
+                 "runs.wait", "--host", pod.alias, "runs.status", "--host", pod.alias)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(": 1 succeeded") == 2  # runs.wait's table, then runs.status's
+    assert pod.accepted_connections() == 1  # three tasks, one connection
+    assert pod.sessions() == 3

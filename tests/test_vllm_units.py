@@ -141,7 +141,7 @@ def test_profile_vllm_section_is_checked():
     (["vllm.logs", "--follow", "--json"], "cannot be combined with --json"),
     (["vllm.status", "--api-base-url", "nope"], "--api-base-url"),
     (["vllm.stop", "--grace", "-1"], "--grace must be zero or positive"),
-    (["vllm.logs", "--lines", "many"], "--lines must be a number of lines"),
+    (["vllm.logs", "--lines", "many"], "--lines must be a whole number"),
 ])
 def test_bad_input_exits_2_with_one_line_before_any_contact(ops, argv, message):
     closed = f"root@127.0.0.1:{free_port()}"  # contacting it would fail with exit 1, not 2
