@@ -9,17 +9,21 @@ SYSTEM_TOOLS := sshd:openssh-server ssh:openssh-client rsync:rsync tmux:tmux cur
 
 .PHONY: demo test bench install system-deps clean
 
-# The demo's server is the vLLM stand-in (no GPU here), on a port unlikely to be taken.
-DEMO_PORT ?= 18000
-DEMO_MODEL ?= Qwen/Qwen3-4B
+# The demo's server is the vLLM stand-in (no GPU here), on a port unlikely to be taken
+# (configs/demo.json points its eval there).
+DEMO_PORT  := 18000
+DEMO_MODEL := Qwen/Qwen3-4B
+OPS        := $(BIN)/ops
 
+# pod check, vLLM up, an evaluation sweep through the run queue, vLLM down (also on failure).
 demo: $(STAMP) system-deps
-	$(BIN)/ops pod.status --host local
-	@# vllm.stop runs whatever vllm.start did, and the demo fails if start failed.
-	$(BIN)/ops vllm.start --host local --vllm-bin $(BIN)/ops-vllm-stub --model-id $(DEMO_MODEL) \
-	  --port $(DEMO_PORT) --restart --wait; started=$$?; \
-	$(BIN)/ops vllm.status --host local && $(BIN)/ops vllm.logs --host local --lines 3; \
-	$(BIN)/ops vllm.stop --host local && exit $$started
+	$(OPS) pod.status --host local
+	$(OPS) vllm.start --host local --vllm-bin $(BIN)/ops-vllm-stub --model-id $(DEMO_MODEL) \
+	  --port $(DEMO_PORT) --restart --wait; ok=$$?; \
+	if [ $$ok = 0 ]; then \
+	  $(OPS) runs.submit --host local --config configs/demo.json --remote-repo $(CURDIR) --wait; ok=$$?; \
+	fi; \
+	$(OPS) vllm.stop --host local && exit $$ok
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
