@@ -88,6 +88,8 @@ def test_a_second_submission_skips_everything_and_failed_runs_are_refused(pod, o
     assert again.json["queued"] == []
     assert {s["run_id"]: s["reason"] for s in again.json["skipped"]} == {f"r{i}": "succeeded" for i in range(3)}
     assert pod.sh("cat /root/count").stdout.count("once") == 3
+    listing = ops("runs.list", "--host", pod.alias, "--json")
+    assert {r["run_id"]: r["state"] for r in listing.json["runs"]} == {f"r{i}": "succeeded" for i in range(3)}
 
     failing = write_config(project, [{"run_id": "r0", "command": "exit 1"}, {"run_id": "bad", "command": "exit 1"}],
                            name="failing.json")
