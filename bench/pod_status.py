@@ -14,24 +14,12 @@ baseline forces curve25519 on ssh: the like-for-like figure.
 import argparse
 import contextlib
 import io
-import os
 import statistics
 import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import ALIAS, bench_pod, timed
 
-from ops_tasks.cli import program  # noqa: E402
-from ops_tasks.testing.pods import ClientHome, SshPod  # noqa: E402
-
-
-def timed(action) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
+from ops_tasks.cli import program
 
 
 def main():
@@ -39,13 +27,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=30, help="measurements of each side (alternating)")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="ops-bench-") as tmp:
-        client = ClientHome(Path(tmp) / "client")
-        pod = SshPod(Path(tmp) / "pod", "benchpod", client.public_key).start()
-        client.add_alias("benchpod", pod)
-        os.environ.update(client.env())
-        os.chdir(tmp)
-        ssh_true = client.ssh_argv("benchpod") + ["true"]
+    with bench_pod() as (pod, client, _):
+        ssh_true = client.ssh_argv(ALIAS) + ["true"]
         ssh_true_same_kex = [ssh_true[0], "-o", "KexAlgorithms=curve25519-sha256", *ssh_true[1:]]
 
         def baseline():
@@ -59,15 +42,12 @@ def main():
                 program.run(["ops", "pod.status", "--host", "benchpod", "--json"], exit=False)
             assert '"ok":true' in out.getvalue(), out.getvalue()
 
-        try:
-            baseline(), pod_status()  # warm up: known_hosts, caches, imports
-            base, base_kex, ours = [], [], []
-            for _ in range(args.rounds):
-                base.append(timed(baseline))
-                base_kex.append(timed(baseline_same_kex))
-                ours.append(timed(pod_status))
-        finally:
-            pod.stop()
+        baseline(), pod_status()  # warm up: known_hosts, caches, imports
+        base, base_kex, ours = [], [], []
+        for _ in range(args.rounds):
+            base.append(timed(baseline))
+            base_kex.append(timed(baseline_same_kex))
+            ours.append(timed(pod_status))
 
     base_ms, kex_ms, ours_ms = (statistics.median(xs) * 1000 for xs in (base, base_kex, ours))
     print(f"ssh HOST true                   median {base_ms:7.1f} ms  ({args.rounds} rounds)")

@@ -13,18 +13,13 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import statistics
 import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import ALIAS, bench_pod, timed
 
-from ops_tasks.cli import program  # noqa: E402
-from ops_tasks.testing.pods import ClientHome, SshPod  # noqa: E402
+from ops_tasks.cli import program
 
 
 def write_config(folder: Path, count: int) -> str:
@@ -37,11 +32,14 @@ def write_config(folder: Path, count: int) -> str:
 
 
 def submit(config: str, outputs: str) -> float:
-    started = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()) as out:
-        program.run(["ops", "runs.submit", "--host", "benchpod", "--config", config,
-                     "--remote-outputs-dir", outputs, "--json"], exit=False)
-    elapsed = time.perf_counter() - started
+    out = io.StringIO()
+
+    def run():
+        with contextlib.redirect_stdout(out):
+            program.run(["ops", "runs.submit", "--host", ALIAS, "--config", config,
+                         "--remote-outputs-dir", outputs, "--json"], exit=False)
+
+    elapsed = timed(run)
     queued = len(json.loads(out.getvalue())["queued"])
     assert queued == int(Path(config).stem[4:]), out.getvalue()
     return elapsed
@@ -52,26 +50,16 @@ def main():
     parser.add_argument("--rounds", type=int, default=10, help="measurements of each side")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="ops-bench-") as tmp:
-        client = ClientHome(Path(tmp) / "client")
-        pod = SshPod(Path(tmp) / "pod", "benchpod", client.public_key).start()
-        client.add_alias("benchpod", pod)
-        os.environ.update(client.env())
-        os.chdir(tmp)
-        ssh_true = client.ssh_argv("benchpod") + ["true"]
-        configs = {n: write_config(Path(tmp), n) for n in (20, 200)}
+    with bench_pod() as (pod, client, folder):
+        ssh_true = client.ssh_argv(ALIAS) + ["true"]
+        configs = {n: write_config(folder, n) for n in (20, 200)}
         times = {"true": [], 20: [], 200: []}
-        try:
-            subprocess.run(ssh_true, check=True)  # known_hosts
-            for round_ in range(args.rounds):
-                started = time.perf_counter()
-                subprocess.run(ssh_true, check=True)
-                times["true"].append(time.perf_counter() - started)
-                for count, config in configs.items():
-                    times[count].append(submit(config, f"/mnt/bench/{count}-{round_}"))
-            connections = pod.accepted_connections()
-        finally:
-            pod.stop()
+        subprocess.run(ssh_true, check=True)  # known_hosts
+        for round_ in range(args.rounds):
+            times["true"].append(timed(lambda: subprocess.run(ssh_true, check=True)))
+            for count, config in configs.items():
+                times[count].append(submit(config, f"/mnt/bench/{count}-{round_}"))
+        connections = pod.accepted_connections()
 
     med = {k: statistics.median(v) * 1000 for k, v in times.items()}
     print(f"ssh HOST true             median {med['true']:7.1f} ms  ({args.rounds} rounds)")

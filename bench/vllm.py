@@ -16,32 +16,22 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import statistics
 import subprocess
-import sys
-import tempfile
 import threading
 import time
 import urllib.request
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import ALIAS, bench_pod, timed
 
-from ops_tasks.cli import program  # noqa: E402
-from ops_tasks.testing.pods import ClientHome, SshPod, free_port  # noqa: E402
+from ops_tasks.cli import program
+from ops_tasks.testing.pods import free_port
 
 
 def ops(*argv) -> dict:
     with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()):
         program.run(["ops", *argv, "--json"], exit=False)
     return json.loads(out.getvalue())
-
-
-def timed(action) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
 
 
 def first_ready(url: str, model: str, found: dict, stop: threading.Event) -> None:
@@ -62,37 +52,29 @@ def main():
     parser.add_argument("--rounds", type=int, default=15, help="measurements of each side")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="ops-bench-") as tmp:
-        client = ClientHome(Path(tmp) / "client")
-        pod = SshPod(Path(tmp) / "pod", "benchpod", client.public_key, gpus=2).start()
-        client.add_alias("benchpod", pod)
+    with bench_pod(gpus=2) as (pod, client, _):
         stub = pod.install_vllm_stub()
-        os.environ.update(client.env())
-        os.chdir(tmp)
         port = free_port()
         url = f"http://127.0.0.1:{port}/v1/models"
-        ssh = client.ssh_argv("benchpod")
-        start = ["vllm.start", "--host", "benchpod", "--vllm-bin", stub, "--model-id", "Qwen/Qwen3-4B",
+        ssh = client.ssh_argv(ALIAS)
+        start = ["vllm.start", "--host", ALIAS, "--vllm-bin", stub, "--model-id", "Qwen/Qwen3-4B",
                  "--port", str(port), "--wait", "--env", "OPS_VLLM_STUB_STARTUP_S=1"]
         status_s, curl_s, lags_s, stop_s, true_s = [], [], [], [], []
-        try:
-            subprocess.run(ssh + ["true"], check=True)  # known_hosts
-            for _ in range(args.rounds):
-                found, stop = {}, threading.Event()
-                poller = threading.Thread(target=first_ready, args=(url, "Qwen/Qwen3-4B", found, stop))
-                poller.start()
-                assert ops(*start)["ok"]
-                returned = time.perf_counter()
-                stop.set()
-                poller.join()
-                lags_s.append(returned - found["at"])
-                status_s.append(timed(lambda: ops("vllm.status", "--host", "benchpod")))
-                curl_s.append(timed(lambda: subprocess.run(ssh + ["curl", "-s", url], check=True,
-                                                           stdout=subprocess.DEVNULL)))
-                true_s.append(timed(lambda: subprocess.run(ssh + ["true"], check=True)))
-                stop_s.append(timed(lambda: ops("vllm.stop", "--host", "benchpod")))
-        finally:
-            pod.stop()
+        subprocess.run(ssh + ["true"], check=True)  # known_hosts
+        for _ in range(args.rounds):
+            found, stop = {}, threading.Event()
+            poller = threading.Thread(target=first_ready, args=(url, "Qwen/Qwen3-4B", found, stop))
+            poller.start()
+            assert ops(*start)["ok"]
+            returned = time.perf_counter()
+            stop.set()
+            poller.join()
+            lags_s.append(returned - found["at"])
+            status_s.append(timed(lambda: ops("vllm.status", "--host", ALIAS)))
+            curl_s.append(timed(lambda: subprocess.run(ssh + ["curl", "-s", url], check=True,
+                                                       stdout=subprocess.DEVNULL)))
+            true_s.append(timed(lambda: subprocess.run(ssh + ["true"], check=True)))
+            stop_s.append(timed(lambda: ops("vllm.stop", "--host", ALIAS)))
 
     med = {name: statistics.median(xs) * 1000 for name, xs in
            (("status", status_s), ("curl", curl_s), ("lag", lags_s), ("stop", stop_s), ("true", true_s))}

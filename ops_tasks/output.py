@@ -19,6 +19,7 @@ from invoke import Exit, task
 
 from .errors import ConfigError, Interrupted, OpsError
 from .secrets import redact, secret_values
+from .streams import LineBuffer
 from .settings import project_env, project_dir_of, resolve_profile
 from .targets import DryRunStop, target_for
 
@@ -78,13 +79,11 @@ class LineEmitter:
     """Streamed text (a followed log) to stdout, whole lines at a time, secrets masked."""
 
     def __init__(self):
-        self.buffer = b""
+        self.lines = LineBuffer()
 
     def __call__(self, chunk: bytes) -> None:
-        self.buffer += chunk
-        *lines, self.buffer = self.buffer.split(b"\n")
-        for line in lines:
-            emit(line.decode(errors="replace"))
+        for line in self.lines.feed(chunk):
+            emit(line)
         sys.stdout.flush()
 
 

@@ -14,6 +14,7 @@ from .operations.runs import (FAILED, cancel_runs, latest_manifest, load_manifes
 from .flags import count_flag, seconds_flag
 from .output import LineEmitter, connect, log, ops_task
 from .settings import project_dir_of
+from .streams import LineBuffer
 
 RUN_SELECTION_HELP = {
     "run_id": "Run id(s), comma-separated or repeated.",
@@ -118,14 +119,12 @@ class SupervisorEcho:
     """--no-tmux: the supervisor's lines go to stderr as they come (its progress lines do not)."""
 
     def __init__(self):
-        self.buffer = b""
+        self.lines = LineBuffer()
 
     def __call__(self, chunk: bytes) -> None:
-        self.buffer += chunk
-        *lines, self.buffer = self.buffer.split(b"\n")
-        for line in lines:
-            if not line.startswith(b"P|"):
-                log(line.decode(errors="replace"))
+        for line in self.lines.feed(chunk):
+            if not line.startswith("P|"):
+                log(line)
 
 
 # ---------------------------------------------------------------- submit

@@ -39,6 +39,11 @@ START_HELP = {
 }
 
 
+def _session_of(session, defaults: dict) -> str:
+    """--session, else the profile's vllm.session, else `vllm`."""
+    return check_session(session or defaults.get("session") or "vllm")
+
+
 def _vllm_defaults(c, host) -> dict:
     """The profile's `vllm:` defaults for this host (flags override them)."""
     return dict(resolve_profile(c.config.get("ops"), host, project_dir_of(c.config)).vllm)
@@ -157,7 +162,7 @@ def status(c, host=None, api_base_url=None, port=None, session=None, tail_lines=
     base_url = _base_url(api_base_url)
     port = check_port(port) if port is not None else None
     default_port = check_port(defaults.get("port", DEFAULT_PORT))
-    session = check_session(session or defaults.get("session") or "vllm")
+    session = _session_of(session, defaults)
     lines = count_flag("--tail-lines", tail_lines, 40)
     return vllm_status(connect(c, host), base_url=base_url, port=port, default_port=default_port, session=session,
                        tail_lines=lines, api_key=env_value("VLLM_API_KEY"))
@@ -199,7 +204,7 @@ def render_stop(data: dict) -> str:
 def stop(c, host=None, session=None, grace=None, port=None):
     """Stop vLLM and its whole process tree (engine, workers), and free its port."""
     defaults = _vllm_defaults(c, host)
-    session = check_session(session or defaults.get("session") or "vllm")
+    session = _session_of(session, defaults)
     grace_s = seconds_flag("--grace", grace, 30, allow_zero=True)
     port = check_port(port) if port is not None else None
     return vllm_stop(connect(c, host), session=session, grace_s=grace_s, port=port,
@@ -217,7 +222,7 @@ def stop(c, host=None, session=None, grace=None, port=None):
 def logs(c, host=None, session=None, lines=None, follow=False):
     """Print the vLLM server log (kept on the volume); --follow streams it."""
     defaults = _vllm_defaults(c, host)
-    session = check_session(session or defaults.get("session") or "vllm")
+    session = _session_of(session, defaults)
     count = count_flag("--lines", lines, 100)
     if follow and json_requested():
         raise ConfigError("--follow streams the log as text: it cannot be combined with --json or --pretty")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import ConfigError
+from ..names import CONTROL_CHARS, ENV_NAME, TMUX_SESSION
 from ..secrets import MASK, is_secret_name
 from ..settings import env_value
 
@@ -36,11 +37,7 @@ DEFAULT_RETRY_BACKOFF = 10.0
 MAX_RUNS = 10000
 
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SESSION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
-# `{{` and `}}` are escapes; `{name}` is a placeholder; any other brace is plain text.
 # `{{name}}` is the escape for a literal `{name}`; other braces (JSON, dict literals) are text.
 _PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
@@ -144,7 +141,7 @@ def load_submission(path, *, profile, remote_repo=None, outputs_dir=None, tmux_s
     ], f"the outputs dir is not set: pass --remote-outputs-dir, set remote_outputs_dir in {shown}, "
        f"or export OPS_REMOTE_OUTPUTS_DIR")
     session = tmux_session or top.get("tmux_session") or DEFAULT_TMUX_SESSION
-    if not _SESSION.match(session):
+    if not TMUX_SESSION.match(session):
         source = "--tmux-session" if tmux_session else f"tmux_session in {shown}"
         raise ConfigError(f"{source} must be 1-64 letters, digits, '_' or '-', got {session!r}")
 
@@ -270,7 +267,7 @@ def _root(name: str, candidates: list, missing: str) -> str:
     """The first value set among (value, where it came from); absolute, no control characters."""
     for value, source in candidates:
         if value:
-            if not isinstance(value, str) or not value.startswith("/") or _CONTROL.search(value):
+            if not isinstance(value, str) or not value.startswith("/") or CONTROL_CHARS.search(value):
                 raise ConfigError(f"{name} {value!r} (from {source}) must be an absolute path "
                                   f"without control characters")
             # normpath keeps a leading "//" (POSIX allows it); one slash is what we mean.
@@ -341,7 +338,7 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime)
     command, shown_command = _command(run, filled, sources, run_dir, where)
     env = _env(filled.get("env"), where)
     label = filled.get("label")
-    if label is not None and (not isinstance(label, str) or _CONTROL.search(label)):
+    if label is not None and (not isinstance(label, str) or CONTROL_CHARS.search(label)):
         raise ConfigError(f"{where}: label must be one line of text, got {label!r}")
     retry_on = filled.get("retry_on")
     if retry_on is not None:
@@ -405,7 +402,7 @@ def _run_dir(value, sources: dict, outputs_dir: str, where: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{where}: run_dir must be a string, got {_type(value)}")
     text = fill_placeholders(value, sources, quote=False)
-    if ".." in text.split("/") or _CONTROL.search(text) or not text.strip():
+    if ".." in text.split("/") or CONTROL_CHARS.search(text) or not text.strip():
         raise ConfigError(f"{where}: run_dir must be a path without '..' or control characters, got {text!r}")
     path = "/" + posixpath.normpath(posixpath.join(outputs_dir, text)).lstrip("/")
     # The outputs root (or /) as a run directory would mix every run's files together.
@@ -452,7 +449,7 @@ def _env(value, where: str) -> tuple:
         raise ConfigError(f"{where}: env must be an object of NAME: value, got {_type(value)}")
     pairs = {}
     for name, item in value.items():
-        if not _ENV_NAME.match(name):
+        if not ENV_NAME.match(name):
             raise ConfigError(f"{where}: env: {name!r} is not a valid environment variable name")
         if isinstance(item, bool):
             pairs[name] = "true" if item else "false"

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 
 from ..errors import HostError
 from ..scripts import parse_document, render_script, scripts_dir
+from ..streams import LineBuffer
 
 TOOL = "ops_runs.py"
 TERMINAL = ("succeeded", "failed", "timeout", "stalled", "cancelled", "lost")
@@ -141,13 +142,11 @@ class _ProgressLines:
 
     def __init__(self, on_progress):
         self.on_progress = on_progress
-        self.buffer = b""
+        self.lines = LineBuffer()
 
     def feed(self, chunk: bytes) -> None:
-        self.buffer += chunk
-        *lines, self.buffer = self.buffer.split(b"\n")
-        for line in lines:
-            parts = line.decode(errors="replace").split("|")
+        for line in self.lines.feed(chunk):
+            parts = line.split("|")
             if parts[0] == "P" and len(parts) == 5 and self.on_progress is not None:
                 self.on_progress(*(int(p) for p in parts[1:]))
 

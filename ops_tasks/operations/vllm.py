@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 from ..errors import HostError
 from ..scripts import parse_document, render_script
+from ..streams import LineBuffer
 from .vllm_spec import ServerSpec, env_file_text, launcher_text, server_argv
 
 VLLM_LIB = ("vllm_lib.sh",)
@@ -90,16 +91,14 @@ class StartupProgress:
         self.phases = []  # [{"phase", "at_s"}], in the order they were reached
         self.started = time.monotonic()
         self.other_stderr = []
-        self._buffer = b""
+        self._lines = LineBuffer()
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
     def feed(self, chunk: bytes) -> None:
-        self._buffer += chunk
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for raw in lines:
-            self._line(raw.decode(errors="replace"))
+        for line in self._lines.feed(chunk):
+            self._line(line)
 
     def _line(self, line: str) -> None:
         if line.startswith("L|"):

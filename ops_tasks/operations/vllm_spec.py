@@ -9,6 +9,7 @@ from pathlib import PurePosixPath
 from typing import Optional
 
 from ..errors import ConfigError
+from ..names import CONTROL_CHARS, ENV_NAME, TMUX_SESSION
 from ..secrets import MASK, is_secret_name
 from ..settings import env_value
 
@@ -26,12 +27,9 @@ DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 # Flags that ServerSpec owns: passing them again in --extra-args would make the port check lie.
 OWNED_FLAGS = {"--model": "--model-id", "--port": "--port", "--host": "--bind-host",
                "--served-model-name": "--served-model-name"}
-_SESSION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _BIND_HOST = re.compile(r"^[A-Za-z0-9.:_-]+$")
 _QUANTIZATION = re.compile(r"^[A-Za-z0-9_-]+$")
 _PYTHON = re.compile(r"^python(\d+(\.\d+)*)?$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,7 @@ def check_port(value, flag: str = "--port") -> int:
 
 def check_session(name) -> str:
     """A tmux session name that needs no quoting in tmux targets ('.' and ':' are syntax there)."""
-    if not _SESSION.match(str(name)):
+    if not TMUX_SESSION.match(str(name)):
         raise ConfigError(f"--session must be 1-64 letters, digits, '_' or '-', got {name!r}")
     return str(name)
 
@@ -123,7 +121,7 @@ def _flag(name: str) -> str:
 
 def _text(flag: str, value) -> str:
     text = str(value)
-    if not text or _CONTROL.search(text) or text.startswith("-"):
+    if not text or CONTROL_CHARS.search(text) or text.startswith("-"):
         raise ConfigError(f"{flag}: {text!r} is not usable (empty, control characters, or a leading '-')")
     return text
 
@@ -191,7 +189,7 @@ def _env_mapping(value) -> dict:
 
 def parse_env(pairs: dict) -> tuple:
     for name in pairs:
-        if not _ENV_NAME.match(name):
+        if not ENV_NAME.match(name):
             raise ConfigError(f"--env: {name!r} is not a valid environment variable name")
     return tuple(sorted(pairs.items()))
 

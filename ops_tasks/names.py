@@ -1,0 +1,8 @@
+"""The shapes a name must have before it may reach a shell, tmux or a file path."""
+
+import re
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# tmux session names: '.' and ':' are target syntax in tmux, so neither is allowed.
+TMUX_SESSION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
