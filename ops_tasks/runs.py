@@ -20,8 +20,8 @@ RUN_SELECTION_HELP = {
     "run_id": "Run id(s), comma-separated or repeated.",
     "submission": "Submission id (default: the latest one made to this host from this project).",
     "all": "Every run directory on the pod.",
-    "remote_outputs_dir": "Outputs root on the pod (default: the submission's, else $OPS_REMOTE_OUTPUTS_DIR, "
-                          "else the profile's).",
+    "remote_outputs_dir": "Outputs root on the pod (default: the latest submission's, else "
+                          "$OPS_REMOTE_OUTPUTS_DIR, else the profile's).",
 }
 
 
@@ -41,13 +41,14 @@ def _selection(c, target, run_id, submission, all_runs, remote_outputs_dir, defa
     """Which runs a task is about, and where they live: ids, a submission, or all of them."""
     project = project_dir_of(c.config)
     ids = _run_ids(run_id)
-    manifest = None
     if submission:
         manifest = load_manifest(project, submission)
-    elif not ids and not all_runs and default_latest:
-        manifest = (c.config.get("ops_last_submission") and load_manifest(project, c.config.ops_last_submission)) \
-            or latest_manifest(project, target.profile.name)
         if manifest is None:
+            raise ConfigError(f"no submission {submission} is recorded in {project}/artifacts/submissions")
+    else:
+        # Also for --run-id and --all: the latest submission says where its runs live.
+        manifest = _latest(c, target)
+        if manifest is None and not ids and not all_runs and default_latest:
             raise ConfigError(f"no submission to {target.profile.name} is recorded in {project}/artifacts/"
                               f"submissions: pass --run-id, --submission or --all")
     outputs = remote_outputs_dir or (manifest or {}).get("outputs_dir") or target.profile.outputs_dir
@@ -56,6 +57,13 @@ def _selection(c, target, run_id, submission, all_runs, remote_outputs_dir, defa
     if not ids and not all_runs:
         selected["submission_id"] = submission or manifest["submission_id"]
     return selected
+
+
+def _latest(c, target):
+    """The submission this command line just made (chained tasks), else the latest to this host."""
+    project = project_dir_of(c.config)
+    chained = c.config.get("ops_last_submission")
+    return (chained and load_manifest(project, chained)) or latest_manifest(project, target.profile.name)
 
 
 def _age(seconds) -> str:
@@ -204,6 +212,8 @@ def render_status(data: dict) -> str:
     rows += [("time", _age(_duration(run))), ("last output", _age(time.time() - run["last_output"])
                                               + " ago" if run.get("last_output") else "-")]
     lines = [f"{data['host']}: run {run['run_id']}: {run['state'].upper()}", tabulate(rows, tablefmt="plain")]
+    if data.get("error"):
+        lines.append(f"error: {data['error']}")
     if run.get("summary") is not None:
         lines.append("summary: " + ", ".join(f"{k}={v}" for k, v in run["summary"].items()
                                              if not isinstance(v, (dict, list)))[:400])
@@ -234,7 +244,7 @@ def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs
 def list_(c, host=None, remote_outputs_dir=None):
     """Every run directory on the pod with its state."""
     target = connect(c, host)
-    outputs = remote_outputs_dir or target.profile.outputs_dir
+    outputs = remote_outputs_dir or (_latest(c, target) or {}).get("outputs_dir") or target.profile.outputs_dir
     report = runs_status(target, outputs_dir=outputs)
     report["ok"] = True  # a listing is not a verdict
     return report
@@ -282,8 +292,10 @@ def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, ti
 
 
 def render_cancel(data: dict) -> str:
-    return "\n".join([f"{data['host']}: cancel"] + [f"  {r['run_id']}: {r['was']} -> {r['state']}"
-                                                      for r in data["runs"]])
+    lines = [f"{data['host']}: cancel"] + [f"  {r['run_id']}: {r['was']} -> {r['state']}" for r in data["runs"]]
+    if data.get("error"):
+        lines.append(f"error: {data['error']}")
+    return "\n".join(lines)
 
 
 @ops_task(human=render_cancel, iterable=["run_id"], help={
@@ -303,15 +315,17 @@ def cancel(c, host=None, run_id=None, submission=None, remote_outputs_dir=None):
 @ops_task(human=lambda d: f"{d['host']}: resumed {len(d['resumed'])} lost run(s): {', '.join(d['resumed']) or '-'}"
           + (f"\n  supervisor: {d['supervisor']}" if d.get("supervisor") else ""), help={
     "remote_outputs_dir": RUN_SELECTION_HELP["remote_outputs_dir"],
-    "tmux_session": "tmux session for the supervisor (default: pilots).",
+    "tmux_session": "tmux session for the supervisor (default: the latest submission's, else pilots).",
     "slots": "Runs at a time on a pod without GPUs (default 1).",
 })
 def resume(c, host=None, remote_outputs_dir=None, tmux_session=None, slots=None):
     """Queue again the runs left `lost` by a dead supervisor (succeeded runs are untouched)."""
     target = connect(c, host)
-    outputs = remote_outputs_dir or target.profile.outputs_dir
+    latest = _latest(c, target) or {}
+    outputs = remote_outputs_dir or latest.get("outputs_dir") or target.profile.outputs_dir
     cpu_slots = count_flag("--slots", slots, 1)
-    return resume_runs(target, outputs_dir=outputs, tmux_session=tmux_session or "pilots", slots=cpu_slots)
+    return resume_runs(target, outputs_dir=outputs, tmux_session=tmux_session or latest.get("tmux_session") or "pilots",
+                       slots=cpu_slots)
 
 
 ns = Collection("runs")

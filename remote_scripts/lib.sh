@@ -4,7 +4,14 @@
 # Their locals are _ops_-prefixed: bash scoping is dynamic, and `json_str s ...` must not
 # assign to a local named s.
 set -u
+# C locale for the script itself (byte-wise text, stable tool output); restore_locale gives
+# long-lived processes started from here (servers, supervisors, runs) the login's own.
+_ops_saved_lc_all=${LC_ALL-__unset__}
 export LC_ALL=C
+
+restore_locale() {
+  if [ "$_ops_saved_lc_all" = __unset__ ]; then unset LC_ALL; else export LC_ALL=$_ops_saved_lc_all; fi
+}
 
 # json_str VAR TEXT: VAR becomes TEXT as a JSON string literal.
 json_str() {

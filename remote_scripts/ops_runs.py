@@ -35,6 +35,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -53,13 +54,15 @@ SECRET_NAMES = {"WANDB_API_KEY", "HF_TOKEN", "OPENAI_API_KEY"}
 SECRET_PARTS = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASS|CREDENTIAL", re.IGNORECASE)
 MASK = "***"
 
-# Failure classes read from the end of a failed run's log, checked in this order.
+# Failure classes read from a failed run's log. The lowest matching line wins: the last error
+# is the cause, earlier ones were survived.
 FAILURE_PATTERNS = (
     ("oom", re.compile(r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED|Killed process .* out of memory")),
     ("nccl", re.compile(r"NCCL (error|WARN)|ncclInternalError|ncclSystemError|ncclUnhandledCudaError|NCCL timeout",
                         re.IGNORECASE)),
-    ("auth", re.compile(r"\b401\b|\b403\b|Unauthorized|Forbidden|GatedRepoError|api[_ ]key|wandb login|"
-                        r"huggingface-cli login|Invalid credentials|authentication", re.IGNORECASE)),
+    ("auth", re.compile(r"\b40[13] Client Error|HTTP Error 40[13]|status code:? 40[13]|GatedRepoError|"
+                        r"Invalid credentials|AuthenticationError|PermissionDeniedError|wandb: ERROR .*(API key|login)|"
+                        r"huggingface-cli login|Unauthorized", re.IGNORECASE)),
     ("data", re.compile(r"FileNotFoundError|No such file or directory|DatasetNotFoundError|"
                         r"DataFilesNotFoundError|EmptyDatasetError")),
 )
@@ -113,6 +116,14 @@ def write_text(path, text, mode=0o644):
 
 def makedirs(path, mode=0o755):
     os.makedirs(path, mode=mode, exist_ok=True)
+
+
+def remove_quietly(path):
+    """Remove a bookkeeping file that another process may have removed first."""
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
 
 
 def tail_text(path, lines):
@@ -195,10 +206,11 @@ class Lock:
         self.path = path
         self.fd = None
 
-    def acquire(self, blocking=True):
+    def acquire(self, blocking=True, shared=False):
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            fcntl.flock(fd, mode | (0 if blocking else fcntl.LOCK_NB))
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES):
@@ -242,9 +254,13 @@ class Store:
         return Lock(self.path("queue.lock"))
 
     def supervisor_alive(self):
-        """True while some supervisor holds supervisor.lock (the kernel drops it if it dies)."""
+        """True while some supervisor holds supervisor.lock (the kernel drops it if it dies).
+
+        A shared probe: a supervisor that is starting retries its exclusive lock for a while,
+        so a probe in the same instant never makes it give up.
+        """
         lock = Lock(self.path("supervisor.lock"))
-        if lock.acquire(blocking=False):
+        if lock.acquire(blocking=False, shared=True):
             lock.release()
             return False
         return True
@@ -252,7 +268,7 @@ class Store:
     # -- queue entries
 
     def queued(self):
-        names = sorted(n for n in os.listdir(self.path("queue")) if n.endswith(".json"))
+        names = sorted(n for n in os.listdir(self.path("queue")) if n.endswith(".json") and ".tmp." not in n)
         entries = []
         for name in names:
             entry = read_json(self.path("queue", name))
@@ -277,14 +293,18 @@ class Store:
                     entries.append(entry)
         return entries
 
-    def in_queue(self, run_id):
-        return any(e["run_id"] == run_id for e in self.queued())
+    def waiting_ids(self):
+        """Run ids that are queued or claimed by a supervisor: the ones a status may say are waiting."""
+        ids = {e["run_id"] for e in self.queued()}
+        ids.update(n[:-5] for n in os.listdir(self.path("active")) if n.endswith(".json") and ".tmp." not in n)
+        return ids
 
     # -- secrets
 
     def secret_env(self, submission_id, run_id):
-        data = read_json(os.path.join(self.private, "env", submission_id + ".json"), {})
-        return data.get(run_id, {})
+        """The run's secret env values, or None when the file holding them is gone."""
+        data = read_json(os.path.join(self.private, "env", submission_id + ".json"))
+        return None if data is None else data.get(run_id, {})
 
     def save_secret_env(self, submission_id, secrets):
         if not secrets:
@@ -348,10 +368,10 @@ def summary_verdict(run_dir):
 
 def failure_class(exit_code, log_tail):
     """Why a run that exited non-zero failed, from its exit code and the end of its log."""
-    text = log_tail or ""
-    for name, pattern in FAILURE_PATTERNS:
-        if pattern.search(text):
-            return name
+    for line in reversed((log_tail or "").splitlines()):
+        for name, pattern in FAILURE_PATTERNS:
+            if pattern.search(line):
+                return name
     if exit_code == 137:
         return "oom"  # the kernel's OOM killer sends SIGKILL; bash reports 128 + 9
     if exit_code is not None and exit_code < 0:
@@ -383,15 +403,19 @@ def write_missing_summary(run_dir, run_id, status):
 
 def submit(request):
     store = Store(request["outputs_dir"])
+    if not request.get("foreground") and not shutil.which("tmux"):
+        # Before anything is queued: runs nobody will start must not block later submissions.
+        return {"error": "tmux is not installed on this pod: install it, or submit with --no-tmux"}
     submission_id = request["submission_id"]
     force, retry_failed = request.get("force"), request.get("retry_failed")
     queued, skipped, refused = [], [], []
     secrets = {}
     with store.queue_lock():
         supervisor = store.supervisor_alive()
+        waiting = store.waiting_ids()
         for run in request["runs"]:
             run_id, run_dir = run["run_id"], run["run_dir"]
-            decision = admission(store, run, supervisor, force, retry_failed)
+            decision = admission(run, supervisor, waiting, force, retry_failed)
             if decision[0] == "skip":
                 skipped.append({"run_id": run_id, "reason": decision[1]})
                 continue
@@ -399,12 +423,14 @@ def submit(request):
                 refused.append({"run_id": run_id, "reason": decision[1]})
                 continue
             makedirs(run_dir)
+            # A lost run's processes may still run (its supervisor was killed): stop them first.
+            stop_leftover_group(read_status(run_dir) or {})
             archived = archive_attempt(run_dir)
             run_secrets = {k: v for k, v in run["env"].items() if is_secret(k)}
             if run_secrets:
                 secrets[run_id] = run_secrets
             entry = dict(run, env=masked_env(run["env"]), submission_id=submission_id,
-                         fail_fast=bool(request.get("fail_fast")),
+                         fail_fast=bool(request.get("fail_fast")), retries_used=0,
                          attempt=attempts_done(run_dir) + 1, queued_at=now(), not_before=0,
                          host=request.get("host"), tmux_session=request.get("tmux_session"))
             write_status(run_dir, {"run_id": run_id, "state": "queued", "attempt": entry["attempt"],
@@ -422,45 +448,56 @@ def submit(request):
     result = {"queued": queued, "skipped": skipped, "refused": refused}
     if request.get("foreground"):
         result.update(run_in_foreground(store, request))
-    elif queued:
+    elif queued or store.queued():
         result["supervisor"] = ensure_supervisor(store, request)
     return result
 
 
 def ensure_supervisor(store, request):
-    """Start a supervisor in the tmux session unless one runs (two racing starts: one wins the lock)."""
+    """Start a supervisor in the tmux session unless one runs, and see that it came up.
+
+    Two racing starts are harmless: the second cannot take the lock and exits.
+    """
     if store.supervisor_alive():
         return "running"
     tmux = ["tmux"] + (["-L", request["tmux_socket"]] if request.get("tmux_socket") else [])
     session = request.get("tmux_session") or "pilots"
     args = json.dumps({"outputs_dir": store.root, "slots": request.get("slots") or 1})
     command = "exec python3 %s supervise %s" % (shlex.quote(os.path.abspath(__file__)), shlex.quote(args))
-    exists = subprocess.run(tmux + ["has-session", "-t", "=" + session], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL).returncode == 0
-    if exists:
-        argv = tmux + ["new-window", "-d", "-t", "=" + session + ":", "-n", "supervisor", command]
-    else:
-        argv = tmux + ["new-session", "-d", "-s", session, "-n", "supervisor", command]
-    started = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        exists = subprocess.run(tmux + ["has-session", "-t", "=" + session], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL).returncode == 0
+        if exists:
+            argv = tmux + ["new-window", "-d", "-t", "=" + session + ":", "-n", "supervisor", command]
+        else:
+            argv = tmux + ["new-session", "-d", "-s", session, "-n", "supervisor", command]
+        started = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    except OSError as exc:
+        return "failed to start: %s" % exc
     if started.returncode != 0:
         return "failed to start: " + (started.stderr.strip() or "tmux exited %d" % started.returncode)
-    return "started in tmux session %s" % session
+    deadline = now() + 5
+    while now() < deadline:
+        if store.supervisor_alive():
+            return "started in tmux session %s" % session
+        time.sleep(0.05)
+    return "failed to start: see %s" % store.path("supervisor.log")
 
 
 def run_in_foreground(store, request):
     """--no-tmux: supervise here, over the connection; if a supervisor already runs, wait for it."""
-    outcome = Supervisor(store, slots=request.get("slots") or 1, foreground=True).run()
+    outcome = supervise({"outputs_dir": store.root, "slots": request.get("slots") or 1, "foreground": True})
     if not outcome.get("started"):
         print("a supervisor is already running on this pod: waiting for it", file=sys.stderr, flush=True)
     waited = wait({"outputs_dir": store.root, "submission_id": request["submission_id"]})
     return {"foreground": True, "runs": waited["runs"]}
 
 
-def admission(store, run, supervisor_alive, force, retry_failed):
+def admission(run, supervisor_alive, waiting, force, retry_failed):
     """("queue"|"skip"|"refuse", reason) for one run, under the queue lock."""
     run_dir = run["run_dir"]
     status = read_status(run_dir)
-    state = effective_state(status, supervisor_alive)
+    state = effective_state(status, supervisor_alive, waiting)
     if state in ("queued", "running"):
         return "skip", "already %s (attempt %s)" % (state, status.get("attempt"))
     if state == "succeeded" and not force:
@@ -480,12 +517,15 @@ def has_files(run_dir):
         return False
 
 
-def effective_state(status, supervisor_alive):
-    """A run's state; `running` with no supervisor alive is `lost` (nobody watches it)."""
+def effective_state(status, supervisor_alive, waiting=None):
+    """A run's state as it really is. `running` with no supervisor alive, or `queued`/`running`
+    with no queue or active entry behind it, is `lost`: nobody will run or watch it."""
     if not status:
         return None
     state = status.get("state")
     if state == "running" and not supervisor_alive:
+        return "lost"
+    if state in ("queued", "running") and waiting is not None and status.get("run_id") not in waiting:
         return "lost"
     return state
 
@@ -494,15 +534,17 @@ def effective_state(status, supervisor_alive):
 
 
 class Running:
-    """A run the supervisor started: its process, GPUs and deadlines."""
+    """A run the supervisor started: its process, GPUs and deadlines (monotonic clock: a wall
+    clock that jumps must not time a run out)."""
 
-    def __init__(self, entry, proc, gpus, log_path, started):
+    def __init__(self, entry, proc, gpus, log_path):
         self.entry = entry
         self.proc = proc
         self.gpus = gpus
         self.log_path = log_path
-        self.started = started
-        self.last_output = started
+        self.started = now()
+        self.started_mono = self.last_output_mono = time.monotonic()
+        self.last_output = self.started
         self.last_size = 0
         self.last_heartbeat = 0
         self.kill_reason = None  # timeout | stalled | cancelled
@@ -525,10 +567,25 @@ class Supervisor:
         line = "%s %s" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), message)
         self.log_file.write(line + "\n")
         self.log_file.flush()
-        print(line, file=sys.stderr if self.foreground else sys.stdout, flush=True)
+        try:
+            print(line, file=sys.stderr if self.foreground else sys.stdout, flush=True)
+        except OSError:
+            # --no-tmux and the laptop went away: keep supervising, the log has it all.
+            self.foreground = False
+
+    def take_lock(self):
+        """The supervisor lock, retried for a while: a status probe may hold it an instant."""
+        deadline = now() + 5
+        while not self.lock.acquire(blocking=False):
+            if now() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def run(self):
-        if not self.lock.acquire(blocking=False):
+        if not self.take_lock():
+            self.log_file.write("supervisor %d: another supervisor is running; this one exits\n" % os.getpid())
+            self.log_file.flush()
             return {"started": False, "reason": "another supervisor is running"}
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, self._on_signal)
@@ -537,25 +594,39 @@ class Supervisor:
             "slots": self.capacity, "gpus": bool(self.gpu_ids)})
         self.say("supervisor %d up: %s" % (os.getpid(), ", ".join(
             ("GPU %s" % s) if self.gpu_ids else s for s in self.capacity)))
-        self.mark_orphans_lost()
-        idle_since = None
+        crashed = False
         try:
+            self.guarded(self.mark_orphans_lost)
+            idle_since = None
             while not self.stopping:
-                self.handle_cancels()
-                self.watch()
-                self.start_ready()
+                for step in (self.handle_cancels, self.watch, self.start_ready):
+                    self.guarded(step)
                 if self.running or self.store.queued():
                     idle_since = None
                 elif idle_since is None:
-                    idle_since = now()
-                elif now() - idle_since >= IDLE_EXIT_S and self.exit_if_idle():
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since >= IDLE_EXIT_S and self.exit_if_idle():
                     break
                 time.sleep(POLL_S)
+        except BaseException:
+            crashed = True
+            raise
         finally:
-            if self.stopping:
+            if self.stopping or crashed:
                 self.abandon_all()
             self.lock.release()
         return {"started": True}
+
+    def guarded(self, step):
+        """One step of the loop; an error in it is logged, and the supervisor goes on (its runs
+        would otherwise go on unwatched)."""
+        try:
+            step()
+        except Exception:
+            import traceback
+
+            self.say("error in %s (the supervisor goes on):\n%s" % (step.__name__, traceback.format_exc()))
+            time.sleep(1)
 
     def _on_signal(self, signum, frame):
         self.stopping = True
@@ -570,94 +641,114 @@ class Supervisor:
             return True
 
     def mark_orphans_lost(self):
-        """Runs in active/ belonged to a supervisor that died: they are lost (runs.resume)."""
-        for entry in self.store.active():
-            run_dir = entry["run_dir"]
-            status = read_status(run_dir) or {}
-            if status.get("state") == "running":
-                status.update(state="lost", failure_class="lost", finished=now())
-                write_status(run_dir, status)
-                write_missing_summary(run_dir, entry["run_id"], status)
-                self.say("%s: lost (its supervisor died)" % entry["run_id"])
-            os.remove(self.store.path("active", entry["run_id"] + ".json"))
+        """Runs in active/ belonged to a supervisor that died: stop what is left of them (it would
+        hold GPUs this supervisor hands out) and mark them lost for runs.resume."""
+        with self.store.queue_lock():
+            for entry in self.store.active():
+                run_dir = entry["run_dir"]
+                status = read_status(run_dir) or {}
+                if stop_leftover_group(status):
+                    self.say("%s: stopped what its dead supervisor left running" % entry["run_id"])
+                if status.get("state") == "running":
+                    status.update(state="lost", failure_class="lost", finished=now())
+                    write_status(run_dir, status)
+                    write_missing_summary(run_dir, entry["run_id"], status)
+                    self.say("%s: lost (its supervisor died)" % entry["run_id"])
+                remove_quietly(self.store.path("active", entry["run_id"] + ".json"))
 
     # -- starting
 
     def start_ready(self):
-        for entry in self.store.queued():
-            if entry.get("not_before", 0) > now():
-                continue
-            need = entry.get("gpus")
-            if self.gpu_ids:
-                need = len(self.gpu_ids) if need is None else need
-            else:
-                need = 1
-            if need > len(self.capacity):
-                self.fail_unstartable(entry, "needs %d GPUs, the pod has %d" % (need, len(self.capacity)))
-                continue
-            if need > len(self.free):
-                continue  # first fit: a later, smaller run may use what is free
-            slots = self.free[:need] if need else []
-            self.free = self.free[need:]
-            self.launch(entry, slots)
+        for entry, slots in self.claim_ready():
+            try:
+                self.launch(entry, slots)
+            except Exception:
+                self.free.extend(slots)
+                self.end_unstarted(entry, "exit_nonzero", "could not start: %s" % sys.exc_info()[1])
+                raise
 
-    def fail_unstartable(self, entry, reason):
-        os.remove(entry["_file"])
+    def claim_ready(self):
+        """Take the runs that fit off the queue, under the queue lock: a cancel or a submission
+        sees each run either queued or claimed, never half of it."""
+        claimed = []
+        with self.store.queue_lock():
+            for entry in self.store.queued():
+                if entry.get("not_before", 0) > now() or entry["run_id"] in self.running:
+                    continue
+                need = entry.get("gpus")
+                need = (len(self.gpu_ids) if need is None else need) if self.gpu_ids else 1
+                if need > len(self.capacity):
+                    remove_quietly(entry["_file"])
+                    self.end_unstarted(entry, "unschedulable",
+                                       "needs %d GPUs, the pod has %d" % (need, len(self.capacity)))
+                    continue
+                if need > len(self.free):
+                    continue  # first fit: a later, smaller run may use what is free
+                slots, self.free = self.free[:need], self.free[need:]
+                remove_quietly(entry["_file"])
+                entry = {k: v for k, v in entry.items() if k != "_file"}
+                write_json(self.store.path("active", entry["run_id"] + ".json"), entry)
+                write_status(entry["run_dir"], {
+                    "run_id": entry["run_id"], "state": "running", "attempt": entry["attempt"],
+                    "submission_id": entry["submission_id"], "started": now(), "supervisor_pid": os.getpid()})
+                claimed.append((entry, slots))
+        return claimed
+
+    def end_unstarted(self, entry, klass, reason):
+        """A claimed or queued run that cannot start: failed, with its reason, contract complete."""
         run_dir = entry["run_dir"]
         makedirs(run_dir)
         status = {"run_id": entry["run_id"], "state": "failed", "attempt": entry["attempt"],
-                  "submission_id": entry["submission_id"], "failure_class": "exit_nonzero",
+                  "submission_id": entry["submission_id"], "failure_class": klass,
                   "error": reason, "finished": now()}
         write_status(run_dir, status)
         write_missing_summary(run_dir, entry["run_id"], status)
+        self._drop_active(entry["run_id"])
         self.say("%s: failed: %s" % (entry["run_id"], reason))
 
     def launch(self, entry, slots):
         run_id, run_dir = entry["run_id"], entry["run_dir"]
         makedirs(run_dir)
-        archive_attempt_files_of_retry(run_dir, entry)
         gpus = [s for s in slots if not str(s).startswith("cpu")]
+        secrets = self.store.secret_env(entry["submission_id"], run_id)
+        missing = [k for k, v in entry["env"].items() if v == MASK and k not in (secrets or {})]
+        if missing:
+            # Never run with "***" where a secret belongs (a new pod on the same volume, say).
+            self.free.extend(slots)
+            self.end_unstarted(entry, "secrets_missing", "secret env %s is gone from this pod "
+                                                         "(~/.ops/runs/env): submit again" % ", ".join(missing))
+            return
         env = dict(entry["env"])
-        env.update(self.store.secret_env(entry["submission_id"], run_id))
+        env.update(secrets or {})
         env.update(OPS_RUN_ID=run_id, OPS_RUN_DIR=run_dir, OPS_SUBMISSION_ID=entry["submission_id"],
                    PYTHONUNBUFFERED="1")
         if self.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
         write_text(os.path.join(run_dir, "command.sh"), command_script(entry, env), 0o755)
-        started = now()
-        write_json(os.path.join(run_dir, "run_metadata.json"), run_metadata(entry, env, gpus, started))
+        write_json(os.path.join(run_dir, "run_metadata.json"), run_metadata(entry, env, gpus, now()))
         log_path = os.path.join(run_dir, "stdout.log")
-        log = open(log_path, "ab", buffering=0)
         if not os.path.isdir(entry["cwd"]):
-            log.write(("ops-tasks: remote_repo %s does not exist on this pod\n" % entry["cwd"]).encode())
-            log.close()
-            os.remove(entry["_file"])
+            with open(log_path, "ab") as log:
+                log.write(("ops-tasks: remote_repo %s does not exist on this pod\n" % entry["cwd"]).encode())
             self.free.extend(slots)
-            status = {"run_id": run_id, "state": "failed", "attempt": entry["attempt"], "started": started,
-                      "finished": now(), "submission_id": entry["submission_id"], "failure_class": "data",
-                      "error": "remote_repo %s does not exist" % entry["cwd"]}
-            write_status(run_dir, status)
-            write_missing_summary(run_dir, run_id, status)
-            self.say("%s: failed: remote_repo %s does not exist" % (run_id, entry["cwd"]))
+            self.end_unstarted(entry, "data", "remote_repo %s does not exist" % entry["cwd"])
             return
         full_env = dict(os.environ)
         full_env.update(env)
-        proc = subprocess.Popen(["bash", "-c", entry["command"]], cwd=entry["cwd"], env=full_env,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
-        log.close()
-        write_json(self.store.path("active", run_id + ".json"), entry)
-        os.remove(entry["_file"])
-        running = Running(entry, proc, slots, log_path, started)
+        with open(log_path, "ab", buffering=0) as log:
+            proc = subprocess.Popen(["bash", "-c", entry["command"]], cwd=entry["cwd"], env=full_env,
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                    start_new_session=True, close_fds=True)
+        running = Running(entry, proc, slots, log_path)
         self.running[run_id] = running
         self.heartbeat(running, force=True)
         self.say("%s: started (attempt %d, pid %d%s)" % (
             run_id, entry["attempt"], proc.pid, ", GPUs " + ",".join(map(str, gpus)) if gpus else ""))
 
     def heartbeat(self, running, force=False):
-        if not force and now() - running.last_heartbeat < HEARTBEAT_S:
+        if not force and time.monotonic() - running.last_heartbeat < HEARTBEAT_S:
             return
-        running.last_heartbeat = now()
+        running.last_heartbeat = time.monotonic()
         entry = running.entry
         write_status(entry["run_dir"], {
             "run_id": entry["run_id"], "state": "running", "attempt": entry["attempt"],
@@ -669,39 +760,51 @@ class Supervisor:
 
     def watch(self):
         for run_id, running in list(self.running.items()):
-            entry = running.entry
             try:
-                size = os.path.getsize(running.log_path)
-            except OSError:
-                size = running.last_size
-            if size != running.last_size:
-                running.last_size, running.last_output = size, now()
-            code = running.proc.poll()
-            if code is not None:
-                self.finish(running, code)
-                continue
-            if running.kill_reason is None:
-                if entry.get("timeout") and now() - running.started > entry["timeout"]:
-                    self.stop_run(running, "timeout")
-                elif entry.get("stall_timeout") and now() - running.last_output > entry["stall_timeout"]:
-                    self.stop_run(running, "stalled")
-            elif now() > running.kill_deadline:
-                kill_group(running.proc.pid, signal.SIGKILL)
-            self.heartbeat(running)
+                self.watch_one(running)
+            except Exception:
+                # One run's trouble (its directory removed, the disk full) must not stop the rest.
+                import traceback
+
+                self.say("%s: error while watching it:\n%s" % (run_id, traceback.format_exc()))
+
+    def watch_one(self, running):
+        entry = running.entry
+        try:
+            size = os.path.getsize(running.log_path)
+        except OSError:
+            size = running.last_size
+        if size != running.last_size:
+            running.last_size, running.last_output = size, now()
+            running.last_output_mono = time.monotonic()
+        code = running.proc.poll()
+        if code is not None:
+            self.finish(running, code)
+            return
+        if running.kill_reason is None:
+            if entry.get("timeout") and time.monotonic() - running.started_mono > entry["timeout"]:
+                self.stop_run(running, "timeout")
+            elif entry.get("stall_timeout") and time.monotonic() - running.last_output_mono > entry["stall_timeout"]:
+                self.stop_run(running, "stalled")
+        elif time.monotonic() > running.kill_deadline:
+            kill_group(running.proc.pid, signal.SIGKILL)
+        self.heartbeat(running)
 
     def stop_run(self, running, reason):
         running.kill_reason = reason
-        running.kill_deadline = now() + KILL_GRACE_S
+        running.kill_deadline = time.monotonic() + KILL_GRACE_S
         self.say("%s: %s: stopping its process group" % (running.entry["run_id"], reason))
         kill_group(running.proc.pid, signal.SIGTERM)
 
     def handle_cancels(self):
         for name in os.listdir(self.store.path("cancel")):
+            if ".tmp." in name:
+                continue
             running = self.running.get(name)
             if running is not None and running.kill_reason is None:
                 self.stop_run(running, "cancelled")
             elif running is None:
-                os.remove(self.store.path("cancel", name))
+                remove_quietly(self.store.path("cancel", name))
 
     def finish(self, running, code):
         entry = running.entry
@@ -714,7 +817,6 @@ class Supervisor:
         self.free.sort(key=lambda s: self.capacity.index(s))
         exit_code = code if code >= 0 else None
         sig = -code if code < 0 else None
-        tail = tail_text(running.log_path, 200)
         if running.kill_reason in ("timeout", "stalled"):
             state, klass = running.kill_reason, running.kill_reason
         elif running.kill_reason == "cancelled":
@@ -723,44 +825,41 @@ class Supervisor:
             ok, klass, _ = summary_verdict(run_dir)
             state = "succeeded" if ok else "failed"
         else:
-            state, klass = "failed", failure_class(code, tail)
+            state, klass = "failed", failure_class(code, tail_text(running.log_path, 200))
         status = {"run_id": run_id, "state": state, "attempt": entry["attempt"],
                   "submission_id": entry["submission_id"], "exit_code": exit_code, "signal": sig,
                   "failure_class": klass, "started": running.started, "finished": now(),
                   "last_output": running.last_output, "gpus": running.gpus}
-        try:
-            os.remove(self.store.path("cancel", run_id))
-        except OSError:
-            pass
-        if state in ("failed", "timeout", "stalled") and self.retry(entry, klass, status):
+        with self.store.queue_lock():
+            remove_quietly(self.store.path("cancel", run_id))
+            write_status(run_dir, status)
+            write_missing_summary(run_dir, run_id, status)
+            retried = state in ("failed", "timeout", "stalled") and self.retry(entry, klass, status)
+            self._drop_active(run_id)
+        if retried:
             return
-        write_status(run_dir, status)
-        write_missing_summary(run_dir, run_id, status)
-        self._drop_active(run_id)
         if state in FAILED and entry.get("fail_fast"):
             self.cancel_submission(entry["submission_id"], run_id)
         self.say("%s: %s%s (exit %s)" % (run_id, state, " [%s]" % klass if klass else "", exit_code if sig is None
                                           else "signal %d" % sig))
 
     def retry(self, entry, klass, status):
+        """Queue the next attempt when retries remain for this class (under the queue lock)."""
         retries, retry_on = entry.get("retries") or 0, entry.get("retry_on")
-        if entry["attempt"] > retries or (retry_on is not None and klass not in retry_on):
+        used = entry.get("retries_used", 0)
+        if used >= retries or (retry_on is not None and klass not in retry_on):
             return False
         run_dir = entry["run_dir"]
-        write_status(run_dir, status)
-        write_missing_summary(run_dir, entry["run_id"], status)
         archive_attempt(run_dir)
-        backoff = (entry.get("retry_backoff") or 0) * (2 ** (entry["attempt"] - 1))
-        again = {k: v for k, v in entry.items() if k != "_file"}
-        again.update(attempt=entry["attempt"] + 1, not_before=now() + backoff, retry_of=klass)
+        backoff = (entry.get("retry_backoff") or 0) * (2 ** used)
+        again = dict(entry, attempt=attempts_done(run_dir) + 1, retries_used=used + 1,
+                     not_before=now() + backoff, retry_of=klass)
         write_status(run_dir, {"run_id": entry["run_id"], "state": "queued", "attempt": again["attempt"],
                                "submission_id": entry["submission_id"], "queued_at": now(),
                                "retry_of": klass, "not_before": again["not_before"]})
-        with self.store.queue_lock():
-            self.store.enqueue(again)
-        self._drop_active(entry["run_id"])
+        self.store.enqueue(again)
         self.say("%s: %s [%s]: retry %d of %d in %.0fs" % (entry["run_id"], status["state"], klass,
-                                                           entry["attempt"], retries, backoff))
+                                                           used + 1, retries, backoff))
         return True
 
     def cancel_submission(self, submission_id, failed_run):
@@ -769,7 +868,7 @@ class Supervisor:
             for entry in self.store.queued():
                 if entry["submission_id"] != submission_id:
                     continue
-                os.remove(entry["_file"])
+                remove_quietly(entry["_file"])
                 status = {"run_id": entry["run_id"], "state": "cancelled", "attempt": entry["attempt"],
                           "submission_id": submission_id, "finished": now(),
                           "error": "fail-fast: %s failed" % failed_run}
@@ -778,13 +877,11 @@ class Supervisor:
                 self.say("%s: cancelled (fail-fast: %s failed)" % (entry["run_id"], failed_run))
 
     def _drop_active(self, run_id):
-        try:
-            os.remove(self.store.path("active", run_id + ".json"))
-        except OSError:
-            pass
+        remove_quietly(self.store.path("active", run_id + ".json"))
 
     def abandon_all(self):
-        """Told to stop (tmux killed, SIGTERM): stop every run's group, leave them lost for resume."""
+        """Told to stop (tmux killed, SIGTERM) or crashed: stop every run's group, leave them
+        lost for runs.resume."""
         for run_id, running in list(self.running.items()):
             kill_group_fully(running.proc.pid, grace=3)
             running.proc.poll()
@@ -795,14 +892,7 @@ class Supervisor:
             write_status(entry["run_dir"], status)
             write_missing_summary(entry["run_dir"], run_id, status)
             self._drop_active(run_id)
-            self.say("%s: lost (the supervisor was stopped; runs.resume queues it again)" % run_id)
-
-
-def archive_attempt_files_of_retry(run_dir, entry):
-    """A queued attempt starts in a clean directory: anything left is an earlier attempt's."""
-    names = [n for n in os.listdir(run_dir) if n not in ("attempts", "status.json") and not n.startswith(".")]
-    if names:
-        archive_attempt(run_dir)
+            self.say("%s: lost (the supervisor stopped; runs.resume queues it again)" % run_id)
 
 
 def detect_gpus():
@@ -877,9 +967,9 @@ def supervise(request):  # the tmux window's command
 # ---------------------------------------------------------------- reading state
 
 
-def run_report(store, run_dir, run_id, supervisor_alive, tail_lines=0):
+def run_report(store, run_dir, run_id, supervisor_alive, waiting, tail_lines=0):
     status = read_status(run_dir)
-    state = effective_state(status, supervisor_alive) if status else (
+    state = effective_state(status, supervisor_alive, waiting) if status else (
         "unknown" if has_files(run_dir) else "missing")
     report = {"run_id": run_id, "run_dir": run_dir, "state": state}
     if status:
@@ -917,8 +1007,8 @@ def selected_runs(store, request):
 
 def status(request):
     store = Store(request["outputs_dir"])
-    alive = store.supervisor_alive()
-    runs = [run_report(store, run_dir, run_id, alive, request.get("tail_lines", 0))
+    alive, waiting = store.supervisor_alive(), store.waiting_ids()
+    runs = [run_report(store, run_dir, run_id, alive, waiting, request.get("tail_lines", 0))
             for run_id, run_dir in selected_runs(store, request)]
     return {"runs": runs, "supervisor_running": alive, "outputs_dir": store.root}
 
@@ -928,8 +1018,8 @@ def wait(request):
     deadline = now() + request["timeout"] if request.get("timeout") else None
     last = unattended_since = None
     while True:
-        alive = store.supervisor_alive()
-        runs = [run_report(store, d, r, alive) for r, d in selected_runs(store, request)]
+        alive, waiting = store.supervisor_alive(), store.waiting_ids()
+        runs = [run_report(store, d, r, alive, waiting) for r, d in selected_runs(store, request)]
         states = [r["state"] for r in runs]
         done = sum(s in TERMINAL for s in states)
         failed = sum(s in FAILED for s in states)
@@ -952,33 +1042,31 @@ def wait(request):
 
 
 def cancel(request):
+    """Cancel runs: a queued one at once, a running one through its supervisor (which stops its
+    process group), a lost one by stopping what is left of it."""
     store = Store(request["outputs_dir"])
-    results = []
+    results, waiting_on = [], []
     with store.queue_lock():
-        alive = store.supervisor_alive()
-        waiting_on = []
+        alive, waiting = store.supervisor_alive(), store.waiting_ids()
         for run_id, run_dir in selected_runs(store, request):
             status = read_status(run_dir) or {}
-            state = effective_state(status, alive)
+            state = effective_state(status, alive, waiting) if status else None
             if state == "queued":
                 for entry in store.queued():
                     if entry["run_id"] == run_id:
-                        os.remove(entry["_file"])
-                status.update(state="cancelled", finished=now())
-                write_status(run_dir, status)
-                write_missing_summary(run_dir, run_id, status)
+                        remove_quietly(entry["_file"])
+                end_as_cancelled(run_dir, run_id, status)
                 results.append({"run_id": run_id, "was": "queued", "state": "cancelled"})
             elif state == "running":
                 write_text(store.path("cancel", run_id), "")
                 waiting_on.append((run_id, run_dir))
             elif state == "lost":
                 stop_leftover_group(status)
-                status.update(state="cancelled", finished=now())
-                write_status(run_dir, status)
-                write_missing_summary(run_dir, run_id, status)
+                remove_quietly(store.path("active", run_id + ".json"))
+                end_as_cancelled(run_dir, run_id, status)
                 results.append({"run_id": run_id, "was": "lost", "state": "cancelled"})
             else:
-                results.append({"run_id": run_id, "was": state, "state": state})
+                results.append({"run_id": run_id, "was": state or "missing", "state": state or "missing"})
     deadline = now() + KILL_GRACE_S + 5
     for run_id, run_dir in waiting_on:
         while now() < deadline and (read_status(run_dir) or {}).get("state") == "running":
@@ -987,41 +1075,53 @@ def cancel(request):
     return {"runs": results}
 
 
+def end_as_cancelled(run_dir, run_id, status):
+    status.update(state="cancelled", finished=now())
+    write_status(run_dir, status)
+    write_missing_summary(run_dir, run_id, status)
+
+
 def stop_leftover_group(status):
-    """A lost run's process group may still run (its supervisor was SIGKILLed): stop it."""
-    pid, start = status.get("pgid"), status.get("pid_start")
-    if pid and start and pid_alive(pid, start):
-        kill_group_fully(pid, grace=5)
-        return True
-    return False
+    """A lost run's process group may still run (its supervisor was SIGKILLed): stop it.
+
+    The group is ours if its leader is the very process started (same start time), or if the
+    leader is gone and the group lives on: Linux never reuses a pid still naming a group.
+    """
+    pgid, start = status.get("pgid"), status.get("pid_start")
+    if not pgid or not start:
+        return False
+    leader_alive = pid_alive(pgid)
+    if leader_alive and not pid_alive(pgid, start):
+        return False  # the pid now belongs to another process
+    if not group_alive(pgid):
+        return False
+    kill_group_fully(pgid, grace=5)
+    return True
 
 
 def resume(request):
+    """Queue again the runs left lost (their supervisor died, or their queue entry is gone)."""
     store = Store(request["outputs_dir"])
     resumed, leftovers = [], []
     with store.queue_lock():
-        alive = store.supervisor_alive()
+        alive, waiting = store.supervisor_alive(), store.waiting_ids()
         for run_id, run_dir in selected_runs(store, request):
             status = read_status(run_dir) or {}
-            if effective_state(status, alive) != "lost":
+            if effective_state(status, alive, waiting) != "lost":
+                continue
+            entry = read_json(store.path("active", run_id + ".json")) or read_json(store.path("specs", run_id + ".json"))
+            if entry is None:
                 continue
             if stop_leftover_group(status):
                 leftovers.append(run_id)
-            entry = read_json(store.path("active", run_id + ".json"))
-            if entry is None:
-                entry = find_submitted_entry(store, status, run_id)
-            if entry is None:
-                continue
-            try:
-                os.remove(store.path("active", run_id + ".json"))
-            except OSError:
-                pass
+            remove_quietly(store.path("active", run_id + ".json"))
             status.update(state="lost", failure_class="lost", finished=status.get("finished") or now())
             write_status(run_dir, status)
             write_missing_summary(run_dir, run_id, status)
             archive_attempt(run_dir)
             entry = {k: v for k, v in entry.items() if k != "_file"}
-            entry.update(attempt=attempts_done(run_dir) + 1, queued_at=now(), not_before=0, resumed=True)
+            entry.update(attempt=attempts_done(run_dir) + 1, queued_at=now(), not_before=0, resumed=True,
+                         retries_used=0)
             write_status(run_dir, {"run_id": run_id, "state": "queued", "attempt": entry["attempt"],
                                    "submission_id": entry["submission_id"], "queued_at": now()})
             store.enqueue(entry)
@@ -1032,18 +1132,22 @@ def resume(request):
     return result
 
 
-def find_submitted_entry(store, status, run_id):
-    """The queue entry of a lost run, as its submission stored it."""
-    return read_json(store.path("specs", run_id + ".json"))
-
-
 def logs(request):
     store = Store(request["outputs_dir"])
     run_id = request["run_ids"][0]
     run_dir = (request.get("run_dirs") or {}).get(run_id) or os.path.join(store.root, run_id)
     path = os.path.join(run_dir, "stdout.log")
+    if not os.path.isdir(run_dir):
+        return {"error": "no run %s (no directory %s)" % (run_id, run_dir)}
     if not request.get("follow"):
         return {"run_id": run_id, "log": path, "text": tail_text(path, request.get("lines", 100))}
+    follow_log(store, run_dir, path, request.get("lines", 100))
+    return None
+
+
+def follow_log(store, run_dir, path, lines):
+    """Stream path until the run ends or the caller hangs up (its stdin ends). A retry replaces
+    the log: a new file (or a shorter one) is followed from its start."""
     import threading
 
     hung_up = threading.Event()
@@ -1055,28 +1159,39 @@ def logs(request):
             hung_up.set()
 
     threading.Thread(target=watch_stdin, daemon=True).start()
-    text = tail_text(path, request.get("lines", 100)) or ""
     out = sys.stdout.buffer
-    out.write((text + "\n").encode() if text else b"")
-    out.flush()
-    offset = os.path.getsize(path) if os.path.exists(path) else 0
-    while not hung_up.is_set():
-        if os.path.exists(path):
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                chunk = handle.read()
-            if chunk:
+    text = tail_text(path, lines) or ""
+    try:
+        out.write((text + "\n").encode() if text else b"")
+        out.flush()
+        inode, offset = file_identity(path)
+        while not hung_up.is_set():
+            current, size = file_identity(path)
+            if current != inode or size < offset:
+                inode, offset = current, 0
+                out.write(b"--- a new attempt's stdout.log ---\n")
+            if size > offset:
+                with open(path, "rb") as handle:
+                    handle.seek(offset)
+                    chunk = handle.read(size - offset)
                 offset += len(chunk)
-                try:
-                    out.write(chunk)
-                    out.flush()
-                except BrokenPipeError:
-                    return None
-        state = effective_state(read_status(run_dir), store.supervisor_alive())
-        if state in TERMINAL + (None,) and os.path.exists(path) and os.path.getsize(path) == offset:
-            return None
-        time.sleep(0.3)
-    return None
+                out.write(chunk)
+                out.flush()
+            state = effective_state(read_status(run_dir), store.supervisor_alive(), store.waiting_ids())
+            if state in TERMINAL + (None,) and file_identity(path) == (inode, offset):
+                return
+            time.sleep(0.3)
+    except BrokenPipeError:
+        return
+
+
+def file_identity(path):
+    """(inode, size) of path, (None, 0) when it does not exist."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None, 0
+    return info.st_ino, info.st_size
 
 
 COMMANDS = {"submit": submit, "supervise": supervise, "status": status, "wait": wait, "cancel": cancel,
@@ -1088,12 +1203,14 @@ def main(argv=None):
     if not argv or argv[0] not in COMMANDS:
         print(json.dumps({"error": "usage: ops_runs.py %s < request.json" % "|".join(COMMANDS)}))
         return 2
-    request = json.loads(sys.stdin.readline() or "{}") if argv[0] != "supervise" or len(argv) < 2 else \
-        json.loads(argv[1])
+    if argv[0] == "supervise" and len(argv) > 1:
+        request = json.loads(argv[1])  # a tmux window has no stdin to read it from
+    else:
+        request = json.loads(sys.stdin.readline() or "{}")
     try:
         result = COMMANDS[argv[0]](request)
     except LookupError as exc:
-        result = {"error": str(exc)}
+        result = {"error": str(exc), "bad_input": True}
     if result is not None:
         print(json.dumps(result, default=str), flush=True)
     return 0

@@ -5,6 +5,7 @@
 
 runs_main() {
   local source err_json dir=$HOME/.ops/runs tool
+  # read -N counts characters: bytes only under lib.sh's LC_ALL=C, which tool_bytes counts.
   IFS= read -r -d '' -N "$tool_bytes" source
   if ! command -v python3 >/dev/null 2>&1; then
     printf '{"error":"python3 is not installed on this pod (the run supervisor needs it)"}\n'
@@ -21,6 +22,7 @@ runs_main() {
   if [ ! -f "$tool" ]; then
     (umask 077 && printf '%s' "$source" > "$tool.tmp.$$") && mv -f "$tool.tmp.$$" "$tool"
   fi
+  restore_locale
   exec python3 "$tool" "$command"
 }
 

@@ -45,7 +45,8 @@ start_main() {
   local launcher_q env_q
   printf -v launcher_q '%q' "$launcher_file"
   printf -v env_q '%q' "$env_file"
-  pid=$(tmux_cmd new-session -d -s "$session" -x 200 -y 50 -P -F '#{pane_pid}' "exec bash $launcher_q $env_q")
+  # A tmux server started here passes its environment on to the server: the login's locale.
+  pid=$(restore_locale; tmux_cmd new-session -d -s "$session" -x 200 -y 50 -P -F '#{pane_pid}' "exec bash $launcher_q $env_q")
   if [ -z "$pid" ] || ! proc_stat "$pid"; then
     printf '{"started":false,"refused":"tmux","error":"tmux new-session did not start the server"}\n'
     return 0

@@ -166,6 +166,9 @@ def test_run_dir_override(tmp_path):
     assert items[0].command.endswith("--run-dir /profile/outputs/group/a")
     refused(tmp_path, {"runs": [{"command": "x", "run_dir": "../escape"}]}, "run 0", "run_dir", "'..'")
     refused(tmp_path, {"runs": [{"command": "x", "run_dir": "."}]}, "outputs root")
+    refused(tmp_path, {"runs": [{"command": "x", "run_dir": ".ops/x"}]}, "queue's own folder")
+    refused(tmp_path, {"remote_repo": "/work/repo", "runs": [{"command": "x", "run_dir": "/work"}]},
+            "holds /work/repo")
     refused(tmp_path, {"runs": [{"run_id": "a", "command": "x"}, {"run_id": "b", "command": "x", "run_dir": "a/sub"}]},
             "run 1", "inside run 0")
 

@@ -280,3 +280,54 @@ def test_chained_tasks_need_no_ids_retyped(pod, ops, project):
     assert result.stdout.count(": 1 succeeded") == 2  # runs.wait's table, then runs.status's
     assert pod.accepted_connections() == 1  # three tasks, one connection
     assert pod.sessions() == 3
+
+
+# ---------------------------------------------------------------- what review found
+
+
+def test_a_pod_without_tmux_refuses_before_queueing_anything(pod_factory, ops, project):
+    pod = pod_factory(hide_tools=("tmux",))
+    config = write_config(project, [{"run_id": "t", "command": WRITE_SUMMARY}])
+
+    result = ops("runs.submit", "--host", pod.alias, "--config", config, "--json")
+
+    assert result.returncode == 1
+    assert "tmux is not installed on this pod" in result.json["error"] and "--no-tmux" in result.json["error"]
+    assert pod.sh(f"test -e {OUT}/t", check=False).returncode == 1  # nothing queued to block a later submit
+
+
+def test_run_ids_are_found_where_the_config_put_them(pod, ops, project):
+    config = write_config(project, [{"run_id": "elsewhere", "command": "sleep 300"}],
+                          remote_outputs_dir="/mnt/custom/outputs")
+    ops("runs.submit", "--host", pod.alias, "--config", config, "--json")
+    deadline = time.monotonic() + 20
+    while "running" not in pod.sh("cat /mnt/custom/outputs/elsewhere/status.json", check=False).stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+    status = ops("runs.status", "--host", pod.alias, "--run-id", "elsewhere", "--json")
+    cancelled = ops("runs.cancel", "--host", pod.alias, "--run-id", "elsewhere", "--json")
+    unknown = ops("runs.cancel", "--host", pod.alias, "--run-id", "nosuchrun", "--json")
+
+    assert status.json["run"]["state"] == "running"
+    assert cancelled.returncode == 0 and cancelled.json["runs"][0]["state"] == "cancelled"
+    assert unknown.returncode == 1 and "nosuchrun" in unknown.json["error"]
+    assert pod.sh("pgrep -f 'sleep 300'", check=False).stdout == ""
+
+
+def test_a_new_supervisor_stops_what_a_dead_one_left_running(pod, ops, project):
+    first = write_config(project, [{"run_id": "orphan", "command": "sleep 303"}], name="first.json")
+    ops("runs.submit", "--host", pod.alias, "--config", first, "--json")
+    deadline = time.monotonic() + 20
+    while not pod.sh("pgrep -f 'sleep 303'", check=False).stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    os.kill(pod_json(pod, f"{OUT}/.ops/supervisor.json")["pid"], signal.SIGKILL)
+
+    second = write_config(project, [{"run_id": "next", "command": WRITE_SUMMARY}], name="second.json")
+    ops("runs.submit", "--host", pod.alias, "--config", second, "--json")
+    waited = ops("runs.wait", "--host", pod.alias, "--json")
+
+    assert waited.returncode == 0
+    assert pod.sh("pgrep -f 'sleep 303'", check=False).stdout == ""  # its slot was not double-booked
+    assert ops("runs.status", "--host", pod.alias, "--run-id", "orphan", "--json").json["run"]["state"] == "lost"

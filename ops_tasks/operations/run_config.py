@@ -28,7 +28,7 @@ from ..settings import env_value
 RESERVED = frozenset({"run_id", "label", "command", "entrypoint", "env", "gpus", "timeout", "stall_timeout",
                       "retries", "retry_on", "retry_backoff", "matrix", "run_dir"})
 FAILURE_CLASSES = ("oom", "nccl", "auth", "data", "timeout", "stalled", "killed", "no_summary",
-                   "bad_summary", "summary_not_ok", "exit_nonzero", "lost")
+                   "bad_summary", "summary_not_ok", "exit_nonzero", "lost", "unschedulable", "secrets_missing")
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 TOP_LEVEL_KEYS = ("remote_repo", "remote_outputs_dir", "tmux_session", "defaults", "runs", "runs_csv")
 DEFAULT_TMUX_SESSION = "pilots"
@@ -405,9 +405,16 @@ def _run_dir(value, sources: dict, outputs_dir: str, where: str) -> str:
     if ".." in text.split("/") or CONTROL_CHARS.search(text) or not text.strip():
         raise ConfigError(f"{where}: run_dir must be a path without '..' or control characters, got {text!r}")
     path = "/" + posixpath.normpath(posixpath.join(outputs_dir, text)).lstrip("/")
-    # The outputs root (or /) as a run directory would mix every run's files together.
+    # The outputs root (or /) as a run directory would mix every run's files together; and a
+    # --force moves whatever a run directory holds into attempts/: never the queue's own files.
     if path in ("/", outputs_dir):
         raise ConfigError(f"{where}: run_dir {text!r} is the outputs root itself, not a run directory")
+    queue = posixpath.join(outputs_dir, ".ops")
+    if path == queue or path.startswith(queue + "/"):
+        raise ConfigError(f"{where}: run_dir {path!r} is the run queue's own folder")
+    for other in (outputs_dir, sources.get("remote_repo") or "/"):
+        if other == path or other.startswith(path.rstrip("/") + "/"):
+            raise ConfigError(f"{where}: run_dir {path!r} holds {other}: a run directory must be a folder of its own")
     return path
 
 

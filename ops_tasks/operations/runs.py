@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..errors import HostError
+from ..errors import ConfigError, HostError
 from ..scripts import parse_document, render_script, scripts_dir
 from ..streams import LineBuffer
 
@@ -48,7 +48,8 @@ def call_tool(target, command: str, request: dict, *, on_stderr=None, on_stdout=
         return None
     answer = parse_document(result, profile.label, f"runs {command}")
     if "error" in answer:
-        raise HostError(f"{profile.label}: {answer['error']}")
+        error = ConfigError if answer.get("bad_input") else HostError
+        raise error(f"{profile.label}: {answer['error']}")
     return answer
 
 
@@ -155,7 +156,14 @@ def cancel_runs(target, *, outputs_dir: str, run_ids=None, run_dirs=None, submis
     request = {"outputs_dir": outputs_dir, "run_ids": run_ids or [], "run_dirs": run_dirs or {},
                "submission_id": submission_id}
     answer = call_tool(target, "cancel", request)
-    return {"ok": True, "host": target.profile.name, "runs": answer["runs"]}
+    runs = answer["runs"]
+    # A run that was waiting or running and is not cancelled now, or no run at all: not ok.
+    missed = [r["run_id"] for r in runs if r["state"] == "missing"
+              or (r["was"] in ("queued", "running", "lost") and r["state"] != "cancelled")]
+    report = {"ok": not missed, "host": target.profile.name, "runs": runs}
+    if missed:
+        report["error"] = f"{target.profile.label}: not cancelled: {', '.join(missed)}"
+    return report
 
 
 def resume_runs(target, *, outputs_dir: str, tmux_session: str, slots: int = 1, submission_id=None) -> dict:
