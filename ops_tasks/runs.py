@@ -183,7 +183,7 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
                          on_stderr=SupervisorEcho() if no_tmux else None)
     manifest = manifest_of(submission, submission_id, target.profile.name)
     manifest.update(queued=report["queued"], skipped=report["skipped"], refused=report["refused"],
-                    config=str(config))
+                    config=str(config), submitted_at=time.time())
     report["manifest"] = str(save_manifest(project_dir_of(c.config), manifest))
     c.config.ops_last_submission = submission_id  # chained tasks (runs.wait, artifacts.fetch) take it
     if wait and not no_tmux and report["queued"]:

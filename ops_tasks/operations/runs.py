@@ -30,8 +30,9 @@ def _tool() -> tuple:
 
 
 def new_submission_id() -> str:
-    """Sortable by time, unique across laptops: 20261128-121500-3f9a."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:4]
+    """Sortable by time (to the millisecond), unique across laptops: 20261128-121500.123-3f9a."""
+    now = time.time()
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime(now))}.{int(now * 1000) % 1000:03d}-{uuid.uuid4().hex[:4]}"
 
 
 def call_tool(target, command: str, request: dict, *, on_stderr=None, on_stdout=None, hold_stdin=False,
@@ -207,16 +208,18 @@ def save_manifest(project_dir, manifest: dict) -> Path:
 
 
 def latest_manifest(project_dir, host: str) -> Optional[dict]:
-    """The newest submission made to host from this project (ids sort by time)."""
+    """The newest submission made to host from this project (by the time it was made)."""
     folder = manifests_dir(project_dir)
-    for path in sorted(folder.glob("*.json"), reverse=True) if folder.is_dir() else []:
+    newest = None
+    for path in folder.glob("*.json") if folder.is_dir() else []:
         try:
             manifest = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if manifest.get("host") == host:
-            return manifest
-    return None
+        key = (manifest.get("submitted_at") or 0, manifest.get("submission_id", ""))
+        if manifest.get("host") == host and (newest is None or key > newest[0]):
+            newest = (key, manifest)
+    return newest[1] if newest else None
 
 
 def load_manifest(project_dir, submission_id: str) -> Optional[dict]:
