@@ -7,12 +7,12 @@ from invoke import Collection
 from tabulate import tabulate
 
 from .errors import ConfigError
-from .operations.run_config import RUN_ID, load_submission
-from .operations.runs import (FAILED, cancel_runs, latest_manifest, load_manifest, manifest_of,
-                              new_submission_id, resume_runs, run_logs, runs_status, save_manifest,
-                              submit_runs, wait_runs)
+from .operations.run_config import load_submission
+from .operations.runs import (cancel_runs, manifest_of, new_submission_id, resume_runs, run_logs,
+                              runs_status, save_manifest, submit_runs, wait_runs)
 from .flags import count_flag, seconds_flag
 from .output import LineEmitter, connect, log, ops_task
+from .selection import latest_submission, select_runs
 from .settings import project_dir_of
 from .streams import LineBuffer
 
@@ -28,42 +28,11 @@ RUN_SELECTION_HELP = {
 # ---------------------------------------------------------------- helpers
 
 
-def _run_ids(values) -> list:
-    ids = [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
-    for run_id in ids:
-        if not RUN_ID.match(run_id):
-            raise ConfigError(f"--run-id {run_id!r}: a run id is letters, digits, '.', '_' and '-' "
-                              f"(at most 128, starting with a letter or digit)")
-    return ids
-
-
-def _selection(c, target, run_id, submission, all_runs, remote_outputs_dir, default_latest=True) -> dict:
-    """Which runs a task is about, and where they live: ids, a submission, or all of them."""
-    project = project_dir_of(c.config)
-    ids = _run_ids(run_id)
-    if submission:
-        manifest = load_manifest(project, submission)
-        if manifest is None:
-            raise ConfigError(f"no submission {submission} is recorded in {project}/artifacts/submissions")
-    else:
-        # Also for --run-id and --all: the latest submission says where its runs live.
-        manifest = _latest(c, target)
-        if manifest is None and not ids and not all_runs and default_latest:
-            raise ConfigError(f"no submission to {target.profile.name} is recorded in {project}/artifacts/"
-                              f"submissions: pass --run-id, --submission or --all")
-    outputs = remote_outputs_dir or (manifest or {}).get("outputs_dir") or target.profile.outputs_dir
-    run_dirs = {r["run_id"]: r["run_dir"] for r in (manifest or {}).get("runs", [])}
-    selected = {"outputs_dir": outputs, "run_ids": ids, "run_dirs": {i: run_dirs[i] for i in ids if i in run_dirs}}
-    if not ids and not all_runs:
-        selected["submission_id"] = submission or manifest["submission_id"]
+def _select(c, target, run_id, submission, all_runs, remote_outputs_dir):
+    """The selection the runs tasks pass to the pod tool (no local run list needed)."""
+    selected = select_runs(c, target, run_id, submission, all_runs, remote_outputs_dir)
+    selected.pop("runs", None)
     return selected
-
-
-def _latest(c, target):
-    """The submission this command line just made (chained tasks), else the latest to this host."""
-    project = project_dir_of(c.config)
-    chained = c.config.get("ops_last_submission")
-    return (chained and load_manifest(project, chained)) or latest_manifest(project, target.profile.name)
 
 
 def _age(seconds) -> str:
@@ -229,7 +198,7 @@ def render_status(data: dict) -> str:
 def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs_dir=None, tail_lines=None):
     """State of runs: one run in detail (--run-id), or a submission's table; exit 1 if any failed."""
     target = connect(c, host)
-    selected = _selection(c, target, run_id, submission, all, remote_outputs_dir)
+    selected = _select(c, target, run_id, submission, all, remote_outputs_dir)
     lines = count_flag("--tail-lines", tail_lines, 60)
     one = len(selected["run_ids"]) == 1
     report = runs_status(target, **selected, tail_lines=lines if one else 0)
@@ -244,7 +213,7 @@ def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs
 def list_(c, host=None, remote_outputs_dir=None):
     """Every run directory on the pod with its state."""
     target = connect(c, host)
-    outputs = remote_outputs_dir or (_latest(c, target) or {}).get("outputs_dir") or target.profile.outputs_dir
+    outputs = remote_outputs_dir or (latest_submission(c, target) or {}).get("outputs_dir") or target.profile.outputs_dir
     report = runs_status(target, outputs_dir=outputs)
     report["ok"] = True  # a listing is not a verdict
     return report
@@ -263,7 +232,7 @@ def list_(c, host=None, remote_outputs_dir=None):
 def logs(c, run_id, host=None, lines=None, follow=False, submission=None, remote_outputs_dir=None):
     """Print a run's stdout.log; --follow streams it until the run ends."""
     target = connect(c, host)
-    selected = _selection(c, target, [run_id], submission, False, remote_outputs_dir)
+    selected = _select(c, target, [run_id], submission, False, remote_outputs_dir)
     count = count_flag("--lines", lines, 100)
     (only,) = selected["run_ids"]
     kwargs = dict(outputs_dir=selected["outputs_dir"], run_id=only, run_dir=selected["run_dirs"].get(only),
@@ -281,7 +250,7 @@ def logs(c, run_id, host=None, lines=None, follow=False, submission=None, remote
 def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, timeout=None):
     """Wait until a submission's runs end, with a progress bar; exit 1 if any failed."""
     target = connect(c, host)
-    selected = _selection(c, target, run_id, submission, False, remote_outputs_dir)
+    selected = _select(c, target, run_id, submission, False, remote_outputs_dir)
     timeout_s = seconds_flag("--timeout", timeout, None)
     bar = ProgressBar()
     try:
@@ -308,7 +277,7 @@ def cancel(c, host=None, run_id=None, submission=None, remote_outputs_dir=None):
     target = connect(c, host)
     if not run_id and not submission:
         raise ConfigError("runs.cancel needs --run-id or --submission")
-    selected = _selection(c, target, run_id, submission, False, remote_outputs_dir)
+    selected = _select(c, target, run_id, submission, False, remote_outputs_dir)
     return cancel_runs(target, **selected)
 
 
@@ -321,7 +290,7 @@ def cancel(c, host=None, run_id=None, submission=None, remote_outputs_dir=None):
 def resume(c, host=None, remote_outputs_dir=None, tmux_session=None, slots=None):
     """Queue again the runs left `lost` by a dead supervisor (succeeded runs are untouched)."""
     target = connect(c, host)
-    latest = _latest(c, target) or {}
+    latest = latest_submission(c, target) or {}
     outputs = remote_outputs_dir or latest.get("outputs_dir") or target.profile.outputs_dir
     cpu_slots = count_flag("--slots", slots, 1)
     return resume_runs(target, outputs_dir=outputs, tmux_session=tmux_session or latest.get("tmux_session") or "pilots",

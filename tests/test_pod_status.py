@@ -3,7 +3,6 @@
 import json
 import socket
 
-import pytest
 
 from ops_tasks.testing.fake_gpu import gpu
 from ops_tasks.testing.pods import free_port

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import time
 
-import pytest
 
 from conftest import needs_isolation, ops_argv
 

@@ -408,9 +408,10 @@ def test_tunnel_dry_run_names_the_forward_and_contacts_nothing(pod, ops):
 
 def test_status_port_flag_wins_over_the_recorded_port(gpu_pod, ops):
     started = start(ops, gpu_pod, "--wait")
+    assert started.returncode == 0  # serving on the recorded port...
     other = free_port()
 
     status = ops("vllm.status", "--host", gpu_pod.alias, "--port", str(other), "--json")
 
-    assert status.returncode == 1
+    assert status.returncode == 1  # ...but the port asked for is probed
     assert status.json["base_url"] == f"http://127.0.0.1:{other}/v1"

@@ -1,0 +1,50 @@
+"""Which runs a task is about (--run-id, --submission, --all, else the latest submission), and
+where on the pod they live: the submission manifests kept in artifacts/submissions say so."""
+
+from .errors import ConfigError
+from .operations.run_config import RUN_ID
+from .operations.runs import latest_manifest, load_manifest
+from .settings import project_dir_of
+
+
+def run_ids_flag(values) -> list:
+    """--run-id values, repeatable or comma-separated, each checked as a run id."""
+    ids = [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+    for run_id in ids:
+        if not RUN_ID.match(run_id):
+            raise ConfigError(f"--run-id {run_id!r}: a run id is letters, digits, '.', '_' and '-' "
+                              f"(at most 128, starting with a letter or digit)")
+    return ids
+
+
+def latest_submission(c, target):
+    """The submission this command line just made (chained tasks), else the latest to this host."""
+    project = project_dir_of(c.config)
+    chained = c.config.get("ops_last_submission")
+    return (chained and load_manifest(project, chained)) or latest_manifest(project, target.profile.name)
+
+
+def select_runs(c, target, run_id, submission, all_runs, remote_outputs_dir, default_latest=True) -> dict:
+    """{"outputs_dir", "run_ids", "run_dirs"[, "submission_id", "runs"]} for a task's flags.
+
+    With a submission, "runs" lists its runs ({run_id, run_dir}) from the local manifest.
+    """
+    project = project_dir_of(c.config)
+    ids = run_ids_flag(run_id)
+    if submission:
+        manifest = load_manifest(project, submission)
+        if manifest is None:
+            raise ConfigError(f"no submission {submission} is recorded in {project}/artifacts/submissions")
+    else:
+        # Also for --run-id and --all: the latest submission says where its runs live.
+        manifest = latest_submission(c, target)
+        if manifest is None and not ids and not all_runs and default_latest:
+            raise ConfigError(f"no submission to {target.profile.name} is recorded in {project}/artifacts/"
+                              f"submissions: pass --run-id, --submission or --all")
+    outputs = remote_outputs_dir or (manifest or {}).get("outputs_dir") or target.profile.outputs_dir
+    run_dirs = {r["run_id"]: r["run_dir"] for r in (manifest or {}).get("runs", [])}
+    selected = {"outputs_dir": outputs, "run_ids": ids, "run_dirs": {i: run_dirs[i] for i in ids if i in run_dirs}}
+    if not ids and not all_runs:
+        selected["submission_id"] = submission or manifest["submission_id"]
+        selected["runs"] = [{"run_id": r["run_id"], "run_dir": r["run_dir"]} for r in manifest.get("runs", [])]
+    return selected
