@@ -2,9 +2,13 @@
 
 from invoke import Collection
 
-from . import pod, runs, vllm
+from . import artifacts, pod, report, runs, vllm
 
 ns = Collection()
 ns.add_collection(pod.ns)
 ns.add_collection(vllm.ns)
 ns.add_collection(runs.ns)
+ns.add_collection(artifacts.ns)
+# Top-level tasks: `ops validate`, `ops report`.
+ns.add_task(report.validate)
+ns.add_task(report.report)

@@ -38,6 +38,7 @@ PROFILE_SCHEMA = {
     "known_hosts": (str,),
     "tmux_socket": (str,),
     "vllm": (dict,),
+    "archive_patterns": (list,),
 }
 # A profile's `vllm:` defaults for vllm.start (flags win over them).
 VLLM_PROFILE_SCHEMA = {
@@ -58,7 +59,10 @@ VLLM_PROFILE_SCHEMA = {
     "env": (dict,),
 }
 OPS_SCHEMA = {"default_host": (str,), "profiles": (dict,)}
-_TYPE_NAMES = {str: "a string", bool: "true or false", int: "a number", float: "a number", dict: "a mapping"}
+_TYPE_NAMES = {str: "a string", bool: "true or false", int: "a number", float: "a number", dict: "a mapping",
+               list: "a list"}
+# artifacts.archive globs: a file-name pattern, nothing a shell could read as more.
+_ARCHIVE_PATTERN = re.compile(r"^[A-Za-z0-9_.*?\[\]-]+$")
 
 # user@host:port, host may be a bracketed IPv6 address. A leading '-' is never allowed:
 # it would be read as an option by ssh or rsync.
@@ -158,6 +162,9 @@ def check_ops_config(ops, source: str = "invoke.yaml") -> dict:
             raise ConfigError(f"{source}: {where} must be a mapping, got {profile!r}")
         _check_types(profile, PROFILE_SCHEMA, where, source)
         _check_types(profile.get("vllm") or {}, VLLM_PROFILE_SCHEMA, f"{where}.vllm", source)
+        for pattern in profile.get("archive_patterns") or []:
+            if not isinstance(pattern, str) or not _ARCHIVE_PATTERN.match(pattern):
+                raise ConfigError(f"{source}: {where}.archive_patterns: {pattern!r} is not a file-name glob")
         timeout = profile.get("connect_timeout")
         if timeout is not None and timeout <= 0:
             raise ConfigError(f"{source}: {where}.connect_timeout must be positive, got {timeout!r}")
@@ -243,6 +250,8 @@ class Profile:
     strict_host_keys: Optional[bool] = None  # None: follow ~/.ssh/config, else check
     known_hosts: Optional[str] = None  # None: ~/.ssh/known_hosts
     tmux_socket: Optional[str] = None  # tmux -L NAME; None: the default socket
+    # artifacts.archive: raw eval files at the top of the volume to move into run directories.
+    archive_patterns: tuple = ("eval_*",)
     # Defaults for vllm.start; not part of the profile's identity (the connection pool key).
     vllm: Mapping = field(default_factory=lambda: MappingProxyType({}), hash=False, compare=False)
 
@@ -310,6 +319,8 @@ def resolve_profile(ops_config, host: Optional[str], project_dir) -> Profile:
     fields["remote_repo"] = remote_repo
     fields["connect_timeout"] = float(fields.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
     fields["vllm"] = MappingProxyType(dict(fields.get("vllm") or {}))
+    if "archive_patterns" in fields:
+        fields["archive_patterns"] = tuple(fields["archive_patterns"])
     return Profile(name=name, destination=destination, **fields)
 
 

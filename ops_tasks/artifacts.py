@@ -1,0 +1,117 @@
+"""`artifacts` namespace: archive raw eval files into run directories on the pod, and fetch run
+directories to the laptop (rsync over OpenSSH, or a checked tar stream)."""
+
+import sys
+from pathlib import Path
+
+from invoke import Collection
+
+from .errors import ConfigError
+from .flags import count_flag
+from .operations.artifacts import archive_runs, fetch_runs
+from .output import connect, json_requested, ops_task
+from .selection import select_runs
+from .settings import project_dir_of
+
+SELECTION_HELP = {
+    "run_id": "Run id(s), repeated or comma-separated (default: the latest submission's runs).",
+    "submission": "Every run of this submission.",
+    "remote_outputs_dir": "Outputs root on the pod (default: the submission's, else the profile's).",
+}
+
+
+def _runs_of(selected: dict) -> list:
+    """[{run_id, run_dir}] for a selection: ids (where the manifest or outputs root says) or a submission."""
+    if selected["run_ids"]:
+        return [{"run_id": i, "run_dir": selected["run_dirs"].get(i) or f"{selected['outputs_dir']}/{i}"}
+                for i in selected["run_ids"]]
+    return selected.get("runs", [])
+
+
+def _local_path(c, value, default: str) -> Path:
+    path = Path(value or default).expanduser()
+    return path if path.is_absolute() else project_dir_of(c.config) / path
+
+
+# ---------------------------------------------------------------- archive
+
+
+def render_archive(data: dict) -> str:
+    lines = [f"{data['host']}: archived {len(data['moved'])} file(s) matching {', '.join(data['patterns'])}"]
+    lines += [f"  {m['from']} -> {m['to']}" for m in data["moved"]]
+    lines += [f"  left (no run id in its name): {path}" for path in data["left"]]
+    if data.get("error"):
+        lines.append(f"error: {data['error']}")
+    return "\n".join(lines)
+
+
+@ops_task(human=render_archive, iterable=["run_id"], help=SELECTION_HELP)
+def archive(c, host=None, run_id=None, submission=None, remote_outputs_dir=None):
+    """Move the raw <volume>/eval_* files into their run directories on the pod (never overwrites)."""
+    target = connect(c, host)
+    selected = select_runs(c, target, run_id, submission, False, remote_outputs_dir)
+    return archive_runs(target, runs=_runs_of(selected), patterns=target.profile.archive_patterns)
+
+
+# ---------------------------------------------------------------- fetch
+
+
+def render_fetch(data: dict) -> str:
+    moved = data["transferred"]
+    lines = [f"{data['host']}: fetched {len(data['runs'])} run(s) into {data['local_root']} with {data['method']}: "
+             f"{moved['files']} file(s), {moved['bytes']} bytes sent ({data['seconds']:.1f}s)"]
+    lines += [f"  {r['run_id']}: {r['files']} files, {r['bytes']} bytes" for r in data["runs"]]
+    if data.get("error"):
+        lines.append(f"error: {data['error']}")
+    return "\n".join(lines)
+
+
+class ByteBar:
+    """Bytes fetched, rate and ETA on stderr (tqdm), on a terminal and without --json only."""
+
+    def __init__(self):
+        self.bar = None
+        self.enabled = sys.stderr.isatty() and not json_requested()
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="fetch",
+                            file=sys.stderr, dynamic_ncols=True)
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+@ops_task(human=render_fetch, iterable=["run_id"], help={
+    **SELECTION_HELP,
+    "all": "Every run directory under the pod's outputs root.",
+    "local_root": "Where run directories land (default: artifacts/pod_logs, one folder per run id).",
+    "bwlimit": "Cap the transfer at this many KiB/s (a shared link).",
+})
+def fetch(c, host=None, run_id=None, submission=None, all=False, local_root=None, remote_outputs_dir=None,
+          bwlimit=None):
+    """Fetch run directories from the pod: rsync over OpenSSH, incremental and resumable."""
+    target = connect(c, host)
+    selected = select_runs(c, target, run_id, submission, all, remote_outputs_dir)
+    runs = [] if all else _runs_of(selected)
+    if not runs and not all:
+        raise ConfigError("no runs to fetch: the submission lists none")
+    limit = count_flag("--bwlimit", bwlimit, None) if bwlimit is not None else None
+    bar = ByteBar()
+    try:
+        return fetch_runs(target, runs=runs, outputs_dir=selected["outputs_dir"], all_runs=all,
+                          local_root=_local_path(c, local_root, "artifacts/pod_logs"),
+                          records_dir=_local_path(c, None, "artifacts/fetched"), bwlimit=limit,
+                          on_progress=bar if bar.enabled else None)
+    finally:
+        bar.close()
+
+
+ns = Collection("artifacts")
+ns.add_task(archive)
+ns.add_task(fetch)
