@@ -255,9 +255,10 @@ class SshTarget:
 
         paramiko moves about a third of what OpenSSH does, so bulk data goes through OpenSSH,
         told everything explicitly (-F /dev/null): host, port, user, keys, ProxyJump and the same
-        host-key policy, against the known_hosts our connection already checked.
+        host-key policy against the same known_hosts.
         """
-        connection = self.open()
+        # The resolved parameters (ssh config applied); no need to have connected for them.
+        connection = self.connection or self._new_connection()
         config = connection.ssh_config
         timeout = max(1, math.ceil(self.profile.connect_timeout))
         argv = ["ssh", "-F", "/dev/null", "-p", str(connection.port), "-l", connection.user,
@@ -272,7 +273,8 @@ class SshTarget:
         if self.known_hosts is None:  # host keys not checked for this profile
             argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
         else:
-            argv += ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts}"]
+            # accept-new is OpenSSH's trust on first use: the same policy as our own connection.
+            argv += ["-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={self.known_hosts}"]
         return argv + [connection.host]
 
     # -- running

@@ -70,7 +70,7 @@ def test_fetch_is_byte_identical_and_a_second_fetch_sends_nothing(pod, ops, proj
         record = json.loads((project / "artifacts" / "fetched" / f"{run_id}.json").read_text())
         assert record["host"] == pod.alias and record["remote_dir"] == f"{OUT}/{run_id}"
     assert again.json["transferred"] == {"files": 0, "bytes": 0, "literal_bytes": 0}
-    assert pod.accepted_connections() == 4  # each fetch: one paramiko listing + one OpenSSH rsync
+    assert pod.accepted_connections() == 2  # each fetch: one OpenSSH connection for both runs, no listing
 
 
 @needs_isolation
@@ -174,3 +174,16 @@ def test_submit_wait_fetch_chain_in_one_command_line(pod, ops, project):
     fetched = project / "artifacts" / "pod_logs" / "chain1"
     assert json.loads((fetched / "summary.json").read_text())["ok"] is True
     assert {"command.sh", "run_metadata.json", "stdout.log", "status.json"} <= {p.name for p in fetched.iterdir()}
+
+
+@needs_isolation
+def test_fetch_all_takes_every_run_directory_but_not_the_queue(pod, ops, project):
+    make_run(pod, "x1", {"summary.json": "{}"})
+    make_run(pod, "x2", {"stdout.log": "y"})
+    pod.sh(f"mkdir -p {OUT}/.ops/queue && echo secret-queue > {OUT}/.ops/queue/q.json")
+
+    result = ops("artifacts.fetch", "--host", pod.alias, "--all", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(r["run_id"] for r in result.json["runs"]) == ["x1", "x2"]
+    assert sorted(p.name for p in (project / "artifacts" / "pod_logs").iterdir()) == ["x1", "x2"]

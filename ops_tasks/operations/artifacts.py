@@ -1,11 +1,10 @@
 """Artifact operations: archive raw eval files into run directories on the pod, and fetch run
 directories to the laptop, recording what was fetched.
 
-Fetching: one round trip lists the run directories (files, bytes, rsync present?); then the data
-moves through the system's rsync over OpenSSH with the connection's own parameters (incremental:
-unchanged files are not sent; resumable: partial files are kept in .rsync-partial), or, where
-rsync is missing on either side, as one tar stream over the connection, checked member by member
-before anything is extracted.
+Fetching: the system's rsync over OpenSSH with the connection's own parameters, one connection
+for all the runs (incremental: unchanged files are not sent; resumable: partial files are kept in
+.rsync-partial). Where rsync is missing on either side: a listing, then one tar stream over the
+connection, checked member by member before anything is extracted.
 """
 
 import json
@@ -24,7 +23,7 @@ from ..errors import HostError, OpsError
 from ..scripts import parse_document, render_script
 
 Progress = Optional[Callable[[int, int], None]]  # (bytes done, bytes in all)
-_PROGRESS2 = re.compile(rb"^\s*([\d,]+)\s+\d+%")
+_PROGRESS2 = re.compile(rb"^\s*([\d,]+)\s+(\d+)%")
 _STATS = {
     "files": re.compile(r"Number of regular files transferred: ([\d,]+)"),
     "bytes": re.compile(r"Total transferred file size: ([\d,]+)"),
@@ -60,80 +59,104 @@ def list_remote(target, *, dirs: list, outputs_dir: str, all_runs: bool = False)
 
 def fetch_runs(target, *, runs: list, outputs_dir: str, local_root: Path, records_dir: Path,
                all_runs: bool = False, bwlimit: Optional[int] = None, on_progress: Progress = None) -> dict:
-    """Fetch run directories into local_root/<run_id>/; record each fetch in records_dir."""
+    """Fetch run directories into local_root/<run_id>/; record each fetch in records_dir.
+
+    rsync goes first, alone: one OpenSSH connection, no listing round trip before it. Where
+    rsync is missing (here, or on the pod), a listing and a tar stream over the connection.
+    """
     profile = target.profile
-    listing = list_remote(target, dirs=[r["run_dir"] for r in runs], outputs_dir=outputs_dir, all_runs=all_runs)
-    ids = {r["run_dir"]: r["run_id"] for r in runs}
-    found = [dict(entry, run_id=ids.get(entry["dir"], PurePosixPath(entry["dir"]).name)) for entry in listing["runs"]]
-    present = [f for f in found if f["exists"]]
-    missing = [f for f in found if not f["exists"]]
     local_root.mkdir(parents=True, exist_ok=True)
-    use_rsync = listing["rsync"] and shutil.which("rsync") is not None
     started = time.monotonic()
-    if not present:
-        moved = {"files": 0, "bytes": 0, "literal_bytes": 0}
-    elif use_rsync:
-        moved = _rsync(target, present, local_root, bwlimit, on_progress)
+    method, moved, missing = "rsync", None, []
+    if shutil.which("rsync"):
+        try:
+            moved, missing = _rsync(target, runs, outputs_dir, all_runs, local_root, bwlimit, on_progress)
+        except RemoteRsyncMissing:
+            method = "tar"
     else:
-        moved = _tar_fetch(target, present, local_root, on_progress)
-    elapsed = time.monotonic() - started
-    for entry in present:
-        _record(records_dir, profile, entry, local_root, "rsync" if use_rsync else "tar")
+        method = "tar"
+    if method == "tar":
+        listing = list_remote(target, dirs=[r["run_dir"] for r in runs], outputs_dir=outputs_dir, all_runs=all_runs)
+        ids = {r["run_dir"]: r["run_id"] for r in runs}
+        found = [{"run_id": ids.get(e["dir"], PurePosixPath(e["dir"]).name), "run_dir": e["dir"],
+                  "bytes": e["bytes"]} for e in listing["runs"] if e["exists"]]
+        missing = [{"run_id": ids.get(e["dir"], PurePosixPath(e["dir"]).name), "run_dir": e["dir"]}
+                   for e in listing["runs"] if not e["exists"]]
+        moved = _tar_fetch(target, found, local_root, on_progress) if found else {"files": 0, "bytes": 0,
+                                                                                   "literal_bytes": 0}
+        runs = found
+    elif all_runs:
+        runs = [{"run_id": p.name, "run_dir": f"{outputs_dir.rstrip('/')}/{p.name}"}
+                for p in sorted(local_root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    gone = {m["run_dir"] for m in missing}
+    present = [r for r in runs if r["run_dir"] not in gone]
+    fetched = [_record(records_dir, profile, run, local_root, method) for run in present]
     report = {
-        "ok": not missing, "host": profile.name, "method": "rsync" if use_rsync else "tar",
-        "local_root": str(local_root), "seconds": round(elapsed, 3),
-        "runs": [{"run_id": f["run_id"], "remote_dir": f["dir"], "local_dir": str(local_root / f["run_id"]),
-                  "files": f["files"], "bytes": f["bytes"]} for f in present],
-        "transferred": moved, "missing": [{"run_id": f["run_id"], "remote_dir": f["dir"]} for f in missing],
+        "ok": not missing, "host": profile.name, "method": method, "local_root": str(local_root),
+        "seconds": round(time.monotonic() - started, 3), "runs": fetched, "transferred": moved,
+        "missing": [{"run_id": m["run_id"], "remote_dir": m["run_dir"]} for m in missing],
     }
     if missing:
-        report["error"] = f"{profile.label}: no run directory " + ", ".join(f["dir"] for f in missing) + (
+        report["error"] = f"{profile.label}: no run directory " + ", ".join(m["run_dir"] for m in missing) + (
             f" (the other {len(present)} fetched)" if present else "")
     return report
 
 
-def _rsync(target, present: list, local_root: Path, bwlimit, on_progress: Progress) -> dict:
-    """rsync the run directories; one connection for those named by their run id."""
-    total = sum(f["bytes"] for f in present)
+class RemoteRsyncMissing(Exception):
+    """The pod has no rsync: the caller falls back to a tar stream."""
+
+
+_MISSING_SOURCE = re.compile(r'(?:change_dir|link_stat) "([^"]+)" failed: No such file or directory')
+
+
+def _rsync(target, runs: list, outputs_dir: str, all_runs: bool, local_root: Path, bwlimit,
+           on_progress: Progress) -> tuple:
+    """rsync the run directories: one connection for those named by their run id (the usual
+    layout), one more for each run directory named otherwise. ((files, bytes), missing runs)."""
     options = ["rsync", "-a", "--partial", "--partial-dir=.rsync-partial", "--stats"]
     if on_progress is not None:
-        options.append("--info=progress2")
+        options += ["--info=progress2", "--no-inc-recursive"]  # a whole-transfer total, for the ETA
     if bwlimit:
         options.append(f"--bwlimit={bwlimit}")
     remote = not target.profile.is_local
+    host = None
     if remote:
         ssh = target.openssh_command()
         host = ssh[-1] if ":" not in ssh[-1] else f"[{ssh[-1]}]"
         options += ["-e", shlex.join(ssh[:-1])]
-    plain = [f for f in present if PurePosixPath(f["dir"]).name == f["run_id"]]
-    custom = [f for f in present if f not in plain]
-    batches = ([(plain, str(local_root) + "/")] if plain else []) + [([f], str(local_root / f["run_id"]) + "/")
-                                                                     for f in custom]
+    if all_runs:
+        batches = [([{"run_id": "*", "run_dir": outputs_dir.rstrip("/") + "/"}], str(local_root) + "/",
+                    ["--exclude=/.ops"])]
+    else:
+        plain = [r for r in runs if PurePosixPath(r["run_dir"]).name == r["run_id"]]
+        custom = [r for r in runs if r not in plain]
+        batches = ([(plain, str(local_root) + "/", [])] if plain else []) + [
+            ([r], str(local_root / r["run_id"]) + "/", []) for r in custom]
     moved = {"files": 0, "bytes": 0, "literal_bytes": 0}
-    done = 0
-    for entries, dest in batches:
-        trailing = "/" if dest != str(local_root) + "/" else ""
-        sources = [e["dir"].rstrip("/") + trailing for e in entries]
+    missing = []
+    for entries, dest, extra in batches:
+        whole_dir = dest == str(local_root) + "/" and not all_runs
+        sources = [e["run_dir"].rstrip("/") + ("" if whole_dir or all_runs else "/") for e in entries]
+        if all_runs:
+            sources = [entries[0]["run_dir"]]
         if remote:
             sources = [f"{host}:{sources[0]}"] + [f":{s}" for s in sources[1:]]
-        stats = _run_rsync(options + sources + [dest], done, total, on_progress)
-        done += stats["bytes"]
+        stats, absent = _run_rsync(options + extra + sources + [dest], on_progress)
+        missing += [e for e in entries if e["run_dir"].rstrip("/") in absent]
         for key in moved:
             moved[key] += stats[key]
-    return moved
+    return moved, missing
 
 
-def _run_rsync(argv: list, done_before: int, total: int, on_progress: Progress) -> dict:
+def _run_rsync(argv: list, on_progress: Progress) -> tuple:
+    """Run rsync; (its --stats, the source directories that do not exist)."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = bytearray()
     try:
         for chunk in iter(lambda: proc.stdout.read1(65536), b""):
             out += chunk
             if on_progress is not None:
-                for piece in re.split(rb"[\r\n]", chunk):
-                    match = _PROGRESS2.match(piece)
-                    if match:
-                        on_progress(done_before + int(match.group(1).replace(b",", b"")), total)
+                _report_progress(chunk, on_progress)
     except BaseException:
         # Ctrl-C: rsync keeps what it has in .rsync-partial on TERM, for the next fetch to resume.
         proc.terminate()
@@ -141,18 +164,32 @@ def _run_rsync(argv: list, done_before: int, total: int, on_progress: Progress) 
         raise
     err = proc.stderr.read().decode(errors="replace")
     proc.wait()
-    if proc.returncode != 0:
+    absent = {path.rstrip("/") for path in _MISSING_SOURCE.findall(err)}
+    if proc.returncode in (12, 127) and ("command not found" in err or "rsync: not found" in err):
+        raise RemoteRsyncMissing()
+    if proc.returncode != 0 and not (proc.returncode == 23 and absent):
         detail = (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         raise HostError(f"rsync failed (exit {proc.returncode}): {detail}")
     text = out.decode(errors="replace")
-    return {key: int(m.group(1).replace(",", "")) if (m := pattern.search(text)) else 0
-            for key, pattern in _STATS.items()}
+    stats = {key: int(m.group(1).replace(",", "")) if (m := pattern.search(text)) else 0
+             for key, pattern in _STATS.items()}
+    return stats, absent
+
+
+def _report_progress(chunk: bytes, on_progress) -> None:
+    """progress2 lines: bytes so far and a percentage of the whole, hence the total."""
+    for piece in re.split(rb"[\r\n]", chunk):
+        match = _PROGRESS2.match(piece)
+        if match:
+            done = int(match.group(1).replace(b",", b""))
+            percent = int(match.group(2))
+            on_progress(done, done * 100 // percent if percent else 0)
 
 
 def _tar_fetch(target, present: list, local_root: Path, on_progress: Progress) -> dict:
     """The fallback: one tar stream over the connection, checked, then extracted."""
     total = sum(f["bytes"] for f in present)
-    script = render_script("artifacts_tar.sh", dirs=[f["dir"].rstrip("/") for f in present])
+    script = render_script("artifacts_tar.sh", dirs=[f["run_dir"].rstrip("/") for f in present])
     with tempfile.TemporaryDirectory(dir=local_root, prefix=".tar-") as tmp:
         archive = Path(tmp) / "runs.tar"
         received = [0]
@@ -167,7 +204,7 @@ def _tar_fetch(target, present: list, local_root: Path, on_progress: Progress) -
         if result.exit_code != 0:
             detail = (result.stderr.strip().splitlines() or [f"exit {result.exit_code}"])[-1]
             raise HostError(f"{target.profile.label}: tar failed on the pod: {detail}")
-        names = {PurePosixPath(f["dir"].rstrip("/")).name: f["run_id"] for f in present}
+        names = {PurePosixPath(f["run_dir"].rstrip("/")).name: f["run_id"] for f in present}
         extracted = Path(tmp) / "x"
         files = safe_extract(archive, extracted, set(names))
         for name, run_id in names.items():
@@ -223,13 +260,17 @@ def _check_member(member: tarfile.TarInfo, allowed_tops: set) -> None:
 # ---------------------------------------------------------------- fetch records
 
 
-def _record(records_dir: Path, profile, entry: dict, local_root: Path, method: str) -> None:
-    """What was fetched, per run: the check before tearing a pod down reads these."""
+def _record(records_dir: Path, profile, run: dict, local_root: Path, method: str) -> dict:
+    """What was fetched, per run (counted in the local copy, which mirrors the pod's): the check
+    before tearing a pod down reads these records."""
+    local = local_root / run["run_id"]
+    files = [p for p in local.rglob("*") if p.is_file() and not p.is_symlink() and ".rsync-partial" not in p.parts]
+    record = {"run_id": run["run_id"], "host": profile.name, "destination": profile.destination,
+              "remote_dir": run["run_dir"], "local_dir": str(local), "files": len(files),
+              "bytes": sum(p.stat().st_size for p in files), "method": method, "fetched_at": time.time()}
     records_dir.mkdir(parents=True, exist_ok=True)
-    record = {"run_id": entry["run_id"], "host": profile.name, "destination": profile.destination,
-              "remote_dir": entry["dir"], "local_dir": str(local_root / entry["run_id"]),
-              "files": entry["files"], "bytes": entry["bytes"], "method": method, "fetched_at": time.time()}
-    path = records_dir / f"{entry['run_id']}.json"
+    path = records_dir / f"{run['run_id']}.json"
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, path)
+    return {k: record[k] for k in ("run_id", "remote_dir", "local_dir", "files", "bytes")}
