@@ -53,6 +53,11 @@ def add_secrets(values) -> None:
     _TASK_SECRETS.set(tuple(_TASK_SECRETS.get()) + tuple(values))
 
 
+def dry_run_requested() -> bool:
+    """True under --dry-run (or Invoke's --dry): for tasks that write local files, not scripts."""
+    return _DRY_RUN.get()
+
+
 def json_requested() -> bool:
     """True under --json or --pretty (for tasks whose streaming output would break them)."""
     return _JSON.get() is not None

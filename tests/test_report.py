@@ -1,0 +1,343 @@
+"""`ops report`: the run table, streamed per-run intervals, groups, paired comparisons, the files it writes."""
+
+import csv
+import importlib.util
+import io
+import json
+import math
+import random
+import statistics
+import tracemalloc
+from math import comb
+
+import pytest
+
+from ops_tasks.operations.report import Welford, compare_runs, mcnemar_exact_p, reward_stats, t975
+
+Z = 1.959963984540054
+
+
+def make_run(root, run_id, *, summary=None, metadata=None, rewards=None, results=None):
+    """A run directory: summary.json, run_metadata.json (unless metadata is False), results.jsonl
+    from rewards ({id: reward} or a list) or raw results text."""
+    run = root / run_id
+    run.mkdir(parents=True)
+    (run / "command.sh").write_text("true\n")
+    (run / "stdout.log").write_text("")
+    (run / "summary.json").write_text(json.dumps(summary or {"ok": True}))
+    if metadata is not False:
+        (run / "run_metadata.json").write_text(json.dumps(metadata or {"run_id": run_id}))
+    if rewards is not None:
+        items = rewards.items() if isinstance(rewards, dict) else enumerate(rewards)
+        results = "".join(json.dumps({"id": key, "reward": value}) + "\n" for key, value in items)
+    if results is not None:
+        (run / "results.jsonl").write_text(results)
+    return run
+
+
+def interval(values):
+    """mean, se and the normal 95% interval, computed the textbook way (not streamed)."""
+    mean = statistics.fmean(values)
+    se = statistics.stdev(values) / math.sqrt(len(values))
+    return mean, se, mean - Z * se, mean + Z * se
+
+
+@pytest.fixture
+def root(project):
+    path = project / "artifacts" / "pod_logs"
+    path.mkdir(parents=True)
+    return path
+
+
+def _one_line(result, code, *fragments):
+    assert result.returncode == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# ---------------------------------------------------------------- the math
+
+
+def test_mcnemar_exact_p_by_hand():
+    # b=1, c=6: p = 2 * (C(7,0) + C(7,1)) / 2^7
+    assert mcnemar_exact_p(1, 6) == pytest.approx(2 * (comb(7, 0) + comb(7, 1)) / 2 ** 7) == 0.125
+    assert mcnemar_exact_p(6, 1) == 0.125
+    assert mcnemar_exact_p(0, 0) == 1.0
+    assert mcnemar_exact_p(4, 4) == 1.0  # 2 * P(X <= 4) > 1, capped
+    assert mcnemar_exact_p(0, 10) == pytest.approx(2 / 2 ** 10)
+    assert 0.0 < mcnemar_exact_p(400, 600) < 1e-9  # exact integers: no overflow for large b + c
+
+
+def test_welford_matches_the_textbook_formulas():
+    rng = random.Random(7)
+    values = [rng.gauss(3.0, 2.0) for _ in range(1000)]
+    acc = Welford()
+    for value in values:
+        acc.add(value)
+    assert acc.mean == pytest.approx(statistics.fmean(values), rel=1e-12)
+    assert acc.sd == pytest.approx(statistics.stdev(values), rel=1e-12)
+    assert acc.se == pytest.approx(statistics.stdev(values) / math.sqrt(1000), rel=1e-12)
+    one = Welford()
+    one.add(1.0)
+    assert one.sd is None and one.interval(Z) == (None, None)
+
+
+def test_t_quantiles():
+    assert t975(1) == pytest.approx(12.706, abs=1e-3)
+    assert t975(4) == pytest.approx(2.776, abs=1e-3)
+    assert t975(40) == pytest.approx(2.0211, abs=1e-4)
+    assert t975(120) == pytest.approx(1.9799, abs=1e-4)
+
+
+def test_reward_stats_stream_with_flat_memory(tmp_path):
+    rng = random.Random(1)
+    path = tmp_path / "results.jsonl"
+    rewards = []
+    with path.open("w") as handle:
+        for index in range(100_000):
+            reward = rng.random() < 0.3
+            rewards.append(float(reward))
+            handle.write(json.dumps({"id": index, "response": "x" * 50, "reward": reward}) + "\n")
+    assert path.stat().st_size > 5_000_000
+
+    tracemalloc.start()
+    try:
+        stats, error = reward_stats(str(path), "r")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert error is None
+    mean, se, low, high = interval(rewards)
+    assert stats["n"] == 100_000
+    assert stats["mean"] == pytest.approx(mean) and stats["se"] == pytest.approx(se)
+    assert (stats["ci95_low"], stats["ci95_high"]) == (pytest.approx(low), pytest.approx(high))
+    assert peak < 1_000_000, f"reward_stats held {peak} bytes for a {path.stat().st_size} byte file"
+
+
+def test_compare_pairs_by_id_and_averages_repeated_ids(tmp_path):
+    make_run(tmp_path, "a", results="".join(json.dumps(r) + "\n" for r in [
+        {"example_id": "q1", "reward": 1}, {"example_id": "q1", "reward": 0},  # two rollouts: 0.5
+        {"example_id": "q2", "reward": 0.25}, {"example_id": "only-a", "reward": 1}]))
+    make_run(tmp_path, "b", results="".join(json.dumps(r) + "\n" for r in [
+        {"example_id": "q2", "reward": 0.75}, {"example_id": "q1", "reward": 1}]))
+
+    result = compare_runs(tmp_path, "a", "b")
+
+    assert (result["n"], result["only_a"], result["only_b"]) == (2, 1, 0)
+    diffs = [1 - 0.5, 0.75 - 0.25]
+    assert result["mean_diff"] == pytest.approx(0.5)
+    assert result["ci95_low"] == pytest.approx(0.5 - Z * statistics.stdev(diffs) / math.sqrt(2))
+    assert result["binary"] is False and result["mcnemar"] is None
+
+
+# ---------------------------------------------------------------- the command
+
+
+def test_report_rows_intervals_and_files(ops, project, root):
+    a = [1, 0, 1, 1, 0, 1, 1, 1]
+    b = [0.5, 0.25, 1.0, 0.75]
+    make_run(root, "run-a", summary={"ok": True, "env_id": "arith", "model_id": "m1", "num_examples": 8,
+                                     "seed": 0, "avg_reward": 0.75, "duration_s": 2.5, "cached": True},
+             metadata={"run_id": "run-a", "model_id": "m1", "env_id": "arith"}, rewards=a)
+    make_run(root, "run-b", summary={"ok": True, "avg_reward": 0.625, "rollouts_per_example": 4, "best_of": 2,
+                                     "macro_avg_reward": 0.6, "run_metadata": {"model_id": "from-summary",
+                                                                               "env_id": "gsm8k"}},
+             metadata={"run_id": "run-b", "model_id": "m2", "dataset": {"num_examples": 4}}, rewards=b)
+    make_run(root, "no-results", summary={"ok": True, "model_id": "m3", "avg_reward": 0.1}, metadata=False)
+
+    result = ops("report", "--json")
+
+    assert result.returncode == 0, result.stderr
+    doc = result.json
+    assert doc["ok"] is True and doc["count"] == 3 and doc["errors"] == []
+    rows = {r["run_id"]: r for r in doc["rows"]}
+    mean, se, low, high = interval(a)
+    assert rows["run-a"]["mean"] == pytest.approx(mean) and rows["run-a"]["se"] == pytest.approx(se)
+    assert rows["run-a"]["ci95_low"] == pytest.approx(low) and rows["run-a"]["ci95_high"] == pytest.approx(high)
+    assert rows["run-a"]["n"] == 8
+    # run_metadata.json wins, then summary.json's run_metadata object, then summary.json
+    assert (rows["run-b"]["model_id"], rows["run-b"]["env_id"], rows["run-b"]["num_examples"]) == ("m2", "gsm8k", 4)
+    assert (rows["run-b"]["rollouts"], rows["run-b"]["best_of"], rows["run-b"]["macro_avg_reward"]) == (4, 2, 0.6)
+    assert rows["run-b"]["mean"] == pytest.approx(0.625) and rows["run-b"]["n"] == 4
+    assert rows["no-results"]["model_id"] == "m3"
+    assert all(rows["no-results"][k] is None for k in ("mean", "se", "ci95_low", "ci95_high", "n"))
+    # other numeric summary keys are columns; bools are not
+    assert doc["columns"][:8] == ["run_id", "env_id", "model_id", "num_examples", "rollouts", "best_of",
+                                  "avg_reward", "macro_avg_reward"]
+    assert "seed" in doc["columns"] and "duration_s" in doc["columns"] and "cached" not in doc["columns"]
+    assert doc["warnings"] == [{"run_id": "no-results", "file": "run_metadata.json",
+                                "warning": "missing: fields from summary.json only"}]
+    # written, and the same document
+    written = json.loads((project / "artifacts" / "report.json").read_text())
+    assert written["rows"] == doc["rows"]
+    markdown = (project / "artifacts" / "report.md").read_text()
+    assert markdown == doc["markdown"]
+    assert "| run_id " in markdown and f"| {low:.4f} " in markdown and "| 0.7500 " in markdown
+    assert sorted(p.name for p in (project / "artifacts").iterdir()) == ["pod_logs", "report.json", "report.md"]
+
+
+def test_human_output_is_the_markdown_table(ops, root):
+    make_run(root, "run-a", summary={"ok": True, "model_id": "m1", "avg_reward": 2 / 3})
+
+    result = ops("report")
+
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"# Report: {root}")
+    assert "| run-a " in result.stdout and "0.6667" in result.stdout
+    assert "wrote" in result.stderr and "report.md" in result.stderr
+
+
+def test_a_malformed_summary_is_listed_under_errors(ops, root):
+    make_run(root, "good", summary={"ok": True, "avg_reward": 0.5})
+    (make_run(root, "broken") / "summary.json").write_text('{"ok": true, "avg_reward": 0.5')
+    make_run(root, "bad-results", summary={"ok": True}, results='{"reward": 1}\n{"reward": \n')
+    (root / "unfinished").mkdir()
+
+    result = ops("report", "--json")
+
+    assert result.returncode == 1
+    doc = result.json
+    assert doc["ok"] is False
+    errors = {e["run_id"]: e for e in doc["errors"]}
+    assert set(errors) == {"broken", "bad-results", "unfinished"}
+    assert (errors["broken"]["file"], errors["broken"]["line"], errors["broken"]["column"]) == ("summary.json", 1, 31)
+    assert (errors["bad-results"]["file"], errors["bad-results"]["line"]) == ("results.jsonl", 2)
+    assert errors["unfinished"]["file"] == "summary.json" and "missing" in errors["unfinished"]["error"]
+    assert [r["run_id"] for r in doc["rows"]] == ["bad-results", "good"]
+    assert "## Errors" in doc["markdown"] and "broken: summary.json line 1 column 31" in doc["markdown"]
+
+
+def test_group_by_gives_mean_sd_and_n_over_runs(ops, root):
+    rewards = {("m1", 0): 0.5, ("m1", 1): 0.7, ("m1", 2): 0.9, ("m2", 0): 0.2}
+    for (model, seed), value in rewards.items():
+        make_run(root, f"{model}-s{seed}", summary={"ok": True, "avg_reward": value},
+                 metadata={"model_id": model, "env_id": "arith", "config": {"seed": seed}})
+
+    result = ops("report", "--group-by", "model_id,env_id", "--json")
+
+    assert result.returncode == 0, result.stderr
+    groups = {g["model_id"]: g for g in result.json["groups"]}
+    m1 = [0.5, 0.7, 0.9]
+    assert groups["m1"]["env_id"] == "arith" and groups["m1"]["runs"] == 3 and groups["m1"]["avg_reward_n"] == 3
+    assert groups["m1"]["avg_reward_mean"] == pytest.approx(0.7)
+    assert groups["m1"]["avg_reward_sd"] == pytest.approx(statistics.stdev(m1))
+    half = 4.3027 * statistics.stdev(m1) / math.sqrt(3)  # t(0.975, 2 df)
+    assert groups["m1"]["avg_reward_ci95_low"] == pytest.approx(0.7 - half, abs=1e-4)
+    assert groups["m2"]["avg_reward_n"] == 1 and groups["m2"]["avg_reward_sd"] is None
+    assert "## Groups by model_id, env_id" in result.json["markdown"]
+
+
+def test_compare_gives_the_paired_difference_and_mcnemar(ops, root):
+    # b = 1 (A right, B wrong), c = 6 (A wrong, B right), 2 both right, 1 both wrong; one id only in A
+    pairs = [(1, 0)] + [(0, 1)] * 6 + [(1, 1)] * 2 + [(0, 0)]
+    make_run(root, "model-a", rewards={f"q{i}": a for i, (a, _) in enumerate(pairs)} | {"extra": 1})
+    make_run(root, "model-b", rewards={f"q{i}": b for i, (_, b) in reversed(list(enumerate(pairs)))})
+
+    result = ops("report", "--compare", "model-a,model-b", "--json")
+
+    assert result.returncode == 0, result.stderr
+    comparison = result.json["comparison"]
+    diffs = [b - a for a, b in pairs]
+    half = Z * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    assert (comparison["n"], comparison["only_a"], comparison["only_b"]) == (10, 1, 0)
+    assert comparison["mean_diff"] == pytest.approx(0.5)
+    assert comparison["ci95_low"] == pytest.approx(0.5 - half) and comparison["ci95_high"] == pytest.approx(0.5 + half)
+    assert comparison["mcnemar"] == {"b": 1, "c": 6, "p_value": pytest.approx(0.125)}
+
+    again = ops("report", "--compare", "model-a", "--compare", "model-b")
+    assert again.returncode == 0
+    assert "McNemar exact test: b (A right, B wrong) = 1, c (A wrong, B right) = 6, p = 0.125" in again.stdout
+
+
+def test_compare_refuses_bad_runs_in_one_line(ops, root):
+    make_run(root, "a", rewards=[1, 0])
+    make_run(root, "no-results")
+    _one_line(ops("report", "--compare", "a,ghost"), 2, "no run ghost under")
+    _one_line(ops("report", "--compare", "a,no-results"), 2, "no-results has no results.jsonl")
+    _one_line(ops("report", "--compare", "a"), 2, "--compare takes two run ids")
+    _one_line(ops("report", "--compare", "a,../etc"), 2, "not a run id")
+
+
+def test_sort_and_filter(ops, root):
+    for run_id, model, value in [("r1", "m1", 0.2), ("r2", "m2", 0.9), ("r3", "m1", 0.5), ("r4", "m1", None)]:
+        make_run(root, run_id, summary={"ok": True, "model_id": model, "avg_reward": value})
+
+    descending = ops("report", "--sort", "-avg_reward", "--json").json
+    ascending = ops("report", "--sort", "avg_reward", "--filter", "model_id=m1", "--json").json
+
+    assert [r["run_id"] for r in descending["rows"]] == ["r2", "r3", "r1", "r4"]  # missing last
+    assert [r["run_id"] for r in ascending["rows"]] == ["r1", "r3", "r4"]
+    assert (ascending["count"], ascending["total"]) == (3, 4)
+    none = ops("report", "--filter", "model_id=m9", "--json")
+    assert none.returncode == 1 and none.json["error"] == "no run matches the filters"
+    _one_line(ops("report", "--filter", "model_id"), 2, "--filter 'model_id': expected key=value")
+    _one_line(ops("report", "--filter", "modle_id=m1"), 2, "--filter modle_id: no run", "has that field")
+    _one_line(ops("report", "--sort", "-nope"), 2, "--sort nope: no run")
+
+
+def test_formats(ops, root):
+    make_run(root, "r1", summary={"ok": True, "model_id": "m1", "avg_reward": 0.25}, rewards=[0, 1])
+
+    as_csv = ops("report", "--format", "csv")
+    as_json = ops("report", "--format", "json")
+
+    table = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert table[0]["run_id"] == "r1" and table[0]["avg_reward"] == "0.25" and table[0]["n"] == "2"
+    assert json.loads(as_json.stdout)["rows"][0]["run_id"] == "r1"
+    _one_line(ops("report", "--format", "xml"), 2, "--format must be one of md, json, csv")
+
+
+def test_an_empty_or_missing_root(ops, project, root):
+    empty = ops("report", "--json")
+    assert empty.returncode == 1 and empty.json["ok"] is False and empty.json["count"] == 0
+    assert empty.json["error"] == f"no run directories under {root}"
+    _one_line(ops("report", "--root", "elsewhere"), 2, str(project / "elsewhere"), "no such directory")
+
+
+def test_out_dir_and_dry_run(ops, project, root, tmp_path):
+    make_run(root, "r1", summary={"ok": True, "avg_reward": 1.0})
+
+    dry = ops("report", "--dry-run", "--out-dir", "reports", "--json")
+    assert dry.returncode == 0 and dry.json["written"] is None and not (project / "reports").exists()
+
+    real = ops("report", "--out-dir", "reports", "--json")
+    assert real.json["written"] == {"markdown": str(project / "reports" / "report.md"),
+                                    "json": str(project / "reports" / "report.json")}
+    assert sorted(p.name for p in (project / "reports").iterdir()) == ["report.json", "report.md"]  # no temp files
+
+
+def test_env_values_from_run_metadata_are_never_printed(ops, project, root):
+    make_run(root, "r1", summary={"ok": True, "avg_reward": 1.0},
+             metadata={"model_id": "m", "env": {"MY_SETTING": "plain-visible-value", "HF_TOKEN": "hf_abcdefgh1234"}})
+
+    shown = ops("report", "--json").stdout + ops("report").stdout
+    written = (project / "artifacts" / "report.json").read_text()
+
+    for text in (shown, written):
+        assert "plain-visible-value" not in text and "hf_abcdefgh1234" not in text
+
+
+def test_plot_without_matplotlib_names_the_install_command(ops, root):
+    if importlib.util.find_spec("matplotlib") is not None:
+        pytest.skip("matplotlib is installed here (test_plot_writes_a_png covers it)")
+    make_run(root, "r1", summary={"ok": True, "avg_reward": 1.0})
+
+    result = ops("report", "--plot", "chart.png")
+
+    _one_line(result, 2, "pip install 'ops-tasks[plot]'")
+    assert result.stderr.strip() == "error: --plot needs matplotlib, which is not installed: pip install 'ops-tasks[plot]'"
+
+
+def test_plot_writes_a_png(ops, project, root):
+    pytest.importorskip("matplotlib")
+    make_run(root, "r1", summary={"ok": True, "avg_reward": 0.5}, rewards=[1, 0, 1])
+    make_run(root, "r2", summary={"ok": True, "avg_reward": 0.25})
+
+    result = ops("report", "--plot", "chart.png", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert result.json["plot"] == str(project / "chart.png")
+    assert (project / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
