@@ -9,21 +9,9 @@ SYSTEM_TOOLS := sshd:openssh-server ssh:openssh-client rsync:rsync tmux:tmux cur
 
 .PHONY: demo test bench install system-deps clean
 
-# The demo's server is the vLLM stand-in (no GPU here), on a port unlikely to be taken
-# (configs/demo.json points its eval there).
-DEMO_PORT  := 18000
-DEMO_MODEL := Qwen/Qwen3-4B
-OPS        := $(BIN)/ops
-
-# pod check, vLLM up, an evaluation sweep through the run queue, vLLM down (also on failure).
+# The main job on the `local` profile: see examples/demo.sh.
 demo: $(STAMP) system-deps
-	$(OPS) pod.status --host local
-	$(OPS) vllm.start --host local --vllm-bin $(BIN)/ops-vllm-stub --model-id $(DEMO_MODEL) \
-	  --port $(DEMO_PORT) --restart --wait; ok=$$?; \
-	if [ $$ok = 0 ]; then \
-	  $(OPS) runs.submit --host local --config configs/demo.json --remote-repo $(CURDIR) --wait; ok=$$?; \
-	fi; \
-	$(OPS) vllm.stop --host local && exit $$ok
+	bash examples/demo.sh
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q

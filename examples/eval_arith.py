@@ -57,6 +57,8 @@ def main() -> int:
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--base-url", default=os.environ.get("OPENAI_API_BASE", "http://127.0.0.1:8000/v1"))
     parser.add_argument("--timeout", type=float, default=60)
+    parser.add_argument("--raw-dir", help="also write the raw responses here as eval_<run id>.jsonl (as evals "
+                                          "on pods write /mnt/eval_*; artifacts.archive moves them)")
     args, unknown = parser.parse_known_args()
     if unknown:
         print(f"ignoring flags this eval does not use: {' '.join(unknown)}")
@@ -76,6 +78,11 @@ def main() -> int:
             rewards.append(reward)
             results.write(json.dumps({**item, "response": response, "reward": reward}) + "\n")
             print(f"{item['id']}: {item['question']} -> {extracted(response)} (reward {reward:.0f})")
+    if args.raw_dir:
+        run_id = os.path.basename(os.path.normpath(args.run_dir))
+        raw = os.path.join(args.raw_dir, f"eval_{run_id}.jsonl")
+        with open(os.path.join(args.run_dir, "results.jsonl")) as src, open(raw, "w") as dst:
+            dst.write(src.read())
     summary = {"ok": True, "env_id": args.env_id, "model_id": args.model_id, "num_examples": len(rewards),
                "seed": args.seed, "avg_reward": sum(rewards) / len(rewards) if rewards else 0.0,
                "duration_s": round(time.time() - started, 2)}
