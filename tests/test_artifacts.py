@@ -163,17 +163,19 @@ def test_links_inside_the_run_are_fine(tmp_path):
 
 
 @needs_isolation
-def test_submit_wait_fetch_chain_in_one_command_line(pod, ops, project):
+def test_submit_wait_fetch_report_chain_in_one_command_line(pod, ops, project):
     (project / "c.json").write_text(json.dumps({"remote_repo": "/root", "runs": [
-        {"run_id": "chain1", "command": "printf '{\"ok\": true, \"avg_reward\": 1}' > $OPS_RUN_DIR/summary.json"}]}))
+        {"run_id": "chain1", "command": "printf '{\"ok\": true, \"avg_reward\": 0.75}' > $OPS_RUN_DIR/summary.json"}]}))
 
     result = ops("runs.submit", "--host", pod.alias, "--config", str(project / "c.json"),
-                 "runs.wait", "--host", pod.alias, "artifacts.fetch", "--host", pod.alias)
+                 "runs.wait", "--host", pod.alias, "artifacts.fetch", "--host", pod.alias, "validate", "report")
 
     assert result.returncode == 0, result.stdout + result.stderr
     fetched = project / "artifacts" / "pod_logs" / "chain1"
     assert json.loads((fetched / "summary.json").read_text())["ok"] is True
     assert {"command.sh", "run_metadata.json", "stdout.log", "status.json"} <= {p.name for p in fetched.iterdir()}
+    report = json.loads((project / "artifacts" / "report.json").read_text())
+    assert [(row["run_id"], row["avg_reward"]) for row in report["rows"]] == [("chain1", 0.75)]
 
 
 @needs_isolation
