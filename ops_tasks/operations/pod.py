@@ -1,7 +1,7 @@
 """Pod operations: what a pod is, judged against what the tools need."""
 
 from ..errors import HostError
-from ..scripts import parse_document, render_script
+from ..scripts import parse_document, render_script, scripts_dir
 
 REQUIRED_TOOLS = {"tmux": "vllm and runs sessions", "curl": "vllm status checks"}
 USEFUL_TOOLS = {"python3": "the run supervisor", "rsync": "fast artifact fetch (tar is the fallback)"}
@@ -49,3 +49,61 @@ def judge_pod(facts: dict, profile) -> tuple:
     if facts.get("gpu_error"):
         warnings.append(facts["gpu_error"])
     return problems, warnings
+
+
+# ---------------------------------------------------------------- preparing a pod
+
+
+def _steps_report(target, facts: dict, **extra) -> dict:
+    failed = [s for s in facts["steps"] if s["state"] == "failed"]
+    report = {"ok": not failed, "host": target.profile.name, "steps": facts["steps"], **extra}
+    if failed:
+        report["error"] = f"{target.profile.label}: " + "; ".join(f"{s['step']}: {s['detail']}" for s in failed)
+    return report
+
+
+def pod_bootstrap(target) -> dict:
+    """Run the volume's bootstrap script, copy persisted SSH keys in, trust GitHub (one round trip)."""
+    github = (scripts_dir() / "github_known_hosts.txt").read_text()
+    script = render_script("pod_bootstrap.sh", volume=target.profile.volume, github_keys=github)
+    facts = parse_document(target.run_script(script), target.profile.label, "pod_bootstrap.sh")
+    return _steps_report(target, facts)
+
+
+def pod_sync(target, *, remote_repo: str, repo_url=None, branch=None, pr=None, ref=None, install=None) -> dict:
+    """Clone or update the repo on the pod and check out what was asked (one round trip)."""
+    script = render_script("pod_sync.sh", remote_repo=remote_repo, repo_url=repo_url, branch=branch, pr=pr,
+                           ref=ref, install=install, volume=target.profile.volume)
+    facts = parse_document(target.run_script(script), target.profile.label, "pod_sync.sh")
+    return _steps_report(target, facts, remote_repo=remote_repo, commit=facts["commit"] or None,
+                         branch=facts["branch"] or None, dirty=facts["dirty"])
+
+
+WANDB_SCRIPT_UPGRADE = r'''#!/usr/bin/env bash
+# set-wandb-api-key.sh, upgraded by ops-tasks pod.wandb (the original is kept beside it as .bak.*).
+# Exporting WANDB_API_KEY is not enough for non-interactive sessions (tmux, detached runs):
+# W&B reads ~/.netrc there, so this also writes the api.wandb.ai entry of ~/.netrc (mode 0600).
+KEY_FROM_SCRIPT
+python3 - <<'PY'
+import os, re
+key = os.environ["WANDB_API_KEY"]
+path = os.path.expanduser("~/.netrc")
+text = open(path).read() if os.path.exists(path) else ""
+text = re.sub(r"(?s)(^|\s)machine\s+api\.wandb\.ai\s.*?(?=\smachine\s|\sdefault\s|\Z)", r"\1", text).strip()
+fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+with os.fdopen(fd, "w") as handle:
+    handle.write((text + "\n" if text else "") + "machine api.wandb.ai\n  login user\n  password " + key + "\n")
+os.replace(path + ".tmp", path)
+PY
+'''
+
+
+def pod_wandb(target, *, key=None) -> dict:
+    """~/.netrc for W&B on the pod, from key (sent on stdin) or the volume's script."""
+    script = render_script("pod_wandb.sh", volume=target.profile.volume, upgrade_script=WANDB_SCRIPT_UPGRADE)
+    payload = (key + "\n").encode() if key else b""
+    facts = parse_document(target.run_script(script, stdin_payload=payload), target.profile.label, "pod_wandb.sh")
+    report = {"host": target.profile.name, **facts}
+    if not facts["ok"]:
+        report["error"] = f"{target.profile.label}: {facts['error']}"
+    return report
