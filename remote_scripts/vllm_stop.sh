@@ -13,12 +13,12 @@ stop_main() {
   for i in 1 2 3 4 5 6 7 8 9 10; do port_listener "$check_port" || break; sleep 0.2; done
   if port_listener "$check_port"; then port_free=0; port_owner_json owner_json "$check_port"; fi
   gpu_memory_json after
-  # The driver frees a dead process's memory with a lag: give it up to 2 s to settle.
-  if [ "$before" != null ] && [ "${#stop_report}" -gt 0 ] && [[ $stop_report != *'"processes":[]'* ]]; then
-    local previous='' tries
+  # The driver frees a dead process's memory with a lag: while nothing has been freed yet, give
+  # it up to 2 s (a stop that found processes; nothing to wait for otherwise).
+  if [ "$before" != null ] && [[ $stop_report != *'"processes":[]'* ]]; then
+    local tries
     for tries in 1 2 3 4 5 6 7 8 9 10; do
-      [ "$after" = "$previous" ] && break
-      previous=$after
+      [ "$after" = "$before" ] || break
       sleep 0.2
       gpu_memory_json after
     done
