@@ -1,10 +1,11 @@
-"""`pod` namespace: check a pod, and prepare it (bootstrap, sync, wandb)."""
+"""`pod` namespace: check a pod, rent and release Lium pods (lium.py), prepare them."""
 
 from invoke import Collection
 from tabulate import tabulate
 
 from .errors import ConfigError
 from .flags import count_flag
+from .lium import down, ls, ps, up
 from .operations.pod import pod_bootstrap, pod_status, pod_sync, pod_wandb
 from .output import connect, ops_task
 from .secrets import MASK
@@ -127,5 +128,5 @@ def wandb(c, host=None):
 
 
 ns = Collection("pod")
-for _task in (status, bootstrap, sync, wandb):
+for _task in (status, ls, up, ps, down, bootstrap, sync, wandb):
     ns.add_task(_task)

@@ -1,7 +1,6 @@
 """pod.bootstrap, pod.sync and pod.wandb on real sshd pods: idempotent, never locking anyone out,
 never showing a key."""
 
-import json
 import os
 import subprocess
 
