@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .errors import ConfigError, HostError
-from .settings import Profile
+from .settings import Profile, parse_destination
 
 # Called with each chunk of a stream as it arrives (progress, followed logs).
 Sink = Optional[Callable[[bytes], None]]
@@ -253,29 +253,27 @@ class SshTarget:
     def openssh_command(self) -> list:
         """The system `ssh` with this connection's own parameters, for rsync's data plane.
 
-        paramiko moves about a third of what OpenSSH does, so bulk data goes through OpenSSH,
-        told everything explicitly (-F /dev/null): host, port, user, keys, ProxyJump and the same
-        host-key policy against the same known_hosts.
+        paramiko moves about a third of what OpenSSH does, so bulk data goes through OpenSSH. It
+        reads the same ssh config file as our connection (-F: OpenSSH would otherwise read the
+        passwd home's, not $HOME's), under the same name, so ProxyJump, ProxyCommand and the
+        jump host's own settings apply as they do for the connection; port, user, keys and the
+        host-key policy are given explicitly, as the connection resolved them.
         """
-        # The resolved parameters (ssh config applied); no need to have connected for them.
         connection = self.connection or self._new_connection()
-        config = connection.ssh_config
+        config_file = Path("~/.ssh/config").expanduser()
         timeout = max(1, math.ceil(self.profile.connect_timeout))
-        argv = ["ssh", "-F", "/dev/null", "-p", str(connection.port), "-l", connection.user,
-                "-o", "BatchMode=yes", "-o", f"ConnectTimeout={timeout}", "-o", "ServerAliveInterval=15"]
-        keys = connection.connect_kwargs.get("key_filename") or config.get("identityfile") or []
+        argv = ["ssh", "-F", str(config_file) if config_file.is_file() else "/dev/null",
+                "-p", str(connection.port), "-l", connection.user, "-o", "BatchMode=yes",
+                "-o", f"ConnectTimeout={timeout}", "-o", "ServerAliveInterval=15", "-o", "LogLevel=ERROR"]
+        keys = connection.connect_kwargs.get("key_filename") or []
         for key in [keys] if isinstance(keys, str) else keys:
             argv += ["-i", str(Path(key).expanduser())]
-        if str(config.get("identitiesonly", "")).lower() == "yes":
-            argv += ["-o", "IdentitiesOnly=yes"]
-        if config.get("proxyjump"):
-            argv += ["-J", config["proxyjump"]]
         if self.known_hosts is None:  # host keys not checked for this profile
-            argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+            argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
         else:
             # accept-new is OpenSSH's trust on first use: the same policy as our own connection.
             argv += ["-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={self.known_hosts}"]
-        return argv + [connection.host]
+        return argv + [parse_destination(self.profile.destination).host]
 
     # -- running
 

@@ -4,8 +4,10 @@
 
 tar_main() {
   local dir args=()
+  # One -C per directory, and ./name: a name starting with '-' stays a name (GNU tar reads no
+  # options after a '--', so that cannot separate several -C's).
   for dir in "${dirs[@]}"; do
-    args+=(-C "${dir%/*}" -- "${dir##*/}")
+    args+=(-C "${dir%/*}" "./${dir##*/}")
   done
   exec tar -cf - "${args[@]}"
 }

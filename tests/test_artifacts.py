@@ -110,13 +110,15 @@ def test_an_interrupted_fetch_resumes_where_it_stopped(pod, ops, project, client
 def test_without_rsync_on_the_pod_a_tar_stream_does_it(pod_factory, ops, project):
     pod = pod_factory(hide_tools=("rsync",))
     make_run(pod, "t1", {"summary.json": '{"ok": true}', "deep/a/b.txt": "x"})
+    make_run(pod, "t2", {"stdout.log": "two"})
     pod.sh(f"ln -s summary.json {OUT}/t1/link.json")
 
-    result = ops("artifacts.fetch", "--host", pod.alias, "--run-id", "t1", "--json")
+    result = ops("artifacts.fetch", "--host", pod.alias, "--run-id", "t1,t2", "--json")
 
     assert result.returncode == 0, result.stderr
     assert result.json["method"] == "tar"
-    assert local_digests(project / "artifacts" / "pod_logs" / "t1") == pod_digests(pod, "t1")
+    for run_id in ("t1", "t2"):
+        assert local_digests(project / "artifacts" / "pod_logs" / run_id) == pod_digests(pod, run_id)
     assert (project / "artifacts" / "pod_logs" / "t1" / "link.json").is_symlink()
 
 
@@ -184,8 +186,28 @@ def test_fetch_all_takes_every_run_directory_but_not_the_queue(pod, ops, project
     make_run(pod, "x2", {"stdout.log": "y"})
     pod.sh(f"mkdir -p {OUT}/.ops/queue && echo secret-queue > {OUT}/.ops/queue/q.json")
 
+    (project / "artifacts" / "pod_logs" / "from-another-pod").mkdir(parents=True)
+
     result = ops("artifacts.fetch", "--host", pod.alias, "--all", "--json")
+    nothing = ops("artifacts.fetch", "--host", pod.alias, "--all", "--remote-outputs-dir", "/mnt/none", "--json")
 
     assert result.returncode == 0, result.stderr
     assert sorted(r["run_id"] for r in result.json["runs"]) == ["x1", "x2"]
-    assert sorted(p.name for p in (project / "artifacts" / "pod_logs").iterdir()) == ["x1", "x2"]
+    assert sorted(p.name for p in (project / "artifacts" / "fetched").iterdir()) == ["x1.json", "x2.json"]
+    assert nothing.returncode == 1 and "no run directories under /mnt/none" in nothing.json["error"]
+
+
+@needs_isolation
+def test_fetch_goes_through_a_proxyjump_like_the_connection(pod_factory, ops, project, client):
+    # OpenSSH reads the passwd home's known_hosts, not this test's HOME: say where it is, as a
+    # user's own config does not need to.
+    jump = pod_factory(UserKnownHostsFile=str(client.known_hosts), StrictHostKeyChecking="accept-new")
+    target = pod_factory()
+    client.add_alias("behind", target, ProxyJump=jump.alias)
+    make_run(target, "j1", {"summary.json": '{"ok": true}'})
+
+    result = ops("artifacts.fetch", "--host", "behind", "--run-id", "j1", "--json")
+
+    assert result.returncode == 0, result.stderr
+    assert local_digests(project / "artifacts" / "pod_logs" / "j1") == pod_digests(target, "j1")
+    assert jump.accepted_connections() == 1  # rsync's ssh hopped through the jump host

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
@@ -61,40 +62,41 @@ def fetch_runs(target, *, runs: list, outputs_dir: str, local_root: Path, record
                all_runs: bool = False, bwlimit: Optional[int] = None, on_progress: Progress = None) -> dict:
     """Fetch run directories into local_root/<run_id>/; record each fetch in records_dir.
 
-    rsync goes first, alone: one OpenSSH connection, no listing round trip before it. Where
-    rsync is missing (here, or on the pod), a listing and a tar stream over the connection.
+    Named runs: rsync goes first, alone (one OpenSSH connection, no listing round trip). --all
+    lists the pod's run directories first: only what is on the pod is fetched and recorded.
+    Where rsync is missing (here, or on the pod): a listing and a tar stream over the connection.
     """
     profile = target.profile
     local_root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    method, moved, missing = "rsync", None, []
+    if all_runs:
+        listing = list_remote(target, dirs=[], outputs_dir=outputs_dir, all_runs=True)
+        runs = [{"run_id": PurePosixPath(e["dir"]).name, "run_dir": e["dir"]} for e in listing["runs"]]
+        if not runs:
+            return {"ok": False, "host": profile.name, "local_root": str(local_root), "runs": [], "missing": [],
+                    "error": f"{profile.label}: no run directories under {outputs_dir}"}
+    method, moved, missing, warnings = "rsync", None, [], []
     if shutil.which("rsync"):
         try:
-            moved, missing = _rsync(target, runs, outputs_dir, all_runs, local_root, bwlimit, on_progress)
+            moved, missing, warnings = _rsync(target, runs, local_root, bwlimit, on_progress)
         except RemoteRsyncMissing:
             method = "tar"
     else:
         method = "tar"
     if method == "tar":
-        listing = list_remote(target, dirs=[r["run_dir"] for r in runs], outputs_dir=outputs_dir, all_runs=all_runs)
-        ids = {r["run_dir"]: r["run_id"] for r in runs}
-        found = [{"run_id": ids.get(e["dir"], PurePosixPath(e["dir"]).name), "run_dir": e["dir"],
-                  "bytes": e["bytes"]} for e in listing["runs"] if e["exists"]]
-        missing = [{"run_id": ids.get(e["dir"], PurePosixPath(e["dir"]).name), "run_dir": e["dir"]}
-                   for e in listing["runs"] if not e["exists"]]
+        listing = list_remote(target, dirs=[r["run_dir"] for r in runs], outputs_dir=outputs_dir)
+        sizes = {e["dir"]: e["bytes"] for e in listing["runs"] if e["exists"]}
+        missing = [r for r in runs if r["run_dir"] not in sizes]
+        found = [dict(r, bytes=sizes[r["run_dir"]]) for r in runs if r["run_dir"] in sizes]
         moved = _tar_fetch(target, found, local_root, on_progress) if found else {"files": 0, "bytes": 0,
                                                                                    "literal_bytes": 0}
-        runs = found
-    elif all_runs:
-        runs = [{"run_id": p.name, "run_dir": f"{outputs_dir.rstrip('/')}/{p.name}"}
-                for p in sorted(local_root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     gone = {m["run_dir"] for m in missing}
     present = [r for r in runs if r["run_dir"] not in gone]
     fetched = [_record(records_dir, profile, run, local_root, method) for run in present]
     report = {
         "ok": not missing, "host": profile.name, "method": method, "local_root": str(local_root),
         "seconds": round(time.monotonic() - started, 3), "runs": fetched, "transferred": moved,
-        "missing": [{"run_id": m["run_id"], "remote_dir": m["run_dir"]} for m in missing],
+        "missing": [{"run_id": m["run_id"], "remote_dir": m["run_dir"]} for m in missing], "warnings": warnings,
     }
     if missing:
         report["error"] = f"{profile.label}: no run directory " + ", ".join(m["run_dir"] for m in missing) + (
@@ -107,12 +109,13 @@ class RemoteRsyncMissing(Exception):
 
 
 _MISSING_SOURCE = re.compile(r'(?:change_dir|link_stat) "([^"]+)" failed: No such file or directory')
+# rsync's closing lines, which follow any error and name no file of their own.
+_RSYNC_SUMMARY = re.compile(r"^rsync (error|warning):|^rsync: \[generator\]|^\s*$|^Warning: Permanently added")
 
 
-def _rsync(target, runs: list, outputs_dir: str, all_runs: bool, local_root: Path, bwlimit,
-           on_progress: Progress) -> tuple:
+def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress) -> tuple:
     """rsync the run directories: one connection for those named by their run id (the usual
-    layout), one more for each run directory named otherwise. ((files, bytes), missing runs)."""
+    layout), one more for each run directory named otherwise. (stats, missing runs, warnings)."""
     options = ["rsync", "-a", "--partial", "--partial-dir=.rsync-partial", "--stats"]
     if on_progress is not None:
         options += ["--info=progress2", "--no-inc-recursive"]  # a whole-transfer total, for the ETA
@@ -124,33 +127,32 @@ def _rsync(target, runs: list, outputs_dir: str, all_runs: bool, local_root: Pat
         ssh = target.openssh_command()
         host = ssh[-1] if ":" not in ssh[-1] else f"[{ssh[-1]}]"
         options += ["-e", shlex.join(ssh[:-1])]
-    if all_runs:
-        batches = [([{"run_id": "*", "run_dir": outputs_dir.rstrip("/") + "/"}], str(local_root) + "/",
-                    ["--exclude=/.ops"])]
-    else:
-        plain = [r for r in runs if PurePosixPath(r["run_dir"]).name == r["run_id"]]
-        custom = [r for r in runs if r not in plain]
-        batches = ([(plain, str(local_root) + "/", [])] if plain else []) + [
-            ([r], str(local_root / r["run_id"]) + "/", []) for r in custom]
+    plain = [r for r in runs if PurePosixPath(r["run_dir"]).name == r["run_id"]]
+    custom = [r for r in runs if r not in plain]
+    # Plain ones: each directory lands under its own name; custom ones: their contents into <run_id>/.
+    batches = ([(plain, str(local_root) + "/", "")] if plain else []) + [
+        ([r], str(local_root / r["run_id"]) + "/", "/") for r in custom]
     moved = {"files": 0, "bytes": 0, "literal_bytes": 0}
-    missing = []
-    for entries, dest, extra in batches:
-        whole_dir = dest == str(local_root) + "/" and not all_runs
-        sources = [e["run_dir"].rstrip("/") + ("" if whole_dir or all_runs else "/") for e in entries]
-        if all_runs:
-            sources = [entries[0]["run_dir"]]
+    missing, warnings = [], []
+    for entries, dest, trailing in batches:
+        sources = [e["run_dir"].rstrip("/") + trailing for e in entries]
         if remote:
             sources = [f"{host}:{sources[0]}"] + [f":{s}" for s in sources[1:]]
-        stats, absent = _run_rsync(options + extra + sources + [dest], on_progress)
+        stats, absent, warning = _run_rsync(options + sources + [dest], on_progress)
         missing += [e for e in entries if e["run_dir"].rstrip("/") in absent]
+        warnings += [warning] if warning else []
         for key in moved:
             moved[key] += stats[key]
-    return moved, missing
+    return moved, missing, warnings
 
 
 def _run_rsync(argv: list, on_progress: Progress) -> tuple:
-    """Run rsync; (its --stats, the source directories that do not exist)."""
+    """Run rsync; (its --stats, the source directories that do not exist, a warning or None)."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    errors = []
+    # stderr on its own thread: rsync blocks once a pipe we do not read fills up.
+    reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+    reader.start()
     out = bytearray()
     try:
         for chunk in iter(lambda: proc.stdout.read1(65536), b""):
@@ -162,18 +164,27 @@ def _run_rsync(argv: list, on_progress: Progress) -> tuple:
         proc.terminate()
         proc.wait()
         raise
-    err = proc.stderr.read().decode(errors="replace")
     proc.wait()
+    reader.join()
+    err = b"".join(errors).decode(errors="replace")
     absent = {path.rstrip("/") for path in _MISSING_SOURCE.findall(err)}
     if proc.returncode in (12, 127) and ("command not found" in err or "rsync: not found" in err):
         raise RemoteRsyncMissing()
-    if proc.returncode != 0 and not (proc.returncode == 23 and absent):
-        detail = (err.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+    other_errors = [line for line in err.splitlines()
+                    if not _MISSING_SOURCE.search(line) and not _RSYNC_SUMMARY.search(line)]
+    warning = None
+    if proc.returncode == 24:
+        # Files that vanished while being sent (temp files of runs still going): not a failure.
+        warning = "some files vanished during the transfer (a run still writing?): fetch again when it ends"
+    elif proc.returncode == 23 and absent and not other_errors:
+        pass  # only missing run directories: reported as missing, the others were fetched
+    elif proc.returncode != 0:
+        detail = (other_errors or err.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         raise HostError(f"rsync failed (exit {proc.returncode}): {detail}")
     text = out.decode(errors="replace")
     stats = {key: int(m.group(1).replace(",", "")) if (m := pattern.search(text)) else 0
              for key, pattern in _STATS.items()}
-    return stats, absent
+    return stats, absent, warning
 
 
 def _report_progress(chunk: bytes, on_progress) -> None:
