@@ -50,7 +50,8 @@ def archive(c, host=None, run_id=None, submission=None, remote_outputs_dir=None)
     """Move the raw <volume>/eval_* files into their run directories on the pod (never overwrites)."""
     target = connect(c, host)
     selected = select_runs(c, target, run_id, submission, False, remote_outputs_dir)
-    return archive_runs(target, runs=_runs_of(selected), patterns=target.profile.archive_patterns)
+    return archive_runs(target, runs=_runs_of(selected), patterns=target.profile.archive_patterns,
+                        outputs_dir=selected["outputs_dir"])
 
 
 # ---------------------------------------------------------------- fetch

@@ -29,10 +29,12 @@ bootstrap_main() {
   local script=$volume/bootstrap-pod.sh keys='' out code name dest copied=0 same=0 skipped=''
   if [ -f "$script" ]; then
     mkdir -p "$HOME/.ops"
-    out=$(bash "$script" 2>&1); code=$?
-    printf '%s\n' "$out" > "$HOME/.ops/bootstrap.log"
+    # Into a file, not a pipe: a script that starts something in the background (a notebook
+    # server, say) would otherwise hold the pipe open and this step forever.
+    bash "$script" </dev/null >"$HOME/.ops/bootstrap.log" 2>&1; code=$?
+    out=$(tail -n 1 "$HOME/.ops/bootstrap.log")
     if [ $code = 0 ]; then add_step bootstrap-script ok "$script ran (log: ~/.ops/bootstrap.log)"
-    else add_step bootstrap-script failed "$script exited $code: ${out##*$'\n'}"; fi
+    else add_step bootstrap-script failed "$script exited $code: $out (log: ~/.ops/bootstrap.log)"; fi
   else
     add_step bootstrap-script skipped "no $script"
   fi

@@ -14,7 +14,7 @@ add_step() {  # add_step NAME STATE DETAIL
 git_step() {
   local name=$1 out
   shift
-  if out=$("$@" 2>&1); then add_step "$name" ok "${out##*$'\n'}"; return 0; fi
+  if out=$("$@" 2>&1 </dev/null); then add_step "$name" ok "${out##*$'\n'}"; return 0; fi
   add_step "$name" failed "${out##*$'\n'}"
   return 1
 }
@@ -45,12 +45,14 @@ sync_main() {
   fi
   git_step fetch git -C "$remote_repo" fetch --quiet --prune origin || return 0
   if [ -n "$pr" ]; then
-    git_step fetch-pr git -C "$remote_repo" fetch --quiet origin "pull/$pr/head:ops-pr-$pr" --force || return 0
-    git_step checkout git -C "$remote_repo" checkout --quiet "ops-pr-$pr" || return 0
+    # Into FETCH_HEAD, then the local branch reset to it: a checked-out branch cannot be fetched into.
+    git_step fetch-pr git -C "$remote_repo" fetch --quiet origin "pull/$pr/head" || return 0
+    git_step checkout git -C "$remote_repo" checkout --quiet -B "ops-pr-$pr" FETCH_HEAD || return 0
   elif [ -n "$ref" ]; then
     git_step checkout git -C "$remote_repo" checkout --quiet --detach "$ref" || return 0
   else
-    if [ -n "$branch" ]; then git_step checkout git -C "$remote_repo" checkout --quiet "$branch" || return 0; fi
+    # `checkout NAME --`: a branch only; a file of that name is never restored over local edits.
+    if [ -n "$branch" ]; then git_step checkout git -C "$remote_repo" checkout --quiet "$branch" -- || return 0; fi
     if git -C "$remote_repo" rev-parse --abbrev-ref --symbolic-full-name '@{u}' >/dev/null 2>&1; then
       git_step pull git -C "$remote_repo" pull --quiet --ff-only || return 0
     else
@@ -62,12 +64,11 @@ sync_main() {
     local out code
     mkdir -p "$HOME/.ops"
     out=$(cd "$remote_repo" && UV_CACHE_DIR=$HOME/.cache/uv PIP_CACHE_DIR=$HOME/.cache/pip \
-      HF_HOME=${HF_HOME:-$volume/hf} bash -c "$install" 2>&1); code=$?
+      HF_HOME=${HF_HOME:-$volume/hf} bash -c "$install" 2>&1 </dev/null); code=$?
     printf '%s\n' "$out" > "$HOME/.ops/install.log"
     if [ $code = 0 ]; then add_step install ok "done (log: ~/.ops/install.log)"
     else add_step install failed "exit $code: ${out##*$'\n'} (log: ~/.ops/install.log)"; fi
   fi
 }
 
-sync_main
-finish
+sync_main; finish

@@ -2,7 +2,7 @@
 # `machine api.wandb.ai` (mode 0600). The key comes on stdin (from the laptop's WANDB_API_KEY),
 # else from <volume>/set-wandb-api-key.sh; a script of the seed's kind that only exports the key
 # is upgraded (after a backup) to write ~/.netrc too. The key is never printed nor in argv.
-# inputs: volume, upgrade_script (the upgraded script's text, with a KEY_FROM_SCRIPT marker)
+# inputs: volume, upgrade_script (what an upgraded script gains at its end: the ~/.netrc writer)
 # stdin after this script: the key, one line (or nothing).
 
 wandb_main() {
@@ -19,10 +19,8 @@ wandb_main() {
   if [ "$source" = "$script" ] && ! grep -q netrc "$script"; then
     printf -v backup '%s.bak.%(%Y%m%d%H%M%S)T' "$script" -1
     cp -p -- "$script" "$backup"
-    # The upgraded script keeps its key and also writes ~/.netrc when run (on any pod).
-    { printf '%s\n' "${upgrade_script%%KEY_FROM_SCRIPT*}"
-      printf 'export WANDB_API_KEY=%q\n' "$key"
-      printf '%s\n' "${upgrade_script#*KEY_FROM_SCRIPT}"; } > "$script.tmp.$$"
+    # The upgraded script is the original, every line of it, and then the ~/.netrc writer.
+    { cat -- "$script"; printf '\n%s\n' "$upgrade_script"; } > "$script.tmp.$$"
     chmod --reference="$backup" "$script.tmp.$$" 2>/dev/null || chmod 600 "$script.tmp.$$"
     mv -f "$script.tmp.$$" "$script"
     upgraded=true

@@ -51,6 +51,11 @@ def test_archive_moves_eval_files_and_never_overwrites(pod, ops):
     assert [r["to"] for r in records] == [f"{OUT}/r1/eval_r1.jsonl", f"{OUT}/r1/eval_r1.jsonl.1"]
     assert pod.sessions() == 2
 
+    make_run(pod, "r10", {"summary.json": "{}"})
+    pod.sh("echo theirs > /mnt/eval_r10.jsonl")
+    ops("artifacts.archive", "--host", pod.alias, "--run-id", "r1", "--json")
+    assert pod.sh("cat /mnt/eval_r10.jsonl").stdout == "theirs\n"  # r10's file is not r1's
+
     missing = ops("artifacts.archive", "--host", pod.alias, "--run-id", "nope", "--json")
     assert missing.returncode == 1 and f"{OUT}/nope" in missing.json["error"]
 

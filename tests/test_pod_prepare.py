@@ -26,7 +26,7 @@ def test_bootstrap_copies_keys_in_and_leaves_authorized_keys_alone(pod, ops):
     pod.sh("mkdir -p /mnt/.ssh && cd /mnt/.ssh && printf 'PRIVATE' > id_ed25519 && printf 'ssh-ed25519 AAA x' > "
            "id_ed25519.pub && printf 'Host gh\\n  HostName github.com\\n' > config && "
            "printf 'gitlab.com ssh-ed25519 AAAAGITLAB\\n' > known_hosts && printf 'ATTACKER' > authorized_keys && "
-           "printf 'touch /root/bootstrapped\\n' > /mnt/bootstrap-pod.sh")
+           "printf 'touch /root/bootstrapped\\nsleep 600 &\\n' > /mnt/bootstrap-pod.sh")
     before = pod.authorized_keys_path.read_bytes()
 
     first = ops("pod.bootstrap", "--host", pod.alias, "--json")
@@ -96,6 +96,12 @@ def test_sync_clones_then_follows_branches_prs_and_refs(pod, ops, origin):
 
     assert ops(*sync, "--branch", "feature").json["commit"] == git("rev-parse", "feature", cwd=work)
     assert ops(*sync, "--pr", "7").json["commit"] == git("rev-parse", "pr", cwd=work)
+    assert ops(*sync, "--pr", "7").json["commit"] == git("rev-parse", "pr", cwd=work)  # again, on that branch
+    pod.sh("echo 'local edit' > /root/repo/f")
+    not_a_branch = ops(*sync, "--branch", "f")
+    assert not_a_branch.returncode == 1  # a file of that name is not checked out over the edit
+    assert pod.sh("cat /root/repo/f").stdout == "local edit\n"
+    pod.sh("git -C /root/repo checkout -- f")
     first = git("rev-list", "--max-parents=0", "main", cwd=work)
     detached = ops(*sync, "--ref", first)
     assert detached.json["commit"] == first and detached.json["branch"] == "HEAD"
@@ -104,7 +110,7 @@ def test_sync_clones_then_follows_branches_prs_and_refs(pod, ops, origin):
 def test_sync_install_runs_in_the_repo_with_caches_off_the_volume(pod, ops, origin):
     bare, _ = origin
     result = ops("pod.sync", "--host", pod.alias, "--remote-repo", "/root/repo", "--repo-url", f"file://{bare}",
-                 "--install", "echo \"$PWD $PIP_CACHE_DIR $HF_HOME\" > /root/install-env", "--json")
+                 "--install", "read -r x; echo \"$PWD $PIP_CACHE_DIR $HF_HOME\" > /root/install-env", "--json")
 
     assert result.returncode == 0, result.stdout
     assert pod.sh("cat /root/install-env").stdout.split() == ["/root/repo", "/root/.cache/pip", "/mnt/hf"]
@@ -140,13 +146,15 @@ def test_wandb_writes_netrc_and_the_key_goes_nowhere_else(pod, ops, client):
 
 
 def test_wandb_upgrades_a_script_that_only_exports_the_key(pod, ops):
-    pod.sh("printf 'export WANDB_API_KEY=fromscript0123456789\\n' > /mnt/set-wandb-api-key.sh")
+    pod.sh("printf 'export WANDB_ENTITY=team\\nWANDB_API_KEY=fromscript0123456789\\n' > /mnt/set-wandb-api-key.sh")
 
     result = ops("pod.wandb", "--host", pod.alias, "--json")
 
     assert result.returncode == 0, result.stdout
     assert result.json["source"] == "/mnt/set-wandb-api-key.sh" and result.json["upgraded"] is True
-    assert pod.sh(f"cat {result.json['backup']}").stdout == "export WANDB_API_KEY=fromscript0123456789\n"
+    original = "export WANDB_ENTITY=team\nWANDB_API_KEY=fromscript0123456789\n"
+    assert pod.sh(f"cat {result.json['backup']}").stdout == original
+    assert pod.sh("cat /mnt/set-wandb-api-key.sh").stdout.startswith(original)  # every line kept
     pod.sh("rm /root/.netrc && bash /mnt/set-wandb-api-key.sh")  # the upgraded script works on its own
     assert "password fromscript0123456789" in (pod.home / ".netrc").read_text()
     again = ops("pod.wandb", "--host", pod.alias, "--json")

@@ -35,10 +35,11 @@ _STATS = {
 # ---------------------------------------------------------------- archive
 
 
-def archive_runs(target, *, runs: list, patterns) -> dict:
+def archive_runs(target, *, runs: list, patterns, outputs_dir: str) -> dict:
     """Move <volume>/<pattern> files into the runs' directories (one round trip)."""
     profile = target.profile
-    script = render_script("artifacts_archive.sh", volume=profile.volume, patterns=list(patterns),
+    script = render_script("artifacts_archive.sh", volume=profile.volume, outputs_dir=outputs_dir,
+                           patterns=list(patterns),
                            run_ids=[r["run_id"] for r in runs], run_dirs=[r["run_dir"] for r in runs])
     facts = parse_document(target.run_script(script), profile.label, "artifacts_archive.sh")
     report = {"ok": not facts["missing"], "host": profile.name, "patterns": list(patterns),

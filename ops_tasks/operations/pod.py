@@ -79,11 +79,10 @@ def pod_sync(target, *, remote_repo: str, repo_url=None, branch=None, pr=None, r
                          branch=facts["branch"] or None, dirty=facts["dirty"])
 
 
-WANDB_SCRIPT_UPGRADE = r'''#!/usr/bin/env bash
-# set-wandb-api-key.sh, upgraded by ops-tasks pod.wandb (the original is kept beside it as .bak.*).
+WANDB_SCRIPT_UPGRADE = r'''# ---- added by ops-tasks pod.wandb (the original is kept beside this file as .bak.*).
 # Exporting WANDB_API_KEY is not enough for non-interactive sessions (tmux, detached runs):
 # W&B reads ~/.netrc there, so this also writes the api.wandb.ai entry of ~/.netrc (mode 0600).
-KEY_FROM_SCRIPT
+export WANDB_API_KEY
 python3 - <<'PY'
 import os, re
 key = os.environ["WANDB_API_KEY"]
