@@ -229,6 +229,18 @@ UP_HELP = {
 }
 
 
+def _written_by_up(config_path, alias: str) -> bool:
+    block = ssh_config.find_host(config_path, alias)
+    return block is not None and any(c.startswith(MARKER) for c in block["comments"])
+
+
+def _refuse_foreign_block(config_path, alias: str) -> None:
+    """A `Host <alias>` block of the user's own is never replaced: found before anything is rented."""
+    if ssh_config.find_host(config_path, alias) is not None and not _written_by_up(config_path, alias):
+        raise ConfigError(f"{config_path} already has a Host {alias} block that pod.up did not write: "
+                          f"pass --alias with another name, or remove that block yourself")
+
+
 @ops_task(human=render_up, help=UP_HELP)
 def up(c, gpu=None, count=None, country=None, config=None, name=None, ttl=None, volume=None, volume_id=None,
        no_volume=False, alias=None, ssh_key=None, timeout=None, yes=False):
@@ -256,6 +268,7 @@ def up(c, gpu=None, count=None, country=None, config=None, name=None, ttl=None, 
         raise ConfigError(f"--config {config}: an index refers to the last pod.ls listing, and there is none: "
                           f"run pod.ls first, or pass the executor's id or huid")
     config_path = ssh_config.default_path()
+    _refuse_foreign_block(config_path, alias)
 
     if dry_run_requested():
         return {
@@ -449,5 +462,10 @@ def down(c, name=None, alias=None, remote_outputs_dir=None, force=False, forget=
             _confirm(f"Remove pod {name} ({pod.huid}, id {pod.id})?", "nothing removed")
         report.update(remove_pod(client, pod))
     if forget:
-        report["forgot"] = [a for a in forget_aliases if ssh_config.remove_host(config_path, a)]
+        # Only blocks pod.up wrote: a Host block of the user's own is never removed.
+        ours = [a for a in forget_aliases if _written_by_up(config_path, a)]
+        report["forgot"] = [a for a in ours if ssh_config.remove_host(config_path, a)]
+        kept = sorted(set(forget_aliases) - set(ours))
+        if kept:
+            report["kept_blocks"] = kept
     return report

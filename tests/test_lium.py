@@ -319,3 +319,16 @@ def test_down_refuses_when_the_pod_cannot_be_checked_unless_forced(lium_ops, fak
     assert "cannot check the runs of pod ops-lium" in one_line_error(refused, 1)
     assert "refused" in refused.stderr and "--force" in refused.stderr
     assert forced.returncode == 0 and fake.pods == {}
+
+
+def test_a_host_block_of_the_users_own_is_never_replaced_nor_removed(lium_ops, fake, client):
+    client.config.write_text("Host lium\n  HostName my-own-box\n")
+    before = client.config.read_bytes()
+    lium_fleet(fake)
+
+    up = lium_ops("pod.up", "--gpu", "A100", "--yes")
+
+    assert "already has a Host lium block that pod.up did not write" in one_line_error(up, 2)
+    assert fake.requests == []  # refused before anything was rented
+    lium_ops("pod.down", "--name", "ops-lium", "--forget", "--alias", "lium", "--force", "--yes")
+    assert client.config.read_bytes() == before  # --forget leaves the user's own block alone
