@@ -332,3 +332,14 @@ def test_a_host_block_of_the_users_own_is_never_replaced_nor_removed(lium_ops, f
     assert fake.requests == []  # refused before anything was rented
     lium_ops("pod.down", "--name", "ops-lium", "--forget", "--alias", "lium", "--force", "--yes")
     assert client.config.read_bytes() == before  # --forget leaves the user's own block alone
+
+
+def test_a_fetch_record_of_another_host_does_not_count():
+    from ops_tasks.operations.lium import unfetched_reason
+
+    run = {"run_id": "r", "run_dir": f"{OUT}/r", "finished": 10.0}
+    record = {"destination": "lium-b", "remote_dir": f"{OUT}/r", "fetched_at": 20.0}
+    assert unfetched_reason(run, record, "lium-a").startswith("the fetched copy came from another host")
+    assert unfetched_reason(run, record, "lium-b") is None
+    assert unfetched_reason(dict(run, finished=30.0), record, "lium-b") == "finished again after it was fetched"
+    assert unfetched_reason(run, None, "lium-b") == "never fetched"

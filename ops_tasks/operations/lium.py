@@ -385,10 +385,16 @@ def fetch_record(records_dir: Path, run_id: str) -> Optional[dict]:
     return record if isinstance(record, dict) else None
 
 
-def unfetched_reason(run: dict, record: Optional[dict]) -> Optional[str]:
-    """Why a run directory on the pod is not safely on the laptop (None when it is)."""
+def unfetched_reason(run: dict, record: Optional[dict], destination: Optional[str] = None) -> Optional[str]:
+    """Why a run directory on the pod is not safely on the laptop (None when it is).
+
+    A record of another host does not count: two pods with the same config have run
+    directories of the same names and paths.
+    """
     if record is None:
         return "never fetched"
+    if destination is not None and record.get("destination") not in (None, destination):
+        return f"the fetched copy came from another host ({record.get('destination')})"
     if not _same_dir(record.get("remote_dir", ""), run.get("run_dir", "")):
         return f"the fetched copy came from {record.get('remote_dir')}"
     finished, fetched = run.get("finished"), record.get("fetched_at")
@@ -406,7 +412,7 @@ def down_check(target, *, outputs_dir: str, records_dir: Path) -> dict:
         if run["state"] in ACTIVE_STATES:
             active.append({"run_id": run["run_id"], "state": run["state"], "run_dir": run["run_dir"]})
             continue
-        reason = unfetched_reason(run, fetch_record(records_dir, run["run_id"]))
+        reason = unfetched_reason(run, fetch_record(records_dir, run["run_id"]), target.profile.destination)
         if reason:
             unfetched.append({"run_id": run["run_id"], "state": run["state"], "run_dir": run["run_dir"],
                               "reason": reason})
