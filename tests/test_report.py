@@ -341,3 +341,17 @@ def test_plot_writes_a_png(ops, project, root):
     assert result.returncode == 0, result.stderr
     assert result.json["plot"] == str(project / "chart.png")
     assert (project / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rollouts_of_one_example_count_once_in_its_interval(tmp_path):
+    from ops_tasks.operations.report import reward_stats
+
+    path = tmp_path / "results.jsonl"
+    lines = [{"id": f"e{i // 4}", "reward": r} for i, r in enumerate([1, 1, 1, 1, 0, 0, 0, 0, 1, 0, 1, 0])]
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+
+    stats, error = reward_stats(str(path), "r")
+
+    assert error is None
+    assert stats["n"] == 3 and stats["mean"] == pytest.approx(0.5)  # examples 1, 0 and 0.5
+    assert stats["se"] == pytest.approx(0.5 / 3 ** 0.5)  # sd of (1, 0, 0.5) is 0.5

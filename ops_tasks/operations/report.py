@@ -3,10 +3,11 @@ paired comparison of two runs. Plain functions over a path; nothing here prints.
 
 Statistics (stdlib only, no scipy):
 
-- Per run, from results.jsonl's per-example `reward` (a number or a bool): n, mean, standard
-  error (sample sd / sqrt(n)) and a 95% interval mean +/- 1.96 * se (normal approximation; fine
-  for the tens to thousands of examples an eval has). Streamed: one pass, Welford's update, one
-  line in memory at a time, whatever the file size.
+- Per run, from results.jsonl's per-example `reward` (a number or a bool): n (examples), mean,
+  standard error (sample sd / sqrt(n)) and a 95% interval mean +/- 1.96 * se (normal
+  approximation; fine for the tens to thousands of examples an eval has). Rollouts of one
+  example (consecutive lines with its id) count once, as their mean. Streamed: one pass,
+  Welford's update, one example in memory at a time, whatever the file size.
 - Per group (--group-by): mean, sample sd and n over runs, and a 95% interval of the mean with
   Student's t (n - 1 degrees of freedom): groups are a handful of seeds, where 1.96 would claim
   far too much.
@@ -141,8 +142,13 @@ def _reward(value) -> Optional[float]:
 
 
 def reward_stats(path: str, run_id: str) -> tuple:
-    """({n, mean, se, ci95_low, ci95_high}, error or None) of results.jsonl's rewards, streamed."""
+    """({n, mean, se, ci95_low, ci95_high}, error or None) of results.jsonl's rewards, streamed.
+
+    The sample is the example: the rollouts of one example (consecutive lines with its id) count
+    once, as their mean; counting each line would shrink the interval by up to sqrt(rollouts).
+    """
     acc = Welford()
+    current, total, count = None, 0.0, 0
     try:
         with open(path, "rb") as handle:
             for number, line in enumerate(handle, 1):
@@ -152,16 +158,32 @@ def reward_stats(path: str, run_id: str) -> tuple:
                     record = json.loads(line)
                 except ValueError as exc:
                     return None, json_error(run_id, RESULTS, exc, line=number)
-                if isinstance(record, dict):
-                    reward = _reward(record.get("reward"))
-                    if reward is not None:
-                        acc.add(reward)
+                if not isinstance(record, dict):
+                    continue
+                reward = _reward(record.get("reward"))
+                if reward is None:
+                    continue
+                key = example_key(record, number)
+                if key != current and count:
+                    acc.add(total / count)
+                    total, count = 0.0, 0
+                current, total, count = key, total + reward, count + 1
     except OSError as exc:
         return None, json_error(run_id, RESULTS, exc)
+    if count:
+        acc.add(total / count)
     if not acc.n:
         return None, None
     low, high = acc.interval(Z95)
     return {"mean": acc.mean, "se": acc.se, "ci95_low": low, "ci95_high": high, "n": acc.n}, None
+
+
+def example_key(record: dict, number: int):
+    """An example's id: `id`, else `example_id`, else `index`, else its line number."""
+    for name in ("id", "example_id", "index"):
+        if record.get(name) is not None:
+            return str(record[name])
+    return ("line", number)
 
 
 # ---------------------------------------------------------------- reading runs
@@ -323,12 +345,7 @@ def example_rewards(path: str, run_id: str) -> dict:
             reward = _reward(record.get("reward"))
             if reward is None:
                 continue
-            for name in ("id", "example_id", "index"):
-                if record.get(name) is not None:
-                    key = str(record[name])
-                    break
-            else:
-                key = ("line", number)
+            key = example_key(record, number)
             total, count = rewards.get(key, (0.0, 0))
             rewards[key] = (total + reward, count + 1)
     return rewards
