@@ -555,9 +555,8 @@ class Supervisor:
     def __init__(self, store, slots=1, foreground=False):
         self.store = store
         self.lock = Lock(store.path("supervisor.lock"))
-        self.gpu_ids = detect_gpus()
-        self.capacity = list(self.gpu_ids) if self.gpu_ids else ["cpu%d" % i for i in range(max(1, slots))]
-        self.free = list(self.capacity)
+        self.slots = slots
+        self.gpu_ids, self.capacity, self.free = [], [], []
         self.running = {}
         self.foreground = foreground
         self.stopping = False
@@ -589,6 +588,10 @@ class Supervisor:
             return {"started": False, "reason": "another supervisor is running"}
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, self._on_signal)
+        # After the lock: whoever started us sees us alive at once; nvidia-smi can be slow.
+        self.gpu_ids = detect_gpus()
+        self.capacity = list(self.gpu_ids) if self.gpu_ids else ["cpu%d" % i for i in range(max(1, self.slots))]
+        self.free = list(self.capacity)
         write_json(self.store.path("supervisor.json"), {
             "pid": os.getpid(), "started": now(), "hostname": socket.gethostname(), "tool": TOOL_VERSION,
             "slots": self.capacity, "gpus": bool(self.gpu_ids)})
