@@ -20,6 +20,8 @@ bench: $(STAMP) system-deps
 	$(BIN)/python bench/pod_status.py
 	$(BIN)/python bench/vllm.py
 	$(BIN)/python bench/runs_submit.py
+	$(BIN)/python bench/fetch.py
+	$(BIN)/python bench/report.py
 
 install: $(STAMP)
 
