@@ -13,11 +13,11 @@ value from an API (a host name, a user) can never add an option of its own.
 import fnmatch
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
+from . import files
 from .errors import ConfigError
 
 # An alias pod.up may write: a plain name, no wildcard or negation (those are patterns).
@@ -122,25 +122,12 @@ def _real(path: Path) -> Path:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Replace path with text atomically, mode 0600 (through a symlink, if path is one)."""
-    target = _real(Path(path))
-    folder = target.parent
+    """Replace the config at path with text atomically, mode 0600, synced (through a symlink)."""
+    folder = _real(Path(path)).parent
     if not folder.exists():
-        folder.mkdir(mode=0o700, parents=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode("utf-8", errors="surrogateescape"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+        folder.mkdir(mode=0o700, parents=True)  # a new ~/.ssh is private, as ssh wants it
+    files.write_atomic(path, text, mode=0o600, sync=True)
+    os.chmod(_real(Path(path)), 0o600)  # an existing file keeps no looser mode than ssh accepts
 
 
 def render_block(alias: str, options: Sequence[Tuple[str, object]], comment: Optional[str] = None,

@@ -69,3 +69,13 @@ mount_of() {
     fi
   done < /proc/self/mountinfo
 }
+
+# add_step NAME STATE DETAIL: one more {"step","state","detail"} in $steps (a JSON list's
+# items), for scripts that report what each of their steps did.
+steps=''
+add_step() {
+  local _ops_name _ops_detail
+  json_str _ops_name "$1"
+  json_str _ops_detail "$3"
+  steps+="${steps:+,}{\"step\":$_ops_name,\"state\":\"$2\",\"detail\":$_ops_detail}"
+}

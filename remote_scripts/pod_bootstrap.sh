@@ -6,14 +6,6 @@
 # 3. add GitHub's published host keys (shipped with the tool) to ~/.ssh/known_hosts.
 # inputs: volume, github_keys (known_hosts lines)
 
-steps=''
-add_step() {  # add_step NAME STATE DETAIL
-  local name_json detail_json
-  json_str name_json "$1"
-  json_str detail_json "$3"
-  steps+="${steps:+,}{\"step\":$name_json,\"state\":\"$2\",\"detail\":$detail_json}"
-}
-
 # add_lines FILE LINES: append each line of LINES not already in FILE; added = how many.
 add_lines() {
   local line

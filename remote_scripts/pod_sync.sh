@@ -2,14 +2,6 @@
 # branch, a pull request or a ref, pull --ff-only; then, if asked, an install step.
 # inputs: remote_repo, repo_url, branch, pr, ref, install, volume
 
-steps=''
-add_step() {  # add_step NAME STATE DETAIL
-  local name_json detail_json
-  json_str name_json "$1"
-  json_str detail_json "$3"
-  steps+="${steps:+,}{\"step\":$name_json,\"state\":\"$2\",\"detail\":$detail_json}"
-}
-
 # git_step NAME COMMAND...: run a git command, record it; false when it failed.
 git_step() {
   local name=$1 out

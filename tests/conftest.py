@@ -84,3 +84,21 @@ def _json_or_none(text):
         return json.loads(text)
     except ValueError:
         return None
+
+
+@pytest.fixture
+def root(project):
+    """The project's artifacts/pod_logs, where fetched run directories land (validate, report)."""
+    path = project / "artifacts" / "pod_logs"
+    path.mkdir(parents=True)
+    return path
+
+
+def one_line_error(result, code, *fragments) -> str:
+    """Assert an expected failure: this exit code, one line on stderr holding fragments, no traceback."""
+    assert result.returncode == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

@@ -8,7 +8,7 @@ import pytest
 
 from ops_tasks import ssh_config
 from ops_tasks.testing.fake_lium import FakeLium
-from conftest import needs_isolation, ops_argv
+from conftest import needs_isolation, one_line_error, ops_argv
 
 pytest.importorskip("lium.sdk", reason="the Lium SDK (ops-tasks[lium]) is not installed")
 
@@ -51,13 +51,6 @@ def lium_ops(client, project, fake):
         return proc
 
     return run
-
-
-def one_line_error(result, code):
-    assert result.returncode == code, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 def lium_fleet(fake, volumes=("my_volume",)):

@@ -12,6 +12,8 @@ from math import comb
 
 import pytest
 
+from conftest import one_line_error
+
 from ops_tasks.operations.report import Welford, compare_runs, mcnemar_exact_p, reward_stats, t975
 
 Z = 1.959963984540054
@@ -40,21 +42,6 @@ def interval(values):
     mean = statistics.fmean(values)
     se = statistics.stdev(values) / math.sqrt(len(values))
     return mean, se, mean - Z * se, mean + Z * se
-
-
-@pytest.fixture
-def root(project):
-    path = project / "artifacts" / "pod_logs"
-    path.mkdir(parents=True)
-    return path
-
-
-def _one_line(result, code, *fragments):
-    assert result.returncode == code, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 # ---------------------------------------------------------------- the math
@@ -252,13 +239,13 @@ def test_compare_gives_the_paired_difference_and_mcnemar(ops, root):
     assert "McNemar exact test: b (A right, B wrong) = 1, c (A wrong, B right) = 6, p = 0.125" in again.stdout
 
 
-def test_compare_refuses_bad_runs_in_one_line(ops, root):
+def test_compare_refuses_bad_runs_inone_line_error(ops, root):
     make_run(root, "a", rewards=[1, 0])
     make_run(root, "no-results")
-    _one_line(ops("report", "--compare", "a,ghost"), 2, "no run ghost under")
-    _one_line(ops("report", "--compare", "a,no-results"), 2, "no-results has no results.jsonl")
-    _one_line(ops("report", "--compare", "a"), 2, "--compare takes two run ids")
-    _one_line(ops("report", "--compare", "a,../etc"), 2, "not a run id")
+    one_line_error(ops("report", "--compare", "a,ghost"), 2, "no run ghost under")
+    one_line_error(ops("report", "--compare", "a,no-results"), 2, "no-results has no results.jsonl")
+    one_line_error(ops("report", "--compare", "a"), 2, "--compare takes two run ids")
+    one_line_error(ops("report", "--compare", "a,../etc"), 2, "not a run id")
 
 
 def test_sort_and_filter(ops, root):
@@ -273,9 +260,9 @@ def test_sort_and_filter(ops, root):
     assert (ascending["count"], ascending["total"]) == (3, 4)
     none = ops("report", "--filter", "model_id=m9", "--json")
     assert none.returncode == 1 and none.json["error"] == "no run matches the filters"
-    _one_line(ops("report", "--filter", "model_id"), 2, "--filter 'model_id': expected key=value")
-    _one_line(ops("report", "--filter", "modle_id=m1"), 2, "--filter modle_id: no run", "has that field")
-    _one_line(ops("report", "--sort", "-nope"), 2, "--sort nope: no run")
+    one_line_error(ops("report", "--filter", "model_id"), 2, "--filter 'model_id': expected key=value")
+    one_line_error(ops("report", "--filter", "modle_id=m1"), 2, "--filter modle_id: no run", "has that field")
+    one_line_error(ops("report", "--sort", "-nope"), 2, "--sort nope: no run")
 
 
 def test_formats(ops, root):
@@ -287,14 +274,14 @@ def test_formats(ops, root):
     table = list(csv.DictReader(io.StringIO(as_csv.stdout)))
     assert table[0]["run_id"] == "r1" and table[0]["avg_reward"] == "0.25" and table[0]["n"] == "2"
     assert json.loads(as_json.stdout)["rows"][0]["run_id"] == "r1"
-    _one_line(ops("report", "--format", "xml"), 2, "--format must be one of md, json, csv")
+    one_line_error(ops("report", "--format", "xml"), 2, "--format must be one of md, json, csv")
 
 
 def test_an_empty_or_missing_root(ops, project, root):
     empty = ops("report", "--json")
     assert empty.returncode == 1 and empty.json["ok"] is False and empty.json["count"] == 0
     assert empty.json["error"] == f"no run directories under {root}"
-    _one_line(ops("report", "--root", "elsewhere"), 2, str(project / "elsewhere"), "no such directory")
+    one_line_error(ops("report", "--root", "elsewhere"), 2, str(project / "elsewhere"), "no such directory")
 
 
 def test_out_dir_and_dry_run(ops, project, root, tmp_path):
@@ -327,7 +314,7 @@ def test_plot_without_matplotlib_names_the_install_command(ops, root):
 
     result = ops("report", "--plot", "chart.png")
 
-    _one_line(result, 2, "pip install 'ops-tasks[plot]'")
+    one_line_error(result, 2, "pip install 'ops-tasks[plot]'")
     assert result.stderr.strip() == "error: --plot needs matplotlib, which is not installed: pip install 'ops-tasks[plot]'"
 
 

@@ -2,8 +2,7 @@
 
 import json
 
-import pytest
-
+from conftest import one_line_error
 from ops_tasks.operations.validate import validate_root
 
 
@@ -25,21 +24,6 @@ def make_run(root, run_id, *, summary=None, results=None, status=None, skip=()):
         if name not in skip:
             (run / name).write_text(text)
     return run
-
-
-@pytest.fixture
-def root(project):
-    path = project / "artifacts" / "pod_logs"
-    path.mkdir(parents=True)
-    return path
-
-
-def _one_line(result, code, *fragments):
-    assert result.returncode == code, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 def test_a_complete_root_passes_with_the_default_root_of_the_project(ops, root):
@@ -151,7 +135,7 @@ def test_an_empty_root_is_not_a_pass(ops, root):
 
 
 def test_a_missing_root_is_one_line_exit_2(ops, project):
-    _one_line(ops("validate", "--root", "nowhere/pod_logs"), 2, str(project / "nowhere" / "pod_logs"),
+    one_line_error(ops("validate", "--root", "nowhere/pod_logs"), 2, str(project / "nowhere" / "pod_logs"),
               "no such directory")
 
 

@@ -8,7 +8,6 @@ connection, checked member by member before anything is extracted.
 """
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -21,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
 from ..errors import HostError, OpsError
+from ..files import write_atomic
 from ..scripts import parse_document, render_script
 
 Progress = Optional[Callable[[int, int], None]]  # (bytes done, bytes in all)
@@ -280,9 +280,5 @@ def _record(records_dir: Path, profile, run: dict, local_root: Path, method: str
     record = {"run_id": run["run_id"], "host": profile.name, "destination": profile.destination,
               "remote_dir": run["run_dir"], "local_dir": str(local), "files": len(files),
               "bytes": sum(p.stat().st_size for p in files), "method": method, "fetched_at": time.time()}
-    records_dir.mkdir(parents=True, exist_ok=True)
-    path = records_dir / f"{run['run_id']}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(records_dir / f"{run['run_id']}.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
     return {k: record[k] for k in ("run_id", "remote_dir", "local_dir", "files", "bytes")}

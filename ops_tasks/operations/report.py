@@ -24,15 +24,15 @@ import io
 import json
 import math
 import os
-import uuid
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from tabulate import tabulate
 
 from ..errors import ConfigError
+from ..files import write_atomic
 from .run_config import RUN_ID
-from .validate import RESULTS, checked_root, json_error, load_json, run_dirs
+from .validate import RESULTS, BadJsonLine, checked_root, json_error, json_lines, load_json, run_dirs
 
 Z95 = 1.959963984540054
 PLOT_INSTALL = "pip install 'ops-tasks[plot]'"
@@ -150,24 +150,17 @@ def reward_stats(path: str, run_id: str) -> tuple:
     acc = Welford()
     current, total, count = None, 0.0, 0
     try:
-        with open(path, "rb") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except ValueError as exc:
-                    return None, json_error(run_id, RESULTS, exc, line=number)
-                if not isinstance(record, dict):
-                    continue
-                reward = _reward(record.get("reward"))
-                if reward is None:
-                    continue
-                key = example_key(record, number)
-                if key != current and count:
-                    acc.add(total / count)
-                    total, count = 0.0, 0
-                current, total, count = key, total + reward, count + 1
+        for number, record in json_lines(path, run_id):
+            reward = _reward(record.get("reward")) if isinstance(record, dict) else None
+            if reward is None:
+                continue
+            key = example_key(record, number)
+            if key != current and count:
+                acc.add(total / count)
+                total, count = 0.0, 0
+            current, total, count = key, total + reward, count + 1
+    except BadJsonLine as bad:
+        return None, bad.error
     except OSError as exc:
         return None, json_error(run_id, RESULTS, exc)
     if count:
@@ -331,23 +324,16 @@ def group_rows(rows: list, keys: Sequence[str]) -> list:
 def example_rewards(path: str, run_id: str) -> dict:
     """{example key: (sum of rewards, count)} of a results.jsonl; ConfigError if it does not parse."""
     rewards = {}
-    with open(path, "rb") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                error = json_error(run_id, RESULTS, exc, line=number)
-                raise ConfigError(f"--compare: {run_id}/{RESULTS} line {number}: {error['error']}") from None
-            if not isinstance(record, dict):
-                continue
-            reward = _reward(record.get("reward"))
+    try:
+        for number, record in json_lines(path, run_id):
+            reward = _reward(record.get("reward")) if isinstance(record, dict) else None
             if reward is None:
                 continue
             key = example_key(record, number)
             total, count = rewards.get(key, (0.0, 0))
             rewards[key] = (total + reward, count + 1)
+    except BadJsonLine as bad:
+        raise ConfigError(f"--compare: {run_id}/{RESULTS} line {bad.error['line']}: {bad.error['error']}") from None
     return rewards
 
 
@@ -471,24 +457,6 @@ def report_markdown(doc: dict) -> str:
             parts.append(f"- {e['run_id']}: {where}: {e['error']}")
         parts.append("")
     return "\n".join(parts)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same directory and os.replace: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    # os.open with 0o666: the umask's usual permissions (mkstemp's would be 0600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def require_matplotlib():

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import ConfigError, HostError
+from ..files import write_atomic
 from ..scripts import parse_document, render_script, scripts_dir
 from ..streams import LineBuffer
 
@@ -198,12 +199,8 @@ def manifests_dir(project_dir) -> Path:
 
 def save_manifest(project_dir, manifest: dict) -> Path:
     """Keep the submission locally, so that later tasks (wait, fetch, report) need no ids."""
-    folder = manifests_dir(project_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{manifest['submission_id']}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    path = manifests_dir(project_dir) / f"{manifest['submission_id']}.json"
+    write_atomic(path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return path
 
 

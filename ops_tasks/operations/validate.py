@@ -59,21 +59,38 @@ def load_json(path: str, run_id: str, file: str):
         return None, json_error(run_id, file, exc)
 
 
+class BadJsonLine(ValueError):
+    """A line of a JSON-lines file that is not JSON; .error is its error dict."""
+
+    def __init__(self, error: dict):
+        super().__init__(error["error"])
+        self.error = error
+
+
+def json_lines(path: str, run_id: str):
+    """(line number, value) of each non-blank line of a JSON-lines file, one line in memory at a
+    time; BadJsonLine at the first line that does not parse."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as exc:
+                raise BadJsonLine(json_error(run_id, RESULTS, exc, line=number)) from None
+            yield number, value
+
+
 def first_bad_line(path: str, run_id: str) -> Optional[dict]:
     """The first line of a JSON-lines file that is not a JSON object, as an error dict; None if all are.
-    One pass, one line in memory at a time. Blank lines are allowed."""
+    Blank lines are allowed."""
     try:
-        with open(path, "rb") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    value = json.loads(line)
-                except ValueError as exc:
-                    return json_error(run_id, RESULTS, exc, line=number)
-                if not isinstance(value, dict):
-                    return {"run_id": run_id, "file": RESULTS, "line": number, "column": 1,
-                            "error": f"not a JSON object ({type(value).__name__})"}
+        for number, value in json_lines(path, run_id):
+            if not isinstance(value, dict):
+                return {"run_id": run_id, "file": RESULTS, "line": number, "column": 1,
+                        "error": f"not a JSON object ({type(value).__name__})"}
+    except BadJsonLine as bad:
+        return bad.error
     except OSError as exc:
         return json_error(run_id, RESULTS, exc)
     return None
