@@ -843,6 +843,7 @@ class Supervisor:
             return
         if state in FAILED and entry.get("fail_fast"):
             self.cancel_submission(entry["submission_id"], run_id)
+        self.forget_secrets_when_done(entry["submission_id"])
         self.say("%s: %s%s (exit %s)" % (run_id, state, " [%s]" % klass if klass else "", exit_code if sig is None
                                           else "signal %d" % sig))
 
@@ -864,6 +865,16 @@ class Supervisor:
         self.say("%s: %s [%s]: retry %d of %d in %.0fs" % (entry["run_id"], status["state"], klass,
                                                            used + 1, retries, backoff))
         return True
+
+    def forget_secrets_when_done(self, submission_id):
+        """A submission's secret env file goes once none of its runs waits or runs any more (a
+        resume after that asks for a new submission, which brings the secrets again)."""
+        if any(r.entry["submission_id"] == submission_id for r in self.running.values()):
+            return
+        with self.store.queue_lock():
+            if any(e["submission_id"] == submission_id for e in self.store.queued()):
+                return
+            remove_quietly(os.path.join(self.store.private, "env", submission_id + ".json"))
 
     def cancel_submission(self, submission_id, failed_run):
         """--fail-fast: the submission's runs still queued are cancelled, never started."""

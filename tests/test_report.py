@@ -116,7 +116,8 @@ def test_compare_pairs_by_id_and_averages_repeated_ids(tmp_path):
     assert (result["n"], result["only_a"], result["only_b"]) == (2, 1, 0)
     diffs = [1 - 0.5, 0.75 - 0.25]
     assert result["mean_diff"] == pytest.approx(0.5)
-    assert result["ci95_low"] == pytest.approx(0.5 - Z * statistics.stdev(diffs) / math.sqrt(2))
+    t_1 = 12.7062  # t(0.975) with 1 degree of freedom, from a table
+    assert result["ci95_low"] == pytest.approx(0.5 - t_1 * statistics.stdev(diffs) / math.sqrt(2), rel=1e-4)
     assert result["binary"] is False and result["mcnemar"] is None
 
 
@@ -228,10 +229,11 @@ def test_compare_gives_the_paired_difference_and_mcnemar(ops, root):
     assert result.returncode == 0, result.stderr
     comparison = result.json["comparison"]
     diffs = [b - a for a, b in pairs]
-    half = Z * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    half = 2.2622 * statistics.stdev(diffs) / math.sqrt(len(diffs))  # t(0.975) with 9 degrees of freedom
     assert (comparison["n"], comparison["only_a"], comparison["only_b"]) == (10, 1, 0)
     assert comparison["mean_diff"] == pytest.approx(0.5)
-    assert comparison["ci95_low"] == pytest.approx(0.5 - half) and comparison["ci95_high"] == pytest.approx(0.5 + half)
+    assert comparison["ci95_low"] == pytest.approx(0.5 - half, rel=1e-4)
+    assert comparison["ci95_high"] == pytest.approx(0.5 + half, rel=1e-4)
     assert comparison["mcnemar"] == {"b": 1, "c": 6, "p_value": pytest.approx(0.125)}
 
     again = ops("report", "--compare", "model-a", "--compare", "model-b")

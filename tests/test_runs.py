@@ -195,6 +195,7 @@ def test_a_secret_reaches_the_run_but_no_file_listing_output_or_tmux(pod, ops, p
     assert pod.sh(f"grep -rl {canary} {OUT} /mnt", check=False).stdout == ""
     assert "export WANDB_API_KEY='***'" in pod.sh(f"cat {OUT}/secret/command.sh").stdout
     assert canary not in (project / "artifacts" / "submissions" / f"{submitted.json['submission_id']}.json").read_text()
+    assert pod.sh("ls /root/.ops/runs/env").stdout == ""  # the run is over: its secrets are gone from the pod
 
 
 def test_hostile_config_values_are_inert(pod, ops, project, tmp_path):

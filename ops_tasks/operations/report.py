@@ -13,7 +13,8 @@ Statistics (stdlib only, no scipy):
   far too much.
 - Paired comparison (--compare A B): on the examples both runs share, matched by example id
   (`id`, else `example_id`, else `index`, else the line number), the mean of B - A with a 95%
-  interval mean +/- 1.96 * sd / sqrt(n) (normal approximation). Several lines with one id
+  interval mean +/- t(0.975, n-1) * sd / sqrt(n) (Student's t: about 1.96 for the hundreds of
+  examples of an eval, wider for a handful). Several lines with one id
   (rollouts) are averaged per example first. When every paired value is 0 or 1, McNemar's exact
   test: b = A right and B wrong, c = A wrong and B right, p = min(1, 2 * P(X <= min(b, c))),
   X ~ Binomial(b + c, 1/2); p = 1 when b + c = 0.
@@ -49,7 +50,7 @@ INTERVALS = {
     "runs": "per-example rewards in results.jsonl: mean +/- 1.96 * se, se = sample sd / sqrt(n) "
             "(normal approximation)",
     "groups": "over the runs of a group: mean +/- t(0.975, n-1) * sd / sqrt(n) (Student's t)",
-    "comparison": "paired B - A on shared example ids: mean +/- 1.96 * sd / sqrt(n) (normal approximation); "
+    "comparison": "paired B - A on shared example ids: mean +/- t(0.975, n-1) * sd / sqrt(n) (Student's t); "
                   "McNemar's exact two-sided binomial test when every reward is 0 or 1",
 }
 # Student's t, 97.5% quantile, for 1..30 degrees of freedom.
@@ -366,7 +367,7 @@ def compare_runs(root: Path, run_a: str, run_b: str) -> dict:
             c_count += x == 0.0 and y == 1.0
         else:
             binary = False
-    low, high = diff.interval(Z95)
+    low, high = diff.interval(t975(diff.n - 1)) if diff.n > 1 else (None, None)
     comparison = {
         "run_a": run_a, "run_b": run_b, "n": diff.n, "only_a": len(a) - diff.n, "only_b": len(b) - diff.n,
         "mean_a": mean_a.mean, "mean_b": mean_b.mean, "mean_diff": diff.mean, "sd_diff": diff.sd,
