@@ -37,6 +37,15 @@ def make_run(root, run_id, *, summary=None, metadata=None, rewards=None, results
     return run
 
 
+def wilson_by_hand(successes, n, z=1.959963984540054):
+    """Wilson's score interval, from its textbook formula."""
+    p = successes / n
+    denominator = 1 + z ** 2 / n
+    centre = (p + z ** 2 / (2 * n)) / denominator
+    half = (z / denominator) * math.sqrt(p * (1 - p) / n + z ** 2 / (4 * n ** 2))
+    return centre - half, centre + half
+
+
 def interval(values):
     """mean, se and the normal 95% interval, computed the textbook way (not streamed)."""
     mean = statistics.fmean(values)
@@ -97,8 +106,9 @@ def test_reward_stats_stream_with_flat_memory(tmp_path):
         tracemalloc.stop()
 
     assert error is None
-    mean, se, low, high = interval(rewards)
-    assert stats["n"] == 100_000
+    mean, se, _, _ = interval(rewards)
+    low, high = wilson_by_hand(int(sum(rewards)), len(rewards))  # 0/1 rewards: Wilson's interval
+    assert stats["n"] == 100_000 and stats["interval"] == "wilson"
     assert stats["mean"] == pytest.approx(mean) and stats["se"] == pytest.approx(se)
     assert (stats["ci95_low"], stats["ci95_high"]) == (pytest.approx(low), pytest.approx(high))
     assert peak < 1_000_000, f"reward_stats held {peak} bytes for a {path.stat().st_size} byte file"
@@ -142,9 +152,12 @@ def test_report_rows_intervals_and_files(ops, project, root):
     doc = result.json
     assert doc["ok"] is True and doc["count"] == 3 and doc["errors"] == []
     rows = {r["run_id"]: r for r in doc["rows"]}
-    mean, se, low, high = interval(a)
+    mean, se, _, _ = interval(a)
+    low, high = wilson_by_hand(6, 8)
     assert rows["run-a"]["mean"] == pytest.approx(mean) and rows["run-a"]["se"] == pytest.approx(se)
     assert rows["run-a"]["ci95_low"] == pytest.approx(low) and rows["run-a"]["ci95_high"] == pytest.approx(high)
+    _, _, low_b, high_b = interval(b)  # rewards between 0 and 1: the normal interval
+    assert rows["run-b"]["ci95_low"] == pytest.approx(low_b) and rows["run-b"]["ci95_high"] == pytest.approx(high_b)
     assert rows["run-a"]["n"] == 8
     # run_metadata.json wins, then summary.json's run_metadata object, then summary.json
     assert (rows["run-b"]["model_id"], rows["run-b"]["env_id"], rows["run-b"]["num_examples"]) == ("m2", "gsm8k", 4)
@@ -344,3 +357,15 @@ def test_rollouts_of_one_example_count_once_in_its_interval(tmp_path):
     assert error is None
     assert stats["n"] == 3 and stats["mean"] == pytest.approx(0.5)  # examples 1, 0 and 0.5
     assert stats["se"] == pytest.approx(0.5 / 3 ** 0.5)  # sd of (1, 0, 0.5) is 0.5
+
+
+def test_an_all_correct_run_still_has_a_real_interval(tmp_path):
+    from ops_tasks.operations.report import reward_stats
+
+    path = tmp_path / "results.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "reward": 1}) + "\n" for i in range(20)))
+
+    stats, _ = reward_stats(str(path), "r")
+
+    assert stats["mean"] == 1.0 and stats["ci95_high"] == pytest.approx(1.0)
+    assert stats["ci95_low"] == pytest.approx(wilson_by_hand(20, 20)[0]) and stats["ci95_low"] < 0.9

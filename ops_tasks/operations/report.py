@@ -4,8 +4,9 @@ paired comparison of two runs. Plain functions over a path; nothing here prints.
 Statistics (stdlib only, no scipy):
 
 - Per run, from results.jsonl's per-example `reward` (a number or a bool): n (examples), mean,
-  standard error (sample sd / sqrt(n)) and a 95% interval mean +/- 1.96 * se (normal
-  approximation; fine for the tens to thousands of examples an eval has). Rollouts of one
+  standard error (sample sd / sqrt(n)) and a 95% interval: Wilson's score interval when every
+  example scores 0 or 1 (it stays inside [0, 1] and does not collapse at 0/n or n/n), else mean
+  +/- 1.96 * se (normal approximation; fine for the tens to thousands of examples an eval has). Rollouts of one
   example (consecutive lines with its id) count once, as their mean. Streamed: one pass,
   Welford's update, one example in memory at a time, whatever the file size.
 - Per group (--group-by): mean, sample sd and n over runs, and a 95% interval of the mean with
@@ -47,8 +48,8 @@ FIELD_NAMES = {"rollouts": ("rollouts_per_example", "rollouts"), "num_examples":
 NOT_EXTRA = {"rollouts_per_example", "rollouts", "num_examples", "best_of", "run_id", "env_id", "model_id",
              *METRIC_COLUMNS, *STAT_COLUMNS}
 INTERVALS = {
-    "runs": "per-example rewards in results.jsonl: mean +/- 1.96 * se, se = sample sd / sqrt(n) "
-            "(normal approximation)",
+    "runs": "per-example rewards in results.jsonl (an example's rollouts averaged): Wilson's score "
+            "interval when every example scores 0 or 1, else mean +/- 1.96 * se, se = sample sd / sqrt(n)",
     "groups": "over the runs of a group: mean +/- t(0.975, n-1) * sd / sqrt(n) (Student's t)",
     "comparison": "paired B - A on shared example ids: mean +/- t(0.975, n-1) * sd / sqrt(n) (Student's t); "
                   "McNemar's exact two-sided binomial test when every reward is 0 or 1",
@@ -150,6 +151,8 @@ def reward_stats(path: str, run_id: str) -> tuple:
     """
     acc = Welford()
     current, total, count = None, 0.0, 0
+    successes = 0  # examples scored 1, while every example so far is 0 or 1
+    binary = True
     try:
         for number, record in json_lines(path, run_id):
             reward = _reward(record.get("reward")) if isinstance(record, dict) else None
@@ -157,7 +160,7 @@ def reward_stats(path: str, run_id: str) -> tuple:
                 continue
             key = example_key(record, number)
             if key != current and count:
-                acc.add(total / count)
+                binary, successes = _add_example(acc, total / count, binary, successes)
                 total, count = 0.0, 0
             current, total, count = key, total + reward, count + 1
     except BadJsonLine as bad:
@@ -165,11 +168,26 @@ def reward_stats(path: str, run_id: str) -> tuple:
     except OSError as exc:
         return None, json_error(run_id, RESULTS, exc)
     if count:
-        acc.add(total / count)
+        binary, successes = _add_example(acc, total / count, binary, successes)
     if not acc.n:
         return None, None
-    low, high = acc.interval(Z95)
-    return {"mean": acc.mean, "se": acc.se, "ci95_low": low, "ci95_high": high, "n": acc.n}, None
+    low, high = wilson(successes, acc.n) if binary else acc.interval(Z95)
+    return {"mean": acc.mean, "se": acc.se, "ci95_low": low, "ci95_high": high, "n": acc.n,
+            "interval": "wilson" if binary else "normal"}, None
+
+
+def _add_example(acc, value: float, binary: bool, successes: int) -> tuple:
+    acc.add(value)
+    return binary and value in (0.0, 1.0), successes + (value == 1.0)
+
+
+def wilson(successes: int, n: int, z: float = Z95) -> tuple:
+    """Wilson's score interval for a proportion: inside [0, 1], and honest at 0/n and n/n, where
+    mean +/- 1.96 se collapses to a point."""
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def example_key(record: dict, number: int):
