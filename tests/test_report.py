@@ -1,7 +1,6 @@
 """`ops report`: the run table, streamed per-run intervals, groups, paired comparisons, the files it writes."""
 
 import csv
-import importlib.util
 import io
 import json
 import math
@@ -322,12 +321,14 @@ def test_env_values_from_run_metadata_are_never_printed(ops, project, root):
         assert "plain-visible-value" not in text and "hf_abcdefgh1234" not in text
 
 
-def test_plot_without_matplotlib_names_the_install_command(ops, root):
-    if importlib.util.find_spec("matplotlib") is not None:
-        pytest.skip("matplotlib is installed here (test_plot_writes_a_png covers it)")
+def test_plot_without_matplotlib_names_the_install_command(ops, root, tmp_path):
+    # A machine without matplotlib: a package of that name on the path that fails to import.
+    missing = tmp_path / "no-matplotlib" / "matplotlib"
+    missing.mkdir(parents=True)
+    (missing / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
     make_run(root, "r1", summary={"ok": True, "avg_reward": 1.0})
 
-    result = ops("report", "--plot", "chart.png")
+    result = ops("report", "--plot", "chart.png", env={"PYTHONPATH": str(missing.parent)})
 
     one_line_error(result, 2, "pip install 'ops-tasks[plot]'")
     assert result.stderr.strip() == "error: --plot needs matplotlib, which is not installed: pip install 'ops-tasks[plot]'"
