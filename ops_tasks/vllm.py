@@ -237,30 +237,43 @@ def logs(c, host=None, session=None, lines=None, follow=False):
 
 
 @ops_task(help={
-    "port": "The server's port on the pod (default: the profile's vllm.port, else 8000).",
-    "local_port": "Port to listen on here (default: the same as --port).",
+    "port": "The server's port on the pod (default: the profile's vllm.port, else the port vllm.start "
+            "recorded for the session, else 8000).",
+    "local_port": "Port to listen on here (default: --port, else the profile's vllm.port, else 8000).",
+    "session": "tmux session of the server, whose recorded port is used (default: vllm).",
 })
-def tunnel(c, host=None, port=None, local_port=None):
+def tunnel(c, host=None, port=None, local_port=None, session=None):
     """Forward a local port to the pod's vLLM over SSH; prints the OPENAI_API_BASE to use."""
     defaults = _vllm_defaults(c, host)
-    remote_port = check_port(port if port is not None else defaults.get("port", DEFAULT_PORT))
-    here = check_port(local_port, "--local-port") if local_port is not None else remote_port
+    fixed = port if port is not None else defaults.get("port")
+    remote_port = check_port(fixed) if fixed is not None else None
+    here = check_port(local_port if local_port is not None else fixed if fixed is not None else DEFAULT_PORT,
+                      "--local-port")
+    session = _session_of(session, defaults)
     target = connect(c, host)
     if target.profile.is_local:
-        url = f"http://127.0.0.1:{remote_port}/v1"
+        url = f"http://127.0.0.1:{remote_port or DEFAULT_PORT}/v1"
         announce({"ok": True, "host": target.profile.name, "openai_api_base": url, "tunnel": False},
                  f"OPENAI_API_BASE={url}  (the local host needs no tunnel)")
         return None
     # The local port first: a busy one is bad input, found before anything is contacted.
-    forward = LocalForward(here, remote_port,
-                           on_refused=lambda exc: log(f"{target.profile.label}: nothing answers on port "
-                                                      f"{remote_port} there (is vLLM running?)"))
-    target.describe(forward=f"127.0.0.1:{here} -> {target.profile.destination} 127.0.0.1:{remote_port}")
+    forward = LocalForward(here, remote_port or DEFAULT_PORT)
+    target.describe(forward=f"127.0.0.1:{here} -> {target.profile.destination} 127.0.0.1:"
+                            f"{remote_port or 'the port vllm.start recorded'}")
     try:
         forward.attach(target.open().transport)
+        if remote_port is None:
+            # The port the session's server was started on (one round trip), and whether it serves.
+            found = vllm_status(target, session=session, default_port=DEFAULT_PORT)
+            remote_port = int(found["base_url"].rsplit(":", 1)[1].split("/")[0])
+            forward.remote = ("127.0.0.1", remote_port)
+            if not found["ok"]:
+                log(f"warning: {found['error']}")
     except BaseException:
         forward.close()
         raise
+    forward.on_refused = lambda exc: log(f"{target.profile.label}: nothing answers on port {remote_port} "
+                                         f"there (is vLLM running?)")
     url = f"http://127.0.0.1:{here}/v1"
     announce({"ok": True, "host": target.profile.name, "openai_api_base": url, "tunnel": True,
               "local_port": here, "remote_port": remote_port}, f"OPENAI_API_BASE={url}")
@@ -270,6 +283,7 @@ def tunnel(c, host=None, port=None, local_port=None):
     except KeyboardInterrupt:
         return None
     raise HostError(f"{target.profile.label}: connection lost; the tunnel is closed")
+
 
 ns = Collection("vllm")
 for _task in (start, status, stop, logs, tunnel):

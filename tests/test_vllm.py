@@ -298,8 +298,9 @@ def test_tunnel_forwards_a_local_port_to_the_server(gpu_pod, ops, client, projec
     assert started.returncode == 0
     local = free_port()
 
-    tunnel = subprocess.Popen([*ops_argv(), "vllm.tunnel", "--host", gpu_pod.alias, "--port", str(started.port),
-                               "--local-port", str(local)], cwd=project, env=client.env(),
+    # No --port: the tunnel finds the port vllm.start recorded for the session.
+    tunnel = subprocess.Popen([*ops_argv(), "vllm.tunnel", "--host", gpu_pod.alias, "--local-port", str(local)],
+                              cwd=project, env=client.env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert tunnel.stdout.readline().strip() == f"OPENAI_API_BASE=http://127.0.0.1:{local}/v1"
@@ -402,7 +403,7 @@ def test_tunnel_dry_run_names_the_forward_and_contacts_nothing(pod, ops):
     result = ops("vllm.tunnel", "--host", pod.alias, "--local-port", str(free_port()), "--dry-run", "--json")
 
     assert result.returncode == 0, result.stderr
-    assert "127.0.0.1:8000" in result.json["forward"]
+    assert result.json["forward"].endswith("127.0.0.1:the port vllm.start recorded")
     assert pod.accepted_connections() == 0
 
 
