@@ -287,6 +287,12 @@ def test_down_refuses_while_runs_run_or_are_unfetched_and_force_overrides(
     assert stale.json["check"]["unfetched"][0]["reason"] == "finished again after it was fetched"
 
     assert lium_ops("artifacts.fetch", "--host", "lium", "--run-id", "busy").returncode == 0
+    pod.sh(f"echo late > {OUT}/busy/eval_late.jsonl")  # say, an artifacts.archive after the fetch
+    changed = lium_ops("pod.down", "--name", "p1", "--yes", "--json")
+    assert changed.returncode == 1
+    assert changed.json["check"]["unfetched"][0]["reason"].startswith("changed after it was fetched")
+
+    assert lium_ops("artifacts.fetch", "--host", "lium", "--run-id", "busy").returncode == 0
     removed = lium_ops("pod.down", "--name", "p1", "--forget", "--yes", "--json")
 
     assert removed.returncode == 0, removed.stderr

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import ConfigError, HostError, OpsError
+from .artifacts import list_remote
 from .run_config import RUN_ID
 from .runs import runs_status
 
@@ -385,7 +386,8 @@ def fetch_record(records_dir: Path, run_id: str) -> Optional[dict]:
     return record if isinstance(record, dict) else None
 
 
-def unfetched_reason(run: dict, record: Optional[dict], destination: Optional[str] = None) -> Optional[str]:
+def unfetched_reason(run: dict, record: Optional[dict], destination: Optional[str] = None,
+                     on_pod: Optional[dict] = None) -> Optional[str]:
     """Why a run directory on the pod is not safely on the laptop (None when it is).
 
     A record of another host does not count: two pods with the same config have run
@@ -400,19 +402,27 @@ def unfetched_reason(run: dict, record: Optional[dict], destination: Optional[st
     finished, fetched = run.get("finished"), record.get("fetched_at")
     if isinstance(finished, (int, float)) and isinstance(fetched, (int, float)) and finished > fetched:
         return "finished again after it was fetched"
+    if on_pod is not None and (on_pod["files"], on_pod["bytes"]) != (record.get("files"), record.get("bytes")):
+        return (f"changed after it was fetched ({on_pod['files']} files, {on_pod['bytes']} bytes on the pod; "
+                f"{record.get('files')} files, {record.get('bytes')} bytes fetched)")
     return None
 
 
 def down_check(target, *, outputs_dir: str, records_dir: Path) -> dict:
     """What keeps a pod from being removed: runs queued or running on it, and run directories
-    that artifacts.fetch has not recorded (or that changed after it did). One round trip."""
+    that artifacts.fetch has not recorded (or that changed after it did). Two round trips: the
+    runs' states, then what their directories hold."""
     status = runs_status(target, outputs_dir=outputs_dir)
+    # What each run directory holds now, against what the fetch recorded (an archive after it...).
+    listing = list_remote(target, dirs=[run["run_dir"] for run in status["runs"]], outputs_dir=outputs_dir)
+    on_pod = {entry["dir"]: entry for entry in listing["runs"] if entry["exists"]}
     active, unfetched = [], []
     for run in status["runs"]:
         if run["state"] in ACTIVE_STATES:
             active.append({"run_id": run["run_id"], "state": run["state"], "run_dir": run["run_dir"]})
             continue
-        reason = unfetched_reason(run, fetch_record(records_dir, run["run_id"]), target.profile.destination)
+        reason = unfetched_reason(run, fetch_record(records_dir, run["run_id"]), target.profile.destination,
+                                  on_pod.get(run["run_dir"]))
         if reason:
             unfetched.append({"run_id": run["run_id"], "state": run["state"], "run_dir": run["run_dir"],
                               "reason": reason})
