@@ -154,11 +154,7 @@ def reward_stats(path: str, run_id: str) -> tuple:
     successes = 0  # examples scored 1, while every example so far is 0 or 1
     binary = True
     try:
-        for number, record in json_lines(path, run_id):
-            reward = _reward(record.get("reward")) if isinstance(record, dict) else None
-            if reward is None:
-                continue
-            key = example_key(record, number)
+        for key, reward in scored_lines(path, run_id):
             if key != current and count:
                 binary, successes = _add_example(acc, total / count, binary, successes)
                 total, count = 0.0, 0
@@ -188,6 +184,15 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def scored_lines(path: str, run_id: str):
+    """(example key, reward) of each results.jsonl line that has a reward, streamed;
+    BadJsonLine at the first line that does not parse."""
+    for number, record in json_lines(path, run_id):
+        reward = _reward(record.get("reward")) if isinstance(record, dict) else None
+        if reward is not None:
+            yield example_key(record, number), reward
 
 
 def example_key(record: dict, number: int):
@@ -344,11 +349,7 @@ def example_rewards(path: str, run_id: str) -> dict:
     """{example key: (sum of rewards, count)} of a results.jsonl; ConfigError if it does not parse."""
     rewards = {}
     try:
-        for number, record in json_lines(path, run_id):
-            reward = _reward(record.get("reward")) if isinstance(record, dict) else None
-            if reward is None:
-                continue
-            key = example_key(record, number)
+        for key, reward in scored_lines(path, run_id):
             total, count = rewards.get(key, (0.0, 0))
             rewards[key] = (total + reward, count + 1)
     except BadJsonLine as bad:
