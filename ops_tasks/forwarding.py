@@ -10,8 +10,6 @@ import select
 import socket
 import threading
 
-from fabric.tunnels import Tunnel
-
 from .errors import ConfigError
 
 
@@ -49,6 +47,8 @@ class LocalForward:
             self.close()
 
     def _forward(self, client: socket.socket, address) -> None:
+        from fabric.tunnels import Tunnel  # here, not at start-up: fabric costs every task ~35 ms
+
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             channel = self.transport.open_channel("direct-tcpip", self.remote, address)

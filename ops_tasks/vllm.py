@@ -12,7 +12,7 @@ from .operations.vllm import vllm_logs, vllm_start, vllm_status, vllm_stop
 from .operations.vllm_spec import build_spec, check_port, check_session, normalize_base_url
 from .output import LineEmitter, add_secrets, announce, connect, json_requested, log, ops_task
 from .secrets import is_secret_name
-from .settings import env_value, project_dir_of, resolve_profile
+from .settings import env_value
 
 DEFAULT_PORT = 8000
 
@@ -42,11 +42,6 @@ START_HELP = {
 def _session_of(session, defaults: dict) -> str:
     """--session, else the profile's vllm.session, else `vllm`."""
     return check_session(session or defaults.get("session") or "vllm")
-
-
-def _vllm_defaults(c, host) -> dict:
-    """The profile's `vllm:` defaults for this host (flags override them)."""
-    return dict(resolve_profile(c.config.get("ops"), host, project_dir_of(c.config)).vllm)
 
 
 class PhasePrinter:
@@ -106,12 +101,13 @@ def start(c, host=None, model_id=None, vllm_bin=None, tensor_parallel_size=None,
         trust_remote_code=trust_remote_code or None, port=port, bind_host=bind_host,
         served_model_name=served_model_name, extra_args=extra_args, session=session, env=env,
     )
-    spec = build_spec(options, _vllm_defaults(c, host))
+    # A target is made without contact: its profile's `vllm:` defaults, under the flags.
+    target = connect(c, host)
+    spec = build_spec(options, dict(target.profile.vllm))
     # A secret given with --env may come back in the server's log tail: mask it there too.
     add_secrets(value for name, value in spec.env if is_secret_name(name))
     grace_s = seconds_flag("--grace", grace, 30, allow_zero=True)
     timeout_s = seconds_flag("--timeout", timeout, 900)
-    target = connect(c, host)
     printer = PhasePrinter()
     try:
         return vllm_start(target, spec, restart=restart, grace_s=grace_s, wait=wait, timeout_s=timeout_s,
@@ -158,13 +154,14 @@ def _base_url(api_base_url):
 })
 def status(c, host=None, api_base_url=None, port=None, session=None, tail_lines=None):
     """Check that vLLM serves: /v1/models, /health, session, pid, uptime (one round trip)."""
-    defaults = _vllm_defaults(c, host)
+    target = connect(c, host)
+    defaults = dict(target.profile.vllm)
     base_url = _base_url(api_base_url)
     port = check_port(port) if port is not None else None
     default_port = check_port(defaults.get("port", DEFAULT_PORT))
     session = _session_of(session, defaults)
     lines = count_flag("--tail-lines", tail_lines, 40)
-    return vllm_status(connect(c, host), base_url=base_url, port=port, default_port=default_port, session=session,
+    return vllm_status(target, base_url=base_url, port=port, default_port=default_port, session=session,
                        tail_lines=lines, api_key=env_value("VLLM_API_KEY"))
 
 
@@ -203,11 +200,12 @@ def render_stop(data: dict) -> str:
 })
 def stop(c, host=None, session=None, grace=None, port=None):
     """Stop vLLM and its whole process tree (engine, workers), and free its port."""
-    defaults = _vllm_defaults(c, host)
+    target = connect(c, host)
+    defaults = dict(target.profile.vllm)
     session = _session_of(session, defaults)
     grace_s = seconds_flag("--grace", grace, 30, allow_zero=True)
     port = check_port(port) if port is not None else None
-    return vllm_stop(connect(c, host), session=session, grace_s=grace_s, port=port,
+    return vllm_stop(target, session=session, grace_s=grace_s, port=port,
                      default_port=check_port(defaults.get("port", DEFAULT_PORT)))
 
 
@@ -221,12 +219,11 @@ def stop(c, host=None, session=None, grace=None, port=None):
 })
 def logs(c, host=None, session=None, lines=None, follow=False):
     """Print the vLLM server log (kept on the volume); --follow streams it."""
-    defaults = _vllm_defaults(c, host)
-    session = _session_of(session, defaults)
+    target = connect(c, host)
+    session = _session_of(session, dict(target.profile.vllm))
     count = count_flag("--lines", lines, 100)
     if follow and json_requested():
         raise ConfigError("--follow streams the log as text: it cannot be combined with --json or --pretty")
-    target = connect(c, host)
     if not follow:
         return vllm_logs(target, session=session, lines=count)
     vllm_logs(target, session=session, lines=count, follow=True, on_output=LineEmitter())
@@ -244,13 +241,13 @@ def logs(c, host=None, session=None, lines=None, follow=False):
 })
 def tunnel(c, host=None, port=None, local_port=None, session=None):
     """Forward a local port to the pod's vLLM over SSH; prints the OPENAI_API_BASE to use."""
-    defaults = _vllm_defaults(c, host)
+    target = connect(c, host)
+    defaults = dict(target.profile.vllm)
     fixed = port if port is not None else defaults.get("port")
     remote_port = check_port(fixed) if fixed is not None else None
     here = check_port(local_port if local_port is not None else fixed if fixed is not None else DEFAULT_PORT,
                       "--local-port")
     session = _session_of(session, defaults)
-    target = connect(c, host)
     if target.profile.is_local:
         url = f"http://127.0.0.1:{remote_port or DEFAULT_PORT}/v1"
         announce({"ok": True, "host": target.profile.name, "openai_api_base": url, "tunnel": False},

@@ -55,6 +55,12 @@ def engine_pids(pod) -> list:
     return [pid for pid in pids if pid in inside and pid_alive(pid)]
 
 
+def pod_tails(pod) -> list:
+    """Pids of `tail` processes inside this pod (not the machine's other ones)."""
+    inside = set(pod.namespace_pids())
+    return [int(p) for p in pod.sh("pgrep -x tail", check=False).stdout.split() if int(p) in inside]
+
+
 def port_listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex(("127.0.0.1", port)) == 0
@@ -288,9 +294,9 @@ def test_logs_prints_the_last_lines_and_follow_streams_until_interrupted(gpu_pod
         follow.send_signal(signal.SIGINT)
         follow.wait(timeout=20)
     deadline = time.monotonic() + 10
-    while gpu_pod.sh("pgrep -x tail", check=False).stdout and time.monotonic() < deadline:
+    while pod_tails(gpu_pod) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert gpu_pod.sh("pgrep -x tail", check=False).stdout == ""  # no tail left on the pod
+    assert pod_tails(gpu_pod) == []  # no tail left on the pod
 
 
 def test_tunnel_forwards_a_local_port_to_the_server(gpu_pod, ops, client, project):
