@@ -9,7 +9,7 @@ from invoke import Collection
 from .errors import ConfigError
 from .flags import count_flag
 from .operations.artifacts import archive_runs, fetch_runs
-from .output import connect, json_requested, ops_task
+from .output import target_of, json_requested, ops_task
 from .selection import select_runs
 from .settings import project_dir_of
 
@@ -48,7 +48,7 @@ def render_archive(data: dict) -> str:
 @ops_task(human=render_archive, iterable=["run_id"], help=SELECTION_HELP)
 def archive(c, host=None, run_id=None, submission=None, remote_outputs_dir=None):
     """Move the raw <volume>/eval_* files into their run directories on the pod (never overwrites)."""
-    target = connect(c, host)
+    target = target_of(c, host)
     selected = select_runs(c, target, run_id, submission, False, remote_outputs_dir)
     return archive_runs(target, runs=_runs_of(selected), patterns=target.profile.archive_patterns,
                         outputs_dir=selected["outputs_dir"])
@@ -97,7 +97,7 @@ class ByteBar:
 def fetch(c, host=None, run_id=None, submission=None, all=False, local_root=None, remote_outputs_dir=None,
           bwlimit=None):
     """Fetch run directories from the pod: rsync over OpenSSH, incremental and resumable."""
-    target = connect(c, host)
+    target = target_of(c, host)
     selected = select_runs(c, target, run_id, submission, all, remote_outputs_dir)
     runs = [] if all else _runs_of(selected)
     if not runs and not all:

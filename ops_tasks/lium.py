@@ -23,7 +23,7 @@ from .operations.lium import (
 )
 from .operations.pod import pod_status
 from .operations.run_config import parse_duration
-from .output import connect, dry_run_requested, log, ops_task
+from .output import target_of, dry_run_requested, log, ops_task
 from .settings import DEFAULT_HOST, env_value, project_dir_of
 
 DEFAULT_ALIAS = DEFAULT_HOST
@@ -328,7 +328,7 @@ def up(c, gpu=None, count=None, country=None, config=None, name=None, ttl=None, 
                ("StrictHostKeyChecking", "accept-new"), ("UserKnownHostsFile", known_hosts_file(pod["id"]))]
     changed = ssh_config.set_host(config_path, alias, options, comment=f"{MARKER} {name} ({pod['id']})")
 
-    status = pod_status(connect(c, alias))
+    status = pod_status(target_of(c, alias))
     if no_volume and status.get("reachable"):
         # --no-volume: no persistent /mnt was asked for, so its absence is not a failure here.
         volume_problems = [p for p in status["problems"] if p.startswith(f"volume {status['volume']['path']}")]
@@ -443,7 +443,7 @@ def down(c, name=None, alias=None, remote_outputs_dir=None, force=False, forget=
             if host is None:
                 raise OpsError(f"pod {name} has no SSH address yet, so its runs cannot be checked: "
                                f"pass --force to remove it anyway")
-            target = connect(c, host)
+            target = target_of(c, host)
             report["checked_on"] = host
             try:
                 check = down_check(target, outputs_dir=remote_outputs_dir or target.profile.outputs_dir,

@@ -103,7 +103,7 @@ def announce(data: dict, text: str) -> None:
     sys.stdout.flush()
 
 
-def connect(c, host: Optional[str]):
+def target_of(c, host: Optional[str]):
     """The target of a task: the resolved --host, or a dry-run recorder under --dry-run."""
     profile = resolve_profile(c.config.get("ops"), host, project_dir_of(c.config))
     return target_for(profile, dry_run=_DRY_RUN.get(), invoke_config=c.config)

@@ -7,7 +7,7 @@ from .errors import ConfigError
 from .flags import count_flag
 from .lium import down, ls, ps, up
 from .operations.pod import pod_bootstrap, pod_status, pod_sync, pod_wandb
-from .output import connect, ops_task
+from .output import target_of, ops_task
 from .secrets import MASK
 from .settings import env_value
 
@@ -57,7 +57,7 @@ def render_status(data: dict) -> str:
 @ops_task(human=render_status)
 def status(c, host=None):
     """Check a pod: reachable, volume mounted at /mnt, GPUs, tools, tmux sessions."""
-    return pod_status(connect(c, host))
+    return pod_status(target_of(c, host))
 
 
 # ---------------------------------------------------------------- preparing a pod
@@ -80,7 +80,7 @@ def _remote_only(target, task: str):
 @ops_task(human=render_steps)
 def bootstrap(c, host=None):
     """Prepare a pod from its volume: bootstrap-pod.sh, persisted SSH keys, GitHub host keys."""
-    return pod_bootstrap(_remote_only(connect(c, host), "pod.bootstrap"))
+    return pod_bootstrap(_remote_only(target_of(c, host), "pod.bootstrap"))
 
 
 @ops_task(human=render_steps, help={
@@ -93,7 +93,7 @@ def bootstrap(c, host=None):
 })
 def sync(c, host=None, remote_repo=None, repo_url=None, branch=None, pr=None, ref=None, install=None):
     """Bring the repo on the pod to a branch, PR or ref (clone if missing); report the commit."""
-    target = connect(c, host)
+    target = target_of(c, host)
     repo = remote_repo or target.profile.remote_repo
     if not repo:
         raise ConfigError("no repo: pass --remote-repo, set remote_repo in the profile, or export OPS_REMOTE_REPO")
@@ -120,7 +120,7 @@ def render_wandb(data: dict) -> str:
 @ops_task(human=render_wandb)
 def wandb(c, host=None):
     """Make W&B work in non-interactive sessions: ~/.netrc on the pod (the key never printed)."""
-    target = _remote_only(connect(c, host), "pod.wandb")
+    target = _remote_only(target_of(c, host), "pod.wandb")
     key = env_value("WANDB_API_KEY")
     if key == MASK:
         raise ConfigError("WANDB_API_KEY is '***': that is a masked value, not a key")

@@ -11,7 +11,7 @@ from .operations.run_config import load_submission
 from .operations.runs import (cancel_runs, manifest_of, new_submission_id, resume_runs, run_logs,
                               runs_status, save_manifest, submit_runs, wait_runs)
 from .flags import count_flag, seconds_flag
-from .output import LineEmitter, connect, log, ops_task
+from .output import LineEmitter, target_of, log, ops_task
 from .selection import latest_submission, select_runs
 from .settings import project_dir_of
 from .streams import LineBuffer
@@ -141,7 +141,7 @@ def render_submit(data: dict) -> str:
 def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux_session=None, force=False,
            retry_failed=False, no_tmux=False, slots=None, fail_fast=False, wait=False, timeout=None):
     """Queue runs from a config on the pod (one round trip); a supervisor runs them."""
-    target = connect(c, host)
+    target = target_of(c, host)
     submission = load_submission(config, profile=target.profile, remote_repo=remote_repo,
                                  outputs_dir=remote_outputs_dir, tmux_session=tmux_session)
     cpu_slots = count_flag("--slots", slots, 1)
@@ -197,7 +197,7 @@ def render_status(data: dict) -> str:
 })
 def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs_dir=None, tail_lines=None):
     """State of runs: one run in detail (--run-id), or a submission's table; exit 1 if any failed."""
-    target = connect(c, host)
+    target = target_of(c, host)
     selected = _select(c, target, run_id, submission, all, remote_outputs_dir)
     lines = count_flag("--tail-lines", tail_lines, 60)
     one = len(selected["run_ids"]) == 1
@@ -212,7 +212,7 @@ def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs
 @ops_task(human=render_table, help={"remote_outputs_dir": RUN_SELECTION_HELP["remote_outputs_dir"]})
 def list_(c, host=None, remote_outputs_dir=None):
     """Every run directory on the pod with its state."""
-    target = connect(c, host)
+    target = target_of(c, host)
     outputs = remote_outputs_dir or (latest_submission(c, target) or {}).get("outputs_dir") or target.profile.outputs_dir
     report = runs_status(target, outputs_dir=outputs)
     report["ok"] = True  # a listing is not a verdict
@@ -231,7 +231,7 @@ def list_(c, host=None, remote_outputs_dir=None):
 })
 def logs(c, run_id, host=None, lines=None, follow=False, submission=None, remote_outputs_dir=None):
     """Print a run's stdout.log; --follow streams it until the run ends."""
-    target = connect(c, host)
+    target = target_of(c, host)
     selected = _select(c, target, [run_id], submission, False, remote_outputs_dir)
     count = count_flag("--lines", lines, 100)
     (only,) = selected["run_ids"]
@@ -249,7 +249,7 @@ def logs(c, run_id, host=None, lines=None, follow=False, submission=None, remote
 })
 def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, timeout=None):
     """Wait until a submission's runs end, with a progress bar; exit 1 if any failed."""
-    target = connect(c, host)
+    target = target_of(c, host)
     selected = _select(c, target, run_id, submission, False, remote_outputs_dir)
     timeout_s = seconds_flag("--timeout", timeout, None)
     bar = ProgressBar()
@@ -274,7 +274,7 @@ def render_cancel(data: dict) -> str:
 })
 def cancel(c, host=None, run_id=None, submission=None, remote_outputs_dir=None):
     """Cancel queued or running runs (their whole process group); state cancelled."""
-    target = connect(c, host)
+    target = target_of(c, host)
     if not run_id and not submission:
         raise ConfigError("runs.cancel needs --run-id or --submission")
     selected = _select(c, target, run_id, submission, False, remote_outputs_dir)
@@ -289,7 +289,7 @@ def cancel(c, host=None, run_id=None, submission=None, remote_outputs_dir=None):
 })
 def resume(c, host=None, remote_outputs_dir=None, tmux_session=None, slots=None):
     """Queue again the runs left `lost` by a dead supervisor (succeeded runs are untouched)."""
-    target = connect(c, host)
+    target = target_of(c, host)
     latest = latest_submission(c, target) or {}
     outputs = remote_outputs_dir or latest.get("outputs_dir") or target.profile.outputs_dir
     cpu_slots = count_flag("--slots", slots, 1)

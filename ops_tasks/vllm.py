@@ -10,7 +10,7 @@ from .flags import count_flag, seconds_flag
 from .forwarding import LocalForward
 from .operations.vllm import vllm_logs, vllm_start, vllm_status, vllm_stop
 from .operations.vllm_spec import build_spec, check_port, check_session, normalize_base_url
-from .output import LineEmitter, add_secrets, announce, connect, json_requested, log, ops_task
+from .output import LineEmitter, add_secrets, announce, target_of, json_requested, log, ops_task
 from .secrets import is_secret_name
 from .settings import env_value
 
@@ -102,7 +102,7 @@ def start(c, host=None, model_id=None, vllm_bin=None, tensor_parallel_size=None,
         served_model_name=served_model_name, extra_args=extra_args, session=session, env=env,
     )
     # A target is made without contact: its profile's `vllm:` defaults, under the flags.
-    target = connect(c, host)
+    target = target_of(c, host)
     spec = build_spec(options, dict(target.profile.vllm))
     # A secret given with --env may come back in the server's log tail: mask it there too.
     add_secrets(value for name, value in spec.env if is_secret_name(name))
@@ -154,7 +154,7 @@ def _base_url(api_base_url):
 })
 def status(c, host=None, api_base_url=None, port=None, session=None, tail_lines=None):
     """Check that vLLM serves: /v1/models, /health, session, pid, uptime (one round trip)."""
-    target = connect(c, host)
+    target = target_of(c, host)
     defaults = dict(target.profile.vllm)
     base_url = _base_url(api_base_url)
     port = check_port(port) if port is not None else None
@@ -200,7 +200,7 @@ def render_stop(data: dict) -> str:
 })
 def stop(c, host=None, session=None, grace=None, port=None):
     """Stop vLLM and its whole process tree (engine, workers), and free its port."""
-    target = connect(c, host)
+    target = target_of(c, host)
     defaults = dict(target.profile.vllm)
     session = _session_of(session, defaults)
     grace_s = seconds_flag("--grace", grace, 30, allow_zero=True)
@@ -219,7 +219,7 @@ def stop(c, host=None, session=None, grace=None, port=None):
 })
 def logs(c, host=None, session=None, lines=None, follow=False):
     """Print the vLLM server log (kept on the volume); --follow streams it."""
-    target = connect(c, host)
+    target = target_of(c, host)
     session = _session_of(session, dict(target.profile.vllm))
     count = count_flag("--lines", lines, 100)
     if follow and json_requested():
@@ -241,7 +241,7 @@ def logs(c, host=None, session=None, lines=None, follow=False):
 })
 def tunnel(c, host=None, port=None, local_port=None, session=None):
     """Forward a local port to the pod's vLLM over SSH; prints the OPENAI_API_BASE to use."""
-    target = connect(c, host)
+    target = target_of(c, host)
     defaults = dict(target.profile.vllm)
     fixed = port if port is not None else defaults.get("port")
     remote_port = check_port(fixed) if fixed is not None else None

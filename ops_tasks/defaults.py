@@ -1,0 +1,25 @@
+"""Built-in defaults, in one table: what a flag, a profile key or an environment variable means
+when nobody set it (precedence: docs/ARCHITECTURE.md, "Hosts and configuration")."""
+
+# Hosts and volumes
+HOST = "lium"  # the seed's alias in ~/.ssh/config, also pod.up's default alias
+VOLUME = "/mnt"
+OUTPUTS_SUBDIR = "pod_artifacts/outputs"  # under the volume
+CONNECT_TIMEOUT_S = 10.0
+
+# vLLM
+VLLM_SESSION = "vllm"
+VLLM_PORT = 8000
+VLLM_GRACE_S = 30.0  # SIGINT, then this long before TERM and KILL
+VLLM_START_TIMEOUT_S = 900.0  # vllm.start --wait
+
+# The run queue
+RUNS_SESSION = "pilots"  # the supervisor's tmux session
+
+# Lium
+LIUM_VOLUME_NAME = "my_volume"
+LIUM_READY_TIMEOUT_S = 900.0  # pod.up waits this long for SSH
+
+# The laptop's records, under the project directory (ops_tasks/records.py)
+LOCAL_RUNS_DIR = "artifacts/pod_logs"  # fetched run directories, one per run id
+REPORT_DIR = "artifacts"  # report.md / report.json
