@@ -1,7 +1,8 @@
 """The states a run can be in, and what each means: the laptop's copy of the pod's table.
 
 The pod's supervisor (remote_scripts/ops_runs.py, which travels alone and cannot import this)
-holds the same table as `STATES`; tests/test_run_states.py checks that the two agree.
+holds the same table as `STATES`, and derives the same tuples from it;
+tests/test_run_states.py checks that the two agree.
 See docs/ARCHITECTURE.md, "Run contract".
 """
 
@@ -20,6 +21,9 @@ STATES = {
 ACTIVE = tuple(s for s, kind in STATES.items() if kind == "active")
 TERMINAL = tuple(s for s, kind in STATES.items() if kind != "active")
 FAILED = tuple(s for s, kind in STATES.items() if kind == "failed")
+# A cancelled run was stopped on request: it does not fail its submission (runs.wait's and
+# runs.status's verdict, the failed count, --fail-fast on the pod).
+COUNTS_AS_FAILURE = tuple(s for s in FAILED if s != "cancelled")
 
 
 def state_class(state) -> str:

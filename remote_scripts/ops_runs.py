@@ -43,8 +43,32 @@ import sys
 import time
 
 TOOL_VERSION = "ops-tasks-runs/1"
-TERMINAL = ("succeeded", "failed", "timeout", "stalled", "cancelled", "lost")
-FAILED = ("failed", "timeout", "stalled", "lost")
+# state -> class: "active" (not over yet), "succeeded", or "failed" (over, and not a success).
+# The laptop holds the same table (ops_tasks/run_states.py); tests/test_run_states.py checks it.
+STATES = {
+    "queued": "active",
+    "running": "active",
+    "succeeded": "succeeded",
+    "failed": "failed",
+    "timeout": "failed",
+    "stalled": "failed",
+    "cancelled": "failed",
+    "lost": "failed",
+}
+ACTIVE = tuple(s for s, kind in STATES.items() if kind == "active")
+TERMINAL = tuple(s for s, kind in STATES.items() if kind != "active")
+FAILED = tuple(s for s, kind in STATES.items() if kind == "failed")
+# A cancelled run was stopped on request: it does not fail its submission (wait's failed count,
+# --fail-fast, the exit code).
+COUNTS_AS_FAILURE = tuple(s for s in FAILED if s != "cancelled")
+# What the supervisor retries itself: a run that ended badly under its watch. A lost run's
+# supervisor is gone; runs.resume queues it again.
+RETRYABLE = tuple(s for s in COUNTS_AS_FAILURE if s != "lost")
+# Every field a status.json may hold: set_state refuses others (a misspelt field would be lost).
+STATUS_FIELDS = frozenset({
+    "run_id", "state", "attempt", "submission_id", "queued_at", "not_before", "retry_of", "started",
+    "supervisor_pid", "pid", "pgid", "pid_start", "gpus", "last_output", "heartbeat", "exit_code", "signal",
+    "failure_class", "error", "finished", "updated"})
 KILL_GRACE_S = 10.0  # TERM, then KILL this long after
 HEARTBEAT_S = 5.0
 POLL_S = 0.25
@@ -324,9 +348,41 @@ def read_status(run_dir):
     return read_json(status_path(run_dir))
 
 
-def write_status(run_dir, status):
-    status["updated"] = now()
+def set_state(run_dir, run_id, state, kept=None, **fields):
+    """The one writer of status.json: the run's new state and fields, checked, written atomically;
+    a run that ends gets its contract's summary.json too. Returns the status written.
+
+    A status starts afresh at each step (queued, running, ended), so what one step means (a live
+    pid) never outlives it; `kept` is the status a step only adds to (a lost run being
+    cancelled keeps the process group that cancel stopped).
+    """
+    status = checked_status(run_id, state, kept, fields)
     write_json(status_path(run_dir), status)
+    if state in TERMINAL:
+        write_missing_summary(run_dir, run_id, status)
+    return status
+
+
+def set_attempt_state(entry, state, **fields):
+    """set_state for the attempt a queue entry describes (its run, attempt and submission)."""
+    return set_state(entry["run_dir"], entry["run_id"], state, attempt=entry["attempt"],
+                     submission_id=entry["submission_id"], **fields)
+
+
+def checked_status(run_id, state, kept, fields):
+    """The status to write, or ValueError for one the state machine has no place for."""
+    if state not in STATES:
+        raise ValueError("%s: unknown run state %r" % (run_id, state))
+    unknown = sorted(set(fields) - STATUS_FIELDS)
+    if unknown:
+        raise ValueError("%s: unknown status field(s) %s" % (run_id, ", ".join(unknown)))
+    status = dict(kept or {})
+    status.update(fields, run_id=run_id, state=state, updated=now())
+    required = ("attempt", "submission_id") if kept is None else ()
+    missing = [k for k in required + (("finished",) if state in TERMINAL else ()) if k not in status]
+    if missing:
+        raise ValueError("%s: a %s status needs %s" % (run_id, state, ", ".join(missing)))
+    return status
 
 
 def attempts_done(run_dir):
@@ -433,8 +489,7 @@ def submit(request):
                          fail_fast=bool(request.get("fail_fast")), retries_used=0,
                          attempt=attempts_done(run_dir) + 1, queued_at=now(), not_before=0,
                          host=request.get("host"), tmux_session=request.get("tmux_session"))
-            write_status(run_dir, {"run_id": run_id, "state": "queued", "attempt": entry["attempt"],
-                                   "submission_id": submission_id, "queued_at": entry["queued_at"]})
+            set_attempt_state(entry, "queued", queued_at=entry["queued_at"])
             store.enqueue(entry)
             queued.append({"run_id": run_id, "run_dir": run_dir, "archived_attempt": archived})
         store.save_secret_env(submission_id, secrets)
@@ -498,11 +553,11 @@ def admission(run, supervisor_alive, waiting, force, retry_failed):
     run_dir = run["run_dir"]
     status = read_status(run_dir)
     state = effective_state(status, supervisor_alive, waiting)
-    if state in ("queued", "running"):
+    if state in ACTIVE:
         return "skip", "already %s (attempt %s)" % (state, status.get("attempt"))
     if state == "succeeded" and not force:
         return "skip", "succeeded"
-    if state in FAILED + ("cancelled",) and not (force or retry_failed):
+    if state in FAILED and not (force or retry_failed):
         return "refuse", "%s (%s): use --retry-failed or --force" % (state, (status or {}).get("failure_class") or state)
     if state is None and has_files(run_dir) and not force:
         return "refuse", ("its directory holds files of a run ops-tasks did not supervise (a summary.json "
@@ -525,7 +580,7 @@ def effective_state(status, supervisor_alive, waiting=None):
     state = status.get("state")
     if state == "running" and not supervisor_alive:
         return "lost"
-    if state in ("queued", "running") and waiting is not None and status.get("run_id") not in waiting:
+    if state in ACTIVE and waiting is not None and status.get("run_id") not in waiting:
         return "lost"
     return state
 
@@ -653,9 +708,7 @@ class Supervisor:
                 if stop_leftover_group(status):
                     self.say("%s: stopped what its dead supervisor left running" % entry["run_id"])
                 if status.get("state") == "running":
-                    status.update(state="lost", failure_class="lost", finished=now())
-                    write_status(run_dir, status)
-                    write_missing_summary(run_dir, entry["run_id"], status)
+                    set_state(run_dir, entry["run_id"], "lost", kept=status, failure_class="lost", finished=now())
                     self.say("%s: lost (its supervisor died)" % entry["run_id"])
                 remove_quietly(self.store.path("active", entry["run_id"] + ".json"))
 
@@ -691,21 +744,14 @@ class Supervisor:
                 remove_quietly(entry["_file"])
                 entry = {k: v for k, v in entry.items() if k != "_file"}
                 write_json(self.store.path("active", entry["run_id"] + ".json"), entry)
-                write_status(entry["run_dir"], {
-                    "run_id": entry["run_id"], "state": "running", "attempt": entry["attempt"],
-                    "submission_id": entry["submission_id"], "started": now(), "supervisor_pid": os.getpid()})
+                set_attempt_state(entry, "running", started=now(), supervisor_pid=os.getpid())
                 claimed.append((entry, slots))
         return claimed
 
     def end_unstarted(self, entry, klass, reason):
         """A claimed or queued run that cannot start: failed, with its reason, contract complete."""
-        run_dir = entry["run_dir"]
-        makedirs(run_dir)
-        status = {"run_id": entry["run_id"], "state": "failed", "attempt": entry["attempt"],
-                  "submission_id": entry["submission_id"], "failure_class": klass,
-                  "error": reason, "finished": now()}
-        write_status(run_dir, status)
-        write_missing_summary(run_dir, entry["run_id"], status)
+        makedirs(entry["run_dir"])
+        set_attempt_state(entry, "failed", failure_class=klass, error=reason, finished=now())
         self._drop_active(entry["run_id"])
         self.say("%s: failed: %s" % (entry["run_id"], reason))
 
@@ -752,12 +798,9 @@ class Supervisor:
         if not force and time.monotonic() - running.last_heartbeat < HEARTBEAT_S:
             return
         running.last_heartbeat = time.monotonic()
-        entry = running.entry
-        write_status(entry["run_dir"], {
-            "run_id": entry["run_id"], "state": "running", "attempt": entry["attempt"],
-            "submission_id": entry["submission_id"], "pid": running.proc.pid, "pgid": running.proc.pid,
-            "pid_start": start_ticks_of(running.proc.pid), "gpus": running.gpus, "started": running.started,
-            "last_output": running.last_output, "heartbeat": now(), "supervisor_pid": os.getpid()})
+        set_attempt_state(running.entry, "running", pid=running.proc.pid, pgid=running.proc.pid,
+                          pid_start=start_ticks_of(running.proc.pid), gpus=running.gpus, started=running.started,
+                          last_output=running.last_output, heartbeat=now(), supervisor_pid=os.getpid())
 
     # -- watching
 
@@ -829,19 +872,16 @@ class Supervisor:
             state = "succeeded" if ok else "failed"
         else:
             state, klass = "failed", failure_class(code, tail_text(running.log_path, 200))
-        status = {"run_id": run_id, "state": state, "attempt": entry["attempt"],
-                  "submission_id": entry["submission_id"], "exit_code": exit_code, "signal": sig,
-                  "failure_class": klass, "started": running.started, "finished": now(),
-                  "last_output": running.last_output, "gpus": running.gpus}
         with self.store.queue_lock():
             remove_quietly(self.store.path("cancel", run_id))
-            write_status(run_dir, status)
-            write_missing_summary(run_dir, run_id, status)
-            retried = state in ("failed", "timeout", "stalled") and self.retry(entry, klass, status)
+            status = set_attempt_state(entry, state, exit_code=exit_code, signal=sig, failure_class=klass,
+                                       started=running.started, finished=now(), last_output=running.last_output,
+                                       gpus=running.gpus)
+            retried = state in RETRYABLE and self.retry(entry, klass, status)
             self._drop_active(run_id)
         if retried:
             return
-        if state in FAILED and entry.get("fail_fast"):
+        if state in COUNTS_AS_FAILURE and entry.get("fail_fast"):
             self.cancel_submission(entry["submission_id"], run_id)
         self.forget_secrets_when_done(entry["submission_id"])
         self.say("%s: %s%s (exit %s)" % (run_id, state, " [%s]" % klass if klass else "", exit_code if sig is None
@@ -858,9 +898,7 @@ class Supervisor:
         backoff = (entry.get("retry_backoff") or 0) * (2 ** used)
         again = dict(entry, attempt=attempts_done(run_dir) + 1, retries_used=used + 1,
                      not_before=now() + backoff, retry_of=klass)
-        write_status(run_dir, {"run_id": entry["run_id"], "state": "queued", "attempt": again["attempt"],
-                               "submission_id": entry["submission_id"], "queued_at": now(),
-                               "retry_of": klass, "not_before": again["not_before"]})
+        set_attempt_state(again, "queued", queued_at=now(), retry_of=klass, not_before=again["not_before"])
         self.store.enqueue(again)
         self.say("%s: %s [%s]: retry %d of %d in %.0fs" % (entry["run_id"], status["state"], klass,
                                                            used + 1, retries, backoff))
@@ -883,11 +921,7 @@ class Supervisor:
                 if entry["submission_id"] != submission_id:
                     continue
                 remove_quietly(entry["_file"])
-                status = {"run_id": entry["run_id"], "state": "cancelled", "attempt": entry["attempt"],
-                          "submission_id": submission_id, "finished": now(),
-                          "error": "fail-fast: %s failed" % failed_run}
-                write_status(entry["run_dir"], status)
-                write_missing_summary(entry["run_dir"], entry["run_id"], status)
+                set_attempt_state(entry, "cancelled", finished=now(), error="fail-fast: %s failed" % failed_run)
                 self.say("%s: cancelled (fail-fast: %s failed)" % (entry["run_id"], failed_run))
 
     def _drop_active(self, run_id):
@@ -899,12 +933,8 @@ class Supervisor:
         for run_id, running in list(self.running.items()):
             kill_group_fully(running.proc.pid, grace=3)
             running.proc.poll()
-            entry = running.entry
-            status = {"run_id": run_id, "state": "lost", "attempt": entry["attempt"],
-                      "submission_id": entry["submission_id"], "failure_class": "lost",
-                      "started": running.started, "finished": now(), "gpus": running.gpus}
-            write_status(entry["run_dir"], status)
-            write_missing_summary(entry["run_dir"], run_id, status)
+            set_attempt_state(running.entry, "lost", failure_class="lost", started=running.started,
+                              finished=now(), gpus=running.gpus)
             self._drop_active(run_id)
             self.say("%s: lost (the supervisor stopped; runs.resume queues it again)" % run_id)
 
@@ -1036,7 +1066,7 @@ def wait(request):
         runs = [run_report(store, d, r, alive, waiting) for r, d in selected_runs(store, request)]
         states = [r["state"] for r in runs]
         done = sum(s in TERMINAL for s in states)
-        failed = sum(s in FAILED for s in states)
+        failed = sum(s in COUNTS_AS_FAILURE for s in states)
         progress = (done, len(runs), failed, states.count("running"))
         if progress != last:
             print("P|%d|%d|%d|%d" % progress, file=sys.stderr, flush=True)
@@ -1090,9 +1120,7 @@ def cancel(request):
 
 
 def end_as_cancelled(run_dir, run_id, status):
-    status.update(state="cancelled", finished=now())
-    write_status(run_dir, status)
-    write_missing_summary(run_dir, run_id, status)
+    set_state(run_dir, run_id, "cancelled", kept=status, finished=now())
 
 
 def stop_leftover_group(status):
@@ -1129,15 +1157,13 @@ def resume(request):
             if stop_leftover_group(status):
                 leftovers.append(run_id)
             remove_quietly(store.path("active", run_id + ".json"))
-            status.update(state="lost", failure_class="lost", finished=status.get("finished") or now())
-            write_status(run_dir, status)
-            write_missing_summary(run_dir, run_id, status)
+            set_state(run_dir, run_id, "lost", kept=status, failure_class="lost",
+                      finished=status.get("finished") or now())
             archive_attempt(run_dir)
             entry = {k: v for k, v in entry.items() if k != "_file"}
             entry.update(attempt=attempts_done(run_dir) + 1, queued_at=now(), not_before=0, resumed=True,
                          retries_used=0)
-            write_status(run_dir, {"run_id": run_id, "state": "queued", "attempt": entry["attempt"],
-                                   "submission_id": entry["submission_id"], "queued_at": now()})
+            set_attempt_state(entry, "queued", queued_at=now())
             store.enqueue(entry)
             resumed.append(run_id)
     result = {"resumed": resumed, "stopped_leftovers": leftovers}

@@ -1,4 +1,4 @@
-"""Validate a local root of run directories against the run artifact contract (DESIGN.md).
+"""Validate a local root of run directories against the run artifact contract (docs/ARCHITECTURE.md).
 
 A gate: every run directory directly under the root must hold the contract's files, its JSON
 files must parse, its results.jsonl (when there is one) must parse line by line, and its summary
@@ -12,14 +12,11 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import ConfigError
+from ..run_states import ACTIVE, FAILED
 
 REQUIRED = ("command.sh", "run_metadata.json", "summary.json", "stdout.log")
 JSON_FILES = ("run_metadata.json", "summary.json", "status.json")
 RESULTS = "results.jsonl"
-# status.json states (the supervisor's) of a run that ended without succeeding, and of one
-# that has not ended yet.
-FAILED_STATES = ("failed", "timeout", "stalled", "lost", "cancelled")
-UNFINISHED_STATES = ("queued", "running")
 
 
 def checked_root(root) -> Path:
@@ -108,7 +105,7 @@ def failure_reason(summary: Optional[dict], status: Optional[dict]) -> Optional[
             if value not in (None, ""):
                 parts.append(f"{key} {value}")
         return ", ".join(parts)
-    if state in FAILED_STATES:
+    if state in FAILED:  # a cancelled run is no success either: the gate fails on it
         klass = status.get("failure_class")
         return f"status.json says state {state}" + (f", failure_class {klass}" if klass else "")
     return None
@@ -143,7 +140,7 @@ def validate_root(root) -> dict:
                 bad.append(error)
         invalid.extend(bad)
         status = parsed.get("status.json")
-        if isinstance(status, dict) and status.get("state") in UNFINISHED_STATES:
+        if isinstance(status, dict) and status.get("state") in ACTIVE:
             unfinished.append(run_id)
         reason = failure_reason(parsed.get("summary.json"), status)
         if reason:
