@@ -1,4 +1,5 @@
-"""The two kinds of expected failure, each with its exit code (DESIGN.md, output contract)."""
+"""The two kinds of expected failure, each with its exit code
+(docs/ARCHITECTURE.md, "Output contract")."""
 
 
 class OpsError(Exception):

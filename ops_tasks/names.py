@@ -3,6 +3,8 @@
 import re
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Run ids name directories on the pod and on the laptop: no '/', no leading '.' or '-'.
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # tmux session names: '.' and ':' are target syntax in tmux, so neither is allowed.
 TMUX_SESSION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")

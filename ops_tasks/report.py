@@ -7,7 +7,6 @@ import contextvars
 import json as jsonlib
 from pathlib import Path
 
-from invoke import Collection
 from tabulate import tabulate
 
 from .errors import ConfigError
@@ -115,8 +114,3 @@ def report(c, root=None, group_by=None, compare=None, sort=None, filter=None, fo
     written = write_report(doc, _in_project(c, out_dir or DEFAULT_OUT_DIR))
     log(f"wrote {written['markdown']} and {written['json']}" + (f" and {doc['plot']}" if doc.get("plot") else ""))
     return doc
-
-
-ns = Collection()
-ns.add_task(validate)
-ns.add_task(report)

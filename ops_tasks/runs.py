@@ -10,6 +10,7 @@ from .errors import ConfigError
 from .operations.run_config import load_submission
 from .operations.runs import (cancel_runs, manifest_of, new_submission_id, resume_runs, run_logs,
                               runs_status, save_manifest, submit_runs, wait_runs)
+from .defaults import RUNS_SESSION
 from .flags import count_flag, seconds_flag
 from .output import LineEmitter, target_of, log, ops_task
 from .selection import latest_submission, select_runs
@@ -129,7 +130,7 @@ def render_submit(data: dict) -> str:
     "remote_repo": "Repo on the pod the commands run in (default: the config's, $OPS_REMOTE_REPO, the profile's).",
     "remote_outputs_dir": "Outputs root on the pod (default: the config's, $OPS_REMOTE_OUTPUTS_DIR, "
                           "<volume>/pod_artifacts/outputs).",
-    "tmux_session": "tmux session of the supervisor (default: the config's, else pilots).",
+    "tmux_session": f"tmux session of the supervisor (default: the config's, else {RUNS_SESSION}).",
     "force": "Run again even runs that succeeded or failed; earlier files move to attempts/<n>/.",
     "retry_failed": "Run again the runs that failed (timeout, stalled, cancelled, lost too).",
     "no_tmux": "Supervise in the foreground over this connection, streaming; exit 1 if a run failed.",
@@ -284,7 +285,7 @@ def cancel(c, host=None, run_id=None, submission=None, remote_outputs_dir=None):
 @ops_task(human=lambda d: f"{d['host']}: resumed {len(d['resumed'])} lost run(s): {', '.join(d['resumed']) or '-'}"
           + (f"\n  supervisor: {d['supervisor']}" if d.get("supervisor") else ""), help={
     "remote_outputs_dir": RUN_SELECTION_HELP["remote_outputs_dir"],
-    "tmux_session": "tmux session for the supervisor (default: the latest submission's, else pilots).",
+    "tmux_session": f"tmux session for the supervisor (default: the latest submission's, else {RUNS_SESSION}).",
     "slots": "Runs at a time on a pod without GPUs (default 1).",
 })
 def resume(c, host=None, remote_outputs_dir=None, tmux_session=None, slots=None):
@@ -293,7 +294,7 @@ def resume(c, host=None, remote_outputs_dir=None, tmux_session=None, slots=None)
     latest = latest_submission(c, target) or {}
     outputs = remote_outputs_dir or latest.get("outputs_dir") or target.profile.outputs_dir
     cpu_slots = count_flag("--slots", slots, 1)
-    return resume_runs(target, outputs_dir=outputs, tmux_session=tmux_session or latest.get("tmux_session") or "pilots",
+    return resume_runs(target, outputs_dir=outputs, tmux_session=tmux_session or latest.get("tmux_session") or RUNS_SESSION,
                        slots=cpu_slots)
 
 

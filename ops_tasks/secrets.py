@@ -1,4 +1,5 @@
-"""Which values are secrets, and how to keep them out of anything printed (DESIGN.md)."""
+"""Which values are secrets, and how to keep them out of anything printed
+(docs/ARCHITECTURE.md, "Quoting, ids and secrets")."""
 
 import os
 import re

@@ -2,7 +2,7 @@
 where on the pod they live: the submission manifests kept in artifacts/submissions say so."""
 
 from .errors import ConfigError
-from .operations.run_config import RUN_ID
+from .names import RUN_ID
 from .operations.runs import latest_manifest, load_manifest
 from .settings import project_dir_of
 

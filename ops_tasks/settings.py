@@ -1,6 +1,6 @@
 """Host profiles and settings: which host a task talks to, and with what paths and limits.
 
-Precedence (DESIGN.md): task flag > environment variable > invoke.yaml profile > built-in
+Precedence (docs/ARCHITECTURE.md, "Hosts and configuration"): task flag > environment variable > invoke.yaml profile > built-in
 default. Environment variables may also come from the file named by OPS_PROJECT_ENV, which
 only fills in what the real environment leaves unset.
 """
@@ -16,11 +16,10 @@ from typing import Mapping, Optional
 
 import yaml
 
+from . import defaults
 from .errors import ConfigError
 
-DEFAULT_HOST = "lium"
-DEFAULT_VOLUME = "/mnt"
-DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_HOST = defaults.HOST  # still imported by lium.py
 LOCAL = "local"
 LOCAL_POD_DIR = ".local-pod"
 PROJECT_CONFIG_NAMES = ("invoke.yaml", "invoke.yml")
@@ -242,11 +241,11 @@ class Profile:
 
     name: str
     destination: str  # "local", or an SSH destination (alias, host, user@host:port)
-    volume: str = DEFAULT_VOLUME
+    volume: str = defaults.VOLUME
     volume_must_be_mount: bool = True
-    outputs_dir: str = DEFAULT_VOLUME + "/pod_artifacts/outputs"
+    outputs_dir: str = f"{defaults.VOLUME}/{defaults.OUTPUTS_SUBDIR}"
     remote_repo: Optional[str] = None
-    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    connect_timeout: float = defaults.CONNECT_TIMEOUT_S
     strict_host_keys: Optional[bool] = None  # None: follow ~/.ssh/config, else check
     known_hosts: Optional[str] = None  # None: ~/.ssh/known_hosts
     tmux_socket: Optional[str] = None  # tmux -L NAME; None: the default socket
@@ -280,7 +279,7 @@ def builtin_local_profile(project_dir) -> dict:
 
 
 def default_host_name(ops: dict) -> str:
-    return env_value("OPS_DEFAULT_HOST") or ops.get("default_host") or DEFAULT_HOST
+    return env_value("OPS_DEFAULT_HOST") or ops.get("default_host") or defaults.HOST
 
 
 def resolve_profile(ops_config, host: Optional[str], project_dir) -> Profile:
@@ -307,17 +306,17 @@ def resolve_profile(ops_config, host: Optional[str], project_dir) -> Profile:
                 f"nor a Host in ~/.ssh/config; use user@host:port for a raw address"
             )
     if destination == LOCAL:
-        volume = Path(fields.get("volume", DEFAULT_VOLUME))
+        volume = Path(fields.get("volume", defaults.VOLUME))
         fields["volume"] = str(volume if volume.is_absolute() else Path(project_dir).resolve() / volume)
 
-    volume = fields.get("volume", DEFAULT_VOLUME).rstrip("/") or "/"
+    volume = fields.get("volume", defaults.VOLUME).rstrip("/") or "/"
     fields["volume"] = volume
     fields["outputs_dir"] = env_value("OPS_REMOTE_OUTPUTS_DIR") or fields.get(
-        "outputs_dir", volume.rstrip("/") + "/pod_artifacts/outputs"
+        "outputs_dir", f"{volume.rstrip('/')}/{defaults.OUTPUTS_SUBDIR}"
     )
     remote_repo = env_value("OPS_REMOTE_REPO") or fields.get("remote_repo")
     fields["remote_repo"] = remote_repo
-    fields["connect_timeout"] = float(fields.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT))
+    fields["connect_timeout"] = float(fields.get("connect_timeout", defaults.CONNECT_TIMEOUT_S))
     fields["vllm"] = MappingProxyType(dict(fields.get("vllm") or {}))
     if "archive_patterns" in fields:
         fields["archive_patterns"] = tuple(fields["archive_patterns"])

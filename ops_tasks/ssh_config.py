@@ -19,11 +19,11 @@ from typing import List, Optional, Sequence, Tuple
 
 from . import files
 from .errors import ConfigError
+from .names import CONTROL_CHARS
 
 # An alias pod.up may write: a plain name, no wildcard or negation (those are patterns).
 ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _KEYWORD = re.compile(r"^\s*([A-Za-z]+)(?:\s*=\s*|\s+)(.*?)\s*$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def default_path() -> Path:
@@ -54,7 +54,7 @@ def check_alias(alias: str) -> str:
 def _value(key: str, value) -> str:
     """One option value as ssh_config spells it; refuses anything that could break out of it."""
     text = str(value)
-    if not text or _CONTROL.search(text) or '"' in text or text != text.strip():
+    if not text or CONTROL_CHARS.search(text) or '"' in text or text != text.strip():
         raise ConfigError(f"refusing to write {key} {text!r} into ~/.ssh/config: not a single plain value")
     return f'"{text}"' if re.search(r"\s", text) else text
 
@@ -135,7 +135,7 @@ def render_block(alias: str, options: Sequence[Tuple[str, object]], comment: Opt
     check_alias(alias)
     lines = [f"Host {alias}"]
     if comment:
-        if _CONTROL.search(comment):
+        if CONTROL_CHARS.search(comment):
             raise ConfigError(f"refusing to write the comment {comment!r} into ~/.ssh/config")
         lines.append(f"  # {comment}")
     for key, value in options:

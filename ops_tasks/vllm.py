@@ -5,6 +5,7 @@ import sys
 from invoke import Collection
 from tabulate import tabulate
 
+from . import defaults
 from .errors import ConfigError, HostError, Interrupted
 from .flags import count_flag, seconds_flag
 from .forwarding import LocalForward
@@ -13,8 +14,6 @@ from .operations.vllm_spec import build_spec, check_port, check_session, normali
 from .output import LineEmitter, add_secrets, announce, target_of, json_requested, log, ops_task
 from .secrets import is_secret_name
 from .settings import env_value
-
-DEFAULT_PORT = 8000
 
 START_HELP = {
     "model_id": "Model to serve (Hugging Face id or path on the pod). Required, unless the profile sets vllm.model_id.",
@@ -26,22 +25,23 @@ START_HELP = {
     "dtype": "Weights dtype: auto, half, float16, bfloat16, float, float32.",
     "quantization": "Quantization method (awq, gptq, fp8, ...).",
     "trust_remote_code": "Allow the model's own code to run (--trust-remote-code).",
-    "port": f"Port the server listens on (default: {DEFAULT_PORT}).",
+    "port": f"Port the server listens on (default: {defaults.VLLM_PORT}).",
     "bind_host": "Address the server binds (default: 127.0.0.1; reach it with vllm.tunnel).",
     "served_model_name": "Name /v1/models lists the model under (default: the model id).",
     "extra_args": 'More vLLM flags, split like a shell line: "--enable-prefix-caching --seed 1".',
-    "session": "tmux session on the pod (default: vllm).",
+    "session": f"tmux session on the pod (default: {defaults.VLLM_SESSION}).",
     "env": "KEY=VALUE for the server's environment (repeatable). Secrets go to a 0600 file, never argv.",
     "restart": "Stop the server of this session first (its whole process tree), then start.",
-    "grace": "With --restart: seconds to let the old server shut down before TERM/KILL (default 30).",
+    "grace": f"With --restart: seconds to let the old server shut down before TERM/KILL "
+             f"(default {defaults.VLLM_GRACE_S:g}).",
     "wait": "Wait until /v1/models lists the model, showing the startup phase.",
-    "timeout": "With --wait: seconds to wait (default 900).",
+    "timeout": f"With --wait: seconds to wait (default {defaults.VLLM_START_TIMEOUT_S:g}).",
 }
 
 
-def _session_of(session, defaults: dict) -> str:
-    """--session, else the profile's vllm.session, else `vllm`."""
-    return check_session(session or defaults.get("session") or "vllm")
+def _session_of(session, profile_vllm: dict) -> str:
+    """--session, else the profile's vllm.session, else the built-in one."""
+    return check_session(session or profile_vllm.get("session") or defaults.VLLM_SESSION)
 
 
 class PhasePrinter:
@@ -106,8 +106,8 @@ def start(c, host=None, model_id=None, vllm_bin=None, tensor_parallel_size=None,
     spec = build_spec(options, dict(target.profile.vllm))
     # A secret given with --env may come back in the server's log tail: mask it there too.
     add_secrets(value for name, value in spec.env if is_secret_name(name))
-    grace_s = seconds_flag("--grace", grace, 30, allow_zero=True)
-    timeout_s = seconds_flag("--timeout", timeout, 900)
+    grace_s = seconds_flag("--grace", grace, defaults.VLLM_GRACE_S, allow_zero=True)
+    timeout_s = seconds_flag("--timeout", timeout, defaults.VLLM_START_TIMEOUT_S)
     printer = PhasePrinter()
     try:
         return vllm_start(target, spec, restart=restart, grace_s=grace_s, wait=wait, timeout_s=timeout_s,
@@ -148,23 +148,22 @@ def _base_url(api_base_url):
 @ops_task(human=render_status, help={
     "api_base_url": "Base URL to probe from the pod (default: $VLLM_BASE_URL, $OPENAI_API_BASE, "
                     "then http://127.0.0.1:<port>/v1).",
-    "port": "Port of the server when no URL is given (default: the one vllm.start recorded, else 8000).",
-    "session": "tmux session of the server (default: vllm).",
+    "port": f"Port of the server when no URL is given (default: the one vllm.start recorded, else "
+            f"{defaults.VLLM_PORT}).",
+    "session": f"tmux session of the server (default: {defaults.VLLM_SESSION}).",
     "tail_lines": "Log lines to show when the server is not serving (default 40).",
 })
 def status(c, host=None, api_base_url=None, port=None, session=None, tail_lines=None):
     """Check that vLLM serves: /v1/models, /health, session, pid, uptime (one round trip)."""
     target = target_of(c, host)
-    defaults = dict(target.profile.vllm)
+    profile_vllm = dict(target.profile.vllm)
     base_url = _base_url(api_base_url)
     port = check_port(port) if port is not None else None
-    default_port = check_port(defaults.get("port", DEFAULT_PORT))
-    session = _session_of(session, defaults)
+    default_port = check_port(profile_vllm.get("port", defaults.VLLM_PORT))
+    session = _session_of(session, profile_vllm)
     lines = count_flag("--tail-lines", tail_lines, 40)
     return vllm_status(target, base_url=base_url, port=port, default_port=default_port, session=session,
                        tail_lines=lines, api_key=env_value("VLLM_API_KEY"))
-
-
 
 
 # ---------------------------------------------------------------- stop
@@ -194,26 +193,27 @@ def render_stop(data: dict) -> str:
 
 
 @ops_task(human=render_stop, help={
-    "session": "tmux session of the server (default: vllm).",
-    "grace": "Seconds to let the server shut down after SIGINT before TERM, then KILL (default 30).",
+    "session": f"tmux session of the server (default: {defaults.VLLM_SESSION}).",
+    "grace": f"Seconds to let the server shut down after SIGINT before TERM, then KILL "
+             f"(default {defaults.VLLM_GRACE_S:g}).",
     "port": "Port to check is free afterwards (default: the one vllm.start recorded).",
 })
 def stop(c, host=None, session=None, grace=None, port=None):
     """Stop vLLM and its whole process tree (engine, workers), and free its port."""
     target = target_of(c, host)
-    defaults = dict(target.profile.vllm)
-    session = _session_of(session, defaults)
-    grace_s = seconds_flag("--grace", grace, 30, allow_zero=True)
+    profile_vllm = dict(target.profile.vllm)
+    session = _session_of(session, profile_vllm)
+    grace_s = seconds_flag("--grace", grace, defaults.VLLM_GRACE_S, allow_zero=True)
     port = check_port(port) if port is not None else None
     return vllm_stop(target, session=session, grace_s=grace_s, port=port,
-                     default_port=check_port(defaults.get("port", DEFAULT_PORT)))
+                     default_port=check_port(profile_vllm.get("port", defaults.VLLM_PORT)))
 
 
 # ---------------------------------------------------------------- logs
 
 
 @ops_task(human=lambda data: data["text"].rstrip("\n"), help={
-    "session": "tmux session of the server (default: vllm).",
+    "session": f"tmux session of the server (default: {defaults.VLLM_SESSION}).",
     "lines": "How many of the last lines to print (default 100).",
     "follow": "Keep printing new lines until Ctrl-C.",
 })
@@ -234,35 +234,36 @@ def logs(c, host=None, session=None, lines=None, follow=False):
 
 
 @ops_task(help={
-    "port": "The server's port on the pod (default: the profile's vllm.port, else the port vllm.start "
-            "recorded for the session, else 8000).",
-    "local_port": "Port to listen on here (default: --port, else the profile's vllm.port, else 8000).",
-    "session": "tmux session of the server, whose recorded port is used (default: vllm).",
+    "port": f"The server's port on the pod (default: the profile's vllm.port, else the port vllm.start "
+            f"recorded for the session, else {defaults.VLLM_PORT}).",
+    "local_port": f"Port to listen on here (default: --port, else the profile's vllm.port, else "
+                  f"{defaults.VLLM_PORT}).",
+    "session": f"tmux session of the server, whose recorded port is used (default: {defaults.VLLM_SESSION}).",
 })
 def tunnel(c, host=None, port=None, local_port=None, session=None):
     """Forward a local port to the pod's vLLM over SSH; prints the OPENAI_API_BASE to use."""
     target = target_of(c, host)
-    defaults = dict(target.profile.vllm)
-    fixed = port if port is not None else defaults.get("port")
+    profile_vllm = dict(target.profile.vllm)
+    fixed = port if port is not None else profile_vllm.get("port")
     remote_port = check_port(fixed) if fixed is not None else None
-    here = check_port(local_port if local_port is not None else fixed if fixed is not None else DEFAULT_PORT,
+    here = check_port(local_port if local_port is not None else fixed if fixed is not None else defaults.VLLM_PORT,
                       "--local-port")
-    session = _session_of(session, defaults)
+    session = _session_of(session, profile_vllm)
     if target.profile.is_local:
-        url = f"http://127.0.0.1:{remote_port or DEFAULT_PORT}/v1"
+        url = f"http://127.0.0.1:{remote_port or defaults.VLLM_PORT}/v1"
         announce({"ok": True, "host": target.profile.name, "openai_api_base": url, "tunnel": False},
                  f"OPENAI_API_BASE={url}  (the local host needs no tunnel)")
         return None
     # The local port first: a busy one is bad input, found before anything is contacted.
-    forward = LocalForward(here, remote_port or DEFAULT_PORT)
+    forward = LocalForward(here, remote_port or defaults.VLLM_PORT)
     target.describe(forward=f"127.0.0.1:{here} -> {target.profile.destination} 127.0.0.1:"
                             f"{remote_port or 'the port vllm.start recorded'}")
     try:
         forward.attach(target.open().transport)
         if remote_port is None:
             # The port the session's server was started on (one round trip), and whether it serves.
-            found = vllm_status(target, session=session, default_port=DEFAULT_PORT)
-            remote_port = int(found["base_url"].rsplit(":", 1)[1].split("/")[0])
+            found = vllm_status(target, session=session, default_port=defaults.VLLM_PORT)
+            remote_port = found["port"]
             forward.remote = ("127.0.0.1", remote_port)
             if not found["ok"]:
                 log(f"warning: {found['error']}")

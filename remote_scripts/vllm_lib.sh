@@ -6,7 +6,8 @@
 vllm_dir=$volume/vllm
 log_dir=$vllm_dir/logs
 state_file=$vllm_dir/$session.json
-# Pod-local disk, never the volume: the env file holds secrets (DESIGN.md).
+# Pod-local disk, never the volume: the env file holds secrets
+# (docs/ARCHITECTURE.md, "Quoting, ids and secrets").
 private_dir=$HOME/.ops/vllm
 env_file=$private_dir/$session.env
 launcher_file=$private_dir/$session.sh

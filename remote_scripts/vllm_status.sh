@@ -4,12 +4,16 @@
 # stdin after this script: the API key to send, if any (one line; never in argv).
 
 status_main() {
-  local api_key='' probe codes models_code health_code models_body="" in_session=0 uptime=null now
+  local api_key='' probe codes models_code health_code models_body="" in_session=0 uptime=null now port_json=null
   IFS= read -r api_key || true
   read_state
   session_alive && in_session=1
-  # The port: the flag's, else the one start recorded, else the profile's (or 8000).
-  [ -n "$base_url" ] || base_url=http://127.0.0.1:${port:-${state_port:-$default_port}}/v1
+  # The port: the flag's, else the one start recorded, else the profile's (or 8000). A URL
+  # given names its own port (null here).
+  if [ -z "$base_url" ]; then
+    port_json=${port:-${state_port:-$default_port}}
+    base_url=http://127.0.0.1:$port_json/v1
+  fi
   local models_url=$base_url/models health_url=${base_url%/v1}/health
   probe=$(mktemp -d) || return 1
   # One curl for both URLs: -w prints each transfer's status code in turn.
@@ -30,8 +34,8 @@ status_main() {
   json_num pid_json "$state_pid"
   json_bool in_session "$in_session"
   json_str url_json "$base_url"
-  printf '{"base_url":%s,"models_status":%s,"health_status":%s,"models_body":%s,"session_alive":%s,"pid":%s,"uptime_s":%s,"log":%s,"log_tail":%s,"state":%s}\n' \
-    "$url_json" "$((10#${models_code:-0}))" "$((10#${health_code:-0}))" "$body_json" "$in_session" "$pid_json" "$uptime" \
+  printf '{"base_url":%s,"port":%s,"models_status":%s,"health_status":%s,"models_body":%s,"session_alive":%s,"pid":%s,"uptime_s":%s,"log":%s,"log_tail":%s,"state":%s}\n' \
+    "$url_json" "$port_json" "$((10#${models_code:-0}))" "$((10#${health_code:-0}))" "$body_json" "$in_session" "$pid_json" "$uptime" \
     "$log_json" "$tail_json" "$state_text"
 }
 

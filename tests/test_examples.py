@@ -12,7 +12,7 @@ import pytest
 from conftest import CHECKOUT
 from ops_tasks.testing.pods import free_port
 
-STUB = CHECKOUT / "ops_tasks" / "vllm_stub.py"
+STUB = CHECKOUT / "ops_tasks" / "testing" / "vllm_stub.py"
 EVAL = CHECKOUT / "examples" / "eval_arith.py"
 
 

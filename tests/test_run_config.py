@@ -15,7 +15,7 @@ from ops_tasks.operations.run_config import (
     parse_duration,
     render_entrypoint,
 )
-from ops_tasks.settings import Profile
+from ops_tasks.settings import Profile, resolve_profile
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 NOW = datetime(2025, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
@@ -68,20 +68,35 @@ def test_seed_config_loads():
     json.dumps(second.to_dict())  # JSON-able, to ship
 
 
+def resolved_profile(project_dir) -> Profile:
+    """Profile `p` as a task gets it: settings.py has applied the environment over invoke.yaml."""
+    ops = {"profiles": {"p": {"destination": "u@pod.example:22", "outputs_dir": "/profile/outputs",
+                              "remote_repo": "/profile/repo"}}}
+    return resolve_profile(ops, "p", project_dir)
+
+
 def test_roots_precedence_flag_file_env_profile(tmp_path, monkeypatch):
     one = [{"run_id": "a", "command": "true"}]
     in_file = {"remote_repo": "/file/repo", "remote_outputs_dir": "/file/out", "runs": one}
-    assert load(tmp_path, {"runs": one}).remote_repo == "/profile/repo"
-    assert load(tmp_path, {"runs": one}).outputs_dir == "/profile/outputs"
+    assert load(tmp_path, {"runs": one}, profile=resolved_profile(tmp_path)).remote_repo == "/profile/repo"
+    assert load(tmp_path, {"runs": one}, profile=resolved_profile(tmp_path)).outputs_dir == "/profile/outputs"
     monkeypatch.setenv("OPS_REMOTE_REPO", "/env/repo")
     monkeypatch.setenv("OPS_REMOTE_OUTPUTS_DIR", "/env/out/")
-    sub = load(tmp_path, {"runs": one})
+    profile = resolved_profile(tmp_path)
+    sub = load(tmp_path, {"runs": one}, profile=profile)
     assert (sub.remote_repo, sub.outputs_dir) == ("/env/repo", "/env/out")
-    sub = load(tmp_path, in_file)
+    sub = load(tmp_path, in_file, profile=profile)
     assert (sub.remote_repo, sub.outputs_dir) == ("/file/repo", "/file/out")
-    sub = load(tmp_path, in_file, remote_repo="/flag/repo", outputs_dir="/flag/out", tmux_session="sweep")
+    sub = load(tmp_path, in_file, profile=profile, remote_repo="/flag/repo", outputs_dir="/flag/out",
+               tmux_session="sweep")
     assert (sub.remote_repo, sub.outputs_dir, sub.tmux_session) == ("/flag/repo", "/flag/out", "sweep")
     assert sub.runs[0].run_dir == "/flag/out/a" and sub.runs[0].cwd == "/flag/repo"
+
+
+def test_a_bad_root_from_the_environment_names_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPS_REMOTE_REPO", "relative/repo")
+    refused(tmp_path, {"runs": [{"run_id": "a", "command": "true"}]}, "'relative/repo' (from OPS_REMOTE_REPO or "
+            "profile p) must be an absolute path", profile=resolved_profile(tmp_path))
 
 
 def test_remote_repo_missing_names_the_three_ways(tmp_path):

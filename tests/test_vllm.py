@@ -89,6 +89,7 @@ def test_start_wait_status_stop_each_in_one_session_and_nothing_left(gpu_pod, op
     assert status.json["models"] == [{"id": "Qwen/Qwen3-4B", "max_model_len": 32768}]
     assert status.json["health"] == 200 and status.json["session_alive"] is True
     assert status.json["base_url"] == f"http://127.0.0.1:{started.port}/v1"  # the port start recorded
+    assert status.json["port"] == started.port
     assert status.json["pid"] == doc["pid"]
     assert pod.sessions() == 2
 
@@ -266,7 +267,7 @@ def test_dry_run_shows_the_tmux_command_and_contacts_nothing(gpu_pod, ops):
 
     assert result.returncode == 0, result.stderr
     assert "tmux_cmd new-session -d -s \"$session\"" in result.stdout
-    assert "exec vllm serve m --host 127.0.0.1 --port 8000" in result.stdout
+    assert "argv=(vllm serve m --host 127.0.0.1 --port 8000)" in result.stdout
     assert "hf_SecretXYZ" not in result.stdout
     assert gpu_pod.accepted_connections() == 0
 
@@ -422,3 +423,4 @@ def test_status_port_flag_wins_over_the_recorded_port(gpu_pod, ops):
 
     assert status.returncode == 1  # ...but the port asked for is probed
     assert status.json["base_url"] == f"http://127.0.0.1:{other}/v1"
+    assert status.json["port"] == other

@@ -1,4 +1,4 @@
-"""The vLLM stand-in (ops_tasks/vllm_stub.py), run as a copied script: its log, API, knobs and processes.
+"""The vLLM stand-in (ops_tasks/testing/vllm_stub.py), run as a copied script: its log, API, knobs and processes.
 
 Every stub runs in its own session (process group); teardown SIGKILLs each member by pid, including
 engines orphaned on purpose.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ops_tasks import vllm_stub
+from ops_tasks.testing import vllm_stub
 from ops_tasks.testing.fake_gpu import gpu, install_fake_nvidia_smi, register_gpu_process
 
 WAIT_S = 10.0  # an upper bound for waits, never an assertion

@@ -6,9 +6,8 @@ import subprocess
 import pytest
 
 from ops_tasks.errors import ConfigError
-from ops_tasks.operations.vllm import StartupProgress, classify_failure, phase_of
-from ops_tasks.operations.vllm_spec import (build_spec, env_file_text, launcher_text, normalize_base_url,
-                                            server_argv)
+from ops_tasks.operations.vllm import StartupProgress, classify_failure, launcher_text, phase_of
+from ops_tasks.operations.vllm_spec import build_spec, env_file_text, normalize_base_url, server_argv
 from ops_tasks.settings import check_ops_config
 from ops_tasks.testing.pods import free_port
 
@@ -73,11 +72,28 @@ def test_env_file_round_trips_awkward_values_through_bash():
 
 def test_launcher_is_valid_bash_that_execs_the_quoted_argv():
     spec = build_spec({"model_id": "x'; touch /tmp/p; echo '"})
-    text = launcher_text(spec, server_argv(spec), "/mnt/vllm/logs/vllm-1.log", "vllm-abc123")
+    text = launcher_text(server_argv(spec), "/mnt/vllm/logs/vllm-1.log", "vllm-abc123")
     assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0
-    assert "exec vllm serve 'x'\"'\"'; touch /tmp/p; echo '\"'\"'' --host" in text
-    assert '. "$1"' in text and "export OPS_VLLM_OWNER=vllm-abc123" in text
+    assert "argv=(vllm serve 'x'\"'\"'; touch /tmp/p; echo '\"'\"'' --host" in text
+    assert '. "$env_file"' in text and "owner=vllm-abc123" in text and 'exec "$@"' in text
     assert text.index("trap '' HUP") < text.index("exec > >(exec tee") < text.index("trap - HUP")
+
+
+def test_launcher_runs_the_argv_with_the_env_file_and_logs_its_output(tmp_path):
+    """Run for real: the env file's names (even `argv`, `owner`) change neither what runs nor its marker."""
+    show = "import os, sys; print(sys.argv[1:], os.environ['A'], os.environ['OPS_VLLM_OWNER'], os.environ['LC_ALL'])"
+    argv = ["python3", "-c", show, "x'; touch /tmp/p; echo '", "two words"]
+    log_path = tmp_path / "server.log"
+    (tmp_path / "launcher.sh").write_text(launcher_text(argv, str(log_path), "vllm-abc123"))
+    (tmp_path / "env").write_bytes(env_file_text((("A", "it's $HOME"), ("OPS_VLLM_OWNER", "other"),
+                                                  ("argv", "false"), ("owner", "other"), ("log", "/nowhere"))))
+    done = subprocess.run(["bash", str(tmp_path / "launcher.sh"), str(tmp_path / "env")], capture_output=True,
+                          text=True, timeout=30, env={"PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8"})
+    assert done.returncode == 0, done.stderr
+    shown = "[\"x'; touch /tmp/p; echo '\", 'two words'] it's $HOME vllm-abc123 C.UTF-8"
+    assert shown in done.stdout
+    log_text = log_path.read_text()
+    assert "[ops-tasks] " in log_text and " starting: python3 -c " in log_text and shown in log_text
 
 
 @pytest.mark.parametrize("line, cause", [

@@ -1,7 +1,8 @@
 """What `runs.submit --config PATH` runs: the config file (the seed's JSON format, or a CSV of
 runs) checked and expanded into RunSpecs, each with its command line, run directory and env.
 
-Pure: reads the config file (and the CSV it names) and nothing else; no network, no printing.
+Reads the config file (and the CSV it names) and nothing else: the host's roots come in with its
+resolved profile (environment over invoke.yaml, applied by settings.py). No network, no printing.
 The whole config is refused on the first error, so a submission is never half made.
 """
 
@@ -19,24 +20,21 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
+from ..defaults import RUNS_SESSION
 from ..errors import ConfigError
-from ..names import CONTROL_CHARS, ENV_NAME, TMUX_SESSION
+from ..names import CONTROL_CHARS, ENV_NAME, RUN_ID, TMUX_SESSION
 from ..secrets import MASK, is_secret_name
-from ..settings import env_value
 
 # Keys that configure the run itself; every other key of a run is a flag of its entrypoint.
 RESERVED = frozenset({"run_id", "label", "command", "entrypoint", "env", "gpus", "timeout", "stall_timeout",
                       "retries", "retry_on", "retry_backoff", "matrix", "run_dir"})
 FAILURE_CLASSES = ("oom", "nccl", "auth", "data", "timeout", "stalled", "killed", "no_summary",
                    "bad_summary", "summary_not_ok", "exit_nonzero", "lost", "unschedulable", "secrets_missing")
-RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 TOP_LEVEL_KEYS = ("remote_repo", "remote_outputs_dir", "tmux_session", "defaults", "runs", "runs_csv")
-DEFAULT_TMUX_SESSION = "pilots"
 DEFAULT_RETRY_BACKOFF = 10.0
 # A matrix typo (a list of 1000 where 10 was meant) should not queue a million runs.
 MAX_RUNS = 10000
 
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
 # `{{name}}` is the escape for a literal `{name}`; other braces (JSON, dict literals) are text.
 _PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -111,7 +109,9 @@ class Submission:
 def load_submission(path, *, profile, remote_repo=None, outputs_dir=None, tmux_session=None, now=None) -> Submission:
     """The checked Submission of a config file (.json or .csv); ConfigError for anything wrong.
 
-    remote_repo / outputs_dir / tmux_session are the task's flags (None: not given).
+    remote_repo / outputs_dir / tmux_session are the task's flags (None: not given); profile is
+    the host's resolved Profile, whose remote_repo and outputs_dir already hold the environment's
+    OPS_REMOTE_REPO / OPS_REMOTE_OUTPUTS_DIR when set.
     now (a datetime, UTC when naive) stamps generated run ids; default: the current time.
     """
     shown = str(path)
@@ -130,17 +130,15 @@ def load_submission(path, *, profile, remote_repo=None, outputs_dir=None, tmux_s
     repo = _root("remote_repo", [
         (remote_repo, "--remote-repo"),
         (top.get("remote_repo"), f"remote_repo in {shown}"),
-        (env_value("OPS_REMOTE_REPO"), "OPS_REMOTE_REPO"),
-        (profile.remote_repo, f"profile {profile.name}"),
+        (profile.remote_repo, f"OPS_REMOTE_REPO or profile {profile.name}"),
     ], f"remote_repo is not set: pass --remote-repo, {in_file}, or export OPS_REMOTE_REPO")
     outputs = _root("outputs dir", [
         (outputs_dir, "--remote-outputs-dir"),
         (top.get("remote_outputs_dir"), f"remote_outputs_dir in {shown}"),
-        (env_value("OPS_REMOTE_OUTPUTS_DIR"), "OPS_REMOTE_OUTPUTS_DIR"),
-        (profile.outputs_dir, f"profile {profile.name}"),
+        (profile.outputs_dir, f"OPS_REMOTE_OUTPUTS_DIR or profile {profile.name}"),
     ], f"the outputs dir is not set: pass --remote-outputs-dir, set remote_outputs_dir in {shown}, "
        f"or export OPS_REMOTE_OUTPUTS_DIR")
-    session = tmux_session or top.get("tmux_session") or DEFAULT_TMUX_SESSION
+    session = tmux_session or top.get("tmux_session") or RUNS_SESSION
     if not TMUX_SESSION.match(session):
         source = "--tmux-session" if tmux_session else f"tmux_session in {shown}"
         raise ConfigError(f"{source} must be 1-64 letters, digits, '_' or '-', got {session!r}")
@@ -234,7 +232,7 @@ def _csv_runs(file: Path, shown: str, start: int) -> list:
             raise ConfigError(f"{shown}: empty CSV (expected a header row)")
         names = [name.strip() for name in header]
         for name in names:
-            if not _KEY.match(name):
+            if not ENV_NAME.match(name):
                 raise ConfigError(f"{shown}: column {name!r} is not a valid key (letters, digits and '_')")
             if names.count(name) > 1:
                 raise ConfigError(f"{shown}: column {name!r} appears twice")
@@ -291,7 +289,7 @@ def _expand_matrix(run: dict, position: str, where: str) -> list:
     if not isinstance(matrix, dict):
         raise ConfigError(f"{where}: matrix must be an object of key: [values], got {_type(matrix)}")
     for key, values in matrix.items():
-        if not _KEY.match(key) or key == "matrix":
+        if not ENV_NAME.match(key) or key == "matrix":
             raise ConfigError(f"{where}: matrix key {key!r} is not a usable key")
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}: matrix.{key} must be a non-empty list of values")
@@ -379,7 +377,7 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime)
 def _check_keys(run: dict, where: str) -> None:
     for key, value in run.items():
         # Keys become flags (--key) and placeholder names: nothing a shell or argparse could misread.
-        if not isinstance(key, str) or not _KEY.match(key):
+        if not isinstance(key, str) or not ENV_NAME.match(key):
             raise ConfigError(f"{where}: key {key!r} is not a valid name (letters, digits and '_', "
                               f"not starting with a digit)")
         if _has_nul(value):

@@ -14,10 +14,11 @@ import time
 import uuid
 from typing import Callable, Optional
 
+from .. import defaults
 from ..errors import HostError
 from ..scripts import parse_document, render_script
 from ..streams import LineBuffer
-from .vllm_spec import ServerSpec, env_file_text, launcher_text, server_argv
+from .vllm_spec import ServerSpec, env_file_text, server_argv
 
 VLLM_LIB = ("vllm_lib.sh",)
 
@@ -130,8 +131,13 @@ def _state(text: Optional[str]) -> Optional[dict]:
     return state if isinstance(state, dict) else None
 
 
-def vllm_start(target, spec: ServerSpec, *, restart: bool = False, grace_s: float = 30,
-               wait: bool = False, timeout_s: float = 900,
+def launcher_text(argv: list, log_path: str, owner: str) -> str:
+    """The script tmux runs (`bash LAUNCHER ENV_FILE`): remote_scripts/vllm_launcher.sh."""
+    return render_script("vllm_launcher.sh", owner=owner, log=log_path, command=shlex.join(argv), argv=argv)
+
+
+def vllm_start(target, spec: ServerSpec, *, restart: bool = False, grace_s: float = defaults.VLLM_GRACE_S,
+               wait: bool = False, timeout_s: float = defaults.VLLM_START_TIMEOUT_S,
                on_progress: Optional[Callable[[float, str], None]] = None) -> dict:
     """Start the server in tmux (one round trip, the wait included); refuse a busy session or port."""
     profile = target.profile
@@ -156,7 +162,7 @@ def vllm_start(target, spec: ServerSpec, *, restart: bool = False, grace_s: floa
     script = render_script(
         "vllm_start.sh", include=VLLM_LIB,
         volume=profile.volume, session=spec.session, tmux_socket=profile.tmux_socket, port=spec.port,
-        launcher=launcher_text(spec, argv, log_path, owner), log=log_path,
+        launcher=launcher_text(argv, log_path, owner), log=log_path,
         state_fields=json.dumps(state_fields, separators=(",", ":")),
         restart=restart, grace_ms=int(grace_s * 1000), wait=wait, timeout_ms=int(timeout_s * 1000),
         models_url=models_url(base_url), served_name=spec.served_name,
@@ -224,11 +230,12 @@ def _wait_error(waited: dict, label: str, spec: ServerSpec) -> str:
             f"(last phase: {waited['phase']}); it is still running: vllm.logs to look, vllm.stop to stop it")
 
 
-def vllm_status(target, *, base_url: Optional[str] = None, port: Optional[int] = None, default_port: int = 8000,
-                session: str = "vllm", tail_lines: int = 40, api_key: Optional[str] = None) -> dict:
+def vllm_status(target, *, base_url: Optional[str] = None, port: Optional[int] = None,
+                default_port: int = defaults.VLLM_PORT, session: str = defaults.VLLM_SESSION, tail_lines: int = 40, api_key: Optional[str] = None) -> dict:
     """Probe the server from the pod (one round trip): models, /health, session, pid, log tail.
 
-    base_url None: 127.0.0.1 at port, else the port the state file records, else default_port.
+    base_url None: 127.0.0.1 at port, else the port the state file records, else default_port;
+    the report's port is the one probed (None when base_url was given).
     """
     profile = target.profile
     script = render_script(
@@ -242,7 +249,7 @@ def vllm_status(target, *, base_url: Optional[str] = None, port: Optional[int] =
     ok = facts["models_status"] == 200 and bool(models)
     state = _state(facts["state"]) or {}
     report = {
-        "ok": ok, "host": profile.name, "base_url": facts["base_url"], "status_code": facts["models_status"] or None,
+        "ok": ok, "host": profile.name, "base_url": facts["base_url"], "port": facts["port"], "status_code": facts["models_status"] or None,
         "models": models, "health": facts["health_status"] or None, "session": session,
         "session_alive": facts["session_alive"], "pid": facts["pid"], "uptime_s": facts["uptime_s"],
         "model_id": state.get("model_id"), "log": facts["log"] or None,
@@ -274,8 +281,8 @@ def _not_serving(report: dict, label: str) -> str:
     return f"{label}: vLLM is not serving at {report['base_url']}: {why}"
 
 
-def vllm_stop(target, *, session: str = "vllm", grace_s: float = 30, port: Optional[int] = None,
-              default_port: int = 8000) -> dict:
+def vllm_stop(target, *, session: str = defaults.VLLM_SESSION, grace_s: float = defaults.VLLM_GRACE_S,
+              port: Optional[int] = None, default_port: int = defaults.VLLM_PORT) -> dict:
     """Stop the server: INT, TERM, then KILL its whole process tree; verify nothing is left."""
     profile = target.profile
     script = render_script(
@@ -304,7 +311,7 @@ def vllm_stop(target, *, session: str = "vllm", grace_s: float = 30, port: Optio
     return report
 
 
-def vllm_logs(target, *, session: str = "vllm", lines: int = 100, follow: bool = False,
+def vllm_logs(target, *, session: str = defaults.VLLM_SESSION, lines: int = 100, follow: bool = False,
               on_output: Optional[Callable[[bytes], None]] = None) -> dict:
     """The server log's last lines; with follow, stream it to on_output until interrupted."""
     profile = target.profile

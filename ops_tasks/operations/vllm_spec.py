@@ -1,5 +1,6 @@
 """What a vLLM server is started with: flags and profile defaults checked into a ServerSpec,
-and the argv, env file and launcher script made from it. Pure functions, no I/O.
+and the argv and env file made from it. Pure functions, no I/O (the launcher script is
+remote_scripts/vllm_launcher.sh, rendered by operations/vllm.py).
 """
 
 import re
@@ -8,6 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import PurePosixPath
 from typing import Optional
 
+from .. import defaults
 from ..errors import ConfigError
 from ..names import CONTROL_CHARS, ENV_NAME, TMUX_SESSION
 from ..secrets import MASK, is_secret_name
@@ -38,9 +40,9 @@ class ServerSpec:
 
     model_id: str
     vllm_bin: str = "vllm"
-    port: int = 8000
+    port: int = defaults.VLLM_PORT
     bind_host: str = "127.0.0.1"
-    session: str = "vllm"
+    session: str = defaults.VLLM_SESSION
     tensor_parallel_size: Optional[int] = None
     pipeline_parallel_size: Optional[int] = None
     gpu_memory_utilization: Optional[float] = None
@@ -222,27 +224,3 @@ def env_file_text(env: tuple) -> bytes:
     """The env file the launcher sources: one shell-quoted NAME=value per line."""
     return "".join(f"{name}={shlex.quote(value)}\n" for name, value in env).encode()
 
-
-def launcher_text(spec: ServerSpec, argv: list, log_path: str, owner: str) -> str:
-    """The script tmux runs (`bash LAUNCHER ENV_FILE`): env from the 0600 file, output to the log
-    (and the pane), exec vLLM.
-
-    exec keeps the server as the pane's own process: its pid is the pane pid. OPS_VLLM_OWNER
-    marks every process of this start, so vllm.stop finds workers that outlived the server.
-    """
-    command = shlex.join(argv)
-    return "\n".join([
-        "#!/usr/bin/env bash",
-        f"# ops-tasks vllm.start, tmux session {spec.session}. Secrets stay in the env file (mode 0600).",
-        "set -a",
-        '. "$1"',
-        "set +a",
-        f"export OPS_VLLM_OWNER={owner}",
-        # tee must outlive the pane's hang-up to copy the server's last words (its traceback).
-        "trap '' HUP",
-        f"exec > >(exec tee -a {shlex.quote(log_path)}) 2>&1",
-        "trap - HUP",
-        f"printf '[ops-tasks] %s starting: %s\\n' \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\" {shlex.quote(command)}",
-        f"exec {command}",
-        "",
-    ])

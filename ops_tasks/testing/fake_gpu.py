@@ -8,7 +8,7 @@ Processes "hold GPU memory" by registering in `procs/<pid>.json` beside it: {"gp
 "fraction": F}. While that pid is alive (in /proc and not a zombie), each listed GPU's memory.used
 grows by round(F * memory.total) (capped at the total) and --query-compute-apps lists the pid.
 Files of dead pids are ignored. The vLLM stub's engine child registers itself this way when
-OPS_FAKE_GPU_DIR names the directory (ops_tasks/vllm_stub.py), so a leaked engine shows up.
+OPS_FAKE_GPU_DIR names the directory (ops_tasks/testing/vllm_stub.py), so a leaked engine shows up.
 """
 
 import json

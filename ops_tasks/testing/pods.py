@@ -1,4 +1,4 @@
-"""Real sshd pods on 127.0.0.1 for tests and benchmarks (DESIGN.md, Testing).
+"""Real sshd pods on 127.0.0.1 for tests and benchmarks (docs/ARCHITECTURE.md, "Testing").
 
 A pod is a real OpenSSH server on a free loopback port with its own host key. As root
 (where `unshare` works) each pod's sshd runs in its own mount namespace with
@@ -281,7 +281,7 @@ class SshPod:
 
     def install_vllm_stub(self) -> str:
         """Put the vLLM stand-in on the pod's PATH as `ops-vllm-stub` (a copy: stdlib only)."""
-        from .. import vllm_stub
+        from . import vllm_stub
 
         program = self.bin / "ops-vllm-stub"
         program.write_text("#!/usr/bin/env python3\n" + Path(vllm_stub.__file__).read_text())
