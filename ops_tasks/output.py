@@ -1,10 +1,17 @@
-"""The output contract every task shares, built once: `ops_task` (DESIGN.md, output contract).
+"""The output contract every task shares, built once: `ops_task` (see docs/ARCHITECTURE.md).
 
 - `--json`: one compact JSON object on stdout, nothing else there; `--pretty`: indented.
 - default: human-readable text (tabulate tables); progress and logs go to stderr.
-- `--dry-run` (or Invoke's `--dry`): show the rendered scripts, contact nothing.
+- `--dry-run` (or Invoke's `--dry`): show the rendered scripts and commands, contact nothing.
 - exit 0 ok, 1 the checked thing is not ok, 2 bad input; expected failures are one line.
 - secrets are masked in everything printed.
+
+How a dry run works: under --dry-run, `target_of` hands the task a `DryRunTarget` instead of
+a real one. The task body runs as usual (flags are checked, scripts rendered) until its first
+contact with the host: the dry-run target records the script (or the local command, or the
+connection) it was asked for and raises `DryRunStop`, which `ops_task` turns into the dry-run
+report. Tasks that reach nothing through a target (report, which contacts nothing; the Lium
+tasks, which call an API) ask `dry_run_requested()` and return their own dry-run document.
 """
 
 import contextvars
@@ -13,6 +20,7 @@ import inspect
 import json as jsonlib
 import os
 import sys
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from invoke import Exit, task
@@ -23,11 +31,26 @@ from .streams import LineBuffer
 from .settings import project_env, project_dir_of, resolve_profile
 from .targets import DryRunStop, target_for
 
-_DRY_RUN = contextvars.ContextVar("ops_dry_run", default=False)
-# Under --json/--pretty: whether to indent; None for human output.
-_JSON = contextvars.ContextVar("ops_json", default=None)
-# Secret values a task learnt from its flags (vllm.start --env), masked like the environment's.
-_TASK_SECRETS = contextvars.ContextVar("ops_task_secrets", default=())
+
+@dataclass
+class TaskContext:
+    """What the running task was asked for by the shared flags, for the helpers below."""
+
+    dry_run: bool = False
+    # Under --json/--pretty: whether to indent; None for human output.
+    pretty: Optional[bool] = None
+    # Secret values the task learnt from its flags (vllm.start --env), masked like the environment's.
+    secrets: tuple = ()
+
+
+# Set for one task call and reset after it: chained tasks never see each other's flags.
+_TASK = contextvars.ContextVar("ops_task_context")
+
+
+def _current() -> TaskContext:
+    """The running task's context; outside any task, the defaults (human output, no dry run)."""
+    return _TASK.get(None) or TaskContext()
+
 
 COMMON_HELP = {
     "host": "Profile in invoke.yaml, alias in ~/.ssh/config, or user@host:port "
@@ -40,7 +63,7 @@ COMMON_HELP = {
 
 def _secrets() -> list:
     """Secret values of the environment and of the OPS_PROJECT_ENV file, to mask on output."""
-    extra = list(_TASK_SECRETS.get())
+    extra = list(_current().secrets)
     try:
         found = secret_values(os.environ, project_env())
     except ConfigError:  # a missing env file is reported by the task itself
@@ -50,17 +73,18 @@ def _secrets() -> list:
 
 def add_secrets(values) -> None:
     """Mask these values too in everything this task prints."""
-    _TASK_SECRETS.set(tuple(_TASK_SECRETS.get()) + tuple(values))
+    context = _current()
+    context.secrets = context.secrets + tuple(values)
 
 
 def dry_run_requested() -> bool:
     """True under --dry-run (or Invoke's --dry): for tasks that write local files, not scripts."""
-    return _DRY_RUN.get()
+    return _current().dry_run
 
 
 def json_requested() -> bool:
     """True under --json or --pretty (for tasks whose streaming output would break them)."""
-    return _JSON.get() is not None
+    return _current().pretty is not None
 
 
 def emit(text: str, stream=None) -> None:
@@ -95,7 +119,7 @@ class LineEmitter:
 def announce(data: dict, text: str) -> None:
     """Print a task's result now, for tasks that then keep running (vllm.tunnel): the JSON
     document under --json/--pretty, else the text."""
-    pretty = _JSON.get()
+    pretty = _current().pretty
     if pretty is None:
         emit(text)
     else:
@@ -104,14 +128,18 @@ def announce(data: dict, text: str) -> None:
 
 
 def target_of(c, host: Optional[str]):
-    """The target of a task: the resolved --host, or a dry-run recorder under --dry-run."""
+    """The target of a task: the resolved --host, or a dry-run recorder under --dry-run.
+
+    Nothing is contacted here: an SSH target connects at its first script.
+    """
     profile = resolve_profile(c.config.get("ops"), host, project_dir_of(c.config))
-    return target_for(profile, dry_run=_DRY_RUN.get(), invoke_config=c.config)
+    return target_for(profile, dry_run=_current().dry_run, invoke_config=c.config)
 
 
 def _dry_run_report(target) -> dict:
+    """What a stopped dry run would have done: its notes, scripts and local commands."""
     profile = target.profile
-    return {
+    report = {
         "ok": True,
         "dry_run": True,
         "host": profile.name,
@@ -119,15 +147,21 @@ def _dry_run_report(target) -> dict:
         **target.notes,
         "scripts": target.scripts,
     }
+    if target.commands:  # only where a local command (rsync) was the first contact
+        report["commands"] = target.commands
+    return report
 
 
 def _render_dry_run(data: dict) -> str:
-    how = "locally with bash -s" if data["destination"] == "local" else f"over SSH to {data['destination']} with bash -s"
-    parts = [f"# dry run: nothing contacted. Would run on {data['host']} {how}:"]
+    if data.get("commands") and not data["scripts"]:
+        parts = [f"# dry run: nothing contacted. Would run on this machine, for {data['host']}:"]
+    else:
+        how = "locally with bash -s" if data["destination"] == "local" else f"over SSH to {data['destination']} with bash -s"
+        parts = [f"# dry run: nothing contacted. Would run on {data['host']} {how}:"]
     for name, value in data.items():
-        if name not in ("ok", "dry_run", "host", "destination", "scripts"):
+        if name not in ("ok", "dry_run", "host", "destination", "scripts", "commands"):
             parts.append(f"# {name}:\n{jsonlib.dumps(value, indent=2)}")
-    for script in data["scripts"]:
+    for script in data["scripts"] + data.get("commands", []):
         parts.append(script.rstrip("\n"))
     return "\n".join(parts)
 
@@ -146,7 +180,12 @@ def _with_common_parameters(body, names):
 
 
 def _run_and_print(body, human, c, args, kwargs, as_json: bool, pretty: bool):
-    """Run a task body and print its result by the output contract; Exit with its code."""
+    """Run a task body and print its result by the output contract; Exit with its code.
+
+    Three ways out of the body: its result dict (printed, exit 1 if not ok), `DryRunStop` at
+    its first contact under --dry-run (the dry-run report, exit 0), or an `OpsError` (one line
+    on stderr, and the error document under --json; exit with the error's code).
+    """
     try:
         try:
             data = body(c, *args, **kwargs)
@@ -176,21 +215,22 @@ def ops_task(*args, human: Optional[Callable[[dict], str]] = None, help=None, **
     """@task with the output contract: --json/--pretty/--dry-run, exit codes, one-line errors.
 
     The body returns a dict with at least `ok`; `human` renders it for people. A body that
-    printed its result already (with `announce`) returns None.
+    printed its result already (with `announce`) returns None. The body never sees the shared
+    flags: the wrapper takes them, and they reach the helpers above through the task context.
     """
 
     def decorate(body):
         @functools.wraps(body)
         def wrapper(c, *a, json=False, pretty=False, dry_run=False, **kw):
             as_json = json or pretty
-            tokens = (_DRY_RUN.set(bool(dry_run or c.config.run.dry)), _JSON.set(pretty if as_json else None),
-                      _TASK_SECRETS.set(()))
+            context = TaskContext(dry_run=bool(dry_run or c.config.run.dry), pretty=pretty if as_json else None)
+            token = _TASK.set(context)
             try:
                 return _run_and_print(body, human, c, a, kw, as_json, pretty)
             finally:
-                for var, token in zip((_DRY_RUN, _JSON, _TASK_SECRETS), tokens):
-                    var.reset(token)
+                _TASK.reset(token)
 
+        # Invoke builds a task's flags from its signature: the body's own, plus the shared ones.
         wrapper.__signature__ = _with_common_parameters(
             body, [("json", False), ("pretty", False), ("dry_run", False)]
         )

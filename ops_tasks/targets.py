@@ -1,13 +1,15 @@
 """Where remote scripts run: over SSH (one pooled connection per host), locally, or nowhere.
 
 A target runs one rendered script per call over ONE exec channel (`bash -s`, the script on
-stdin) and hands back what it printed. Operations never care which kind they were given.
+stdin) and hands back what it printed. Operations never care which kind they were given: every
+kind implements `Target` below, and a dry run is just the kind that contacts nothing.
 """
 
 import atexit
 import math
 import os
 import select
+import shlex
 import socket
 import subprocess
 import time
@@ -30,8 +32,47 @@ class ScriptResult:
     elapsed_ms: float
 
 
+class Target:
+    """What an operation may ask of the place it works on: `SshTarget`, `LocalTarget` and
+    `DryRunTarget` each implement all of it (the SSH and dry-run ones also `openssh_command`,
+    the system ssh argv for bulk data, which only a remote host has).
+
+    - `profile`: the resolved host profile (name, destination, volume, defaults).
+    - `connect_ms`: how long connecting took; 0 locally, None before contact (and in a dry run).
+    - `run_script(script, ...)`: run it with `bash -s`, one exec channel; a `ScriptResult`.
+    - `open()`: the live connection (a Fabric Connection; None on this machine) for what
+      scripts cannot do (a tunnel).
+    - `before_command(argv)`: a local program that reaches the host (rsync over OpenSSH) is
+      about to start; only a dry run acts on it, by recording argv and stopping.
+    - `describe(**notes)`: what an operation will do besides its scripts; a dry run reports it.
+    - `close()`: let go of the connection.
+    """
+
+    profile: Profile
+    connect_ms: Optional[float] = None
+
+    def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: Sink = None,
+                   on_stdout: Sink = None, hold_stdin: bool = False) -> ScriptResult:
+        raise NotImplementedError
+
+    def open(self):
+        return None  # nothing to open: this machine
+
+    def before_command(self, argv: list) -> None:
+        pass  # the command runs, and makes its own contact
+
+    def describe(self, **notes) -> None:
+        pass  # only a dry run reports what it would do
+
+    def close(self) -> None:
+        pass
+
+
 class DryRunStop(Exception):
-    """Raised by a dry-run target at its first remote call: nothing may be contacted."""
+    """How a dry run ends: raised by `DryRunTarget` at the operation's first contact (a script,
+    a connection, a command reaching the host), carrying the target and what it recorded.
+    `ops_task` catches it and prints the dry-run report instead of the operation's result.
+    """
 
     def __init__(self, target):
         super().__init__("dry run")
@@ -39,11 +80,18 @@ class DryRunStop(Exception):
 
 
 @dataclass
-class DryRunTarget:
-    """Records the scripts an operation would run, and stops it before any contact."""
+class DryRunTarget(Target):
+    """Records what an operation would run, and stops it at its first contact.
+
+    Everything before the first contact (checking flags, rendering scripts) runs for real, so a
+    dry run refuses bad input exactly as a real run would; nothing after it runs at all, so the
+    operation must make no local change before its first contact either.
+    """
 
     profile: Profile
+    invoke_config: object = None
     scripts: list = field(default_factory=list)
+    commands: list = field(default_factory=list)
     connect_ms: Optional[float] = None
     notes: dict = field(default_factory=dict)
 
@@ -55,6 +103,15 @@ class DryRunTarget:
         """Any other contact (a tunnel, say) stops a dry run just the same."""
         raise DryRunStop(self)
 
+    def openssh_command(self) -> list:
+        """The ssh argv a real run would hand rsync: built from the ssh config, nothing contacted."""
+        return SshTarget(self.profile, self.invoke_config).openssh_command()
+
+    def before_command(self, argv: list) -> None:
+        """The local command a real run would start here (rsync): recorded, not run."""
+        self.commands.append(shlex.join(argv))
+        raise DryRunStop(self)
+
     def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: Sink = None,
                    on_stdout: Sink = None, hold_stdin: bool = False):
         # The payload (secrets travel there) is never shown.
@@ -62,13 +119,10 @@ class DryRunTarget:
         raise DryRunStop(self)
 
 
-class LocalTarget:
+class LocalTarget(Target):
     """The `local` profile: this machine, no SSH; its volume is a folder of the checkout."""
 
     connect_ms = 0.0
-
-    def describe(self, **notes):  # only a dry run reports what it would do
-        pass
 
     def __init__(self, profile: Profile):
         self.profile = profile
@@ -97,9 +151,6 @@ class LocalTarget:
             out, err = b"", b""
         elapsed = (time.monotonic() - started) * 1000
         return ScriptResult(out.decode(errors="replace"), err.decode(errors="replace"), proc.returncode, elapsed)
-
-    def close(self):
-        pass
 
 
 def _stream_local(proc, on_stdout: Sink, on_stderr: Sink):
@@ -143,7 +194,7 @@ class TrustOnFirstUse:
             handle.write(line)
 
 
-class SshTarget:
+class SshTarget(Target):
     """One host over SSH: one paramiko connection, opened on first use, reused after."""
 
     def __init__(self, profile: Profile, invoke_config=None):
@@ -152,9 +203,6 @@ class SshTarget:
         self.connection = None
         self.connect_ms = None
         self.known_hosts = None  # set when host keys are checked
-
-    def describe(self, **notes):  # only a dry run reports what it would do
-        pass
 
     # -- connecting
 
@@ -355,7 +403,7 @@ _POOL: dict = {}
 def target_for(profile: Profile, *, dry_run: bool = False, invoke_config=None):
     """The target for a profile: one SSH connection per host per process, shared by chained tasks."""
     if dry_run:
-        return DryRunTarget(profile)
+        return DryRunTarget(profile, invoke_config)
     if profile.is_local:
         return LocalTarget(profile)
     if profile not in _POOL:

@@ -7,16 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CHECKOUT
-
-
-def _assert_one_line_exit_2(result, *fragments):
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
+from conftest import CHECKOUT, one_line_error
 
 
 def test_invalid_yaml_names_file_line_and_column(ops, project, pod):
@@ -24,7 +15,7 @@ def test_invalid_yaml_names_file_line_and_column(ops, project, pod):
 
     result = ops("pod.status", "--host", pod.alias)
 
-    _assert_one_line_exit_2(result, "invoke.yaml:4:1", "invalid YAML")
+    one_line_error(result, 2, "invoke.yaml:4:1", "invalid YAML")
     assert pod.accepted_connections() == 0
 
 
@@ -35,26 +26,26 @@ def test_a_wrongly_typed_key_is_named(ops, project, pod):
 
     result = ops("pod.status", "--host", "a100")
 
-    _assert_one_line_exit_2(result, "ops.profiles.a100.connect_timeout must be a number, got 'ten'")
+    one_line_error(result, 2, "ops.profiles.a100.connect_timeout must be a number, got 'ten'")
     assert pod.accepted_connections() == 0
 
 
 def test_a_misspelled_profile_key_is_refused(ops, project):
     (project / "invoke.yaml").write_text("ops:\n  profiles:\n    a100:\n      volumne: /mnt\n")
 
-    _assert_one_line_exit_2(ops("pod.status", "--host", "a100"), "unknown key ops.profiles.a100.volumne")
+    one_line_error(ops("pod.status", "--host", "a100"), 2, "unknown key ops.profiles.a100.volumne")
 
 
 def test_a_missing_project_env_file_is_named(ops, project, pod):
     result = ops("pod.status", "--host", pod.alias, env={"OPS_PROJECT_ENV": str(project / "nope.env")})
 
-    _assert_one_line_exit_2(result, f"OPS_PROJECT_ENV={project / 'nope.env'}: no such file")
+    one_line_error(result, 2, f"OPS_PROJECT_ENV={project / 'nope.env'}: no such file")
     assert pod.accepted_connections() == 0
 
 
 @pytest.mark.parametrize("host", ["root@", "root@host:99999", "-oProxyCommand=touch", "a b", "root@h:x"])
 def test_malformed_destinations_are_refused(ops, host):
-    _assert_one_line_exit_2(ops("pod.status", "--host", host), "malformed host")
+    one_line_error(ops("pod.status", "--host", host), 2, "malformed host")
 
 
 def test_the_project_env_file_fills_in_but_never_overrides(ops, project, pod):
@@ -109,7 +100,7 @@ def test_inv_front_door_refuses_broken_yaml_in_one_line(tmp_path, client):
     result = subprocess.run([str(inv), "pod.status"], cwd=checkout, env=client.env(),
                             capture_output=True, text=True, timeout=60)
 
-    _assert_one_line_exit_2(result, "invalid YAML")
+    one_line_error(result, 2, "invalid YAML")
 
 
 def test_every_task_documents_every_flag(ops):

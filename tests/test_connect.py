@@ -1,5 +1,10 @@
 """Connecting: host keys checked on first use, and one clear line for each way it fails."""
 
+from conftest import needs_isolation
+from ops_tasks.settings import resolve_profile
+from ops_tasks.targets import DryRunTarget, LocalTarget, SshTarget, Target, target_for
+
+
 def test_first_contact_saves_the_host_key_and_later_ones_check_it(pod, ops, client):
     first = ops("pod.status", "--host", pod.alias, "--json")
     second = ops("pod.status", "--host", pod.alias, "--json")
@@ -66,3 +71,27 @@ def test_the_default_host_lium_without_an_alias_says_how_to_get_one(ops):
     assert result.json == {"ok": False, "error": result.json["error"], "exit_code": 2}
     assert "'lium'" in result.json["error"]
 
+
+def test_every_kind_of_target_is_a_target(tmp_path):
+    local = resolve_profile({}, "local", tmp_path)
+    remote = resolve_profile({}, "root@127.0.0.1:2222", tmp_path)
+
+    assert isinstance(target_for(local), LocalTarget)
+    assert isinstance(target_for(remote), SshTarget)
+    assert isinstance(target_for(remote, dry_run=True), DryRunTarget)
+    assert all(isinstance(t, Target) for t in (target_for(local), target_for(remote), target_for(local, dry_run=True)))
+
+
+@needs_isolation
+def test_a_dry_run_builds_the_ssh_command_of_a_real_connection_without_connecting(pod, client, monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(client.home))
+    profile = resolve_profile({}, pod.alias, tmp_path)
+
+    planned = target_for(profile, dry_run=True).openssh_command()
+    assert pod.accepted_connections() == 0
+    real = SshTarget(profile)
+    real.open()
+    try:
+        assert planned == real.openssh_command()
+    finally:
+        real.close()

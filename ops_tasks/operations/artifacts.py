@@ -68,7 +68,6 @@ def fetch_runs(target, *, runs: list, outputs_dir: str, local_root: Path, record
     Where rsync is missing (here, or on the pod): a listing and a tar stream over the connection.
     """
     profile = target.profile
-    local_root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     if all_runs:
         listing = list_remote(target, dirs=[], outputs_dir=outputs_dir, all_runs=True)
@@ -139,7 +138,11 @@ def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress)
         sources = [e["run_dir"].rstrip("/") + trailing for e in entries]
         if remote:
             sources = [f"{host}:{sources[0]}"] + [f":{s}" for s in sources[1:]]
-        stats, absent, warning = _run_rsync(options + sources + [dest], on_progress)
+        argv = options + sources + [dest]
+        target.before_command(argv)  # a dry run records the command and stops here
+        # Only now: a dry run stops before it, and must leave no folder behind.
+        local_root.mkdir(parents=True, exist_ok=True)
+        stats, absent, warning = _run_rsync(argv, on_progress)
         missing += [e for e in entries if e["run_dir"].rstrip("/") in absent]
         warnings += [warning] if warning else []
         for key in moved:
@@ -201,6 +204,7 @@ def _report_progress(chunk: bytes, on_progress) -> None:
 def _tar_fetch(target, present: list, local_root: Path, on_progress: Progress) -> dict:
     """The fallback: one tar stream over the connection, checked, then extracted."""
     total = sum(f["bytes"] for f in present)
+    local_root.mkdir(parents=True, exist_ok=True)
     script = render_script("artifacts_tar.sh", dirs=[f["run_dir"].rstrip("/") for f in present])
     with tempfile.TemporaryDirectory(dir=local_root, prefix=".tar-") as tmp:
         archive = Path(tmp) / "runs.tar"
