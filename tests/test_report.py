@@ -7,13 +7,12 @@ import math
 import random
 import statistics
 import tracemalloc
-from math import comb
 
 import pytest
 
 from conftest import one_line_error
 
-from ops_tasks.operations.report import Welford, compare_runs, mcnemar_exact_p, reward_stats, t975
+from ops_tasks.operations.report import compare_runs, reward_stats
 
 Z = 1.959963984540054
 
@@ -55,37 +54,6 @@ def interval(values):
 # ---------------------------------------------------------------- the math
 
 
-def test_mcnemar_exact_p_by_hand():
-    # b=1, c=6: p = 2 * (C(7,0) + C(7,1)) / 2^7
-    assert mcnemar_exact_p(1, 6) == pytest.approx(2 * (comb(7, 0) + comb(7, 1)) / 2 ** 7) == 0.125
-    assert mcnemar_exact_p(6, 1) == 0.125
-    assert mcnemar_exact_p(0, 0) == 1.0
-    assert mcnemar_exact_p(4, 4) == 1.0  # 2 * P(X <= 4) > 1, capped
-    assert mcnemar_exact_p(0, 10) == pytest.approx(2 / 2 ** 10)
-    assert 0.0 < mcnemar_exact_p(400, 600) < 1e-9  # exact integers: no overflow for large b + c
-
-
-def test_welford_matches_the_textbook_formulas():
-    rng = random.Random(7)
-    values = [rng.gauss(3.0, 2.0) for _ in range(1000)]
-    acc = Welford()
-    for value in values:
-        acc.add(value)
-    assert acc.mean == pytest.approx(statistics.fmean(values), rel=1e-12)
-    assert acc.sd == pytest.approx(statistics.stdev(values), rel=1e-12)
-    assert acc.se == pytest.approx(statistics.stdev(values) / math.sqrt(1000), rel=1e-12)
-    one = Welford()
-    one.add(1.0)
-    assert one.sd is None and one.interval(Z) == (None, None)
-
-
-def test_t_quantiles():
-    assert t975(1) == pytest.approx(12.706, abs=1e-3)
-    assert t975(4) == pytest.approx(2.776, abs=1e-3)
-    assert t975(40) == pytest.approx(2.0211, abs=1e-4)
-    assert t975(120) == pytest.approx(1.9799, abs=1e-4)
-
-
 def test_reward_stats_stream_with_flat_memory(tmp_path):
     rng = random.Random(1)
     path = tmp_path / "results.jsonl"
@@ -125,7 +93,7 @@ def test_compare_pairs_by_id_and_averages_repeated_ids(tmp_path):
     assert (result["n"], result["only_a"], result["only_b"]) == (2, 1, 0)
     diffs = [1 - 0.5, 0.75 - 0.25]
     assert result["mean_diff"] == pytest.approx(0.5)
-    t_1 = 12.7062  # t(0.975) with 1 degree of freedom, from a table
+    t_1 = 12.706205  # t(0.975) with 1 degree of freedom, from a table
     assert result["ci95_low"] == pytest.approx(0.5 - t_1 * statistics.stdev(diffs) / math.sqrt(2), rel=1e-4)
     assert result["binary"] is False and result["mcnemar"] is None
 
@@ -241,11 +209,11 @@ def test_compare_gives_the_paired_difference_and_mcnemar(ops, root):
     assert result.returncode == 0, result.stderr
     comparison = result.json["comparison"]
     diffs = [b - a for a, b in pairs]
-    half = 2.2622 * statistics.stdev(diffs) / math.sqrt(len(diffs))  # t(0.975) with 9 degrees of freedom
+    half = 2.262157 * statistics.stdev(diffs) / math.sqrt(len(diffs))  # t(0.975) with 9 degrees of freedom
     assert (comparison["n"], comparison["only_a"], comparison["only_b"]) == (10, 1, 0)
     assert comparison["mean_diff"] == pytest.approx(0.5)
     assert comparison["ci95_low"] == pytest.approx(0.5 - half, rel=1e-4)
-    assert comparison["ci95_high"] == pytest.approx(0.5 + half, rel=1e-4)
+    assert comparison["ci95_high"] == pytest.approx(min(1.0, 0.5 + half), rel=1e-4)  # B - A lies in [-1, 1]
     assert comparison["mcnemar"] == {"b": 1, "c": 6, "p_value": pytest.approx(0.125)}
 
     again = ops("report", "--compare", "model-a", "--compare", "model-b")
@@ -370,3 +338,139 @@ def test_an_all_correct_run_still_has_a_real_interval(tmp_path):
 
     assert stats["mean"] == 1.0 and stats["ci95_high"] == pytest.approx(1.0)
     assert stats["ci95_low"] == pytest.approx(wilson_by_hand(20, 20)[0]) and stats["ci95_low"] < 0.9
+
+
+# ---------------------------------------------------------------- honest numbers
+
+
+def test_ids_are_grouped_whatever_the_line_order(tmp_path):
+    path = tmp_path / "results.jsonl"
+    lines = [{"id": f"e{i % 3}", "reward": r} for i, r in enumerate([1, 0, 0, 1, 0, 1])]  # e0: 1,1 e1: 0,0 e2: 0,1
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    stats, error = reward_stats(str(path), "r")
+
+    assert error is None and stats["n"] == 3 and stats["mean"] == pytest.approx(0.5)
+    assert stats["se"] == pytest.approx(statistics.stdev([1, 0, 0.5]) / math.sqrt(3))
+
+
+def test_rewards_that_are_not_numbers_are_counted_and_named(ops, root):
+    results = "".join(json.dumps(line) + "\n" for line in [
+        {"id": 1, "reward": "0"}, {"id": 2, "reward": None}, {"id": 3, "reward": [1]}, {"id": 4, "reward": {"v": 1}},
+        {"id": 5, "reward": 1}, {"id": 6, "reward": 0}])
+    make_run(root, "r1", results=results)
+
+    doc = ops("report", "--json").json
+
+    row = doc["rows"][0]
+    assert row["n"] == 2 and row["mean"] == pytest.approx(0.5) and row["unscored"] == 4
+    warning = next(w["warning"] for w in doc["warnings"] if w["file"] == "results.jsonl")
+    assert 'line 1: "0"' in warning and "line 2: null" in warning and "4 with a reward that is not a number" in warning
+    assert "line 1: \"0\"" in doc["markdown"]
+
+
+def test_json_never_holds_nan_or_infinity(ops, project, root):
+    make_run(root, "huge", rewards=[1e308, 1e308, 1e308])
+    run = make_run(root, "nan")
+    (run / "summary.json").write_text('{"ok": true, "avg_reward": NaN, "seed": Infinity}')
+    (run / "run_metadata.json").write_text('{"temperature": NaN}')
+    make_run(root, "plain", metadata={"temperature": 0.5})
+
+    result = ops("report", "--json", "--group-by", "temperature")
+
+    text = result.stdout + (project / "artifacts" / "report.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    rows = {r["run_id"]: r for r in result.json["rows"]}
+    assert rows["huge"]["mean"] == 1e308
+    assert any("temperature" in w["warning"] and "null" in w["warning"] for w in result.json["warnings"])
+
+
+def test_filter_compares_numbers_and_a_filtered_report_is_not_saved(ops, project, root):
+    make_run(root, "r1", summary={"ok": True, "avg_reward": 0.5}, metadata={"decoding": {"temperature": 0.0}})
+    make_run(root, "r2", summary={"ok": True, "avg_reward": 0.7}, metadata={"decoding": {"temperature": 0.7}})
+
+    result = ops("report", "--filter", "temperature=0", "--json")
+
+    assert result.returncode == 0 and [r["run_id"] for r in result.json["rows"]] == ["r1"]
+    assert result.json["written"] is None and not (project / "artifacts" / "report.md").exists()
+    assert "not saved" in result.stderr
+    saved = ops("report", "--filter", "temperature=0", "--out-dir", "partial", "--json")
+    assert (project / "partial" / "report.md").exists() and saved.json["written"]
+    empty = project / "empty"
+    empty.mkdir()
+    assert ops("report", "--root", "empty").returncode == 1 and not (project / "artifacts" / "report.md").exists()
+
+
+def test_seeds_pool_their_examples_with_a_clustered_interval_inside_the_range(ops, root):
+    # Two seeds of one setting on the same 10 examples; seed 0 and 1 agree exactly.
+    scores = [1, 1, 1, 0, 1, 1, 0, 1, 1, 1]
+    for seed in (0, 1):
+        make_run(root, f"s{seed}", summary={"ok": True, "avg_reward": 0.8},
+                 metadata={"model_id": "m", "config": {"seed": seed}}, rewards={f"q{i}": s for i, s in enumerate(scores)})
+
+    group = ops("report", "--group-by", "model_id", "--json").json["groups"][0]
+
+    # Clustered by example: each example's two identical scores are one cluster, so the SE is that
+    # of one run's 10 examples (CR1), not of 20 independent scores, and not zero.
+    mean = 0.8
+    sums = [2 * (s - mean) for s in scores]
+    se = math.sqrt(10 / 9 * sum(x * x for x in sums)) / 20
+    assert group["results_clusters"] == 10 and group["results_n"] == 20
+    assert group["results_se"] == pytest.approx(se)
+    assert group["results_ci95_high"] == pytest.approx(min(1.0, mean + 2.262157 * se), abs=1e-6)
+    assert 0.0 <= group["results_ci95_low"] < mean < group["results_ci95_high"] <= 1.0
+    # Two identical run summaries: no interval, and the report says why.
+    assert group["avg_reward_ci95_low"] is None and "too few runs (2)" in group["avg_reward_interval"]
+
+
+@pytest.mark.parametrize("n", [10, 13, 25])
+def test_plot_of_all_correct_runs_stays_in_range(ops, project, root, n):
+    pytest.importorskip("matplotlib")
+    make_run(root, "perfect", rewards=[1] * n)
+
+    result = ops("report", "--plot", "chart.png", "--json")
+
+    assert result.returncode == 0, result.stderr
+    row = result.json["rows"][0]
+    assert row["ci95_high"] == 1.0 and row["ci95_low"] <= row["mean"] <= row["ci95_high"]
+
+
+def test_compare_says_which_is_better_and_what_it_could_detect(ops, root):
+    rng = random.Random(5)
+    a = {f"q{i}": float(rng.random() < 0.5) for i in range(200)}
+    b = {key: 1.0 if value == 1.0 or rng.random() < 0.5 else 0.0 for key, value in a.items()}
+    make_run(root, "base", rewards=a)
+    make_run(root, "tuned", rewards=b)
+
+    c = ops("report", "--compare", "base,tuned", "--json").json["comparison"]
+
+    assert c["test"] == "mcnemar exact" and c["p_value"] < 0.001
+    assert c["verdict"].startswith("tuned better than base by ")
+    assert c["mde80"] == pytest.approx(2.8015852 * c["sd_diff"] / math.sqrt(200), rel=1e-6)
+    same = ops("report", "--compare", "base,base", "--json").json["comparison"]
+    assert same["verdict"].startswith("no detectable difference")
+
+
+def test_lower_is_better_metrics_rank_and_compare_the_right_way_round(ops, root):
+    for run_id, losses in (("small", [2.0, 2.2, 2.4, 2.1]), ("large", [1.0, 1.1, 1.3, 1.2])):
+        make_run(root, run_id, summary={"ok": True, "last_eval": {"val_loss": statistics.fmean(losses)}},
+                 results="".join(json.dumps({"id": i, "last_eval": {"val_loss": x}}) + "\n"
+                                 for i, x in enumerate(losses)))
+
+    doc = ops("report", "--metric", "last_eval.val_loss", "--compare", "small,large", "--json").json
+
+    assert [r["run_id"] for r in doc["rows"]] == ["large", "small"]  # lowest loss first
+    assert doc["metric"]["lower_is_better"] is True
+    assert doc["comparison"]["mean_diff"] == pytest.approx(-1.025)
+    assert doc["comparison"]["verdict"].startswith("large better than small by 1.03 [0.873, 1.18]")
+
+
+def test_compare_by_pools_each_sides_runs(ops, root):
+    for model, seed, scores in (("m1", 0, [1, 0, 0, 1]), ("m1", 1, [1, 0, 1, 1]), ("m2", 0, [1, 1, 1, 1])):
+        make_run(root, f"{model}-{seed}", metadata={"model_id": model},
+                 rewards={f"q{i}": s for i, s in enumerate(scores)})
+
+    c = ops("report", "--compare-by", "model_id", "--compare", "m1,m2", "--json").json["comparison"]
+
+    assert c["n"] == 4 and c["mean_a"] == pytest.approx(0.625) and c["mean_b"] == 1.0
+    assert c["binary"] is False and c["test"] == "paired t"  # m1's example means are 0.5 for q2

@@ -1,24 +1,24 @@
 """Report over a local root of run directories: a table of runs, per-run intervals, groups, and a
-paired comparison of two runs. Plain functions over a path; nothing here prints.
+paired comparison of two runs (or two groups of runs). Plain functions over a path; nothing here
+prints. The formulas are in stats.py; this module reads the runs and names what it computed.
 
-Statistics (stdlib only, no scipy):
+What is measured: `--metric NAME` (default avg_reward), a numeric summary.json key (nested keys as
+`last_eval.val`); per example, results.jsonl's `reward` for avg_reward, else the lines' own NAME.
+Losses (loss, perplexity, error... in the name, or lower_is_better) rank and compare lowest first.
 
-- Per run, from results.jsonl's per-example `reward` (a number or a bool): n (examples), mean,
-  standard error (sample sd / sqrt(n)) and a 95% interval: Wilson's score interval when every
-  example scores 0 or 1 (it stays inside [0, 1] and does not collapse at 0/n or n/n), else mean
-  +/- 1.96 * se (normal approximation; fine for the tens to thousands of examples an eval has). Rollouts of one
-  example (consecutive lines with its id) count once, as their mean. Streamed: one pass,
-  Welford's update, one example in memory at a time, whatever the file size.
-- Per group (--group-by): mean, sample sd and n over runs, and a 95% interval of the mean with
-  Student's t (n - 1 degrees of freedom): groups are a handful of seeds, where 1.96 would claim
-  far too much.
-- Paired comparison (--compare A B): on the examples both runs share, matched by example id
-  (`id`, else `example_id`, else `index`, else the line number), the mean of B - A with a 95%
-  interval mean +/- t(0.975, n-1) * sd / sqrt(n) (Student's t: about 1.96 for the hundreds of
-  examples of an eval, wider for a handful). Several lines with one id
-  (rollouts) are averaged per example first. When every paired value is 0 or 1, McNemar's exact
-  test: b = A right and B wrong, c = A wrong and B right, p = min(1, 2 * P(X <= min(b, c))),
-  X ~ Binomial(b + c, 1/2); p = 1 when b + c = 0.
+- Per run: the examples' mean with its standard error (sample sd / sqrt(n)) and a 95% interval:
+  Wilson's score interval when every example scores 0 or 1, else mean +/- 1.96 * se (normal
+  approximation), inside the metric's range. An example is its `id` (else `example_id`, `index`,
+  the line number): its lines (rollouts) are averaged, wherever they are in the file. Streamed:
+  one pass, Welford's update; a second pass only for ids that come back later in the file.
+- Per group (--group-by): the runs' example scores pooled, with a standard error clustered by
+  example (CR1) and a t interval with (examples - 1) degrees of freedom; the number of examples
+  (clusters) is shown. Over the runs' summary values: mean, sd and a Student's t interval, from
+  three runs up.
+- Paired comparison (--compare A,B; --compare-by FIELD for groups): on the examples both share,
+  the mean of B - A with mean +/- t(0.975, n-1) * sd / sqrt(n) (Student's t), McNemar's exact
+  test when every paired value is 0 or 1 (else the paired t test), the minimum detectable effect
+  at 80% power, and a verdict in words.
 """
 
 import csv
@@ -26,107 +26,71 @@ import io
 import json
 import math
 import os
+import re
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, NamedTuple, Optional, Sequence
 
 from tabulate import tabulate
 
 from ..errors import ConfigError
 from ..files import write_atomic
+from . import stats
 from .run_config import RUN_ID
 from .validate import RESULTS, BadJsonLine, checked_root, json_error, json_lines, load_json, run_dirs
 
-Z95 = 1.959963984540054
 PLOT_INSTALL = "pip install 'ops-tasks[plot]'"
 ID_COLUMNS = ("run_id", "env_id", "model_id", "num_examples", "rollouts", "best_of")
 METRIC_COLUMNS = ("avg_reward", "macro_avg_reward")
 STAT_COLUMNS = ("mean", "se", "ci95_low", "ci95_high", "n")
+DEFAULT_METRIC = "avg_reward"
 # Row field -> the names it may carry in run_metadata / summary.json.
 FIELD_NAMES = {"rollouts": ("rollouts_per_example", "rollouts"), "num_examples": ("num_examples",),
                "best_of": ("best_of",), "env_id": ("env_id",), "model_id": ("model_id",)}
 # Summary keys that are columns already under another name, or are not measurements.
 NOT_EXTRA = {"rollouts_per_example", "rollouts", "num_examples", "best_of", "run_id", "env_id", "model_id",
              *METRIC_COLUMNS, *STAT_COLUMNS}
+LOWER_IS_BETTER = re.compile(r"loss|perplexity|ppl|error|\berr\b|mse|mae|wer|cer\b|regret|latency", re.I)
+ALPHA = 0.05
+# The effect a "would need ~N examples" line plans for: 5% of the metric's range (or of its mean).
+PLANNING_EFFECT = 0.05
+MIN_RUNS_FOR_T = 3  # a t interval over two run means (t = 12.7) says nothing an eye cannot
+BAD_SAMPLES = 5  # bad reward lines named per run
 INTERVALS = {
-    "runs": "per-example rewards in results.jsonl (an example's rollouts averaged): Wilson's score "
-            "interval when every example scores 0 or 1, else mean +/- 1.96 * se, se = sample sd / sqrt(n)",
-    "groups": "over the runs of a group: mean +/- t(0.975, n-1) * sd / sqrt(n) (Student's t)",
+    "runs": "per-example scores in results.jsonl (an example's lines averaged): Wilson's score "
+            "interval when every example scores 0 or 1, else mean +/- 1.96 * se (normal approximation), "
+            "se = sample sd / sqrt(n); inside the metric's range",
+    "groups": "the group's per-example scores pooled over its runs: mean +/- t(0.975, G-1) * clustered se "
+              "(CR1, clustered by example, G examples); Wilson's interval on the G examples when all score 0 "
+              "or all score 1. Over the runs' summary values: mean +/- t(0.975, n-1) * sd / sqrt(n) "
+              f"(Student's t, from {MIN_RUNS_FOR_T} runs)",
     "comparison": "paired B - A on shared example ids: mean +/- t(0.975, n-1) * sd / sqrt(n) (Student's t); "
-                  "McNemar's exact two-sided binomial test when every reward is 0 or 1",
+                  "McNemar's exact two-sided binomial test when every score is 0 or 1, else the paired t test; "
+                  "minimum detectable effect (z_0.975 + z_0.80) * sd / sqrt(n)",
 }
-# Student's t, 97.5% quantile, for 1..30 degrees of freedom.
-T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
-        2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639,
-        2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
 
 
-# ---------------------------------------------------------------- statistics
+class Metric(NamedTuple):
+    """What the report measures: a summary.json key, the per-example field of results.jsonl, and
+    which way is better."""
+
+    name: str
+    field: str
+    lower_is_better: bool
 
 
-class Welford:
-    """Running n, mean and sum of squared deviations: one pass, constant memory. The mean reported
-    is the running total over n (exact for 0/1 rewards); Welford's running mean feeds the variance."""
-
-    __slots__ = ("n", "total", "running_mean", "m2")
-
-    def __init__(self):
-        self.n, self.total, self.running_mean, self.m2 = 0, 0.0, 0.0, 0.0
-
-    def add(self, x: float) -> None:
-        self.n += 1
-        self.total += x
-        delta = x - self.running_mean
-        self.running_mean += delta / self.n
-        self.m2 += delta * (x - self.running_mean)
-
-    @property
-    def mean(self) -> Optional[float]:
-        return self.total / self.n if self.n else None
-
-    @property
-    def sd(self) -> Optional[float]:
-        """Sample standard deviation (n - 1); None below two values."""
-        return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else None
-
-    @property
-    def se(self) -> Optional[float]:
-        sd = self.sd
-        return None if sd is None else sd / math.sqrt(self.n)
-
-    def interval(self, critical: float) -> tuple:
-        se = self.se
-        return (None, None) if se is None else (self.mean - critical * se, self.mean + critical * se)
+def metric_of(name: Optional[str] = None, lower_is_better: Optional[bool] = None) -> Metric:
+    name = (name or DEFAULT_METRIC).strip()
+    if not name:
+        raise ConfigError("--metric: expected a summary.json key, e.g. avg_reward or last_eval.val")
+    field = "reward" if name == DEFAULT_METRIC else name
+    lower = bool(LOWER_IS_BETTER.search(name)) if lower_is_better is None else lower_is_better
+    return Metric(name, field, lower)
 
 
-def of(values: Iterable[float]) -> Welford:
-    acc = Welford()
-    for value in values:
-        acc.add(value)
-    return acc
+# ---------------------------------------------------------------- per-example scores
 
 
-def t975(df: int) -> float:
-    """Student's t 97.5% quantile: the table to 30 df, then the Cornish-Fisher expansion."""
-    if df < 1:
-        raise ValueError("t needs at least one degree of freedom")
-    if df <= len(T975):
-        return T975[df - 1]
-    z = Z95
-    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
-            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
-
-
-def mcnemar_exact_p(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value: min(1, 2 * P(X <= min(b, c))), X ~ Bin(b + c, 1/2)."""
-    n = b + c
-    if n == 0:
-        return 1.0
-    k = min(b, c)
-    term, tail = 1, 1  # C(n, 0); then C(n, i) from C(n, i-1), exact integers
-    for i in range(1, k + 1):
-        term = term * (n - i + 1) // i
-        tail += term
-    return min(1.0, 2 * tail / 2 ** n)  # int / int is correctly rounded, even for large n
+_MISSING = object()
 
 
 def _number(value) -> Optional[float]:
@@ -136,63 +100,56 @@ def _number(value) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
-def _reward(value) -> Optional[float]:
-    """A per-example reward: a finite number, or a bool as 0/1."""
+def _score(value) -> Optional[float]:
+    """A per-example score: a finite number, or a bool as 0/1."""
     if isinstance(value, bool):
         return float(value)
-    return _number(value)
+    number = _number(value)
+    return None if number is None else float(number)
 
 
-def reward_stats(path: str, run_id: str) -> tuple:
-    """({n, mean, se, ci95_low, ci95_high}, error or None) of results.jsonl's rewards, streamed.
-
-    The sample is the example: the rollouts of one example (consecutive lines with its id) count
-    once, as their mean; counting each line would shrink the interval by up to sqrt(rollouts).
-    """
-    acc = Welford()
-    current, total, count = None, 0.0, 0
-    successes = 0  # examples scored 1, while every example so far is 0 or 1
-    binary = True
-    try:
-        for key, reward in scored_lines(path, run_id):
-            if key != current and count:
-                binary, successes = _add_example(acc, total / count, binary, successes)
-                total, count = 0.0, 0
-            current, total, count = key, total + reward, count + 1
-    except BadJsonLine as bad:
-        return None, bad.error
-    except OSError as exc:
-        return None, json_error(run_id, RESULTS, exc)
-    if count:
-        binary, successes = _add_example(acc, total / count, binary, successes)
-    if not acc.n:
-        return None, None
-    low, high = wilson(successes, acc.n) if binary else acc.interval(Z95)
-    return {"mean": acc.mean, "se": acc.se, "ci95_low": low, "ci95_high": high, "n": acc.n,
-            "interval": "wilson" if binary else "normal"}, None
+def lookup(record, name: str):
+    """record[name], else the nested value that `a.b` names; _MISSING when there is none."""
+    if not isinstance(record, dict):
+        return _MISSING
+    if name in record:
+        return record[name]
+    value = record
+    for part in name.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
 
 
-def _add_example(acc, value: float, binary: bool, successes: int) -> tuple:
-    acc.add(value)
-    return binary and value in (0.0, 1.0), successes + (value == 1.0)
+class Tally:
+    """Lines of a results.jsonl that carry no usable score: counted, and the first few named."""
+
+    __slots__ = ("bad", "missing", "samples")
+
+    def __init__(self):
+        self.bad, self.missing, self.samples = 0, 0, []
+
+    def add_bad(self, number: int, value) -> None:
+        self.bad += 1
+        if len(self.samples) < BAD_SAMPLES:
+            self.samples.append(f"line {number}: {json.dumps(value)[:40]}")
 
 
-def wilson(successes: int, n: int, z: float = Z95) -> tuple:
-    """Wilson's score interval for a proportion: inside [0, 1], and honest at 0/n and n/n, where
-    mean +/- 1.96 se collapses to a point."""
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def scored_lines(path: str, run_id: str):
-    """(example key, reward) of each results.jsonl line that has a reward, streamed;
-    BadJsonLine at the first line that does not parse."""
+def scored_lines(path: str, run_id: str, field: str = "reward", tally: Optional[Tally] = None):
+    """(example key, score) of each results.jsonl line with a numeric `field`, streamed; the others
+    go to tally; BadJsonLine at the first line that does not parse."""
+    tally = tally if tally is not None else Tally()
     for number, record in json_lines(path, run_id):
-        reward = _reward(record.get("reward")) if isinstance(record, dict) else None
-        if reward is not None:
-            yield example_key(record, number), reward
+        value = lookup(record, field)
+        if value is _MISSING:
+            tally.missing += 1
+            continue
+        score = _score(value)
+        if score is None:
+            tally.add_bad(number, value)
+            continue
+        yield example_key(record, number), score
 
 
 def example_key(record: dict, number: int):
@@ -201,6 +158,135 @@ def example_key(record: dict, number: int):
         if record.get(name) is not None:
             return str(record[name])
     return ("line", number)
+
+
+def _segments(lines):
+    """(key, sum, count) of each stretch of consecutive lines with one example key."""
+    current, total, count = None, 0.0, 0
+    for key, score in lines:
+        if key != current and count:
+            yield current, total, count
+            total, count = 0.0, 0
+        current, total, count = key, total + score, count + 1
+    if count:
+        yield current, total, count
+
+
+class SeenKeys:
+    """A Bloom filter of example keys: no false negatives, so a key it has never seen is new for
+    sure, in a fixed 256 KiB whatever the number of examples."""
+
+    HASHES = 5
+
+    def __init__(self, size_hint: int):
+        self.bits = min(1 << 21, max(1 << 13, 1 << max(0, 2 * size_hint).bit_length()))
+        self.table = bytearray(self.bits // 8)
+
+    def _positions(self, key):
+        first, step = hash(key), hash((key, 1)) | 1
+        return [(first + i * step) % self.bits for i in range(self.HASHES)]
+
+    def add(self, key) -> bool:
+        """Record key; True if it may have been recorded before."""
+        seen = True
+        for position in self._positions(key):
+            byte, bit = divmod(position, 8)
+            if not self.table[byte] >> bit & 1:
+                seen = False
+                self.table[byte] |= 1 << bit
+        return seen
+
+
+def _first_pass(segments, seen: SeenKeys, suspects: set):
+    """Each stretch's mean, noting keys that may have come before (a later pass groups those)."""
+    for key, total, count in segments:
+        if seen.add(key):
+            suspects.add(key)
+        yield total / count
+
+
+def _grouped_means(segments, repeated: set):
+    """Each example's mean: stretches of keys in `repeated` are summed and yielded last."""
+    later = {}
+    for key, total, count in segments:
+        if key in repeated:
+            previous = later.get(key, (0.0, 0))
+            later[key] = (previous[0] + total, previous[1] + count)
+        else:
+            yield total / count
+    for total, count in later.values():
+        yield total / count
+
+
+def _score_stats(means) -> Optional[dict]:
+    acc, successes, binary = stats.Welford(), 0, True
+    low, high = math.inf, -math.inf
+    for value in means:
+        acc.add(value)
+        low, high = min(low, value), max(high, value)
+        binary = binary and value in (0.0, 1.0)
+        successes += value == 1.0
+    if not acc.n:
+        return None
+    return interval_stats(acc, successes if binary else None, stats.metric_range(low, high))
+
+
+def interval_stats(acc: stats.Welford, successes: Optional[int], bounds: tuple) -> dict:
+    """n, mean, se and the 95% interval of one run's example scores (successes: 0/1 scores only)."""
+    mean, se = acc.mean, acc.se
+    if successes is not None:
+        (low, high), method = stats.wilson(successes, acc.n), "wilson"
+    elif se is None:
+        (low, high), method = (None, None), f"too few examples ({acc.n}) for an interval"
+    else:
+        (low, high), method = stats.normal_interval(mean, se, bounds), "normal"
+    return {"mean": stats.finite(mean), "se": stats.finite(se), "ci95_low": stats.finite(low),
+            "ci95_high": stats.finite(high), "n": acc.n, "interval": method}
+
+
+def reward_stats(path: str, run_id: str, field: str = "reward") -> tuple:
+    """({n, mean, se, ci95_low, ci95_high, interval, unscored...}, error or None) of results.jsonl.
+
+    The sample is the example: an example's lines (rollouts) count once, as their mean, wherever
+    they are in the file; counting each line would shrink the interval by up to sqrt(rollouts).
+    """
+    tally, suspects = Tally(), set()
+    try:
+        lines = scored_lines(path, run_id, field, tally)
+        result = _score_stats(_first_pass(_segments(lines), SeenKeys(os.path.getsize(path)), suspects))
+        if suspects:  # an id seen before (or a Bloom false positive): group those ids exactly
+            tally = Tally()
+            result = _score_stats(_grouped_means(_segments(scored_lines(path, run_id, field, tally)), suspects))
+    except BadJsonLine as bad:
+        return None, bad.error
+    except OSError as exc:
+        return None, json_error(run_id, RESULTS, exc)
+    if result is None and not tally.bad:
+        return None, None
+    result = result or dict.fromkeys(STAT_COLUMNS)
+    unscored = tally.bad + (tally.missing if result["n"] else 0)
+    if unscored:
+        result.update(unscored=unscored, unscored_lines=_unscored_text(tally, field, bool(result["n"])))
+    return result, None
+
+
+def _unscored_text(tally: Tally, field: str, partial: bool) -> str:
+    parts = []
+    if tally.bad:
+        parts.append(f"{tally.bad} with a {field} that is not a number ({', '.join(tally.samples)}"
+                     + (", ..." if tally.bad > len(tally.samples) else "") + ")")
+    if partial and tally.missing:
+        parts.append(f"{tally.missing} without a {field}")
+    return "; ".join(parts) + ": left out of n and the mean"
+
+
+def example_means(path: str, run_id: str, field: str = "reward") -> dict:
+    """{example key: mean score of its lines} of a results.jsonl; BadJsonLine if it does not parse."""
+    sums = {}
+    for key, score in scored_lines(path, run_id, field):
+        total, count = sums.get(key, (0.0, 0))
+        sums[key] = (total + score, count + 1)
+    return {key: total / count for key, (total, count) in sums.items()}
 
 
 # ---------------------------------------------------------------- reading runs
@@ -231,38 +317,54 @@ def _field(sources: list, names: Sequence[str]):
     return None
 
 
-def read_run(run_id: str, path: str, fields: Sequence[str] = ()) -> tuple:
-    """(row or None, [errors], warning or None) of one run directory. `fields` are extra run fields
+def _load_object(path: str, run_id: str, file: str) -> tuple:
+    value, error = load_json(path, run_id, file)
+    if error is None and not isinstance(value, dict):
+        error = {"run_id": run_id, "file": file, "line": 1, "column": 1,
+                 "error": f"not a JSON object ({type(value).__name__})"}
+    return (None, error) if error else (value, None)
+
+
+def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optional[Metric] = None) -> tuple:
+    """(row or None, [errors], [warnings]) of one run directory. `fields` are extra run fields
     (group, filter and sort keys) looked up like the identity columns."""
-    errors = []
+    metric = metric or metric_of()
+    errors, warnings = [], []
     summary_path = os.path.join(path, "summary.json")
     if not os.path.isfile(summary_path):
         return None, [{"run_id": run_id, "file": "summary.json", "line": None, "column": None,
-                       "error": "missing (run not finished, or not fetched)"}], None
-    summary, error = load_json(summary_path, run_id, "summary.json")
-    if error is None and not isinstance(summary, dict):
-        error = {"run_id": run_id, "file": "summary.json", "line": 1, "column": 1,
-                 "error": f"not a JSON object ({type(summary).__name__})"}
+                       "error": "missing (run not finished, or not fetched)"}], warnings
+    summary, error = _load_object(summary_path, run_id, "summary.json")
     if error:
-        return None, [error], None
-    warning, metadata = None, None
+        return None, [error], warnings
+    metadata = None
     metadata_path = os.path.join(path, "run_metadata.json")
     if os.path.isfile(metadata_path):
-        metadata, error = load_json(metadata_path, run_id, "run_metadata.json")
-        if error is None and not isinstance(metadata, dict):
-            error = {"run_id": run_id, "file": "run_metadata.json", "line": 1, "column": 1,
-                     "error": f"not a JSON object ({type(metadata).__name__})"}
-        if error:
-            errors.append(error)
-            metadata = None
+        metadata, error = _load_object(metadata_path, run_id, "run_metadata.json")
+        errors.extend([error] if error else [])
     else:
-        warning = {"run_id": run_id, "file": "run_metadata.json", "warning": "missing: fields from summary.json only"}
-    sources = _sources(metadata, summary)
+        warnings.append({"run_id": run_id, "file": "run_metadata.json",
+                         "warning": "missing: fields from summary.json only"})
+    row = _row_of(run_id, summary, _sources(metadata, summary), fields, metric)
+    warnings.extend(_drop_non_finite(row))
+    results = os.path.join(path, RESULTS)
+    run_stats, error = reward_stats(results, run_id, metric.field) if os.path.isfile(results) else (None, None)
+    errors.extend([error] if error else [])
+    if run_stats and run_stats.get("unscored"):
+        warnings.append({"run_id": run_id, "file": RESULTS, "warning": run_stats.pop("unscored_lines")})
+    row.update(run_stats or dict.fromkeys(STAT_COLUMNS))
+    return row, errors, warnings
+
+
+def _row_of(run_id: str, summary: dict, sources: list, fields: Sequence[str], metric: Metric) -> dict:
     row = {"run_id": run_id}
     for column in ID_COLUMNS[1:]:
         row[column] = _field(sources, FIELD_NAMES[column])
     for column in METRIC_COLUMNS:
         row[column] = _number(summary.get(column))
+    if metric.name not in row:
+        value = lookup(summary, metric.name)
+        row[metric.name] = None if value is _MISSING else _number(value)
     for name in fields:
         if name not in row:
             row[name] = _field(sources, (name,))
@@ -270,14 +372,18 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = ()) -> tuple:
         if key not in NOT_EXTRA and key not in row and _number(value) is not None:
             row[key] = value
     row["ok"] = summary.get("ok") is not False
-    stats, error = None, None
-    results = os.path.join(path, RESULTS)
-    if os.path.isfile(results):
-        stats, error = reward_stats(results, run_id)
-    if error:
-        errors.append(error)
-    row.update(stats or dict.fromkeys(STAT_COLUMNS))
-    return row, errors, warning
+    return row
+
+
+def _drop_non_finite(row: dict) -> list:
+    """NaN and Infinity (which Python's json reads) become null: JSON output must stay JSON."""
+    notes = []
+    for key, value in row.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            row[key] = None
+            notes.append({"run_id": row["run_id"], "file": "summary.json",
+                          "warning": f"{key} is {value!r} (not a finite number): shown as null"})
+    return notes
 
 
 # ---------------------------------------------------------------- selecting and grouping
@@ -295,12 +401,25 @@ def parse_filters(filters: Iterable[str]) -> list:
 
 
 def cell_text(value) -> str:
-    """A field as --filter compares it: JSON spelling for bools, '' for missing."""
+    """A field as text: JSON spelling for bools, '' for missing."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def matches(value, wanted: str) -> bool:
+    """--filter's test: the same text, or the same number (temperature=0 matches 0.0)."""
+    if cell_text(value) == wanted:
+        return True
+    number = _number(value)
+    if number is None:
+        return False
+    try:
+        return float(wanted) == number
+    except ValueError:
+        return False
 
 
 def sort_rows(rows: list, key: str) -> list:
@@ -318,16 +437,65 @@ def sort_rows(rows: list, key: str) -> list:
     return sorted(present, key=order, reverse=descending) + absent
 
 
-def _summary_stats(values: list, prefix: str) -> dict:
-    acc = of(values)
-    low, high = acc.interval(t975(acc.n - 1)) if acc.n > 1 else (None, None)
+def best_first(metric: Metric, column: str) -> str:
+    """The --sort key that ranks `column` of this metric best first."""
+    return column if metric.lower_is_better else f"-{column}"
+
+
+def over_runs(values: list, prefix: str) -> dict:
+    """mean, sd, n and a Student's t interval of one summary value over a group's runs."""
+    acc = stats.of(values)
+    low = high = None
+    if acc.n < MIN_RUNS_FOR_T:
+        method = f"too few runs ({acc.n}) for an interval"
+    elif acc.sd == 0:
+        method = "the runs agree exactly: no spread to estimate an interval from"
+    else:
+        critical = stats.t975(acc.n - 1)
+        low, high = stats.clip(*acc.interval(critical), stats.metric_range(min(values), max(values)))
+        method = f"student t over {acc.n} runs"
     return {f"{prefix}_mean": acc.mean, f"{prefix}_sd": acc.sd, f"{prefix}_n": acc.n,
-            f"{prefix}_ci95_low": low, f"{prefix}_ci95_high": high}
+            f"{prefix}_ci95_low": low, f"{prefix}_ci95_high": high, f"{prefix}_interval": method}
 
 
-def group_rows(rows: list, keys: Sequence[str]) -> list:
-    """Per distinct value of keys: runs, and mean/sd/n/t-interval over runs of avg_reward and of the
-    per-run results mean."""
+def pooled(means_of_runs: Iterable[dict]) -> dict:
+    """Per-example scores of several runs pooled, with the SE clustered by example."""
+    clusters = _sum_by_key(means_of_runs)
+    if not clusters:
+        return dict.fromkeys(("results_mean", "results_se", "results_ci95_low", "results_ci95_high",
+                              "results_clusters", "results_n", "results_interval"))
+    result = stats.clustered(clusters.values())
+    mean, se, groups = result["mean"], result["se"], result["clusters"]
+    low = high = None
+    if se is None:
+        method = f"too few examples ({groups}) for an interval"
+    elif se == 0 and mean in (0.0, 1.0):  # every score 0, or every score 1: no spread to cluster
+        (low, high), method = stats.wilson(groups if mean == 1.0 else 0, groups), f"wilson on {groups} examples"
+    else:
+        values = [total / count for total, count in clusters.values()]
+        bounds = stats.metric_range(min(values), max(values))
+        low, high = stats.clip(mean - stats.t975(groups - 1) * se, mean + stats.t975(groups - 1) * se, bounds)
+        method = f"clustered by example, {groups} clusters"
+    return {"results_mean": mean, "results_se": se, "results_ci95_low": low, "results_ci95_high": high,
+            "results_clusters": groups, "results_n": result["n"], "results_interval": method}
+
+
+def _run_means(members: list, results: dict, metric: Metric):
+    """Each member run's {example: mean score}, skipping runs without (readable) results."""
+    for row in members:
+        path = results.get(row["run_id"])
+        if path is None or row.get("n") is None:
+            continue
+        try:
+            yield example_means(path, row["run_id"], metric.field)
+        except (BadJsonLine, OSError):
+            continue  # listed under errors already
+
+
+def group_rows(rows: list, keys: Sequence[str], metric: Optional[Metric] = None, results: Optional[dict] = None) -> list:
+    """Per distinct value of keys: runs; over the runs, mean/sd/n/t-interval of the summary metric;
+    pooled over the runs' examples, the mean with a clustered interval."""
+    metric = metric or metric_of()
     groups = {}
     for row in rows:
         groups.setdefault(tuple(cell_text(row.get(k)) for k in keys), []).append(row)
@@ -335,66 +503,136 @@ def group_rows(rows: list, keys: Sequence[str]) -> list:
     for members in groups.values():
         group = {k: members[0].get(k) for k in keys}
         group["runs"] = len(members)
-        group.update(_summary_stats([r["avg_reward"] for r in members if r.get("avg_reward") is not None],
-                                    "avg_reward"))
-        group.update(_summary_stats([r["mean"] for r in members if r.get("mean") is not None], "results"))
-        out.append(group)
+        group.update(over_runs([r[metric.name] for r in members if r.get(metric.name) is not None], metric.name))
+        group.update(pooled(_run_means(members, results or {}, metric)))
+        out.append({k: stats.finite(v) for k, v in group.items()})
     return out
 
 
 # ---------------------------------------------------------------- comparison
 
 
-def example_rewards(path: str, run_id: str) -> dict:
-    """{example key: (sum of rewards, count)} of a results.jsonl; ConfigError if it does not parse."""
-    rewards = {}
+def _run_results(root: Path, run_id: str) -> Path:
+    if not RUN_ID.match(run_id):
+        raise ConfigError(f"--compare {run_id!r}: not a run id")
+    if not (root / run_id).is_dir():
+        raise ConfigError(f"--compare: no run {run_id} under {root}")
+    path = root / run_id / RESULTS
+    if not path.is_file():
+        raise ConfigError(f"--compare: run {run_id} has no {RESULTS}: no per-example rewards to pair")
+    return path
+
+
+def _means_or_refuse(path: Path, run_id: str, metric: Metric) -> dict:
     try:
-        for key, reward in scored_lines(path, run_id):
-            total, count = rewards.get(key, (0.0, 0))
-            rewards[key] = (total + reward, count + 1)
+        return example_means(str(path), run_id, metric.field)
     except BadJsonLine as bad:
         raise ConfigError(f"--compare: {run_id}/{RESULTS} line {bad.error['line']}: {bad.error['error']}") from None
-    return rewards
 
 
-def compare_runs(root: Path, run_a: str, run_b: str) -> dict:
+def compare_runs(root: Path, run_a: str, run_b: str, metric: Optional[Metric] = None) -> dict:
     """The paired difference B - A on the examples both runs share (see the module docstring)."""
-    per_run = []
-    for run_id in (run_a, run_b):
-        if not RUN_ID.match(run_id):
-            raise ConfigError(f"--compare {run_id!r}: not a run id")
-        path = root / run_id / RESULTS
-        if not (root / run_id).is_dir():
-            raise ConfigError(f"--compare: no run {run_id} under {root}")
-        if not path.is_file():
-            raise ConfigError(f"--compare: run {run_id} has no {RESULTS}: no per-example rewards to pair")
-        per_run.append(example_rewards(str(path), run_id))
-    a, b = per_run
-    shared = [key for key in a if key in b]
-    if not shared:
+    metric = metric or metric_of()
+    paths = [_run_results(root, run_id) for run_id in (run_a, run_b)]
+    a, b = (_means_or_refuse(path, run_id, metric) for path, run_id in zip(paths, (run_a, run_b)))
+    if not set(a) & set(b):
         raise ConfigError(f"--compare: runs {run_a} and {run_b} share no example ids")
-    diff, mean_a, mean_b = Welford(), Welford(), Welford()
+    return paired(a, b, run_a, run_b, metric)
+
+
+def compare_groups(root: Path, rows: list, by: str, value_a: str, value_b: str,
+                   metric: Optional[Metric] = None) -> dict:
+    """B - A where A and B are the runs whose `by` field reads value_a and value_b: each side's
+    example score is its mean over that side's runs (seeds), so an example counts once."""
+    metric = metric or metric_of()
+    sides = []
+    for value in (value_a, value_b):
+        members = [r for r in rows if matches(r.get(by), value) and r.get("n")]
+        if not members:
+            raise ConfigError(f"--compare-by {by}: no run with {by}={value} has per-example results")
+        means = [_means_or_refuse(root / r["run_id"] / RESULTS, r["run_id"], metric) for r in members]
+        sides.append({key: total / count for key, (total, count) in _sum_by_key(means).items()})
+    if not set(sides[0]) & set(sides[1]):
+        raise ConfigError(f"--compare-by {by}: {value_a} and {value_b} share no example ids")
+    comparison = paired(sides[0], sides[1], value_a, value_b, metric)
+    comparison["compare_by"] = by
+    return comparison
+
+
+def _sum_by_key(dicts: Iterable[dict]) -> dict:
+    sums = {}
+    for values in dicts:
+        for key, value in values.items():
+            total, count = sums.get(key, (0.0, 0))
+            sums[key] = (total + value, count + 1)
+    return sums
+
+
+def paired(a: dict, b: dict, name_a: str, name_b: str, metric: Metric) -> dict:
+    """The paired comparison of two {example: score} on their shared keys."""
+    shared = [key for key in a if key in b]
+    diff, mean_a, mean_b = stats.Welford(), stats.Welford(), stats.Welford()
     binary, b_count, c_count = True, 0, 0
+    low_value, high_value = math.inf, -math.inf
     for key in shared:
-        x = a[key][0] / a[key][1]
-        y = b[key][0] / b[key][1]
+        x, y = a[key], b[key]
         diff.add(y - x)
         mean_a.add(x)
         mean_b.add(y)
+        low_value, high_value = min(low_value, x, y), max(high_value, x, y)
         if binary and x in (0.0, 1.0) and y in (0.0, 1.0):
             b_count += x == 1.0 and y == 0.0
             c_count += x == 0.0 and y == 1.0
         else:
             binary = False
-    low, high = diff.interval(t975(diff.n - 1)) if diff.n > 1 else (None, None)
+    bounds = stats.metric_range(low_value, high_value)
     comparison = {
-        "run_a": run_a, "run_b": run_b, "n": diff.n, "only_a": len(a) - diff.n, "only_b": len(b) - diff.n,
+        "run_a": name_a, "run_b": name_b, "metric": metric.name, "lower_is_better": metric.lower_is_better,
+        "n": diff.n, "only_a": len(a) - diff.n, "only_b": len(b) - diff.n,
         "mean_a": mean_a.mean, "mean_b": mean_b.mean, "mean_diff": diff.mean, "sd_diff": diff.sd,
-        "se_diff": diff.se, "ci95_low": low, "ci95_high": high, "binary": binary, "mcnemar": None,
+        "se_diff": diff.se, "ci95_low": None, "ci95_high": None, "binary": binary, "mcnemar": None,
+        "test": None, "p_value": None, "mde80": None, "target_effect": None, "examples_needed": None,
     }
+    if diff.n > 1:
+        critical = stats.t975(diff.n - 1)
+        low, high = diff.interval(critical)
+        comparison["ci95_low"], comparison["ci95_high"] = stats.clip(low, high, stats.difference_range(bounds))
+        comparison["test"], comparison["p_value"] = "paired t", stats.t_test_p(diff.mean, diff.se, diff.n - 1)
+        comparison.update(_power(diff.sd, diff.n, bounds, mean_a.mean, mean_b.mean))
     if binary:
-        comparison["mcnemar"] = {"b": b_count, "c": c_count, "p_value": mcnemar_exact_p(b_count, c_count)}
+        p_value = stats.mcnemar_exact_p(b_count, c_count)
+        comparison["mcnemar"] = {"b": b_count, "c": c_count, "p_value": p_value}
+        comparison["test"], comparison["p_value"] = "mcnemar exact", p_value
+    comparison = {k: stats.finite(v) for k, v in comparison.items()}
+    comparison["verdict"] = verdict(comparison)
     return comparison
+
+
+def _power(sd: float, n: int, bounds: tuple, mean_a: float, mean_b: float) -> dict:
+    width = bounds[1] - bounds[0]
+    target = PLANNING_EFFECT * (width if math.isfinite(width) else max(abs(mean_a), abs(mean_b)))
+    needed = stats.examples_needed(sd, target) if sd > 0 and target > 0 else None
+    return {"mde80": stats.minimum_detectable_effect(sd, n), "target_effect": target or None,
+            "examples_needed": needed}
+
+
+def verdict(c: dict) -> str:
+    """The comparison in plain words: which side is better, by how much, how sure."""
+    if c["n"] < 2 or c["p_value"] is None:
+        return f"too few shared examples ({c['n']}) to compare"
+    sign = -1 if c["lower_is_better"] else 1
+    gain = sign * c["mean_diff"]
+    if c["p_value"] < ALPHA and gain != 0:
+        winner, loser = (c["run_b"], c["run_a"]) if gain > 0 else (c["run_a"], c["run_b"])
+        towards_winner = sign if gain > 0 else -sign  # the interval of winner - loser
+        bounds = sorted(towards_winner * v for v in (c["ci95_low"], c["ci95_high"]))
+        return (f"{winner} better than {loser} by {abs(c['mean_diff']):.3g} "
+                f"[{bounds[0]:.3g}, {bounds[1]:.3g}], p = {c['p_value']:.2g} ({c['test']})")
+    text = f"no detectable difference (p = {c['p_value']:.2g}, {c['test']})"
+    if c["examples_needed"]:
+        text += (f": {c['n']} examples detect {c['mde80']:.3g} at 80% power; would need "
+                 f"~{c['examples_needed']} examples to see {c['target_effect']:.3g}")
+    return text
 
 
 # ---------------------------------------------------------------- rendering and writing
@@ -424,9 +662,10 @@ def csv_text(records: list, columns: Sequence[str]) -> str:
     return out.getvalue().rstrip("\n")
 
 
-def group_columns(keys: Sequence[str]) -> list:
-    return [*keys, "runs", "avg_reward_mean", "avg_reward_sd", "avg_reward_n", "avg_reward_ci95_low",
-            "avg_reward_ci95_high", "results_mean", "results_sd", "results_n"]
+def group_columns(keys: Sequence[str], metric: str = DEFAULT_METRIC) -> list:
+    return [*keys, "runs", f"{metric}_mean", f"{metric}_sd", f"{metric}_n", f"{metric}_ci95_low",
+            f"{metric}_ci95_high", "results_mean", "results_se", "results_ci95_low", "results_ci95_high",
+            "results_clusters", "results_n"]
 
 
 def _p(value) -> str:
@@ -435,18 +674,31 @@ def _p(value) -> str:
 
 def comparison_markdown(comparison: dict) -> str:
     c = comparison
-    lines = [f"## Comparison: {c['run_b']} - {c['run_a']}", "",
+    what = f" ({c['compare_by']})" if c.get("compare_by") else ""
+    lines = [f"## Comparison{what}: {c['run_b']} - {c['run_a']}, {c['metric']}"
+             + (" (lower is better)" if c["lower_is_better"] else ""), "",
+             f"- **{c['verdict']}**",
              f"- shared examples: {c['n']} (only in {c['run_a']}: {c['only_a']}, only in {c['run_b']}: {c['only_b']})",
              f"- mean {c['run_a']}: {_p(c['mean_a'])}, mean {c['run_b']}: {_p(c['mean_b'])}",
              f"- mean difference (B - A): {_p(c['mean_diff'])}, 95% interval "
-             f"[{_p(c['ci95_low'])}, {_p(c['ci95_high'])}] (mean +/- 1.96 * sd / sqrt(n))"]
+             f"[{_p(c['ci95_low'])}, {_p(c['ci95_high'])}] (mean +/- t(0.975, n-1) * sd / sqrt(n), Student's t)"]
     if c["mcnemar"]:
         m = c["mcnemar"]
         lines.append(f"- McNemar exact test: b (A right, B wrong) = {m['b']}, c (A wrong, B right) = {m['c']}, "
                      f"p = {m['p_value']:.4g}")
-    else:
-        lines.append("- McNemar: not applicable (rewards are not all 0/1)")
+    elif c["p_value"] is not None:
+        lines.append(f"- paired t test (scores are not all 0/1, so no McNemar): p = {c['p_value']:.4g}")
+    if c["mde80"] is not None:
+        lines.append(f"- minimum detectable effect at 80% power, 5% two-sided, n = {c['n']}: {c['mde80']:.4g} "
+                     "((z_0.975 + z_0.80) * sd / sqrt(n))")
     return "\n".join(lines)
+
+
+def _warnings_markdown(warnings: list) -> list:
+    scored = [w for w in warnings if w["file"] != "run_metadata.json"]
+    if not scored:
+        return []
+    return ["## Warnings", "", *(f"- {w['run_id']}: {w['file']}: {w['warning']}" for w in scored), ""]
 
 
 def report_markdown(doc: dict) -> str:
@@ -460,15 +712,22 @@ def report_markdown(doc: dict) -> str:
         count += f", {len(doc['failed'])} with ok: false ({', '.join(doc['failed'][:10])}" + \
                  (", ..." if len(doc["failed"]) > 10 else "") + ")"
     parts += [count, ""]
+    metric = doc["metric"]
     if doc["rows"]:
         parts += [markdown_table(doc["rows"], doc["columns"]), "",
-                  f"mean, se, ci95: {INTERVALS['runs']}.", ""]
+                  f"mean, se, ci95 ({metric['field']} per example): {INTERVALS['runs']}.", ""]
     if doc.get("groups") is not None:
         keys = doc["group_by"]
-        parts += [f"## Groups by {', '.join(keys)}", "", markdown_table(doc["groups"], group_columns(keys)), "",
-                  f"sd: sample standard deviation over runs; ci95: {INTERVALS['groups']}.", ""]
+        parts += [f"## Groups by {', '.join(keys)}", "",
+                  markdown_table(doc["groups"], group_columns(keys, metric["name"])), "",
+                  f"{metric['name']}_*: over the runs' summary values; results_*: over their examples; "
+                  f"ci95: {INTERVALS['groups']}.", ""]
+        notes = sorted({g[k] for g in doc["groups"] for k in g if k.endswith("_interval") and g[k]
+                        and g[k].startswith(("too few", "the runs agree"))})
+        parts += [*(f"- no interval where {note}" for note in notes), ""] if notes else []
     if doc.get("comparison") is not None:
         parts += [comparison_markdown(doc["comparison"]), ""]
+    parts += _warnings_markdown(doc["warnings"])
     if doc["errors"]:
         parts += ["## Errors", ""]
         for e in doc["errors"]:
@@ -491,38 +750,57 @@ def require_matplotlib():
     return plt
 
 
+def _group_bars(doc: dict) -> tuple:
+    """(bars, interval method) of each group: pooled examples where the runs have them, else the
+    runs' summary values."""
+    bars, methods, name = [], set(), doc["metric"]["name"]
+    for g in doc["groups"]:
+        label = " / ".join(cell_text(g[k]) for k in doc["group_by"])
+        for prefix, method in (("results", "clustered by example"), (name, "Student's t over runs")):
+            if g[f"{prefix}_mean"] is not None:
+                bars.append((label, g[f"{prefix}_mean"], g[f"{prefix}_ci95_low"], g[f"{prefix}_ci95_high"]))
+                methods.add(method if g[f"{prefix}_ci95_low"] is not None else "none")
+                break
+    return bars, methods
+
+
+def _run_bars(doc: dict) -> tuple:
+    bars, methods, name = [], set(), doc["metric"]["name"]
+    for r in doc["rows"]:
+        if r.get("mean") is not None:
+            bars.append((r["run_id"], r["mean"], r["ci95_low"], r["ci95_high"]))
+            methods.add({"wilson": "Wilson", "normal": "normal approximation"}.get(r.get("interval"), "none"))
+        elif r.get(name) is not None:
+            bars.append((r["run_id"], r[name], None, None))
+            methods.add("none")
+    return bars, methods
+
+
+def _short(label: str, width: int = 32) -> str:
+    return label if len(label) <= width else label[:width - 3] + "..."
+
+
 def plot_report(doc: dict, path: Path) -> None:
-    """A PNG bar chart: each group's mean avg_reward (else each run's mean reward, else its
-    avg_reward) with its 95% interval as error bars where there is one."""
+    """A PNG bar chart: each group's (else each run's) mean with its 95% interval as error bars
+    where there is one; the axis names the metric and the interval method."""
     plt = require_matplotlib()
-    bars = []
-    if doc.get("groups") is not None:
-        for g in doc["groups"]:
-            label = " / ".join(cell_text(g[k]) for k in doc["group_by"])
-            for prefix in ("avg_reward", "results"):
-                if g[f"{prefix}_mean"] is not None:
-                    bars.append((label, g[f"{prefix}_mean"], g[f"{prefix}_ci95_low"], g[f"{prefix}_ci95_high"]))
-                    break
-        ylabel = "mean over runs (95% interval, Student's t)"
-    else:
-        for r in doc["rows"]:
-            if r.get("mean") is not None:
-                bars.append((r["run_id"], r["mean"], r["ci95_low"], r["ci95_high"]))
-            elif r.get("avg_reward") is not None:
-                bars.append((r["run_id"], r["avg_reward"], None, None))
-        ylabel = "mean reward (95% interval, normal approximation)"
+    bars, methods = _group_bars(doc) if doc.get("groups") is not None else _run_bars(doc)
     if not bars:
-        raise ConfigError("--plot: no run or group has a mean reward to plot")
-    labels = [b[0] for b in bars]
+        raise ConfigError(f"--plot: no run or group has a {doc['metric']['name']} to plot")
     heights = [b[1] for b in bars]
-    low = [b[1] - b[2] if b[2] is not None else 0.0 for b in bars]
-    high = [b[3] - b[1] if b[3] is not None else 0.0 for b in bars]
-    figure, axes = plt.subplots(figsize=(min(48.0, max(6.0, 0.45 * len(bars) + 2)), 4.8))
+    # An interval holds its mean; max(0, ...) keeps rounding from ever making a negative error bar.
+    low = [max(0.0, b[1] - b[2]) if b[2] is not None else 0.0 for b in bars]
+    high = [max(0.0, b[3] - b[1]) if b[3] is not None else 0.0 for b in bars]
+    named = sorted(m for m in methods if m != "none") or ["no interval"]
+    ylabel = f"{doc['metric']['name']}: mean, 95% interval ({', '.join(named)})"
+    figure, axes = plt.subplots(figsize=(min(48.0, max(6.0, 0.45 * len(bars) + 2)), 5.2))
     try:
         axes.bar(range(len(bars)), heights, yerr=[low, high], capsize=3, color="#4c72b0")
         axes.set_xticks(range(len(bars)))
-        axes.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
-        axes.set_ylabel(ylabel)
+        axes.set_xticklabels([_short(b[0]) for b in bars], rotation=45, ha="right", fontsize=8)
+        axes.set_ylabel(ylabel, fontsize=8)
+        if all(0.0 <= b[1] <= 1.0 and (b[3] is None or b[3] <= 1.0) for b in bars):
+            axes.set_ylim(0.0, 1.0)
         axes.set_title(f"Report: {doc['root']}", fontsize=9)
         figure.tight_layout()
         buffer = io.BytesIO()
@@ -539,60 +817,90 @@ def _split_keys(text: Optional[str]) -> list:
     return [k.strip() for k in (text or "").split(",") if k.strip()]
 
 
-def build_report(root, *, group_by: Optional[str] = None, compare: Sequence[str] = (), sort: Optional[str] = None,
-                 filters: Iterable[str] = ()) -> dict:
-    """The report document of every run under root (nothing written; see write_report)."""
-    root = checked_root(root)
-    keys = _split_keys(group_by)
-    if group_by is not None and not keys:
+def _check_flags(group_by, sort, compare, compare_by) -> None:
+    if group_by is not None and not _split_keys(group_by):
         raise ConfigError("--group-by: expected field names, e.g. model_id,env_id")
-    wanted = parse_filters(filters)
     if sort is not None and not sort.lstrip("-"):
         raise ConfigError("--sort: expected a column name (prefix '-' for descending)")
     if compare and len(compare) != 2:
         raise ConfigError(f"--compare takes two run ids (RUN_A,RUN_B), got {len(compare)}")
-    sort_key = sort.lstrip("-") if sort else None
-    fields = list(dict.fromkeys([*keys, *(k for k, _ in wanted), *([sort_key] if sort_key else [])]))
+    if compare_by is not None and not compare:
+        raise ConfigError("--compare-by FIELD needs --compare VALUE_A,VALUE_B (two values of FIELD)")
 
-    rows, errors, warnings = [], [], []
+
+def _read_runs(root: Path, fields: list, metric: Metric) -> tuple:
+    rows, errors, warnings, results = [], [], [], {}
     runs = run_dirs(root)
     for run_id, path in runs:
-        row, run_errors, warning = read_run(run_id, path, fields)
+        row, run_errors, run_warnings = read_run(run_id, path, fields, metric)
         errors.extend(run_errors)
-        if warning:
-            warnings.append(warning)
+        warnings.extend(run_warnings)
         if row is not None:
             rows.append(row)
+            if row.get("n"):
+                results[run_id] = os.path.join(path, RESULTS)
+    return runs, rows, errors, warnings, results
 
+
+def _columns(rows: list, fields: list, metric: Metric) -> tuple:
     columns = [*ID_COLUMNS, *METRIC_COLUMNS]
-    requested = [f for f in fields if f not in columns and f not in STAT_COLUMNS and f != "ok"]
+    wanted = [metric.name] if metric.name not in columns else []
+    requested = [f for f in [*wanted, *fields] if f not in columns and f not in STAT_COLUMNS and f != "ok"]
+    requested = list(dict.fromkeys(requested))
     extras = list(dict.fromkeys(k for r in rows for k in r
                                 if k not in columns and k not in STAT_COLUMNS and k != "ok" and k not in requested))
-    columns += requested + extras + list(STAT_COLUMNS)
-    if rows:
-        # A group, filter or sort key that no run carries is a typo, not an empty answer.
-        unknown = [f for f in requested if all(r.get(f) is None for r in rows)]
-        for flag, names in (("--group-by", keys), ("--filter", [k for k, _ in wanted]),
-                            ("--sort", [sort_key] if sort_key else [])):
-            for name in names:
-                if name in unknown:
-                    known = ", ".join(c for c in columns if c not in unknown)
-                    raise ConfigError(f"{flag} {name}: no run under {root} has that field (columns: {known})")
+    return columns + requested + extras + list(STAT_COLUMNS), requested
+
+
+def _refuse_unknown(rows: list, columns: list, requested: list, flags: list, root: Path) -> None:
+    """A group, filter, sort or metric key that no run carries is a typo, not an empty answer."""
+    if not rows:
+        return
+    unknown = [f for f in requested if all(r.get(f) is None for r in rows)]
+    for flag, names in flags:
+        for name in names:
+            if name in unknown:
+                known = ", ".join(c for c in columns if c not in unknown)
+                raise ConfigError(f"{flag} {name}: no run under {root} has that field (columns: {known})")
+
+
+def build_report(root, *, group_by: Optional[str] = None, compare: Sequence[str] = (), sort: Optional[str] = None,
+                 filters: Iterable[str] = (), metric: Optional[str] = None, lower_is_better: Optional[bool] = None,
+                 compare_by: Optional[str] = None) -> dict:
+    """The report document of every run under root (nothing written; see write_report)."""
+    root = checked_root(root)
+    _check_flags(group_by, sort, compare, compare_by)
+    keys, wanted, measured = _split_keys(group_by), parse_filters(filters), metric_of(metric, lower_is_better)
+    sort_key = sort.lstrip("-") if sort else None
+    by = [compare_by.strip()] if compare_by else []
+    fields = list(dict.fromkeys([*keys, *(k for k, _ in wanted), *([sort_key] if sort_key else []), *by]))
+
+    runs, rows, errors, warnings, results = _read_runs(root, fields, measured)
+    columns, requested = _columns(rows, fields, measured)
+    metric_flag = [measured.name] if metric is not None else []
+    _refuse_unknown(rows, columns, requested, [("--group-by", keys), ("--filter", [k for k, _ in wanted]),
+                                               ("--sort", [sort_key] if sort_key else []),
+                                               ("--compare-by", by), ("--metric", metric_flag)], root)
     total = len(rows)
     for key, value in wanted:
-        rows = [r for r in rows if cell_text(r.get(key)) == value]
-    if sort_key:
-        rows = sort_rows(rows, sort)
+        rows = [r for r in rows if matches(r.get(key), value)]
+    if sort or metric is not None:  # --metric alone ranks best first
+        rows = sort_rows(rows, sort or best_first(measured, measured.name))
 
     doc = {"ok": not errors and bool(rows), "root": str(root), "count": len(rows), "total": total,
            "columns": columns, "rows": rows, "errors": errors, "warnings": warnings,
            "failed": [r["run_id"] for r in rows if not r["ok"]], "intervals": INTERVALS,
-           "filters": [f"{k}={v}" for k, v in wanted], "sort": sort}
+           "filters": [f"{k}={v}" for k, v in wanted], "sort": sort,
+           "metric": {"name": measured.name, "field": measured.field, "lower_is_better": measured.lower_is_better}}
     if keys:
         doc["group_by"] = keys
-        doc["groups"] = group_rows(rows, keys)
-    if compare:
-        doc["comparison"] = compare_runs(root, compare[0], compare[1])
+        groups = group_rows(rows, keys, measured, results)
+        doc["groups"] = sort_rows(groups, sort or best_first(measured, f"{measured.name}_mean")) \
+            if (sort or metric is not None) else groups
+    if compare and compare_by:
+        doc["comparison"] = compare_groups(root, rows, by[0], compare[0], compare[1], measured)
+    elif compare:
+        doc["comparison"] = compare_runs(root, compare[0], compare[1], measured)
     if not runs:
         doc["error"] = f"no run directories under {root}"
     elif not rows and total:
@@ -610,5 +918,7 @@ def write_report(doc: dict, out_dir) -> dict:
     doc["written"] = paths
     write_atomic(out_dir / "report.md", doc["markdown"].encode())
     # Compact: json's C encoder only runs without indent (10x faster on 10,000 runs); jq pretty-prints it.
-    write_atomic(out_dir / "report.json", json.dumps(doc, separators=(",", ":"), default=str).encode() + b"\n")
+    # allow_nan=False: every number was made finite (or null) upstream; a miss fails loudly, never as NaN.
+    write_atomic(out_dir / "report.json",
+                 json.dumps(doc, separators=(",", ":"), default=str, allow_nan=False).encode() + b"\n")
     return paths
