@@ -126,11 +126,12 @@ class LocalTarget(Target):
 
     def __init__(self, profile: Profile):
         self.profile = profile
-        # A rented pod comes with its volume; the local stand-in makes its folder on first use.
-        Path(profile.volume).mkdir(parents=True, exist_ok=True)
 
     def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: Sink = None,
                    on_stdout: Sink = None, hold_stdin: bool = False):
+        # A rented pod comes with its volume; the local stand-in makes its folder at first contact
+        # (not before: a task refusing its flags leaves nothing behind).
+        Path(self.profile.volume).mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         proc = subprocess.Popen(
             ["bash", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE

@@ -66,6 +66,12 @@ def test_local_profile_keeps_its_volume_in_the_project(ops, project):
     assert result.json["volume"]["must_be_mount"] is False
 
 
+def test_refused_flags_on_the_local_profile_leave_no_volume_folder(ops, project):
+    one_line_error(ops("runs.status", "--host", "local", "--run-id", "no good"), 2, "--run-id 'no good'")
+
+    assert not (project / ".local-pod").exists()
+
+
 def test_pretty_json_is_the_same_document_indented(ops):
     compact = ops("pod.status", "--host", "local", "--json")
     pretty = ops("pod.status", "--host", "local", "--pretty")
