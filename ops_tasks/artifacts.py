@@ -6,10 +6,12 @@ from pathlib import Path
 
 from invoke import Collection
 
+from .defaults import LOCAL_RUNS_DIR
 from .errors import ConfigError
 from .flags import count_flag
 from .operations.artifacts import archive_runs, fetch_runs
 from .output import target_of, json_requested, ops_task
+from .records import fetch_records_dir
 from .selection import select_runs
 from .settings import project_dir_of
 
@@ -91,7 +93,7 @@ class ByteBar:
 @ops_task(human=render_fetch, iterable=["run_id"], help={
     **SELECTION_HELP,
     "all": "Every run directory under the pod's outputs root.",
-    "local_root": "Where run directories land (default: artifacts/pod_logs, one folder per run id).",
+    "local_root": f"Where run directories land (default: {LOCAL_RUNS_DIR}, one folder per run id).",
     "bwlimit": "Cap the transfer at this many KiB/s (a shared link).",
 })
 def fetch(c, host=None, run_id=None, submission=None, all=False, local_root=None, remote_outputs_dir=None,
@@ -106,8 +108,8 @@ def fetch(c, host=None, run_id=None, submission=None, all=False, local_root=None
     bar = ByteBar()
     try:
         return fetch_runs(target, runs=runs, outputs_dir=selected["outputs_dir"], all_runs=all,
-                          local_root=_local_path(c, local_root, "artifacts/pod_logs"),
-                          records_dir=_local_path(c, None, "artifacts/fetched"), bwlimit=limit,
+                          local_root=_local_path(c, local_root, LOCAL_RUNS_DIR),
+                          records_dir=fetch_records_dir(project_dir_of(c.config)), bwlimit=limit,
                           on_progress=bar if bar.enabled else None)
     finally:
         bar.close()

@@ -23,3 +23,5 @@ LIUM_READY_TIMEOUT_S = 900.0  # pod.up waits this long for SSH
 # The laptop's records, under the project directory (ops_tasks/records.py)
 LOCAL_RUNS_DIR = "artifacts/pod_logs"  # fetched run directories, one per run id
 REPORT_DIR = "artifacts"  # report.md / report.json
+SUBMISSIONS_DIR = "artifacts/submissions"  # one manifest per runs.submit
+FETCH_RECORDS_DIR = "artifacts/fetched"  # one record per fetched run id, read before a pod goes

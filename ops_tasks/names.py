@@ -8,3 +8,5 @@ RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # tmux session names: '.' and ':' are target syntax in tmux, so neither is allowed.
 TMUX_SESSION = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# Lium pod names: what `ops pod.down --name` and `lium ps` show; also written into ~/.ssh/config comments.
+POD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -1,15 +1,33 @@
-"""`pod` namespace: check a pod, rent and release Lium pods (lium.py), prepare them."""
+"""`pod` namespace: check a pod, prepare it, and rent and release Lium pods.
+
+pod.ls, pod.up, pod.ps and pod.down go through the Lium SDK (optional extra: `pip install
+'ops-tasks[lium]'`), which only they import. Authentication is the SDK's own (`lium init`, or
+LIUM_API_KEY); LIUM_BASE_URL points it at another API (the tests' fake). pod.up leaves a
+`Host <alias>` block in ~/.ssh/config, so every other task reaches the pod with `--host <alias>`
+(default alias `lium`, the default host).
+"""
+
+import sys
+from dataclasses import dataclass
+from typing import Optional
 
 from invoke import Collection
 from tabulate import tabulate
 
-from .errors import ConfigError
-from .flags import count_flag
-from .lium import down, ls, ps, up
+from . import defaults, records, ssh_config
+from .errors import ConfigError, OpsError
+from .flags import count_flag, seconds_flag
+from .names import POD_NAME
+from .operations.lium import (
+    base_url, find_pod, list_executors, list_pods, load_sdk, open_client, plan_pod, pod_ssh_options, remove_pod,
+    ssh_destination, ssh_key_pair, start_pod, wait_ready,
+)
 from .operations.pod import pod_bootstrap, pod_status, pod_sync, pod_wandb
-from .output import target_of, ops_task
+from .operations.run_config import parse_duration
+from .operations.teardown import teardown_check
+from .output import target_of, dry_run_requested, log, ops_task
 from .secrets import MASK
-from .settings import env_value
+from .settings import env_value, project_dir_of
 
 
 def human_bytes(count) -> str:
@@ -58,6 +76,404 @@ def render_status(data: dict) -> str:
 def status(c, host=None):
     """Check a pod: reachable, volume mounted at /mnt, GPUs, tools, tmux sessions."""
     return pod_status(target_of(c, host))
+
+
+# ---------------------------------------------------------------- Lium: shared
+
+
+def _pod_name(name: str, flag: str = "--name") -> str:
+    if not POD_NAME.match(name or ""):
+        raise ConfigError(f"{flag} {name!r}: a pod name is letters, digits, '.', '_' and '-' "
+                          f"(at most 64, starting with a letter or digit)")
+    return name
+
+
+def _ttl(value) -> Optional[float]:
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text.replace(".", "", 1).isdigit():
+        raise ConfigError(f"--ttl {value!r} needs a unit: 90m, 12h, 1d or 1h30m")
+    return parse_duration(text, "--ttl", "pod.up")
+
+
+def _ask_or_refuse(task: str, yes: bool, what: str) -> None:
+    """Before any contact: without --yes, a confirmation needs a terminal to ask on."""
+    if not yes and not sys.stdin.isatty():
+        raise ConfigError(f"{task} {what}: pass --yes to confirm (stdin is not a terminal, so it cannot ask)")
+
+
+def _confirm(question: str, refused: str) -> None:
+    sys.stderr.write(f"{question} [y/N] ")
+    sys.stderr.flush()
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        raise OpsError(f"not confirmed: {refused}")
+
+
+def _gpus(row: dict) -> str:
+    return f"{row.get('gpu_count') or '?'}x {row.get('gpu_type') or '?'}"
+
+
+def _money(value, suffix="") -> str:
+    return "-" if value is None else f"${value:.2f}{suffix}"
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 86400:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86400:.1f}d"
+
+
+def _render_dry_run(data: dict) -> str:
+    lines = [f"# dry run: nothing contacted (neither the Lium API at {data['lium_base_url']} nor SSH)"]
+
+    def add(key, value, indent):
+        if isinstance(value, dict):
+            lines.append(f"{indent}{key}:")
+            for inner, item in value.items():
+                add(inner, item, indent + "  ")
+        elif value is not None:
+            lines.append(f"{indent}{key}: {value}")
+
+    for key, value in data.items():
+        if key not in ("ok", "dry_run", "lium_base_url"):
+            add(key, value, "")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- pod.ls
+
+
+def render_ls(data: dict) -> str:
+    if data.get("dry_run"):
+        return _render_dry_run(data)
+    rows = data["executors"]
+    if not rows:
+        return "no Lium executor is available for these filters"
+    table = [(r["index"], r["huid"], r["id"], _gpus(r), _money(r["price_per_hour"], "/h"),
+              _money(r["price_per_gpu"], "/GPU/h"),
+              ", ".join(x for x in (r["city"], r["country_code"] or r["country"]) if x) or "-") for r in rows]
+    return tabulate(table, headers=["#", "huid", "id", "GPUs", "price", "per GPU", "location"])
+
+
+@ops_task(human=render_ls, help={
+    "gpu": "GPU type, e.g. A100, H100, RTX4090 (the SDK's short names).",
+    "count": "Exactly this many GPUs per executor.",
+})
+def ls(c, gpu=None, count=None):
+    """List rentable Lium executors: index, id, GPU type and count, price per hour, location."""
+    count_n = count_flag("--count", count, None) if count is not None else None
+    load_sdk("pod.ls")
+    filters = {"gpu": gpu, "count": count_n}
+    if dry_run_requested():
+        return {"ok": True, "dry_run": True, "lium_base_url": base_url(), "would_list": filters}
+    rows = list_executors(open_client("pod.ls"), gpu=gpu, count=count_n)
+    records.save_listing(rows, filters)
+    return {"ok": True, "filters": filters, "executors": rows}
+
+
+# ---------------------------------------------------------------- pod.up
+
+
+def render_up(data: dict) -> str:
+    if data.get("dry_run"):
+        return _render_dry_run(data)
+    pod = data["pod"]
+    executor = data.get("executor") or {}
+    volume = data.get("volume")
+    head = "rented" if data["rented"] else "already running"
+    lines = [f"{head}: pod {pod['name']} ({pod['huid']}, id {pod['id']}), {_gpus(pod)}, "
+             f"{_money(pod['price_per_hour'], '/h')}"
+             + (f", executor {executor.get('huid')}" if executor.get("huid") else ""),
+             f"  volume:     {volume['name']} ({volume['id']})" if volume else
+             ("  volume:     none (--no-volume)" if data["rented"] else "  volume:     as rented"),
+             f"  terminates: {pod['termination_at'] or 'never (no --ttl)'}",
+             f"  ssh:        Host {data['alias']} -> {pod['destination']} in {data['ssh_config']}"
+             + ("" if data["ssh_config_changed"] else " (unchanged)")]
+    lines += [f"warning: {w}" for w in data["warnings"]]
+    lines.append(render_status(data["status"]))
+    return "\n".join(lines)
+
+
+class PollPrinter:
+    """Progress of the wait on stderr: a line when the status or phase changes, else every 30 s."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.last = None
+        self.last_at = -1e9
+
+    def __call__(self, phase, status, elapsed) -> None:
+        now = (status, phase)
+        if now != self.last or elapsed - self.last_at >= 30:
+            log(f"pod.up: {self.name}: {status} after {elapsed:.0f}s" + (f" ({phase})" if phase else ""))
+            self.last, self.last_at = now, elapsed
+
+
+UP_HELP = {
+    "gpu": "GPU type to rent (A100, H100, ...): the cheapest executor that matches is taken.",
+    "count": "With --gpu: exactly this many GPUs.",
+    "country": "With --gpu: only executors in this country (code such as US, or name).",
+    "config": "The executor: its index in the last pod.ls listing, its id or its huid (--gpu/--count/--country "
+              "are then ignored).",
+    "name": "Pod name (default: ops-<alias>). A pod of that name that exists already is reused, not rented again.",
+    "ttl": "Remove the pod after this long: 90m, 12h, 1d (scheduled on Lium right after the rent).",
+    "volume": "Lium volume to attach by name (default: $LIUM_DEFAULT_VOLUME, else my_volume).",
+    "volume_id": "Lium volume to attach by id (or huid) instead of by name.",
+    "no_volume": "Attach no volume (the pod then has no persistent /mnt).",
+    "alias": "Host alias written into ~/.ssh/config for the pod (default: lium); use it as --host.",
+    "ssh_key": "Private SSH key to authorize on the pod and log in with (default: the SDK's: $LIUM_SSH_KEY_PATH, "
+               "`lium init`'s, then ~/.ssh/id_ed25519, id_rsa, id_ecdsa).",
+    "timeout": f"Seconds to wait for the pod to be ready (default {defaults.LIUM_READY_TIMEOUT_S:.0f}).",
+    "yes": "Rent without asking (required when stdin is not a terminal).",
+}
+
+
+@dataclass(frozen=True)
+class UpRequest:
+    """pod.up's flags, checked before any contact."""
+
+    alias: str
+    name: str
+    config: Optional[str]
+    gpu: Optional[str]
+    count: Optional[int]
+    country: Optional[str]
+    ttl: Optional[str]
+    ttl_s: Optional[float]
+    timeout_s: float
+    volume_name: Optional[str]
+    volume_id: Optional[str]
+    key: dict
+    listing: Optional[dict]
+
+
+def _up_request(gpu, count, country, config, name, ttl, volume, volume_id, no_volume, alias, ssh_key,
+                timeout) -> UpRequest:
+    alias = ssh_config.check_alias(alias or defaults.HOST)
+    name = _pod_name(name or f"ops-{alias}")
+    count_n = count_flag("--count", count, None) if count is not None else None
+    ttl_s = _ttl(ttl)
+    timeout_s = seconds_flag("--timeout", timeout, defaults.LIUM_READY_TIMEOUT_S)
+    if config and (gpu or count_n or country):
+        log("warning: pod.up: --config names the executor; --gpu/--count/--country are ignored")
+    if not config and not gpu:
+        raise ConfigError("pod.up needs --config EXECUTOR (index, id or huid from pod.ls) or --gpu TYPE")
+    if no_volume and (volume or volume_id):
+        raise ConfigError("pod.up: --no-volume contradicts --volume/--volume-id")
+    if volume and volume_id:
+        raise ConfigError("pod.up: pass --volume NAME or --volume-id ID, not both")
+    volume_name = None if (no_volume or volume_id) else (volume or env_value("LIUM_DEFAULT_VOLUME")
+                                                         or defaults.LIUM_VOLUME_NAME)
+    key = ssh_key_pair(ssh_key)
+    listing = records.load_listing() if config else None
+    if config and config.isdigit() and listing is None:
+        raise ConfigError(f"--config {config}: an index refers to the last pod.ls listing, and there is none: "
+                          f"run pod.ls first, or pass the executor's id or huid")
+    return UpRequest(alias=alias, name=name, config=config, gpu=gpu, count=count_n, country=country, ttl=ttl,
+                     ttl_s=ttl_s, timeout_s=timeout_s, volume_name=volume_name, volume_id=volume_id, key=key,
+                     listing=listing)
+
+
+def _up_dry_run(want: UpRequest, config_path) -> dict:
+    return {
+        "ok": True, "dry_run": True, "lium_base_url": base_url(),
+        "would_rent": {
+            "executor": want.config,
+            "listed_as": records.listed_executor(want.listing, want.config) if want.config else None,
+            "filters": None if want.config else {"gpu": want.gpu, "count": want.count, "country": want.country},
+            "name": want.name, "ttl_s": want.ttl_s, "timeout_s": want.timeout_s,
+            "volume": want.volume_name, "volume_id": want.volume_id, "ssh_key": want.key["private"],
+        },
+        "would_write": {"ssh_config": str(config_path), "alias": want.alias},
+        "then": f"pod.status --host {want.alias}",
+    }
+
+
+def _confirm_rent(plan: dict, want: UpRequest) -> None:
+    executor, volume = plan["executor"], plan["volume"]
+    _confirm(f"Rent {_gpus(executor)} ({executor['huid']}, {executor['country_code'] or '?'}) at "
+             f"{_money(executor['price_per_hour'], '/h')} as pod {want.name}, volume "
+             f"{volume['name'] if volume else 'none'}"
+             f"{f', removed after {want.ttl}' if want.ttl_s else ', no --ttl'}?", "nothing rented")
+
+
+def _log_start(plan: dict, name: str, pod_id: str) -> None:
+    if plan["existing"] is not None:
+        log(f"pod.up: pod {name} exists ({plan['existing'].status}); reusing it, not renting another")
+    else:
+        executor = plan["executor"]
+        log(f"pod.up: rented pod {name} ({pod_id}) on {_gpus(executor)} {executor['huid']}; waiting until ready")
+
+
+def _up_report(plan: dict, started: dict, pod: dict, want: UpRequest, config_path, changed: bool,
+               status: dict) -> dict:
+    report = {
+        "ok": bool(status["ok"]), "rented": plan["existing"] is None, "pod": pod, "executor": plan["executor"],
+        "volume": plan["volume"], "alias": want.alias, "ssh_config": str(config_path), "ssh_config_changed": changed,
+        "ssh_key": want.key["private"], "warnings": started["warnings"], "status": status,
+    }
+    if not status["ok"]:
+        report["error"] = f"pod {want.name} is up, but its check failed: " + "; ".join(status["problems"])
+    return report
+
+
+@ops_task(human=render_up, help=UP_HELP)
+def up(c, gpu=None, count=None, country=None, config=None, name=None, ttl=None, volume=None, volume_id=None,
+       no_volume=False, alias=None, ssh_key=None, timeout=None, yes=False):
+    """Rent a Lium pod (volume attached), wait until ready, write its ~/.ssh/config alias, check it."""
+    task = "pod.up"
+    load_sdk(task)
+    want = _up_request(gpu, count, country, config, name, ttl, volume, volume_id, no_volume, alias, ssh_key, timeout)
+    config_path = ssh_config.default_path()
+    ssh_config.refuse_foreign_block(config_path, want.alias)
+    if dry_run_requested():
+        return _up_dry_run(want, config_path)
+    _ask_or_refuse(task, yes, "rents a billed pod")
+
+    client = open_client(task)
+    plan = plan_pod(client, name=want.name, selector=want.config, listing=want.listing, gpu=want.gpu,
+                    count=want.count, country=want.country, volume_name=want.volume_name, volume_id=want.volume_id)
+    if plan["existing"] is None and not yes:
+        _confirm_rent(plan, want)  # the last moment before anything bills
+    started = start_pod(client, plan, name=want.name, public_key=want.key["public_key"], ttl_s=want.ttl_s)
+    _log_start(plan, want.name, started["id"])
+    pod = wait_ready(client, started["id"], want.name, timeout_s=want.timeout_s, on_poll=PollPrinter(want.name))
+
+    options = pod_ssh_options(pod, want.key["private"])
+    changed = ssh_config.set_pod_host(config_path, want.alias, options, want.name, pod["id"])
+    # --no-volume: no persistent /mnt was asked for, so its absence is not a failure here.
+    status = pod_status(target_of(c, want.alias), volume_required=not no_volume)
+    return _up_report(plan, started, pod, want, config_path, changed, status)
+
+
+# ---------------------------------------------------------------- pod.ps
+
+
+def render_ps(data: dict) -> str:
+    if data.get("dry_run"):
+        return _render_dry_run(data)
+    if not data["pods"]:
+        return "no Lium pods"
+    table = [(p["name"], p["huid"], _gpus(p), p["status"], p["destination"] or "-", ", ".join(p["aliases"]) or "-",
+              _duration(p["uptime_s"]), _money(p["cost_usd"]), p["termination_at"] or "-") for p in data["pods"]]
+    return tabulate(table, headers=["name", "huid", "GPUs", "state", "ssh", "alias", "uptime", "cost", "terminates"])
+
+
+@ops_task(human=render_ps)
+def ps(c):
+    """List your Lium pods: name, id, GPUs, state, SSH destination, uptime, cost, termination time."""
+    load_sdk("pod.ps")
+    if dry_run_requested():
+        return {"ok": True, "dry_run": True, "lium_base_url": base_url(), "would_list": "your pods"}
+    pods = list_pods(open_client("pod.ps"))
+    config_path = ssh_config.default_path()
+    for pod in pods:
+        pod["aliases"] = ssh_config.pod_aliases(config_path, pod_id=pod["id"])
+    return {"ok": True, "pods": pods}
+
+
+# ---------------------------------------------------------------- pod.down
+
+
+def render_down(data: dict) -> str:
+    if data.get("dry_run"):
+        return _render_dry_run(data)
+    if not data["found"]:
+        lines = [f"no Lium pod named {data['name']}: nothing to remove"]
+    elif not data["removed"]:
+        lines = [f"refused: pod {data['name']} keeps runs that are not done or not fetched "
+                 f"(on {data['checked_on']}, {data['check']['outputs_dir']}):"]
+        lines += [f"  {r['run_id']}: {r['state']}" for r in data["check"]["active"]]
+        lines += [f"  {r['run_id']}: {r['state']}, {r['reason']}" for r in data["check"]["unfetched"]]
+        lines.append("wait for them (runs.wait), fetch them (artifacts.fetch), or pass --force")
+        return "\n".join(lines)
+    else:
+        lines = [f"removed pod {data['name']} ({data['id']})"]
+        if data["check"] is None:
+            lines.append("  runs not checked (--force)")
+        else:
+            runs = data["check"]["runs"]
+            lines.append(f"  runs on {data['checked_on']}: " + (f"{runs}, all done and fetched" if runs else "none"))
+    if data.get("forgot"):
+        lines.append(f"  removed Host {', '.join(data['forgot'])} from {data['ssh_config']}")
+    lines += [f"warning: {w}" for w in data.get("warnings", [])]
+    return "\n".join(lines)
+
+
+def _check_runs(c, name: str, host: Optional[str], remote_outputs_dir) -> dict:
+    """The teardown check through host: {"checked_on", "check"}, with ok false and an error when
+    runs keep the pod; a pod that cannot be checked is refused (--force removes it unchecked)."""
+    if host is None:
+        raise OpsError(f"pod {name} has no SSH address yet, so its runs cannot be checked: "
+                       f"pass --force to remove it anyway")
+    target = target_of(c, host)
+    try:
+        check = teardown_check(target, outputs_dir=remote_outputs_dir or target.profile.outputs_dir,
+                               records_dir=records.fetch_records_dir(project_dir_of(c.config)))
+    except OpsError as exc:
+        raise OpsError(f"cannot check the runs of pod {name} ({exc}): pass --force to remove it "
+                       f"anyway") from None
+    result = {"checked_on": host, "check": check}
+    if check["active"] or check["unfetched"]:
+        names = [f"{r['run_id']} ({r['state']})" for r in check["active"]] + [
+            f"{r['run_id']} ({r['reason']})" for r in check["unfetched"]]
+        result.update(ok=False, error=f"pod {name} keeps runs not done or not fetched: "
+                                      f"{', '.join(names)}; pass --force to remove it anyway")
+    return result
+
+
+@ops_task(human=render_down, help={
+    "name": "The pod to remove: its name (or huid, or id) as pod.ps shows it. Required.",
+    "alias": "SSH alias or --host to check its runs through (default: the Host block pod.up wrote for it, "
+             "else the pod's own address).",
+    "remote_outputs_dir": "Outputs root on the pod to check (default: the profile's).",
+    "force": "Remove it even with runs queued, running or not fetched, or when the pod cannot be checked.",
+    "forget": "Also remove the pod's Host block from ~/.ssh/config.",
+    "yes": "Remove without asking (required when stdin is not a terminal).",
+})
+def down(c, name=None, alias=None, remote_outputs_dir=None, force=False, forget=False, yes=False):
+    """Remove a Lium pod, refusing while its runs are queued, running or not fetched (--force)."""
+    task = "pod.down"
+    load_sdk(task)
+    if not name:
+        raise ConfigError("pod.down needs --name (see pod.ps)")
+    name = _pod_name(name)
+    alias = ssh_config.check_alias(alias) if alias else None
+    config_path = ssh_config.default_path()
+    if dry_run_requested():
+        return {"ok": True, "dry_run": True, "lium_base_url": base_url(),
+                "would_remove": name, "would_check_runs": not force,
+                "would_forget": (alias or "the alias pod.up wrote") if forget else None}
+    _ask_or_refuse(task, yes, "removes a pod")
+
+    client = open_client(task)
+    pod = find_pod(client, name)
+    report = {"ok": True, "name": name, "found": pod is not None, "removed": False, "check": None,
+              "checked_on": None, "ssh_config": str(config_path), "warnings": []}
+    marked = ssh_config.pod_aliases(config_path, pod_id=pod.id) if pod else ssh_config.pod_aliases(
+        config_path, name=name)
+    if pod is not None:
+        report["id"] = pod.id
+        if not force:
+            # Checked through the alias given, else the block pod.up wrote, else the pod's own address.
+            report.update(_check_runs(c, name, alias or (marked[0] if marked else None) or ssh_destination(pod),
+                                      remote_outputs_dir))
+            if not report["ok"]:
+                return report
+        if not yes:
+            _confirm(f"Remove pod {name} ({pod.huid}, id {pod.id})?", "nothing removed")
+        report.update(remove_pod(client, pod))
+    if forget:
+        # Only blocks pod.up wrote: a Host block of the user's own is never removed.
+        report["forgot"], kept = ssh_config.forget_pod_hosts(config_path, [alias] if alias else marked)
+        if kept:
+            report["kept_blocks"] = kept
+    return report
 
 
 # ---------------------------------------------------------------- preparing a pod

@@ -9,11 +9,12 @@ from tabulate import tabulate
 from .errors import ConfigError
 from .operations.run_config import load_submission
 from .operations.runs import (cancel_runs, manifest_of, new_submission_id, resume_runs, run_logs,
-                              runs_status, save_manifest, submit_runs, wait_runs)
+                              runs_status, submit_runs, wait_runs)
 from .defaults import RUNS_SESSION
 from .flags import count_flag, seconds_flag
 from .output import LineEmitter, target_of, log, ops_task
-from .selection import latest_submission, select_runs
+from .records import host_fields, save_manifest
+from .selection import latest_submission, outputs_root, select_runs
 from .settings import project_dir_of
 from .streams import LineBuffer
 
@@ -153,7 +154,7 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
                          on_stderr=SupervisorEcho() if no_tmux else None)
     manifest = manifest_of(submission, submission_id, target.profile.name)
     manifest.update(queued=report["queued"], skipped=report["skipped"], refused=report["refused"],
-                    config=str(config), submitted_at=time.time())
+                    config=str(config), submitted_at=time.time(), **host_fields(target.profile))
     report["manifest"] = str(save_manifest(project_dir_of(c.config), manifest))
     c.config.ops_last_submission = submission_id  # chained tasks (runs.wait, artifacts.fetch) take it
     if wait and not no_tmux and report["queued"]:
@@ -214,7 +215,7 @@ def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs
 def list_(c, host=None, remote_outputs_dir=None):
     """Every run directory on the pod with its state."""
     target = target_of(c, host)
-    outputs = remote_outputs_dir or (latest_submission(c, target) or {}).get("outputs_dir") or target.profile.outputs_dir
+    outputs = outputs_root(remote_outputs_dir, latest_submission(c, target), target.profile)
     report = runs_status(target, outputs_dir=outputs)
     report["ok"] = True  # a listing is not a verdict
     return report
@@ -292,7 +293,7 @@ def resume(c, host=None, remote_outputs_dir=None, tmux_session=None, slots=None)
     """Queue again the runs left `lost` by a dead supervisor (succeeded runs are untouched)."""
     target = target_of(c, host)
     latest = latest_submission(c, target) or {}
-    outputs = remote_outputs_dir or latest.get("outputs_dir") or target.profile.outputs_dir
+    outputs = outputs_root(remote_outputs_dir, latest, target.profile)
     cpu_slots = count_flag("--slots", slots, 1)
     return resume_runs(target, outputs_dir=outputs, tmux_session=tmux_session or latest.get("tmux_session") or RUNS_SESSION,
                        slots=cpu_slots)

@@ -1,10 +1,10 @@
 """Which runs a task is about (--run-id, --submission, --all, else the latest submission), and
-where on the pod they live: the submission manifests kept in artifacts/submissions say so."""
+where on the pod they live: the submission manifests the laptop keeps (records.py) say so."""
 
+from . import records
 from .errors import ConfigError
 from .names import RUN_ID
-from .operations.runs import latest_manifest, load_manifest
-from .settings import project_dir_of
+from .settings import host_identity, project_dir_of
 
 
 def run_ids_flag(values) -> list:
@@ -21,7 +21,13 @@ def latest_submission(c, target):
     """The submission this command line just made (chained tasks), else the latest to this host."""
     project = project_dir_of(c.config)
     chained = c.config.get("ops_last_submission")
-    return (chained and load_manifest(project, chained)) or latest_manifest(project, target.profile.name)
+    return (chained and records.load_manifest(project, chained)) or records.latest_manifest(
+        project, target.profile.name, host_identity(target.profile))
+
+
+def outputs_root(flag, manifest, profile) -> str:
+    """The pod's outputs root for a task: the flag, else the submission's, else the profile's."""
+    return flag or (manifest or {}).get("outputs_dir") or profile.outputs_dir
 
 
 def select_runs(c, target, run_id, submission, all_runs, remote_outputs_dir, default_latest=True) -> dict:
@@ -32,16 +38,16 @@ def select_runs(c, target, run_id, submission, all_runs, remote_outputs_dir, def
     project = project_dir_of(c.config)
     ids = run_ids_flag(run_id)
     if submission:
-        manifest = load_manifest(project, submission)
+        manifest = records.load_manifest(project, submission)
         if manifest is None:
-            raise ConfigError(f"no submission {submission} is recorded in {project}/artifacts/submissions")
+            raise ConfigError(f"no submission {submission} is recorded in {records.manifests_dir(project)}")
     else:
         # Also for --run-id and --all: the latest submission says where its runs live.
         manifest = latest_submission(c, target)
         if manifest is None and not ids and not all_runs and default_latest:
-            raise ConfigError(f"no submission to {target.profile.name} is recorded in {project}/artifacts/"
-                              f"submissions: pass --run-id, --submission or --all")
-    outputs = remote_outputs_dir or (manifest or {}).get("outputs_dir") or target.profile.outputs_dir
+            raise ConfigError(f"no submission to {target.profile.name} is recorded in {records.manifests_dir(project)}"
+                              f": pass --run-id, --submission or --all")
+    outputs = outputs_root(remote_outputs_dir, manifest, target.profile)
     run_dirs = {r["run_id"]: r["run_dir"] for r in (manifest or {}).get("runs", [])}
     selected = {"outputs_dir": outputs, "run_ids": ids, "run_dirs": {i: run_dirs[i] for i in ids if i in run_dirs}}
     if not ids and not all_runs:

@@ -7,6 +7,7 @@ only fills in what the real environment leaves unset.
 
 import fnmatch
 import functools
+import getpass
 import os
 import re
 from dataclasses import dataclass, field
@@ -19,7 +20,6 @@ import yaml
 from . import defaults
 from .errors import ConfigError
 
-DEFAULT_HOST = defaults.HOST  # still imported by lium.py
 LOCAL = "local"
 LOCAL_POD_DIR = ".local-pod"
 PROJECT_CONFIG_NAMES = ("invoke.yaml", "invoke.yml")
@@ -328,3 +328,39 @@ def project_dir_of(config) -> Path:
     # Invoke keeps it only privately, as set by Config.set_project_location().
     prefix = getattr(config, "_project_prefix", None)
     return Path(prefix) if prefix else Path.cwd()
+
+
+# ---------------------------------------------------------------- identity
+
+
+def host_identity(profile: Profile) -> str:
+    """The host's stable name in the laptop's records: `user@hostname:port` as ssh resolves the
+    destination through ~/.ssh/config, so an alias and the address it leads to are one host;
+    `local` for this machine. What the user typed (profile.name) can change, this does not."""
+    if profile.is_local:
+        return LOCAL
+    destination = parse_destination(profile.destination)
+    resolved = _ssh_config_options(destination.host)
+    user = destination.user or resolved.get("user") or getpass.getuser()
+    port = destination.port or int(resolved.get("port") or 22)
+    hostname = (resolved.get("hostname") or destination.host).lower()
+    return f"{user}@[{hostname}]:{port}" if ":" in hostname else f"{user}@{hostname}:{port}"
+
+
+def _ssh_config_options(host: str) -> dict:
+    """hostname, user and port that ssh would take for host: the first value found wins, the
+    user's config before the system's, as in ssh itself."""
+    import paramiko  # only here: most tasks that need no identity start faster without it
+
+    found = {}
+    for path in ssh_config_paths():
+        if not path.is_file():
+            continue
+        try:
+            options = paramiko.SSHConfig.from_path(str(path)).lookup(host)
+        except (OSError, ValueError, paramiko.SSHException):
+            continue  # an unreadable config resolves nothing; connecting reports it properly
+        for key in ("hostname", "user", "port"):
+            if options.get(key) and key not in found:
+                found[key] = options[key]
+    return found

@@ -243,3 +243,51 @@ def host_blocks(text: str) -> List[dict]:
 def find_host(path: Path, alias: str) -> Optional[dict]:
     """The alias's own block ({"alias", "options", "comments"}), or None."""
     return next((b for b in host_blocks(read_text(Path(path))) if b["alias"] == alias), None)
+
+
+# ---------------------------------------------------------------- the blocks pod.up writes
+
+# Written into the Host block of each pod pod.up rents, and read back to find that block again
+# (pod.ps, pod.down): a block without it is the user's own, never replaced nor removed.
+POD_MARKER = "ops pod.up: Lium pod"
+
+
+def _pod_marks(block: dict) -> list:
+    """(pod name, pod id) of each marker comment in a block."""
+    marks = []
+    for comment in block["comments"]:
+        if comment.startswith(POD_MARKER):
+            words = comment[len(POD_MARKER):].split()
+            marks.append((words[0] if words else None, words[1].strip("()") if len(words) > 1 else None))
+    return marks
+
+
+def set_pod_host(path: Path, alias: str, options: Sequence[Tuple[str, object]], name: str, pod_id: str) -> bool:
+    """Write the alias's block for a rented pod, marked as pod.up's; True when the file changed."""
+    return set_host(path, alias, options, comment=f"{POD_MARKER} {name} ({pod_id})")
+
+
+def pod_aliases(path: Path, pod_id: Optional[str] = None, name: Optional[str] = None) -> List[str]:
+    """Aliases whose block pod.up wrote for this pod (by id, else by name)."""
+    return [block["alias"] for block in host_blocks(read_text(Path(path)))
+            for marked_name, marked_id in _pod_marks(block)
+            if (pod_id and marked_id == pod_id) or (name and marked_name == name)]
+
+
+def written_by_pod_up(path: Path, alias: str) -> bool:
+    block = find_host(path, alias)
+    return block is not None and bool(_pod_marks(block))
+
+
+def refuse_foreign_block(path: Path, alias: str) -> None:
+    """A `Host <alias>` block of the user's own is never replaced: checked before anything is rented."""
+    if find_host(path, alias) is not None and not written_by_pod_up(path, alias):
+        raise ConfigError(f"{path} already has a Host {alias} block that pod.up did not write: "
+                          f"pass --alias with another name, or remove that block yourself")
+
+
+def forget_pod_hosts(path: Path, aliases: Sequence[str]) -> Tuple[List[str], List[str]]:
+    """Remove the blocks pod.up wrote for these aliases: (removed, kept as the user's own)."""
+    ours = [alias for alias in aliases if written_by_pod_up(path, alias)]
+    removed = [alias for alias in ours if remove_host(path, alias)]
+    return removed, sorted(set(aliases) - set(ours))

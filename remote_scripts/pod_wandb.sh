@@ -2,7 +2,8 @@
 # `machine api.wandb.ai` (mode 0600). The key comes on stdin (from the laptop's WANDB_API_KEY),
 # else from <volume>/set-wandb-api-key.sh; a script of the seed's kind that only exports the key
 # is upgraded (after a backup) to write ~/.netrc too. The key is never printed nor in argv.
-# inputs: volume, upgrade_script (what an upgraded script gains at its end: the ~/.netrc writer)
+# inputs: volume, netrc_writer (wandb_netrc.sh: writes ~/.netrc from $WANDB_API_KEY; it is also
+# what an upgraded script gains at its end, so the two never differ)
 # stdin after this script: the key, one line (or nothing).
 
 wandb_main() {
@@ -20,26 +21,17 @@ wandb_main() {
     printf -v backup '%s.bak.%(%Y%m%d%H%M%S)T' "$script" -1
     cp -p -- "$script" "$backup"
     # The upgraded script is the original, every line of it, and then the ~/.netrc writer.
-    { cat -- "$script"; printf '\n%s\n' "$upgrade_script"; } > "$script.tmp.$$"
+    { cat -- "$script"; printf '\n%s\n' "$netrc_writer"; } > "$script.tmp.$$"
     chmod --reference="$backup" "$script.tmp.$$" 2>/dev/null || chmod 600 "$script.tmp.$$"
     mv -f "$script.tmp.$$" "$script"
     upgraded=true
   fi
-  # Replace only the api.wandb.ai entry of ~/.netrc; other machines stay as they were.
+  # The key in the writer's environment only (a subshell), never in argv.
+  ( WANDB_API_KEY=$key; eval "$netrc_writer" )
   printf '%s' "$key" | python3 -c '
-import netrc, os, re, sys
-key = sys.stdin.read()
-path = os.path.expanduser("~/.netrc")
-text = open(path).read() if os.path.exists(path) else ""
-text = re.sub(r"(?s)(^|\s)machine\s+api\.wandb\.ai\s.*?(?=\smachine\s|\sdefault\s|\Z)", r"\1", text).strip()
-entry = "machine api.wandb.ai\n  login user\n  password " + key + "\n"
-fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-with os.fdopen(fd, "w") as handle:
-    handle.write((text + "\n" if text else "") + entry)
-os.replace(path + ".tmp", path)
-os.chmod(path, 0o600)
-found = netrc.netrc(path).authenticators("api.wandb.ai")
-sys.exit(0 if found and found[2] == key else 3)
+import netrc, os, sys
+found = netrc.netrc(os.path.expanduser("~/.netrc")).authenticators("api.wandb.ai")
+sys.exit(0 if found and found[2] == sys.stdin.read() else 3)
 '
   local verified=$?
   local mode

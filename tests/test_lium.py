@@ -334,7 +334,7 @@ def test_a_host_block_of_the_users_own_is_never_replaced_nor_removed(lium_ops, f
 
 
 def test_a_fetch_record_of_another_host_does_not_count():
-    from ops_tasks.operations.lium import unfetched_reason
+    from ops_tasks.operations.teardown import unfetched_reason
 
     run = {"run_id": "r", "run_dir": f"{OUT}/r", "finished": 10.0}
     record = {"destination": "lium-b", "remote_dir": f"{OUT}/r", "fetched_at": 20.0}

@@ -4,7 +4,6 @@ import importlib.util
 
 import pytest
 
-from ops_tasks.operations import runs as laptop
 from ops_tasks.operations.run_config import FAILURE_CLASSES
 from ops_tasks.scripts import scripts_dir
 from ops_tasks.secrets import is_secret_name
@@ -72,12 +71,3 @@ def test_a_summary_the_command_wrote_is_never_overwritten(tmp_path):
     (tmp_path / "summary.json").write_text('{"ok": true, "avg_reward": 0.5}')
     pod.write_missing_summary(str(tmp_path), "r", {"state": "failed"})
     assert (tmp_path / "summary.json").read_text() == '{"ok": true, "avg_reward": 0.5}'
-
-
-def test_the_latest_submission_is_the_last_made_even_within_one_second(tmp_path):
-    first, second = laptop.new_submission_id(), laptop.new_submission_id()
-    laptop.save_manifest(tmp_path, {"submission_id": second, "host": "h", "submitted_at": 2.0})
-    laptop.save_manifest(tmp_path, {"submission_id": first, "host": "h", "submitted_at": 1.0})
-    laptop.save_manifest(tmp_path, {"submission_id": "z-other-host", "host": "other", "submitted_at": 3.0})
-    assert laptop.latest_manifest(tmp_path, "h")["submission_id"] == second
-    assert first != second

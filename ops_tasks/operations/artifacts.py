@@ -7,7 +7,6 @@ for all the runs (incremental: unchanged files are not sent; resumable: partial 
 connection, checked member by member before anything is extracted.
 """
 
-import json
 import re
 import shlex
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
 from ..errors import HostError, OpsError
-from ..files import write_atomic
+from ..records import host_fields, save_fetch_record
 from ..scripts import parse_document, render_script
 
 Progress = Optional[Callable[[int, int], None]]  # (bytes done, bytes in all)
@@ -92,7 +91,7 @@ def fetch_runs(target, *, runs: list, outputs_dir: str, local_root: Path, record
                                                                                    "literal_bytes": 0}
     gone = {m["run_dir"] for m in missing}
     present = [r for r in runs if r["run_dir"] not in gone]
-    fetched = [_record(records_dir, profile, run, local_root, method) for run in present]
+    fetched = _record_fetches(records_dir, profile, present, local_root, method)
     report = {
         "ok": not missing, "host": profile.name, "method": method, "local_root": str(local_root),
         "seconds": round(time.monotonic() - started, 3), "runs": fetched, "transferred": moved,
@@ -276,13 +275,18 @@ def _check_member(member: tarfile.TarInfo, allowed_tops: set) -> None:
 # ---------------------------------------------------------------- fetch records
 
 
-def _record(records_dir: Path, profile, run: dict, local_root: Path, method: str) -> dict:
+def _record_fetches(records_dir: Path, profile, runs: list, local_root: Path, method: str) -> list:
     """What was fetched, per run (counted in the local copy, which mirrors the pod's): the check
-    before tearing a pod down reads these records."""
+    before tearing a pod down reads these records, matched on the host's identity."""
+    host = {**host_fields(profile), "destination": profile.destination}
+    return [_record(records_dir, host, run, local_root, method) for run in runs]
+
+
+def _record(records_dir: Path, host: dict, run: dict, local_root: Path, method: str) -> dict:
     local = local_root / run["run_id"]
     files = [p for p in local.rglob("*") if p.is_file() and not p.is_symlink() and ".rsync-partial" not in p.parts]
-    record = {"run_id": run["run_id"], "host": profile.name, "destination": profile.destination,
-              "remote_dir": run["run_dir"], "local_dir": str(local), "files": len(files),
-              "bytes": sum(p.stat().st_size for p in files), "method": method, "fetched_at": time.time()}
-    write_atomic(records_dir / f"{run['run_id']}.json", json.dumps(record, indent=1, sort_keys=True) + "\n")
+    record = {"run_id": run["run_id"], **host, "remote_dir": run["run_dir"], "local_dir": str(local),
+              "files": len(files), "bytes": sum(p.stat().st_size for p in files), "method": method,
+              "fetched_at": time.time()}
+    save_fetch_record(records_dir, record)
     return {k: record[k] for k in ("run_id", "remote_dir", "local_dir", "files", "bytes")}

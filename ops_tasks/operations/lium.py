@@ -8,26 +8,17 @@ dicts. The API key never appears in what they return or raise.
 """
 
 import contextlib
-import json
 import math
 import os
-import posixpath
 import re
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..errors import ConfigError, HostError, OpsError
-from .artifacts import list_remote
-from .run_config import RUN_ID
-from .runs import runs_status
+from ..errors import ConfigError, HostError, Interrupted, OpsError
 
 INSTALL_HINT = "pip install 'ops-tasks[lium]'"
 DEFAULT_BASE_URL = "https://lium.io/api"
-# Pod names: what `ops pod.down --name` and `lium ps` show; also written into ~/.ssh/config comments.
-POD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-ACTIVE_STATES = ("queued", "running")
 _PUBLIC_KEY = re.compile(r"^(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( .*)?$")
 
 
@@ -169,34 +160,6 @@ def find_executor(client, selector: str, listing: Optional[dict] = None) -> dict
     return executor_row((exact or matches)[0])
 
 
-# ---------------------------------------------------------------- the last listing (for --config N)
-
-
-def save_listing(path: Path, rows: list, filters: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"listed_at": time.time(), "filters": filters, "ids": [r["id"] for r in rows],
-                               "executors": rows}, indent=1) + "\n")
-    os.replace(tmp, path)
-
-
-def load_listing(path: Path) -> Optional[dict]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) and isinstance(data.get("ids"), list) else None
-
-
-def listed_executor(listing: Optional[dict], selector: str) -> Optional[dict]:
-    """What the last listing said about an executor (for --dry-run, which contacts nothing)."""
-    rows = (listing or {}).get("executors") or []
-    if selector.isdigit():
-        index = int(selector)
-        return rows[index - 1] if 1 <= index <= len(rows) else None
-    return next((r for r in rows if selector in (r.get("id"), r.get("huid"))), None)
-
-
 # ---------------------------------------------------------------- volumes
 
 
@@ -285,6 +248,15 @@ def ssh_endpoint(pod) -> Optional[dict]:
     return {"user": match.group(1), "host": match.group(2), "port": int(match.group(3) or 22)}
 
 
+def _destination(ssh: Optional[dict]) -> Optional[str]:
+    return f"{ssh['user']}@{ssh['host']}:{ssh['port']}" if ssh else None
+
+
+def ssh_destination(pod) -> Optional[str]:
+    """user@host:port of the pod's SSH endpoint; None until it has one."""
+    return _destination(ssh_endpoint(pod))
+
+
 def pod_row(pod, now: Optional[datetime] = None) -> dict:
     now = now or datetime.now(timezone.utc)
     executor = pod.executor
@@ -300,7 +272,7 @@ def pod_row(pod, now: Optional[datetime] = None) -> dict:
         "gpu_type": executor.gpu_type if executor else None,
         "gpu_count": pod.gpu_count or (executor.gpu_count if executor else None),
         "ssh": ssh,
-        "destination": f"{ssh['user']}@{ssh['host']}:{ssh['port']}" if ssh else None,
+        "destination": _destination(ssh),
         "created_at": pod.created_at or None,
         "uptime_s": None if uptime is None else round(uptime),
         "price_per_hour": price,
@@ -319,6 +291,38 @@ def find_pod(client, name: str):
     """The pod called name (or with that huid or id), as the SDK's PodInfo; None when there is none."""
     with lium_errors(client, "listing pods"):
         return client.pod_by_name(name)
+
+
+def plan_pod(client, *, name: str, selector: Optional[str], listing: Optional[dict], gpu: Optional[str],
+             count: Optional[int], country: Optional[str], volume_name: Optional[str],
+             volume_id: Optional[str]) -> dict:
+    """What pod.up is to do, decided before anything bills: reuse the pod called name, else rent
+    the executor named by selector (or the cheapest matching the filters) with this volume.
+    {"existing": the SDK's PodInfo or None, "executor": row or None, "volume": {...} or None}."""
+    existing = find_pod(client, name)
+    if existing is not None:
+        executor = executor_row(existing.executor) if existing.executor else None
+        return {"existing": existing, "executor": executor, "volume": None}
+    executor = find_executor(client, selector, listing) if selector else choose_executor(
+        client, gpu=gpu, count=count, country=country)
+    volume = None
+    if volume_name:
+        volume = resolve_volume(client, volume_name)
+    elif volume_id:
+        volume = check_volume_id(client, volume_id)
+    return {"existing": None, "executor": executor, "volume": volume}
+
+
+def start_pod(client, plan: dict, *, name: str, public_key: str, ttl_s: Optional[float]) -> dict:
+    """{"id", "warnings"} of the planned pod: the one that exists (--ttl is not applied to it),
+    else a new rent, which bills from here."""
+    existing = plan["existing"]
+    if existing is not None:
+        removal = existing.removal_scheduled_at or "not scheduled"
+        return {"id": existing.id,
+                "warnings": [f"pod {name} existed: --ttl not applied (its removal: {removal})"] if ttl_s else []}
+    return rent_pod(client, executor_id=plan["executor"]["id"], name=name,
+                    volume_id=plan["volume"]["id"] if plan["volume"] else None, public_key=public_key, ttl_s=ttl_s)
 
 
 def rent_pod(client, *, executor_id: str, name: str, volume_id: Optional[str], public_key: str,
@@ -354,6 +358,9 @@ def wait_ready(client, pod_id: str, name: str, *, timeout_s: float,
     try:
         with lium_errors(client, f"waiting for pod {name}"):
             ready = client.wait_ready(pod_id, timeout=max(1, math.ceil(timeout_s)), on_poll=polled)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; pod {name} ({pod_id}) goes on starting and billing: "
+                          f"pod.up --name {name} again to wait, or pod.down --name {name}") from None
     except PodStartError as exc:
         raise OpsError(f"pod {name} ({pod_id}) failed to start: {_scrub(client, str(exc))}; "
                        f"if pod.ps still lists it, remove it with pod.down --name {name}") from None
@@ -363,68 +370,30 @@ def wait_ready(client, pod_id: str, name: str, *, timeout_s: float,
     return pod_row(ready)
 
 
+def known_hosts_file(pod_id: str) -> str:
+    """The SDK's per-pod pin file (~/.lium/known_hosts/<pod id>): executors reuse host:port for
+    new pods, so one known_hosts keyed by address would call every new pod a changed key; the
+    SDK forgets the file when the pod is removed."""
+    try:
+        from lium.sdk.client import known_hosts_path
+
+        return str(known_hosts_path(pod_id))
+    except ImportError:
+        return str(Path.home() / ".lium" / "known_hosts" / re.sub(r"[^A-Za-z0-9._-]", "_", pod_id))
+
+
+def pod_ssh_options(pod: dict, private_key: str) -> list:
+    """The options of the pod's Host block in ~/.ssh/config: how every other task reaches it."""
+    ssh = pod["ssh"]
+    return [("HostName", ssh["host"]), ("Port", ssh["port"]), ("User", ssh["user"]),
+            # Absolute paths: OpenSSH reads `~` as the passwd home, which need not be $HOME.
+            ("IdentityFile", str(Path(private_key).absolute())), ("IdentitiesOnly", "yes"),
+            # A fresh pod has a key never seen: trust it on first use, pinned per pod.
+            ("StrictHostKeyChecking", "accept-new"), ("UserKnownHostsFile", known_hosts_file(pod["id"]))]
+
+
 def remove_pod(client, pod) -> dict:
     with lium_errors(client, f"removing pod {pod.name}"):
         client.down(pod)
     return {"id": pod.id, "name": pod.name, "removed": True}
 
-
-# ---------------------------------------------------------------- before pod.down
-
-
-def _same_dir(a: str, b: str) -> bool:
-    return posixpath.normpath(a or "") == posixpath.normpath(b or "")
-
-
-def fetch_record(records_dir: Path, run_id: str) -> Optional[dict]:
-    if not RUN_ID.match(run_id):
-        return None  # not a run id: no record can be named after it
-    try:
-        record = json.loads((Path(records_dir) / f"{run_id}.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def unfetched_reason(run: dict, record: Optional[dict], destination: Optional[str] = None,
-                     on_pod: Optional[dict] = None) -> Optional[str]:
-    """Why a run directory on the pod is not safely on the laptop (None when it is).
-
-    A record of another host does not count: two pods with the same config have run
-    directories of the same names and paths.
-    """
-    if record is None:
-        return "never fetched"
-    if destination is not None and record.get("destination") not in (None, destination):
-        return f"the fetched copy came from another host ({record.get('destination')})"
-    if not _same_dir(record.get("remote_dir", ""), run.get("run_dir", "")):
-        return f"the fetched copy came from {record.get('remote_dir')}"
-    finished, fetched = run.get("finished"), record.get("fetched_at")
-    if isinstance(finished, (int, float)) and isinstance(fetched, (int, float)) and finished > fetched:
-        return "finished again after it was fetched"
-    if on_pod is not None and (on_pod["files"], on_pod["bytes"]) != (record.get("files"), record.get("bytes")):
-        return (f"changed after it was fetched ({on_pod['files']} files, {on_pod['bytes']} bytes on the pod; "
-                f"{record.get('files')} files, {record.get('bytes')} bytes fetched)")
-    return None
-
-
-def down_check(target, *, outputs_dir: str, records_dir: Path) -> dict:
-    """What keeps a pod from being removed: runs queued or running on it, and run directories
-    that artifacts.fetch has not recorded (or that changed after it did). Two round trips: the
-    runs' states, then what their directories hold."""
-    status = runs_status(target, outputs_dir=outputs_dir)
-    # What each run directory holds now, against what the fetch recorded (an archive after it...).
-    listing = list_remote(target, dirs=[run["run_dir"] for run in status["runs"]], outputs_dir=outputs_dir)
-    on_pod = {entry["dir"]: entry for entry in listing["runs"] if entry["exists"]}
-    active, unfetched = [], []
-    for run in status["runs"]:
-        if run["state"] in ACTIVE_STATES:
-            active.append({"run_id": run["run_id"], "state": run["state"], "run_dir": run["run_dir"]})
-            continue
-        reason = unfetched_reason(run, fetch_record(records_dir, run["run_id"]), target.profile.destination,
-                                  on_pod.get(run["run_dir"]))
-        if reason:
-            unfetched.append({"run_id": run["run_id"], "state": run["state"], "run_dir": run["run_dir"],
-                              "reason": reason})
-    return {"outputs_dir": status["outputs_dir"], "runs": len(status["runs"]), "active": active,
-            "unfetched": unfetched}

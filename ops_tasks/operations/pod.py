@@ -7,8 +7,11 @@ REQUIRED_TOOLS = {"tmux": "vllm and runs sessions", "curl": "vllm status checks"
 USEFUL_TOOLS = {"python3": "the run supervisor", "rsync": "fast artifact fetch (tar is the fallback)"}
 
 
-def pod_status(target) -> dict:
-    """Check a pod in one round trip: reachable, volume mounted, tools, GPUs, sessions, load."""
+def pod_status(target, volume_required: bool = True) -> dict:
+    """Check a pod in one round trip: reachable, volume mounted, tools, GPUs, sessions, load.
+
+    volume_required=False (a pod rented without a volume): a missing or unmounted volume is a
+    warning, not a failure."""
     profile = target.profile
     script = render_script("pod_status.sh", volume=profile.volume, tmux_socket=profile.tmux_socket)
     report = {"ok": False, "host": profile.name, "destination": profile.destination}
@@ -17,7 +20,7 @@ def pod_status(target) -> dict:
     except HostError as exc:
         return {**report, "reachable": False, "problems": [str(exc)], "warnings": []}
     facts = parse_document(result, profile.label, "pod_status.sh")
-    problems, warnings = judge_pod(facts, profile)
+    problems, warnings = judge_pod(facts, profile, volume_required)
     report.update(
         ok=not problems,
         reachable=True,
@@ -32,14 +35,19 @@ def pod_status(target) -> dict:
     return report
 
 
-def judge_pod(facts: dict, profile) -> tuple:
-    """(problems, warnings) for a pod's facts: a problem makes the check fail."""
-    problems, warnings = [], []
-    volume = facts["volume"]
+def _volume_problems(volume: dict, profile) -> list:
     if not volume["exists"]:
-        problems.append(f"volume {volume['path']} does not exist")
-    elif profile.volume_must_be_mount and not volume["mounted"]:
-        problems.append(f"volume {volume['path']} is not mounted (a plain directory): attach the persistent volume")
+        return [f"volume {volume['path']} does not exist"]
+    if profile.volume_must_be_mount and not volume["mounted"]:
+        return [f"volume {volume['path']} is not mounted (a plain directory): attach the persistent volume"]
+    return []
+
+
+def judge_pod(facts: dict, profile, volume_required: bool = True) -> tuple:
+    """(problems, warnings) for a pod's facts: a problem makes the check fail."""
+    volume = _volume_problems(facts["volume"], profile)
+    problems = list(volume) if volume_required else []
+    warnings = []
     for tool, needed_by in REQUIRED_TOOLS.items():
         if not facts["tools"][tool]["present"]:
             problems.append(f"{tool} is not installed (needed by {needed_by})")
@@ -48,6 +56,8 @@ def judge_pod(facts: dict, profile) -> tuple:
             warnings.append(f"{tool} is not installed (used by {needed_by})")
     if facts.get("gpu_error"):
         warnings.append(facts["gpu_error"])
+    if not volume_required:
+        warnings += volume
     return problems, warnings
 
 
@@ -79,27 +89,10 @@ def pod_sync(target, *, remote_repo: str, repo_url=None, branch=None, pr=None, r
                          branch=facts["branch"] or None, dirty=facts["dirty"])
 
 
-WANDB_SCRIPT_UPGRADE = r'''# ---- added by ops-tasks pod.wandb (the original is kept beside this file as .bak.*).
-# Exporting WANDB_API_KEY is not enough for non-interactive sessions (tmux, detached runs):
-# W&B reads ~/.netrc there, so this also writes the api.wandb.ai entry of ~/.netrc (mode 0600).
-export WANDB_API_KEY
-python3 - <<'PY'
-import os, re
-key = os.environ["WANDB_API_KEY"]
-path = os.path.expanduser("~/.netrc")
-text = open(path).read() if os.path.exists(path) else ""
-text = re.sub(r"(?s)(^|\s)machine\s+api\.wandb\.ai\s.*?(?=\smachine\s|\sdefault\s|\Z)", r"\1", text).strip()
-fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-with os.fdopen(fd, "w") as handle:
-    handle.write((text + "\n" if text else "") + "machine api.wandb.ai\n  login user\n  password " + key + "\n")
-os.replace(path + ".tmp", path)
-PY
-'''
-
-
 def pod_wandb(target, *, key=None) -> dict:
     """~/.netrc for W&B on the pod, from key (sent on stdin) or the volume's script."""
-    script = render_script("pod_wandb.sh", volume=target.profile.volume, upgrade_script=WANDB_SCRIPT_UPGRADE)
+    writer = (scripts_dir() / "wandb_netrc.sh").read_text()
+    script = render_script("pod_wandb.sh", volume=target.profile.volume, netrc_writer=writer)
     payload = (key + "\n").encode() if key else b""
     facts = parse_document(target.run_script(script, stdin_payload=payload), target.profile.label, "pod_wandb.sh")
     report = {"host": target.profile.name, **facts}

@@ -10,11 +10,9 @@ import json
 import time
 import uuid
 from functools import lru_cache
-from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import ConfigError, HostError
-from ..files import write_atomic
 from ..scripts import parse_document, render_script, scripts_dir
 from ..streams import LineBuffer
 
@@ -188,40 +186,3 @@ def run_logs(target, *, outputs_dir: str, run_id: str, run_dir=None, lines: int 
     if answer["text"] is None:
         raise HostError(f"{target.profile.label}: run {run_id} has no stdout.log ({answer['log']})")
     return {"ok": True, "host": target.profile.name, "run_id": run_id, "log": answer["log"], "text": answer["text"]}
-
-
-# ---------------------------------------------------------------- local manifests
-
-
-def manifests_dir(project_dir) -> Path:
-    return Path(project_dir) / "artifacts" / "submissions"
-
-
-def save_manifest(project_dir, manifest: dict) -> Path:
-    """Keep the submission locally, so that later tasks (wait, fetch, report) need no ids."""
-    path = manifests_dir(project_dir) / f"{manifest['submission_id']}.json"
-    write_atomic(path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    return path
-
-
-def latest_manifest(project_dir, host: str) -> Optional[dict]:
-    """The newest submission made to host from this project (by the time it was made)."""
-    folder = manifests_dir(project_dir)
-    newest = None
-    for path in folder.glob("*.json") if folder.is_dir() else []:
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        key = (manifest.get("submitted_at") or 0, manifest.get("submission_id", ""))
-        if manifest.get("host") == host and (newest is None or key > newest[0]):
-            newest = (key, manifest)
-    return newest[1] if newest else None
-
-
-def load_manifest(project_dir, submission_id: str) -> Optional[dict]:
-    path = manifests_dir(project_dir) / f"{submission_id}.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None

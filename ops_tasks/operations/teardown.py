@@ -1,0 +1,63 @@
+"""May this pod go? What keeps a pod from being removed: runs still queued or running on it, and
+run directories the laptop has no current copy of (by artifacts.fetch's records). Any pod, any
+provider: pod.down asks it before it removes a Lium pod."""
+
+import posixpath
+from pathlib import Path
+from typing import Optional
+
+from ..records import fetched_from, load_fetch_record
+from ..run_states import ACTIVE
+from ..settings import host_identity
+from .artifacts import list_remote
+from .runs import runs_status
+
+
+def _same_dir(a: str, b: str) -> bool:
+    return posixpath.normpath(a or "") == posixpath.normpath(b or "")
+
+
+def unfetched_reason(run: dict, record: Optional[dict], destination: Optional[str] = None,
+                     on_pod: Optional[dict] = None, host_id: Optional[str] = None) -> Optional[str]:
+    """Why a run directory on the pod is not safely on the laptop (None when it is).
+
+    A record of another host does not count: two pods with the same config have run
+    directories of the same names and paths. Hosts are told apart by identity (host_id), or by
+    destination for records older than identities.
+    """
+    if record is None:
+        return "never fetched"
+    if not fetched_from(record, host_id, destination):
+        return f"the fetched copy came from another host ({record.get('host_id') or record.get('destination')})"
+    if not _same_dir(record.get("remote_dir", ""), run.get("run_dir", "")):
+        return f"the fetched copy came from {record.get('remote_dir')}"
+    finished, fetched = run.get("finished"), record.get("fetched_at")
+    if isinstance(finished, (int, float)) and isinstance(fetched, (int, float)) and finished > fetched:
+        return "finished again after it was fetched"
+    if on_pod is not None and (on_pod["files"], on_pod["bytes"]) != (record.get("files"), record.get("bytes")):
+        return (f"changed after it was fetched ({on_pod['files']} files, {on_pod['bytes']} bytes on the pod; "
+                f"{record.get('files')} files, {record.get('bytes')} bytes fetched)")
+    return None
+
+
+def teardown_check(target, *, outputs_dir: str, records_dir: Path) -> dict:
+    """What keeps the pod from being removed: runs queued or running on it, and run directories
+    that artifacts.fetch has not recorded (or that changed after it did). Two round trips: the
+    runs' states, then what their directories hold."""
+    status = runs_status(target, outputs_dir=outputs_dir)
+    # What each run directory holds now, against what the fetch recorded (an archive after it...).
+    listing = list_remote(target, dirs=[run["run_dir"] for run in status["runs"]], outputs_dir=outputs_dir)
+    on_pod = {entry["dir"]: entry for entry in listing["runs"] if entry["exists"]}
+    host_id = host_identity(target.profile)
+    active, unfetched = [], []
+    for run in status["runs"]:
+        if run["state"] in ACTIVE:
+            active.append({"run_id": run["run_id"], "state": run["state"], "run_dir": run["run_dir"]})
+            continue
+        reason = unfetched_reason(run, load_fetch_record(records_dir, run["run_id"]), target.profile.destination,
+                                  on_pod.get(run["run_dir"]), host_id)
+        if reason:
+            unfetched.append({"run_id": run["run_id"], "state": run["state"], "run_dir": run["run_dir"],
+                              "reason": reason})
+    return {"outputs_dir": status["outputs_dir"], "runs": len(status["runs"]), "active": active,
+            "unfetched": unfetched}
