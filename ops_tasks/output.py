@@ -179,13 +179,15 @@ def _with_common_parameters(body, names):
     return signature.replace(parameters=params + extra)
 
 
-def _run_and_print(body, human, c, args, kwargs, as_json: bool, pretty: bool):
+def _run_and_print(body, human, c, args, kwargs):
     """Run a task body and print its result by the output contract; Exit with its code.
 
     Three ways out of the body: its result dict (printed, exit 1 if not ok), `DryRunStop` at
     its first contact under --dry-run (the dry-run report, exit 0), or an `OpsError` (one line
     on stderr, and the error document under --json; exit with the error's code).
     """
+    pretty = _current().pretty
+    as_json = pretty is not None
     try:
         try:
             data = body(c, *args, **kwargs)
@@ -222,11 +224,10 @@ def ops_task(*args, human: Optional[Callable[[dict], str]] = None, help=None, **
     def decorate(body):
         @functools.wraps(body)
         def wrapper(c, *a, json=False, pretty=False, dry_run=False, **kw):
-            as_json = json or pretty
-            context = TaskContext(dry_run=bool(dry_run or c.config.run.dry), pretty=pretty if as_json else None)
+            context = TaskContext(dry_run=bool(dry_run or c.config.run.dry), pretty=pretty if json or pretty else None)
             token = _TASK.set(context)
             try:
-                return _run_and_print(body, human, c, a, kw, as_json, pretty)
+                return _run_and_print(body, human, c, a, kw)
             finally:
                 _TASK.reset(token)
 
