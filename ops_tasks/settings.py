@@ -8,6 +8,7 @@ only fills in what the real environment leaves unset.
 import fnmatch
 import functools
 import getpass
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -56,6 +57,15 @@ VLLM_PROFILE_SCHEMA = {
     "trust_remote_code": (bool,),
     "extra_args": (str,),
     "env": (dict,),
+}
+# The range of each numeric key: (low, high, low excluded).
+PROFILE_RANGES = {"connect_timeout": (0, 3600, True)}
+VLLM_PROFILE_RANGES = {
+    "port": (1, 65535, False),
+    "tensor_parallel_size": (1, math.inf, False),
+    "pipeline_parallel_size": (1, math.inf, False),
+    "gpu_memory_utilization": (0, 1, True),
+    "max_model_len": (1, math.inf, False),
 }
 OPS_SCHEMA = {"default_host": (str,), "profiles": (dict,)}
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "a number", float: "a number", dict: "a mapping",
@@ -148,6 +158,19 @@ def _check_types(mapping: dict, schema: dict, where: str, source: str) -> None:
             )
 
 
+def _check_ranges(mapping: dict, ranges: dict, where: str, source: str) -> None:
+    """Every numeric key a finite number in its range: YAML's .nan and .inf are floats too."""
+    for key, (low, high, low_open) in ranges.items():
+        value = mapping.get(key)
+        if value is None:
+            continue
+        below = value <= low if low_open else value < low
+        if not math.isfinite(value) or below or value > high:
+            bound = ("positive" if low == 0 else f"more than {low:g}") if low_open else f"at least {low:g}"
+            upper = f" and at most {high:g}" if math.isfinite(high) else ""
+            raise ConfigError(f"{source}: {where}.{key} must be {bound}{upper}, got {value!r}")
+
+
 def check_ops_config(ops, source: str = "invoke.yaml") -> dict:
     """Validate the `ops` config section; returns it (or {})."""
     if ops is None:
@@ -164,9 +187,8 @@ def check_ops_config(ops, source: str = "invoke.yaml") -> dict:
         for pattern in profile.get("archive_patterns") or []:
             if not isinstance(pattern, str) or not _ARCHIVE_PATTERN.match(pattern):
                 raise ConfigError(f"{source}: {where}.archive_patterns: {pattern!r} is not a file-name glob")
-        timeout = profile.get("connect_timeout")
-        if timeout is not None and timeout <= 0:
-            raise ConfigError(f"{source}: {where}.connect_timeout must be positive, got {timeout!r}")
+        _check_ranges(profile, PROFILE_RANGES, where, source)
+        _check_ranges(profile.get("vllm") or {}, VLLM_PROFILE_RANGES, f"{where}.vllm", source)
         for key in ("volume", "outputs_dir"):
             path = profile.get(key)
             if path is not None and name != LOCAL and not path.startswith("/"):

@@ -176,8 +176,8 @@ def _count(items, one: str, many: str) -> str:
 def render_stop(data: dict) -> str:
     if not data["running"]:
         lines = [f"{data['host']}: vLLM session {data['session']!r} not running"]
-        if data.get("warning"):
-            lines.append(f"warning: {data['warning']}")
+        if data.get("error"):
+            lines.append(f"error: {data['error']}")
         return "\n".join(lines)
     ended = ", ".join(f"{len(pids)} by SIG{sig}" for sig, pids in data["ended_by"].items() if pids) or "none"
     lines = [f"{data['host']}: stopped vLLM session {data['session']!r}: "

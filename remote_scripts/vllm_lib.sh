@@ -75,6 +75,56 @@ session_pane_pids() {
   mapfile -t pane_pids < <(tmux_cmd list-panes -s -t "=$session" -F '#{pane_pid}' 2>/dev/null)
 }
 
+# has_owner_mark PID: true when PID's environment carries this start's owner marker
+# (OPS_VLLM_OWNER=state_owner); read with builtins, as /proc/PID/stat is.
+has_owner_mark() {
+  local -a _ops_env=()
+  local _ops_var
+  [ -n "${state_owner-}" ] || return 1
+  { mapfile -d '' _ops_env < "/proc/$1/environ"; } 2>/dev/null || return 1
+  for _ops_var in "${_ops_env[@]}"; do
+    [ "$_ops_var" = "OPS_VLLM_OWNER=$state_owner" ] && return 0
+  done
+  return 1
+}
+
+# session_owner: who holds this session (call read_state first). session_state is none (no
+# such session), ours (every pane runs what the state file's start launched: its very pid, or
+# a process carrying its owner marker) or foreign (the user's own session of the same name, or
+# one that now runs something else); own_panes and foreign_panes split the panes' pids.
+# vLLM tasks act on their own panes only (docs/ARCHITECTURE.md, "vLLM ownership").
+session_owner() {
+  local _ops_pid
+  session_state=none own_panes=() foreign_panes=()
+  session_alive || return 0
+  session_pane_pids
+  for _ops_pid in "${pane_pids[@]}"; do
+    if { [ -n "$state_pid" ] && [ "$_ops_pid" = "$state_pid" ]; } || has_owner_mark "$_ops_pid"; then
+      own_panes+=("$_ops_pid")
+    else
+      foreign_panes+=("$_ops_pid")
+    fi
+  done
+  if [ ${#foreign_panes[@]} -gt 0 ] || [ ${#own_panes[@]} -eq 0 ]; then session_state=foreign; else session_state=ours; fi
+}
+
+# foreign_session_json VAR: VAR becomes {"panes":[{"pid","command"}..],"state_file":bool} for a
+# foreign session (session_owner), else null.
+foreign_session_json() {
+  if [ "$session_state" != foreign ]; then printf -v "$1" 'null'; return 0; fi
+  local _ops_panes _ops_found=0
+  pids_json _ops_panes "${foreign_panes[@]}"
+  [ -n "$state_json" ] && _ops_found=1
+  json_bool _ops_found "$_ops_found"
+  printf -v "$1" '{"panes":%s,"state_file":%s}' "$_ops_panes" "$_ops_found"
+}
+
+# forget_env_file: remove the env file of secrets (and any half-written one): its server is
+# gone, or never started.
+forget_env_file() {
+  rm -f "$env_file" "$env_file".tmp.*
+}
+
 # tree_of PID...: tree_pids = those processes, their descendants, every process of their
 # sessions, and every process carrying this start's owner marker (state_owner): vLLM's engine
 # and tensor-parallel workers outlive a killed server, re-parented to init and out of reach of
@@ -223,13 +273,14 @@ stop_tree() {
   local grace_ms=$1 term_grace_ms=5000 roots=() gone_int=() gone_term=() gone_kill=() pid
   local all_json int_json term_json kill_json left_json
   read_state
-  session_pane_pids
-  roots=(${state_pid:+"$state_pid"} "${pane_pids[@]}")
+  session_owner
+  # A foreign session's panes are no roots: only what this start launched is stopped.
+  roots=(${state_pid:+"$state_pid"} "${own_panes[@]}")
   tree_of "${roots[@]}"
   local tree=("${tree_pids[@]}")
   remember_starts "${tree[@]}"
   pids_json all_json "${tree[@]}"
-  local main=${state_pid:-${pane_pids[0]-}}
+  local main=${state_pid:-${own_panes[0]-}}
   if [ ${#tree[@]} -gt 0 ]; then
     # 1. SIGINT to the server: vLLM shuts its engine down cleanly on Ctrl-C.
     [ -n "$main" ] && kill -INT "$main" 2>/dev/null
@@ -252,15 +303,19 @@ stop_tree() {
       fi
     fi
   fi
-  local session_killed=0
-  if session_alive; then tmux_cmd kill-session -t "=$session" 2>/dev/null && session_killed=1; fi
+  local session_killed=0 foreign_json
+  if [ "$session_state" = ours ] && session_alive; then
+    tmux_cmd kill-session -t "=$session" 2>/dev/null && session_killed=1
+  fi
+  foreign_session_json foreign_json
   same_of "${tree[@]}"
   pids_json left_json "${same_pids[@]}"
+  [ ${#same_pids[@]} -eq 0 ] && forget_env_file
   ints_json int_json "${gone_int[@]}"
   ints_json term_json "${gone_term[@]}"
   ints_json kill_json "${gone_kill[@]}"
   json_bool session_killed "$session_killed"
-  stop_report="\"processes\":$all_json,\"ended_by\":{\"INT\":$int_json,\"TERM\":$term_json,\"KILL\":$kill_json},\"left\":$left_json,\"session_killed\":$session_killed"
+  stop_report="\"processes\":$all_json,\"ended_by\":{\"INT\":$int_json,\"TERM\":$term_json,\"KILL\":$kill_json},\"left\":$left_json,\"session_killed\":$session_killed,\"foreign_session\":$foreign_json"
   # The state file stays (status and logs still find the log); it records the stop.
   if [ -n "$state_json" ] && [ ${#same_pids[@]} -eq 0 ] && [[ $state_json != *'"stopped_at"'* ]]; then
     local now

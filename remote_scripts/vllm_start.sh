@@ -1,5 +1,5 @@
 # vllm_start.sh: start a vLLM server detached in tmux; with `wait`, follow it until it serves.
-# inputs: volume, session, tmux_socket, port, launcher (the launcher script's text), log,
+# inputs: volume, session, tmux_socket, port, launcher (the launcher script's text), log, owner,
 #   state_fields (JSON object of what the state file records), restart, grace_ms, wait,
 #   timeout_ms, models_url, served_name
 # stdin after this script: the env file (KEY='value' lines; may hold secrets).
@@ -17,7 +17,15 @@ start_main() {
   fi
   read_state
   json_str state_text "$state_json"
-  if session_alive; then
+  session_owner
+  if [ "$session_state" = foreign ]; then
+    local foreign_json
+    foreign_session_json foreign_json
+    printf '{"started":false,"refused":"foreign-session","foreign_session":%s,"state":%s,"restarted":%s}\n' \
+      "$foreign_json" "$state_text" "$restart_json"
+    return 0
+  fi
+  if [ "$session_state" = ours ]; then
     printf '{"started":false,"refused":"session","state":%s,"restarted":%s}\n' "$state_text" "$restart_json"
     return 0
   fi
@@ -42,12 +50,17 @@ start_main() {
   (umask 077 && cat > "$env_file.tmp.$$") && mv -f "$env_file.tmp.$$" "$env_file"
   (umask 077 && printf '%s' "$launcher" > "$launcher_file")
   : >> "$log"
-  local launcher_q env_q
+  local launcher_q env_q owner_q
   printf -v launcher_q '%q' "$launcher_file"
   printf -v env_q '%q' "$env_file"
+  printf -v owner_q '%q' "$owner"
   # A tmux server started here passes its environment on to the server: the login's locale.
-  pid=$(restore_locale; tmux_cmd new-session -d -s "$session" -x 200 -y 50 -P -F '#{pane_pid}' "exec bash $launcher_q $env_q")
+  # The owner marker is in the pane's environment from its first exec on (the launcher sets
+  # it again for the server): a later stop knows the pane for ours.
+  pid=$(restore_locale; tmux_cmd new-session -d -s "$session" -x 200 -y 50 -P -F '#{pane_pid}' \
+    "exec env OPS_VLLM_OWNER=$owner_q bash $launcher_q $env_q")
   if [ -z "$pid" ] || ! proc_stat "$pid"; then
+    forget_env_file
     printf '{"started":false,"refused":"tmux","error":"tmux new-session did not start the server"}\n'
     return 0
   fi
@@ -57,6 +70,8 @@ start_main() {
   write_state "{\"pid\":$pid,\"sid\":$pid,\"pid_start\":$ps_start,\"boot_id\":\"$boot_id\",\"hostname\":$hostname_json,\"started_at\":$now,${state_fields#\{}"
   local wait_json=null
   [ -n "$wait" ] && wait_ready "$pid"
+  # A server that died while starting has read its env file, if ever it will.
+  [[ $wait_json == *'"outcome":"died"'* ]] && forget_env_file
   mount_of "$volume"
   json_bool mounted "$mounted"
   printf '{"started":true,"pid":%s,"started_at":%s,"volume_mounted":%s,"restarted":%s,"wait":%s}\n' \

@@ -384,6 +384,7 @@ def test_a_missing_vllm_program_is_named_with_the_log_kept(gpu_pod, ops):
                  "--port", str(free_port()), "--wait", "--timeout", "60", "--json")
 
     assert result.returncode == 1
+    assert "wait" in result.json, result.stdout
     assert result.json["wait"]["cause"] == "command-not-found"
     assert "no-such-vllm" in result.json["wait"]["log_tail"]  # tee outlived the pane's hang-up
 

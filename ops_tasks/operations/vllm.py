@@ -162,7 +162,7 @@ def vllm_start(target, spec: ServerSpec, *, restart: bool = False, grace_s: floa
     script = render_script(
         "vllm_start.sh", include=VLLM_LIB,
         volume=profile.volume, session=spec.session, tmux_socket=profile.tmux_socket, port=spec.port,
-        launcher=launcher_text(argv, log_path, owner), log=log_path,
+        launcher=launcher_text(argv, log_path, owner), log=log_path, owner=owner,
         state_fields=json.dumps(state_fields, separators=(",", ":")),
         restart=restart, grace_ms=int(grace_s * 1000), wait=wait, timeout_ms=int(timeout_s * 1000),
         models_url=models_url(base_url), served_name=spec.served_name,
@@ -177,7 +177,7 @@ def vllm_start(target, spec: ServerSpec, *, restart: bool = False, grace_s: floa
     }
     if not facts.get("started"):
         report["refused"] = facts.get("refused")
-        report["error"] = _refusal(facts, spec, profile.label)
+        report["error"] = _refusal(facts, spec, profile)
         return report
     report.update(pid=facts["pid"], started_at=facts["started_at"], ok=True, warnings=[])
     if profile.volume_must_be_mount and not facts["volume_mounted"]:
@@ -192,15 +192,34 @@ def vllm_start(target, spec: ServerSpec, *, restart: bool = False, grace_s: floa
     return report
 
 
-def _refusal(facts: dict, spec: ServerSpec, label: str) -> str:
+def _foreign_session(foreign: dict, session: str, profile) -> str:
+    """What holds a session vllm.start did not start, and that it was left alone."""
+    where = f"on socket {profile.tmux_socket}" if profile.tmux_socket else "on the default socket"
+    why = "its processes carry no owner mark" if foreign.get("state_file") else "no state file"
+    panes = ", ".join(f"pid {p['pid']}: {p['command'][:60]}" for p in foreign.get("panes", []))
+    return (f"{profile.label}: tmux session {session!r} {where} was not started by ops-tasks ({why}; "
+            f"{panes or 'no pane'}): left alone; stop it yourself or pick another --session")
+
+
+def _foreign_port(port: int, holder: Optional[dict], label: str, verb: str = "is already taken") -> str:
+    """A port held by a process vllm.start did not start (it is never stopped)."""
+    holder = holder or {}
+    who = f"pid {holder['pid']} ({holder.get('command')})" if holder.get("pid") else holder.get("command", "?")
+    return (f"{label}: port {port} {verb} by {who}, which vllm.start did not start: left alone; "
+            f"stop it yourself or pick another --port")
+
+
+def _refusal(facts: dict, spec: ServerSpec, profile) -> str:
+    label = profile.label
     state = _state(facts.get("state")) or {}
+    if facts.get("refused") == "foreign-session":
+        return _foreign_session(facts["foreign_session"], spec.session, profile)
     if facts.get("refused") == "session":
         what = f" (serving {state['model_id']} on port {state.get('port')})" if state.get("model_id") else ""
         return f"{label}: tmux session {spec.session!r} already exists{what}; use --restart to replace it"
     if facts.get("refused") == "port":
-        owner = facts.get("port_owner") or {}
-        who = f"pid {owner.get('pid')}: {owner.get('command')}" if owner.get("pid") else owner.get("command", "?")
-        return f"{label}: port {spec.port} is already taken by {who}; use --port, or --restart if it is ours"
+        # Anything of ours on the port was found first (the session, or its leftovers).
+        return _foreign_port(spec.port, facts.get("port_owner"), label)
     if facts.get("refused") == "leftovers":
         pids = ", ".join(f"{p['pid']} ({p['command'][:60]})" for p in facts.get("leftovers", []))
         return (f"{label}: processes of the previous server in session {spec.session!r} still run: {pids}; "
@@ -293,22 +312,32 @@ def vllm_stop(target, *, session: str = defaults.VLLM_SESSION, grace_s: float = 
     facts = parse_document(target.run_script(script), profile.label, "vllm_stop.sh")
     facts["processes"].sort(key=lambda p: p["pid"])
     running = bool(facts["processes"]) or facts["session_killed"]
-    clean = not facts["left"] and (facts["port_free"] or not running)
-    report = {"ok": clean, "host": profile.name, "session": session, "running": running, **facts}
+    report = {"ok": True, "host": profile.name, "session": session, "running": running, **facts}
     if not running:
         report["message"] = "not running"
-        if not facts["port_free"]:
-            owner = facts["port_owner"] or {}
-            report["warning"] = (f"port {facts['port']} is held by pid {owner.get('pid')} "
-                                 f"({owner.get('command')}), which vllm.start did not start")
-    elif facts["left"]:
-        report["error"] = f"{profile.label}: processes survived SIGKILL: " + ", ".join(
-            f"{p['pid']} ({p['command']})" for p in facts["left"])
-    elif not facts["port_free"]:
-        owner = facts["port_owner"] or {}
-        report["error"] = (f"{profile.label}: port {facts['port']} is still taken by pid {owner.get('pid')} "
-                           f"({owner.get('command')})")
+    errors = _stop_errors(facts, session, profile)
+    if errors:
+        report.update(ok=False, error="; ".join(errors))
     return report
+
+
+def _stop_errors(facts: dict, session: str, profile) -> list:
+    """What keeps a stop from being clean: survivors, a session or port held by someone else."""
+    errors = []
+    if facts["left"]:
+        errors.append(f"{profile.label}: processes survived SIGKILL: " + ", ".join(
+            f"{p['pid']} ({p['command']})" for p in facts["left"]))
+    if facts["foreign_session"]:
+        errors.append(_foreign_session(facts["foreign_session"], session, profile))
+    if not facts["port_free"]:
+        holder = facts["port_owner"] or {}
+        ours = holder.get("pid") in {p["pid"] for p in facts["processes"]}
+        if ours:
+            errors.append(f"{profile.label}: port {facts['port']} is still taken by pid {holder['pid']} "
+                          f"({holder.get('command')})")
+        elif not facts["left"]:
+            errors.append(_foreign_port(facts["port"], holder, profile.label, verb="is held"))
+    return errors
 
 
 def vllm_logs(target, *, session: str = defaults.VLLM_SESSION, lines: int = 100, follow: bool = False,
