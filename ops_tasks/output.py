@@ -20,6 +20,7 @@ import inspect
 import json as jsonlib
 import os
 import sys
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -53,8 +54,8 @@ def _current() -> TaskContext:
 
 
 COMMON_HELP = {
-    "host": "Profile in invoke.yaml, alias in ~/.ssh/config, or user@host:port "
-    "(default: $OPS_DEFAULT_HOST, then ops.default_host, then 'lium').",
+    "host": "Profile in invoke.yaml, alias in ~/.ssh/config, or user@host:port (default: ops -H, else "
+    "the last --host given earlier in the chain, else $OPS_DEFAULT_HOST, ops.default_host, 'lium').",
     "json": "Print one compact JSON object on stdout and nothing else.",
     "pretty": "Print the JSON object indented.",
     "dry_run": "Print the rendered remote scripts and commands; contact nothing.",
@@ -127,6 +128,45 @@ def announce(data: dict, text: str) -> None:
     sys.stdout.flush()
 
 
+# Where the front doors leave the chain's host in the one Config that chained tasks share.
+CLI_HOST_KEY = "ops_cli_host"  # `ops -H HOST`: every task of the chain without its own --host
+CHAIN_HOST_KEY = "ops_chain_host"  # the last --host a task of the chain named
+
+
+def chain_host(c, host: Optional[str]) -> Optional[str]:
+    """The host a task runs on: its own --host, else `ops -H`, else the last --host named earlier
+    in the chain (`inv a --host x b c` runs b and c on x too), else None (the defaults)."""
+    if host:
+        c.config[CHAIN_HOST_KEY] = host
+        return host
+    return c.config.get(CLI_HOST_KEY) or c.config.get(CHAIN_HOST_KEY)
+
+
+def check_runtime_config(path) -> None:
+    """ConfigError for Invoke's own -f/--config (a runtime config file) naming nothing, or a run
+    config: `ops --config demo.json runs.submit` meant runs.submit's --config."""
+    if not path:
+        return
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"-f/--config {path}: no such file (Invoke's runtime config; "
+                          f"a run config goes after the task: runs.submit --config FILE)")
+    if file.suffix.lower() == ".csv" or _holds_runs(file):
+        raise ConfigError(f"--config {path} before the task name is Invoke's runtime config file, and this is a "
+                          f"run config: write it after the task, runs.submit --config {path}")
+
+
+def _holds_runs(file: Path) -> bool:
+    """True for a JSON file shaped like a run config (a top-level runs or runs_csv key)."""
+    if file.suffix.lower() != ".json":
+        return False
+    try:
+        top = jsonlib.loads(file.read_text(errors="replace"))
+    except (ValueError, RecursionError, OSError):
+        return False
+    return isinstance(top, dict) and ("runs" in top or "runs_csv" in top)
+
+
 def target_of(c, host: Optional[str]):
     """The target of a task: the resolved --host, or a dry-run recorder under --dry-run.
 
@@ -179,7 +219,27 @@ def _with_common_parameters(body, names):
     return signature.replace(parameters=params + extra)
 
 
-def _run_and_print(body, human, c, args, kwargs):
+def _required_flags(body) -> list:
+    """The body's parameters without a default (after the Context): flags the task needs."""
+    params = list(inspect.signature(body).parameters.values())[1:]
+    return [p.name for p in params if p.default is inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD]
+
+
+def _checked_flags(body, helps: dict, c, kwargs: dict) -> dict:
+    """kwargs with the chain's host filled in; ConfigError for a required flag not given or a
+    runtime config file that is not one. Runs before the body, so before any contact."""
+    check_runtime_config(getattr(c.config, "_runtime_path", None))
+    for name in _required_flags(body):
+        if kwargs.get(name) in (None, [], ""):
+            flag = "--" + name.replace("_", "-")
+            what = helps.get(name, "a value")
+            raise ConfigError(f"missing required flag {flag}: {what[0].lower() + what[1:]}")
+    if "host" in inspect.signature(body).parameters:
+        kwargs = dict(kwargs, host=chain_host(c, kwargs.get("host")))
+    return kwargs
+
+
+def _run_and_print(body, human, c, args, kwargs, helps):
     """Run a task body and print its result by the output contract; Exit with its code.
 
     Three ways out of the body: its result dict (printed, exit 1 if not ok), `DryRunStop` at
@@ -190,6 +250,7 @@ def _run_and_print(body, human, c, args, kwargs):
     as_json = pretty is not None
     try:
         try:
+            kwargs = _checked_flags(body, helps, c, kwargs)
             data = body(c, *args, **kwargs)
         except KeyboardInterrupt:
             raise Interrupted("interrupted") from None
@@ -227,7 +288,7 @@ def ops_task(*args, human: Optional[Callable[[dict], str]] = None, help=None, **
             context = TaskContext(dry_run=bool(dry_run or c.config.run.dry), pretty=pretty if json or pretty else None)
             token = _TASK.set(context)
             try:
-                return _run_and_print(body, human, c, a, kw)
+                return _run_and_print(body, human, c, a, kw, flag_help)
             finally:
                 _TASK.reset(token)
 
@@ -237,8 +298,12 @@ def ops_task(*args, human: Optional[Callable[[dict], str]] = None, help=None, **
         )
         helps = {k: v for k, v in COMMON_HELP.items() if k in wrapper.__signature__.parameters}
         helps.update(help or {})
+        flag_help = dict(helps)  # Invoke consumes the dict it is given
         # No automatic short flags: `-h` must stay --help, and flags read the same everywhere.
         task_kwargs.setdefault("auto_shortflags", False)
+        # No positional arguments: a required one would swallow `--help` (`ops runs.submit --help`
+        # ran the task with config="--help"); required flags are checked by _checked_flags.
+        task_kwargs.setdefault("positional", [])
         return task(wrapper, help=helps, **task_kwargs)
 
     if args and callable(args[0]):

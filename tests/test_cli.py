@@ -116,3 +116,54 @@ def test_every_task_documents_every_flag(ops):
     for flag in ("--host", "--json", "--pretty", "--dry-run"):
         assert flag in help_text
     assert "Options:" in help_text and "None" not in help_text
+
+
+# ---------------------------------------------------------------- bad input on the command line
+
+
+def test_an_unknown_task_is_exit_2_with_the_nearest_name(ops):
+    one_line_error(ops("pod.stauts"), 2, "pod.stauts: no such task; did you mean pod.status?")
+
+
+def test_an_unknown_flag_is_exit_2_with_the_tasks_nearest_flag(ops, pod):
+    one_line_error(ops("pod.status", "--hots", pod.alias), 2, "--hots: no such flag of pod.status",
+                   "did you mean --host?")
+    assert pod.accepted_connections() == 0
+
+
+def test_a_missing_required_flag_says_which_and_what_it_takes(ops):
+    one_line_error(ops("runs.submit", "--host", "local"), 2, "missing required flag --config", "run config")
+    one_line_error(ops("runs.logs", "--host", "local"), 2, "missing required flag --run-id")
+    one_line_error(ops("runs.submit", "--config"), 2, "--config needs a value")
+
+
+def test_every_task_has_its_own_help(capsys):
+    # In process (Program.run), to keep 24 start-ups out of the suite's time.
+    from ops_tasks.cli import program
+    from ops_tasks.collection import ns
+
+    for name in ns.task_names:
+        program.run(["ops", name, "--help"], exit=False)
+        out = capsys.readouterr().out
+        assert "Options:" in out and f"ops [--core-opts] {name}" in out, name
+
+
+def test_core_help_shows_only_the_core_flags_that_mean_something(ops):
+    text = ops("--help").stdout
+    for meaningful in ("--hosts", "--list", "--dry", "--print-completion-script", "--version"):
+        assert meaningful in text
+    for meaningless in ("--pty", "--echo", "--warn-only", "--hide", "--write-pyc", "--command-timeout",
+                        "--prompt-for-sudo-password"):
+        assert meaningless not in text
+
+
+def test_a_run_config_given_as_inv_s_own_config_is_refused_saying_so(ops, project, pod):
+    (project / "demo.json").write_text('{"remote_repo": "/root", "runs": [{"run_id": "a", "command": "true"}]}')
+
+    one_line_error(ops("--config", "demo.json", "runs.submit", "--host", pod.alias), 2,
+                   "is Invoke's runtime config file", "runs.submit --config demo.json")
+    assert pod.accepted_connections() == 0
+
+
+def test_a_missing_runtime_config_file_is_an_error(ops):
+    one_line_error(ops("-f", "missing.yaml", "--list"), 2, "missing.yaml: no such file")
