@@ -735,7 +735,7 @@ def report_markdown(doc: dict) -> str:
                   f"ci95: {INTERVALS['groups']}.", ""]
         notes = sorted({g[k] for g in doc["groups"] for k in g if k.endswith("_interval") and g[k]
                         and g[k].startswith(("too few", "the runs agree"))})
-        parts += [*(f"- no interval where {note}" for note in notes), ""] if notes else []
+        parts += ["No interval shown where:", "", *(f"- {note}" for note in notes), ""] if notes else []
     if doc.get("comparison") is not None:
         parts += [comparison_markdown(doc["comparison"]), ""]
     parts += _warnings_markdown(doc["warnings"])
