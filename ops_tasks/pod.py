@@ -22,22 +22,12 @@ from .operations.lium import (
     base_url, find_pod, list_executors, list_pods, load_sdk, open_client, plan_pod, pod_ssh_options, remove_pod,
     ssh_destination, ssh_key_pair, start_pod, wait_ready,
 )
-from .operations.pod import pod_bootstrap, pod_status, pod_sync, pod_wandb
+from .operations.pod import human_bytes, pod_bootstrap, pod_status, pod_sync, pod_wandb
 from .operations.run_config import parse_duration
 from .operations.teardown import teardown_check
 from .output import target_of, dry_run_requested, log, ops_task
 from .secrets import MASK
 from .settings import env_value, project_dir_of
-
-
-def human_bytes(count) -> str:
-    if count is None:
-        return "?"
-    size = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if size < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
 
 
 def render_status(data: dict) -> str:
@@ -63,7 +53,7 @@ def render_status(data: dict) -> str:
         ("gpus", gpus or "none"),
         ("tools", tools),
         ("tmux", ", ".join(data["tmux_sessions"]) or "no sessions"),
-        ("home disk", f"{human_bytes(data['disk_free_bytes'])} free"),
+        ("home disk", f"{human_bytes(data['disk_free_bytes'])} free of {human_bytes(data.get('disk_size_bytes'))}"),
         ("load", " ".join(str(x) for x in data["load"]) + f" ({data['cpus']} CPUs)"),
     ]
     lines = [head, tabulate(rows, tablefmt="plain")]

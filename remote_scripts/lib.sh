@@ -55,18 +55,21 @@ tmux_cmd() {
   if [ -n "${tmux_socket-}" ]; then tmux -L "$tmux_socket" "$@"; else tmux "$@"; fi
 }
 
-# mount_of DIR: mounted=1 and mount_fstype when DIR is itself a mount point (a volume that is
-# attached, not a plain directory). /proc/self/mountinfo lists mount points with spaces as
-# \040; the last entry for a path is the one on top.
+# mount_of DIR: mounted=1 when DIR is itself a mount point (a volume that is attached, not a
+# plain directory); mount_fstype is the type of the filesystem DIR is on either way, as the
+# kernel names it (ext4; `stat -f` says "ext2/ext3"). /proc/self/mountinfo lists mount points
+# with spaces as \040; the deepest one holding DIR wins, and of equal ones the last (on top).
 mount_of() {
-  local _ops_real _ops_point _ops_rest
+  local _ops_real _ops_point _ops_prefix _ops_rest _ops_depth=-1
   mounted=0 mount_fstype=''
   _ops_real=$(cd "$1" 2>/dev/null && pwd -P) || return 0
   [ -r /proc/self/mountinfo ] || return 0
   while read -r _ _ _ _ _ops_point _ops_rest; do
-    if [ "${_ops_point//\\040/ }" = "$_ops_real" ]; then
-      mounted=1 mount_fstype=${_ops_rest#* - } mount_fstype=${mount_fstype%% *}
-    fi
+    _ops_point=${_ops_point//\\040/ } _ops_prefix=${_ops_point%/}
+    case $_ops_real/ in "$_ops_prefix"/*) ;; *) continue ;; esac
+    [ ${#_ops_point} -ge $_ops_depth ] || continue
+    _ops_depth=${#_ops_point} mount_fstype=${_ops_rest#* - } mount_fstype=${mount_fstype%% *}
+    if [ "$_ops_point" = "$_ops_real" ]; then mounted=1; else mounted=0; fi
   done < /proc/self/mountinfo
 }
 

@@ -2,18 +2,19 @@
 # inputs: volume (path), tmux_socket (name or empty)
 
 # -- volume: a real mount point (see mount_of in lib.sh)?
-vol_exists=0 vol_mounted=0 vol_fstype='' vol_size='' vol_free='' home_free=''
+vol_exists=0 vol_mounted=0 vol_fstype='' vol_size='' vol_free='' home_free='' home_size=''
 if [ -d "$volume" ]; then
   vol_exists=1
+  # The kernel's name from mountinfo (ext4), also for a plain directory: `stat -f` says ext2/ext3.
   mount_of "$volume"
   vol_mounted=$mounted vol_fstype=$mount_fstype
-  [ -n "$vol_fstype" ] || vol_fstype=$(stat -f -c %T "$volume" 2>/dev/null)
 fi
-# One df for the volume and the home disk (POSIX format: one line each, sizes in KiB).
+# One df for the volume and the home disk (POSIX format: one line each, sizes in KiB; free is
+# what a non-root writer gets).
 {
   read -r _
   [ $vol_exists = 1 ] && read -r _ size_k _ free_k _ && vol_size=$((size_k * 1024)) vol_free=$((free_k * 1024))
-  read -r _ _ _ free_k _ && home_free=$((free_k * 1024))
+  read -r _ size_k _ free_k _ && home_size=$((size_k * 1024)) home_free=$((free_k * 1024))
 } < <(if [ $vol_exists = 1 ]; then df -Pk "$volume" "$HOME"; else df -Pk "$HOME"; fi 2>/dev/null)
 
 # -- tools: present, where, and which version (first version-like word of its banner).
@@ -71,11 +72,12 @@ json_num free_json "$vol_free"
 json_str gpu_error_json "$gpu_error"
 json_strs sessions_json ${sessions[@]+"${sessions[@]}"}
 json_num home_free_json "$home_free"
+json_num home_size_json "$home_size"
 json_num load1 "$load1"; json_num load5 "$load5"; json_num load15 "$load15"
 json_num cpus_json "$cpus"
 printf '{"hostname":%s,"user":%s,' "$hostname_json" "$user_json"
 printf '"volume":{"path":%s,"exists":%s,"mounted":%s,"fstype":%s,"size_bytes":%s,"free_bytes":%s},' \
   "$volume_json" "$exists_json" "$mounted_json" "$fstype_json" "$size_json" "$free_json"
 printf '"tools":{%s},"gpus":[%s],"gpu_error":%s,' "$tools" "$gpus" "$gpu_error_json"
-printf '"tmux_sessions":%s,"disk_free_bytes":%s,' "$sessions_json" "$home_free_json"
+printf '"tmux_sessions":%s,"disk_free_bytes":%s,"disk_size_bytes":%s,' "$sessions_json" "$home_free_json" "$home_size_json"
 printf '"load":[%s,%s,%s],"cpus":%s}\n' "$load1" "$load5" "$load15" "$cpus_json"

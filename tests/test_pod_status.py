@@ -175,3 +175,59 @@ def _env_file(project, text):
     path = project / "project.env"
     path.write_text(text + "\n")
     return str(path)
+
+
+# ---------------------------------------------------------------- disk space and filesystem type
+
+
+def _fill_volume(pod, leave_bytes=0):
+    """Fill the pod's tmpfs volume with dd, then free leave_bytes again (a real full disk)."""
+    pod.sh("dd if=/dev/zero of=/mnt/fill bs=1M 2>/dev/null; sync", check=False)
+    if leave_bytes:
+        pod.sh(f"truncate -s -{leave_bytes} /mnt/fill")
+
+
+@needs_isolation
+def test_a_full_volume_is_a_warning_naming_its_free_bytes(pod, ops):
+    _fill_volume(pod)
+
+    result = ops("pod.status", "--host", pod.alias, "--json")
+    human = ops("pod.status", "--host", pod.alias)
+
+    assert result.returncode == 0, result.stdout  # a warning: the pod is still usable for reading
+    assert result.json["volume"]["free_bytes"] == 0
+    assert any(w.startswith("volume /mnt is full: 0 bytes") for w in result.json["warnings"]), result.json["warnings"]
+    assert "warning: volume /mnt is full: 0 bytes" in human.stdout
+
+
+@needs_isolation
+def test_a_nearly_full_volume_warns_with_what_is_left(pod, ops):
+    _fill_volume(pod, leave_bytes=4 * 1024 * 1024)  # 4 MiB of 256 MiB: under 5%
+
+    result = ops("pod.status", "--host", pod.alias, "--json")
+
+    free = result.json["volume"]["free_bytes"]
+    assert 0 < free < 256 * 1024 * 1024 * 0.05
+    assert [w for w in result.json["warnings"] if w.startswith("volume /mnt is")] == [
+        next(w for w in result.json["warnings"] if f": {free} bytes (" in w)]
+
+
+@needs_isolation
+def test_a_volume_with_room_to_spare_is_not_warned_about(pod, ops):
+    _fill_volume(pod, leave_bytes=64 * 1024 * 1024)  # a quarter free
+
+    result = ops("pod.status", "--host", pod.alias, "--json")
+
+    assert result.returncode == 0
+    assert not any(w.startswith("volume ") for w in result.json["warnings"])
+
+
+@needs_isolation
+def test_the_filesystem_type_is_the_kernels_name_also_for_a_plain_directory(pod_factory, ops):
+    pod = pod_factory(volume=False)  # /mnt is a folder of the pod's root filesystem
+    kernel_name = pod.sh("findmnt -n -o FSTYPE --target /mnt").stdout.strip()
+
+    result = ops("pod.status", "--host", pod.alias, "--json")
+
+    assert result.json["volume"]["fstype"] == kernel_name
+    assert "/" not in kernel_name  # not `stat -f`'s "ext2/ext3"

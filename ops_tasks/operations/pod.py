@@ -4,6 +4,10 @@ from ..errors import HostError
 from ..scripts import parse_document, render_script, scripts_dir
 
 REQUIRED_TOOLS = {"tmux": "vllm and runs sessions", "curl": "vllm status checks"}
+# A disk is low on space below 5% of its size free, and never needs more than 2 GiB free to be
+# fine: 2 GiB is a checkpoint or two; 5% is what a small disk can spare.
+LOW_DISK_FRACTION = 0.05
+LOW_DISK_BYTES = 2 * 1024 ** 3
 USEFUL_TOOLS = {"python3": "the run supervisor", "rsync": "fast artifact fetch (tar is the fallback)"}
 
 
@@ -36,6 +40,8 @@ def pod_status(target, volume_required: bool = True) -> dict:
 
 
 def _volume_problems(volume: dict, profile) -> list:
+    if not volume["exists"] and not profile.volume_must_be_mount:
+        return []  # a plain folder (the `local` stand-in): made by the first task that writes there
     if not volume["exists"]:
         return [f"volume {volume['path']} does not exist"]
     if profile.volume_must_be_mount and not volume["mounted"]:
@@ -56,9 +62,38 @@ def judge_pod(facts: dict, profile, volume_required: bool = True) -> tuple:
             warnings.append(f"{tool} is not installed (used by {needed_by})")
     if facts.get("gpu_error"):
         warnings.append(facts["gpu_error"])
+    if facts["volume"]["exists"]:
+        warnings += _low_disk(f"volume {facts['volume']['path']}", facts["volume"]["free_bytes"],
+                              facts["volume"]["size_bytes"])
+    warnings += _low_disk("home disk", facts.get("disk_free_bytes"), facts.get("disk_size_bytes"))
     if not volume_required:
         warnings += volume
     return problems, warnings
+
+
+def human_bytes(count) -> str:
+    if count is None:
+        return "?"
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+
+
+def low_disk_threshold(size: int) -> float:
+    """Free bytes below which a disk of this size is low: 5% of it, at most 2 GiB."""
+    return min(size * LOW_DISK_FRACTION, LOW_DISK_BYTES)
+
+
+def _low_disk(what: str, free, size) -> list:
+    """A warning when a disk is (nearly) full, naming its free bytes exactly."""
+    if not isinstance(free, int) or not isinstance(size, int) or size <= 0 or free >= low_disk_threshold(size):
+        return []
+    used = 100 - 100 * free / size
+    state = "full" if free == 0 else f"{used:.0f}% full" if used < 99.5 else "nearly full"
+    return [f"{what} is {state}: {free} bytes ({human_bytes(free)}) free of {human_bytes(size)}; "
+            f"writes there (runs, logs, checkpoints) will fail"]
 
 
 # ---------------------------------------------------------------- preparing a pod
