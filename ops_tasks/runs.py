@@ -145,7 +145,8 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
     """Queue runs from a config on the pod (one round trip); a supervisor runs them."""
     target = target_of(c, host)
     submission = load_submission(config, profile=target.profile, remote_repo=remote_repo,
-                                 outputs_dir=remote_outputs_dir, tmux_session=tmux_session)
+                                 outputs_dir=remote_outputs_dir, tmux_session=tmux_session,
+                                 project_dir=project_dir_of(c.config))
     cpu_slots = count_flag("--slots", slots, 1)
     timeout_s = seconds_flag("--timeout", timeout, None)
     submission_id = new_submission_id()

@@ -16,6 +16,21 @@ def is_secret_name(name: str) -> bool:
     return name.upper() in SECRET_NAMES or bool(_SECRET_PARTS.search(name))
 
 
+# Run-config keys are judged by whole words: `max_tokens` and `tokenizer` are ordinary eval flags,
+# `hf_token`, `api_key`, `apikey` and `db_password` are secrets. (Env names keep the broad rule
+# above: masking a value too many costs nothing, refusing an ordinary flag would.)
+_SECRET_WORDS = frozenset({"key", "apikey", "token", "secret", "password", "passwd", "pass", "credential",
+                           "credentials"})
+_SECRET_ENDINGS = ("apikey", "token", "secret", "password", "passwd")
+
+
+def is_secret_key(name: str) -> bool:
+    """True for a run-config key whose value is a secret (it belongs in the run's env)."""
+    words = name.lower().split("_")
+    return name.upper() in SECRET_NAMES or any(
+        word in _SECRET_WORDS or word.endswith(_SECRET_ENDINGS) for word in words)
+
+
 def secret_values(*envs) -> list:
     """The secret values present in the given env mappings (default: this process)."""
     envs = envs or (os.environ,)

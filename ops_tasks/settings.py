@@ -295,6 +295,8 @@ def builtin_local_profile(project_dir) -> dict:
         "destination": LOCAL,
         "volume": str(volume),
         "volume_must_be_mount": False,
+        # Runs on this machine run in the checkout itself.
+        "remote_repo": str(Path(project_dir).resolve()),
         # Its own tmux server, so the user's own tmux sessions are never touched.
         "tmux_socket": "ops-local",
     }

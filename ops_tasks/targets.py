@@ -129,9 +129,8 @@ class LocalTarget(Target):
 
     def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: Sink = None,
                    on_stdout: Sink = None, hold_stdin: bool = False):
-        # A rented pod comes with its volume; the local stand-in makes its folder at first contact
-        # (not before: a task refusing its flags leaves nothing behind).
-        Path(self.profile.volume).mkdir(parents=True, exist_ok=True)
+        # The local stand-in's volume folder is made by the first script that writes there (the
+        # run tool's submit, vllm.start), never here: a read-only task on `local` creates nothing.
         started = time.monotonic()
         proc = subprocess.Popen(
             ["bash", "-s"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE

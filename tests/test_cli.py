@@ -57,13 +57,30 @@ def test_the_project_env_file_fills_in_but_never_overrides(ops, project, pod):
     assert result.json["host"] == pod.alias
 
 
-def test_local_profile_keeps_its_volume_in_the_project(ops, project):
-    result = ops("pod.status", "--host", "local", "--json")
+def test_local_lives_in_the_project_directory_and_a_read_creates_nothing(ops, project):
+    (project / "invoke.yaml").write_text("ops: {}\n")
+    below = project / "notebooks"
+    below.mkdir()
 
-    assert result.returncode == 0, result.stderr
-    assert result.json["volume"]["path"] == str(project / ".local-pod" / "mnt")
-    assert result.json["volume"]["exists"] is True
-    assert result.json["volume"]["must_be_mount"] is False
+    status = ops("pod.status", "--host", "local", "--json", cwd=below)
+    listing = ops("runs.list", "--host", "local", cwd=below)
+
+    assert status.returncode == 0, status.stderr
+    assert status.json["volume"]["path"] == str(project / ".local-pod" / "mnt")
+    assert status.json["volume"]["must_be_mount"] is False
+    assert listing.returncode == 0, listing.stderr
+    assert sorted(p.name for p in project.iterdir()) == ["invoke.yaml", "notebooks"]
+    assert list(below.iterdir()) == []
+
+
+def test_local_runs_in_the_project_directory_by_default(ops, project):
+    (project / "invoke.yaml").write_text("ops: {}\n")
+    (project / "c.json").write_text('{"runs": [{"run_id": "here", "command": "pwd > \\"$OPS_RUN_DIR/pwd.txt\\""}]}')
+
+    result = ops("runs.submit", "--host", "local", "--config", "c.json", "--no-tmux", "--json")
+
+    run_dir = project / ".local-pod" / "mnt" / "pod_artifacts" / "outputs" / "here"
+    assert (run_dir / "pwd.txt").read_text().strip() == str(project), result.stderr
 
 
 def test_refused_flags_on_the_local_profile_leave_no_volume_folder(ops, project):
@@ -167,3 +184,34 @@ def test_a_run_config_given_as_inv_s_own_config_is_refused_saying_so(ops, projec
 
 def test_a_missing_runtime_config_file_is_an_error(ops):
     one_line_error(ops("-f", "missing.yaml", "--list"), 2, "missing.yaml: no such file")
+
+
+# ---------------------------------------------------------------- run configs through the front door
+
+
+def test_a_secret_named_run_key_never_reaches_any_output(ops, project, pod):
+    (project / "c.json").write_text('{"remote_repo": "/root", "runs": [{"run_id": "a", "entrypoint": "python e.py",'
+                                    ' "hf_token": "hf_canaryABC"}]}')
+
+    for extra in ((), ("--dry-run",), ("--json",)):
+        result = ops("runs.submit", "--host", pod.alias, "--config", "c.json", *extra)
+        one_line_error(result, 2, "key 'hf_token' names a secret", "env")
+        assert "hf_canaryABC" not in result.stdout + result.stderr
+    assert pod.accepted_connections() == 0
+    assert not (project / "artifacts").exists()
+
+
+def test_a_config_nested_600_deep_is_one_line(ops, project):
+    (project / "deep.json").write_text('{"runs": [{"run_id": "a", "command": "x", "note": '
+                                       + "[" * 600 + "]" * 600 + "}]}")
+
+    one_line_error(ops("runs.submit", "--host", "local", "--config", "deep.json"), 2, "nested deeper than")
+
+
+def test_an_absolute_run_dir_is_refused_before_contact(ops, project, pod):
+    (project / "c.json").write_text('{"remote_repo": "/root", "runs": [{"run_id": "typo", "run_dir": "/root/.ssh",'
+                                    ' "command": "true"}]}')
+
+    one_line_error(ops("runs.submit", "--host", pod.alias, "--config", "c.json", "--force"), 2,
+                   "run_dir must be relative to the outputs root")
+    assert pod.accepted_connections() == 0

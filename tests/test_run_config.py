@@ -151,10 +151,10 @@ def test_placeholders_in_list_form_and_every_value(tmp_path):
     assert run.config["note"] == ["4", {"d": "r_4"}]
 
 
-def test_braces_escapes_json_literals_and_env_are_not_placeholders(tmp_path):
+def test_braces_escapes_json_literals_and_shell_expansions_are_not_placeholders(tmp_path):
     (run,) = runs(tmp_path, {"run_id": "r", "seed": 1, "env": {"HF_TOKEN": "hf_x"},
-                             "command": """python -c 'print({"a": 1})' {{seed}} {seed} {unknown} {HF_TOKEN} {label}"""})
-    assert run.command == """python -c 'print({"a": 1})' {seed} 1 {unknown} {HF_TOKEN} {label}"""
+                             "command": """python -c 'print({"a": 1})' {{seed}} {seed} {{unknown}} ${HOME}"""})
+    assert run.command == """python -c 'print({"a": 1})' {seed} 1 {unknown} ${HOME}"""
     assert fill_placeholders("{a}{{a}}{a", {"a": "x y"}, quote=True) == "'x y'{a}{a"
     nested = """python -c 'print({"a": {"b": 1}})' {a}"""
     assert fill_placeholders(nested, {"a": "v"}, quote=True) == """python -c 'print({"a": {"b": 1}})' v"""
@@ -175,15 +175,15 @@ def test_entrypoint_flag_rendering(tmp_path):
 
 
 def test_run_dir_override(tmp_path):
-    items = runs(tmp_path, {"run_id": "a", "run_dir": "group/{run_id}"}, {"run_id": "b", "run_dir": "/abs//x/{seed}/"},
+    items = runs(tmp_path, {"run_id": "a", "run_dir": "group/{run_id}"}, {"run_id": "b", "run_dir": "x//{seed}/"},
                  defaults={"entrypoint": "e", "seed": 2})
-    assert [r.run_dir for r in items] == ["/profile/outputs/group/a", "/abs/x/2"]
+    assert [r.run_dir for r in items] == ["/profile/outputs/group/a", "/profile/outputs/x/2"]
     assert items[0].command.endswith("--run-dir /profile/outputs/group/a")
     refused(tmp_path, {"runs": [{"command": "x", "run_dir": "../escape"}]}, "run 0", "run_dir", "'..'")
     refused(tmp_path, {"runs": [{"command": "x", "run_dir": "."}]}, "outputs root")
     refused(tmp_path, {"runs": [{"command": "x", "run_dir": ".ops/x"}]}, "queue's own folder")
-    refused(tmp_path, {"remote_repo": "/work/repo", "runs": [{"command": "x", "run_dir": "/work"}]},
-            "holds /work/repo")
+    refused(tmp_path, {"remote_outputs_dir": "/work/repo/out", "remote_repo": "/work/repo",
+                       "runs": [{"command": "x", "run_dir": ".."}]}, "'..'")
     refused(tmp_path, {"runs": [{"run_id": "a", "command": "x"}, {"run_id": "b", "command": "x", "run_dir": "a/sub"}]},
             "run 1", "inside run 0")
 
@@ -264,3 +264,59 @@ def test_secrets_masked_in_config_and_shown_but_kept_in_env(tmp_path):
     assert run.config["env"] == {"HF_TOKEN": "***", "MY_PASSWORD": "***", "PLAIN": "1", "WANDB_API_KEY": "***"}
     shown = json.dumps(run.shown())
     assert "canary" not in shown and '"pw"' not in shown and "canary" in json.dumps(run.to_dict())
+
+
+# ---------------------------------------------------------------- keys, placeholders, depth
+
+
+@pytest.mark.parametrize("typo, intended", [("timout", "timeout"), ("stal_timeout", "stall_timeout"),
+                                            ("retrys", "retries"), ("gpu", "gpus"), ("envs", "env")])
+def test_a_key_one_typo_from_a_run_setting_is_refused_naming_it(tmp_path, typo, intended):
+    refused(tmp_path, {"runs": [{"run_id": "a", "entrypoint": "python e.py", typo: "5m"}]},
+            "run 0 ('a')", f"key {typo!r} is not a run setting", f"did you mean {intended!r}", '"flags"')
+
+
+def test_a_key_declared_in_flags_stays_a_flag_and_ordinary_flags_are_untouched(tmp_path):
+    (run,) = runs(tmp_path, {"run_id": "a", "entrypoint": "python e.py", "gpu": "a100", "flags": ["gpu"],
+                             "metric": "acc", "n_gpus": 2, "max_retries": 3, "max_tokens": 512, "tokenizer": "t"})
+    assert shlex.split(run.command) == ["python", "e.py", "--gpu", "a100", "--metric", "acc", "--n-gpus", "2",
+                                        "--max-retries", "3", "--max-tokens", "512", "--tokenizer", "t",
+                                        "--run-dir", "/profile/outputs/a"]
+    refused(tmp_path, {"runs": [{"run_id": "a", "command": "x", "flags": "gpu"}]}, "flags must be a list")
+
+
+@pytest.mark.parametrize("key", ["hf_token", "api_key", "openai_api_key", "wandb_apikey", "db_password"])
+def test_a_secret_named_key_is_refused_and_pointed_at_env(tmp_path, key):
+    message = refused(tmp_path, {"runs": [{"run_id": "a", "entrypoint": "python e.py", key: "hf_canaryABC",
+                                           "flags": [key]}]}, f"key {key!r} names a secret", "env")
+    assert "hf_canaryABC" not in message
+
+
+def test_an_unknown_placeholder_is_refused_naming_the_run_and_the_known_names(tmp_path):
+    message = refused(tmp_path, {"runs": [{"run_id": "a", "model_id": "m", "command": "eval --model {modle_id}"}]},
+                      "run 0 ('a')", "unknown placeholder {modle_id}", "model_id", "run_dir")
+    assert "{{modle_id}}" in message  # and how to write a literal one
+    refused(tmp_path, {"runs": [{"run_id": "a-{sed}", "seed": 1, "command": "x"}]}, "{sed}")
+    refused(tmp_path, {"runs": [{"run_id": "a", "command": "x", "env": {"OUT": "{outdir}/x"}}]}, "{outdir}")
+
+
+def test_a_run_dir_must_be_relative_to_the_outputs_root(tmp_path):
+    for run_dir in ("/root/.ssh", "/etc", "/profile/outputs/a"):
+        refused(tmp_path, {"runs": [{"run_id": "a", "command": "x", "run_dir": run_dir}]},
+                "run_dir must be relative to the outputs root")
+
+
+def test_a_config_nested_deeper_than_anyone_writes_is_one_error(tmp_path):
+    deep = '{"runs": [{"run_id": "a", "command": "x", "note": ' + "[" * 600 + "]" * 600 + "}]}"
+    refused(tmp_path, deep, "nested deeper than")
+    refused(tmp_path, '{"runs": ' + "[" * 100000 + "]" * 100000 + "}", "nested deeper than")
+
+
+def test_local_runs_in_the_project_directory_by_default(tmp_path):
+    project = tmp_path / "proj"
+    project.mkdir()
+    local = resolve_profile({}, "local", project)
+    path = write(tmp_path, {"runs": [{"run_id": "a", "command": "x"}]})
+    assert load_submission(path, profile=local).remote_repo == str(project.resolve())
+    dotted = write(tmp_path, {"remote_repo": ".", "runs": [{"run_id": "a", "command": "x"}]}, name="dot.json")
+    assert load_submission(dotted, profile=local, project_dir=project).remote_repo == str(project.resolve())

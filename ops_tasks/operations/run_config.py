@@ -8,6 +8,7 @@ The whole config is refused on the first error, so a submission is never half ma
 
 import copy
 import csv
+import difflib
 import io
 import itertools
 import json
@@ -23,11 +24,13 @@ from typing import Optional
 from ..defaults import RUNS_SESSION
 from ..errors import ConfigError
 from ..names import CONTROL_CHARS, ENV_NAME, RUN_ID, TMUX_SESSION
-from ..secrets import MASK, is_secret_name
+from ..secrets import MASK, is_secret_key, is_secret_name
 
 # Keys that configure the run itself; every other key of a run is a flag of its entrypoint.
 RESERVED = frozenset({"run_id", "label", "command", "entrypoint", "env", "gpus", "timeout", "stall_timeout",
-                      "retries", "retry_on", "retry_backoff", "matrix", "run_dir"})
+                      "retries", "retry_on", "retry_backoff", "matrix", "run_dir", "flags"})
+# A config deeper than this is a mistake (or an attack on the recursion limit), not a sweep.
+MAX_DEPTH = 32
 FAILURE_CLASSES = ("oom", "nccl", "auth", "data", "timeout", "stalled", "killed", "no_summary",
                    "bad_summary", "summary_not_ok", "exit_nonzero", "lost", "unschedulable", "secrets_missing")
 TOP_LEVEL_KEYS = ("remote_repo", "remote_outputs_dir", "tmux_session", "defaults", "runs", "runs_csv")
@@ -36,8 +39,9 @@ DEFAULT_RETRY_BACKOFF = 10.0
 MAX_RUNS = 10000
 
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
-# `{{name}}` is the escape for a literal `{name}`; other braces (JSON, dict literals) are text.
-_PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# `{{name}}` is the escape for a literal `{name}`; other braces (JSON, dict literals) are text,
+# and so is the shell's own `${name}`.
+_PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 # CSV cells: leading zeros stay text, so "007" keeps its zeros.
@@ -106,13 +110,16 @@ class Submission:
 # ---------------------------------------------------------------- loading
 
 
-def load_submission(path, *, profile, remote_repo=None, outputs_dir=None, tmux_session=None, now=None) -> Submission:
+def load_submission(path, *, profile, remote_repo=None, outputs_dir=None, tmux_session=None, now=None,
+                    project_dir=None) -> Submission:
     """The checked Submission of a config file (.json or .csv); ConfigError for anything wrong.
 
     remote_repo / outputs_dir / tmux_session are the task's flags (None: not given); profile is
     the host's resolved Profile, whose remote_repo and outputs_dir already hold the environment's
     OPS_REMOTE_REPO / OPS_REMOTE_OUTPUTS_DIR when set.
     now (a datetime, UTC when naive) stamps generated run ids; default: the current time.
+    project_dir: on the `local` profile (this machine), a relative remote_repo ("." too) is taken
+    from there.
     """
     shown = str(path)
     file = Path(path).expanduser()
@@ -131,7 +138,8 @@ def load_submission(path, *, profile, remote_repo=None, outputs_dir=None, tmux_s
         (remote_repo, "--remote-repo"),
         (top.get("remote_repo"), f"remote_repo in {shown}"),
         (profile.remote_repo, f"OPS_REMOTE_REPO or profile {profile.name}"),
-    ], f"remote_repo is not set: pass --remote-repo, {in_file}, or export OPS_REMOTE_REPO")
+    ], f"remote_repo is not set: pass --remote-repo, {in_file}, or export OPS_REMOTE_REPO",
+        base=str(Path(project_dir).resolve()) if project_dir is not None and profile.is_local else None)
     outputs = _root("outputs dir", [
         (outputs_dir, "--remote-outputs-dir"),
         (top.get("remote_outputs_dir"), f"remote_outputs_dir in {shown}"),
@@ -187,9 +195,27 @@ def _read_json(file: Path, shown: str):
 
     text = _read_text(file, shown)
     try:
-        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constant)
+        data = json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constant)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{shown}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise ConfigError(f"{shown}: nested deeper than {MAX_DEPTH} levels") from None
+    _check_depth(data, shown)
+    return data
+
+
+def _check_depth(data, shown: str) -> None:
+    """ConfigError for objects and lists nested deeper than MAX_DEPTH (checked without recursion,
+    so the check itself cannot hit Python's recursion limit)."""
+    pending = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{shown}: nested deeper than {MAX_DEPTH} levels")
+        items = value.values() if isinstance(value, dict) else value
+        pending.extend((item, depth + 1) for item in items)
 
 
 def _json_runs(top, file: Path, shown: str):
@@ -261,10 +287,13 @@ def _csv_value(cell: str):
     return cell
 
 
-def _root(name: str, candidates: list, missing: str) -> str:
-    """The first value set among (value, where it came from); absolute, no control characters."""
+def _root(name: str, candidates: list, missing: str, base: Optional[str] = None) -> str:
+    """The first value set among (value, where it came from); absolute, no control characters.
+    With base (a folder of this machine), a relative value is taken from there."""
     for value, source in candidates:
         if value:
+            if base and isinstance(value, str) and not value.startswith("/"):
+                value = posixpath.join(base, value)
             if not isinstance(value, str) or not value.startswith("/") or CONTROL_CHARS.search(value):
                 raise ConfigError(f"{name} {value!r} (from {source}) must be an absolute path "
                                   f"without control characters")
@@ -322,7 +351,7 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime)
         # Inserted values are made id-safe ("Qwen/Qwen3-4B" -> "Qwen-Qwen3-4B"); the text the
         # user wrote is checked, never changed.
         safe = {key: _UNSAFE_ID.sub("-", _text(value)) for key, value in sources.items()}
-        run_id = fill_placeholders(given, safe, quote=False)
+        run_id = fill_placeholders(given, safe, quote=False, where=where)
     if not RUN_ID.match(run_id):
         raise ConfigError(f"{where}: run_id must match {RUN_ID.pattern} (letters, digits, '.', '_', '-', "
                           f"at most 128), got {run_id!r}")
@@ -331,7 +360,7 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime)
     run_dir = _run_dir(run.get("run_dir"), sources, roots["outputs_dir"], where)
     sources["run_dir"] = run_dir
 
-    filled = {key: _fill_deep(value, sources) for key, value in run.items()
+    filled = {key: _fill_deep(value, sources, where) for key, value in run.items()
               if key not in ("run_id", "run_dir", "command", "entrypoint")}
     command, shown_command = _command(run, filled, sources, run_dir, where)
     env = _env(filled.get("env"), where)
@@ -351,7 +380,7 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime)
         if key == "command":
             config[key] = shown_command
         elif key == "entrypoint":
-            config[key] = fill_placeholders(value, sources, quote=False)
+            config[key] = fill_placeholders(value, sources, quote=False, where=where)
         elif key == "env":
             config[key] = _masked_env(dict(env))
         elif key not in ("run_id", "run_dir"):
@@ -375,13 +404,79 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime)
 
 
 def _check_keys(run: dict, where: str) -> None:
+    declared = _declared_flags(run.get("flags"), where)
     for key, value in run.items():
         # Keys become flags (--key) and placeholder names: nothing a shell or argparse could misread.
         if not isinstance(key, str) or not ENV_NAME.match(key):
             raise ConfigError(f"{where}: key {key!r} is not a valid name (letters, digits and '_', "
                               f"not starting with a digit)")
+        problem = run_key_problem(key, declared)
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
         if _has_nul(value):
             raise ConfigError(f"{where}: {key}: a value contains a NUL byte")
+
+
+def run_key_problem(key: str, declared_flags=frozenset()) -> Optional[str]:
+    """Why a run key may not be used as written, or None: the one rule for what a key can be.
+
+    A reserved key configures the run. A key that names a secret (hf_token, api_key: the word
+    rule of secrets.is_secret_key) is refused: as a flag or placeholder its value would reach
+    argv, command.sh, run_metadata.json and the manifest; it belongs in `env`. A key one typo
+    away from a reserved one (`timout`, `gpu`) is refused naming the intended key, unless the run
+    lists it in `flags: [...]`, which says it really is a flag of the command. Every other key is
+    a flag of the entrypoint (and a placeholder name).
+    """
+    if key in RESERVED:
+        return None
+    if is_secret_key(key):
+        return (f"key {key!r} names a secret: as a flag or placeholder it would be written into the command line "
+                f"and the run's files; pass it in env instead (env: {{\"{key.upper()}\": ...}}), "
+                f"which reaches the pod on stdin only")
+    if key in declared_flags:
+        return None
+    intended = _near_reserved(key)
+    if intended:
+        return (f"key {key!r} is not a run setting; did you mean {intended!r}? (if it really is a flag of the "
+                f"command, list it: \"flags\": [\"{key}\"])")
+    return None
+
+
+def _declared_flags(value, where: str) -> frozenset:
+    """The run's `flags`: keys it declares to be flags of its command, whatever they look like."""
+    if value is None:
+        return frozenset()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{where}: flags must be a list of key names, got {value!r}")
+    return frozenset(value)
+
+
+def _near_reserved(key: str) -> Optional[str]:
+    """The reserved key this one is a typo of: same first letter, one edit away (two for long
+    names: `retrys`), so that ordinary flags (`metric`, `n_gpus`, `max_retries`) stay flags."""
+    for reserved in sorted(RESERVED):
+        if key[:1] != reserved[:1]:
+            continue
+        distance = _edit_distance(key, reserved)
+        # Two edits only between long names that still share most of their letters in order
+        # (`retrys`/`retries`, not `metric`/`matrix`).
+        alike = difflib.SequenceMatcher(None, key, reserved).ratio() >= 0.75
+        if distance == 1 or (distance == 2 and min(len(key), len(reserved)) >= 6 and alike):
+            return reserved
+    return None
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Insertions, deletions, substitutions and swaps of neighbours turning a into b."""
+    previous2, previous = None, list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        current = [i] + [0] * len(b)
+        for j, char_b in enumerate(b, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (char_a != char_b))
+            if i > 1 and j > 1 and char_a == b[j - 2] and a[i - 2] == char_b:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        previous2, previous = previous, current
+    return previous[len(b)]
 
 
 def _has_nul(value) -> bool:
@@ -399,7 +494,11 @@ def _run_dir(value, sources: dict, outputs_dir: str, where: str) -> str:
         return posixpath.join(outputs_dir, sources["run_id"])
     if not isinstance(value, str):
         raise ConfigError(f"{where}: run_dir must be a string, got {_type(value)}")
-    text = fill_placeholders(value, sources, quote=False)
+    text = fill_placeholders(value, sources, quote=False, where=where)
+    # Relative to the outputs root only: an absolute run_dir (/root/.ssh) would let --force move
+    # what is there into attempts/, and a fetch copy it to the laptop. The pod checks again.
+    if text.startswith("/"):
+        raise ConfigError(f"{where}: run_dir must be relative to the outputs root {outputs_dir}, got {text!r}")
     if ".." in text.split("/") or CONTROL_CHARS.search(text) or not text.strip():
         raise ConfigError(f"{where}: run_dir must be a path without '..' or control characters, got {text!r}")
     path = "/" + posixpath.normpath(posixpath.join(outputs_dir, text)).lstrip("/")
@@ -426,12 +525,12 @@ def _command(run: dict, filled: dict, sources: dict, run_dir: str, where: str):
     if isinstance(command, str):
         if not command.strip():
             raise ConfigError(f"{where}: command is empty")
-        line = fill_placeholders(command, sources, quote=True)
+        line = fill_placeholders(command, sources, quote=True, where=where)
         return line, line
     if command is not None:
         if not isinstance(command, list) or not command or not all(isinstance(item, str) for item in command):
             raise ConfigError(f"{where}: command must be a string or a non-empty list of strings")
-        argv = [fill_placeholders(item, sources, quote=False) for item in command]
+        argv = [fill_placeholders(item, sources, quote=False, where=where) for item in command]
         return shlex.join(argv), argv
     if not isinstance(entrypoint, str):
         raise ConfigError(f"{where}: entrypoint must be a string, got {_type(entrypoint)}")
@@ -442,7 +541,7 @@ def _command(run: dict, filled: dict, sources: dict, run_dir: str, where: str):
     if not pieces:
         raise ConfigError(f"{where}: entrypoint is empty")
     # Filled piece by piece: a value with spaces stays one argument, as in the list form.
-    filled_entrypoint = shlex.join(fill_placeholders(piece, sources, quote=False) for piece in pieces)
+    filled_entrypoint = shlex.join(fill_placeholders(piece, sources, quote=False, where=where) for piece in pieces)
     line = render_entrypoint(filled_entrypoint, filled, run_dir)
     return line, line
 
@@ -504,20 +603,21 @@ def render_entrypoint(entrypoint: str, run: dict, run_dir: str) -> str:
     return shlex.join(argv)
 
 
-def fill_placeholders(text: str, values: dict, quote: bool) -> str:
+def fill_placeholders(text: str, values: dict, quote: bool, where: str = "") -> str:
     """Replace `{name}` for the names in values (each shell-quoted when quote), once, no recursion.
 
-    `{{name}}` is a literal `{name}`; any other brace text (a JSON or dict literal, nested or
-    not, an unknown name) is left exactly as written.
+    `{{name}}` is a literal `{name}`; other brace text (a JSON or dict literal, nested or not,
+    the shell's `${name}`) is left exactly as written. A `{name}` of no known value is refused
+    (ConfigError naming where and the known names): `{modle_id}` would otherwise run literally.
     """
 
     def one(match):
-        token = match.group(0)
         if match.group(1) is not None:
             return "{" + match.group(1) + "}"
         name = match.group(2)
         if name not in values:
-            return token
+            raise ConfigError(f"{where + ': ' if where else ''}unknown placeholder {{{name}}} (known: "
+                              f"{', '.join(sorted(values))}; write {{{{{name}}}}} for a literal {{{name}}})")
         rendered = _text(values[name])
         return shlex.quote(rendered) if quote else rendered
 
@@ -565,13 +665,13 @@ def _text(value) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _fill_deep(value, sources: dict):
+def _fill_deep(value, sources: dict, where: str):
     if isinstance(value, str):
-        return fill_placeholders(value, sources, quote=False)
+        return fill_placeholders(value, sources, quote=False, where=where)
     if isinstance(value, list):
-        return [_fill_deep(item, sources) for item in value]
+        return [_fill_deep(item, sources, where) for item in value]
     if isinstance(value, dict):
-        return {key: _fill_deep(item, sources) for key, item in value.items()}
+        return {key: _fill_deep(item, sources, where) for key, item in value.items()}
     return value
 
 
