@@ -147,7 +147,7 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
     submission = load_submission(config, profile=target.profile, remote_repo=remote_repo,
                                  outputs_dir=remote_outputs_dir, tmux_session=tmux_session,
                                  project_dir=project_dir_of(c.config))
-    cpu_slots = count_flag("--slots", slots, 1)
+    cpu_slots = count_flag("--slots", slots, None)  # not given: a live supervisor keeps its own
     timeout_s = seconds_flag("--timeout", timeout, None)
     submission_id = new_submission_id()
     report = submit_runs(target, submission, submission_id=submission_id, force=force, retry_failed=retry_failed,
@@ -295,7 +295,7 @@ def resume(c, host=None, remote_outputs_dir=None, tmux_session=None, slots=None)
     target = target_of(c, host)
     latest = latest_submission(c, target) or {}
     outputs = outputs_root(remote_outputs_dir, latest, target.profile)
-    cpu_slots = count_flag("--slots", slots, 1)
+    cpu_slots = count_flag("--slots", slots, None)
     return resume_runs(target, outputs_dir=outputs, tmux_session=tmux_session or latest.get("tmux_session") or RUNS_SESSION,
                        slots=cpu_slots)
 

@@ -68,9 +68,20 @@ RETRYABLE = tuple(s for s in COUNTS_AS_FAILURE if s != "lost")
 STATUS_FIELDS = frozenset({
     "run_id", "state", "attempt", "submission_id", "queued_at", "not_before", "retry_of", "started",
     "supervisor_pid", "pid", "pgid", "pid_start", "gpus", "last_output", "heartbeat", "exit_code", "signal",
-    "failure_class", "error", "finished", "updated"})
+    "failure_class", "error", "finished", "updated", "tool"})
+# The shapes a status.json's fields must have (anything else marks the run unknown, with why).
+STATUS_TYPES = {"run_id": str, "attempt": int, "submission_id": str, "exit_code": (int, type(None)),
+                "pid": int, "pgid": int, "pid_start": (int, type(None)), "signal": (int, type(None)),
+                "tool": str}
+RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # names.RUN_ID on the laptop
+# Folders that are never an outputs root nor hold one: the system's, and where keys live.
+SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
+               "/sbin", "/srv", "/sys", "/usr", "/var/lib", "/var/log", "/var/run", "/var/spool", "/var/cache")
+KEY_DIRS = (".ssh", "ssh", ".gnupg", ".aws", ".kube", ".docker", ".config")
+WRITE_RETRY_S = 2.0  # a bookkeeping write that failed (a full volume) is tried again this often
 KILL_GRACE_S = 10.0  # TERM, then KILL this long after
 HEARTBEAT_S = 5.0
+WAIT_HEARTBEAT_S = 2.0  # runs.wait repeats its progress line this often (to notice the laptop gone)
 POLL_S = 0.25
 IDLE_EXIT_S = 2.0  # an idle supervisor lingers this long for a submission racing its exit
 TAIL_BYTES = 256 * 1024
@@ -120,22 +131,23 @@ def read_json(path, default=None):
 
 def write_json(path, data, mode=0o644):
     """Atomic: a reader sees the old file or the new one, never half of one."""
-    tmp = "%s.tmp.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True, default=str)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str) + "\n", mode, sync=True)
 
 
-def write_text(path, text, mode=0o644):
+def write_text(path, text, mode=0o644, sync=False):
+    """Atomic; a write that fails (a full volume) leaves the old file and no temporary behind."""
     tmp = "%s.tmp.%d" % (path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            if sync:
+                os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
 
 
 def makedirs(path, mode=0o755):
@@ -146,7 +158,7 @@ def remove_quietly(path):
     """Remove a bookkeeping file that another process may have removed first."""
     try:
         os.remove(path)
-    except FileNotFoundError:
+    except OSError:
         pass
 
 
@@ -223,6 +235,52 @@ def kill_group_fully(pgid, grace=KILL_GRACE_S):
         kill_group(pgid, signal.SIGKILL)
 
 
+def owner_marker(run_id, submission_id, attempt):
+    """The value of OPS_RUN_OWNER in a run's environment: every process the run starts inherits
+    it, also one that leaves the process group (setsid), so the run's processes can be found."""
+    return "%s/%s/%s" % (submission_id, run_id, attempt)
+
+
+def marked_pids(marker):
+    """Pids of this user's live processes whose environment carries OPS_RUN_OWNER=marker."""
+    needle = ("OPS_RUN_OWNER=%s" % marker).encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            if os.stat("/proc/" + name).st_uid != os.getuid():
+                continue
+            with open("/proc/%s/environ" % name, "rb") as handle:
+                environ = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if needle in environ and pid_alive(int(name)):
+            found.append(int(name))
+    return found
+
+
+def kill_marked(marker, grace=2.0):
+    """Stop every process carrying the run's marker (TERM, KILL after grace). Returns their pids."""
+    pids = marked_pids(marker)
+    for pid in pids:
+        signal_quietly(pid, signal.SIGTERM)
+    deadline = now() + grace
+    while now() < deadline and any(pid_alive(p) for p in pids):
+        time.sleep(0.05)
+    for pid in pids:
+        if pid_alive(pid):
+            signal_quietly(pid, signal.SIGKILL)
+    return pids
+
+
+def signal_quietly(pid, sig):
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 class Lock:
     """An flock on a file: exclusive, blocking or not."""
 
@@ -259,17 +317,81 @@ class Lock:
 # ---------------------------------------------------------------- the store
 
 
-class Store:
-    """The outputs root: run directories and the queue's bookkeeping under .ops/."""
+class BadRequest(ValueError):
+    """A request the tool refuses whole before it changes anything (bad input: exit 2)."""
 
-    def __init__(self, root):
-        self.root = root.rstrip("/") or "/"
+
+def outputs_root_problem(root, home=None):
+    """Why root cannot be an outputs root (a run directory lies below it, and --force archives
+    there), or None. The laptop asks the same function before it contacts the pod."""
+    if not isinstance(root, str) or not root.startswith("/") or "\0" in root:
+        return "must be an absolute path"
+    norm = os.path.normpath(root)
+    if norm.startswith("//"):
+        norm = "/" + norm.lstrip("/")
+    if norm.count("/") < 2:  # /, /mnt (the volume itself: its keys, its data), /tmp, /opt, ...
+        return "is / or a folder at the top of the file system: use a folder below the volume"
+    for system in SYSTEM_DIRS:
+        if norm == system or norm.startswith(system + "/"):
+            return "lies in the system folder %s" % system
+    homes = {"/root"} | ({os.path.normpath(home)} if home else set())
+    if norm in homes or os.path.dirname(norm) == "/home":
+        return "is a home directory"
+    parts = norm.split("/")
+    if any(part in KEY_DIRS for part in parts):
+        return "lies in a folder of keys or settings (%s)" % next(p for p in parts if p in KEY_DIRS)
+    return None
+
+
+def check_outputs_root(root):
+    """The request's outputs root, refused (BadRequest) when it is no place for run directories;
+    symlinks are resolved first, so a link cannot lead the root into /etc."""
+    for candidate in (root, os.path.realpath(root) if isinstance(root, str) else root):
+        problem = outputs_root_problem(candidate, os.path.expanduser("~"))
+        if problem:
+            raise BadRequest("outputs root %r %s" % (root, problem))
+    return root
+
+
+def check_run(run_id, run_dir, root):
+    """A run id of the one pattern and a run directory strictly below the outputs root (also once
+    symlinks are resolved) and outside .ops/: BadRequest otherwise, whatever the laptop sent."""
+    if not isinstance(run_id, str) or not RUN_ID.match(run_id):
+        raise BadRequest("run id %r: a run id is letters, digits, '.', '_' and '-' (at most 128, starting "
+                         "with a letter or digit)" % (run_id,))
+    if not isinstance(run_dir, str) or not run_dir.startswith("/"):
+        raise BadRequest("%s: run_dir %r must be an absolute path under the outputs root %s" % (run_id, run_dir, root))
+    for base, path in ((os.path.normpath(root), os.path.normpath(run_dir)),
+                       (os.path.realpath(root), os.path.realpath(run_dir))):
+        inside = path.startswith(base.rstrip("/") + "/")
+        if not inside or path == os.path.join(base, ".ops") or path.startswith(os.path.join(base, ".ops") + "/"):
+            raise BadRequest("%s: run_dir %s is not a run directory under the outputs root %s" % (run_id, run_dir, root))
+    return run_id, run_dir
+
+
+class Store:
+    """The outputs root: run directories and the queue's bookkeeping under .ops/.
+
+    Only the commands that change things create it (`create`): reading a root that does not
+    exist creates nothing and finds no runs.
+    """
+
+    def __init__(self, root, create=False):
+        self.root = check_outputs_root(root).rstrip("/") or "/"
         self.ops = os.path.join(self.root, ".ops")
-        for sub in ("queue", "active", "cancel", "submissions", "specs"):
-            makedirs(os.path.join(self.ops, sub))
         self.private = os.path.join(os.path.expanduser("~"), ".ops", "runs")
-        makedirs(os.path.join(self.private, "env"), 0o700)
-        os.chmod(os.path.join(self.private, "env"), 0o700)
+        if create:
+            for sub in ("queue", "active", "cancel", "submissions", "specs"):
+                makedirs(os.path.join(self.ops, sub))
+            makedirs(os.path.join(self.private, "env"), 0o700)
+            os.chmod(os.path.join(self.private, "env"), 0o700)
+
+    def names(self, sub):
+        """File names in .ops/<sub>/ (none when it does not exist), our temporaries left out."""
+        try:
+            return sorted(n for n in os.listdir(self.path(sub)) if ".tmp." not in n)
+        except OSError:
+            return []
 
     def path(self, *parts):
         return os.path.join(self.ops, *parts)
@@ -283,6 +405,8 @@ class Store:
         A shared probe: a supervisor that is starting retries its exclusive lock for a while,
         so a probe in the same instant never makes it give up.
         """
+        if not os.path.exists(self.path("supervisor.lock")):
+            return False  # never created: no supervisor ever ran here (and a probe creates nothing)
         lock = Lock(self.path("supervisor.lock"))
         if lock.acquire(blocking=False, shared=True):
             lock.release()
@@ -292,10 +416,9 @@ class Store:
     # -- queue entries
 
     def queued(self):
-        names = sorted(n for n in os.listdir(self.path("queue")) if n.endswith(".json") and ".tmp." not in n)
         entries = []
-        for name in names:
-            entry = read_json(self.path("queue", name))
+        for name in self.names("queue"):
+            entry = read_entry(self.path("queue", name)) if name.endswith(".json") else None
             if entry is not None:
                 entry["_file"] = self.path("queue", name)
                 entries.append(entry)
@@ -307,20 +430,20 @@ class Store:
         name = "%s-%s.json" % (seq, entry["run_id"])
         write_json(self.path("specs", entry["run_id"] + ".json"), entry)
         write_json(self.path("queue", name), entry)
+        return self.path("queue", name)
 
     def active(self):
         entries = []
-        for name in sorted(os.listdir(self.path("active"))):
-            if name.endswith(".json"):
-                entry = read_json(self.path("active", name))
-                if entry is not None:
-                    entries.append(entry)
+        for name in self.names("active"):
+            entry = read_entry(self.path("active", name)) if name.endswith(".json") else None
+            if entry is not None:
+                entries.append(entry)
         return entries
 
-    def waiting_ids(self):
+    def waiting_ids(self, queued=None):
         """Run ids that are queued or claimed by a supervisor: the ones a status may say are waiting."""
-        ids = {e["run_id"] for e in self.queued()}
-        ids.update(n[:-5] for n in os.listdir(self.path("active")) if n.endswith(".json") and ".tmp." not in n)
+        ids = {e["run_id"] for e in (self.queued() if queued is None else queued)}
+        ids.update(n[:-5] for n in self.names("active") if n.endswith(".json"))
         return ids
 
     # -- secrets
@@ -329,6 +452,18 @@ class Store:
         """The run's secret env values, or None when the file holding them is gone."""
         data = read_json(os.path.join(self.private, "env", submission_id + ".json"))
         return None if data is None else data.get(run_id, {})
+
+    def write_slots(self, slots):
+        """The CPU slot count a live supervisor re-reads each loop (runs.submit --slots)."""
+        write_text(self.path("slots"), "%d\n" % slots)
+
+    def read_slots(self):
+        try:
+            with open(self.path("slots")) as handle:
+                value = int(handle.read().strip())
+        except (OSError, ValueError):
+            return None
+        return value if value >= 1 else None
 
     def save_secret_env(self, submission_id, secrets):
         if not secrets:
@@ -344,8 +479,45 @@ def status_path(run_dir):
     return os.path.join(run_dir, "status.json")
 
 
-def read_status(run_dir):
-    return read_json(status_path(run_dir))
+def read_entry(path):
+    """A queue or active entry: a JSON object naming a valid run id and its run_dir, else None
+    (a damaged file is skipped, never a crash of every listing)."""
+    entry = read_json(path)
+    if not isinstance(entry, dict) or not isinstance(entry.get("run_id"), str) or not RUN_ID.match(entry["run_id"]):
+        return None
+    return entry if isinstance(entry.get("run_dir"), str) else None
+
+
+def read_status(run_dir, with_problem=False):
+    """The run's status.json when it is one (a JSON object with a known state and fields of the
+    right types), else None; with_problem: (status, why it is not one, or None)."""
+    path = status_path(run_dir)
+    status = read_json(path)
+    problem = status_shape_problem(status) if status is not None else (
+        "status.json is not JSON" if os.path.exists(path) else None)
+    if problem:
+        status = None
+    return (status, problem) if with_problem else status
+
+
+def status_shape_problem(status):
+    if not isinstance(status, dict):
+        return "status.json holds a %s, not an object" % type(status).__name__
+    if not isinstance(status.get("state"), str) or status["state"] not in STATES:
+        return "status.json has no known state (%r)" % (status.get("state"),)
+    for key, kind in STATUS_TYPES.items():
+        if key in status and (not isinstance(status[key], kind) or isinstance(status[key], bool)):
+            return "status.json field %s is a %s" % (key, type(status[key]).__name__)
+    for key in ("started", "finished", "updated", "queued_at", "heartbeat", "last_output", "not_before"):
+        value = status.get(key)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            return "status.json field %s is a %s" % (key, type(value).__name__)
+    return None
+
+
+def owned_by_tool(status):
+    """True when the supervisor wrote this status (only it sets its tool version there)."""
+    return isinstance(status, dict) and str(status.get("tool", "")).startswith("ops-tasks-runs/")
 
 
 def set_state(run_dir, run_id, state, kept=None, **fields):
@@ -377,7 +549,7 @@ def checked_status(run_id, state, kept, fields):
     if unknown:
         raise ValueError("%s: unknown status field(s) %s" % (run_id, ", ".join(unknown)))
     status = dict(kept or {})
-    status.update(fields, run_id=run_id, state=state, updated=now())
+    status.update(fields, run_id=run_id, state=state, updated=now(), tool=TOOL_VERSION)
     required = ("attempt", "submission_id") if kept is None else ()
     missing = [k for k in required + (("finished",) if state in TERMINAL else ()) if k not in status]
     if missing:
@@ -409,6 +581,18 @@ def archive_attempt(run_dir):
     return number
 
 
+def restore_attempt(run_dir, number):
+    """Undo archive_attempt: attempts/<number>/ goes back to the top of the run directory."""
+    folder = os.path.join(run_dir, "attempts", str(number))
+    for name in os.listdir(folder):
+        os.replace(os.path.join(folder, name), os.path.join(run_dir, name))
+    os.rmdir(folder)
+    try:
+        os.rmdir(os.path.join(run_dir, "attempts"))  # only when it is empty again
+    except OSError:
+        pass
+
+
 def summary_verdict(run_dir):
     """(ok, failure class or None, parsed summary or None) for a run that exited 0."""
     path = os.path.join(run_dir, "summary.json")
@@ -417,6 +601,9 @@ def summary_verdict(run_dir):
     summary = read_json(path)
     if not isinstance(summary, dict):
         return False, "bad_summary", None
+    # ok must be a JSON boolean: 0, "false" or 1 say nothing a verdict can rest on.
+    if "ok" in summary and not isinstance(summary["ok"], bool):
+        return False, "bad_summary", summary
     if summary.get("ok") is False:
         return False, "summary_not_ok", summary
     return True, None, summary
@@ -458,7 +645,9 @@ def write_missing_summary(run_dir, run_id, status):
 
 
 def submit(request):
-    store = Store(request["outputs_dir"])
+    runs = [dict(run, run_id=check_run(run.get("run_id"), run.get("run_dir"), request["outputs_dir"])[0])
+            for run in request["runs"]]
+    store = Store(request["outputs_dir"], create=True)
     if not request.get("foreground") and not shutil.which("tmux"):
         # Before anything is queued: runs nobody will start must not block later submissions.
         return {"error": "tmux is not installed on this pod: install it, or submit with --no-tmux"}
@@ -469,7 +658,7 @@ def submit(request):
     with store.queue_lock():
         supervisor = store.supervisor_alive()
         waiting = store.waiting_ids()
-        for run in request["runs"]:
+        for run in runs:
             run_id, run_dir = run["run_id"], run["run_dir"]
             decision = admission(run, supervisor, waiting, force, retry_failed)
             if decision[0] == "skip":
@@ -478,25 +667,17 @@ def submit(request):
             if decision[0] == "refuse":
                 refused.append({"run_id": run_id, "reason": decision[1]})
                 continue
-            makedirs(run_dir)
-            # A lost run's processes may still run (its supervisor was killed): stop them first.
-            stop_leftover_group(read_status(run_dir) or {})
-            archived = archive_attempt(run_dir)
-            run_secrets = {k: v for k, v in run["env"].items() if is_secret(k)}
-            if run_secrets:
-                secrets[run_id] = run_secrets
-            entry = dict(run, env=masked_env(run["env"]), submission_id=submission_id,
-                         fail_fast=bool(request.get("fail_fast")), retries_used=0,
-                         attempt=attempts_done(run_dir) + 1, queued_at=now(), not_before=0,
-                         host=request.get("host"), tmux_session=request.get("tmux_session"))
-            set_attempt_state(entry, "queued", queued_at=entry["queued_at"])
-            store.enqueue(entry)
-            queued.append({"run_id": run_id, "run_dir": run_dir, "archived_attempt": archived})
+            try:
+                queued.append(queue_run(store, run, request, secrets))
+            except OSError as exc:  # a full volume: this run is refused, the others go on
+                refused.append({"run_id": run_id, "reason": "could not be queued: %s" % exc})
         store.save_secret_env(submission_id, secrets)
+        if request.get("slots") and not request.get("foreground"):
+            store.write_slots(request["slots"])
         manifest = {
             "submission_id": submission_id, "host": request.get("host"), "submitted_at": now(),
             "outputs_dir": store.root, "tmux_session": request.get("tmux_session"),
-            "runs": [{"run_id": r["run_id"], "run_dir": r["run_dir"]} for r in request["runs"]],
+            "runs": [{"run_id": r["run_id"], "run_dir": r["run_dir"]} for r in runs],
             "queued": [q["run_id"] for q in queued], "skipped": skipped, "refused": refused,
         }
         write_json(store.path("submissions", submission_id + ".json"), manifest)
@@ -508,16 +689,50 @@ def submit(request):
     return result
 
 
+def queue_run(store, run, request, secrets):
+    """Queue one admitted run (under the queue lock): its earlier files archived, its status
+    queued, its queue entry written. A write that fails undoes what this run changed."""
+    run_id, run_dir = run["run_id"], run["run_dir"]
+    created = not os.path.isdir(run_dir)
+    makedirs(run_dir)
+    # A lost run's processes may still run (its supervisor was killed): stop them first.
+    stop_leftover_group(read_status(run_dir) or {})
+    archived = archive_attempt(run_dir)
+    entry = dict(run, env=masked_env(run["env"]), submission_id=request["submission_id"],
+                 fail_fast=bool(request.get("fail_fast")), retries_used=0,
+                 attempt=attempts_done(run_dir) + 1, queued_at=now(), not_before=0,
+                 host=request.get("host"), tmux_session=request.get("tmux_session"))
+    queue_file = None
+    try:
+        queue_file = store.enqueue(entry)
+        set_attempt_state(entry, "queued", queued_at=entry["queued_at"])
+    except OSError:
+        if queue_file:
+            remove_quietly(queue_file)
+        if archived:
+            restore_attempt(run_dir, archived)
+        if created:
+            try:
+                os.rmdir(run_dir)
+            except OSError:
+                pass
+        raise
+    run_secrets = {k: v for k, v in run["env"].items() if is_secret(k)}
+    if run_secrets:
+        secrets[run_id] = run_secrets
+    return {"run_id": run_id, "run_dir": run_dir, "archived_attempt": archived}
+
+
 def ensure_supervisor(store, request):
     """Start a supervisor in the tmux session unless one runs, and see that it came up.
 
     Two racing starts are harmless: the second cannot take the lock and exits.
     """
     if store.supervisor_alive():
-        return "running"
+        return "running" + slots_note(store, request)
     tmux = ["tmux"] + (["-L", request["tmux_socket"]] if request.get("tmux_socket") else [])
     session = request.get("tmux_session") or "pilots"
-    args = json.dumps({"outputs_dir": store.root, "slots": request.get("slots") or 1})
+    args = json.dumps({"outputs_dir": store.root, "slots": request.get("slots") or store.read_slots() or 1})
     command = "exec python3 %s supervise %s" % (shlex.quote(os.path.abspath(__file__)), shlex.quote(args))
     try:
         exists = subprocess.run(tmux + ["has-session", "-t", "=" + session], stdout=subprocess.DEVNULL,
@@ -529,19 +744,35 @@ def ensure_supervisor(store, request):
         started = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     except OSError as exc:
         return "failed to start: %s" % exc
-    if started.returncode != 0:
-        return "failed to start: " + (started.stderr.strip() or "tmux exited %d" % started.returncode)
+    # A racing submission may have started one first (tmux then says "duplicate session"):
+    # what counts is whether a supervisor runs, whoever started it.
     deadline = now() + 5
     while now() < deadline:
         if store.supervisor_alive():
+            if started.returncode != 0:
+                return "already running (started by another submission)" + slots_note(store, request)
             return "started in tmux session %s" % session
         time.sleep(0.05)
+    if started.returncode != 0:
+        return "failed to start: " + (started.stderr.strip() or "tmux exited %d" % started.returncode)
     return "failed to start: see %s" % store.path("supervisor.log")
+
+
+def slots_note(store, request):
+    """What --slots does to a supervisor that already runs: it re-reads .ops/slots each loop."""
+    if not request.get("slots"):
+        return ""
+    info = read_json(store.path("supervisor.json")) or {}
+    if isinstance(info, dict) and info.get("gpus"):
+        return "; --slots %d does not apply: its runs share the pod's %d GPUs" % (
+            request["slots"], len(info.get("slots") or []))
+    return "; slots now %d (it reads them again each loop)" % request["slots"]
 
 
 def run_in_foreground(store, request):
     """--no-tmux: supervise here, over the connection; if a supervisor already runs, wait for it."""
-    outcome = supervise({"outputs_dir": store.root, "slots": request.get("slots") or 1, "foreground": True})
+    outcome = supervise({"outputs_dir": store.root, "slots": request.get("slots") or store.read_slots() or 1,
+                         "foreground": True})
     if not outcome.get("started"):
         print("a supervisor is already running on this pod: waiting for it", file=sys.stderr, flush=True)
     waited = wait({"outputs_dir": store.root, "submission_id": request["submission_id"]})
@@ -559,15 +790,20 @@ def admission(run, supervisor_alive, waiting, force, retry_failed):
         return "skip", "succeeded"
     if state in FAILED and not (force or retry_failed):
         return "refuse", "%s (%s): use --retry-failed or --force" % (state, (status or {}).get("failure_class") or state)
-    if state is None and has_files(run_dir) and not force:
-        return "refuse", ("its directory holds files of a run ops-tasks did not supervise (a summary.json "
-                          "alone does not say it succeeded): use --force to keep them in attempts/ and run")
+    # --force archives only what the supervisor wrote: anything else is the user's, never moved.
+    if (status is None and has_files(run_dir)) or (status is not None and not owned_by_tool(status)):
+        return "refuse", ("its directory %s holds files ops-tasks did not write (no status.json of its "
+                          "supervisor): nothing was moved; move them away or pick another run_dir" % run_dir)
     return "queue", None
+
+
+# What an interrupted atomic write of ours may leave (a kill between open and rename).
+OUR_TEMPORARY = re.compile(r"^(status|summary|run_metadata)\.json\.tmp\.\d+$|^command\.sh\.tmp\.\d+$")
 
 
 def has_files(run_dir):
     try:
-        return any(not n.startswith(".") for n in os.listdir(run_dir))
+        return any(not n.startswith(".") and not OUR_TEMPORARY.match(n) for n in os.listdir(run_dir))
     except OSError:
         return False
 
@@ -597,6 +833,7 @@ class Running:
         self.proc = proc
         self.gpus = gpus
         self.log_path = log_path
+        self.marker = owner_marker(entry["run_id"], entry["submission_id"], entry["attempt"])
         self.started = now()
         self.started_mono = self.last_output_mono = time.monotonic()
         self.last_output = self.started
@@ -604,6 +841,7 @@ class Running:
         self.last_heartbeat = 0
         self.kill_reason = None  # timeout | stalled | cancelled
         self.kill_deadline = None
+        self.ended = None  # (exit code, finished at, log tail) once it exited: kept while its status waits to be written
 
 
 class Supervisor:
@@ -611,16 +849,21 @@ class Supervisor:
         self.store = store
         self.lock = Lock(store.path("supervisor.lock"))
         self.slots = slots
-        self.gpu_ids, self.capacity, self.free = [], [], []
+        self.gpu_ids, self.capacity = [], []
         self.running = {}
+        self.unstarted = {}  # run_id -> (entry, class, reason): a failure whose status waits to be written
+        self.claim_after = {}  # run_id -> monotonic time: a start that failed to write is tried again then
         self.foreground = foreground
         self.stopping = False
         self.log_file = open(store.path("supervisor.log"), "a")
 
     def say(self, message):
         line = "%s %s" % (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), message)
-        self.log_file.write(line + "\n")
-        self.log_file.flush()
+        try:
+            self.log_file.write(line + "\n")
+            self.log_file.flush()
+        except OSError:
+            pass  # a full volume: the line is lost, the supervisor goes on
         try:
             print(line, file=sys.stderr if self.foreground else sys.stdout, flush=True)
         except OSError:
@@ -638,18 +881,15 @@ class Supervisor:
 
     def run(self):
         if not self.take_lock():
-            self.log_file.write("supervisor %d: another supervisor is running; this one exits\n" % os.getpid())
-            self.log_file.flush()
+            self.say("supervisor %d: another supervisor is running; this one exits" % os.getpid())
             return {"started": False, "reason": "another supervisor is running"}
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         # After the lock: whoever started us sees us alive at once; nvidia-smi can be slow.
         self.gpu_ids = detect_gpus()
-        self.capacity = list(self.gpu_ids) if self.gpu_ids else ["cpu%d" % i for i in range(max(1, self.slots))]
-        self.free = list(self.capacity)
-        write_json(self.store.path("supervisor.json"), {
-            "pid": os.getpid(), "started": now(), "hostname": socket.gethostname(), "tool": TOOL_VERSION,
-            "slots": self.capacity, "gpus": bool(self.gpu_ids)})
+        self.slots = self.store.read_slots() or self.slots
+        self.capacity = list(self.gpu_ids) if self.gpu_ids else cpu_slots(self.slots)
+        self.guarded(self.write_info)
         self.say("supervisor %d up: %s" % (os.getpid(), ", ".join(
             ("GPU %s" % s) if self.gpu_ids else s for s in self.capacity)))
         crashed = False
@@ -657,13 +897,14 @@ class Supervisor:
             self.guarded(self.mark_orphans_lost)
             idle_since = None
             while not self.stopping:
-                for step in (self.handle_cancels, self.watch, self.start_ready):
+                for step in (self.refresh_slots, self.write_unstarted, self.handle_cancels, self.watch,
+                             self.start_ready):
                     self.guarded(step)
-                if self.running or self.store.queued():
+                if self.running or self.unstarted or self.store.queued():
                     idle_since = None
                 elif idle_since is None:
                     idle_since = time.monotonic()
-                elif time.monotonic() - idle_since >= IDLE_EXIT_S and self.exit_if_idle():
+                elif time.monotonic() - idle_since >= IDLE_EXIT_S and self.guarded(self.exit_if_idle):
                     break
                 time.sleep(POLL_S)
         except BaseException:
@@ -675,16 +916,25 @@ class Supervisor:
             self.lock.release()
         return {"started": True}
 
+    def write_info(self):
+        write_json(self.store.path("supervisor.json"), {
+            "pid": os.getpid(), "started": now(), "hostname": socket.gethostname(), "tool": TOOL_VERSION,
+            "slots": self.capacity, "gpus": bool(self.gpu_ids)})
+
     def guarded(self, step):
         """One step of the loop; an error in it is logged, and the supervisor goes on (its runs
-        would otherwise go on unwatched)."""
+        would otherwise go on unwatched). Returns the step's result (None after an error)."""
         try:
-            step()
-        except Exception:
-            import traceback
+            return step()
+        except Exception as exc:
+            if isinstance(exc, OSError):  # a full volume, most likely: one line, tried again
+                self.say("%s: could not write (tried again): %s" % (step.__name__, exc))
+            else:
+                import traceback
 
-            self.say("error in %s (the supervisor goes on):\n%s" % (step.__name__, traceback.format_exc()))
+                self.say("error in %s (the supervisor goes on):\n%s" % (step.__name__, traceback.format_exc()))
             time.sleep(1)
+            return None
 
     def _on_signal(self, signum, frame):
         self.stopping = True
@@ -692,11 +942,25 @@ class Supervisor:
     def exit_if_idle(self):
         """Exit only while holding the queue lock, so a submission never lands unseen."""
         with self.store.queue_lock():
-            if self.store.queued() or self.running:
+            if self.store.queued() or self.running or self.unstarted:
                 return False
             self.say("queue empty: supervisor exits")
             self.lock.release()
             return True
+
+    def refresh_slots(self):
+        """runs.submit --slots N on a pod without GPUs: the new count applies from this loop on
+        (runs above it finish where they are; no new one starts there)."""
+        slots = self.store.read_slots()
+        if self.gpu_ids or not slots or slots == len(self.capacity):
+            return
+        self.say("slots: %d -> %d (runs.submit --slots)" % (len(self.capacity), slots))
+        self.slots, self.capacity = slots, cpu_slots(slots)
+        self.guarded(self.write_info)
+
+    def free_slots(self):
+        busy = {s for r in self.running.values() for s in r.gpus}
+        return [s for s in self.capacity if s not in busy]
 
     def mark_orphans_lost(self):
         """Runs in active/ belonged to a supervisor that died: stop what is left of them (it would
@@ -718,42 +982,76 @@ class Supervisor:
         for entry, slots in self.claim_ready():
             try:
                 self.launch(entry, slots)
+            except OSError as exc:
+                # Nothing started (a full volume, say): the run goes back to the queue, as it was.
+                self.unclaim(entry, exc)
             except Exception:
-                self.free.extend(slots)
+                self.running.pop(entry["run_id"], None)
                 self.end_unstarted(entry, "exit_nonzero", "could not start: %s" % sys.exc_info()[1])
                 raise
 
     def claim_ready(self):
-        """Take the runs that fit off the queue, under the queue lock: a cancel or a submission
-        sees each run either queued or claimed, never half of it."""
+        """Claim the runs that fit, under the queue lock: a cancel or a submission sees each run
+        either queued or claimed, never half of it. The queue entry stays until the run starts,
+        so a claim that could not be written (or a start that failed) leaves it queued."""
         claimed = []
         with self.store.queue_lock():
+            free = self.free_slots()
             for entry in self.store.queued():
-                if entry.get("not_before", 0) > now() or entry["run_id"] in self.running:
+                run_id = entry["run_id"]
+                if entry.get("not_before", 0) > now() or run_id in self.running or run_id in self.unstarted:
+                    continue
+                if self.claim_after.get(run_id, 0) > time.monotonic():
                     continue
                 need = entry.get("gpus")
                 need = (len(self.gpu_ids) if need is None else need) if self.gpu_ids else 1
                 if need > len(self.capacity):
-                    remove_quietly(entry["_file"])
                     self.end_unstarted(entry, "unschedulable",
                                        "needs %d GPUs, the pod has %d" % (need, len(self.capacity)))
+                    remove_quietly(entry["_file"])
                     continue
-                if need > len(self.free):
+                if need > len(free):
                     continue  # first fit: a later, smaller run may use what is free
-                slots, self.free = self.free[:need], self.free[need:]
-                remove_quietly(entry["_file"])
-                entry = {k: v for k, v in entry.items() if k != "_file"}
-                write_json(self.store.path("active", entry["run_id"] + ".json"), entry)
-                set_attempt_state(entry, "running", started=now(), supervisor_pid=os.getpid())
+                try:
+                    write_json(self.store.path("active", run_id + ".json"),
+                               {k: v for k, v in entry.items() if k != "_file"})
+                    set_attempt_state(entry, "running", started=now(), supervisor_pid=os.getpid())
+                except OSError as exc:
+                    self.unclaim(entry, exc)
+                    continue
+                slots, free = free[:need], free[need:]
                 claimed.append((entry, slots))
         return claimed
 
+    def unclaim(self, entry, exc):
+        """A claim or start that could not be written: the run is queued again (its queue entry
+        never went), tried again after WRITE_RETRY_S."""
+        run_id = entry["run_id"]
+        self.running.pop(run_id, None)
+        self._drop_active(run_id)
+        self.claim_after[run_id] = time.monotonic() + WRITE_RETRY_S
+        try:
+            set_attempt_state(entry, "queued", queued_at=entry.get("queued_at") or now())
+        except OSError:
+            pass  # its status may say running a while: the queue entry is what counts, and it is there
+        self.say("%s: could not start (%s): queued again" % (run_id, exc))
+
     def end_unstarted(self, entry, klass, reason):
-        """A claimed or queued run that cannot start: failed, with its reason, contract complete."""
+        """A claimed or queued run that cannot start: failed, with its reason, contract complete.
+        Written now or, on a full volume, by a later loop (write_unstarted) until it is."""
+        run_id = entry["run_id"]
+        self.unstarted[run_id] = (entry, klass, reason)
         makedirs(entry["run_dir"])
         set_attempt_state(entry, "failed", failure_class=klass, error=reason, finished=now())
-        self._drop_active(entry["run_id"])
-        self.say("%s: failed: %s" % (entry["run_id"], reason))
+        if entry.get("_file"):
+            remove_quietly(entry["_file"])
+        self._drop_active(run_id)
+        del self.unstarted[run_id]
+        self.say("%s: failed: %s" % (run_id, reason))
+
+    def write_unstarted(self):
+        for entry, klass, reason in list(self.unstarted.values()):
+            self.end_unstarted(entry, klass, reason)
 
     def launch(self, entry, slots):
         run_id, run_dir = entry["run_id"], entry["run_dir"]
@@ -763,7 +1061,6 @@ class Supervisor:
         missing = [k for k, v in entry["env"].items() if v == MASK and k not in (secrets or {})]
         if missing:
             # Never run with "***" where a secret belongs (a new pod on the same volume, say).
-            self.free.extend(slots)
             self.end_unstarted(entry, "secrets_missing", "secret env %s is gone from this pod "
                                                          "(~/.ops/runs/env): submit again" % ", ".join(missing))
             return
@@ -779,28 +1076,36 @@ class Supervisor:
         if not os.path.isdir(entry["cwd"]):
             with open(log_path, "ab") as log:
                 log.write(("ops-tasks: remote_repo %s does not exist on this pod\n" % entry["cwd"]).encode())
-            self.free.extend(slots)
             self.end_unstarted(entry, "data", "remote_repo %s does not exist" % entry["cwd"])
             return
         full_env = dict(os.environ)
         full_env.update(env)
+        # The marker every process of this attempt inherits, even one that leaves its group.
+        full_env["OPS_RUN_OWNER"] = owner_marker(run_id, entry["submission_id"], entry["attempt"])
         with open(log_path, "ab", buffering=0) as log:
             proc = subprocess.Popen(["bash", "-c", entry["command"]], cwd=entry["cwd"], env=full_env,
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, close_fds=True)
+        remove_quietly(entry["_file"])  # started: from now on its active entry and status say so
+        entry = {k: v for k, v in entry.items() if k != "_file"}
         running = Running(entry, proc, slots, log_path)
         self.running[run_id] = running
-        self.heartbeat(running, force=True)
+        self.claim_after.pop(run_id, None)
         self.say("%s: started (attempt %d, pid %d%s)" % (
             run_id, entry["attempt"], proc.pid, ", GPUs " + ",".join(map(str, gpus)) if gpus else ""))
+        self.heartbeat(running, force=True)
 
     def heartbeat(self, running, force=False):
         if not force and time.monotonic() - running.last_heartbeat < HEARTBEAT_S:
             return
         running.last_heartbeat = time.monotonic()
-        set_attempt_state(running.entry, "running", pid=running.proc.pid, pgid=running.proc.pid,
-                          pid_start=start_ticks_of(running.proc.pid), gpus=running.gpus, started=running.started,
-                          last_output=running.last_output, heartbeat=now(), supervisor_pid=os.getpid())
+        try:
+            set_attempt_state(running.entry, "running", pid=running.proc.pid, pgid=running.proc.pid,
+                              pid_start=start_ticks_of(running.proc.pid), gpus=running.gpus,
+                              started=running.started, last_output=running.last_output, heartbeat=now(),
+                              supervisor_pid=os.getpid())
+        except OSError as exc:
+            self.say("%s: heartbeat not written (tried again): %s" % (running.entry["run_id"], exc))
 
     # -- watching
 
@@ -808,11 +1113,15 @@ class Supervisor:
         for run_id, running in list(self.running.items()):
             try:
                 self.watch_one(running)
-            except Exception:
-                # One run's trouble (its directory removed, the disk full) must not stop the rest.
-                import traceback
+            except Exception as exc:
+                # One run's trouble (its directory removed, the disk full) must not stop the rest;
+                # a run that ended stays here until its end is written.
+                if isinstance(exc, OSError):
+                    self.say("%s: could not write its end (tried again): %s" % (run_id, exc))
+                else:
+                    import traceback
 
-                self.say("%s: error while watching it:\n%s" % (run_id, traceback.format_exc()))
+                    self.say("%s: error while watching it:\n%s" % (run_id, traceback.format_exc()))
 
     def watch_one(self, running):
         entry = running.entry
@@ -834,6 +1143,7 @@ class Supervisor:
                 self.stop_run(running, "stalled")
         elif time.monotonic() > running.kill_deadline:
             kill_group(running.proc.pid, signal.SIGKILL)
+            self.stop_marked(running, grace=0)
         self.heartbeat(running)
 
     def stop_run(self, running, reason):
@@ -841,26 +1151,37 @@ class Supervisor:
         running.kill_deadline = time.monotonic() + KILL_GRACE_S
         self.say("%s: %s: stopping its process group" % (running.entry["run_id"], reason))
         kill_group(running.proc.pid, signal.SIGTERM)
+        for pid in marked_pids(running.marker):  # and what left the group (setsid daemons)
+            signal_quietly(pid, signal.SIGTERM)
+
+    def stop_marked(self, running, grace=2.0):
+        """Stop the run's processes outside its group (setsid daemons), found by its marker."""
+        stopped = kill_marked(running.marker, grace)
+        if stopped:
+            self.say("%s: stopped %d process(es) it left outside its process group: pids %s" % (
+                running.entry["run_id"], len(stopped), ", ".join(map(str, stopped))))
 
     def handle_cancels(self):
-        for name in os.listdir(self.store.path("cancel")):
-            if ".tmp." in name:
-                continue
+        for name in self.store.names("cancel"):
             running = self.running.get(name)
-            if running is not None and running.kill_reason is None:
+            if running is not None and running.kill_reason is None and running.ended is None:
                 self.stop_run(running, "cancelled")
             elif running is None:
                 remove_quietly(self.store.path("cancel", name))
 
     def finish(self, running, code):
+        """The run exited: stop what it left, judge it, write its end (or, on a full volume, keep
+        it and try again next loop: its exit code and cause are kept until written)."""
         entry = running.entry
         run_id, run_dir = entry["run_id"], entry["run_dir"]
-        # The command's children may live on in its group: they would keep GPUs busy.
-        if group_alive(running.proc.pid):
-            kill_group_fully(running.proc.pid, grace=2)
-        del self.running[run_id]
-        self.free.extend(running.gpus)
-        self.free.sort(key=lambda s: self.capacity.index(s))
+        if running.ended is None:
+            # The command's children may live on in its group or outside it: they would keep
+            # GPUs busy and write into a finished run's log.
+            if group_alive(running.proc.pid):
+                kill_group_fully(running.proc.pid, grace=2)
+            self.stop_marked(running)
+            running.ended = (code, now(), tail_text(running.log_path, 200))
+        code, finished, log_tail = running.ended
         exit_code = code if code >= 0 else None
         sig = -code if code < 0 else None
         if running.kill_reason in ("timeout", "stalled"):
@@ -871,35 +1192,46 @@ class Supervisor:
             ok, klass, _ = summary_verdict(run_dir)
             state = "succeeded" if ok else "failed"
         else:
-            state, klass = "failed", failure_class(code, tail_text(running.log_path, 200))
+            state, klass = "failed", failure_class(code, log_tail)
         with self.store.queue_lock():
-            remove_quietly(self.store.path("cancel", run_id))
             status = set_attempt_state(entry, state, exit_code=exit_code, signal=sig, failure_class=klass,
-                                       started=running.started, finished=now(), last_output=running.last_output,
+                                       started=running.started, finished=finished, last_output=running.last_output,
                                        gpus=running.gpus)
+            remove_quietly(self.store.path("cancel", run_id))
+            del self.running[run_id]
             retried = state in RETRYABLE and self.retry(entry, klass, status)
             self._drop_active(run_id)
         if retried:
             return
         if state in COUNTS_AS_FAILURE and entry.get("fail_fast"):
-            self.cancel_submission(entry["submission_id"], run_id)
+            self.guarded(lambda: self.cancel_submission(entry["submission_id"], run_id))
         self.forget_secrets_when_done(entry["submission_id"])
         self.say("%s: %s%s (exit %s)" % (run_id, state, " [%s]" % klass if klass else "", exit_code if sig is None
                                           else "signal %d" % sig))
 
     def retry(self, entry, klass, status):
-        """Queue the next attempt when retries remain for this class (under the queue lock)."""
+        """Queue the next attempt when retries remain for this class (under the queue lock). A
+        write that fails undoes the retry: the attempt's end stands, and is said."""
         retries, retry_on = entry.get("retries") or 0, entry.get("retry_on")
         used = entry.get("retries_used", 0)
         if used >= retries or (retry_on is not None and klass not in retry_on):
             return False
         run_dir = entry["run_dir"]
-        archive_attempt(run_dir)
         backoff = (entry.get("retry_backoff") or 0) * (2 ** used)
-        again = dict(entry, attempt=attempts_done(run_dir) + 1, retries_used=used + 1,
+        again = dict(entry, attempt=attempts_done(run_dir) + 2, retries_used=used + 1,
                      not_before=now() + backoff, retry_of=klass)
-        set_attempt_state(again, "queued", queued_at=now(), retry_of=klass, not_before=again["not_before"])
-        self.store.enqueue(again)
+        queue_file = archived = None
+        try:
+            queue_file = self.store.enqueue(again)
+            archived = archive_attempt(run_dir)
+            set_attempt_state(again, "queued", queued_at=now(), retry_of=klass, not_before=again["not_before"])
+        except OSError as exc:
+            if queue_file:
+                remove_quietly(queue_file)
+            if archived:
+                restore_attempt(run_dir, archived)
+            self.say("%s: retry not queued (%s): it stays %s" % (entry["run_id"], exc, status["state"]))
+            return False
         self.say("%s: %s [%s]: retry %d of %d in %.0fs" % (entry["run_id"], status["state"], klass,
                                                            used + 1, retries, backoff))
         return True
@@ -910,7 +1242,7 @@ class Supervisor:
         if any(r.entry["submission_id"] == submission_id for r in self.running.values()):
             return
         with self.store.queue_lock():
-            if any(e["submission_id"] == submission_id for e in self.store.queued()):
+            if any(e.get("submission_id") == submission_id for e in self.store.queued()):
                 return
             remove_quietly(os.path.join(self.store.private, "env", submission_id + ".json"))
 
@@ -918,10 +1250,10 @@ class Supervisor:
         """--fail-fast: the submission's runs still queued are cancelled, never started."""
         with self.store.queue_lock():
             for entry in self.store.queued():
-                if entry["submission_id"] != submission_id:
+                if entry.get("submission_id") != submission_id or entry["run_id"] in self.running:
                     continue
-                remove_quietly(entry["_file"])
                 set_attempt_state(entry, "cancelled", finished=now(), error="fail-fast: %s failed" % failed_run)
+                remove_quietly(entry["_file"])
                 self.say("%s: cancelled (fail-fast: %s failed)" % (entry["run_id"], failed_run))
 
     def _drop_active(self, run_id):
@@ -932,11 +1264,19 @@ class Supervisor:
         lost for runs.resume."""
         for run_id, running in list(self.running.items()):
             kill_group_fully(running.proc.pid, grace=3)
+            kill_marked(running.marker, grace=1)
             running.proc.poll()
-            set_attempt_state(running.entry, "lost", failure_class="lost", started=running.started,
-                              finished=now(), gpus=running.gpus)
+            try:
+                set_attempt_state(running.entry, "lost", failure_class="lost", started=running.started,
+                                  finished=now(), gpus=running.gpus)
+            except OSError:
+                pass  # its status says running, and no supervisor runs: it reads as lost anyway
             self._drop_active(run_id)
             self.say("%s: lost (the supervisor stopped; runs.resume queues it again)" % run_id)
+
+
+def cpu_slots(count):
+    return ["cpu%d" % i for i in range(max(1, count))]
 
 
 def detect_gpus():
@@ -996,7 +1336,7 @@ def run_metadata(entry, env, gpus, started):
 
 
 def supervise(request):  # the tmux window's command
-    store = Store(request["outputs_dir"])
+    store = Store(request["outputs_dir"], create=True)
     try:
         return Supervisor(store, slots=request.get("slots") or 1, foreground=request.get("foreground")).run()
     except Exception:
@@ -1012,10 +1352,12 @@ def supervise(request):  # the tmux window's command
 
 
 def run_report(store, run_dir, run_id, supervisor_alive, waiting, tail_lines=0):
-    status = read_status(run_dir)
+    status, problem = read_status(run_dir, with_problem=True)
     state = effective_state(status, supervisor_alive, waiting) if status else (
-        "unknown" if has_files(run_dir) else "missing")
+        "unknown" if problem or has_files(run_dir) else "missing")
     report = {"run_id": run_id, "run_dir": run_dir, "state": state}
+    if state == "unknown":
+        report["error"] = problem or "files but no status.json: ops-tasks did not supervise this run"
     if status:
         for key in ("attempt", "submission_id", "exit_code", "signal", "failure_class", "started", "finished",
                     "queued_at", "last_output", "heartbeat", "gpus", "error", "not_before", "retry_of"):
@@ -1032,19 +1374,31 @@ def run_report(store, run_dir, run_id, supervisor_alive, waiting, tail_lines=0):
 
 
 def selected_runs(store, request):
-    """[(run_id, run_dir)] for run ids, a submission, or every run directory under the root."""
+    """[(run_id, run_dir)] for run ids, a submission, or every run directory under the root;
+    each checked (check_run), whoever named it: the laptop, a manifest, a folder name."""
     if request.get("run_ids"):
         dirs = request.get("run_dirs") or {}
-        return [(r, dirs.get(r) or os.path.join(store.root, r)) for r in request["run_ids"]]
+        return [check_run(r, dirs.get(r) or os.path.join(store.root, str(r)), store.root) for r in request["run_ids"]]
     if request.get("submission_id"):
-        manifest = read_json(store.path("submissions", request["submission_id"] + ".json"))
+        submission_id = request["submission_id"]
+        if not isinstance(submission_id, str) or not RUN_ID.match(submission_id):
+            raise BadRequest("submission id %r is not one" % (submission_id,))
+        manifest = read_json(store.path("submissions", submission_id + ".json"))
         if manifest is None:
-            raise LookupError("no submission %s under %s" % (request["submission_id"], store.root))
-        return [(r["run_id"], r["run_dir"]) for r in manifest["runs"]]
+            raise LookupError("no submission %s under %s" % (submission_id, store.root))
+        runs = manifest.get("runs") if isinstance(manifest, dict) else None
+        if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+            raise LookupError("submission %s: its manifest under %s is damaged" % (submission_id, store.ops))
+        return [check_run(r.get("run_id"), r.get("run_dir"), store.root) for r in runs]
+    try:
+        names = sorted(os.listdir(store.root))
+    except OSError:
+        return []  # no outputs root: no runs (and nothing is created to say so)
     found = []
-    for name in sorted(os.listdir(store.root)):
+    for name in names:
         path = os.path.join(store.root, name)
-        if not name.startswith(".") and os.path.isdir(path):
+        # A link is never a run directory: it could lead anywhere (--force archives there).
+        if not name.startswith(".") and RUN_ID.match(name) and os.path.isdir(path) and not os.path.islink(path):
             found.append((name, path))
     return found
 
@@ -1061,16 +1415,23 @@ def wait(request):
     store = Store(request["outputs_dir"])
     deadline = now() + request["timeout"] if request.get("timeout") else None
     last = unattended_since = None
+    said_at = 0.0
     while True:
         alive, waiting = store.supervisor_alive(), store.waiting_ids()
         runs = [run_report(store, d, r, alive, waiting) for r, d in selected_runs(store, request)]
         states = [r["state"] for r in runs]
-        done = sum(s in TERMINAL for s in states)
-        failed = sum(s in COUNTS_AS_FAILURE for s in states)
+        # unknown (a damaged status.json) never changes by waiting: it is over, and not ok.
+        done = sum(s in TERMINAL + ("unknown",) for s in states)
+        failed = sum(s in COUNTS_AS_FAILURE + ("unknown",) for s in states)
         progress = (done, len(runs), failed, states.count("running"))
-        if progress != last:
-            print("P|%d|%d|%d|%d" % progress, file=sys.stderr, flush=True)
-            last = progress
+        # Said again now and then: the write fails once the laptop is gone (sshd closed our
+        # pipes), and a wait nobody reads must not poll for ever.
+        if progress != last or now() - said_at > WAIT_HEARTBEAT_S:
+            try:
+                print("P|%d|%d|%d|%d" % progress, file=sys.stderr, flush=True)
+            except BrokenPipeError:
+                return None
+            last, said_at = progress, now()
         if done == len(runs):
             return {"outcome": "done", "runs": runs, "supervisor_running": alive}
         # Nobody to run what is left: say so (after a moment, as a new supervisor may be starting).
@@ -1090,15 +1451,20 @@ def cancel(request):
     process group), a lost one by stopping what is left of it."""
     store = Store(request["outputs_dir"])
     results, waiting_on = [], []
+    if not os.path.isdir(store.ops):
+        return {"runs": [{"run_id": r, "was": "missing", "state": "missing"} for r, _ in selected_runs(store, request)]}
     with store.queue_lock():
-        alive, waiting = store.supervisor_alive(), store.waiting_ids()
+        # The queue is read once: a cancel of n runs is linear, the lock held for one pass.
+        queue_files = {}
+        for entry in store.queued():
+            queue_files.setdefault(entry["run_id"], []).append(entry["_file"])
+        alive, waiting = store.supervisor_alive(), store.waiting_ids(queued=[{"run_id": r} for r in queue_files])
         for run_id, run_dir in selected_runs(store, request):
             status = read_status(run_dir) or {}
             state = effective_state(status, alive, waiting) if status else None
             if state == "queued":
-                for entry in store.queued():
-                    if entry["run_id"] == run_id:
-                        remove_quietly(entry["_file"])
+                for queue_file in queue_files.get(run_id, ()):
+                    remove_quietly(queue_file)
                 end_as_cancelled(run_dir, run_id, status)
                 results.append({"run_id": run_id, "was": "queued", "state": "cancelled"})
             elif state == "running":
@@ -1110,7 +1476,8 @@ def cancel(request):
                 end_as_cancelled(run_dir, run_id, status)
                 results.append({"run_id": run_id, "was": "lost", "state": "cancelled"})
             else:
-                results.append({"run_id": run_id, "was": state or "missing", "state": state or "missing"})
+                shown = state or ("unknown" if has_files(run_dir) else "missing")
+                results.append({"run_id": run_id, "was": shown, "state": shown})
     deadline = now() + KILL_GRACE_S + 5
     for run_id, run_dir in waiting_on:
         while now() < deadline and (read_status(run_dir) or {}).get("state") == "running":
@@ -1124,26 +1491,30 @@ def end_as_cancelled(run_dir, run_id, status):
 
 
 def stop_leftover_group(status):
-    """A lost run's process group may still run (its supervisor was SIGKILLed): stop it.
+    """A lost run's processes may still run (its supervisor was SIGKILLed): stop them, its
+    process group and what left it (found by the attempt's marker).
 
     The group is ours if its leader is the very process started (same start time), or if the
     leader is gone and the group lives on: Linux never reuses a pid still naming a group.
     """
+    marked = []
+    if status.get("run_id") and status.get("submission_id") and status.get("attempt"):
+        marked = kill_marked(owner_marker(status["run_id"], status["submission_id"], status["attempt"]))
     pgid, start = status.get("pgid"), status.get("pid_start")
     if not pgid or not start:
-        return False
+        return bool(marked)
     leader_alive = pid_alive(pgid)
     if leader_alive and not pid_alive(pgid, start):
-        return False  # the pid now belongs to another process
+        return bool(marked)  # the pid now belongs to another process
     if not group_alive(pgid):
-        return False
+        return bool(marked)
     kill_group_fully(pgid, grace=5)
     return True
 
 
 def resume(request):
     """Queue again the runs left lost (their supervisor died, or their queue entry is gone)."""
-    store = Store(request["outputs_dir"])
+    store = Store(request["outputs_dir"], create=True)
     resumed, leftovers = [], []
     with store.queue_lock():
         alive, waiting = store.supervisor_alive(), store.waiting_ids()
@@ -1167,6 +1538,8 @@ def resume(request):
             store.enqueue(entry)
             resumed.append(run_id)
     result = {"resumed": resumed, "stopped_leftovers": leftovers}
+    if request.get("slots"):
+        store.write_slots(request["slots"])
     if resumed or store.queued():
         result["supervisor"] = ensure_supervisor(store, request)
     return result
@@ -1174,8 +1547,7 @@ def resume(request):
 
 def logs(request):
     store = Store(request["outputs_dir"])
-    run_id = request["run_ids"][0]
-    run_dir = (request.get("run_dirs") or {}).get(run_id) or os.path.join(store.root, run_id)
+    (run_id, run_dir), = selected_runs(store, {"run_ids": request["run_ids"][:1], "run_dirs": request.get("run_dirs")})
     path = os.path.join(run_dir, "stdout.log")
     if not os.path.isdir(run_dir):
         return {"error": "no run %s (no directory %s)" % (run_id, run_dir)}
@@ -1213,10 +1585,12 @@ def follow_log(store, run_dir, path, lines):
             if size > offset:
                 with open(path, "rb") as handle:
                     handle.seek(offset)
-                    chunk = handle.read(size - offset)
+                    chunk = handle.read(min(size - offset, 1 << 20))  # a MiB at a time: flat memory
                 offset += len(chunk)
                 out.write(chunk)
                 out.flush()
+                if offset < size:
+                    continue
             state = effective_state(read_status(run_dir), store.supervisor_alive(), store.waiting_ids())
             if state in TERMINAL + (None,) and file_identity(path) == (inode, offset):
                 return
@@ -1249,8 +1623,10 @@ def main(argv=None):
         request = json.loads(sys.stdin.readline() or "{}")
     try:
         result = COMMANDS[argv[0]](request)
-    except LookupError as exc:
+    except (LookupError, BadRequest) as exc:
         result = {"error": str(exc), "bad_input": True}
+    except OSError as exc:  # the outputs root cannot be created or written (a full volume)
+        result = {"error": "outputs root %s: %s" % (request.get("outputs_dir"), exc)}
     if result is not None:
         print(json.dumps(result, default=str), flush=True)
     return 0

@@ -4,18 +4,15 @@
 # which may hold secrets: neither ever appears in argv.
 
 runs_main() {
-  local source err_json dir=$HOME/.ops/runs tool
+  local source dir=$HOME/.ops/runs tool
   # read -N counts characters: bytes only under lib.sh's LC_ALL=C, which tool_bytes counts.
   IFS= read -r -d '' -N "$tool_bytes" source
   if ! command -v python3 >/dev/null 2>&1; then
     printf '{"error":"python3 is not installed on this pod (the run supervisor needs it)"}\n'
     return 0
   fi
-  if ! mkdir -p "$outputs_dir/.ops" 2>/dev/null; then
-    json_str err_json "cannot create the outputs root $outputs_dir"
-    printf '{"error":%s}\n' "$err_json"
-    return 0
-  fi
+  # The outputs root is made by the tool itself, once it has checked it, and only by commands
+  # that change things: a read (status, list, logs, wait) creates nothing on the pod.
   mkdir -p "$dir" && chmod 700 "$HOME/.ops" "$dir"
   # Versioned by content: a supervisor that is running keeps its own file.
   tool=$dir/$tool_name

@@ -71,7 +71,7 @@ def test_only_the_door_writes_status_json():
 def test_every_state_change_goes_through_the_door():
     # submit, the supervisor (claim, heartbeat, finish, retry, fail-fast, orphans, abandon),
     # cancel and resume: each reaches status.json only by calling the door.
-    changers = ("submit", "claim_ready", "heartbeat", "end_unstarted", "finish", "retry", "cancel_submission",
+    changers = ("queue_run", "claim_ready", "heartbeat", "end_unstarted", "finish", "retry", "cancel_submission",
                 "mark_orphans_lost", "abandon_all", "end_as_cancelled", "resume")
     functions = pod_functions()
     callers = {name for name, node in functions.items() if names_used(node) & {THE_DOOR, "set_attempt_state"}}

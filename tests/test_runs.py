@@ -123,11 +123,13 @@ def test_racing_submissions_run_each_run_once(pod, ops, project, client):
 
 def test_killing_the_supervisor_leaves_runs_lost_and_resume_completes_them(pod, ops, project):
     config = write_config(project, [{"run_id": "long1"}, {"run_id": "long2"}],
-                          defaults={"command": f"echo start; sleep 3; {WRITE_SUMMARY}"})
+                          # the first attempt outlives the test's steps (a load-proof orphan), the resumed one ends
+                          defaults={"command": "echo start; if [ -e /root/again-$OPS_RUN_ID ]; then "
+                                               f"{WRITE_SUMMARY}; else touch /root/again-$OPS_RUN_ID; sleep 60; fi"})
     submitted = ops("runs.submit", "--host", pod.alias, "--config", config, "--slots", "2", "--json")
     assert submitted.returncode == 0
     deadline = time.monotonic() + 20
-    while "running" not in pod.sh(f"cat {OUT}/long2/status.json", check=False).stdout:
+    while '"pid"' not in pod.sh(f"cat {OUT}/long2/status.json", check=False).stdout:  # started, not only claimed
         assert time.monotonic() < deadline
         time.sleep(0.1)
     supervisor = pod_json(pod, f"{OUT}/.ops/supervisor.json")["pid"]

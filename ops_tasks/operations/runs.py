@@ -6,6 +6,7 @@ keeps its own version. Every operation is one round trip: `bash runs.sh` + the t
 """
 
 import hashlib
+import importlib.util
 import json
 import time
 import uuid
@@ -13,12 +14,11 @@ from functools import lru_cache
 from typing import Callable, Optional
 
 from ..errors import ConfigError, HostError
+from ..run_states import COUNTS_AS_FAILURE, STATES, state_class
 from ..scripts import parse_document, render_script, scripts_dir
 from ..streams import LineBuffer
 
 TOOL = "ops_runs.py"
-TERMINAL = ("succeeded", "failed", "timeout", "stalled", "cancelled", "lost")
-FAILED = ("failed", "timeout", "stalled", "lost")
 
 
 @lru_cache(maxsize=1)
@@ -26,6 +26,42 @@ def _tool() -> tuple:
     """(file name on the pod, source bytes) of the run tool."""
     source = (scripts_dir() / TOOL).read_bytes()
     return f"ops_runs-{hashlib.sha256(source).hexdigest()[:12]}.py", source
+
+
+@lru_cache(maxsize=1)
+def _pod_rules():
+    """The pod tool loaded as a module, for the rules both sides apply (the outputs root's):
+    one copy of each rule, the one that travels to the pod."""
+    spec = importlib.util.spec_from_file_location("ops_runs_rules", scripts_dir() / TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_outputs_root(outputs_dir, label: str) -> None:
+    """ConfigError (exit 2, before any contact) for an outputs root that is no place for run
+    directories: /, a system folder, a home directory, a folder of keys. The pod checks again."""
+    problem = _pod_rules().outputs_root_problem(outputs_dir)
+    if problem:
+        raise ConfigError(f"{label}: outputs root {outputs_dir!r} {problem}")
+
+
+def _checked_runs(runs) -> list:
+    """The pod's run reports, trusted in nothing: a state the table does not know is unknown."""
+    checked = []
+    for run in runs if isinstance(runs, list) else []:
+        if not isinstance(run, dict) or not isinstance(run.get("run_id"), str):
+            continue
+        state = run.get("state")
+        if state not in ("missing", "unknown") and state_class(state) == "unknown":
+            run = dict(run, state="unknown", error=f"the pod sent the state {state!r}")
+        checked.append(run)
+    return checked
+
+
+def not_ok(state: str) -> bool:
+    """A state that fails a status or a wait: failed (not cancelled), missing, or unknown."""
+    return state in COUNTS_AS_FAILURE or state == "missing" or state not in STATES
 
 
 def new_submission_id() -> str:
@@ -38,6 +74,7 @@ def call_tool(target, command: str, request: dict, *, on_stderr=None, on_stdout=
               parse: bool = True) -> Optional[dict]:
     """Run one command of the pod's run tool; its JSON answer (HostError for an error answer)."""
     profile = target.profile
+    check_outputs_root(request["outputs_dir"], profile.label)
     name, source = _tool()
     script = render_script("runs.sh", tool_name=name, tool_bytes=len(source), command=command,
                            outputs_dir=request["outputs_dir"])
@@ -50,6 +87,8 @@ def call_tool(target, command: str, request: dict, *, on_stderr=None, on_stdout=
     if "error" in answer:
         error = ConfigError if answer.get("bad_input") else HostError
         raise error(f"{profile.label}: {answer['error']}")
+    if "runs" in answer:
+        answer["runs"] = _checked_runs(answer["runs"])
     return answer
 
 
@@ -57,7 +96,7 @@ def call_tool(target, command: str, request: dict, *, on_stderr=None, on_stdout=
 
 
 def submit_runs(target, submission, *, submission_id: str, force: bool = False, retry_failed: bool = False,
-                foreground: bool = False, slots: int = 1, fail_fast: bool = False, on_stderr=None) -> dict:
+                foreground: bool = False, slots: Optional[int] = None, fail_fast: bool = False, on_stderr=None) -> dict:
     """Queue a submission's runs on the pod in one round trip; start the supervisor if needed."""
     profile = target.profile
     target.describe(manifest=manifest_of(submission, submission_id, profile.name))
@@ -78,7 +117,7 @@ def submit_runs(target, submission, *, submission_id: str, force: bool = False, 
     if foreground:
         report["runs"] = answer["runs"]
         report["counts"] = count_states(answer["runs"])
-        report["ok"] = report["ok"] and not any(r["state"] in FAILED for r in answer["runs"])
+        report["ok"] = report["ok"] and not any(not_ok(r["state"]) for r in answer["runs"])
     if answer["refused"]:
         report["error"] = (f"{profile.label}: {len(answer['refused'])} run(s) refused (listed); nothing else "
                            f"changed for them: " + "; ".join(f"{r['run_id']}: {r['reason']}" for r in answer["refused"]))
@@ -111,7 +150,7 @@ def runs_status(target, *, outputs_dir: str, run_ids=None, run_dirs=None, submis
                "submission_id": submission_id, "tail_lines": tail_lines}
     answer = call_tool(target, "status", request)
     runs = answer["runs"]
-    return {"ok": not any(r["state"] in FAILED + ("missing",) for r in runs), "host": target.profile.name,
+    return {"ok": not any(not_ok(r["state"]) for r in runs), "host": target.profile.name,
             "outputs_dir": answer["outputs_dir"], "submission_id": submission_id,
             "supervisor_running": answer["supervisor_running"], "counts": count_states(runs), "runs": runs}
 
@@ -124,7 +163,7 @@ def wait_runs(target, *, outputs_dir: str, submission_id=None, run_ids=None, tim
                "timeout": timeout_s}
     answer = call_tool(target, "wait", request, on_stderr=progress.feed)
     runs = answer["runs"]
-    failed = [r["run_id"] for r in runs if r["state"] in FAILED]
+    failed = [r["run_id"] for r in runs if not_ok(r["state"]) and r["state"] != "missing"]
     report = {"ok": answer["outcome"] == "done" and not failed, "host": target.profile.name,
               "submission_id": submission_id, "outcome": answer["outcome"], "counts": count_states(runs),
               "failed": failed, "runs": runs}
@@ -166,7 +205,7 @@ def cancel_runs(target, *, outputs_dir: str, run_ids=None, run_dirs=None, submis
     return report
 
 
-def resume_runs(target, *, outputs_dir: str, tmux_session: str, slots: int = 1, submission_id=None) -> dict:
+def resume_runs(target, *, outputs_dir: str, tmux_session: str, slots: Optional[int] = None, submission_id=None) -> dict:
     """Queue again the runs a dead supervisor left `lost`, and start a supervisor."""
     request = {"outputs_dir": outputs_dir, "submission_id": submission_id, "tmux_session": tmux_session,
                "tmux_socket": target.profile.tmux_socket, "slots": slots}

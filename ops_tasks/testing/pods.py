@@ -54,11 +54,12 @@ class SshPod:
     """One sshd pod. `start()` it, `stop()` it; it only ever kills what it started."""
 
     def __init__(self, root: Path, name: str, client_public_key: str, *, volume: bool = True,
-                 gpus=None, hide_tools=(), isolate: Optional[bool] = None):
+                 gpus=None, hide_tools=(), isolate: Optional[bool] = None, volume_size: str = "256m"):
         self.root = Path(root)
         self.name = name
         self.client_public_key = client_public_key
         self.want_volume = volume
+        self.volume_size = volume_size  # of the tmpfs at /mnt: small, to play a full volume
         self.gpus = gpus
         self.hide_tools = tuple(hide_tools)
         self.isolated = can_isolate() if isolate is None else isolate
@@ -175,7 +176,7 @@ class SshPod:
             return sshd
         mounts = []
         if self.want_volume:
-            mounts.append("mount -t tmpfs -o size=256m,mode=0755 ops-test-volume /mnt")
+            mounts.append(f"mount -t tmpfs -o size={self.volume_size},mode=0755 ops-test-volume /mnt")
         mounts.append(f"mount --bind {self.home} /root")
         script = " && ".join(mounts) + ' && exec "$@"'
         return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "pod", *sshd]
