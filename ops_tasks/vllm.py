@@ -127,7 +127,7 @@ def render_status(data: dict) -> str:
     models = ", ".join(f"{m['id']} (max_model_len {m['max_model_len']})" for m in data["models"]) or "none"
     uptime = f"{data['uptime_s']}s" if data["uptime_s"] is not None else "-"
     rows = [("models", models), ("http", data["status_code"] or "no answer"), ("health", data["health"] or "no answer"),
-            ("session", f"{data['session']} ({'alive' if data['session_alive'] else 'none'})"),
+            ("session", f"{data['session']} ({_session_state(data)})"),
             ("pid", data["pid"] or "-"), ("uptime", uptime), ("log", data["log"] or "-")]
     lines = [head, tabulate(rows, tablefmt="plain")]
     if not data["ok"]:
@@ -142,6 +142,12 @@ def _base_url(api_base_url):
                         ("OPENAI_API_BASE", env_value("OPENAI_API_BASE"))):
         if value:
             return normalize_base_url(value, flag)
+def _session_state(data: dict) -> str:
+    if not data["session_alive"]:
+        return "none"
+    return "alive, NOT started by ops-tasks: vllm.stop leaves it alone" if data["session_foreign"] else "alive"
+
+
     return None
 
 

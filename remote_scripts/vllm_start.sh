@@ -70,12 +70,24 @@ start_main() {
   write_state "{\"pid\":$pid,\"sid\":$pid,\"pid_start\":$ps_start,\"boot_id\":\"$boot_id\",\"hostname\":$hostname_json,\"started_at\":$now,${state_fields#\{}"
   local wait_json=null
   [ -n "$wait" ] && wait_ready "$pid"
-  # A server that died while starting has read its env file, if ever it will.
-  [[ $wait_json == *'"outcome":"died"'* ]] && forget_env_file
+  # A start that failed (the server died, or is not serving in time) keeps no secret at rest,
+  # once the launcher is past reading the file.
+  if [[ $wait_json != null && $wait_json != *'"outcome":"ready"'* ]] && launcher_done "$pid"; then
+    forget_env_file
+  fi
   mount_of "$volume"
   json_bool mounted "$mounted"
   printf '{"started":true,"pid":%s,"started_at":%s,"volume_mounted":%s,"restarted":%s,"wait":%s}\n' \
     "$pid" "$now" "$mounted" "$restart_json" "$wait_json"
+}
+
+# launcher_done PID: true once the pane's launcher has exec'd the server (or is gone): it has
+# sourced the env file by then.
+launcher_done() {
+  local _ops_cmd
+  alive "$1" || return 0
+  proc_cmdline _ops_cmd "$1"
+  [[ $_ops_cmd != *"$launcher_file"* ]]
 }
 
 # wait_ready PID: follow the log and poll models_url until it lists served_name, PID dies, or

@@ -7,7 +7,8 @@ status_main() {
   local api_key='' probe codes models_code health_code models_body="" in_session=0 uptime=null now port_json=null
   IFS= read -r api_key || true
   read_state
-  session_alive && in_session=1
+  session_owner
+  [ "$session_state" != none ] && in_session=1
   # The port: the flag's, else the one start recorded, else the profile's (or 8000). A URL
   # given names its own port (null here).
   if [ -z "$base_url" ]; then
@@ -33,9 +34,12 @@ status_main() {
   json_str log_json "$state_log"
   json_num pid_json "$state_pid"
   json_bool in_session "$in_session"
+  local foreign=0
+  [ "$session_state" = foreign ] && foreign=1
+  json_bool foreign "$foreign"
   json_str url_json "$base_url"
-  printf '{"base_url":%s,"port":%s,"models_status":%s,"health_status":%s,"models_body":%s,"session_alive":%s,"pid":%s,"uptime_s":%s,"log":%s,"log_tail":%s,"state":%s}\n' \
-    "$url_json" "$port_json" "$((10#${models_code:-0}))" "$((10#${health_code:-0}))" "$body_json" "$in_session" "$pid_json" "$uptime" \
+  printf '{"base_url":%s,"port":%s,"models_status":%s,"health_status":%s,"models_body":%s,"session_alive":%s,"session_foreign":%s,"pid":%s,"uptime_s":%s,"log":%s,"log_tail":%s,"state":%s}\n' \
+    "$url_json" "$port_json" "$((10#${models_code:-0}))" "$((10#${health_code:-0}))" "$body_json" "$in_session" "$foreign" "$pid_json" "$uptime" \
     "$log_json" "$tail_json" "$state_text"
 }
 

@@ -5,6 +5,8 @@ One real sshd pod for the module (the vLLM stand-in and a fake nvidia-smi on it)
 leaves it as it found it: no tmux server, no vLLM state, no env file.
 """
 
+from pathlib import Path
+
 import pytest
 
 from ops_tasks.testing.pods import ClientHome, SshPod, free_port
@@ -83,6 +85,17 @@ def test_stop_names_a_foreign_session_and_leaves_it_alone(gpu_pod, ops, host, so
     assert f"tmux session 'vllm' {where} was not started by ops-tasks" in result.stdout
     assert "left alone" in result.stdout and "stopped vLLM session" not in result.stdout
     assert alive(pane) and has_session(gpu_pod, socket_name)
+
+
+def test_status_says_a_session_is_not_ops_tasks_own(gpu_pod, ops):
+    foreign_session(gpu_pod)
+
+    status = ops("vllm.status", "--host", "fpod", "--json")
+    human = ops("vllm.status", "--host", "fpod")
+
+    assert status.json["session_alive"] is True and status.json["session_foreign"] is True
+    assert status.json["pid"] is None
+    assert "NOT started by ops-tasks" in human.stdout
 
 
 def test_restart_refuses_a_foreign_session_and_starts_nothing(gpu_pod, ops):
@@ -208,6 +221,16 @@ def test_a_failed_start_leaves_no_env_file(gpu_pod, ops, knob):
     assert not env_file_exists(gpu_pod)
 
 
+def test_a_start_not_serving_in_time_leaves_no_env_file_and_the_server_its_env(gpu_pod, ops):
+    result = start(ops, "fpod", gpu_pod, "--wait", "--timeout", "2", "--env", "HF_TOKEN=hf_canary000",
+                   env="OPS_VLLM_STUB_HANG=profiling")
+
+    assert result.returncode == 1 and result.json["wait"]["outcome"] == "timeout"
+    assert not env_file_exists(gpu_pod)
+    assert b"HF_TOKEN=hf_canary000" in Path(f"/proc/{result.json['pid']}/environ").read_bytes()
+    assert ops("vllm.stop", "--host", "fpod", "--grace", "1").returncode == 0
+
+
 def test_a_server_that_died_on_its_own_leaves_no_env_file_after_stop(gpu_pod, ops):
     started = start(ops, "fpod", gpu_pod, "--wait", "--env", "HF_TOKEN=hf_canary789")
     assert started.returncode == 0, started.stdout
@@ -243,4 +266,19 @@ def test_a_numeric_profile_key_out_of_range_is_one_line_exit_2_before_contact(mo
     for task in (["pod.status"], ["vllm.status"], ["vllm.start", "--model-id", "m"]):
         result = ops(*task, "--host", "bad")
         one_line_error(result, 2, f"ops.profiles.bad.{key}")
+    assert module_pod.accepted_connections() == before
+
+
+@pytest.mark.parametrize("task", [
+    ["vllm.stop", "--grace", "nan"], ["vllm.stop", "--grace", "inf"],
+    ["vllm.start", "--model-id", "m", "--restart", "--grace", "-inf"],
+    ["vllm.start", "--model-id", "m", "--wait", "--timeout", "inf"],
+    ["vllm.start", "--model-id", "m", "--wait", "--timeout", "1e400"],
+])
+def test_a_duration_flag_that_is_no_number_of_seconds_is_one_line_exit_2_before_contact(module_pod, ops, task):
+    before = module_pod.accepted_connections()
+
+    result = ops(*task, "--host", module_pod.alias)
+
+    one_line_error(result, 2, f"{task[-2]} must be a finite number of seconds")
     assert module_pod.accepted_connections() == before

@@ -270,7 +270,7 @@ def vllm_status(target, *, base_url: Optional[str] = None, port: Optional[int] =
     report = {
         "ok": ok, "host": profile.name, "base_url": facts["base_url"], "port": facts["port"], "status_code": facts["models_status"] or None,
         "models": models, "health": facts["health_status"] or None, "session": session,
-        "session_alive": facts["session_alive"], "pid": facts["pid"], "uptime_s": facts["uptime_s"],
+        "session_alive": facts["session_alive"], "session_foreign": facts["session_foreign"], "pid": facts["pid"], "uptime_s": facts["uptime_s"],
         "model_id": state.get("model_id"), "log": facts["log"] or None,
     }
     if not ok:
