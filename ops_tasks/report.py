@@ -9,12 +9,15 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from . import records
 from .defaults import LOCAL_RUNS_DIR, REPORT_DIR
 from .errors import ConfigError
-from .operations.report import (build_report, comparison_markdown, csv_text, group_columns, plot_report,
+from .operations.report import (RUN_DIRS, build_report, comparison_markdown, csv_text, group_columns, plot_report,
                                 require_matplotlib, write_report)
+from .operations.report_html import write_report_html
 from .operations.validate import validate_root
 from .output import dry_run_requested, log, ops_task
+from .selection import run_ids_flag
 from .settings import project_dir_of
 
 DEFAULT_ROOT = LOCAL_RUNS_DIR
@@ -28,6 +31,74 @@ def _in_project(c, path) -> Path:
     """A path flag: as given when absolute, else relative to the project directory."""
     path = Path(path)
     return path if path.is_absolute() else project_dir_of(c.config) / path
+
+
+# ---------------------------------------------------------------- scope
+
+
+SCOPE_HELP = {
+    "submission": "Only this submission's runs (default: the latest submission recorded in the project, "
+                  "the one a chain just made; every run when none is recorded).",
+    "run_id": "Only these runs (repeatable, or comma-separated).",
+    "all": "Every run directory under the root, whatever submission made it.",
+}
+
+
+def latest_project_manifest(c):
+    """The submission this command line just made (a chain), else the newest recorded in the project."""
+    project = project_dir_of(c.config)
+    chained = c.config.get("ops_last_submission")
+    if chained and records.load_manifest(project, chained):
+        return records.load_manifest(project, chained)
+    folder = records.manifests_dir(project)
+    newest = None
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        manifest = records.load_manifest(project, path.stem)
+        if manifest is None or not isinstance(manifest.get("runs"), list):
+            continue
+        key = (manifest.get("submitted_at") or 0, str(manifest.get("submission_id", "")))
+        if newest is None or key > newest[0]:
+            newest = (key, manifest)
+    return newest[1] if newest else None
+
+
+def _manifest_run_ids(manifest: dict) -> list:
+    return list(dict.fromkeys(r["run_id"] for r in manifest.get("runs", [])
+                              if isinstance(r, dict) and isinstance(r.get("run_id"), str)))
+
+
+def scope_of(c, root_given: bool, submission=None, run_id=None, all_runs=False) -> dict:
+    """{"run_ids": [...] or None (every run), "label": for the header, "whole": a scope whose report
+    is the deliverable} from --submission, --run-id and --all (at most one), else the default."""
+    given = [name for name, value in (("--submission", submission), ("--run-id", run_id), ("--all", all_runs))
+             if value]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)}: pass one of --submission, --run-id or --all")
+    if run_id:
+        ids = run_ids_flag(run_id)
+        if not ids:
+            raise ConfigError("--run-id: expected run ids, e.g. --run-id RUN_A,RUN_B")
+        return {"run_ids": ids, "label": f"runs {', '.join(ids)} (--run-id)", "whole": False}
+    if submission:
+        manifest = records.load_manifest(project_dir_of(c.config), submission)
+        if manifest is None:
+            raise ConfigError(f"--submission {submission}: no such submission is recorded in "
+                              f"{records.manifests_dir(project_dir_of(c.config))}")
+        return _submission_scope(manifest, "--submission")
+    if all_runs:
+        return {"run_ids": None, "label": "every run under the root (--all)", "whole": True}
+    if root_given:  # a root of the user's own: its runs, not the project's last submission
+        return {"run_ids": None, "label": "every run under the root (--root)", "whole": True}
+    manifest = latest_project_manifest(c)
+    if manifest is None:
+        return {"run_ids": None, "label": "every run under the root: no submission is recorded", "whole": True}
+    return _submission_scope(manifest, "the latest")
+
+
+def _submission_scope(manifest: dict, how: str) -> dict:
+    ids = _manifest_run_ids(manifest)
+    return {"run_ids": ids, "label": f"submission {manifest.get('submission_id')} ({how}, {len(ids)} runs)",
+            "whole": True, "submission_id": manifest.get("submission_id")}
 
 
 # ---------------------------------------------------------------- validate
@@ -48,18 +119,21 @@ def render_validate(data: dict) -> str:
         where = e["file"] + (f":{e['line']}" if e.get("line") else "") + (f":{e['column']}" if e.get("column") else "")
         rows.append((e["run_id"], "invalid", f"{where}: {e['error']}"))
     for f in data["failed"]:
-        rows.append((f["run_id"], "failed", f["reason"]))
+        rows.append((f["run_id"], f.get("state") or "failed", f["reason"]))
     if not rows:
         return head
     return "\n".join([head, tabulate(sorted(rows), headers=("run", "problem", "detail"), tablefmt="simple")])
 
 
-@ops_task(human=render_validate, help={
-    "root": f"Directory of run directories (default: {DEFAULT_ROOT} in the project).",
+@ops_task(human=render_validate, iterable=["run_id"], help={
+    "root": f"Directory of run directories (default: {DEFAULT_ROOT} in the project).", **SCOPE_HELP,
 })
-def validate(c, root=None):
-    """Check every local run directory for the contract's files, parseable JSON, and ok summaries."""
-    return validate_root(_in_project(c, root or DEFAULT_ROOT))
+def validate(c, root=None, submission=None, run_id=None, all=False):
+    """Gate: every run in scope has the contract's files, parseable JSON, and succeeded (exit 1 if not)."""
+    scope = scope_of(c, bool(root), submission, run_id, all)
+    result = validate_root(_in_project(c, root or DEFAULT_ROOT), scope["run_ids"])
+    result["scope"] = scope["label"]
+    return result
 
 
 # ---------------------------------------------------------------- report
@@ -79,8 +153,10 @@ def render_report(data: dict) -> str:
     return text + (f"\n\nerror: {data['error']}" if data.get("error") and not data["ok"] else "")
 
 
-@ops_task(human=render_report, iterable=["compare", "filter"], help={
-    "root": f"Directory of run directories (default: {DEFAULT_ROOT} in the project).",
+@ops_task(human=render_report, iterable=["compare", "filter", "run_id"], help={
+    "root": f"Directory of run directories (default: {DEFAULT_ROOT} in the project).", **SCOPE_HELP,
+    "include_failed": "Count runs that did not succeed (failed, timeout, unfinished...) in the statistics, "
+                      "groups, comparisons and plots, marked with their state (default: listed only).",
     "group_by": "Comma-separated fields, e.g. model_id,env_id: mean, sd and n over each group's runs.",
     "compare": "Two run ids, RUN_A,RUN_B (or the flag twice): paired difference B - A by example id, "
                "McNemar's exact test for 0/1 rewards, the minimum detectable effect and a verdict.",
@@ -96,23 +172,27 @@ def render_report(data: dict) -> str:
     "format": "What to print: md (default), json (the document) or csv.",
     "plot": "Also write a PNG bar chart of means with 95% intervals here (needs matplotlib: "
             "pip install 'ops-tasks[plot]').",
-    "out_dir": f"Where report.md and report.json are written (default: {DEFAULT_OUT_DIR} in the project, "
-               "and only for a report of the whole default root).",
+    "out_dir": f"Where report.md, report.json and report.html are written (default: {DEFAULT_OUT_DIR} in "
+               "the project, and only for a report of a whole scope of the default root).",
 })
 def report(c, root=None, group_by=None, compare=None, sort=None, filter=None, format=None, plot=None,
-           out_dir=None, metric=None, lower_is_better=None, compare_by=None):
-    """Table of runs with 95% intervals, groups, paired comparisons; writes artifacts/report.md and .json."""
+           out_dir=None, metric=None, lower_is_better=None, compare_by=None, submission=None, run_id=None,
+           all=False, include_failed=False):
+    """Runs with 95% intervals, groups, comparisons; writes artifacts/report.{md,json,html}."""
     chosen = format or "md"
     if chosen not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     ids = [part.strip() for value in compare or [] for part in value.split(",") if part.strip()]
     if compare and len(ids) != 2:
         raise ConfigError(f"--compare takes two run ids, RUN_A,RUN_B, got {len(ids)}: {' '.join(ids) or '-'}")
+    scope = scope_of(c, bool(root), submission, run_id, all)
     if plot:
         require_matplotlib()  # before the work: a missing extra is bad input, exit 2
     doc = build_report(_in_project(c, root or DEFAULT_ROOT), group_by=group_by, compare=ids, sort=sort,
                        filters=filter or (), metric=metric, lower_is_better=lower_is_better or None,
-                       compare_by=compare_by)
+                       compare_by=compare_by, run_ids=scope["run_ids"], include_failed=bool(include_failed),
+                       scope=scope["label"])
+    run_dirs = doc.pop(RUN_DIRS)
     _FORMAT.set(chosen)
     if dry_run_requested():  # local only, so nothing to contact: a dry run just writes nothing
         doc["dry_run"], doc["written"] = True, None
@@ -121,11 +201,13 @@ def report(c, root=None, group_by=None, compare=None, sort=None, filter=None, fo
         plot_path = _in_project(c, plot)
         plot_report(doc, plot_path)
         doc["plot"] = str(plot_path)
-    if not out_dir and (root or filter):
-        # artifacts/report.md is the deliverable: a partial view (--filter, --root) never replaces it.
+    if not out_dir and (root or filter or not scope["whole"]):
+        # artifacts/report.* is the deliverable: a partial view (--filter, --root, --run-id) never replaces it.
         doc["written"] = None
-        log("not saved (a --filter or --root report): --out-dir DIR saves it")
+        log("not saved (a --filter, --root or --run-id report): --out-dir DIR saves it")
         return doc
-    written = write_report(doc, _in_project(c, out_dir or DEFAULT_OUT_DIR))
-    log(f"wrote {written['markdown']} and {written['json']}" + (f" and {doc['plot']}" if doc.get("plot") else ""))
+    target_dir = _in_project(c, out_dir or DEFAULT_OUT_DIR)
+    written = write_report(doc, target_dir, html=lambda path: write_report_html(doc, run_dirs, path))
+    log(f"wrote {written['markdown']}, {written['json']} and {written['html']}"
+        + (f" and {doc['plot']}" if doc.get("plot") else ""))
     return doc

@@ -11,6 +11,7 @@ import tracemalloc
 import pytest
 
 from conftest import one_line_error
+from test_validate import record_submission
 
 from ops_tasks.operations.report import compare_runs, reward_stats
 
@@ -144,7 +145,7 @@ def test_report_rows_intervals_and_files(ops, project, root):
     markdown = (project / "artifacts" / "report.md").read_text()
     assert markdown == doc["markdown"]
     assert "| run_id " in markdown and f"| {low:.4f} " in markdown and "| 0.7500 " in markdown
-    assert sorted(p.name for p in (project / "artifacts").iterdir()) == ["pod_logs", "report.json", "report.md"]
+    assert sorted(p.name for p in (project / "artifacts").iterdir()) == ["pod_logs", "report.html", "report.json", "report.md"]
 
 
 def test_human_output_is_the_markdown_table(ops, root):
@@ -274,8 +275,9 @@ def test_out_dir_and_dry_run(ops, project, root, tmp_path):
 
     real = ops("report", "--out-dir", "reports", "--json")
     assert real.json["written"] == {"markdown": str(project / "reports" / "report.md"),
-                                    "json": str(project / "reports" / "report.json")}
-    assert sorted(p.name for p in (project / "reports").iterdir()) == ["report.json", "report.md"]  # no temp files
+                                    "json": str(project / "reports" / "report.json"),
+                                    "html": str(project / "reports" / "report.html")}
+    assert sorted(p.name for p in (project / "reports").iterdir()) == ["report.html", "report.json", "report.md"]  # no temp files
 
 
 def test_env_values_from_run_metadata_are_never_printed(ops, project, root):
@@ -474,3 +476,70 @@ def test_compare_by_pools_each_sides_runs(ops, root):
 
     assert c["n"] == 4 and c["mean_a"] == pytest.approx(0.625) and c["mean_b"] == 1.0
     assert c["binary"] is False and c["test"] == "paired t"  # m1's example means are 0.5 for q2
+
+
+# ---------------------------------------------------------------- one verdict, scope, header
+
+
+def test_report_reads_the_supervisors_status_and_keeps_failed_runs_out_of_groups(ops, root):
+    make_run(root, "liar", summary={"ok": True, "avg_reward": 1.0, "model_id": "m"}, rewards=[1] * 10)
+    (root / "liar" / "status.json").write_text(json.dumps({"state": "failed", "failure_class": "oom"}))
+    make_run(root, "fine", summary={"ok": True, "avg_reward": 0.5, "model_id": "m"}, rewards=[1, 0] * 5)
+    make_run(root, "zero", summary={"ok": 0, "avg_reward": 0.9, "model_id": "m"}, rewards=[1] * 10)
+
+    result = ops("report", "--group-by", "model_id", "--json")
+
+    assert [r["run_id"] for r in result.json["rows"]] == ["fine"]
+    [group] = result.json["groups"]
+    assert group["runs"] == 1 and group["results_mean"] == 0.5 and group["avg_reward_mean"] == 0.5
+    assert {f["run_id"]: f["state"] for f in result.json["not_succeeded"]} == {"liar": "failed",
+                                                                                "zero": "bad_summary"}
+
+
+def test_a_rerun_counts_each_seed_once_the_latest_submission_by_default(ops, project, root):
+    for prefix, value in (("first", 1), ("second", 0)):
+        for seed in (0, 1):
+            make_run(root, f"{prefix}-seed{seed}", summary={"ok": True, "avg_reward": float(value), "seed": seed,
+                                                            "model_id": "Qwen/Qwen3-32B"},
+                     rewards=[value, value, 1 - value])
+    record_submission(project, "sub-1", ["first-seed0", "first-seed1"], 100.0)
+    record_submission(project, "sub-2", ["second-seed0", "second-seed1"], 200.0)
+
+    every = ops("report", "--group-by", "model_id", "--all", "--json")
+    latest = ops("report", "--group-by", "model_id", "--json")
+    picked = ops("report", "--run-id", "first-seed0", "--json")
+
+    assert latest.returncode == 0, latest.stderr
+    assert latest.json["groups"][0]["runs"] == 2 and latest.json["groups"][0]["results_clusters"] == 3
+    assert latest.json["header"]["scope"].startswith("submission sub-2")
+    assert every.json["groups"][0]["runs"] == 4
+    assert [r["run_id"] for r in picked.json["rows"]] == ["first-seed0"] and picked.json["written"] is None
+    saved = json.loads((project / "artifacts" / "report.json").read_text())
+    assert saved["header"]["scope"].startswith("submission sub-2")  # --run-id did not replace it
+
+
+def test_report_header_natural_order_no_empty_columns_and_dates(ops, root):
+    for model in ("Qwen/Qwen3-32B", "Qwen/Qwen3-0.6B", "Qwen/Qwen3-4B"):
+        for task in ("arith", "gsm8k"):
+            run_id = f"{task}-{model.split('-')[-1]}"
+            make_run(root, run_id, summary={"ok": True, "avg_reward": 0.5, "finished": 1764619200.5},
+                     metadata={"run_id": run_id, "model_id": model, "env_id": task,
+                               "decoding": {"temperature": 0.7, "max_tokens": 64}, "dataset": {"num_examples": 2},
+                               "git": {"commit": "0123456789abcdef" * 2, "dirty": False}},
+                     rewards=[1, 0])
+
+    result = ops("report", "--group-by", "model_id", "--json")
+
+    doc = result.json
+    header = doc["header"]
+    assert header["models"] == ["Qwen/Qwen3-0.6B", "Qwen/Qwen3-4B", "Qwen/Qwen3-32B"]
+    assert header["commits"] == ["0123456789ab"] and header["temperature"] == ["0.7"]
+    assert header["max_tokens"] == ["64"] and header["runs"] == 6 and header["states"] == {"succeeded": 6}
+    assert [g["model_id"] for g in doc["groups"]] == header["models"]
+    assert doc["models_by_task"]["models"] == header["models"] and doc["models_by_task"]["tasks"] == ["arith", "gsm8k"]
+    assert "best_of" not in doc["columns"] and "rollouts" not in doc["columns"]
+    markdown = doc["markdown"]
+    assert "- pod repo commit: 0123456789ab" in markdown and "- sampling: temperature 0.7; max_tokens 64" in markdown
+    assert "2025-12-01 20:00:00 UTC" in markdown and "1764619200" not in markdown
+    assert markdown.index("| Qwen/Qwen3-0.6B") < markdown.index("| Qwen/Qwen3-4B") < markdown.index("| Qwen/Qwen3-32B")
+    assert max(len(line) for line in markdown.splitlines() if line.startswith("| arith")) < 200

@@ -108,8 +108,8 @@ def test_a_supervisor_status_of_timeout_is_failed_even_with_an_ok_summary(ops, r
     result = ops("validate", "--root", str(root), "--json")
 
     assert result.returncode == 1
-    assert result.json["failed"] == [{"run_id": "slow", "reason": "status.json says state timeout, "
-                                                                   "failure_class timeout"}]
+    assert result.json["failed"] == [{"run_id": "slow", "state": "timeout", "failure_class": "timeout",
+                                      "reason": "status.json says timeout"}]
 
 
 def test_human_output_names_each_problem(ops, root):
@@ -121,7 +121,7 @@ def test_human_output_names_each_problem(ops, root):
 
     assert result.returncode == 1
     out = result.stdout
-    assert "NOT OK: 3 runs, 1 complete, 1 missing files, 0 invalid, 1 failed" in out
+    assert "NOT OK: 3 runs, 1 complete, 1 missing files, 0 invalid, 2 failed" in out  # unfinished fails the gate
     assert "half" in out and "stdout.log (still running or queued)" in out
     assert "bad" in out and "failure_class oom" in out
 
@@ -147,3 +147,53 @@ def test_validate_root_as_a_function(tmp_path):
     assert report["invalid"] == [{"run_id": "a", "file": "results.jsonl", "line": 1, "column": 1,
                                   "error": "Expecting value"}]
     assert report["ok"] is False
+
+
+# ---------------------------------------------------------------- one verdict, and the scope
+
+
+def record_submission(project, submission_id, run_ids, submitted_at):
+    folder = project / "artifacts" / "submissions"
+    folder.mkdir(parents=True, exist_ok=True)
+    runs = [{"run_id": run_id, "run_dir": f"/mnt/pod_artifacts/outputs/{run_id}"} for run_id in run_ids]
+    (folder / f"{submission_id}.json").write_text(json.dumps({
+        "submission_id": submission_id, "submitted_at": submitted_at, "host": "local", "runs": runs,
+        "outputs_dir": "/mnt/pod_artifacts/outputs"}))
+
+
+def test_validate_fails_a_run_fetched_before_it_finished(ops, root):
+    make_run(root, "early", summary={"ok": True, "avg_reward": 1.0}, status={"state": "running"})
+
+    result = ops("validate", "--json")
+
+    assert result.returncode == 1
+    assert result.json["unfinished"] == ["early"] and result.json["failed"][0]["state"] == "unfinished"
+
+
+def test_validate_takes_only_a_json_boolean_ok_as_success(ops, root):
+    make_run(root, "zero", summary={"ok": 0})
+    make_run(root, "text", summary={"ok": "false"})
+
+    result = ops("validate", "--json")
+
+    assert result.returncode == 1
+    assert {f["run_id"]: f["state"] for f in result.json["failed"]} == {"text": "bad_summary", "zero": "bad_summary"}
+
+
+def test_an_old_failed_run_outside_the_latest_submission_no_longer_blocks_the_chain(ops, project, root):
+    make_run(root, "old-run", summary={"ok": False, "failure_class": "oom"})
+    make_run(root, "new-run")
+    record_submission(project, "sub-old", ["old-run"], 100.0)
+    record_submission(project, "sub-new", ["new-run"], 200.0)
+
+    latest = ops("validate", "--json")
+    every = ops("validate", "--all", "--json")
+    old = ops("validate", "--submission", "sub-old", "--json")
+    by_id = ops("validate", "--run-id", "new-run,missing-run", "--json")
+
+    assert latest.returncode == 0, latest.stdout
+    assert latest.json["complete"] == ["new-run"] and "sub-new" in latest.json["scope"]
+    assert every.returncode == 1 and old.returncode == 1 and old.json["failed"][0]["run_id"] == "old-run"
+    assert by_id.returncode == 1 and by_id.json["missing"] == {"missing-run": ["the run directory (not fetched)"]}
+    one_line_error(ops("validate", "--all", "--run-id", "new-run"), 2, "--run-id and --all")
+    one_line_error(ops("validate", "--submission", "nope"), 2, "--submission nope", "no such submission")

@@ -34,9 +34,11 @@ from tabulate import tabulate
 
 from ..errors import ConfigError
 from ..files import write_atomic
+from ..verdicts import UNREADABLE, run_verdict
 from . import stats
 from .run_config import RUN_ID
-from .validate import RESULTS, BadJsonLine, checked_root, json_error, json_lines, load_json, run_dirs
+from .validate import (RESULTS, BadJsonLine, checked_root, json_error, json_lines, load_json, run_dirs,
+                       winning_attempt)
 
 PLOT_INSTALL = "pip install 'ops-tasks[plot]'"
 ID_COLUMNS = ("run_id", "env_id", "model_id", "num_examples", "rollouts", "best_of")
@@ -47,7 +49,12 @@ DEFAULT_METRIC = "avg_reward"
 FIELD_NAMES = {"rollouts": ("rollouts_per_example", "rollouts"), "num_examples": ("num_examples",),
                "best_of": ("best_of",), "env_id": ("env_id",), "model_id": ("model_id",)}
 # Summary keys that are columns already under another name, or are not measurements.
-NOT_EXTRA = {"rollouts_per_example", "rollouts", "num_examples", "best_of", "run_id", "env_id", "model_id",
+# The verdict's fields: in every row, never a table column of their own (see VERDICT_COLUMN).
+VERDICT_FIELDS = ("ok", "state", "failure_class", "reason")
+VERDICT_COLUMN = "state"
+FACTS = "_facts"
+RUN_DIRS = "_run_dirs"  # doc key: where each row's files are (the HTML reads them; never in output)  # a row's header facts, taken out of the row before it is shown
+NOT_EXTRA = {"state", "failure_class", "reason", "attempt", "rollouts_per_example", "rollouts", "num_examples", "best_of", "run_id", "env_id", "model_id",
              *METRIC_COLUMNS, *STAT_COLUMNS}
 LOWER_IS_BETTER = re.compile(r"loss|perplexity|ppl|error|\berr\b|mse|mae|wer|cer\b|regret|latency", re.I)
 ALPHA = 0.05
@@ -336,9 +343,30 @@ def _load_object(path: str, run_id: str, file: str) -> tuple:
     return (None, error) if error else (value, None)
 
 
-def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optional[Metric] = None) -> tuple:
+def _status_of(path: str, run_id: str):
+    """status.json parsed, UNREADABLE when it does not parse, None when there is none."""
+    status_path = os.path.join(path, "status.json")
+    if not os.path.isfile(status_path):
+        return UNREADABLE if os.path.lexists(status_path) else None
+    value, error = load_json(status_path, run_id, "status.json")
+    return UNREADABLE if error else value
+
+
+def _facts(sources: list, metadata) -> dict:
+    """What the report's header says of a run: sampling settings and the pod repo's commit."""
+    git = metadata.get("git") if isinstance(metadata, dict) else None
+    commit = git.get("commit") if isinstance(git, dict) else None
+    return {"temperature": _field(sources, ("temperature",)), "max_tokens": _field(sources, ("max_tokens",)),
+            "commit": commit if isinstance(commit, str) and commit else None,
+            "dirty": bool(git.get("dirty")) if isinstance(git, dict) else False}
+
+
+def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optional[Metric] = None,
+             include_failed: bool = False) -> tuple:
     """(row or None, [errors], [warnings]) of one run directory. `fields` are extra run fields
-    (group, filter and sort keys) looked up like the identity columns."""
+    (group, filter and sort keys) looked up like the identity columns. The row carries the run's
+    verdict (state, failure_class, ok); a run that did not succeed has no per-example statistics
+    (its results.jsonl is partial, or an earlier attempt's) unless include_failed."""
     metric = metric or metric_of()
     errors, warnings = [], []
     summary_path = os.path.join(path, "summary.json")
@@ -356,10 +384,15 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optiona
     else:
         warnings.append({"run_id": run_id, "file": "run_metadata.json",
                          "warning": "missing: fields from summary.json only"})
-    row = _row_of(run_id, summary, _sources(metadata, summary), fields, metric)
+    sources = _sources(metadata, summary)
+    row = _row_of(run_id, summary, sources, fields, metric)
+    verdict = run_verdict(_status_of(path, run_id), summary)
+    row.update(ok=verdict.ok, state=verdict.state, failure_class=verdict.failure_class, reason=verdict.reason)
+    row[FACTS] = _facts(sources, metadata)
     warnings.extend(_drop_non_finite(row))
     results = os.path.join(path, RESULTS)
-    run_stats, error = reward_stats(results, run_id, metric.field) if os.path.isfile(results) else (None, None)
+    scored = os.path.isfile(results) and (verdict.ok or include_failed)
+    run_stats, error = reward_stats(results, run_id, metric.field) if scored else (None, None)
     errors.extend([error] if error else [])
     if run_stats and run_stats.get("unscored"):
         warnings.append({"run_id": run_id, "file": RESULTS, "warning": run_stats.pop("unscored_lines")})
@@ -382,7 +415,6 @@ def _row_of(run_id: str, summary: dict, sources: list, fields: Sequence[str], me
     for key, value in summary.items():
         if key not in NOT_EXTRA and key not in row and _number(value) is not None:
             row[key] = value
-    row["ok"] = summary.get("ok") is not False
     return row
 
 
@@ -523,12 +555,19 @@ def group_rows(rows: list, keys: Sequence[str], metric: Optional[Metric] = None,
 # ---------------------------------------------------------------- comparison
 
 
-def _run_results(root: Path, run_id: str) -> Path:
+def _run_results(root: Path, run_id: str, dirs: Optional[dict] = None) -> Path:
+    """The results.jsonl --compare pairs for a run id: its winning attempt's (dirs), refused for a
+    run that did not succeed (dirs maps it to why)."""
     if not RUN_ID.match(run_id):
         raise ConfigError(f"--compare {run_id!r}: not a run id")
     if not (root / run_id).is_dir():
         raise ConfigError(f"--compare: no run {run_id} under {root}")
-    path = root / run_id / RESULTS
+    where = (dirs or {}).get(run_id, str(root / run_id))
+    if dirs is not None and run_id not in dirs:
+        raise ConfigError(f"--compare: run {run_id} is not in the report's scope")
+    if not os.path.isdir(where):
+        raise ConfigError(f"--compare: run {run_id} is {where}: not compared (--include-failed compares it)")
+    path = Path(where) / RESULTS
     if not path.is_file():
         raise ConfigError(f"--compare: run {run_id} has no {RESULTS}: no per-example rewards to pair")
     return path
@@ -541,10 +580,11 @@ def _means_or_refuse(path: Path, run_id: str, metric: Metric) -> dict:
         raise ConfigError(f"--compare: {run_id}/{RESULTS} line {bad.error['line']}: {bad.error['error']}") from None
 
 
-def compare_runs(root: Path, run_a: str, run_b: str, metric: Optional[Metric] = None) -> dict:
+def compare_runs(root: Path, run_a: str, run_b: str, metric: Optional[Metric] = None,
+                 dirs: Optional[dict] = None) -> dict:
     """The paired difference B - A on the examples both runs share (see the module docstring)."""
     metric = metric or metric_of()
-    paths = [_run_results(root, run_id) for run_id in (run_a, run_b)]
+    paths = [_run_results(root, run_id, dirs) for run_id in (run_a, run_b)]
     a, b = (_means_or_refuse(path, run_id, metric) for path, run_id in zip(paths, (run_a, run_b)))
     if not set(a) & set(b):
         raise ConfigError(f"--compare: runs {run_a} and {run_b} share no example ids")
@@ -552,7 +592,7 @@ def compare_runs(root: Path, run_a: str, run_b: str, metric: Optional[Metric] = 
 
 
 def compare_groups(root: Path, rows: list, by: str, value_a: str, value_b: str,
-                   metric: Optional[Metric] = None) -> dict:
+                   metric: Optional[Metric] = None, dirs: Optional[dict] = None) -> dict:
     """B - A where A and B are the runs whose `by` field reads value_a and value_b: each side's
     example score is its mean over that side's runs (seeds), so an example counts once."""
     metric = metric or metric_of()
@@ -561,7 +601,8 @@ def compare_groups(root: Path, rows: list, by: str, value_a: str, value_b: str,
         members = [r for r in rows if matches(r.get(by), value) and r.get("n")]
         if not members:
             raise ConfigError(f"--compare-by {by}: no run with {by}={value} has per-example results")
-        means = [_means_or_refuse(root / r["run_id"] / RESULTS, r["run_id"], metric) for r in members]
+        means = [_means_or_refuse(Path((dirs or {}).get(r["run_id"], root / r["run_id"])) / RESULTS, r["run_id"],
+                                  metric) for r in members]
         sides.append({key: total / count for key, (total, count) in _sum_by_key(means).items()})
     if not set(sides[0]) & set(sides[1]):
         raise ConfigError(f"--compare-by {by}: {value_a} and {value_b} share no example ids")
@@ -657,10 +698,18 @@ def _cell(value) -> str:
     return cell_text(value)
 
 
+def _time_cell(value) -> str:
+    number = _number(value)
+    if number is not None and EPOCH_RANGE[0] <= number < EPOCH_RANGE[1]:
+        return human_time(number)
+    return _cell(value)
+
+
 def markdown_table(records: list, columns: Sequence[str]) -> str:
     # Cells are formatted here and numparse is off: tabulate's per-cell type sniffing is most of
-    # its cost on 10,000 rows.
-    body = [[_cell(r.get(c)) for c in columns] for r in records]
+    # its cost on 10,000 rows. Epoch seconds in a time column read as dates.
+    cells = [_time_cell if TIME_COLUMN.search(c) else _cell for c in columns]
+    body = [[cell(r.get(c)) for cell, c in zip(cells, columns)] for r in records]
     return tabulate(body, headers=list(columns), tablefmt="github", disable_numparse=True)
 
 
@@ -712,25 +761,74 @@ def _warnings_markdown(warnings: list) -> list:
     return ["## Warnings", "", *(f"- {w['run_id']}: {w['file']}: {w['warning']}" for w in scored), ""]
 
 
+def _listed(values: list, none: str = "-") -> str:
+    return ", ".join(values) if values else none
+
+
+def header_markdown(header: dict) -> list:
+    states = ", ".join(f"{n} {state}" for state, n in header["states"].items()) or "none"
+    sampling = "; ".join(f"{name} {_listed(header[name])}" for name in ("temperature", "max_tokens", "rollouts"))
+    return [f"- generated: {header['generated']}", f"- scope: {header['scope']}",
+            f"- pod repo commit: {_listed(header['commits'], 'not recorded')}",
+            f"- models: {_listed(header['models'])}", f"- tasks: {_listed(header['tasks'])}",
+            f"- sampling: {sampling}", f"- examples per run: {_listed(header['examples'])}",
+            f"- runs: {header['runs']} ({states})", ""]
+
+
+def not_succeeded_markdown(doc: dict) -> list:
+    listed = doc["not_succeeded"]
+    if not listed:
+        return []
+    what = ("shown above, marked with their state" if doc["include_failed"]
+            else "in no mean, interval, group, comparison or plot (--include-failed counts them)")
+    lines = [f"## Not succeeded: {len(listed)} ({what})", ""]
+    lines += [markdown_table(listed, ("run_id", "state", "failure_class", "reason")), ""]
+    return lines
+
+
+def models_by_task_rows(table: dict) -> list:
+    """The models x tasks table as rows of text cells: mean [interval] (runs)."""
+    rows = []
+    for model in table["models"]:
+        row = {"model_id": model}
+        for task in table["tasks"]:
+            cell = table["cells"].get(model, {}).get(task)
+            if cell:
+                interval = (f" [{cell['ci95_low']:.3f}, {cell['ci95_high']:.3f}]"
+                            if cell["ci95_low"] is not None else "")
+                row[task] = f"{cell['mean']:.3f}{interval} ({cell['n']} run{'s' if cell['n'] != 1 else ''})"
+        rows.append(row)
+    return rows
+
+
+def models_by_task_markdown(table: Optional[dict]) -> list:
+    if not table:
+        return []
+    return [f"## {table['metric']}: models x tasks (mean over runs)", "",
+            markdown_table(models_by_task_rows(table), ["model_id", *table["tasks"]]), ""]
+
+
 def report_markdown(doc: dict) -> str:
-    parts = [f"# Report: {doc['root']}", ""]
-    count = f"{doc['count']} run{'s' if doc['count'] != 1 else ''}"
+    parts = [f"# Report: {doc['root']}", "", *header_markdown(doc["header"])]
+    count = f"{doc['count']} run{'s' if doc['count'] != 1 else ''} in the table"
     if doc["count"] != doc["total"]:
         count += f" of {doc['total']} (filtered)"
     if doc["errors"]:
         count += f", {len(doc['errors'])} error{'s' if len(doc['errors']) != 1 else ''}"
-    if doc["failed"]:
-        count += f", {len(doc['failed'])} with ok: false ({', '.join(doc['failed'][:10])}" + \
+    if doc["not_succeeded"]:
+        count += f", {len(doc['not_succeeded'])} not succeeded ({', '.join(doc['failed'][:10])}" + \
                  (", ..." if len(doc["failed"]) > 10 else "") + ")"
     parts += [count, ""]
     metric = doc["metric"]
+    parts += models_by_task_markdown(doc.get("models_by_task"))
     if doc["rows"]:
         parts += [markdown_table(doc["rows"], doc["columns"]), "",
                   f"mean, se, ci95 ({metric['field']} per example): {INTERVALS['runs']}.", ""]
     if doc.get("groups") is not None:
         keys = doc["group_by"]
         parts += [f"## Groups by {', '.join(keys)}", "",
-                  markdown_table(doc["groups"], group_columns(keys, metric["name"])), "",
+                  markdown_table(doc["groups"], shown_columns(doc["groups"], group_columns(keys, metric["name"]), keys)),
+                  "",
                   f"{metric['name']}_*: over the runs' summary values; results_*: over their examples; "
                   f"ci95: {INTERVALS['groups']}.", ""]
         notes = sorted({g[k] for g in doc["groups"] for k in g if k.endswith("_interval") and g[k]
@@ -738,6 +836,7 @@ def report_markdown(doc: dict) -> str:
         parts += ["No interval shown where:", "", *(f"- {note}" for note in notes), ""] if notes else []
     if doc.get("comparison") is not None:
         parts += [comparison_markdown(doc["comparison"]), ""]
+    parts += not_succeeded_markdown(doc)
     parts += _warnings_markdown(doc["warnings"])
     if doc["errors"]:
         parts += ["## Errors", ""]
@@ -839,28 +938,56 @@ def _check_flags(group_by, sort, compare, compare_by) -> None:
         raise ConfigError("--compare-by FIELD needs --compare VALUE_A,VALUE_B (two values of FIELD)")
 
 
-def _read_runs(root: Path, fields: list, metric: Metric) -> tuple:
-    rows, errors, warnings, results = [], [], [], {}
+def scoped_runs(root: Path, run_ids: Optional[Sequence[str]]) -> tuple:
+    """([(run_id, path)] of the run directories in scope, [run ids in scope with no directory]).
+    run_ids None: every run directory under root. Each run id once, however often it is named."""
     runs = run_dirs(root)
-    for run_id, path in runs:
-        row, run_errors, run_warnings = read_run(run_id, path, fields, metric)
+    if run_ids is None:
+        return runs, []
+    present = dict(runs)
+    wanted = list(dict.fromkeys(run_ids))
+    return [(i, present[i]) for i in wanted if i in present], [i for i in wanted if i not in present]
+
+
+def _read_runs(root: Path, fields: list, metric: Metric, run_ids=None, include_failed: bool = False) -> tuple:
+    rows, errors, warnings, dirs = [], [], [], {}
+    runs, absent = scoped_runs(root, run_ids)
+    for run_id, top in runs:
+        # The run's winning attempt: the top of its directory, or its latest earlier success.
+        path, attempt, _ = winning_attempt(top, run_id) if _may_have_lost(top) else (top, None, None)
+        row, run_errors, run_warnings = read_run(run_id, path, fields, metric, include_failed)
         errors.extend(run_errors)
         warnings.extend(run_warnings)
         if row is not None:
+            if attempt:
+                row["attempt"] = attempt
             rows.append(row)
-            if row.get("n"):
-                results[run_id] = os.path.join(path, RESULTS)
-    return runs, rows, errors, warnings, results
+            dirs[run_id] = path
+    return runs, absent, rows, errors, warnings, dirs
 
 
-def _columns(rows: list, fields: list, metric: Metric) -> tuple:
+def _may_have_lost(path: str) -> bool:
+    """Only a run with earlier attempts can have a winner other than its top (one stat, no read)."""
+    return os.path.isdir(os.path.join(path, "attempts"))
+
+
+def _columns(rows: list, fields: list, metric: Metric, show_state: bool = False) -> tuple:
     columns = [*ID_COLUMNS, *METRIC_COLUMNS]
+    hidden = {*VERDICT_FIELDS, FACTS, *STAT_COLUMNS}
     wanted = [metric.name] if metric.name not in columns else []
-    requested = [f for f in [*wanted, *fields] if f not in columns and f not in STAT_COLUMNS and f != "ok"]
+    requested = [f for f in [*wanted, *fields] if f not in columns and f not in hidden]
     requested = list(dict.fromkeys(requested))
     extras = list(dict.fromkeys(k for r in rows for k in r
-                                if k not in columns and k not in STAT_COLUMNS and k != "ok" and k not in requested))
-    return columns + requested + extras + list(STAT_COLUMNS), requested
+                                if k not in columns and k not in hidden and k not in requested))
+    leading = ["run_id", VERDICT_COLUMN] if show_state else ["run_id"]
+    return leading + columns[1:] + requested + extras + list(STAT_COLUMNS), requested
+
+
+def shown_columns(rows: list, columns: list, requested: Sequence[str] = ()) -> list:
+    """The columns some row has a value in (and the run id, and those asked for by name): an empty
+    column is width with nothing to read."""
+    keep = {"run_id", *requested}
+    return [c for c in columns if c in keep or any(r.get(c) is not None for r in rows)]
 
 
 def _refuse_unknown(rows: list, columns: list, requested: list, flags: list, root: Path) -> None:
@@ -875,10 +1002,22 @@ def _refuse_unknown(rows: list, columns: list, requested: list, flags: list, roo
                 raise ConfigError(f"{flag} {name}: no run under {root} has that field (columns: {known})")
 
 
+def _not_succeeded(rows: list, absent: list) -> list:
+    """Runs in scope that did not succeed (and those never fetched): each named with its state."""
+    listed = [{"run_id": r["run_id"], "state": r["state"], "failure_class": r["failure_class"], "reason": r["reason"]}
+              for r in rows if not r["ok"]]
+    listed += [{"run_id": run_id, "state": "missing", "failure_class": "missing",
+                "reason": "in scope but not fetched: no run directory"} for run_id in absent]
+    return listed
+
+
 def build_report(root, *, group_by: Optional[str] = None, compare: Sequence[str] = (), sort: Optional[str] = None,
                  filters: Iterable[str] = (), metric: Optional[str] = None, lower_is_better: Optional[bool] = None,
-                 compare_by: Optional[str] = None) -> dict:
-    """The report document of every run under root (nothing written; see write_report)."""
+                 compare_by: Optional[str] = None, run_ids: Optional[Sequence[str]] = None,
+                 include_failed: bool = False, scope: Optional[str] = None) -> dict:
+    """The report document of the runs in scope under root (run_ids; None: every run), nothing
+    written (see write_report). A run that did not succeed is listed, and enters no statistic,
+    group, comparison or plot unless include_failed (then its row shows its state)."""
     root = checked_root(root)
     _check_flags(group_by, sort, compare, compare_by)
     keys, wanted, measured = _split_keys(group_by), parse_filters(filters), metric_of(metric, lower_is_better)
@@ -886,48 +1025,142 @@ def build_report(root, *, group_by: Optional[str] = None, compare: Sequence[str]
     by = [compare_by.strip()] if compare_by else []
     fields = list(dict.fromkeys([*keys, *(k for k, _ in wanted), *([sort_key] if sort_key else []), *by]))
 
-    runs, rows, errors, warnings, results = _read_runs(root, fields, measured)
-    columns, requested = _columns(rows, fields, measured)
+    runs, absent, every_row, errors, warnings, dirs = _read_runs(root, fields, measured, run_ids, include_failed)
+    facts = [r.pop(FACTS) for r in every_row]
+    failed = _not_succeeded(every_row, absent)
+    rows = [r for r in every_row if r["ok"] or include_failed]
+    columns, requested = _columns(rows, fields, measured, show_state=include_failed and len(rows) > sum(
+        r["ok"] for r in rows))
     metric_flag = [measured.name] if metric is not None else []
-    _refuse_unknown(rows, columns, requested, [("--group-by", keys), ("--filter", [k for k, _ in wanted]),
-                                               ("--sort", [sort_key] if sort_key else []),
-                                               ("--compare-by", by), ("--metric", metric_flag)], root)
+    _refuse_unknown(every_row, columns, requested, [("--group-by", keys), ("--filter", [k for k, _ in wanted]),
+                                                    ("--sort", [sort_key] if sort_key else []),
+                                                    ("--compare-by", by), ("--metric", metric_flag)], root)
     total = len(rows)
     for key, value in wanted:
         rows = [r for r in rows if matches(r.get(key), value)]
-    if sort or metric is not None:  # --metric alone ranks best first
-        rows = sort_rows(rows, sort or best_first(measured, measured.name))
+    rows = sort_rows(rows, sort or best_first(measured, measured.name)) if (sort or metric is not None) \
+        else sorted(rows, key=lambda r: natural_key(r["run_id"]))
+    results = {r["run_id"]: os.path.join(dirs[r["run_id"]], RESULTS) for r in rows if r.get("n")}
 
     doc = {"ok": not errors and bool(rows), "root": str(root), "count": len(rows), "total": total,
-           "columns": columns, "rows": rows, "errors": errors, "warnings": warnings,
-           "failed": [r["run_id"] for r in rows if not r["ok"]], "intervals": INTERVALS,
+           "columns": shown_columns(rows, columns, requested), "rows": rows, "errors": errors,
+           "warnings": warnings, "failed": [f["run_id"] for f in failed], "not_succeeded": failed,
+           "include_failed": include_failed, "intervals": INTERVALS,
            "filters": [f"{k}={v}" for k, v in wanted], "sort": sort,
            "metric": {"name": measured.name, "field": measured.field, "lower_is_better": measured.lower_is_better}}
+    doc["header"] = report_header(every_row, facts, failed, scope or f"every run under {root}")
     if keys:
         doc["group_by"] = keys
         groups = group_rows(rows, keys, measured, results)
         doc["groups"] = sort_rows(groups, sort or best_first(measured, f"{measured.name}_mean")) \
-            if (sort or metric is not None) else groups
+            if (sort or metric is not None) else sorted(groups, key=lambda g: [natural_key(g[k]) for k in keys])
+    doc["models_by_task"] = models_by_task(rows, measured)
     if compare and compare_by:
-        doc["comparison"] = compare_groups(root, rows, by[0], compare[0], compare[1], measured)
+        doc["comparison"] = compare_groups(root, rows, by[0], compare[0], compare[1], measured, dirs)
     elif compare:
-        doc["comparison"] = compare_runs(root, compare[0], compare[1], measured)
-    if not runs:
+        doc["comparison"] = compare_runs(root, compare[0], compare[1], measured, _compared_dirs(rows, dirs, failed))
+    if not runs and not absent:
         doc["error"] = f"no run directories under {root}"
     elif not rows and total:
         doc["error"] = "no run matches the filters"
+    elif not rows and failed:
+        doc["error"] = f"no run in scope succeeded ({len(failed)} did not: --include-failed shows them)"
     elif errors:
         doc["error"] = f"{len(errors)} file{'s' if len(errors) != 1 else ''} under {root} could not be read"
     doc["markdown"] = report_markdown(doc)
+    doc[RUN_DIRS] = {r["run_id"]: dirs[r["run_id"]] for r in rows}  # for report.html; the task takes it out
     return doc
 
 
-def write_report(doc: dict, out_dir) -> dict:
-    """Write <out_dir>/report.md and report.json atomically; record their paths in doc."""
+def _compared_dirs(rows: list, dirs: dict, failed: list) -> dict:
+    """run id -> directory of the runs --compare may pair; the others -> why not."""
+    allowed = {r["run_id"]: dirs[r["run_id"]] for r in rows}
+    for f in failed:
+        allowed.setdefault(f["run_id"], f"{f['state']} ({f['failure_class']})")
+    return allowed
+
+
+# ---------------------------------------------------------------- header, natural order, times
+
+
+_NUMBER_PART = re.compile(r"(\d+(?:\.\d+)?)")
+
+
+def natural_key(value) -> tuple:
+    """Text with its numbers compared as numbers: Qwen3-0.6B < Qwen3-4B < Qwen3-32B; missing last."""
+    if value is None:
+        return ((2, 0.0, ""),)
+    number = _number(value)
+    if number is not None:
+        return ((0, float(number), ""),)
+    parts = _NUMBER_PART.split(cell_text(value))
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p.lower()) for i, p in enumerate(parts) if p)
+
+
+def human_time(epoch) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+TIME_COLUMN = re.compile(r"(^|_)(at|started|finished|updated|time|timestamp|heartbeat)$")
+EPOCH_RANGE = (1e9, 1e10)  # 2001..2286: a number of seconds since 1970 that is a date
+
+
+def _distinct(values) -> list:
+    return sorted({cell_text(v) for v in values if v is not None}, key=natural_key)
+
+
+def report_header(rows: list, facts: list, failed: list, scope: str) -> dict:
+    """What a reader needs before the numbers: when, which runs, which code, which settings."""
+    import time
+
+    states = {}
+    for row in rows:
+        states[row["state"]] = states.get(row["state"], 0) + 1
+    for f in failed:
+        if f["state"] == "missing":
+            states["missing"] = states.get("missing", 0) + 1
+    commits = _distinct(f["commit"][:12] + (" (dirty)" if f["dirty"] else "") for f in facts if f["commit"])
+    return {"generated": human_time(time.time()), "scope": scope, "commits": commits,
+            "models": _distinct(r.get("model_id") for r in rows), "tasks": _distinct(r.get("env_id") for r in rows),
+            "temperature": _distinct(f["temperature"] for f in facts),
+            "max_tokens": _distinct(f["max_tokens"] for f in facts),
+            "rollouts": _distinct(r.get("rollouts") for r in rows),
+            "examples": _distinct(r.get("num_examples") for r in rows),
+            "runs": sum(states.values()), "states": dict(sorted(states.items()))}
+
+
+def models_by_task(rows: list, metric: Metric) -> Optional[dict]:
+    """Rows models, columns tasks (env_id): each cell the mean of its runs' summary metric, with a
+    t interval from three runs up; None unless there are several of either."""
+    models = _distinct(r.get("model_id") for r in rows)
+    tasks = _distinct(r.get("env_id") for r in rows)
+    if len(models) < 2 and len(tasks) < 2:
+        return None
+    cells = {}
+    for row in rows:
+        if row.get(metric.name) is not None:
+            key = (cell_text(row.get("model_id")), cell_text(row.get("env_id")))
+            cells.setdefault(key, []).append(row[metric.name])
+    table = {}
+    for (model, task), values in cells.items():
+        summary = {k.split("_", 1)[1] if k.startswith("m_") else k: v for k, v in over_runs(values, "m").items()}
+        table.setdefault(model, {})[task] = {k: stats.finite(v) for k, v in summary.items()}
+    return {"models": models or [""], "tasks": tasks or [""], "cells": table, "metric": metric.name}
+
+
+def write_report(doc: dict, out_dir, html=None) -> dict:
+    """Write <out_dir>/report.md and report.json (and report.html: html(path) writes it)
+    atomically; record their paths in doc."""
     out_dir = Path(out_dir)
     paths = {"markdown": str(out_dir / "report.md"), "json": str(out_dir / "report.json")}
+    if html is not None:
+        paths["html"] = str(out_dir / "report.html")
     doc["written"] = paths
     write_atomic(out_dir / "report.md", doc["markdown"].encode())
+    if html is not None:
+        html(out_dir / "report.html")
     # Compact: json's C encoder only runs without indent (10x faster on 10,000 runs); jq pretty-prints it.
     # allow_nan=False: every number was made finite (or null) upstream; a miss fails loudly, never as NaN.
     write_atomic(out_dir / "report.json",

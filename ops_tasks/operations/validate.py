@@ -4,6 +4,10 @@ A gate: every run directory directly under the root must hold the contract's fil
 files must parse, its results.jsonl (when there is one) must parse line by line, and its summary
 must not say `ok: false`. Dotfiles and entries that are not directories are not runs; a run's
 earlier attempts (attempts/<n>/) are not looked at.
+
+The readers (load_json, json_lines) are what validate and report both read a run's files with:
+they refuse a file reached through a link out of its run directory (its folder), or that is not a
+regular file (a FIFO would block), so no laptop file can leak into a report.
 """
 
 import json
@@ -12,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import ConfigError
-from ..run_states import ACTIVE, FAILED
+from ..verdicts import UNFINISHED, UNREADABLE, Verdict, run_verdict
 
 REQUIRED = ("command.sh", "run_metadata.json", "summary.json", "stdout.log")
 JSON_FILES = ("run_metadata.json", "summary.json", "status.json")
@@ -47,10 +51,29 @@ def json_error(run_id: str, file: str, exc: Exception, line: Optional[int] = Non
     return {"run_id": run_id, "file": file, "line": line, "column": None, "error": str(exc)}
 
 
+class OutsideRunDir(OSError):
+    """A run's file that is a link out of its run directory, or not a regular file."""
+
+
+def checked_run_file(path: str) -> str:
+    """path, when reading it stays inside its run directory (the folder holding it, itself no
+    link) and reaches a regular file; else OutsideRunDir naming why."""
+    run_dir = os.path.dirname(os.path.abspath(path))
+    if os.path.islink(run_dir):
+        raise OutsideRunDir("the run directory is a link: refused")
+    real_dir, real = os.path.realpath(run_dir), os.path.realpath(path)
+    if os.path.commonpath([real_dir, real]) != real_dir:
+        raise OutsideRunDir("a link leading out of its run directory: refused")
+    if os.path.exists(real) and not os.path.isfile(real):
+        raise OutsideRunDir("not a regular file: refused")
+    return path
+
+
 def load_json(path: str, run_id: str, file: str):
-    """(value, None), or (None, error dict) when the file cannot be read or does not parse."""
+    """(value, None), or (None, error dict) when the file cannot be read, does not parse, or
+    lies outside its run directory (checked_run_file)."""
     try:
-        with open(path, "rb") as handle:
+        with open(checked_run_file(path), "rb") as handle:
             return json.loads(handle.read()), None
     except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
         return None, json_error(run_id, file, exc)
@@ -66,7 +89,12 @@ class BadJsonLine(ValueError):
 
 def json_lines(path: str, run_id: str):
     """(line number, value) of each non-blank line of a JSON-lines file, one line in memory at a
-    time; BadJsonLine at the first line that does not parse."""
+    time; BadJsonLine at the first line that does not parse, or when the file lies outside its
+    run directory (checked_run_file)."""
+    try:
+        checked_run_file(path)
+    except OutsideRunDir as exc:
+        raise BadJsonLine(json_error(run_id, os.path.basename(path), exc)) from None
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
@@ -93,30 +121,66 @@ def first_bad_line(path: str, run_id: str) -> Optional[dict]:
     return None
 
 
-def failure_reason(summary: Optional[dict], status: Optional[dict]) -> Optional[str]:
-    """Why a run counts as failed (its summary says ok: false, or the supervisor's status.json
-    says it ended badly), else None."""
-    status = status if isinstance(status, dict) else {}
-    state = status.get("state")
-    if isinstance(summary, dict) and summary.get("ok") is False:
-        parts = ["summary.json says ok: false"]
-        for key in ("state", "failure_class", "exit_code", "error"):
-            value = summary.get(key, status.get(key))
-            if value not in (None, ""):
-                parts.append(f"{key} {value}")
-        return ", ".join(parts)
-    if state in FAILED:  # a cancelled run is no success either: the gate fails on it
-        klass = status.get("failure_class")
-        return f"status.json says state {state}" + (f", failure_class {klass}" if klass else "")
-    return None
+def parsed_or_unreadable(parsed: dict, path: str, name: str):
+    """What run_verdict is given for a JSON file: its value, UNREADABLE when it is there but does
+    not parse (or is of the wrong kind), None when there is none."""
+    if name in parsed:
+        return parsed[name]
+    return UNREADABLE if os.path.lexists(os.path.join(path, name)) else None
 
 
-def validate_root(root) -> dict:
-    """Check every run directory under root; the result dict's `ok` is the gate."""
+def dir_verdict(path: str, run_id: str) -> Verdict:
+    """The verdict of one run directory, from its status.json and summary.json (verdicts.py)."""
+    parsed = {}
+    for name in ("status.json", "summary.json"):
+        file_path = os.path.join(path, name)
+        if os.path.isfile(file_path):
+            value, error = load_json(file_path, run_id, name)
+            if error is None:
+                parsed[name] = value
+    return run_verdict(parsed_or_unreadable(parsed, path, "status.json"),
+                       parsed_or_unreadable(parsed, path, "summary.json"))
+
+
+def attempt_dirs(path: str) -> list:
+    """[(attempt number, path)] of a run directory's earlier attempts (attempts/<n>/), newest first."""
+    folder = os.path.join(path, "attempts")
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return []
+    found = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.name.isdigit() and entry.is_dir(follow_symlinks=False):
+                found.append((int(entry.name), entry.path))
+    return sorted(found, reverse=True)
+
+
+def winning_attempt(path: str, run_id: str) -> tuple:
+    """(directory, attempt number or None, verdict) that stands for a run: the latest attempt
+    (the top of its directory) unless it did not succeed and an earlier attempt did, so a run id
+    counts once, by its latest success."""
+    verdict = dir_verdict(path, run_id)
+    if verdict.ok:
+        return path, None, verdict
+    for number, attempt in attempt_dirs(path):
+        earlier = dir_verdict(attempt, run_id)
+        if earlier.ok:
+            return attempt, number, earlier
+    return path, None, verdict
+
+
+def validate_root(root, run_ids=None) -> dict:
+    """Check every run directory under root (or those of run_ids: one not there is missing);
+    the result dict's `ok` is the gate: every run complete, readable, and succeeded."""
     root = checked_root(root)
     runs = run_dirs(root)
-    complete, missing, invalid, failed, unfinished = [], {}, [], [], []
-    for run_id, path in runs:
+    complete, missing, invalid, failed, unfinished, earlier = [], {}, [], [], [], {}
+    if run_ids is not None:
+        present = dict(runs)
+        runs = [(run_id, present[run_id]) for run_id in dict.fromkeys(run_ids) if run_id in present]
+        missing.update({run_id: ["the run directory (not fetched)"] for run_id in run_ids if run_id not in present})
+    for run_id, top in runs:
+        path, attempt, verdict = winning_attempt(top, run_id)
         absent = [name for name in REQUIRED if not os.path.isfile(os.path.join(path, name))]
         if absent:
             missing[run_id] = absent
@@ -139,17 +203,19 @@ def validate_root(root) -> dict:
             if error:
                 bad.append(error)
         invalid.extend(bad)
-        status = parsed.get("status.json")
-        if isinstance(status, dict) and status.get("state") in ACTIVE:
+        if verdict.state == UNFINISHED:
             unfinished.append(run_id)
-        reason = failure_reason(parsed.get("summary.json"), status)
-        if reason:
-            failed.append({"run_id": run_id, "reason": reason})
-        if not absent and not bad and not reason:
+        if not verdict.ok:
+            failed.append({"run_id": run_id, "state": verdict.state, "failure_class": verdict.failure_class,
+                           "reason": verdict.reason})
+        if not absent and not bad and verdict.ok:
             complete.append(run_id)
+        if attempt:
+            earlier[run_id] = attempt
     ok = bool(runs) and not missing and not invalid and not failed
     report = {"ok": ok, "root": str(root), "runs": len(runs), "complete": complete, "missing": missing,
-              "invalid": invalid, "failed": failed, "unfinished": unfinished}
+              "invalid": invalid, "failed": failed, "unfinished": unfinished,
+              "earlier_attempts": earlier}
     if not runs:
         report["error"] = f"no run directories under {root}"
     return report

@@ -1,0 +1,303 @@
+"""report.html: the report as one self-contained file to open or mail (no network, no server):
+the header, the tables, an SVG plot of each group (else each run) with its 95% interval, and a
+drill-down of the examples (prompt, the model's answer, reward) filtered by run, by outcome and,
+with --compare, by disagreement between the two runs.
+
+Tables and the plot are drawn here, escaped; the examples travel as JSON in a
+<script type="application/json"> block with <, > and & written as \\u escapes, so nothing a
+model said can close the block, and the page's script shows them with textContent only.
+"""
+
+import html
+import json
+from pathlib import Path
+from typing import Optional
+
+from ..files import write_atomic
+from .report import group_columns, models_by_task_rows, shown_columns
+from .validate import RESULTS, BadJsonLine, json_lines
+
+# Per-example text fields, first found wins: what the model was asked, what it said, the reference.
+PROMPT_FIELDS = ("prompt", "question", "input", "problem")
+ANSWER_FIELDS = ("response", "completion", "output", "prediction", "model_answer")
+REFERENCE_FIELDS = ("answer", "target", "expected", "ground_truth", "reference")
+TEXT_LIMIT = 4000  # characters of one prompt or answer kept in the file
+EXAMPLES_PER_RUN = 2000
+EXAMPLES_TOTAL = 200_000
+PLOT_BARS = 200
+ROW_LIMIT = 5000  # runs drawn in the HTML table (all of them are in report.json)
+
+
+def _text(value) -> str:
+    """A prompt or answer as text: chat messages as 'role: content' lines, other JSON as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value):
+        text = "\n".join(f"{m.get('role', '')}: {_text(m['content'])}" for m in value)
+    else:
+        text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + " [...]"
+
+
+def _first(record: dict, names) -> Optional[str]:
+    for name in names:
+        if record.get(name) is not None:
+            return _text(record[name])
+    return None
+
+
+def _example_id(record: dict, number: int) -> str:
+    for name in ("id", "example_id", "index"):
+        if record.get(name) is not None:
+            return str(record[name])
+    return f"line {number}"
+
+
+def _reward(record: dict, field: str):
+    value = record.get(field)
+    if isinstance(value, bool):
+        return float(value)
+    return value if isinstance(value, (int, float)) and value == value and abs(value) != float("inf") else None
+
+
+def run_examples(run_id: str, path: str, field: str, limit: int) -> list:
+    """[[run, id, prompt, answer, reference, reward]] of a run's results.jsonl, at most limit."""
+    found = []
+    try:
+        for number, record in json_lines(path, run_id):
+            if len(found) >= limit:
+                break
+            if not isinstance(record, dict):
+                continue
+            answer = _first(record, ANSWER_FIELDS)
+            # Without a response field, "answer" is the model's answer; beside one, the reference.
+            reference = _first(record, REFERENCE_FIELDS) if answer is not None else None
+            answer = answer if answer is not None else _first(record, REFERENCE_FIELDS)
+            found.append([run_id, _example_id(record, number), _first(record, PROMPT_FIELDS) or "",
+                          answer or "", reference or "", _reward(record, field)])
+    except (BadJsonLine, OSError):
+        pass  # the report lists the file under its errors
+    return found
+
+
+def examples_of(doc: dict, run_dirs: dict) -> list:
+    """The drill-down's examples, of the rows the report counts, within EXAMPLES_TOTAL."""
+    examples, field = [], doc["metric"]["field"]
+    for row in doc["rows"]:
+        path = Path(run_dirs.get(row["run_id"], "")) / RESULTS
+        if row["run_id"] in run_dirs and path.is_file():
+            room = min(EXAMPLES_PER_RUN, EXAMPLES_TOTAL - len(examples))
+            if room <= 0:
+                break
+            examples.extend(run_examples(row["run_id"], str(path), field, room))
+    return examples
+
+
+# ---------------------------------------------------------------- drawing
+
+
+def _e(value) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def table_html(records: list, columns, css_class: str = "") -> str:
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{_e(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in records)
+    return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def bars_of(doc: dict) -> tuple:
+    """[(label, mean, low, high)] of the groups (else the runs), and what the interval is."""
+    name = doc["metric"]["name"]
+    if doc.get("groups") is not None:
+        bars = []
+        for g in doc["groups"]:
+            label = " / ".join(_cell(g.get(k)) for k in doc["group_by"])
+            for prefix in ("results", name):
+                if g.get(f"{prefix}_mean") is not None:
+                    bars.append((label, g[f"{prefix}_mean"], g.get(f"{prefix}_ci95_low"), g.get(f"{prefix}_ci95_high")))
+                    break
+        return bars, "per group: examples pooled, clustered by example (else Student's t over runs)"
+    bars = [(r["run_id"], r["mean"], r.get("ci95_low"), r.get("ci95_high")) for r in doc["rows"]
+            if r.get("mean") is not None]
+    bars += [(r["run_id"], r[name], None, None) for r in doc["rows"] if r.get("mean") is None and r.get(name) is not None]
+    return bars, "per run: Wilson's interval for 0/1 scores, else the normal approximation"
+
+
+def plot_svg(doc: dict) -> str:
+    """A bar per group (or run) with its 95% interval as a whisker, on an axis that holds them all."""
+    bars, method = bars_of(doc)
+    if not bars:
+        return ""
+    bars = bars[:PLOT_BARS]
+    values = [v for b in bars for v in b[1:] if v is not None]
+    low, high = min(0.0, *values), max(1.0 if max(values) <= 1 else max(values), *values)
+    width, height, left, bottom, step = max(420, 60 + 34 * len(bars)), 300, 50, 90, 34
+    scale = (height - bottom - 20) / ((high - low) or 1.0)
+
+    def y(value):
+        return height - bottom - (value - low) * scale
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'aria-label="{_e(doc["metric"]["name"])} by group">',
+             f'<line x1="{left}" y1="{y(low):.1f}" x2="{width - 10}" y2="{y(low):.1f}" class="axis"/>']
+    for tick in (low, (low + high) / 2, high):
+        parts.append(f'<text x="{left - 6}" y="{y(tick) + 4:.1f}" class="tick" text-anchor="end">{tick:.2f}</text>')
+    for index, (label, mean, ci_low, ci_high) in enumerate(bars):
+        x = left + 10 + index * step
+        top = y(max(mean, low))
+        parts.append(f'<rect x="{x}" y="{top:.1f}" width="{step - 10}" height="{max(0.0, y(low) - top):.1f}" '
+                     f'class="bar"><title>{_e(label)}: {mean:.4f}'
+                     + (f' [{ci_low:.4f}, {ci_high:.4f}]' if ci_low is not None else '') + '</title></rect>')
+        if ci_low is not None and ci_high is not None:
+            middle = x + (step - 10) / 2
+            parts.append(f'<line x1="{middle}" y1="{y(ci_low):.1f}" x2="{middle}" y2="{y(ci_high):.1f}" class="ci"/>')
+            for end in (ci_low, ci_high):
+                parts.append(f'<line x1="{middle - 5}" y1="{y(end):.1f}" x2="{middle + 5}" y2="{y(end):.1f}" class="ci"/>')
+        short = label if len(label) <= 24 else label[:21] + "..."
+        parts.append(f'<text x="{x + 4}" y="{height - bottom + 12}" class="label" '
+                     f'transform="rotate(40 {x + 4} {height - bottom + 12})">{_e(short)}</text>')
+    parts.append("</svg>")
+    note = f"{_e(doc['metric']['name'])}: mean and 95% interval ({_e(method)})"
+    if len(bars_of(doc)[0]) > PLOT_BARS:
+        note += f"; the first {PLOT_BARS} shown"
+    return f'<figure>{"".join(parts)}<figcaption>{note}</figcaption></figure>'
+
+
+def _json_block(data) -> str:
+    """JSON that no text inside it can end the <script> element it sits in."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+    return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
+th{background:#f0f0f0}td.text{white-space:pre-wrap;max-width:36em;font-family:ui-monospace,monospace;font-size:12px}
+.bar{fill:#4c72b0}.ci{stroke:#222;stroke-width:1.5}.axis{stroke:#888}.tick,.label{font-size:10px}
+.controls label{margin-right:1em}.failed td{color:#a33}ul.header{list-style:none;padding:0}
+"""
+
+SCRIPT = """
+(function () {
+  var data = JSON.parse(document.getElementById("report-data").textContent);
+  var examples = data.examples, compare = data.compare;
+  var runSelect = document.getElementById("filter-run"), outcome = document.getElementById("filter-outcome");
+  var disagree = document.getElementById("filter-disagree"), body = document.getElementById("examples-body");
+  var count = document.getElementById("examples-count"), PAGE = 500;
+  var runs = [];
+  examples.forEach(function (e) { if (runs.indexOf(e[0]) < 0) runs.push(e[0]); });
+  runs.forEach(function (r) { var o = document.createElement("option"); o.value = r; o.textContent = r; runSelect.appendChild(o); });
+  function correct(e) { return e[5] !== null && e[5] >= 1; }
+  var disagreeing = {};
+  if (compare) {
+    var a = {}, b = {};
+    examples.forEach(function (e) { if (e[0] === compare[0]) a[e[1]] = correct(e); if (e[0] === compare[1]) b[e[1]] = correct(e); });
+    Object.keys(a).forEach(function (id) { if (id in b && a[id] !== b[id]) disagreeing[id] = true; });
+  } else { disagree.parentNode.style.display = "none"; }
+  function cell(tr, text, cls) { var td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.appendChild(td); }
+  function show() {
+    var run = runSelect.value, want = outcome.value, only = disagree.checked, shown = 0, matched = 0;
+    body.textContent = "";
+    for (var i = 0; i < examples.length; i++) {
+      var e = examples[i];
+      if (run && e[0] !== run) continue;
+      if (want === "correct" && !correct(e)) continue;
+      if (want === "incorrect" && correct(e)) continue;
+      if (only && !(disagreeing[e[1]] && (e[0] === compare[0] || e[0] === compare[1]))) continue;
+      matched++;
+      if (shown >= PAGE) continue;
+      shown++;
+      var tr = document.createElement("tr");
+      tr.className = "example";
+      cell(tr, e[0]); cell(tr, e[1]); cell(tr, e[2], "text"); cell(tr, e[3], "text"); cell(tr, e[4], "text");
+      cell(tr, e[5] === null ? "" : String(e[5]));
+      body.appendChild(tr);
+    }
+    count.textContent = matched + " example" + (matched === 1 ? "" : "s") + (matched > shown ? " (first " + shown + " shown)" : "");
+  }
+  [runSelect, outcome, disagree].forEach(function (el) { el.addEventListener("change", show); });
+  show();
+})();
+"""
+
+
+def _header_html(header: dict) -> str:
+    states = ", ".join(f"{n} {s}" for s, n in header["states"].items()) or "none"
+
+    def listed(values, none="-"):
+        return _e(", ".join(values) if values else none)
+
+    items = [("generated", _e(header["generated"])), ("scope", _e(header["scope"])),
+             ("pod repo commit", listed(header["commits"], "not recorded")), ("models", listed(header["models"])),
+             ("tasks", listed(header["tasks"])),
+             ("sampling", "; ".join(f"{n} {listed(header[n])}" for n in ("temperature", "max_tokens", "rollouts"))),
+             ("examples per run", listed(header["examples"])), ("runs", _e(f"{header['runs']} ({states})"))]
+    return '<ul class="header">' + "".join(f"<li><b>{k}</b>: {v}</li>" for k, v in items) + "</ul>"
+
+
+def _models_by_task_html(table: Optional[dict]) -> str:
+    if not table:
+        return ""
+    return (f"<h2>{_e(table['metric'])}: models x tasks (mean over runs)</h2>"
+            + table_html(models_by_task_rows(table), ["model_id", *table["tasks"]], "models-by-task"))
+
+
+def render_html(doc: dict, examples: list) -> str:
+    parts = [f"<h1>Report: {_e(doc['root'])}</h1>", _header_html(doc["header"]),
+             _models_by_task_html(doc.get("models_by_task")), plot_svg(doc)]
+    if doc["rows"]:
+        shown = doc["rows"][:ROW_LIMIT]
+        parts.append(f"<h2>Runs ({doc['count']})</h2>" + table_html(shown, doc["columns"], "runs")
+                     + (f"<p>first {ROW_LIMIT} of {doc['count']} runs; all are in report.json</p>"
+                        if doc["count"] > ROW_LIMIT else ""))
+    if doc.get("groups") is not None:
+        keys = doc["group_by"]
+        columns = shown_columns(doc["groups"], group_columns(keys, doc["metric"]["name"]), keys)
+        parts.append(f"<h2>Groups by {_e(', '.join(keys))}</h2>" + table_html(doc["groups"], columns, "groups"))
+    if doc.get("comparison"):
+        c = doc["comparison"]
+        parts.append(f"<h2>Comparison: {_e(c['run_b'])} - {_e(c['run_a'])}</h2><p><b>{_e(c['verdict'])}</b></p>")
+    if doc["not_succeeded"]:
+        parts.append(f"<h2>Not succeeded ({len(doc['not_succeeded'])})</h2>"
+                     + table_html(doc["not_succeeded"], ("run_id", "state", "failure_class", "reason"), "failed"))
+    compare = [doc["comparison"]["run_a"], doc["comparison"]["run_b"]] \
+        if doc.get("comparison") and not doc["comparison"].get("compare_by") else None
+    parts.append(
+        "<h2>Examples</h2><div class=\"controls\">"
+        "<label>run <select id=\"filter-run\"><option value=\"\">all runs</option></select></label>"
+        "<label>outcome <select id=\"filter-outcome\"><option value=\"\">all</option>"
+        "<option value=\"correct\">correct (reward 1)</option><option value=\"incorrect\">incorrect</option>"
+        "</select></label><label><input type=\"checkbox\" id=\"filter-disagree\"> only where the two compared "
+        "runs disagree</label> <span id=\"examples-count\"></span></div>"
+        "<table class=\"examples\"><thead><tr><th>run</th><th>id</th><th>prompt</th><th>answer</th>"
+        "<th>reference</th><th>reward</th></tr></thead><tbody id=\"examples-body\"></tbody></table>")
+    data = _json_block({"examples": examples, "compare": compare})
+    return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
+            "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">"
+            f"<title>Report: {_e(doc['root'])}</title><style>{STYLE}</style></head><body>"
+            + "".join(parts)
+            + f'<script type="application/json" id="report-data">{data}</script><script>{SCRIPT}</script>'
+            + "</body></html>\n")
+
+
+def write_report_html(doc: dict, run_dirs: dict, path) -> Path:
+    path = Path(path)
+    write_atomic(path, render_html(doc, examples_of(doc, run_dirs)).encode())
+    return path
