@@ -193,6 +193,18 @@ def tail_text(path, lines):
     return "\n".join(text.splitlines()[-lines:]) if lines > 0 else ""
 
 
+def last_line(path):
+    """The last non-empty line of a file (read from its last 2 KiB), for the status table."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 2048))
+            lines = [line for line in handle.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    return lines[-1][-300:] if lines else None
+
+
 def pid_alive(pid, start_ticks=None):
     """True while pid runs (zombies count as gone); with start_ticks, only that very process."""
     try:
@@ -406,7 +418,7 @@ class Store:
     def names(self, sub):
         """File names in .ops/<sub>/ (none when it does not exist), our temporaries left out."""
         try:
-            return sorted(n for n in os.listdir(self.path(sub)) if ".tmp." not in n)
+            return sorted(n for n in os.listdir(self.path(sub)) if not TEMPORARY.search(n))
         except OSError:
             return []
 
@@ -496,13 +508,17 @@ def status_path(run_dir):
     return os.path.join(run_dir, "status.json")
 
 
+TEMPORARY = re.compile(r"\.tmp\.\d+$")  # write_text's, while it writes
+
+
 def read_entry(path):
-    """A queue or active entry: a JSON object naming a valid run id and its run_dir, else None
-    (a damaged file is skipped, never a crash of every listing)."""
+    """A queue or active entry: a JSON object naming a valid run id, its run_dir, attempt and
+    submission, else None (a damaged file is skipped, never a crash of every listing or loop)."""
     entry = read_json(path)
     if not isinstance(entry, dict) or not isinstance(entry.get("run_id"), str) or not RUN_ID.match(entry["run_id"]):
         return None
-    return entry if isinstance(entry.get("run_dir"), str) else None
+    shapes = (("run_dir", str), ("submission_id", str), ("attempt", int))
+    return entry if all(isinstance(entry.get(key), kind) for key, kind in shapes) else None
 
 
 def read_status(run_dir, with_problem=False):
@@ -1387,6 +1403,8 @@ def run_report(store, run_dir, run_id, supervisor_alive, waiting, tail_lines=0):
         if state == "lost":
             report["failure_class"] = "lost"
     report["attempts"] = attempts_done(run_dir) + (1 if status else 0)
+    if status and state != "queued":
+        report["last_line"] = last_line(os.path.join(run_dir, "stdout.log"))
     if tail_lines:
         summary = read_json(os.path.join(run_dir, "summary.json"))
         report["summary"] = summary if isinstance(summary, dict) else None

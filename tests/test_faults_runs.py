@@ -191,6 +191,8 @@ def test_one_damaged_status_json_is_unknown_and_every_other_run_still_listed(pod
     submit_and_wait(ops, pod, path)
     for name, text in (("list", "[1]"), ("text", '"x"'), ("state", '{"state": [1]}'), ("attempt", '{"state": "failed", "attempt": "2"}')):
         pod.sh(f"mkdir -p {out}/{name} && echo {shlex.quote(text)} > {out}/{name}/status.json")
+    # and damaged bookkeeping beside them: skipped, never a crash of the listing
+    pod.sh(f"echo '[1]' > {out}/.ops/queue/0-list.json && echo '{{\"run_id\": \"zz\"}}' > {out}/.ops/active/zz.json")
 
     listed = ops("runs.list", "--host", pod.alias, "--remote-outputs-dir", out, "--json")
 
