@@ -358,14 +358,14 @@ def outputs_root_problem(root, home=None):
     norm = os.path.normpath(root)
     if norm.startswith("//"):
         norm = "/" + norm.lstrip("/")
+    homes = {"/root"} | ({os.path.normpath(home)} if home else set())
+    if norm in homes or os.path.dirname(norm) == "/home":
+        return "is a home directory"
     if norm.count("/") < 2:  # /, /mnt (the volume itself: its keys, its data), /tmp, /opt, ...
         return "is / or a folder at the top of the file system: use a folder below the volume"
     for system in SYSTEM_DIRS:
         if norm == system or norm.startswith(system + "/"):
             return "lies in the system folder %s" % system
-    homes = {"/root"} | ({os.path.normpath(home)} if home else set())
-    if norm in homes or os.path.dirname(norm) == "/home":
-        return "is a home directory"
     parts = norm.split("/")
     if any(part in KEY_DIRS for part in parts):
         return "lies in a folder of keys or settings (%s)" % next(p for p in parts if p in KEY_DIRS)

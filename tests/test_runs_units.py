@@ -71,3 +71,62 @@ def test_a_summary_the_command_wrote_is_never_overwritten(tmp_path):
     (tmp_path / "summary.json").write_text('{"ok": true, "avg_reward": 0.5}')
     pod.write_missing_summary(str(tmp_path), "r", {"state": "failed"})
     assert (tmp_path / "summary.json").read_text() == '{"ok": true, "avg_reward": 0.5}'
+
+
+@pytest.mark.parametrize("root", ["/mnt/pod_artifacts/outputs", "/workspace/out", "/root/project/outputs",
+                                  "/tmp/pytest-of-x/volume/outputs", "/mnt/data/ssh_logs"])
+def test_an_outputs_root_below_the_volume_or_a_home_is_accepted(root):
+    assert pod.outputs_root_problem(root, home="/root") is None
+
+
+@pytest.mark.parametrize("root, why", [
+    ("/", "top"), ("/mnt", "top"), ("/tmp", "top"), ("/etc", "system"), ("/usr/local/out", "system"),
+    ("/var/lib/x", "system"), ("/root", "home"), ("/home/alice", "home"), ("/srv/u", "system"),
+    ("/mnt/.ssh/out", "keys"), ("/mnt/ssh", "keys"), ("/root/.ssh", "keys"), ("out", "absolute"), (None, "absolute"),
+    ("//etc", "system"), ("/mnt/x/../../etc", "system"),
+])
+def test_an_outputs_root_that_is_no_place_for_runs_says_why(root, why):
+    problem = pod.outputs_root_problem(root, home="/root")
+    assert problem and why in problem, problem
+
+
+@pytest.mark.parametrize("run_id, run_dir", [
+    ("a/b", "/mnt/o/a/b"), ("..", "/mnt/o/.."), (".hidden", "/mnt/o/.hidden"), ("r", "/mnt/o"), ("r", "/mnt/other/r"),
+    ("r", "/mnt/o/.ops"), ("r", "/mnt/o/.ops/queue"), ("r", "relative/r"), ("r", "/mnt/o/../o2/r"), (["r"], "/mnt/o/r"),
+])
+def test_a_run_outside_its_outputs_root_is_refused(run_id, run_dir):
+    with pytest.raises(pod.BadRequest):
+        pod.check_run(run_id, run_dir, "/mnt/o")
+
+
+def test_a_run_below_its_outputs_root_is_taken():
+    assert pod.check_run("r1", "/mnt/o/sweep/r1", "/mnt/o") == ("r1", "/mnt/o/sweep/r1")
+
+
+@pytest.mark.parametrize("text, ok, klass", [
+    ('{"ok": true}', True, None), ('{"avg_reward": 1}', True, None), ('{"ok": false}', False, "summary_not_ok"),
+    ('{"ok": 0}', False, "bad_summary"), ('{"ok": "false"}', False, "bad_summary"), ('{"ok": 1}', False, "bad_summary"),
+    ('{"ok": null}', False, "bad_summary"), ("[1]", False, "bad_summary"), ("not json", False, "bad_summary"),
+])
+def test_a_summary_ok_must_be_a_json_boolean(tmp_path, text, ok, klass):
+    (tmp_path / "summary.json").write_text(text)
+    assert pod.summary_verdict(str(tmp_path))[:2] == (ok, klass)
+
+
+@pytest.mark.parametrize("status", [[1], "x", 3, {"state": [1]}, {"state": "exploded"}, {"state": "failed", "attempt": "2"},
+                                    {"state": "running", "pid": True}, {"state": "failed", "finished": "soon"}])
+def test_a_status_of_the_wrong_shape_is_named(status):
+    assert pod.status_shape_problem(status)
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "status.json"
+    path.write_text('{"old": 1}')
+
+    def full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pod.os, "fsync", full)
+    with pytest.raises(OSError):
+        pod.write_json(str(path), {"new": 1})
+    assert path.read_text() == '{"old": 1}' and [p.name for p in tmp_path.iterdir()] == ["status.json"]
