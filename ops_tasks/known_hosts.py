@@ -74,9 +74,21 @@ class KnownHosts:
     warnings: List[str] = field(default_factory=list)
     files: List[Path] = field(default_factory=list)
 
+    def entries_for(self, name: str) -> List[Entry]:
+        """The lines that know this host (as known_hosts names it), in file order."""
+        return [e for e in self.entries if patterns_match(e.patterns, name)]
+
     def keys_for(self, name: str) -> list:
-        """The keys known for this host (as known_hosts names it), in file order."""
-        return [e.key for e in self.entries if patterns_match(e.patterns, name)]
+        """The keys known for this host, in file order."""
+        return [e.key for e in self.entries_for(name)]
+
+    def where_saved(self, name: str, key) -> str:
+        """The file that holds this key for this host (for `ssh-keygen -f FILE -R`)."""
+        blob = key.asbytes() if key is not None else None
+        for entry in self.entries_for(name):
+            if entry.key.asbytes() == blob:
+                return entry.where.rsplit(":", 1)[0]
+        return str(self.files[0]) if self.files else "~/.ssh/known_hosts"
 
     def revoked_entry(self, key) -> Optional[Entry]:
         """The @revoked line that names this key, if any."""

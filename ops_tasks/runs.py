@@ -17,6 +17,7 @@ from .records import host_fields, save_manifest
 from .selection import latest_submission, outputs_root, select_runs
 from .settings import project_dir_of
 from .streams import LineBuffer
+from .targets import LinkDown
 
 RUN_SELECTION_HELP = {
     "run_id": "Run id(s), comma-separated or repeated.",
@@ -161,8 +162,11 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
     if wait and not no_tmux and report["queued"]:
         bar = ProgressBar()
         try:
-            waited = wait_runs(target, outputs_dir=submission.outputs_dir, submission_id=submission_id,
-                               timeout_s=timeout_s, on_progress=bar)
+            with target.round_trip_budget(timeout_s):
+                waited = wait_runs(target, outputs_dir=submission.outputs_dir, submission_id=submission_id,
+                                   timeout_s=timeout_s, on_progress=bar)
+        except LinkDown as lost:
+            raise lost.with_hint(_wait_hint(target, submission_id, None)) from None
         finally:
             bar.close()
         report.update(runs=waited["runs"], counts=waited["counts"], outcome=waited["outcome"])
@@ -242,7 +246,11 @@ def logs(c, run_id, host=None, lines=None, follow=False, submission=None, remote
                   lines=count)
     if not follow:
         return run_logs(target, **kwargs)
-    run_logs(target, **kwargs, follow=True, on_output=LineEmitter())
+    try:
+        run_logs(target, **kwargs, follow=True, on_output=LineEmitter())
+    except LinkDown as lost:
+        raise lost.with_hint(f"the run goes on on the pod: follow it again with ops runs.logs --host "
+                             f"{target.profile.name} --run-id {only} --follow") from None
     return None
 
 
@@ -257,10 +265,19 @@ def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, ti
     timeout_s = seconds_flag("--timeout", timeout, None)
     bar = ProgressBar()
     try:
-        return wait_runs(target, outputs_dir=selected["outputs_dir"], submission_id=selected.get("submission_id"),
-                         run_ids=selected["run_ids"], timeout_s=timeout_s, on_progress=bar)
+        with target.round_trip_budget(timeout_s):
+            return wait_runs(target, outputs_dir=selected["outputs_dir"], submission_id=selected.get("submission_id"),
+                             run_ids=selected["run_ids"], timeout_s=timeout_s, on_progress=bar)
+    except LinkDown as lost:
+        raise lost.with_hint(_wait_hint(target, selected.get("submission_id"), run_id and selected["run_ids"])) from None
     finally:
         bar.close()
+
+
+def _wait_hint(target, submission_id, run_ids) -> str:
+    """How to wait again after the link went: the runs themselves go on on the pod."""
+    which = f"--run-id {','.join(run_ids)}" if run_ids else f"--submission {submission_id}"
+    return f"the runs go on on the pod: wait again with ops runs.wait --host {target.profile.name} {which}"
 
 
 def render_cancel(data: dict) -> str:

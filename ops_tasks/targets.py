@@ -6,17 +6,24 @@ kind implements `Target` below, and a dry run is just the kind that contacts not
 """
 
 import atexit
+import base64
+import contextlib
+import hashlib
+import logging
 import math
 import os
 import select
 import shlex
 import socket
 import subprocess
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from . import known_hosts
 from .errors import ConfigError, HostError
 from .settings import Profile, parse_destination
 
@@ -63,6 +70,11 @@ class Target:
 
     def describe(self, **notes) -> None:
         pass  # only a dry run reports what it would do
+
+    def round_trip_budget(self, seconds: Optional[float]):
+        """A block whose round trips end by `seconds` (plus the answer time) whatever the link does;
+        for tasks with a time limit of their own (runs.wait --timeout). Only SSH has a link."""
+        return contextlib.nullcontext(self)
 
     def close(self) -> None:
         pass
@@ -145,6 +157,8 @@ class LocalTarget(Target):
             # A held stdin closing is the script's signal to stop (vllm.logs --follow).
             if not proc.stdin.closed:
                 proc.stdin.close()
+            if not hold_stdin:  # as Ctrl-C stops the whole process group: a signal sent to us alone too
+                proc.terminate()
             proc.wait()
             if not hold_stdin:
                 raise
@@ -154,6 +168,8 @@ class LocalTarget(Target):
 
 
 def _stream_local(proc, on_stdout: Sink, on_stderr: Sink):
+    """Both streams to their end; stdout handed to a sink is not also kept (flat memory when
+    following), stderr always is (error messages quote it)."""
     out = []
     err = []
     streams = {proc.stdout.fileno(): (out, on_stdout), proc.stderr.fileno(): (err, on_stderr)}
@@ -165,7 +181,8 @@ def _stream_local(proc, on_stdout: Sink, on_stderr: Sink):
                 del streams[fd]
                 continue
             chunks, sink = streams[fd]
-            chunks.append(chunk)
+            if sink is None or chunks is err:
+                chunks.append(chunk)
             if sink is not None:
                 sink(chunk)
     proc.wait()
@@ -174,24 +191,118 @@ def _stream_local(proc, on_stdout: Sink, on_stderr: Sink):
     return b"".join(out), b"".join(err)
 
 
-class TrustOnFirstUse:
-    """Host-key policy: accept a host never seen before and remember it in known_hosts.
+# ---------------------------------------------------------------- host keys
 
-    A host whose key differs from the remembered one never reaches this policy: paramiko
-    refuses it with BadHostKeyException, which we turn into a clear error.
-    """
+# StrictHostKeyChecking as OpenSSH spells it, to what we do: refuse an unknown host ("yes"; "ask"
+# too, since nobody is there to ask), trust it on first use ("accept-new"), or accept any key
+# and remember nothing ("no").
+HOST_KEY_MODES = {"yes": "yes", "ask": "yes", "accept-new": "accept-new", "no": "no", "off": "no"}
+DEFAULT_USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
+DEFAULT_GLOBAL_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
+_KEY_TYPE_LABELS = {"ssh-ed25519": "ED25519", "ssh-rsa": "RSA", "ssh-dss": "DSA"}
+_WARNED: set = set()  # known_hosts warnings already printed by this process
 
-    def __init__(self, known_hosts: Path):
-        self.known_hosts = known_hosts
+
+def _notice(text: str) -> None:
+    """A line for the person at the terminal (stderr): what was trusted, what was skipped."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def fingerprint(key) -> str:
+    """As `ssh-keygen -lf` shows it: SHA256: and the unpadded base64 of the key blob's digest."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def key_type_label(key) -> str:
+    name = key.get_name()
+    return _KEY_TYPE_LABELS.get(name, "ECDSA" if name.startswith("ecdsa") else name)
+
+
+def _config_files(value, default: tuple, user: str) -> list:
+    """A UserKnownHostsFile/GlobalKnownHostsFile value: several files, `~` and `%d`/`%u` expanded."""
+    words = " ".join(value).split() if isinstance(value, list) else (value or "").split()
+    home = str(Path.home())
+    return [Path(w.replace("%d", home).replace("%u", user)).expanduser() for w in words or default]
+
+
+@dataclass
+class HostKeySettings:
+    """The host-key policy one host is reached with, by paramiko and OpenSSH alike."""
+
+    mode: str  # yes, accept-new or no (HOST_KEY_MODES' values)
+    user_files: list  # UserKnownHostsFile: read, and the first one learns new hosts
+    global_files: list  # GlobalKnownHostsFile: read only
+    name: str  # the host as known_hosts names it: host, or [host]:port
+
+    @property
+    def files(self) -> list:
+        return self.user_files + self.global_files
+
+
+class UnknownHostKey(Exception):
+    """A host not in known_hosts under StrictHostKeyChecking yes."""
+
+
+class RevokedHostKey(Exception):
+    def __init__(self, entry):
+        super().__init__(entry.where)
+        self.entry = entry
+
+
+class HostKeyPolicy:
+    """paramiko's missing-host-key policy, by the mode: it sees only hosts paramiko was given no
+    key for (a key that differs from the given ones is refused by paramiko itself)."""
+
+    def __init__(self, settings: HostKeySettings, known, label: str):
+        self.settings = settings
+        self.known = known
+        self.label = label
 
     def missing_host_key(self, client, hostname, key):
-        client.get_host_keys().add(hostname, key.get_name(), key)
-        self.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
-        # Append, never rewrite: the user's other entries and comments stay as they are.
-        fd = os.open(self.known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "a") as handle:
-            handle.write(line)
+        revoked = self.known.revoked_entry(key)
+        if revoked is not None:
+            raise RevokedHostKey(revoked)
+        if self.settings.mode == "no":
+            return  # accept, remember nothing
+        if self.settings.mode == "yes":
+            raise UnknownHostKey(hostname)
+        self._remember(hostname, key)
+
+    def _remember(self, hostname, key):
+        known_hosts = self.settings.user_files[0]
+        if str(known_hosts) != os.devnull:
+            known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Append, never rewrite: the user's other entries and comments stay as they are.
+            fd = os.open(known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a") as handle:
+                handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        _notice(f"{self.label}: trusted the host key of {hostname} on first use: {key_type_label(key)} "
+                f"{fingerprint(key)} (saved in {known_hosts})")
+
+
+class LinkDown(HostError):
+    """The host stopped answering, or the connection dropped, in the middle of a round trip."""
+
+    def with_hint(self, hint: str) -> "LinkDown":
+        """The same failure, saying how to pick up where it stopped (the work goes on on the pod)."""
+        return type(self)(f"{self}; {hint}")
+
+
+class NoAnswer(LinkDown):
+    """Nothing came back within the deadline: a hung login shell, a stopped sshd, a dead link."""
+
+
+class ConnectionLost(LinkDown):
+    """The connection closed before the script's answer came."""
+
+
+# Printed by the exec command before `bash -s` starts reading the script: once it arrives, the
+# login shell (~/.bashrc and all) is through. Cut out of stderr before anyone sees it.
+STARTED_MARK = b"\x1eops-tasks:started\x1e"
+EXEC_COMMAND = "printf '\\036ops-tasks:started\\036' >&2; exec bash -s"
+KEEPALIVE_S = 15  # transport keepalives between round trips (NAT, idle tunnels)
+_KEPT_STDERR = 1 << 20  # of a pod's stderr, the last MiB is kept (trust nothing from the pod)
 
 
 class SshTarget(Target):
@@ -202,7 +313,13 @@ class SshTarget(Target):
         self.invoke_config = invoke_config
         self.connection = None
         self.connect_ms = None
-        self.known_hosts = None  # set when host keys are checked
+        self.host_keys = None  # HostKeySettings, once resolved
+        self.budget_s = None  # round_trip_budget: the longest a round trip may take, if set
+
+    @property
+    def answer_s(self) -> float:
+        """How long the host may take to answer anything: connecting, starting a script, a keepalive."""
+        return max(1, math.ceil(self.profile.connect_timeout))
 
     # -- connecting
 
@@ -216,84 +333,135 @@ class SshTarget(Target):
         else:
             config = fabric.Config()
         # Fabric truncates the timeout to an int: never let 0.5 become "no timeout".
-        timeout = max(1, math.ceil(self.profile.connect_timeout))
-        connection = fabric.Connection(
-            self.profile.destination,
+        timeout = self.answer_s
+        # Host, user and port given apart: Fabric cannot split a bracketed IPv6 `user@[::1]:port`.
+        destination = parse_destination(self.profile.destination)
+        return fabric.Connection(
+            destination.host, user=destination.user, port=destination.port,
             config=config,
             connect_timeout=timeout,
             connect_kwargs={"banner_timeout": timeout, "auth_timeout": timeout},
         )
-        self._set_host_key_policy(connection)
-        return connection
 
-    def _known_hosts_path(self, connection) -> Path:
-        configured = self.profile.known_hosts or (connection.ssh_config.get("userknownhostsfile") or "").split(" ")[0]
-        return Path(configured or "~/.ssh/known_hosts").expanduser()
+    def host_key_settings(self, connection) -> HostKeySettings:
+        """The policy and files for this host, as ~/.ssh/config and the profile say (profile first).
 
-    def _strict_host_keys(self, connection) -> bool:
+        Strict checking with nothing to check against (every UserKnownHostsFile /dev/null) is a
+        configuration error, never a silent trust of whatever key comes."""
+        ssh_config = connection.ssh_config
+        label = self.profile.label
         if self.profile.strict_host_keys is not None:
-            return self.profile.strict_host_keys
-        return connection.ssh_config.get("stricthostkeychecking", "").lower() != "no"
+            mode = "yes" if self.profile.strict_host_keys else "no"
+        else:
+            value = str(ssh_config.get("stricthostkeychecking") or "accept-new").lower()
+            if value not in HOST_KEY_MODES:
+                raise ConfigError(f"{label}: StrictHostKeyChecking {value!r} in ~/.ssh/config is not one of "
+                                  f"yes, accept-new, no, off, ask")
+            mode = HOST_KEY_MODES[value]
+        user = connection.user or ""
+        if self.profile.known_hosts:
+            user_files = [Path(self.profile.known_hosts).expanduser()]
+        else:
+            user_files = _config_files(ssh_config.get("userknownhostsfile"), DEFAULT_USER_KNOWN_HOSTS, user)
+        global_files = _config_files(ssh_config.get("globalknownhostsfile"), DEFAULT_GLOBAL_KNOWN_HOSTS, user)
+        settings = HostKeySettings(mode, user_files, global_files, known_hosts.host_name(connection.host, connection.port))
+        if mode == "yes" and all(str(f) == os.devnull for f in user_files):
+            known = known_hosts.load(global_files)
+            if not known.keys_for(settings.name):
+                raise ConfigError(f"{label}: strict host key checking is asked for, but UserKnownHostsFile is "
+                                  f"{os.devnull}: no key of {settings.name} can be known, so none can be checked "
+                                  f"(give a real known_hosts file, or set strict_host_keys: false for a throwaway pod)")
+        return settings
 
     def _set_host_key_policy(self, connection):
-        import paramiko
+        """Give paramiko only the keys known for this host, and our policy for the rest.
 
+        known_hosts is read by known_hosts.py (paramiko's own loader dies on a marker or a corrupt
+        line); its warnings are printed once. A revoked key is never handed over, and refused."""
+        settings = self.host_key_settings(connection)
+        known = known_hosts.load(settings.files)
+        for warning in known.warnings:
+            if warning not in _WARNED:
+                _WARNED.add(warning)
+                _notice(f"warning: {warning}")
         client = connection.client
-        if not self._strict_host_keys(connection):
-            # Throwaway pods: accept any key, remember nothing.
-            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-            return
-        known_hosts = self._known_hosts_path(connection)
-        if known_hosts.is_file():
-            client.load_host_keys(str(known_hosts))
-        client.set_missing_host_key_policy(TrustOnFirstUse(known_hosts))
-        self.known_hosts = known_hosts
+        if settings.mode != "no":  # "no" accepts any key, changed ones too
+            given = client.get_host_keys()
+            for entry in known.entries_for(settings.name):
+                if known.revoked_entry(entry.key) is not None:
+                    continue
+                # paramiko keeps one key per type: the first line that names the host wins.
+                if entry.key.get_name() not in (given.lookup(settings.name) or {}):
+                    given.add(settings.name, entry.key.get_name(), entry.key)
+        client.set_missing_host_key_policy(HostKeyPolicy(settings, known, self.profile.label))
+        self.host_keys = settings
+        self._known = known
 
     def open(self):
         if self.connection is not None and self.connection.is_connected:
             return self.connection
+        _quiet_paramiko()
         connection = self._new_connection()
+        self._set_host_key_policy(connection)  # ConfigError here is before any contact
         started = time.monotonic()
         try:
             connection.open()
         except Exception as exc:
             connection.close()
-            raise self._connect_error(connection, exc) from None
+            raise self._connect_error(connection, exc, time.monotonic() - started) from None
         self.connect_ms = (time.monotonic() - started) * 1000
+        connection.client.get_transport().set_keepalive(KEEPALIVE_S)
         self.connection = connection
         return connection
 
-    def _connect_error(self, connection, exc) -> Exception:
+    def _connect_error(self, connection, exc, elapsed_s: float) -> Exception:
         """One line naming host and port for each way connecting can fail."""
         import paramiko
 
         where = f"{connection.host}:{connection.port}"
         label = self.profile.label
-        timeout = max(1, math.ceil(self.profile.connect_timeout))
-        if isinstance(exc, paramiko.BadHostKeyException):
-            name = connection.host if connection.port == 22 else f"[{connection.host}]:{connection.port}"
+        timeout = self.answer_s
+        if isinstance(exc, RevokedHostKey):
+            return HostError(f"{label}: the host key of {where} is REVOKED ({exc.entry.where}): refused")
+        if isinstance(exc, UnknownHostKey):
             return HostError(
-                f"{label}: the host key of {where} has CHANGED since it was saved in {self.known_hosts}; "
-                f"if the pod was re-created, forget the old key with: ssh-keygen -f {self.known_hosts} -R '{name}'"
+                f"{label}: {self.host_keys.name} is not in known_hosts ({', '.join(map(str, self.host_keys.user_files))}) "
+                f"and StrictHostKeyChecking is yes: refused (add its key with ssh-keyscan after checking its "
+                f"fingerprint, or allow trust on first use)")
+        if isinstance(exc, paramiko.BadHostKeyException):
+            revoked = self._known.revoked_entry(exc.key)
+            if revoked is not None:
+                return HostError(f"{label}: the host key of {where} is REVOKED ({revoked.where}): refused")
+            saved = self._known.where_saved(self.host_keys.name, exc.expected_key)
+            return HostError(
+                f"{label}: the host key of {where} has CHANGED since it was saved in {saved}; "
+                f"if the pod was re-created, forget the old key with: ssh-keygen -f {saved} -R '{self.host_keys.name}'"
             )
         if isinstance(exc, paramiko.AuthenticationException):
             return HostError(f"{label}: authentication failed for {connection.user}@{where}")
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
             return HostError(f"{label}: connection refused by {where}")
         if isinstance(exc, socket.gaierror):
-            if exc.errno == socket.EAI_NONAME:
+            if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
                 return ConfigError(f"{label}: unknown host {connection.host!r} (it does not resolve)")
             return HostError(f"{label}: cannot resolve {connection.host!r}: {exc.strerror}")
         if isinstance(exc, (socket.timeout, TimeoutError)):
             return HostError(f"{label}: timed out after {timeout}s connecting to {where}")
         if isinstance(exc, paramiko.SSHException):
             text = str(exc)
+            cause = exc.__context__
+            # A port that takes the TCP connection and closes it: the banner read ends in EOF.
+            if isinstance(cause, (EOFError, ConnectionError)) or ("banner" in text.lower() and elapsed_s < timeout - 0.5):
+                return HostError(f"{label}: {where} closed the connection before SSH began (not an SSH server, "
+                                 f"or it refused us)")
             # A silent port: the banner never comes, and paramiko reports the missing session.
             if "banner" in text.lower() or "no existing session" in text.lower():
-                return HostError(f"{label}: no SSH server answered on {where} within {timeout}s")
+                return NoAnswer(f"{label}: no answer from {where} within {timeout} s (no SSH server answered)")
             if "no authentication methods" in text.lower():
                 return HostError(f"{label}: no SSH key to offer to {where} (set IdentityFile in ~/.ssh/config)")
             return HostError(f"{label}: SSH error with {where}: {text}")
+        if isinstance(exc, EOFError):
+            return HostError(f"{label}: {where} closed the connection before SSH began")
         if isinstance(exc, OSError):
             return HostError(f"{label}: cannot connect to {where}: {exc.strerror or exc}")
         return exc
@@ -305,23 +473,35 @@ class SshTarget(Target):
         reads the same ssh config file as our connection (-F: OpenSSH would otherwise read the
         passwd home's, not $HOME's), under the same name, so ProxyJump, ProxyCommand and the
         jump host's own settings apply as they do for the connection; port, user, keys and the
-        host-key policy are given explicitly, as the connection resolved them.
+        host-key policy (the user's own StrictHostKeyChecking, the same known_hosts files) are
+        given explicitly, as the connection resolved them.
         """
         connection = self.connection or self._new_connection()
         config_file = Path("~/.ssh/config").expanduser()
-        timeout = max(1, math.ceil(self.profile.connect_timeout))
         argv = ["ssh", "-F", str(config_file) if config_file.is_file() else "/dev/null",
                 "-p", str(connection.port), "-l", connection.user, "-o", "BatchMode=yes",
-                "-o", f"ConnectTimeout={timeout}", "-o", "ServerAliveInterval=15", "-o", "LogLevel=ERROR"]
+                "-o", f"ConnectTimeout={self.answer_s}", "-o", f"ServerAliveInterval={self.answer_s}",
+                "-o", "ServerAliveCountMax=2", "-o", "LogLevel=ERROR"]
         keys = connection.connect_kwargs.get("key_filename") or []
         for key in [keys] if isinstance(keys, str) else keys:
             argv += ["-i", str(Path(key).expanduser())]
-        if self.known_hosts is None:  # host keys not checked for this profile
+        settings = self.host_key_settings(connection)
+        if settings.mode == "no":  # accept any key, remember nothing
             argv += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
         else:
-            # accept-new is OpenSSH's trust on first use: the same policy as our own connection.
-            argv += ["-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={self.known_hosts}"]
+            argv += ["-o", f"StrictHostKeyChecking={settings.mode}",
+                     "-o", f"UserKnownHostsFile={_ssh_file_list(settings.user_files)}",
+                     "-o", f"GlobalKnownHostsFile={_ssh_file_list(settings.global_files)}"]
         return argv + [parse_destination(self.profile.destination).host]
+
+    @contextlib.contextmanager
+    def round_trip_budget(self, seconds: Optional[float]):
+        """Round trips in this block end by `seconds` plus the answer time, whatever the link does."""
+        previous, self.budget_s = self.budget_s, seconds
+        try:
+            yield self
+        finally:
+            self.budget_s = previous
 
     # -- running
 
@@ -331,18 +511,33 @@ class SshTarget(Target):
 
         hold_stdin keeps the script's stdin open until the output ends or Ctrl-C, which then
         closes the channel: the script sees its stdin end and stops (vllm.logs --follow).
+        Every round trip has a deadline (docs/ARCHITECTURE.md, "Targets"): NoAnswer when the
+        script does not start or the host stops answering keepalives within answer_s, or the
+        budget runs out; ConnectionLost when the connection drops before the answer.
         """
         connection = self.open()
         started = time.monotonic()
         channel = None
+        transport = connection.client.get_transport()
+        watch = _Liveness(transport, self.profile.label, self.answer_s, self.budget_s)
         try:
-            channel = connection.client.get_transport().open_session(timeout=self.profile.connect_timeout)
-            channel.exec_command("bash -s")
+            try:
+                channel = transport.open_session(timeout=self.answer_s)
+            except Exception as exc:
+                if transport.is_active():
+                    raise NoAnswer(f"no answer from {self.profile.label} within {self.answer_s} s "
+                                   f"(opening a session)") from None
+                raise
+            channel.settimeout(self.answer_s)
+            channel.exec_command(EXEC_COMMAND)
             # Invoke's in_stream sends one byte per 10 ms; the channel takes the script whole.
             channel.sendall(script.encode() + stdin_payload)
+            channel.settimeout(None)
             if not hold_stdin:
                 channel.shutdown_write()
-            out, err = _drain(channel, on_stdout, on_stderr)
+            out, err = _drain(channel, on_stdout, on_stderr, watch)
+            if not channel.exit_status_ready() or (channel.recv_exit_status() == -1 and not transport.is_active()):
+                raise ConnectionLost(f"connection to {self.profile.label} lost before the answer came")
             exit_code = channel.recv_exit_status()
         except KeyboardInterrupt:
             if channel is not None:
@@ -350,16 +545,22 @@ class SshTarget(Target):
             if not hold_stdin:  # an interrupted script has no answer to read
                 raise
             return ScriptResult("", "", 130, (time.monotonic() - started) * 1000)
+        except LinkDown:
+            self.close()
+            raise
+        except (socket.timeout, TimeoutError):
+            self.close()
+            raise NoAnswer(f"no answer from {self.profile.label} within {self.answer_s} s") from None
         except (OSError, EOFError) as exc:
             self.close()
-            raise HostError(f"{self.profile.label}: connection lost: {exc or type(exc).__name__}") from None
+            raise ConnectionLost(f"connection to {self.profile.label} lost ({exc or type(exc).__name__})") from None
         except Exception as exc:
             import paramiko
 
             if not isinstance(exc, paramiko.SSHException):
                 raise
             self.close()
-            raise HostError(f"{self.profile.label}: connection lost: {exc}") from None
+            raise ConnectionLost(f"connection to {self.profile.label} lost ({exc})") from None
         elapsed = (time.monotonic() - started) * 1000
         return ScriptResult(out.decode(errors="replace"), err.decode(errors="replace"), exit_code, elapsed)
 
@@ -369,30 +570,122 @@ class SshTarget(Target):
             self.connection = None
 
 
-def _drain(channel, on_stdout: Sink, on_stderr: Sink):
+def _ssh_file_list(paths: list) -> str:
+    """Files for one OpenSSH option value: space-separated, a path with a space double-quoted."""
+    return " ".join(f'"{p}"' if " " in str(p) else str(p) for p in paths)
+
+
+def _quiet_paramiko() -> None:
+    """paramiko logs a failed handshake with a traceback through `logging`, which Python prints on
+    stderr when nothing is configured: our own one-line error says it all."""
+    logger = logging.getLogger("paramiko")
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+
+
+class _Liveness:
+    """Deadlines of one round trip: the script must start within answer_s; after that, whenever
+    nothing arrived for answer_s, a keepalive (want-reply) must be answered within answer_s; and
+    the whole round trip ends by the budget, if there is one. Long waits stay alive; a stopped
+    sshd or a dead link answers nothing."""
+
+    def __init__(self, transport, label: str, answer_s: float, budget_s: Optional[float]):
+        self.transport = transport
+        self.label = label
+        self.answer_s = answer_s
+        self.budget_s = budget_s
+        self.opened = self.heard = time.monotonic()
+        self.started = False
+        self.probe_sent = None  # when the unanswered keepalive went out
+
+    def heard_from_host(self) -> None:
+        self.heard = time.monotonic()
+
+    def check(self) -> None:
+        now = time.monotonic()
+        if self.budget_s is not None and now - self.opened > self.budget_s + self.answer_s:
+            raise NoAnswer(f"no answer from {self.label} within {self.budget_s + self.answer_s:g} s "
+                           f"(its own time limit of {self.budget_s:g} s, and {self.answer_s:g} s more)")
+        if not self.started and now - self.opened > self.answer_s:
+            raise NoAnswer(f"no answer from {self.label} within {self.answer_s:g} s: the login shell "
+                           f"did not start the script (a ~/.bashrc that waits?) or the host stopped answering")
+        if self.probe_sent is not None and now - self.probe_sent > self.answer_s:
+            raise NoAnswer(f"no answer from {self.label} within {self.answer_s:g} s "
+                           f"(keepalives unanswered: a dead link, or its sshd stopped)")
+        if self.probe_sent is None and now - self.heard > self.answer_s:
+            self._probe()
+
+    def _probe(self) -> None:
+        self.probe_sent = time.monotonic()
+        transport = self.transport
+
+        def ask():  # global_request waits for the reply; a thread, so the drain loop keeps its clock
+            try:
+                transport.global_request("keepalive@openssh.com", wait=True)
+            except Exception:
+                return
+            if transport.is_active():
+                self.heard = time.monotonic()
+                self.probe_sent = None
+
+        threading.Thread(target=ask, name="ssh-keepalive", daemon=True).start()
+
+
+class _StartMark:
+    """Cuts STARTED_MARK out of the stderr stream; what the login shell printed before it passes on."""
+
+    def __init__(self):
+        self.found = False
+        self.pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self.found:
+            return chunk
+        self.pending += chunk
+        at = self.pending.find(STARTED_MARK)
+        if at < 0:
+            return b""
+        self.found = True
+        text, self.pending = self.pending[:at] + self.pending[at + len(STARTED_MARK):], b""
+        return text
+
+
+def _drain(channel, on_stdout: Sink, on_stderr: Sink, watch: _Liveness):
+    """Read both streams to their end. A stream handed to a sink is not also kept (a followed
+    200 MB log must not grow the laptop's memory); stderr keeps its last MiB for messages."""
     out = []
-    err = []
+    err = bytearray()
+    mark = _StartMark()
     while True:
         # The channel's fileno is readable when stdout or stderr has data, or at EOF.
-        select.select([channel], [], [], 1.0)
+        select.select([channel], [], [], 0.25)
         progressed = False
         if channel.recv_ready():
             chunk = channel.recv(65536)
-            out.append(chunk)
             if on_stdout is not None:
                 on_stdout(chunk)
+            else:
+                out.append(chunk)
             progressed = True
         if channel.recv_stderr_ready():
-            chunk = channel.recv_stderr(65536)
-            err.append(chunk)
-            if on_stderr is not None:
-                on_stderr(chunk)
+            chunk = mark.feed(channel.recv_stderr(65536))
+            watch.started = watch.started or mark.found
+            if chunk:
+                err += chunk
+                del err[:-_KEPT_STDERR]
+                if on_stderr is not None:
+                    on_stderr(chunk)
             progressed = True
-        if not progressed and channel.exit_status_ready() and channel.eof_received:
+        if progressed:
+            watch.heard_from_host()
+        elif channel.exit_status_ready() and channel.eof_received:
             break
-        if not progressed and channel.closed:
+        elif channel.closed:
             break
-    return b"".join(out), b"".join(err)
+        else:
+            watch.check()
+    return b"".join(out), bytes(err)
 
 
 # ---------------------------------------------------------------- the pool

@@ -14,6 +14,7 @@ from .operations.vllm_spec import build_spec, check_port, check_session, normali
 from .output import LineEmitter, add_secrets, announce, target_of, json_requested, log, ops_task
 from .secrets import is_secret_name
 from .settings import env_value
+from .targets import LinkDown
 
 START_HELP = {
     "model_id": "Model to serve (Hugging Face id or path on the pod). Required, unless the profile sets vllm.model_id.",
@@ -110,8 +111,12 @@ def start(c, host=None, model_id=None, vllm_bin=None, tensor_parallel_size=None,
     timeout_s = seconds_flag("--timeout", timeout, defaults.VLLM_START_TIMEOUT_S)
     printer = PhasePrinter()
     try:
-        return vllm_start(target, spec, restart=restart, grace_s=grace_s, wait=wait, timeout_s=timeout_s,
-                          on_progress=printer)
+        with target.round_trip_budget(grace_s + timeout_s if wait else None):
+            return vllm_start(target, spec, restart=restart, grace_s=grace_s, wait=wait, timeout_s=timeout_s,
+                              on_progress=printer)
+    except LinkDown as lost:
+        raise lost.with_hint(f"the server may still be starting in tmux session {spec.session!r}: see it with "
+                             f"ops vllm.status --host {target.profile.name}") from None
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; the server goes on starting in tmux session {spec.session!r} "
                           f"(vllm.logs to follow it, vllm.stop to stop it)") from None
@@ -232,7 +237,11 @@ def logs(c, host=None, session=None, lines=None, follow=False):
         raise ConfigError("--follow streams the log as text: it cannot be combined with --json or --pretty")
     if not follow:
         return vllm_logs(target, session=session, lines=count)
-    vllm_logs(target, session=session, lines=count, follow=True, on_output=LineEmitter())
+    try:
+        vllm_logs(target, session=session, lines=count, follow=True, on_output=LineEmitter())
+    except LinkDown as lost:
+        raise lost.with_hint(f"the server goes on: follow it again with ops vllm.logs --host {target.profile.name} "
+                             f"--follow") from None
     return None
 
 

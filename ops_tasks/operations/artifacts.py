@@ -21,6 +21,7 @@ from typing import Callable, Optional
 from ..errors import HostError, OpsError
 from ..records import host_fields, save_fetch_record
 from ..scripts import parse_document, render_script
+from ..targets import ConnectionLost
 
 Progress = Optional[Callable[[int, int], None]]  # (bytes done, bytes in all)
 _PROGRESS2 = re.compile(rb"^\s*([\d,]+)\s+(\d+)%")
@@ -141,7 +142,7 @@ def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress)
         target.before_command(argv)  # a dry run records the command and stops here
         # Only now: a dry run stops before it, and must leave no folder behind.
         local_root.mkdir(parents=True, exist_ok=True)
-        stats, absent, warning = _run_rsync(argv, on_progress)
+        stats, absent, warning = _run_rsync(argv, on_progress, label=target.profile.label)
         missing += [e for e in entries if e["run_dir"].rstrip("/") in absent]
         warnings += [warning] if warning else []
         for key in moved:
@@ -149,7 +150,7 @@ def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress)
     return moved, missing, warnings
 
 
-def _run_rsync(argv: list, on_progress: Progress) -> tuple:
+def _run_rsync(argv: list, on_progress: Progress, label: str = "localhost") -> tuple:
     """Run rsync; (its --stats, the source directories that do not exist, a warning or None)."""
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     errors = []
@@ -181,6 +182,8 @@ def _run_rsync(argv: list, on_progress: Progress) -> tuple:
         warning = "some files vanished during the transfer (a run still writing?): fetch again when it ends"
     elif proc.returncode == 23 and absent and not other_errors:
         pass  # only missing run directories: reported as missing, the others were fetched
+    elif proc.returncode in RSYNC_LINK_EXITS:
+        raise _link_failure(err, label)
     elif proc.returncode != 0:
         detail = (other_errors or err.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         raise HostError(f"rsync failed (exit {proc.returncode}): {detail}")
@@ -188,6 +191,29 @@ def _run_rsync(argv: list, on_progress: Progress) -> tuple:
     stats = {key: int(m.group(1).replace(",", "")) if (m := pattern.search(text)) else 0
              for key, pattern in _STATS.items()}
     return stats, absent, warning
+
+
+RSYNC_LINK_EXITS = (12, 255)  # the stream to the pod broke, or ssh itself failed
+# What rsync and OpenSSH's banners add around ssh's own reason.
+_NOT_SSH_REASON = re.compile(r"^@|^\s*$|^rsync[:\s]|^Warning: Permanently added")
+
+
+def _link_failure(err: str, label: str) -> Exception:
+    """OpenSSH's own reason, which rsync passes through on its stderr, instead of rsync's
+    "connection unexpectedly closed": a changed host key, a refused key, a name that does not
+    resolve; no reason from ssh is a connection lost during the transfer."""
+    lines = [line.strip() for line in err.splitlines() if not _NOT_SSH_REASON.search(line.strip())]
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in err:
+        offending = next((line for line in lines if line.startswith("Offending")), "")
+        forget = next((line for line in lines if line.startswith("ssh-keygen")), "")
+        return HostError(f"{label}: ssh refused the pod: its host key has CHANGED (REMOTE HOST IDENTIFICATION HAS "
+                         f"CHANGED; {offending}); if the pod was re-created, forget the old key with: {forget}")
+    if not lines:
+        return ConnectionLost(f"connection to {label} lost during the fetch; fetch again: it resumes where it stopped")
+    reason = lines[-1]
+    if "Could not resolve hostname" in reason:
+        return ConfigError(f"{label}: {reason}")
+    return HostError(f"{label}: ssh could not connect for rsync: {reason}")
 
 
 def _report_progress(chunk: bytes, on_progress) -> None:
