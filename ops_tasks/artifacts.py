@@ -9,7 +9,7 @@ from invoke import Collection
 from .defaults import LOCAL_RUNS_DIR
 from .errors import ConfigError
 from .flags import count_flag
-from .operations.artifacts import archive_runs, fetch_runs
+from .operations.artifacts import archive_runs, checked_patterns, fetch_runs
 from .output import target_of, json_requested, ops_task
 from .records import fetch_records_dir
 from .selection import select_runs
@@ -64,6 +64,10 @@ def render_fetch(data: dict) -> str:
     lines = [f"{data['host']}: fetched {len(data['runs'])} run(s) into {data['local_root']} with {data['method']}: "
              f"{moved['files']} file(s), {moved['bytes']} bytes sent ({data['seconds']:.1f}s)"]
     lines += [f"  {r['run_id']}: {r['files']} files, {r['bytes']} bytes" for r in data["runs"]]
+    if data.get("exclude"):
+        lines.append(f"  left on the pod: {', '.join(data['exclude'])}"
+                     + (f" (except {', '.join(data['include'])})" if data.get("include") else ""))
+    lines += [f"warning: {w}" for w in data.get("warnings", [])]
     if data.get("error"):
         lines.append(f"error: {data['error']}")
     return "\n".join(lines)
@@ -90,15 +94,19 @@ class ByteBar:
             self.bar.close()
 
 
-@ops_task(human=render_fetch, iterable=["run_id"], help={
+@ops_task(human=render_fetch, iterable=["run_id", "exclude", "include"], help={
     **SELECTION_HELP,
     "all": "Every run directory under the pod's outputs root.",
     "local_root": f"Where run directories land (default: {LOCAL_RUNS_DIR}, one folder per run id).",
     "bwlimit": "Cap the transfer at this many KiB/s (a shared link).",
+    "exclude": "Leave files or directories of this name on the pod, e.g. '*.pt' (a glob, no '/'; repeatable).",
+    "include": "Fetch files or directories of this name even where an --exclude matches (repeatable).",
 })
 def fetch(c, host=None, run_id=None, submission=None, all=False, local_root=None, remote_outputs_dir=None,
-          bwlimit=None):
+          bwlimit=None, exclude=None, include=None):
     """Fetch run directories from the pod: rsync over OpenSSH, incremental and resumable."""
+    excluded = checked_patterns("--exclude", exclude)
+    included = checked_patterns("--include", include)
     target = target_of(c, host)
     selected = select_runs(c, target, run_id, submission, all, remote_outputs_dir)
     runs = [] if all else _runs_of(selected)
@@ -110,7 +118,7 @@ def fetch(c, host=None, run_id=None, submission=None, all=False, local_root=None
         return fetch_runs(target, runs=runs, outputs_dir=selected["outputs_dir"], all_runs=all,
                           local_root=_local_path(c, local_root, LOCAL_RUNS_DIR),
                           records_dir=fetch_records_dir(project_dir_of(c.config)), bwlimit=limit,
-                          on_progress=bar if bar.enabled else None)
+                          on_progress=bar if bar.enabled else None, include=included, exclude=excluded)
     finally:
         bar.close()
 

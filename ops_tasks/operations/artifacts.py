@@ -5,8 +5,16 @@ Fetching: the system's rsync over OpenSSH with the connection's own parameters, 
 for all the runs (incremental: unchanged files are not sent; resumable: partial files are kept in
 .rsync-partial). Where rsync is missing on either side: a listing, then one tar stream over the
 connection, checked member by member before anything is extracted.
+
+Both planes keep the same things (docs/ARCHITECTURE.md, "Fetched run directories"): regular
+files, directories, and links that stay inside their run directory. Links leading out, devices,
+FIFOs and sockets are dropped and named in a warning. A local run directory mirrors the pod's
+(files the pod no longer has are removed), except what --exclude/--include left on the pod.
 """
 
+import fnmatch
+import json
+import os
 import re
 import shlex
 import shutil
@@ -18,7 +26,7 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
-from ..errors import HostError, OpsError
+from ..errors import ConfigError, HostError, OpsError
 from ..records import host_fields, save_fetch_record
 from ..scripts import parse_document, render_script
 from ..targets import ConnectionLost
@@ -54,20 +62,70 @@ def archive_runs(target, *, runs: list, patterns, outputs_dir: str) -> dict:
 # ---------------------------------------------------------------- fetch
 
 
-def list_remote(target, *, dirs: list, outputs_dir: str, all_runs: bool = False) -> dict:
-    script = render_script("artifacts_list.sh", outputs_dir=outputs_dir, dirs=dirs, all=all_runs)
+def list_remote(target, *, dirs: list, outputs_dir: str, all_runs: bool = False, filters=None) -> dict:
+    """Files and bytes of each run directory; `filters` ({run_dir: {"include", "exclude"}}) counts
+    only what a fetch with those patterns takes."""
+    filters = filters or {}
+    script = render_script("artifacts_list.sh", outputs_dir=outputs_dir, dirs=dirs, all=all_runs,
+                           filter_dirs=list(filters),
+                           filter_includes=["\n".join(f.get("include") or []) for f in filters.values()],
+                           filter_excludes=["\n".join(f.get("exclude") or []) for f in filters.values()])
     return parse_document(target.run_script(script), target.profile.label, "artifacts_list.sh")
 
 
+# ---------------------------------------------------------------- what a fetch takes
+
+
+def checked_patterns(flag: str, patterns) -> list:
+    """--include/--exclude values: names (globs) of files or directories, matched at any depth
+    the same way by rsync, find on the pod and the laptop; a path, a newline or nothing is refused."""
+    checked = []
+    for pattern in patterns or []:
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise ConfigError(f"{flag}: expected a file name pattern such as '*.pt', got {pattern!r}")
+        if "/" in pattern or "\n" in pattern or "\0" in pattern:
+            raise ConfigError(f"{flag} {pattern!r}: a pattern names a file or directory (e.g. '*.pt'), "
+                              f"not a path: no '/', no newline")
+        checked.append(pattern)
+    return checked
+
+
+def taken(parts, include: list, exclude: list) -> bool:
+    """Does a fetch with these patterns take the file at these path parts (inside its run
+    directory)? Not when it, or a directory above it, matches an exclude and no include."""
+    for name in parts:
+        if any(fnmatch.fnmatchcase(name, p) for p in exclude) and not any(
+                fnmatch.fnmatchcase(name, p) for p in include):
+            return False
+    return True
+
+
+def link_leaves_run(link_path: PurePosixPath, target: str) -> bool:
+    """Could a symlink at link_path (relative to its run directory) lead out of it? Yes when its
+    target is absolute, climbs above the run's top, or has a `..` after a named part (the named
+    part may itself be a link, so only leading `..` can be judged from the text)."""
+    path = PurePosixPath(target)
+    if not target or path.is_absolute():
+        return True
+    parts = path.parts
+    ups = 0
+    while ups < len(parts) and parts[ups] == "..":
+        ups += 1
+    return ".." in parts[ups:] or ups > len(link_path.parts) - 1
+
+
 def fetch_runs(target, *, runs: list, outputs_dir: str, local_root: Path, records_dir: Path,
-               all_runs: bool = False, bwlimit: Optional[int] = None, on_progress: Progress = None) -> dict:
+               all_runs: bool = False, bwlimit: Optional[int] = None, on_progress: Progress = None,
+               include=(), exclude=()) -> dict:
     """Fetch run directories into local_root/<run_id>/; record each fetch in records_dir.
 
     Named runs: rsync goes first, alone (one OpenSSH connection, no listing round trip). --all
     lists the pod's run directories first: only what is on the pod is fetched and recorded.
     Where rsync is missing (here, or on the pod): a listing and a tar stream over the connection.
+    include/exclude: name patterns (checked_patterns) of what stays on the pod; include wins.
     """
     profile = target.profile
+    chosen = {"include": list(include), "exclude": list(exclude)}
     started = time.monotonic()
     if all_runs:
         listing = list_remote(target, dirs=[], outputs_dir=outputs_dir, all_runs=True)
@@ -78,25 +136,29 @@ def fetch_runs(target, *, runs: list, outputs_dir: str, local_root: Path, record
     method, moved, missing, warnings = "rsync", None, [], []
     if shutil.which("rsync"):
         try:
-            moved, missing, warnings = _rsync(target, runs, local_root, bwlimit, on_progress)
+            moved, missing, warnings = _rsync(target, runs, local_root, bwlimit, on_progress, chosen)
         except RemoteRsyncMissing:
             method = "tar"
     else:
         method = "tar"
     if method == "tar":
-        listing = list_remote(target, dirs=[r["run_dir"] for r in runs], outputs_dir=outputs_dir)
+        dirs = [r["run_dir"] for r in runs]
+        listing = list_remote(target, dirs=dirs, outputs_dir=outputs_dir,
+                              filters={d: chosen for d in dirs} if chosen["exclude"] else None)
         sizes = {e["dir"]: e["bytes"] for e in listing["runs"] if e["exists"]}
         missing = [r for r in runs if r["run_dir"] not in sizes]
         found = [dict(r, bytes=sizes[r["run_dir"]]) for r in runs if r["run_dir"] in sizes]
-        moved = _tar_fetch(target, found, local_root, on_progress) if found else {"files": 0, "bytes": 0,
-                                                                                   "literal_bytes": 0}
+        moved = {"files": 0, "bytes": 0, "literal_bytes": 0}
+        if found:
+            moved, warnings = _tar_fetch(target, found, local_root, on_progress, chosen)
     gone = {m["run_dir"] for m in missing}
     present = [r for r in runs if r["run_dir"] not in gone]
-    fetched = _record_fetches(records_dir, profile, present, local_root, method)
+    fetched = _record_fetches(records_dir, profile, present, local_root, method, chosen)
     report = {
         "ok": not missing, "host": profile.name, "method": method, "local_root": str(local_root),
         "seconds": round(time.monotonic() - started, 3), "runs": fetched, "transferred": moved,
         "missing": [{"run_id": m["run_id"], "remote_dir": m["run_dir"]} for m in missing], "warnings": warnings,
+        **{key: value for key, value in chosen.items() if value},
     }
     if missing:
         report["error"] = f"{profile.label}: no run directory " + ", ".join(m["run_dir"] for m in missing) + (
@@ -113,10 +175,20 @@ _MISSING_SOURCE = re.compile(r'(?:change_dir|link_stat) "([^"]+)" failed: No suc
 _RSYNC_SUMMARY = re.compile(r"^rsync (error|warning):|^rsync: \[generator\]|^\s*$|^Warning: Permanently added")
 
 
-def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress) -> tuple:
+_DROPPED_BY_RSYNC = re.compile(
+    r'^(?:\S+ \S+ \[\d+\] )?(?:ignoring unsafe symlink "(.*?)" -> "|skipping non-regular file "(.*)"$)')
+
+
+def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress, chosen: dict) -> tuple:
     """rsync the run directories: one connection for those named by their run id (the usual
-    layout), one more for each run directory named otherwise. (stats, missing runs, warnings)."""
-    options = ["rsync", "-a", "--partial", "--partial-dir=.rsync-partial", "--stats"]
+    layout), one more for each run directory named otherwise. (stats, missing runs, warnings).
+
+    As strict as the tar stream: no devices or specials, no link leading out of the transfer
+    (--safe-links, enforced by the receiver, here), then _sweep for links to a sibling run;
+    --delete inside each run directory, so stale files of an earlier attempt do not linger.
+    rsync names what it skipped in a log file of its own (stdout is its stats and progress)."""
+    options = ["rsync", "-a", "--no-devices", "--no-specials", "--safe-links", "--delete", "--partial",
+               "--partial-dir=.rsync-partial", "--stats", "--info=name1", "--log-file-format="]
     if on_progress is not None:
         options += ["--info=progress2", "--no-inc-recursive"]  # a whole-transfer total, for the ETA
     if bwlimit:
@@ -129,6 +201,9 @@ def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress)
         options += ["-e", shlex.join(ssh[:-1])]
     plain = [r for r in runs if PurePosixPath(r["run_dir"]).name == r["run_id"]]
     custom = [r for r in runs if r not in plain]
+    # The run directories themselves are always taken: a pattern matches what is inside them.
+    options += [f"--include=/{r['run_id']}/" for r in plain]
+    options += [f"--include={p}" for p in chosen["include"]] + [f"--exclude={p}" for p in chosen["exclude"]]
     # Plain ones: each directory lands under its own name; custom ones: their contents into <run_id>/.
     batches = ([(plain, str(local_root) + "/", "")] if plain else []) + [
         ([r], str(local_root / r["run_id"]) + "/", "/") for r in custom]
@@ -138,16 +213,108 @@ def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress)
         sources = [e["run_dir"].rstrip("/") + trailing for e in entries]
         if remote:
             sources = [f"{host}:{sources[0]}"] + [f":{s}" for s in sources[1:]]
-        argv = options + sources + [dest]
+        # rsync's log of what it skipped: a dotfile beside the run directories (not a run), made
+        # only once rsync runs, so a dry run writes nothing.
+        log = local_root / f".rsync-{os.getpid()}.log"
+        argv = options + [f"--log-file={log}"] + sources + [dest]
         target.before_command(argv)  # a dry run records the command and stops here
         # Only now: a dry run stops before it, and must leave no folder behind.
         local_root.mkdir(parents=True, exist_ok=True)
-        stats, absent, warning = _run_rsync(argv, on_progress, label=target.profile.label)
+        for entry in entries:
+            _unlink_if_link(local_root / entry["run_id"])  # rsync must write into a real directory
+        try:
+            stats, absent, warning = _run_rsync(argv, on_progress, label=target.profile.label)
+            skipped = _skipped_by_rsync(log)
+        finally:
+            log.unlink(missing_ok=True)
         missing += [e for e in entries if e["run_dir"].rstrip("/") in absent]
         warnings += [warning] if warning else []
+        gone = {e["run_dir"].rstrip("/") for e in missing}
+        runs_here = [e for e in entries if e["run_dir"].rstrip("/") not in gone]
+        prefix = {e["run_id"]: (e["run_id"] + "/" if trailing == "" else "") for e in runs_here}
+        dropped = []
+        for entry in runs_here:
+            run_local = local_root / entry["run_id"]
+            mine = [name[len(prefix[entry["run_id"]]):] for name in skipped
+                    if name.startswith(prefix[entry["run_id"]])]
+            dropped += [f"{entry['run_id']}/{name}" for name in _sweep(run_local, mine)]
+        if dropped:
+            warnings.append(_dropped_warning(dropped))
         for key in moved:
             moved[key] += stats[key]
     return moved, missing, warnings
+
+
+def _skipped_by_rsync(log: Path) -> list:
+    """Paths (relative to the destination) that rsync's receiver refused: unsafe links, devices,
+    specials. rsync writes a name's unprintable bytes as \\#ooo (octal)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return []
+    names = []
+    for line in text.splitlines():
+        match = _DROPPED_BY_RSYNC.match(line)
+        if match:
+            name = match.group(1) if match.group(1) is not None else match.group(2)
+            names.append(re.sub(r"\\#([0-7]{3})", lambda m: chr(int(m.group(1), 8)), name))
+    return names
+
+
+def _unlink_if_link(path: Path) -> None:
+    if path.is_symlink():
+        path.unlink()
+
+
+def _sweep(run_local: Path, skipped: list) -> list:
+    """Make a fetched run directory hold only what both planes keep: remove links that could lead
+    out of it (to a sibling run, say: --safe-links judges the whole transfer), anything neither
+    file, directory nor link, and a stale local entry where the pod's was refused. The names
+    (relative to the run directory) of what the pod had and the laptop does not keep."""
+    dropped = []
+    for name in skipped:
+        rel = PurePosixPath(name)
+        if rel.is_absolute() or ".." in rel.parts or not rel.parts:
+            continue  # rsync's word about a path outside this run: nothing of ours to touch
+        dropped.append(str(rel))
+        _remove(run_local / rel)
+    if run_local.is_dir() and not run_local.is_symlink():
+        dropped += _sweep_folder(str(run_local), PurePosixPath())
+    return dropped
+
+
+def _sweep_folder(folder: str, rel: PurePosixPath) -> list:
+    """_sweep's walk: scandir's entry types (no stat per file), links never followed."""
+    dropped = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            path = rel / entry.name
+            if entry.is_symlink():
+                unsafe = link_leaves_run(path, os.readlink(entry.path))
+            elif entry.is_dir(follow_symlinks=False):
+                dropped += _sweep_folder(entry.path, path)
+                continue
+            else:
+                unsafe = not entry.is_file(follow_symlinks=False)
+            if unsafe:
+                os.unlink(entry.path)
+                dropped.append(str(path))
+    return dropped
+
+
+def _remove(path: Path) -> None:
+    """Remove a local entry of any kind, never following a link."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def _dropped_warning(dropped: list) -> str:
+    shown = ", ".join(json.dumps(name) for name in dropped[:20])
+    more = f" and {len(dropped) - 20} more" if len(dropped) > 20 else ""
+    return (f"not fetched: {len(dropped)} link(s) leading out of their run directory, device(s), "
+            f"FIFO(s) or socket(s): {shown}{more}")
 
 
 def _run_rsync(argv: list, on_progress: Progress, label: str = "localhost") -> tuple:
@@ -226,11 +393,13 @@ def _report_progress(chunk: bytes, on_progress) -> None:
             on_progress(done, done * 100 // percent if percent else 0)
 
 
-def _tar_fetch(target, present: list, local_root: Path, on_progress: Progress) -> dict:
-    """The fallback: one tar stream over the connection, checked, then extracted."""
+def _tar_fetch(target, present: list, local_root: Path, on_progress: Progress, chosen: dict) -> tuple:
+    """The fallback: one tar stream over the connection, checked, then extracted; each local run
+    directory then mirrors the extracted one. (stats, warnings)."""
     total = sum(f["bytes"] for f in present)
     local_root.mkdir(parents=True, exist_ok=True)
-    script = render_script("artifacts_tar.sh", dirs=[f["run_dir"].rstrip("/") for f in present])
+    script = render_script("artifacts_tar.sh", dirs=[f["run_dir"].rstrip("/") for f in present],
+                           includes=chosen["include"], excludes=chosen["exclude"])
     with tempfile.TemporaryDirectory(dir=local_root, prefix=".tar-") as tmp:
         archive = Path(tmp) / "runs.tar"
         received = [0]
@@ -247,72 +416,131 @@ def _tar_fetch(target, present: list, local_root: Path, on_progress: Progress) -
             raise HostError(f"{target.profile.label}: tar failed on the pod: {detail}")
         names = {PurePosixPath(f["run_dir"].rstrip("/")).name: f["run_id"] for f in present}
         extracted = Path(tmp) / "x"
-        files = safe_extract(archive, extracted, set(names))
+        files, dropped = safe_extract(archive, extracted, set(names))
+        dropped += _ignored_by_tar(result.stderr, set(names))
         for name, run_id in names.items():
-            shutil.copytree(extracted / name, local_root / run_id, dirs_exist_ok=True, symlinks=True)
-    return {"files": files, "bytes": total, "literal_bytes": received[0]}
+            _mirror(extracted / name, local_root / run_id, chosen)
+    warnings = [_dropped_warning([f"{names[PurePosixPath(d).parts[0]]}/{PurePosixPath(*PurePosixPath(d).parts[1:])}"
+                                  for d in dropped])] if dropped else []
+    return {"files": files, "bytes": total, "literal_bytes": received[0]}, warnings
+
+
+_IGNORED_BY_TAR = re.compile(r"^tar: (.*): socket ignored$")
+
+
+def _ignored_by_tar(stderr: str, tops: set) -> list:
+    """Members GNU tar left out of the stream by itself (sockets), named like the others."""
+    names = []
+    for line in (stderr or "").splitlines():
+        match = _IGNORED_BY_TAR.match(line)
+        if match and PurePosixPath(match.group(1)).parts[:1] and PurePosixPath(match.group(1)).parts[0] in tops:
+            names.append(match.group(1))
+    return names
+
+
+def _mirror(source: Path, local: Path, chosen: dict) -> None:
+    """Make local hold what source holds: what the pod no longer has goes (what the patterns
+    left on the pod stays), an entry of another kind is replaced, never written through."""
+    _unlink_if_link(local)
+    local.mkdir(parents=True, exist_ok=True)
+    for folder, dirs, files in os.walk(local):
+        for name in list(dirs) + files:
+            path = Path(folder) / name
+            rel = path.relative_to(local)
+            if rel.parts[0] == ".rsync-partial" or not taken(rel.parts, chosen["include"], chosen["exclude"]):
+                if name in dirs:
+                    dirs.remove(name)
+                continue
+            twin = source / rel
+            # A link is made anew from the stream (copytree cannot write over one).
+            same_kind = not path.is_symlink() and not twin.is_symlink() and twin.exists() and (
+                twin.is_dir() == path.is_dir())
+            if not same_kind:
+                _remove(path)
+                if name in dirs:
+                    dirs.remove(name)
+    if source.is_dir():
+        shutil.copytree(source, local, dirs_exist_ok=True, symlinks=True)
 
 
 class UnsafeArchive(OpsError):
     """A tar stream with a member that would land outside its run directory."""
 
 
-def safe_extract(archive: Path, dest: Path, allowed_tops: set) -> int:
-    """Extract archive into dest after checking EVERY member first; returns the files extracted.
+def safe_extract(archive: Path, dest: Path, allowed_tops: set) -> tuple:
+    """Extract archive into dest after checking EVERY member first: (files extracted, names of
+    the members dropped).
 
-    Refused (and nothing extracted): absolute paths, `..`, members outside the run directories
-    asked for, links leading out of their run directory, devices and fifos.
+    Refused whole (nothing extracted): absolute paths, `..`, members outside the run directories
+    asked for, a member below a link (no tar of a real directory has one). Dropped, the rest
+    extracted: links that could lead out of their run directory, devices, FIFOs, anything else
+    that is neither file, directory nor link.
     """
     with tarfile.open(archive) as tar:
         members = tar.getmembers()
         for member in members:
-            _check_member(member, allowed_tops)
+            check_member_path(member, allowed_tops)
+        refuse_members_below_links(members)
+        kept, dropped = [], []
+        for member in members:
+            (dropped if member_dropped(member, kept) else kept).append(member)
         dest.mkdir(parents=True, exist_ok=True)
         if hasattr(tarfile, "data_filter"):  # a second line of defence where Python has it
-            tar.extractall(dest, members=members, filter="data")
+            tar.extractall(dest, members=kept, filter="data")
         else:
-            tar.extractall(dest, members=members)
-    return sum(1 for m in members if m.isfile())
+            tar.extractall(dest, members=kept)
+    return sum(1 for m in kept if m.isfile()), [m.name for m in dropped]
 
 
-def _check_member(member: tarfile.TarInfo, allowed_tops: set) -> None:
+def check_member_path(member: tarfile.TarInfo, allowed_tops: set) -> None:
+    """UnsafeArchive unless the member lands inside one of the run directories asked for."""
     path = PurePosixPath(member.name)
     if path.is_absolute() or ".." in path.parts or not path.parts or path.parts[0] not in allowed_tops:
         raise UnsafeArchive(f"refused the tar stream: member {member.name!r} would land outside its run directory")
-    if member.isdev() or member.isfifo():
-        raise UnsafeArchive(f"refused the tar stream: member {member.name!r} is a device or fifo")
-    if member.issym() or member.islnk():
-        link = PurePosixPath(member.linkname)
-        resolved = link if link.is_absolute() or member.islnk() else path.parent / link
-        parts = []
-        for part in resolved.parts:
-            if part == "..":
-                if not parts:
-                    parts = [".."]
-                    break
-                parts.pop()
-            elif part not in (".", ""):
-                parts.append(part)
-        if link.is_absolute() or not parts or parts[0] != path.parts[0]:
-            raise UnsafeArchive(f"refused the tar stream: link {member.name!r} -> {member.linkname!r} "
-                                f"leads out of its run directory")
+
+
+def refuse_members_below_links(members: list) -> None:
+    """UnsafeArchive when a member's path runs through a link member: extracting it would write
+    wherever that link points."""
+    links = {PurePosixPath(m.name) for m in members if m.issym() or m.islnk()}
+    for member in members:
+        path = PurePosixPath(member.name)
+        if any(parent in links for parent in path.parents):
+            raise UnsafeArchive(f"refused the tar stream: member {member.name!r} lies below a link")
+
+
+def member_dropped(member: tarfile.TarInfo, kept: list) -> bool:
+    """Is this member one the laptop does not keep? A symlink that could lead out of its run
+    directory; a hard link to anything but a file kept before it in the same run directory;
+    anything neither file, directory nor link."""
+    path = PurePosixPath(member.name)
+    if member.issym():
+        return link_leaves_run(PurePosixPath(*path.parts[1:]), member.linkname)
+    if member.islnk():
+        other = PurePosixPath(member.linkname)
+        return not (other.parts and other.parts[0] == path.parts[0]
+                    and any(PurePosixPath(k.name) == other and k.isfile() for k in kept))
+    return not (member.isfile() or member.isdir())
 
 
 # ---------------------------------------------------------------- fetch records
 
 
-def _record_fetches(records_dir: Path, profile, runs: list, local_root: Path, method: str) -> list:
+def _record_fetches(records_dir: Path, profile, runs: list, local_root: Path, method: str, chosen: dict) -> list:
     """What was fetched, per run (counted in the local copy, which mirrors the pod's): the check
     before tearing a pod down reads these records, matched on the host's identity."""
     host = {**host_fields(profile), "destination": profile.destination}
-    return [_record(records_dir, host, run, local_root, method) for run in runs]
+    return [_record(records_dir, host, run, local_root, method, chosen) for run in runs]
 
 
-def _record(records_dir: Path, host: dict, run: dict, local_root: Path, method: str) -> dict:
+def _record(records_dir: Path, host: dict, run: dict, local_root: Path, method: str, chosen: dict) -> dict:
+    """Counted like the pod's listing with the same patterns: what was left on the pod on purpose
+    (include/exclude, kept in the record) does not make the run look unfetched."""
     local = local_root / run["run_id"]
-    files = [p for p in local.rglob("*") if p.is_file() and not p.is_symlink() and ".rsync-partial" not in p.parts]
+    files = [p for p in local.rglob("*") if p.is_file() and not p.is_symlink() and ".rsync-partial" not in p.parts
+             and taken(p.relative_to(local).parts, chosen["include"], chosen["exclude"])]
     record = {"run_id": run["run_id"], **host, "remote_dir": run["run_dir"], "local_dir": str(local),
               "files": len(files), "bytes": sum(p.stat().st_size for p in files), "method": method,
-              "fetched_at": time.time()}
+              "include": chosen["include"], "exclude": chosen["exclude"], "fetched_at": time.time()}
     save_fetch_record(records_dir, record)
     return {k: record[k] for k in ("run_id", "remote_dir", "local_dir", "files", "bytes")}

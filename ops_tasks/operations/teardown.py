@@ -45,8 +45,13 @@ def teardown_check(target, *, outputs_dir: str, records_dir: Path) -> dict:
     that artifacts.fetch has not recorded (or that changed after it did). Two round trips: the
     runs' states, then what their directories hold."""
     status = runs_status(target, outputs_dir=outputs_dir)
-    # What each run directory holds now, against what the fetch recorded (an archive after it...).
-    listing = list_remote(target, dirs=[run["run_dir"] for run in status["runs"]], outputs_dir=outputs_dir)
+    records = {run["run_id"]: load_fetch_record(records_dir, run["run_id"]) for run in status["runs"]}
+    # What each run directory holds now, against what the fetch recorded (an archive after it...),
+    # counted with the fetch's own --include/--exclude: what it left on purpose is not unfetched.
+    filters = {run["run_dir"]: {"include": record.get("include") or [], "exclude": record.get("exclude")}
+               for run in status["runs"] if (record := records[run["run_id"]]) and record.get("exclude")}
+    listing = list_remote(target, dirs=[run["run_dir"] for run in status["runs"]], outputs_dir=outputs_dir,
+                          filters=filters)
     on_pod = {entry["dir"]: entry for entry in listing["runs"] if entry["exists"]}
     host_id = host_identity(target.profile)
     active, unfetched = [], []
@@ -54,7 +59,7 @@ def teardown_check(target, *, outputs_dir: str, records_dir: Path) -> dict:
         if run["state"] in ACTIVE:
             active.append({"run_id": run["run_id"], "state": run["state"], "run_dir": run["run_dir"]})
             continue
-        reason = unfetched_reason(run, load_fetch_record(records_dir, run["run_id"]), target.profile.destination,
+        reason = unfetched_reason(run, records[run["run_id"]], target.profile.destination,
                                   on_pod.get(run["run_dir"]), host_id)
         if reason:
             unfetched.append({"run_id": run["run_id"], "state": run["state"], "run_dir": run["run_dir"],
