@@ -9,6 +9,7 @@ current one (where invoke.yaml is).
 import difflib
 import os
 import re
+import sys
 from pathlib import Path
 
 from invoke import Exit, Program
@@ -18,7 +19,7 @@ from invoke.parser import Argument
 from . import __version__
 from .collection import ns
 from .errors import ConfigError
-from .output import CLI_HOST_KEY, check_runtime_config
+from .output import CLI_HOST_KEY, check_runtime_config, quit_on_closed_pipe
 from .settings import check_project_config
 from .targets import close_all
 
@@ -155,4 +156,11 @@ program = OpsProgram(namespace=ns, name="ops", binary="ops", version=__version__
 
 
 def main():
-    program.run()
+    try:
+        program.run()
+        sys.stdout.flush()  # here, not at exit: a closed pipe is one more quiet exit, below
+    except BrokenPipeError:  # Invoke's own output (--list, --help) into `head`
+        try:
+            quit_on_closed_pipe()
+        except Exit as stop:
+            sys.exit(stop.code)

@@ -15,6 +15,7 @@ VLLM_START_TIMEOUT_S = 900.0  # vllm.start --wait
 
 # The run queue
 RUNS_SESSION = "pilots"  # the supervisor's tmux session
+WATCH_INTERVAL_S = 3.0  # runs.status --watch: seconds between refreshes
 
 # Lium
 LIUM_VOLUME_NAME = "my_volume"

@@ -14,14 +14,19 @@ report. Tasks that reach nothing through a target (report, which contacts nothin
 tasks, which call an API) ask `dry_run_requested()` and return their own dry-run document.
 """
 
+import contextlib
 import contextvars
 import functools
 import inspect
 import json as jsonlib
+import math
 import os
+import signal
 import sys
-from pathlib import Path
+import threading
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable, Optional
 
 from invoke import Exit, task
@@ -30,6 +35,7 @@ from .errors import ConfigError, Interrupted, OpsError
 from .secrets import redact, secret_values
 from .streams import LineBuffer
 from .settings import project_env, project_dir_of, resolve_profile
+from .scripts import scripts_dir
 from .targets import DryRunStop, target_for
 
 
@@ -42,6 +48,45 @@ class TaskContext:
     pretty: Optional[bool] = None
     # Secret values the task learnt from its flags (vllm.start --env), masked like the environment's.
     secrets: tuple = ()
+    # --verbose: a dry run shows the shared shell library too, not one line for it.
+    verbose: bool = False
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the task is, as Ctrl-C raises KeyboardInterrupt."""
+
+
+class TerminatedError(Interrupted):
+    """Stopped by SIGTERM: exit 143, as a shell reports it."""
+
+    exit_code = 143
+
+
+def stopped(exc: KeyboardInterrupt, hint: str = "") -> Interrupted:
+    """The one-line error of a task stopped by Ctrl-C/SIGINT (exit 130) or SIGTERM (143)."""
+    terminated = isinstance(exc, Terminated)
+    message = ("terminated" if terminated else "interrupted") + (f": {hint}" if hint else "")
+    return TerminatedError(message) if terminated else Interrupted(message)
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _signals_stop_the_task():
+    """SIGINT and SIGTERM stop the task where it is, even when the parent ignored SIGINT (a
+    background job of a script, CI runners, `timeout -s INT`), which Python would inherit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler), signal.signal(signal.SIGTERM,
+                                                                                       _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
 
 
 # Set for one task call and reset after it: chained tasks never see each other's flags.
@@ -59,6 +104,7 @@ COMMON_HELP = {
     "json": "Print one compact JSON object on stdout and nothing else.",
     "pretty": "Print the JSON object indented.",
     "dry_run": "Print the rendered remote scripts and commands; contact nothing.",
+    "verbose": "With --dry-run: print the shared shell library (lib.sh) too, not one line for it.",
 }
 
 
@@ -89,8 +135,25 @@ def json_requested() -> bool:
 
 
 def emit(text: str, stream=None) -> None:
-    """Print text with every known secret masked."""
-    print(redact(text, _secrets()), file=stream or sys.stdout)
+    """Print text with every known secret masked (flushed: a closed pipe is found here)."""
+    stream = stream or sys.stdout
+    try:
+        print(redact(text, _secrets()), file=stream, flush=True)
+    except BrokenPipeError:
+        quit_on_closed_pipe(stream)
+
+
+def quit_on_closed_pipe(stream=None) -> None:
+    """The reader went away (`ops runs.list | head`): stop quietly, as `git log | head` does.
+
+    The stream is pointed at /dev/null first, so Python's own flush at exit finds no pipe to
+    complain about; exit 141 is what a shell reports for a process ended by SIGPIPE.
+    """
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), (stream or sys.stdout).fileno())
+    except (OSError, ValueError):
+        pass
+    raise Exit(code=141)
 
 
 def log(message: str) -> None:
@@ -99,10 +162,53 @@ def log(message: str) -> None:
 
 
 def _emit_document(data: dict, pretty: bool) -> None:
+    data = strict_json(data)
     if pretty:
-        emit(jsonlib.dumps(data, indent=2, sort_keys=False, default=str))
+        emit(jsonlib.dumps(data, indent=2, sort_keys=False, default=str, allow_nan=False))
     else:
-        emit(jsonlib.dumps(data, separators=(",", ":"), default=str))
+        emit(jsonlib.dumps(data, separators=(",", ":"), default=str, allow_nan=False))
+
+
+# Keys whose numbers are moments (epoch seconds): ISO 8601 in JSON, human in text.
+TIME_KEYS = frozenset({"started", "finished", "last_output", "heartbeat", "updated", "not_before"})
+
+
+def is_time_key(key) -> bool:
+    return isinstance(key, str) and (key in TIME_KEYS or key.endswith("_at"))
+
+
+def iso_time(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def strict_json(data: dict) -> dict:
+    """data as the JSON output shows it: every NaN/Infinity (not JSON: strict parsers refuse the
+    whole document) as null with a note naming where it was (`json_notes`), and every moment
+    (TIME_KEYS, `*_at`) as an ISO 8601 UTC string instead of epoch seconds."""
+    notes = []
+
+    def clean(value, where: str, depth: int, key=None):
+        if isinstance(value, float) and not math.isfinite(value):
+            notes.append(f"{where} was {value}, written as null")
+            return None
+        if is_time_key(key) and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            try:
+                return iso_time(value)
+            except (OverflowError, OSError, ValueError):
+                return value
+        if depth > 100:  # deeper than anything a task builds: left to json.dumps as it is
+            return value
+        if isinstance(value, dict):
+            return {key: clean(item, f"{where}.{key}" if where else str(key), depth + 1, key)
+                    for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(item, f"{where}[{index}]", depth + 1) for index, item in enumerate(value)]
+        return value
+
+    cleaned = clean(data, "", 0)
+    if notes:
+        cleaned["json_notes"] = notes
+    return cleaned
 
 
 class LineEmitter:
@@ -114,7 +220,6 @@ class LineEmitter:
     def __call__(self, chunk: bytes) -> None:
         for line in self.lines.feed(chunk):
             emit(line)
-        sys.stdout.flush()
 
 
 def announce(data: dict, text: str) -> None:
@@ -192,6 +297,23 @@ def _dry_run_report(target) -> dict:
     return report
 
 
+def _shared_libraries() -> dict:
+    """The text of each shared shell library a rendered script may carry: name -> text."""
+    folder = scripts_dir()
+    return {path.name: path.read_text() for path in sorted(folder.glob("*lib.sh"))}
+
+
+def _summarised(script: str) -> str:
+    """A script as a dry run shows it: the shared libraries as one line each (--verbose: whole)."""
+    if _current().verbose:
+        return script
+    for name, text in _shared_libraries().items():
+        if text and text in script:
+            lines = text.count("\n") + 1
+            script = script.replace(text, f"# ({name}: the shared helpers, {lines} lines; --verbose shows them)", 1)
+    return script
+
+
 def _render_dry_run(data: dict) -> str:
     if data.get("commands") and not data["scripts"]:
         parts = [f"# dry run: nothing contacted. Would run on this machine, for {data['host']}:"]
@@ -201,8 +323,10 @@ def _render_dry_run(data: dict) -> str:
     for name, value in data.items():
         if name not in ("ok", "dry_run", "host", "destination", "scripts", "commands"):
             parts.append(f"# {name}:\n{jsonlib.dumps(value, indent=2)}")
-    for script in data["scripts"] + data.get("commands", []):
-        parts.append(script.rstrip("\n"))
+    for script in data["scripts"]:
+        parts.append(_summarised(script).rstrip("\n"))
+    for command in data.get("commands", []):
+        parts.append(command.rstrip("\n"))
     return "\n".join(parts)
 
 
@@ -252,8 +376,8 @@ def _run_and_print(body, human, c, args, kwargs, helps):
         try:
             kwargs = _checked_flags(body, helps, c, kwargs)
             data = body(c, *args, **kwargs)
-        except KeyboardInterrupt:
-            raise Interrupted("interrupted") from None
+        except KeyboardInterrupt as exc:
+            raise stopped(exc) from None
         render = human
     except DryRunStop as stop:
         data, render = _dry_run_report(stop.target), _render_dry_run
@@ -284,17 +408,19 @@ def ops_task(*args, human: Optional[Callable[[dict], str]] = None, help=None, **
 
     def decorate(body):
         @functools.wraps(body)
-        def wrapper(c, *a, json=False, pretty=False, dry_run=False, **kw):
-            context = TaskContext(dry_run=bool(dry_run or c.config.run.dry), pretty=pretty if json or pretty else None)
+        def wrapper(c, *a, json=False, pretty=False, dry_run=False, verbose=False, **kw):
+            context = TaskContext(dry_run=bool(dry_run or c.config.run.dry), pretty=pretty if json or pretty else None,
+                                  verbose=bool(verbose))
             token = _TASK.set(context)
             try:
-                return _run_and_print(body, human, c, a, kw, flag_help)
+                with _signals_stop_the_task():
+                    return _run_and_print(body, human, c, a, kw, flag_help)
             finally:
                 _TASK.reset(token)
 
         # Invoke builds a task's flags from its signature: the body's own, plus the shared ones.
         wrapper.__signature__ = _with_common_parameters(
-            body, [("json", False), ("pretty", False), ("dry_run", False)]
+            body, [("json", False), ("pretty", False), ("dry_run", False), ("verbose", False)]
         )
         helps = {k: v for k, v in COMMON_HELP.items() if k in wrapper.__signature__.parameters}
         helps.update(help or {})

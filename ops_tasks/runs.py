@@ -1,5 +1,6 @@
 """`runs` namespace: submit runs from a JSON config to the pod's queue, watch, wait, cancel, resume."""
 
+import re
 import sys
 import time
 
@@ -8,11 +9,12 @@ from tabulate import tabulate
 
 from .errors import ConfigError
 from .operations.run_config import load_submission
-from .operations.runs import (cancel_runs, manifest_of, new_submission_id, resume_runs, run_logs,
+from .operations.runs import (cancel_runs, manifest_of, new_submission_id, not_ok, resume_runs, run_logs,
                               runs_status, submit_runs, wait_runs)
-from .defaults import RUNS_SESSION
+from .defaults import RUNS_SESSION, WATCH_INTERVAL_S
 from .flags import count_flag, seconds_flag
-from .output import LineEmitter, target_of, log, ops_task
+from .output import LineEmitter, announce, emit, is_time_key, json_requested, log, ops_task, stopped, target_of
+from .run_states import ACTIVE
 from .records import host_fields, save_manifest
 from .selection import latest_submission, outputs_root, select_runs
 from .settings import project_dir_of
@@ -41,7 +43,7 @@ def _select(c, target, run_id, submission, all_runs, remote_outputs_dir):
 def _age(seconds) -> str:
     if seconds is None:
         return "-"
-    seconds = int(seconds)
+    seconds = max(0, int(seconds))
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
@@ -51,15 +53,88 @@ def _duration(run: dict):
     return (run.get("finished") or time.time()) - run["started"]
 
 
+def _when(epoch) -> str:
+    """A moment for people: local time, with how long ago."""
+    return f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(epoch))} ({_age(time.time() - epoch)} ago)"
+
+
+# Terminal escapes and control characters in text from the pod (a log line) would redraw the
+# user's screen; they are dropped before anything is shown.
+_UNPRINTABLE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x1f\x7f-\x9f]")
+
+
+def _one_line(text, width: int = 60) -> str:
+    text = _UNPRINTABLE.sub("", str(text)).strip() if text is not None else ""
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _reason(run: dict) -> str:
+    """Why a run is not ok, in one line: its failure class, exit or signal, the pod's error."""
+    if run["state"] in ("succeeded", "queued", "running"):
+        return ""
+    parts = [run.get("failure_class") or run["state"]]
+    if run.get("signal"):
+        parts.append(f"signal {run['signal']}")
+    elif run.get("exit_code") not in (None, 0):
+        parts.append(f"exit {run['exit_code']}")
+    if run.get("error"):
+        parts.append(_one_line(run["error"], 50))
+    return ", ".join(str(part) for part in parts)
+
+
+def _latest_step(run: dict) -> str:
+    """The run's latest logged step (metrics.jsonl or metrics_from_log), `iter=100 loss=3.1`; the
+    pod's dict is shown, never trusted: scalars only, on one line."""
+    step = run.get("metrics")
+    if not isinstance(step, dict):
+        return ""
+    return _one_line(" ".join(f"{k}={v}" for k, v in step.items() if isinstance(v, (str, int, float))), 60)
+
+
+def _gpus(run: dict) -> str:
+    gpus = run.get("gpus")
+    return ",".join(str(g) for g in gpus) if isinstance(gpus, list) else ""
+
+
+def progress_line(data: dict) -> str:
+    """done/failed/running/queued, an ETA from the finished runs' times, the running runs by name."""
+    runs = data["runs"]
+    running = [r["run_id"] for r in runs if r["state"] == "running"]
+    queued = sum(r["state"] == "queued" for r in runs)
+    done = len(runs) - len(running) - queued
+    failed = sum(not_ok(r["state"]) and r["state"] not in ACTIVE for r in runs)
+    line = f"{done}/{len(runs)} done ({failed} failed), {len(running)} running, {queued} queued"
+    took = [_duration(r) for r in runs if r["state"] not in ACTIVE and r.get("started") and r.get("finished")]
+    if took and (running or queued):
+        # The runs left, at the mean time of those finished, as many at a time as run now.
+        eta = sum(took) / len(took) * (len(running) + queued) / max(len(running), 1)
+        line += f", ETA ~{_age(eta)}"
+    if running:
+        line += ": " + _one_line(", ".join(running), 80)
+    return line
+
+
+def _human_value(key, value) -> str:
+    """A summary value for people: moments as times, booleans as yes/no, text on one line."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if is_time_key(key) and isinstance(value, (int, float)) and value > 0:
+        return _when(value)
+    return _one_line(value, 80)
+
+
 def render_table(data: dict) -> str:
-    rows = [(r["run_id"], r["state"], r.get("attempt", "-"), r.get("failure_class") or "",
-             "" if r.get("exit_code") is None else r["exit_code"], _age(_duration(r))) for r in data["runs"]]
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(data["counts"].items())) or "no runs"
+    rows = [(r["run_id"], r["state"], r.get("attempt", "-"), _reason(r), _age(_duration(r)), _gpus(r),
+             _latest_step(r) or _one_line(r.get("last_line"))) for r in data["runs"]]
     where = f"submission {data['submission_id']}" if data.get("submission_id") else data.get("outputs_dir", "")
-    lines = [f"{data['host']}: {where}: {counts}",
-             tabulate(rows, headers=("run", "state", "attempt", "failure", "exit", "time"), tablefmt="simple")]
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(data["counts"].items())) or "no runs"
+    lines = [f"{data['host']}: {where}: {counts}"]
+    if data["runs"]:
+        lines.append(f"progress: {progress_line(data)}")
+    lines += [tabulate(rows, headers=("run", "state", "attempt", "reason", "time", "gpus", "last output"),
+                      tablefmt="simple")]
     if "supervisor_running" in data and not data["supervisor_running"] and any(
-            r["state"] in ("queued", "lost") for r in data["runs"]):
+            r["state"] in ACTIVE + ("lost",) for r in data["runs"]):
         lines.append("warning: no supervisor is running on the pod: runs.resume starts one")
     if data.get("error"):
         lines.append(f"error: {data['error']}")
@@ -87,7 +162,7 @@ class ProgressBar:
             self.bar.set_postfix(running=running, failed=failed, refresh=False)
             self.bar.refresh()
         elif (done, failed, running) != self.last:
-            log(f"runs: {done}/{total} done, {running} running, {failed} failed")
+            log(f"runs: {done}/{total} done ({failed} failed), {running} running, {total - done - running} queued")
         self.last = (done, failed, running)
 
     def close(self):
@@ -110,9 +185,8 @@ class SupervisorEcho:
 # ---------------------------------------------------------------- submit
 
 
-def render_submit(data: dict) -> str:
-    if data.get("dry_run"):
-        return ""
+def _submission_lines(data: dict) -> list:
+    """What a submission did: its id, and each run skipped or refused (once) with the reason."""
     lines = [f"{data['host']}: submission {data['submission_id']}: {len(data['queued'])} queued, "
              f"{len(data['skipped'])} skipped, {len(data['refused'])} refused"]
     lines += [f"  skipped {s['run_id']}: {s['reason']}" for s in data["skipped"]]
@@ -120,11 +194,42 @@ def render_submit(data: dict) -> str:
     lines += [f"  {run_id}: earlier attempt kept in attempts/{n}/" for run_id, n in data.get("archived", {}).items()]
     if data.get("supervisor"):
         lines.append(f"  supervisor: {data['supervisor']}")
+    return lines
+
+
+def render_submit(data: dict) -> str:
+    if data.get("dry_run"):
+        return ""
+    # Under --wait the submission was printed before the wait began (_announce_submission).
+    lines = [] if data.get("announced") else _submission_lines(data)
     if data.get("runs"):
-        lines.append(render_table({**data, "counts": data.get("counts", {})}))
-    if data.get("error") and not data.get("runs"):
+        lines.append(render_table({**data, "counts": data.get("counts", {}), "error": data.get("wait_error")}))
+    elif data.get("error") and not data["refused"]:  # the refused runs are listed with their reasons
         lines.append(f"error: {data['error']}")
     return "\n".join(lines)
+
+
+def _announce_submission(report: dict) -> None:
+    """Show the submission id and what was refused now, before a wait that may last hours: a
+    piped log (CI, tee) has them at once. Under --json on stderr, the document stays whole."""
+    if json_requested():
+        refused = "".join(f"; refused {r['run_id']}: {r['reason']}" for r in report["refused"])
+        log(f"{report['host']}: submission {report['submission_id']}: {len(report['queued'])} queued{refused}; "
+            f"waiting")
+    else:
+        emit("\n".join(_submission_lines(report)))
+        report["announced"] = True
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def _all_cancelled(report: dict) -> dict:
+    """A selection whose runs were all cancelled did not do what it was for: not ok (exit 1)."""
+    runs = report.get("runs") or []
+    if runs and all(r["state"] == "cancelled" for r in runs):
+        report["ok"] = False
+        report.setdefault("error", f"{report['host']}: all {len(runs)} run(s) were cancelled; none ran to the end")
+    return report
 
 
 @ops_task(human=render_submit, help={
@@ -160,6 +265,7 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
     report["manifest"] = str(save_manifest(project_dir_of(c.config), manifest))
     c.config.ops_last_submission = submission_id  # chained tasks (runs.wait, artifacts.fetch) take it
     if wait and not no_tmux and report["queued"]:
+        _announce_submission(report)
         bar = ProgressBar()
         try:
             with target.round_trip_budget(timeout_s):
@@ -167,12 +273,16 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
                                    timeout_s=timeout_s, on_progress=bar)
         except LinkDown as lost:
             raise lost.with_hint(_wait_hint(target, submission_id, None)) from None
+        except KeyboardInterrupt as exc:
+            raise stopped(exc, _wait_hint(target, submission_id, None)) from None
         finally:
             bar.close()
+        waited = _all_cancelled(waited)
         report.update(runs=waited["runs"], counts=waited["counts"], outcome=waited["outcome"])
         report["ok"] = report["ok"] and waited["ok"]
         if waited.get("error"):
-            report["error"] = waited["error"]
+            report["wait_error"] = waited["error"]
+            report["error"] = "; ".join(filter(None, (report.get("error"), waited["error"])))
     return report
 
 
@@ -185,14 +295,16 @@ def render_status(data: dict) -> str:
     run = data["run"]
     rows = [(k, run[k]) for k in ("state", "attempt", "failure_class", "exit_code", "signal", "submission_id",
                                   "run_dir") if run.get(k) is not None]
-    rows += [("time", _age(_duration(run))), ("last output", _age(time.time() - run["last_output"])
-                                              + " ago" if run.get("last_output") else "-")]
+    rows += [("reason", _reason(run) or "-"), ("started", _when(run["started"]) if run.get("started") else "-"),
+             ("time", _age(_duration(run))), ("gpus", _gpus(run) or "-"),
+             ("last output", _when(run["last_output"]) if run.get("last_output") else "-")]
+    rows += [("latest step", _latest_step(run))] if _latest_step(run) else []
     lines = [f"{data['host']}: run {run['run_id']}: {run['state'].upper()}", tabulate(rows, tablefmt="plain")]
     if data.get("error"):
         lines.append(f"error: {data['error']}")
     if run.get("summary") is not None:
-        lines.append("summary: " + ", ".join(f"{k}={v}" for k, v in run["summary"].items()
-                                             if not isinstance(v, (dict, list)))[:400])
+        lines.append("summary: " + ", ".join(f"{k}={_human_value(k, v)}" for k, v in run["summary"].items()
+                                             if v is not None and not isinstance(v, (dict, list)))[:400])
     if run.get("stdout_tail"):
         lines += ["--- stdout.log tail ---", run["stdout_tail"]]
     return "\n".join(lines)
@@ -201,14 +313,24 @@ def render_status(data: dict) -> str:
 @ops_task(human=render_status, iterable=["run_id"], help={
     **RUN_SELECTION_HELP,
     "tail_lines": "With one --run-id: lines of stdout.log to show (default 60).",
+    "watch": "Keep showing the table until the runs end: redrawn in place on a terminal, "
+             "else one line per change (one JSON document per change under --json).",
+    "interval": f"With --watch: seconds between refreshes, one round trip each (default {WATCH_INTERVAL_S:g}).",
 })
-def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs_dir=None, tail_lines=None):
+def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs_dir=None, tail_lines=None,
+           watch=False, interval=None):
     """State of runs: one run in detail (--run-id), or a submission's table; exit 1 if any failed."""
     target = target_of(c, host)
     selected = _select(c, target, run_id, submission, all, remote_outputs_dir)
     lines = count_flag("--tail-lines", tail_lines, 60)
-    one = len(selected["run_ids"]) == 1
-    report = runs_status(target, **selected, tail_lines=lines if one else 0)
+    every = seconds_flag("--interval", interval, WATCH_INTERVAL_S)
+    one = len(selected["run_ids"]) == 1 and not watch
+    if watch:
+        try:
+            return _all_cancelled(_watch(target, selected, every))
+        except KeyboardInterrupt as exc:
+            raise stopped(exc, "stopped watching; the runs go on on the pod") from None
+    report = _all_cancelled(runs_status(target, **selected, tail_lines=lines if one else 0))
     if one:
         report["run"] = report["runs"][0]
         if report["run"]["state"] == "missing":
@@ -224,6 +346,36 @@ def list_(c, host=None, remote_outputs_dir=None):
     report = runs_status(target, outputs_dir=outputs)
     report["ok"] = True  # a listing is not a verdict
     return report
+
+
+def _watch(target, selected: dict, interval: float) -> dict:
+    """Refresh the status (one round trip each time) until no run is queued or running; the
+    last report is the task's result. A terminal sees the table redrawn in place; a pipe or a
+    log gets a line only when something changed (a JSON document each under --json)."""
+    redraw = sys.stdout.isatty() and not json_requested()
+    drawn, last = 0, None
+    while True:
+        report = runs_status(target, **selected)
+        over = not any(r["state"] in ACTIVE for r in report["runs"])
+        if over:
+            if drawn:
+                sys.stdout.write(f"\x1b[{drawn}F\x1b[J")  # the final table replaces the live one
+            return report
+        if redraw:
+            text = render_table(report)
+            if drawn:
+                sys.stdout.write(f"\x1b[{drawn}F\x1b[J")  # back to the table's first line, clear below
+            emit(text)
+            drawn = text.count("\n") + 1
+        else:
+            change = [(r["run_id"], r["state"]) for r in report["runs"]]
+            if change != last:
+                if json_requested():
+                    announce(report, "")
+                else:
+                    emit(f"{report['host']}: progress: {progress_line(report)}")
+            last = change
+        time.sleep(interval)
 
 
 # ---------------------------------------------------------------- logs, wait, cancel, resume
@@ -266,10 +418,13 @@ def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, ti
     bar = ProgressBar()
     try:
         with target.round_trip_budget(timeout_s):
-            return wait_runs(target, outputs_dir=selected["outputs_dir"], submission_id=selected.get("submission_id"),
-                             run_ids=selected["run_ids"], timeout_s=timeout_s, on_progress=bar)
+            return _all_cancelled(wait_runs(target, outputs_dir=selected["outputs_dir"],
+                                            submission_id=selected.get("submission_id"), run_ids=selected["run_ids"],
+                                            timeout_s=timeout_s, on_progress=bar))
     except LinkDown as lost:
         raise lost.with_hint(_wait_hint(target, selected.get("submission_id"), run_id and selected["run_ids"])) from None
+    except KeyboardInterrupt as exc:
+        raise stopped(exc, _wait_hint(target, selected.get("submission_id"), run_id and selected["run_ids"])) from None
     finally:
         bar.close()
 

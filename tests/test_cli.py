@@ -215,3 +215,14 @@ def test_an_absolute_run_dir_is_refused_before_contact(ops, project, pod):
     one_line_error(ops("runs.submit", "--host", pod.alias, "--config", "c.json", "--force"), 2,
                    "run_dir must be relative to the outputs root")
     assert pod.accepted_connections() == 0
+
+
+@pytest.mark.parametrize("argv", [["--list"], ["pod.status", "--host", "local", "--dry-run"],
+                                  ["runs.submit", "--help"]])
+def test_start_up_imports_no_paramiko_unless_a_task_connects(project, client, argv):
+    probe = ("import sys; from ops_tasks.cli import program; program.run(['ops', *sys.argv[1:]], exit=False); "
+             "print('PARAMIKO' if 'paramiko' in sys.modules else 'NO-PARAMIKO', file=sys.stderr)")
+    result = subprocess.run([sys.executable, "-c", probe, *argv], cwd=project, env=client.env(),
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.stderr.strip().splitlines()[-1] == "NO-PARAMIKO", result.stderr
