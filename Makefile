@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # program:Debian package, for what the test pods need on this machine.
-SYSTEM_TOOLS := sshd:openssh-server ssh:openssh-client rsync:rsync tmux:tmux curl:curl git:git unshare:util-linux nsenter:util-linux
+SYSTEM_TOOLS := sshd:openssh-server ssh:openssh-client rsync:rsync tmux:tmux curl:curl git:git unshare:util-linux nsenter:util-linux chromium:chromium
 
 .PHONY: demo test bench install system-deps clean
 

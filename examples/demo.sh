@@ -22,8 +22,10 @@ done
 "$OPS" runs.submit --host local --config configs/demo.json --remote-repo "$PWD" --wait \
   artifacts.archive --host local \
   artifacts.fetch --host local
+# validate and report take the submission just made (the latest recorded): an earlier demo's runs,
+# still in artifacts/pod_logs, are not counted again.
 "$OPS" validate
 plot=()
 if .venv/bin/python -c 'import matplotlib' 2>/dev/null; then plot=(--plot artifacts/report.png); fi
 "$OPS" report --group-by model_id "${plot[@]}"
-echo "report: artifacts/report.md, artifacts/report.json${plot:+, artifacts/report.png}"
+echo "report: artifacts/report.md, artifacts/report.json, artifacts/report.html (open it in a browser)${plot:+, artifacts/report.png}"

@@ -165,3 +165,23 @@ def test_a_run_in_scope_twice_counts_once_and_one_not_fetched_is_listed(tmp_path
     assert doc["not_succeeded"] == [{"run_id": "gone", "state": "missing", "failure_class": "missing",
                                      "reason": "in scope but not fetched: no run directory"}]
     assert validate_root(tmp_path, ["a", "gone"])["missing"] == {"gone": ["the run directory (not fetched)"]}
+
+
+def test_compare_refuses_a_run_that_did_not_succeed_in_one_line(tmp_path):
+    from ops_tasks.errors import ConfigError
+
+    make_run(tmp_path, "good", rewards=[1, 0])
+    make_run(tmp_path, "crashed", rewards=[1, 1], status={"state": "failed", "failure_class": "oom"})
+
+    with pytest.raises(ConfigError, match=r"run crashed is failed \(oom\): not compared \(--include-failed"):
+        build_report(tmp_path, compare=["good", "crashed"])
+    assert build_report(tmp_path, compare=["good", "crashed"], include_failed=True)["comparison"]["n"] == 2
+
+
+def test_a_commit_from_the_pod_that_is_not_one_is_not_shown(tmp_path):
+    run = make_run(tmp_path, "r", rewards=[1])
+    (run / "run_metadata.json").write_text(json.dumps({"run_id": "r", "git": {"commit": "abc\n# injected"}}))
+
+    doc = build_report(tmp_path)
+
+    assert doc["header"]["commits"] == [] and "injected" not in doc["markdown"]

@@ -38,7 +38,7 @@ from ..verdicts import UNREADABLE, run_verdict
 from . import stats
 from .run_config import RUN_ID
 from .validate import (RESULTS, BadJsonLine, checked_root, json_error, json_lines, load_json, run_dirs,
-                       winning_attempt)
+                       winning_attempt, with_supervisor_record)
 
 PLOT_INSTALL = "pip install 'ops-tasks[plot]'"
 ID_COLUMNS = ("run_id", "env_id", "model_id", "num_examples", "rollouts", "best_of")
@@ -314,7 +314,8 @@ def _sources(metadata, summary) -> list:
     """Where run fields are looked up, first match wins: run_metadata.json (top level, config,
     dataset, decoding), then summary.json's own `run_metadata` object likewise, then summary.json."""
     found = []
-    for meta in (metadata, (summary or {}).get("run_metadata")):
+    record = metadata.get("ops") if isinstance(metadata, dict) else None  # validate.with_supervisor_record
+    for meta in (metadata, record, (summary or {}).get("run_metadata")):
         if isinstance(meta, dict):
             found.append(meta)
             found.extend(meta[key] for key in ("config", "dataset", "decoding") if isinstance(meta.get(key), dict))
@@ -352,12 +353,15 @@ def _status_of(path: str, run_id: str):
     return UNREADABLE if error else value
 
 
+GIT_COMMIT = re.compile(r"[0-9a-f]{7,64}")  # from the pod: anything else is not shown as a commit
+
+
 def _facts(sources: list, metadata) -> dict:
     """What the report's header says of a run: sampling settings and the pod repo's commit."""
     git = metadata.get("git") if isinstance(metadata, dict) else None
     commit = git.get("commit") if isinstance(git, dict) else None
     return {"temperature": _field(sources, ("temperature",)), "max_tokens": _field(sources, ("max_tokens",)),
-            "commit": commit if isinstance(commit, str) and commit else None,
+            "commit": commit if isinstance(commit, str) and GIT_COMMIT.fullmatch(commit) else None,
             "dirty": bool(git.get("dirty")) if isinstance(git, dict) else False}
 
 
@@ -384,6 +388,7 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optiona
     else:
         warnings.append({"run_id": run_id, "file": "run_metadata.json",
                          "warning": "missing: fields from summary.json only"})
+    metadata = with_supervisor_record(metadata, path, run_id)
     sources = _sources(metadata, summary)
     row = _row_of(run_id, summary, sources, fields, metric)
     verdict = run_verdict(_status_of(path, run_id), summary)
@@ -1107,8 +1112,9 @@ TIME_COLUMN = re.compile(r"(^|_)(at|started|finished|updated|time|timestamp|hear
 EPOCH_RANGE = (1e9, 1e10)  # 2001..2286: a number of seconds since 1970 that is a date
 
 
-def _distinct(values) -> list:
-    return sorted({cell_text(v) for v in values if v is not None}, key=natural_key)
+def _distinct(values, width: int = 60) -> list:
+    """The distinct values as text (each at most width characters: they come from the pod)."""
+    return sorted({cell_text(v)[:width] for v in values if v is not None}, key=natural_key)
 
 
 def report_header(rows: list, facts: list, failed: list, scope: str) -> dict:

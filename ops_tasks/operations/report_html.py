@@ -10,10 +10,10 @@ model said can close the block, and the page's script shows them with textConten
 
 import html
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
-from ..files import write_atomic
 from .report import group_columns, models_by_task_rows, shown_columns
 from .validate import RESULTS, BadJsonLine, json_lines
 
@@ -22,8 +22,8 @@ PROMPT_FIELDS = ("prompt", "question", "input", "problem")
 ANSWER_FIELDS = ("response", "completion", "output", "prediction", "model_answer")
 REFERENCE_FIELDS = ("answer", "target", "expected", "ground_truth", "reference")
 TEXT_LIMIT = 4000  # characters of one prompt or answer kept in the file
-EXAMPLES_PER_RUN = 2000
-EXAMPLES_TOTAL = 200_000
+EXAMPLES_PER_RUN = 1000
+EXAMPLES_TOTAL = 100_000  # the file stays one a browser opens at once (~6 MiB of short examples)
 PLOT_BARS = 200
 ROW_LIMIT = 5000  # runs drawn in the HTML table (all of them are in report.json)
 
@@ -62,37 +62,38 @@ def _reward(record: dict, field: str):
     return value if isinstance(value, (int, float)) and value == value and abs(value) != float("inf") else None
 
 
-def run_examples(run_id: str, path: str, field: str, limit: int) -> list:
-    """[[run, id, prompt, answer, reference, reward]] of a run's results.jsonl, at most limit."""
-    found = []
+def run_examples(run_id: str, path: str, field: str, limit: int):
+    """[run, id, prompt, answer, reference, reward] of each line of a run's results.jsonl, at most
+    limit, streamed."""
+    count = 0
     try:
         for number, record in json_lines(path, run_id):
-            if len(found) >= limit:
-                break
+            if count >= limit:
+                return
             if not isinstance(record, dict):
                 continue
             answer = _first(record, ANSWER_FIELDS)
             # Without a response field, "answer" is the model's answer; beside one, the reference.
             reference = _first(record, REFERENCE_FIELDS) if answer is not None else None
             answer = answer if answer is not None else _first(record, REFERENCE_FIELDS)
-            found.append([run_id, _example_id(record, number), _first(record, PROMPT_FIELDS) or "",
-                          answer or "", reference or "", _reward(record, field)])
+            count += 1
+            yield [run_id, _example_id(record, number), _first(record, PROMPT_FIELDS) or "",
+                   answer or "", reference or "", _reward(record, field)]
     except (BadJsonLine, OSError):
-        pass  # the report lists the file under its errors
-    return found
+        return  # the report lists the file under its errors
 
 
-def examples_of(doc: dict, run_dirs: dict) -> list:
-    """The drill-down's examples, of the rows the report counts, within EXAMPLES_TOTAL."""
-    examples, field = [], doc["metric"]["field"]
+def examples_of(doc: dict, run_dirs: dict):
+    """The drill-down's examples, of the rows the report counts, within EXAMPLES_TOTAL, streamed."""
+    left, field = EXAMPLES_TOTAL, doc["metric"]["field"]
     for row in doc["rows"]:
         path = Path(run_dirs.get(row["run_id"], "")) / RESULTS
+        if left <= 0:
+            return
         if row["run_id"] in run_dirs and path.is_file():
-            room = min(EXAMPLES_PER_RUN, EXAMPLES_TOTAL - len(examples))
-            if room <= 0:
-                break
-            examples.extend(run_examples(row["run_id"], str(path), field, room))
-    return examples
+            for example in run_examples(row["run_id"], str(path), field, min(EXAMPLES_PER_RUN, left)):
+                left -= 1
+                yield example
 
 
 # ---------------------------------------------------------------- drawing
@@ -258,7 +259,14 @@ def _models_by_task_html(table: Optional[dict]) -> str:
             + table_html(models_by_task_rows(table), ["model_id", *table["tasks"]], "models-by-task"))
 
 
-def render_html(doc: dict, examples: list) -> str:
+def render_html(doc: dict, examples) -> str:
+    """The whole page as one string (write_report_html streams the same parts to the file)."""
+    head, tail = page_parts(doc)
+    return head + ",".join(_json_block(e) for e in examples) + tail
+
+
+def page_parts(doc: dict) -> tuple:
+    """(everything before the examples' JSON array items, everything after them)."""
     parts = [f"<h1>Report: {_e(doc['root'])}</h1>", _header_html(doc["header"]),
              _models_by_task_html(doc.get("models_by_task")), plot_svg(doc)]
     if doc["rows"]:
@@ -287,17 +295,31 @@ def render_html(doc: dict, examples: list) -> str:
         "runs disagree</label> <span id=\"examples-count\"></span></div>"
         "<table class=\"examples\"><thead><tr><th>run</th><th>id</th><th>prompt</th><th>answer</th>"
         "<th>reference</th><th>reward</th></tr></thead><tbody id=\"examples-body\"></tbody></table>")
-    data = _json_block({"examples": examples, "compare": compare})
+    head = _json_block({"compare": compare})[:-1] + ',"examples":['
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
             "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">"
             f"<title>Report: {_e(doc['root'])}</title><style>{STYLE}</style></head><body>"
             + "".join(parts)
-            + f'<script type="application/json" id="report-data">{data}</script><script>{SCRIPT}</script>'
-            + "</body></html>\n")
+            + f'<script type="application/json" id="report-data">{head}'), \
+        f']}}</script><script>{SCRIPT}</script></body></html>\n'
 
 
 def write_report_html(doc: dict, run_dirs: dict, path) -> Path:
+    """Write report.html through a temporary file and a rename, the examples streamed into it one
+    at a time: memory stays flat whatever the size of the results files."""
     path = Path(path)
-    write_atomic(path, render_html(doc, examples_of(doc, run_dirs)).encode())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head, tail = page_parts(doc)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with open(partial, "w", encoding="utf-8", errors="surrogateescape") as out:
+            out.write(head)
+            for index, example in enumerate(examples_of(doc, run_dirs)):
+                out.write(("," if index else "") + _json_block(example))
+            out.write(tail)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     return path

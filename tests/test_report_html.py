@@ -1,0 +1,127 @@
+"""report.html in a real headless browser (Debian's chromium, driven by playwright): what a person
+sees: the tables, the plot, the drill-down after a filter, a hostile answer shown as text, and no
+console error or network request."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ops_argv
+from test_validate import record_submission
+
+from ops_tasks.operations.report_html import _json_block
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+HOSTILE = '</script><script>alert(1)</script><b id="injected">bold</b><img src="http://127.0.0.1:9/x.png">'
+
+sync_api = pytest.importorskip("playwright.sync_api")  # the test extra; in CI a skip fails (conftest)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not shutil.which(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: make system-deps installs it")
+        pytest.skip(f"{CHROMIUM} is missing")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield launched
+        launched.close()
+
+
+def open_page(browser, path):
+    """The page, with every console error and every request that is not the file itself recorded."""
+    page = browser.new_page()
+    seen = {"errors": [], "requests": [], "dialogs": []}
+    page.on("console", lambda m: m.type == "error" and seen["errors"].append(m.text))
+    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+    page.on("request", lambda r: r.url != path.as_uri() and seen["requests"].append(r.url))
+    page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
+    page.goto(path.as_uri())
+    return page, seen
+
+
+def make_run(root, run_id, model, rewards, answers=None):
+    run = root / run_id
+    run.mkdir(parents=True)
+    for name, text in (("command.sh", "true\n"), ("stdout.log", "")):
+        (run / name).write_text(text)
+    (run / "run_metadata.json").write_text(json.dumps({"run_id": run_id, "model_id": model, "env_id": "arith"}))
+    (run / "summary.json").write_text(json.dumps({"ok": True, "avg_reward": sum(rewards) / len(rewards)}))
+    (run / "results.jsonl").write_text("".join(
+        json.dumps({"id": f"q{i}", "question": f"What is {i} + {i}?",
+                    "response": (answers or {}).get(i, str(2 * i)), "answer": str(2 * i), "reward": r}) + "\n"
+        for i, r in enumerate(rewards)))
+
+
+@pytest.fixture(scope="module")
+def report_html(tmp_path_factory):
+    """One report of three runs (one with a hostile answer), compared A vs B, as `ops report` writes it."""
+    project = tmp_path_factory.mktemp("html") / "project"
+    root = project / "artifacts" / "pod_logs"
+    root.mkdir(parents=True)
+    make_run(root, "run-a", "Qwen/Qwen3-4B", [1, 0, 1, 1], answers={1: HOSTILE})
+    make_run(root, "run-b", "Qwen/Qwen3-32B", [1, 1, 1, 0])
+    make_run(root, "run-c", "Qwen/Qwen3-0.6B", [0, 0, 1, 0])
+    record_submission(project, "sub-1", ["run-a", "run-b", "run-c"], 100.0)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
+    proc = subprocess.run([*ops_argv(), "report", "--compare", "run-a,run-b", "--group-by", "model_id", "--json"],
+                          cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return project / "artifacts" / "report.html"
+
+
+def test_the_json_block_cannot_be_closed_from_inside():
+    text = _json_block({"answer": HOSTILE + "\u2028&"})
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert json.loads(text) == {"answer": HOSTILE + "\u2028&"}
+
+
+def test_the_report_shows_its_tables_plot_and_header(browser, report_html):
+    page, seen = open_page(browser, report_html)
+
+    assert page.title().startswith("Report: ")
+    header = page.inner_text("ul.header")
+    assert "submission sub-1" in header and "Qwen/Qwen3-0.6B, Qwen/Qwen3-4B, Qwen/Qwen3-32B" in header
+    groups = page.locator("table.groups tbody tr")
+    assert [groups.nth(i).locator("td").first.inner_text() for i in range(groups.count())] == [
+        "Qwen/Qwen3-0.6B", "Qwen/Qwen3-4B", "Qwen/Qwen3-32B"]
+    assert page.locator("table.runs tbody tr", has_text="run-a").locator("td", has_text="0.7500").count() >= 1
+    assert page.locator("svg rect.bar").count() == 3 and page.locator("svg line.ci").count() == 9
+    assert "run-b better than" in page.inner_text("body") or "no detectable difference" in page.inner_text("body")
+    assert seen == {"errors": [], "requests": [], "dialogs": []}
+
+
+def test_the_drill_down_filters_by_run_outcome_and_disagreement(browser, report_html):
+    page, seen = open_page(browser, report_html)
+    rows = page.locator("#examples-body tr.example")
+    assert rows.count() == 12
+
+    page.select_option("#filter-run", "run-c")
+    page.select_option("#filter-outcome", "correct")
+    assert rows.count() == 1
+    assert [rows.first.locator("td").nth(i).inner_text() for i in (0, 1, 2, 5)] == ["run-c", "q2", "What is 2 + 2?", "1"]
+
+    page.select_option("#filter-run", "")
+    page.select_option("#filter-outcome", "")
+    page.check("#filter-disagree")  # run-a and run-b disagree on q1 and q3
+    assert sorted(rows.nth(i).locator("td").nth(1).inner_text() for i in range(rows.count())) == ["q1", "q1", "q3", "q3"]
+    assert page.inner_text("#examples-count") == "4 examples"
+    assert seen == {"errors": [], "requests": [], "dialogs": []}
+
+
+def test_a_hostile_answer_shows_as_text(browser, report_html):
+    page, seen = open_page(browser, report_html)
+    page.select_option("#filter-run", "run-a")
+    page.select_option("#filter-outcome", "incorrect")
+
+    rows = page.locator("#examples-body tr.example")
+    assert rows.count() == 1 and rows.first.locator("td").nth(3).inner_text() == HOSTILE
+    assert page.locator("#injected").count() == 0 and page.locator("img").count() == 0
+    assert page.locator("script").count() == 2  # the data block and the page's own script
+    assert seen == {"errors": [], "requests": [], "dialogs": []}
