@@ -1,5 +1,6 @@
 """What the laptop keeps, in one place: submission manifests, fetch records, the last pod.ls
-listing, and where fetched run directories and reports land.
+listing, the fleets pod.up named and the ledgers of fleet submissions, and where fetched run
+directories and reports land.
 
 Records are keyed by a host's stable identity (`host_id`: settings.host_identity, e.g.
 root@203.0.113.7:2222), not by the string the user typed: an ssh-config alias and the
@@ -8,6 +9,7 @@ user@host:port it leads to find the same records. Each record also keeps what wa
 (manifests) or on their `destination` (fetch records). Every write is atomic.
 """
 
+import fcntl
 import json
 import os
 import time
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import defaults
-from .errors import OpsError
+from .errors import ConfigError, OpsError
 from .files import write_atomic
 from .names import RUN_ID
 from .settings import host_identity
@@ -153,3 +155,238 @@ def listed_executor(listing: Optional[dict], selector: str) -> Optional[dict]:
         index = int(selector)
         return rows[index - 1] if 1 <= index <= len(rows) else None
     return next((r for r in rows if selector in (r.get("id"), r.get("huid"))), None)
+
+
+# ---------------------------------------------------------------- fleets pod.up rented
+
+FLEETS_DIR = "artifacts/fleets"  # one record per named set of pods (pod.up)
+
+
+def fleets_dir(project_dir) -> Path:
+    return Path(project_dir) / FLEETS_DIR
+
+
+def save_fleet(project_dir, name: str, aliases: list) -> Path:
+    """Remember the pods pod.up rented under one name, so that `--host NAME` means all of them."""
+    path = _file_in(fleets_dir(project_dir), name)
+    if path is None:
+        raise ConfigError(f"refusing to record a fleet named {name!r}: not a fleet name")
+    if not aliases or not all(isinstance(a, str) and a for a in aliases):
+        raise ConfigError(f"refusing to record fleet {name!r}: it needs a list of host aliases, got {aliases!r}")
+    _write_json(path, {"name": name, "aliases": list(aliases), "saved_at": time.time()})
+    return path
+
+
+def load_fleet(project_dir, name: str) -> Optional[list]:
+    """The aliases recorded for a fleet name, or None when no fleet of that name was recorded.
+    A record that is there but damaged is named, never taken for a missing one."""
+    path = _file_in(fleets_dir(project_dir), name)
+    if path is None or not path.exists():
+        return None
+    aliases = (_read_json(path) or {}).get("aliases")
+    if not isinstance(aliases, list) or not aliases or not all(isinstance(a, str) and a for a in aliases):
+        raise ConfigError(f"{path}: damaged fleet record (aliases must be a list of host names); "
+                          f"remove it or record the fleet again with pod.up")
+    return aliases
+
+
+# ---------------------------------------------------------------- the ledger of a fleet submission
+
+LEDGERS_DIR = "artifacts/ledgers"  # one append-only log per fleet submission
+FINISHED_STATES = ("succeeded", "failed", "timeout", "stalled", "cancelled", "lost")
+
+
+def ledgers_dir(project_dir) -> Path:
+    return Path(project_dir) / LEDGERS_DIR
+
+
+class Ledger:
+    """Which run of one fleet submission is on which pod, in which attempt (docs/ARCHITECTURE.md,
+    "Fleets").
+
+    An append-only JSON-lines log, one event a line, replayed on load: an event is one write()
+    followed by fsync, so a crash (or a kill) mid-write can only leave a torn last line, which the
+    replay skips and the next append cuts off. Pods are keyed by host identity (`host_id`); each
+    run's attempts are numbered 1, 2, ... across the fleet (a rebalancing move is not an attempt:
+    the run never started on the pod it left)."""
+
+    def __init__(self, project_dir, submission_id: str):
+        path = _file_in(ledgers_dir(project_dir), submission_id)
+        if path is None:
+            raise ConfigError(f"not a submission id: {submission_id!r}")
+        self.path = path.with_suffix(".jsonl")
+        self.submission_id = submission_id
+        self.runs: dict = {}  # run_id -> [attempt dicts], oldest first
+        self.lost_pods: set = set()
+        for event in self._read_events():
+            self._apply(event)
+
+    # -- writing
+
+    def place(self, run_id: str, host_id: str, host: str) -> int:
+        """A new attempt of run_id on a pod; its attempt number."""
+        attempt = len(self.runs.get(run_id, [])) + 1
+        self._append({"event": "placed", "run_id": run_id, "host_id": host_id, "host": host, "attempt": attempt})
+        return attempt
+
+    def move(self, run_id: str, to_host_id: str, to_host: str) -> None:
+        """A queued run withdrawn from its pod and queued on another: the same attempt, elsewhere."""
+        current = self.current(run_id)
+        if current is None:
+            raise OpsError(f"ledger {self.submission_id}: cannot move {run_id}: it was never placed")
+        self._append({"event": "moved", "run_id": run_id, "from": current["host_id"], "host_id": to_host_id,
+                      "host": to_host, "attempt": current["attempt"]})
+
+    def record_state(self, run_id: str, host_id: str, state: str) -> None:
+        """What a pod said of its attempt of run_id (a pod that came back keeps its attempt)."""
+        if self._attempt_on(run_id, host_id) is None:
+            raise OpsError(f"ledger {self.submission_id}: {run_id} has no attempt on {host_id}")
+        self._append({"event": "state", "run_id": run_id, "host_id": host_id, "state": state})
+
+    def mark_lost(self, host_id: str) -> list:
+        """A pod unreachable too long: recorded; the run ids whose current attempt it held unfinished
+        (to place again as new attempts)."""
+        self._append({"event": "lost", "host_id": host_id})
+        return self.unfinished_on(host_id)
+
+    # -- reading
+
+    def current(self, run_id: str) -> Optional[dict]:
+        attempts = self.runs.get(run_id)
+        return dict(attempts[-1]) if attempts else None
+
+    def winning(self, run_id: str) -> Optional[dict]:
+        """The attempt that counts, once: the latest that succeeded, else the latest."""
+        attempts = self.runs.get(run_id) or []
+        succeeded = [a for a in attempts if a.get("state") == "succeeded"]
+        chosen = (succeeded or attempts or [None])[-1]
+        return dict(chosen) if chosen else None
+
+    def runs_on(self, host_id: str) -> list:
+        """Run ids whose current attempt is on this pod, in placement order."""
+        return [r for r, attempts in self.runs.items() if attempts[-1]["host_id"] == host_id]
+
+    def unfinished_on(self, host_id: str) -> list:
+        return [r for r in self.runs_on(host_id) if self.runs[r][-1].get("state") not in FINISHED_STATES]
+
+    def as_dict(self) -> dict:
+        return {"submission_id": self.submission_id, "lost_pods": sorted(self.lost_pods),
+                "runs": {r: [dict(a) for a in attempts] for r, attempts in self.runs.items()}}
+
+    # -- rebuilding from the pods
+
+    def rebuild(self, manifests: list) -> "Ledger":
+        """The ledger again from the pods' own manifests of this submission: each item
+        {"host_id", "host", "manifest": the pod's manifest, "states": {run_id: state}}. A pod's
+        attempts are ordered by when it was submitted to; what a pod sent is checked (a manifest
+        of another submission, a run id that is not one, are left out). The log is rewritten whole."""
+        entries = []
+        for item in manifests:
+            manifest = item.get("manifest")
+            if not isinstance(manifest, dict) or manifest.get("submission_id") != self.submission_id:
+                continue
+            submitted_at = manifest.get("submitted_at")
+            order = submitted_at if isinstance(submitted_at, (int, float)) and not isinstance(submitted_at, bool) else 0
+            entries.append((order, item, _manifest_run_ids(manifest)))
+        events = []
+        attempts: dict = {}
+        for _, item, run_ids in sorted(entries, key=lambda e: e[0]):
+            states = item.get("states") if isinstance(item.get("states"), dict) else {}
+            for run_id in run_ids:
+                attempts[run_id] = attempts.get(run_id, 0) + 1
+                events.append({"event": "placed", "run_id": run_id, "host_id": item["host_id"],
+                               "host": item.get("host") or item["host_id"], "attempt": attempts[run_id]})
+                if isinstance(states.get(run_id), str):
+                    events.append({"event": "state", "run_id": run_id, "host_id": item["host_id"],
+                                   "state": states[run_id]})
+        write_atomic(self.path, "".join(_event_line(e) for e in events), sync=True)
+        self.runs, self.lost_pods = {}, set()
+        for event in events:
+            self._apply(event)
+        return self
+
+    # -- the log
+
+    def _attempt_on(self, run_id: str, host_id: str) -> Optional[dict]:
+        return next((a for a in reversed(self.runs.get(run_id) or []) if a["host_id"] == host_id), None)
+
+    def _apply(self, event: dict) -> None:
+        kind, run_id, host_id = event.get("event"), event.get("run_id"), event.get("host_id")
+        if kind == "lost" and isinstance(host_id, str):
+            self.lost_pods.add(host_id)
+            return
+        if not isinstance(run_id, str) or not isinstance(host_id, str):
+            return  # not an event of ours: skipped, as a torn line is
+        if kind == "placed":
+            self.runs.setdefault(run_id, []).append(
+                {"attempt": event.get("attempt"), "host_id": host_id, "host": event.get("host"), "state": None})
+        elif kind == "moved" and self.runs.get(run_id):
+            self.runs[run_id][-1].update(host_id=host_id, host=event.get("host"), moved_from=event.get("from"))
+        elif kind == "state":
+            attempt = self._attempt_on(run_id, host_id)
+            if attempt is not None:
+                attempt["state"] = event.get("state")
+
+    def _read_events(self):
+        try:
+            text = self.path.read_text(errors="replace")
+        except FileNotFoundError:
+            return []
+        events = []
+        for line in text.splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue  # a torn last line (a crash mid-write)
+            if isinstance(event, dict):
+                events.append(event)
+        return events
+
+    def _append(self, event: dict) -> None:
+        event = {**event, "at": time.time()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # another `ops` appending at once waits its turn
+            _cut_torn_tail(fd)
+            os.write(fd, _event_line(event).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._apply(event)
+
+
+def _event_line(event: dict) -> str:
+    return json.dumps(event, sort_keys=True) + "\n"
+
+
+def _cut_torn_tail(fd: int) -> None:
+    """A log whose last line has no newline was cut mid-write: drop that partial line, so that the
+    next event starts a line of its own instead of being glued to it."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    chunk = 65536
+    end = size
+    while end > 0:
+        start = max(0, end - chunk)
+        at = os.pread(fd, end - start, start).rfind(b"\n")
+        if at >= 0:
+            os.ftruncate(fd, start + at + 1)
+            return
+        end = start
+    os.ftruncate(fd, 0)
+
+
+def _manifest_run_ids(manifest: dict) -> list:
+    """The run ids a pod's manifest says it holds (queued, or there already): checked, in order."""
+    runs = manifest.get("runs")
+    if not isinstance(runs, list):
+        return []
+    refused = {r.get("run_id") for r in manifest.get("refused") or [] if isinstance(r, dict)}
+    found = []
+    for run in runs:
+        run_id = run.get("run_id") if isinstance(run, dict) else None
+        if isinstance(run_id, str) and RUN_ID.match(run_id) and run_id not in refused and run_id not in found:
+            found.append(run_id)
+    return found

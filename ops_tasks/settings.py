@@ -20,6 +20,7 @@ import yaml
 
 from . import defaults
 from .errors import ConfigError
+from .names import POD_NAME
 
 LOCAL = "local"
 LOCAL_POD_DIR = ".local-pod"
@@ -67,7 +68,10 @@ VLLM_PROFILE_RANGES = {
     "gpu_memory_utilization": (0, 1, True),
     "max_model_len": (1, math.inf, False),
 }
-OPS_SCHEMA = {"default_host": (str,), "profiles": (dict,)}
+OPS_SCHEMA = {"default_host": (str,), "profiles": (dict,), "fleets": (dict,)}
+# ops.fleets.NAME: a list of hosts (profiles, aliases, user@host:port) named as one (ops_tasks/fleet.py);
+# named like the pods pod.up rents, whose sets it records as fleets.
+FLEET_NAME = POD_NAME
 _TYPE_NAMES = {str: "a string", bool: "true or false", int: "a number", float: "a number", dict: "a mapping",
                list: "a list"}
 # artifacts.archive globs: a file-name pattern, nothing a shell could read as more.
@@ -193,7 +197,24 @@ def check_ops_config(ops, source: str = "invoke.yaml") -> dict:
             path = profile.get(key)
             if path is not None and name != LOCAL and not path.startswith("/"):
                 raise ConfigError(f"{source}: {where}.{key} must be an absolute path, got {path!r}")
+    _check_fleets(ops.get("fleets") or {}, ops.get("profiles") or {}, source)
     return ops
+
+
+def _check_fleets(fleets: dict, profiles: dict, source: str) -> None:
+    """Each fleet a non-empty list of host names; a fleet name is never also a profile's."""
+    for name, hosts in fleets.items():
+        where = f"ops.fleets.{name}"
+        if not isinstance(name, str) or not FLEET_NAME.match(name):
+            raise ConfigError(f"{source}: {where}: not a fleet name (letters, digits, '.', '_', '-')")
+        if name in profiles or name == LOCAL:
+            raise ConfigError(f"{source}: {where}: {name!r} is also a profile; give the fleet another name")
+        if not isinstance(hosts, list) or not hosts:
+            raise ConfigError(f"{source}: {where} must be a non-empty list of host names, got {hosts!r}")
+        for index, host in enumerate(hosts):
+            if not isinstance(host, str) or not host or "," in host:
+                raise ConfigError(f"{source}: {where}[{index}] must be a host name (a profile, an SSH alias "
+                                  f"or user@host:port), got {host!r}")
 
 
 # ---------------------------------------------------------------- destinations

@@ -1,0 +1,80 @@
+"""Benchmark: pod.status over a fleet of 8 pods against 1 pod, each pod 100 ms away.
+
+Real sshd pods on loopback, each behind a DelayProxy holding every chunk 50 ms each way (a
+100 ms round trip, a pod across the world). The measured operation is fleet.fan_out of the
+pod.status operation (the task's wiring comes later): connect, one round trip, judge, for every
+pod at once; each round starts with no pooled connection, as a fresh `ops` would. Prints the
+medians and their ratio (target: at most 1.5).
+
+    python bench/fleet.py [--rounds 10] [--pods 8]
+"""
+
+import argparse
+import contextlib
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+from harness import timed
+
+from ops_tasks import targets
+from ops_tasks.fleet import fan_out, resolve_hosts
+from ops_tasks.operations.pod import pod_status
+from ops_tasks.testing.delay_proxy import DelayProxy
+from ops_tasks.testing.pods import ClientHome, SshPod
+
+ONE_WAY_DELAY_S = 0.05
+
+
+@contextlib.contextmanager
+def far_pods(count: int):
+    """Yield (aliases, folder): count real pods, each reached through its own delaying proxy."""
+    with tempfile.TemporaryDirectory(prefix="ops-bench-fleet-") as tmp, contextlib.ExitStack() as stack:
+        client = ClientHome(Path(tmp) / "client")
+        os.environ.update(client.env())
+        aliases = []
+        for index in range(count):
+            pod = SshPod(Path(tmp) / f"pod{index}", f"far{index}", client.public_key).start()
+            stack.callback(pod.stop)
+            proxy = stack.enter_context(DelayProxy(pod.port, delay_s=ONE_WAY_DELAY_S))
+            client.add_alias(pod.name, SimpleNamespace(port=proxy.port, user=pod.user))
+            aliases.append(pod.name)
+        # Last in, first out: close the connections, then let the proxies see them end (an EOF is
+        # delayed too) before they stop: a proxy stopped with connections open logs their cancel.
+        stack.callback(time.sleep, 4 * ONE_WAY_DELAY_S + 0.3)
+        stack.callback(targets.close_all)
+        yield aliases, Path(tmp)
+
+
+def status_round(profiles) -> None:
+    targets.close_all()  # every round connects, as a new `ops pod.status` would
+    result = fan_out(profiles, pod_status)
+    assert result.ok, result.failed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10, help="measurements of each side (alternating)")
+    parser.add_argument("--pods", type=int, default=8, help="pods in the fleet")
+    args = parser.parse_args()
+
+    with far_pods(args.pods) as (aliases, folder):
+        one = resolve_hosts({}, aliases[0], folder)
+        fleet = resolve_hosts({}, ",".join(aliases), folder)
+        status_round(fleet)  # warm up: known_hosts learns every key, imports
+        single, many = [], []
+        for _ in range(args.rounds):
+            single.append(timed(lambda: status_round(one)))
+            many.append(timed(lambda: status_round(fleet)))
+
+    one_ms, many_ms = (statistics.median(xs) * 1000 for xs in (single, many))
+    print(f"pod.status, 1 pod ({ONE_WAY_DELAY_S * 2000:.0f} ms away)   median {one_ms:7.1f} ms  ({args.rounds} rounds)")
+    print(f"pod.status, {args.pods} pods (fan_out)        median {many_ms:7.1f} ms")
+    print(f"ratio {args.pods} pods / 1 pod:                {many_ms / one_ms:.2f} (target <= 1.5)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""Several pods as one: naming a fleet, and running one operation on each of its pods at once
+(docs/ARCHITECTURE.md, "Fleets").
+
+A fleet is SSH fan-out from the laptop, Fabric's model (`fab -H a,b,c`): the same operation,
+one target per pod, in a bounded thread pool, each pod with its own deadline. One pod's failure
+is that pod's result; it never stops the others. A fleet of one is exactly a single host.
+"""
+
+from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from . import records
+from .errors import ConfigError, OpsError
+from .settings import check_ops_config, host_identity, resolve_profile
+from .targets import DryRunStop, target_for
+
+MAX_WORKERS = 32  # pods contacted at once: threads mostly wait on the network
+# A free GPU: at most this fraction of its memory in use (a CUDA context alone holds a few
+# hundred MiB, a loaded model gigabytes).
+FREE_GPU_MEMORY_FRACTION = 0.05
+
+
+# ---------------------------------------------------------------- naming a fleet
+
+
+def host_names(ops_config, spec: Optional[str], project_dir) -> list:
+    """The host names a --host value stands for: a comma list, an `ops.fleets.NAME` of
+    invoke.yaml, a fleet pod.up recorded, else itself (one host, or the default when None)."""
+    ops = check_ops_config(ops_config)
+    if spec is None or "," not in spec:
+        fleets = ops.get("fleets") or {}
+        if spec in fleets:
+            return list(fleets[spec])
+        recorded = records.load_fleet(project_dir, spec) if spec and spec not in (ops.get("profiles") or {}) else None
+        return list(recorded) if recorded else [spec]
+    names = [part.strip() for part in spec.split(",")]
+    if not all(names):
+        raise ConfigError(f"--host {spec!r}: an empty host name in the comma list")
+    return names
+
+
+def resolve_hosts(ops_config, spec: Optional[str], project_dir) -> list:
+    """The profiles of every host --host names, in the order given; ConfigError (exit 2, nothing
+    contacted) for an unknown host or one host named twice, however it was spelt."""
+    profiles = [resolve_profile(ops_config, name, project_dir) for name in host_names(ops_config, spec, project_dir)]
+    seen = {}
+    for profile in profiles:
+        identity = host_identity(profile)
+        if identity in seen:
+            raise ConfigError(f"--host {spec!r}: {seen[identity]} and {profile.name} are the same host "
+                              f"({identity}); name each pod once")
+        seen[identity] = profile.name
+    return profiles
+
+
+# ---------------------------------------------------------------- fanning out
+
+
+@dataclass
+class FleetResult:
+    """Each pod's result in host order: the operation's dict with `pod` (its name), or
+    {pod, ok: False, error, exit_code} when it raised an expected failure."""
+
+    pods: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(p.get("ok") is True for p in self.pods)
+
+    @property
+    def failed(self) -> list:
+        """The names of the pods whose result is not ok."""
+        return [p["pod"] for p in self.pods if p.get("ok") is not True]
+
+    @property
+    def exit_code(self) -> int:
+        """0 all ok; else the worst of the pods' (a configuration error is 2, anything else 1)."""
+        if self.ok:
+            return 0
+        return max(p.get("exit_code", 1) for p in self.pods if p.get("ok") is not True)
+
+    def as_dict(self) -> dict:
+        """The per-pod objects by pod name, with the verdict over them."""
+        return {"ok": self.ok, "failed": self.failed, "pods": {p["pod"]: p for p in self.pods}}
+
+
+def fan_out(profiles: list, operation: Callable, *, max_workers: int = MAX_WORKERS,
+            deadline_s: Optional[float] = None, dry_run: bool = False, invoke_config=None) -> FleetResult:
+    """operation(target) on every pod at once, at most max_workers at a time; each pod's round
+    trips end by deadline_s (its own clock, from when it starts). Expected failures (OpsError) stay
+    in that pod's result; anything else is a bug and is raised once every pod has finished."""
+    targets = [target_for(p, dry_run=dry_run, invoke_config=invoke_config) for p in profiles]
+    if not targets:
+        return FleetResult([])
+    pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(targets))), thread_name_prefix="fleet")
+    try:
+        futures = [pool.submit(_one_pod, target, operation, deadline_s) for target in targets]
+        wait(futures)
+    except BaseException:
+        # Ctrl-C: pods not started yet are not contacted; the connections in use are closed, so
+        # their round trips end now rather than at their deadlines.
+        pool.shutdown(wait=False, cancel_futures=True)
+        for target in targets:
+            target.close()
+        raise
+    pool.shutdown()
+    results = []
+    for future in futures:
+        error = future.exception()
+        if error is not None:
+            raise error
+        results.append(future.result())
+    return FleetResult(results)
+
+
+def _one_pod(target, operation: Callable, deadline_s: Optional[float]) -> dict:
+    name = target.profile.name
+    try:
+        with target.round_trip_budget(deadline_s):
+            result = operation(target)
+    except DryRunStop as stop:
+        return {"pod": name, "ok": True, "dry_run": True, "scripts": list(stop.target.scripts),
+                "commands": list(stop.target.commands), "notes": dict(stop.target.notes)}
+    except OpsError as exc:
+        return {"pod": name, "ok": False, "error": str(exc), "exit_code": exc.exit_code}
+    return {"pod": name, **result}
+
+
+# ---------------------------------------------------------------- merging
+
+
+def merged_rows(results: list, key: str) -> list:
+    """One table of every pod's rows (its result's `key` list, runs say), each with a `pod`
+    column first; a pod that failed has no rows (its error is in the pod table)."""
+    rows = []
+    for result in results:
+        pod_rows = result.get(key)
+        for row in pod_rows if isinstance(pod_rows, list) else []:
+            if isinstance(row, dict):
+                rows.append({"pod": result["pod"], **{k: v for k, v in row.items() if k != "pod"}})
+    return rows
+
+
+def gpu_is_free(gpu: dict) -> bool:
+    used, total = gpu.get("memory_used_mib"), gpu.get("memory_total_mib")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (used, total)) or total <= 0:
+        return False  # what cannot be judged is not counted as free
+    return used <= FREE_GPU_MEMORY_FRACTION * total
+
+
+def totals(results: list, runs_key: str = "runs") -> dict:
+    """The fleet at a glance: pods (up = answered), GPUs and free GPUs, runs by state."""
+    up = [r for r in results if "error" not in r and r.get("reachable") is not False]
+    gpus = [g for r in up for g in (r.get("gpus") if isinstance(r.get("gpus"), list) else []) if isinstance(g, dict)]
+    by_state: dict = {}
+    for row in merged_rows(up, runs_key):
+        state = row.get("state") if isinstance(row.get("state"), str) else "unknown"
+        by_state[state] = by_state.get(state, 0) + 1
+    return {"pods": len(results), "pods_up": len(up), "pods_not_ok": sum(r.get("ok") is not True for r in results),
+            "gpus": len(gpus), "gpus_free": sum(gpu_is_free(g) for g in gpus), "runs_by_state": by_state}
