@@ -133,3 +133,28 @@ def pytest_runtest_makereport(item, call):
 def pytest_make_collect_report(collector):
     outcome = yield
     _fail_skip_under_ci(outcome.get_result(), collector.nodeid)
+
+
+# One pod for a whole module (a module's tests then keep to their own outputs roots):
+#     client = module_client()
+#     pod = module_pod("rpod", gpus=1)
+def module_client():
+    @pytest.fixture(scope="module")
+    def client(tmp_path_factory):
+        """The module's laptop (conftest's `ops` runs with it)."""
+        return ClientHome(tmp_path_factory.mktemp("laptop") / "client-home")
+
+    return client
+
+
+def module_pod(alias: str, **options):
+    @pytest.fixture(scope="module")
+    def pod(tmp_path_factory, client):
+        """The module's one real sshd pod, reached as `alias`."""
+        started = SshPod(tmp_path_factory.mktemp(alias) / "pod", alias, client.public_key, **options).start()
+        client.add_alias(alias, started)
+        started.alias = alias
+        yield started
+        started.stop()
+
+    return pod

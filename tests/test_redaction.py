@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from conftest import needs_isolation
-from ops_tasks.testing.pods import ClientHome, SshPod, free_port
+from conftest import module_client, module_pod, needs_isolation
+from ops_tasks.testing.pods import free_port
 
 pytestmark = needs_isolation
 
@@ -27,18 +27,8 @@ LEAKY_COMMAND = ('echo "key=$OPS_REDACTION_API_KEY wandb=$WANDB_API_KEY"; '
 LEAKY_VLLM = '#!/bin/bash\necho "serving with api key $VLLM_API_KEY"\necho "fatal: $VLLM_API_KEY rejected" >&2\nexit 1\n'
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    return ClientHome(tmp_path_factory.mktemp("redaction") / "client-home")
-
-
-@pytest.fixture(scope="module")
-def pod(tmp_path_factory, client):
-    pod = SshPod(tmp_path_factory.mktemp("redaction") / "pod", "rpod", client.public_key, gpus=1).start()
-    client.add_alias("rpod", pod)
-    pod.alias = "rpod"
-    yield pod
-    pod.stop()
+client = module_client()
+pod = module_pod("rpod", gpus=1)
 
 
 @pytest.fixture

@@ -7,26 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_isolation
-from ops_tasks.testing.pods import ClientHome, SshPod
+from conftest import module_client, module_pod, needs_isolation
 
 pytestmark = needs_isolation
 
 SUMMARY_OK = "printf '{\"ok\": true}' > \"$OPS_RUN_DIR/summary.json\""
 
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    return ClientHome(tmp_path_factory.mktemp("limits") / "client-home")
-
-
-@pytest.fixture(scope="module")
-def pod(tmp_path_factory, client):
-    pod = SshPod(tmp_path_factory.mktemp("limits") / "pod", "lpod", client.public_key).start()
-    client.add_alias("lpod", pod)
-    pod.alias = "lpod"
-    yield pod
-    pod.stop()
+client = module_client()
+pod = module_pod("lpod")
 
 
 def run_all(ops, pod, project, outputs, runs) -> dict:
