@@ -86,9 +86,13 @@ class DelayProxy:
             client_writer.transport.abort()
             return
         self._writers.update((client_writer, pod_writer))
-        await asyncio.gather(self._pipe(client_reader, pod_writer), self._pipe(pod_reader, client_writer),
-                             return_exceptions=True)
-        self._writers.difference_update((client_writer, pod_writer))
+        try:
+            await asyncio.gather(self._pipe(client_reader, pod_writer), self._pipe(pod_reader, client_writer),
+                                 return_exceptions=True)
+        except asyncio.CancelledError:  # stop() with connections open: end quietly
+            pass
+        finally:
+            self._writers.difference_update((client_writer, pod_writer))
 
     async def _pipe(self, reader, writer):
         """Read chunks as they come; a second task writes each one delay_s after it was read."""
@@ -114,6 +118,6 @@ class DelayProxy:
                 if not chunk:
                     break
             await delivering
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, asyncio.CancelledError):
             delivering.cancel()
             writer.transport.abort()
