@@ -3,6 +3,7 @@
 import re
 import sys
 import time
+from typing import Optional
 
 from invoke import Collection
 from tabulate import tabulate
@@ -348,16 +349,18 @@ def list_(c, host=None, remote_outputs_dir=None):
     return report
 
 
-def _watch(target, selected: dict, interval: float) -> dict:
-    """Refresh the status (one round trip each time) until no run is queued or running; the
-    last report is the task's result. A terminal sees the table redrawn in place; a pipe or a
-    log gets a line only when something changed (a JSON document each under --json)."""
+def _watch(target, selected: dict, interval: float, deadline: Optional[float] = None) -> dict:
+    """Refresh the status (one round trip each time) until no run is queued or running (or no
+    supervisor is left to run them, or the deadline passed); the last report is the result.
+    A terminal sees the table redrawn in place; a pipe or a log gets a line only when
+    something changed (a JSON document each under --json)."""
     redraw = sys.stdout.isatty() and not json_requested()
     drawn, last = 0, None
     while True:
         report = runs_status(target, **selected)
-        over = not any(r["state"] in ACTIVE for r in report["runs"])
-        if over:
+        active = any(r["state"] in ACTIVE for r in report["runs"])
+        stuck = active and not report.get("supervisor_running", True)
+        if not active or stuck or (deadline is not None and time.monotonic() >= deadline):
             if drawn:
                 sys.stdout.write(f"\x1b[{drawn}F\x1b[J")  # the final table replaces the live one
             return report
@@ -417,10 +420,21 @@ def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, ti
     timeout_s = seconds_flag("--timeout", timeout, None)
     bar = ProgressBar()
     try:
+        if sys.stdout.isatty() and not json_requested():
+            # A person watching: the table redrawn in place, one round trip per refresh; the
+            # verdict (timeout, stuck, failed) is then the pod's wait's, which returns at once
+            # once the runs are over.
+            started = time.monotonic()
+            _watch(target, selected, WATCH_INTERVAL_S, None if timeout_s is None else started + timeout_s)
+            left = None if timeout_s is None else max(0.1, timeout_s - (time.monotonic() - started))
+            timeout_s = left
         with target.round_trip_budget(timeout_s):
-            return _all_cancelled(wait_runs(target, outputs_dir=selected["outputs_dir"],
-                                            submission_id=selected.get("submission_id"), run_ids=selected["run_ids"],
-                                            timeout_s=timeout_s, on_progress=bar))
+            report = _all_cancelled(wait_runs(target, outputs_dir=selected["outputs_dir"],
+                                              submission_id=selected.get("submission_id"), run_ids=selected["run_ids"],
+                                              timeout_s=timeout_s, on_progress=bar))
+        if report["outcome"] == "timeout" and timeout is not None:  # the whole wait's limit, not what was left
+            report["error"] = f"{target.profile.label}: runs still going after {float(timeout):.0f}s"
+        return report
     except LinkDown as lost:
         raise lost.with_hint(_wait_hint(target, selected.get("submission_id"), run_id and selected["run_ids"])) from None
     except KeyboardInterrupt as exc:

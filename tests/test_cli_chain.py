@@ -2,6 +2,7 @@
 the chain on one host, over real sshd pods."""
 
 import json
+import os
 import re
 import select
 import shutil
@@ -238,3 +239,33 @@ def test_dry_run_shows_the_script_and_one_line_for_lib_sh(ops):
     assert "# (lib.sh: the shared helpers" in short.stdout and "pod_status.sh" in short.stdout
     assert library not in short.stdout and library in full.stdout
     assert len(short.stdout.splitlines()) < len(full.stdout.splitlines()) - 40
+
+
+def test_wait_on_a_terminal_redraws_the_table_in_place(ops, project, pod, client):
+    import pty
+    (project / "c.json").write_text(json.dumps({"remote_repo": "/root", "runs": [
+        {"run_id": "t-a", "command": f"sleep 4; {WRITE_SUMMARY}"}]}))
+    ops("runs.submit", "--host", pod.alias, "--config", "c.json")
+    master, slave = pty.openpty()
+
+    proc = subprocess.Popen([*ops_argv(), "runs.wait", "--host", pod.alias, "--timeout", "60"], cwd=project,
+                            env=client.env(), stdout=slave, stderr=subprocess.DEVNULL)
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        assert ready, seen
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the terminal's other side closed: the task ended
+            break
+        if not chunk:
+            break
+        seen += chunk
+    proc.wait(timeout=30)
+    text = seen.decode(errors="replace")
+
+    assert proc.returncode == 0, text
+    assert "progress: 0/1 done (0 failed), 1 running, 0 queued: t-a" in text  # the live table
+    assert "\x1b[" in text and "F\x1b[J" in text  # redrawn in place
+    assert text.rstrip().splitlines()[-1].startswith("t-a ") and "succeeded" in text.splitlines()[-1]
