@@ -116,3 +116,11 @@ def test_a_servers_log_tail_is_masked_with_the_flag_secret(pod, secret_ops):
     assert as_json.returncode == 1 and "***" in json.dumps(as_json.json), as_json.stdout
     assert secret_ops(*argv, "--dry-run").returncode == 0
     assert secret_ops(*argv, "--dry-run", "--json").returncode == 0
+
+
+def test_a_secret_that_holds_another_is_masked_whole(pod, ops):
+    short, long = "s3cr", "s3cr-and-much-more-P9"  # the short one is the long one's start
+    result = ops("runs.logs", "--host", pod.alias, "--run-id", f"{long}/x",
+                 env={"A_SHORT_TOKEN": short, "B_LONG_TOKEN": long})
+    assert result.returncode == 2
+    assert "***/x" in result.stderr and "and-much-more" not in result.stderr, result.stderr
