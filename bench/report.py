@@ -7,7 +7,9 @@ discarded stdout) and, as the baseline, a loop that only opens and json.loads ev
 Each measurement runs in a fresh child process (imports first, then the timed call), so that its
 peak RSS growth is its own. Prints both wall times, their ratio, and the report's peak RSS growth
 (target in issue 5: under 3 s for 10,000 runs, memory flat); then 1,000 runs whose results files
-are 20x longer against the same runs with short ones: memory does not grow with file size.
+are 20x longer against the same runs with short ones: memory does not grow with file size. Last,
+report.html of 1,000 runs x 100 examples opened in headless chromium (playwright): its first
+paint from the browser's performance timing (target: under 2 s), against loading the bare file.
 
     python bench/report.py [--runs 10000]
 """
@@ -74,6 +76,43 @@ def report(root: Path, out_dir: Path) -> dict:
     return doc
 
 
+CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def first_paint_ms(paths: list) -> list:
+    """Each file's first contentful paint (ms after navigation start) in one headless chromium."""
+    from playwright.sync_api import sync_playwright
+
+    painted = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            for path in paths:
+                page = browser.new_page()
+                page.goto(Path(path).as_uri(), wait_until="load")
+                painted.append(page.evaluate(
+                    "() => new Promise(done => requestAnimationFrame(() => setTimeout(() => done("
+                    "performance.getEntriesByType('paint').find(e => e.name === 'first-contentful-paint')"
+                    ".startTime), 0)))"))
+                page.close()
+        finally:
+            browser.close()
+    return painted
+
+
+def html_figures(tmp: Path, rounds: int) -> dict:
+    root, out_dir = tmp / "html_runs", tmp / "html_out"
+    make_runs(root, 1000, 100, results_every=1)
+    report(root, out_dir)
+    html = out_dir / "report.html"
+    bare = tmp / "bare.html"
+    bare.write_text("<!DOCTYPE html><title>bare</title><p>nothing</p>")
+    paints = [first_paint_ms([html, bare]) for _ in range(rounds)]
+    return {"bytes": html.stat().st_size, "report_ms": min(p[0] for p in paints),
+            "bare_ms": min(p[1] for p in paints)}
+
+
 def timed(action):
     started = time.perf_counter()
     value = action()
@@ -125,6 +164,7 @@ def main():
         make_runs(small, 1000, args.examples, results_every=1)
         make_runs(large, 1000, args.examples * 20, results_every=1)
         small_r, large_r = child("report", small, out_dir), child("report", large, out_dir)
+        html = html_figures(Path(tmp), args.rounds)
 
     base_s, ours_s = min(r["seconds"] for r in base), min(r["seconds"] for r in ours)
     rss = min(r["rss_growth_mib"] for r in ours)
@@ -136,6 +176,9 @@ def main():
           f"RSS growth {small_r['rss_growth_mib']:.1f} MiB")
     print(f"1,000 runs with results.jsonl of {args.examples * 20} lines: {large_r['seconds']:.2f} s, "
           f"RSS growth {large_r['rss_growth_mib']:.1f} MiB  (flat: streamed)")
+    print(f"report.html of 1,000 runs x 100 examples ({html['bytes'] / 2 ** 20:.1f} MiB): first paint "
+          f"{html['report_ms']:.0f} ms in headless chromium (target < 2,000 ms); a bare page {html['bare_ms']:.0f} ms, "
+          f"ratio {html['report_ms'] / max(html['bare_ms'], 1):.1f}")
 
 
 if __name__ == "__main__":
