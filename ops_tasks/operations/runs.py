@@ -14,7 +14,8 @@ from functools import lru_cache
 from typing import Callable, Optional
 
 from ..errors import ConfigError, HostError
-from ..run_states import COUNTS_AS_FAILURE, STATES, state_class
+from ..run_states import COUNTS_AS_FAILURE, STATES
+from ..verdicts import UNKNOWN, run_verdict
 from ..scripts import parse_document, render_script, scripts_dir
 from ..streams import LineBuffer
 
@@ -53,7 +54,8 @@ def _checked_runs(runs) -> list:
         if not isinstance(run, dict) or not isinstance(run.get("run_id"), str):
             continue
         state = run.get("state")
-        if state not in ("missing", "unknown") and state_class(state) == "unknown":
+        # Classified as validate and report classify (verdicts.py): a state the table lacks is unknown.
+        if state not in ("missing", "unknown") and run_verdict({"state": state}, None).state == UNKNOWN:
             run = dict(run, state="unknown", error=f"the pod sent the state {state!r}")
         checked.append(run)
     return checked

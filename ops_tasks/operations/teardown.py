@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..records import fetched_from, load_fetch_record
-from ..run_states import ACTIVE
+from ..verdicts import is_unfinished, run_verdict
 from ..settings import host_identity
 from .artifacts import list_remote
 from .runs import runs_status
@@ -56,7 +56,7 @@ def teardown_check(target, *, outputs_dir: str, records_dir: Path) -> dict:
     host_id = host_identity(target.profile)
     active, unfetched = [], []
     for run in status["runs"]:
-        if run["state"] in ACTIVE:
+        if is_unfinished(run_verdict(run, None)):  # one judgement of a run: verdicts.py
             active.append({"run_id": run["run_id"], "state": run["state"], "run_dir": run["run_dir"]})
             continue
         reason = unfetched_reason(run, records[run["run_id"]], target.profile.destination,
