@@ -2,8 +2,10 @@
 against plain `rsync -a` of the same directory over the system ssh, in the same process.
 
 Both sides fetch into fresh local folders each round (a full copy), then both re-fetch with
-nothing changed (rsync's quick check only); who goes first alternates between rounds. Printed: medians and ratios (targets: full fetch at
-most 1.15 x rsync, no-change re-fetch at most 1.5 x rsync's).
+nothing changed (rsync's quick check only); who goes first alternates between rounds. A third side,
+plain rsync with the fetch's safety flags (no devices or specials, safe links, --delete, its log of
+what it skipped), shows what that strictness costs by itself. Printed: medians and ratios (targets:
+full fetch at most 1.15 x rsync, no-change re-fetch at most 1.5 x rsync's).
 
     python bench/fetch.py [--rounds 5] [--megabytes 400] [--files 2000]
 """
@@ -45,12 +47,16 @@ def main():
                f"&& for i in $(seq 1 {args.files}); do cp seed f$i.bin; printf $i >> f$i.bin; done && rm seed")
         ssh = " ".join(client.ssh_argv(ALIAS)[:-1])
         rsync = ["rsync", "-a", "-e", ssh, f"{ALIAS}:{OUTPUTS}/bigrun"]
-        full = {"ops": [], "rsync": []}
-        again = {"ops": [], "rsync": []}
+        strict = rsync[:2] + ["--no-devices", "--no-specials", "--safe-links", "--delete", "--info=name1",
+                              "--log-file-format=", f"--log-file={folder}/strict.log"] + rsync[2:]
+        full = {"ops": [], "rsync": [], "strict": []}
+        again = {"ops": [], "rsync": [], "strict": []}
         for round_ in range(args.rounds):
-            ours, theirs = folder / f"ours{round_}", folder / f"theirs{round_}"
+            ours, theirs, strictly = folder / f"ours{round_}", folder / f"theirs{round_}", folder / f"strict{round_}"
             theirs.mkdir()
+            strictly.mkdir()
             sides = [("rsync", lambda: subprocess.run(rsync + [f"{theirs}/"], check=True)),
+                     ("strict", lambda: subprocess.run(strict + [f"{strictly}/"], check=True, stdout=subprocess.DEVNULL)),
                      ("ops", lambda: fetch(ours))]
             if round_ % 2:  # alternate who goes first: the pod's page cache favours the second
                 sides.reverse()
@@ -58,8 +64,8 @@ def main():
                 full[name].append(timed(action))
             for name, action in sides:
                 again[name].append(timed(action))
-            shutil.rmtree(ours)
-            shutil.rmtree(theirs)
+            for side in (ours, theirs, strictly):
+                shutil.rmtree(side)
 
     def med(xs):
         return statistics.median(xs) * 1000
@@ -69,6 +75,8 @@ def main():
           f"ratio {med(full['ops']) / med(full['rsync']):.2f} (target <= 1.15)")
     print(f"no-change fetch: rsync -a {med(again['rsync']):7.1f} ms   artifacts.fetch {med(again['ops']):8.1f} ms   "
           f"ratio {med(again['ops']) / med(again['rsync']):.2f} (target <= 1.5)")
+    print(f"the safety flags alone: full {med(full['strict']) / med(full['rsync']):.2f} x rsync -a, "
+          f"no-change {med(again['strict']) / med(again['rsync']):.2f} x")
 
 
 if __name__ == "__main__":
