@@ -1,4 +1,5 @@
-"""Under CI=true a skipped test fails with its reason; elsewhere it stays a skip (tests/conftest.py)."""
+"""Rules the suite keeps about itself: under CI=true a skipped test fails with its reason
+(elsewhere it stays a skip; the hook is in tests/conftest.py)."""
 
 import os
 import subprocess
@@ -72,3 +73,4 @@ def test_outside_ci_a_skip_stays_a_skip(tmp_path, ci):
     assert "1 passed, 2 skipped, 1 xfailed" in result.stdout.splitlines()[-1], result.stdout
     module = run_pytest(tmp_path, ci, SKIPPING_MODULE)
     assert module.returncode == 5 and "1 skipped" in module.stdout, module.stdout  # 5: no test ran
+
