@@ -1,0 +1,480 @@
+"""Does the suite catch real bugs? Plants each bug of a fixed list, one at a time, in a copy of
+the checkout, runs the tests named for it, and reports the share caught per area.
+
+    .venv/bin/python bench/mutants.py              # every mutation (`make mutants`)
+    .venv/bin/python bench/mutants.py --only runs-  # the mutations whose id starts so
+    .venv/bin/python bench/mutants.py --list        # the list, nothing run
+    .venv/bin/python bench/mutants.py --head        # on the last commit, not the working tree
+
+A mutation is {id, area, file, original, mutated, tests}: `original` must occur exactly once in
+`file` as the working tree has it, or the runner stops at once (the list is kept in step with
+the code, never silently skipped). The copy is the checkout's tracked and untracked-but-not-
+ignored files as they are now (--head: the last commit, when others' edits are half done);
+the tests run with this project's venv Python, the copy first on
+PYTHONPATH (so `ops`, `inv` and every subprocess import the mutated package) and as the working
+directory. A mutation is caught when its tests fail; it survived when they pass. Before the
+mutations, the same tests run once on the unmutated copy: a test that fails there would count
+a mutation as caught for nothing, so the runner stops and names it (--no-baseline skips this).
+Exit 1 when less than --target (90%) is caught.
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+VENV_PYTHON = CHECKOUT / ".venv" / "bin" / "python"
+# Generous: each mutation names a few tests; a mutation that hangs them is stopped here and counted
+# as caught (the per-test timeout of pytest-timeout would fail them anyway).
+MUTATION_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class Mutation:
+    id: str
+    area: str
+    file: str
+    original: str
+    mutated: str
+    tests: tuple
+    why: str = ""
+
+
+def _m(id, area, file, original, mutated, tests, why=""):
+    return Mutation(id, area, file, original, mutated, tuple(tests), why)
+
+
+# ---------------------------------------------------------------- the planted bugs
+
+RUNS = "remote_scripts/ops_runs.py"
+STATS = "ops_tasks/operations/stats.py"
+REPORT = "ops_tasks/operations/report.py"
+T_FAULTS = "tests/test_faults_runs.py::"
+T_VERDICTS = T_FAULTS + "test_verdicts_a_careless_supervisor_gets_wrong"
+T_GROUP_KILL = T_FAULTS + "test_a_timeout_or_stall_kills_the_whole_process_group"
+VALIDATE = "ops_tasks/operations/validate.py"
+VERDICTS = "ops_tasks/verdicts.py"
+T_VALIDATE = "tests/test_validate.py::"
+T_REDACTION = "tests/test_redaction.py::"
+T_HOST_KEYS = "tests/test_host_keys.py::"
+T_LIMITS = "tests/test_supervisor_limits.py::"
+T_OUTCOMES = "tests/test_runs.py::test_outcomes_each_get_their_state_class_and_a_complete_run_directory"
+
+MUTATIONS = [
+    # -- the supervisor (remote_scripts/ops_runs.py): verdicts, limits, retries, killing
+    _m("sup-nonzero-exit-with-ok-summary-succeeds", "supervisor", RUNS,
+       "            self.finish(running, code)",
+       "            summary = os.path.join(running.entry[\"run_dir\"], \"summary.json\")\n"
+       "            self.finish(running, 0 if os.path.exists(summary) else code)",
+       [T_VERDICTS], "a non-zero exit with an ok summary marked succeeded"),
+    _m("sup-timeout-from-last-output", "supervisor", RUNS,
+       "time.monotonic() - running.started_mono > entry[\"timeout\"]",
+       "time.monotonic() - running.last_output_mono > entry[\"timeout\"]",
+       [T_VERDICTS], "the wall-clock timeout measured from the last output"),
+    _m("sup-retries-off-by-one", "supervisor", RUNS,
+       "        if used >= retries or", "        if used > retries or",
+       [T_VERDICTS], "a failed run with no retries runs twice"),
+    _m("sup-group-kill-kills-the-leader-only", "supervisor", RUNS,
+       "        os.killpg(pgid, sig)\n    except (ProcessLookupError, PermissionError):",
+       "        os.kill(pgid, sig)\n    except (ProcessLookupError, PermissionError):",
+       [T_LIMITS + "test_a_timeout_stops_a_child_that_dropped_the_runs_environment", T_GROUP_KILL],
+       "a timeout, stall or a run's end signals the command's shell, not its process group"),
+    _m("sup-ok-must-be-a-boolean", "supervisor", RUNS,
+       "    if \"ok\" in summary and not isinstance(summary[\"ok\"], bool):",
+       "    if \"ok\" in summary and summary[\"ok\"] is None:",
+       [T_VERDICTS], "ok: 0 / \"false\" / 1 taken as success"),
+    _m("sup-stall-from-the-start", "supervisor", RUNS,
+       "time.monotonic() - running.last_output_mono > entry[\"stall_timeout\"]",
+       "time.monotonic() - running.started_mono > entry[\"stall_timeout\"]",
+       [T_LIMITS + "test_a_run_that_keeps_printing_outlives_its_stall_timeout"],
+       "a run that keeps printing is stalled once stall_timeout has passed since its start"),
+    _m("sup-missing-summary-not-written", "supervisor", RUNS,
+       "    if os.path.exists(path):\n        return\n    write_json(path, {",
+       "    if True:\n        return\n    write_json(path, {",
+       ["tests/test_runs_units.py", T_OUTCOMES], "a run that wrote no summary.json is left without one"),
+    _m("sup-oom-exit-137-not-classed", "supervisor", RUNS,
+       "    if exit_code == 137:\n        return \"oom\"",
+       "    if exit_code == -137:\n        return \"oom\"",
+       ["tests/test_runs_units.py"], "exit 137 (the OOM killer) is no longer classed oom"),
+    _m("sup-run-id-with-a-slash", "supervisor", RUNS,
+       "RUN_ID = re.compile(r\"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$\")  # names.RUN_ID on the laptop",
+       "RUN_ID = re.compile(r\"^[A-Za-z0-9./][A-Za-z0-9./_-]{0,127}$\")  # names.RUN_ID on the laptop",
+       ["tests/test_faults_runs.py::test_the_pod_refuses_a_run_outside_its_outputs_root_whatever_the_laptop_sent",
+        "tests/test_runs_units.py"],
+       "the pod accepts run ids with '/' (path traversal on the volume)"),
+
+    # -- ids and paths on the laptop
+    _m("ids-run-id-with-a-slash", "ids", "ops_tasks/names.py",
+       "RUN_ID = re.compile(r\"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$\")",
+       "RUN_ID = re.compile(r\"^[A-Za-z0-9./][A-Za-z0-9./_-]{0,127}$\")",
+       ["tests/test_faults_runs.py::test_run_ids_with_a_slash_are_refused_on_the_laptop"],
+       "the laptop accepts run ids with '/'"),
+    _m("ids-tar-dotdot-accepted", "ids", "ops_tasks/operations/artifacts.py",
+       "    if path.is_absolute() or \"..\" in path.parts or not path.parts or path.parts[0] not in allowed_tops:",
+       "    if path.is_absolute() or not path.parts or path.parts[0] not in allowed_tops:",
+       ["tests/test_faults_data.py::test_the_tar_check_refuses_a_path_out_of_the_run",
+        "tests/test_faults_data.py::test_without_pythons_tar_filter_the_projects_check_alone_holds"],
+       "the project's own `..` check of a tar member dropped"),
+
+    # -- report statistics
+    _m("stat-sd-over-n", "report", STATS,
+       "        return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else None",
+       "        return math.sqrt(self.m2 / self.n) if self.n > 1 else None",
+       ["tests/test_stats.py"], "the sample sd divides by n"),
+    _m("stat-wilson-centre", "report", STATS,
+       "    centre = (p + z * z / (2 * n)) / (1 + z * z / n)",
+       "    centre = p",
+       ["tests/test_stats.py"], "Wilson's interval centred on p"),
+    _m("stat-wilson-without-its-correction", "report", STATS,
+       "    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)",
+       "    half = z * math.sqrt(p * (1 - p) / n) / (1 + z * z / n)",
+       ["tests/test_stats.py"], "Wilson's half-width without its z^2/4n^2 term (a point at 0/n)"),
+    _m("stat-t-degrees-of-freedom", "report", REPORT,
+       "        critical = stats.t975(acc.n - 1)",
+       "        critical = stats.t975(acc.n)",
+       ["tests/test_report.py::test_group_by_gives_mean_sd_and_n_over_runs"], "t with n degrees of freedom"),
+    _m("stat-cluster-cr1", "report", STATS,
+       "    se = math.sqrt(groups / (groups - 1) * squares) / count",
+       "    se = math.sqrt(squares) / count",
+       ["tests/test_stats.py"], "the clustered SE without its small-sample correction"),
+    _m("stat-mcnemar-one-sided", "report", STATS,
+       "    return min(1.0, 2 * tail / 2 ** n)",
+       "    return min(1.0, tail / 2 ** n)",
+       ["tests/test_stats.py"], "McNemar's p one-sided"),
+    _m("stat-t-test-one-sided", "report", STATS,
+       "    return min(1.0, 2.0 * t_cdf(-abs(mean / se), df))",
+       "    return min(1.0, t_cdf(-abs(mean / se), df))",
+       ["tests/test_stats.py"], "the paired t test's p one-sided"),
+    _m("stat-mde-without-power", "report", STATS,
+       "    return (Z95 + Z_POWER80) * sd / math.sqrt(n)",
+       "    return Z95 * sd / math.sqrt(n)",
+       ["tests/test_stats.py"], "the minimum detectable effect at 50% power"),
+    _m("report-failed-runs-in-aggregates", "report", REPORT,
+       "    rows = [r for r in every_row if r[\"ok\"] or include_failed]",
+       "    rows = list(every_row)",
+       ["tests/test_report.py::test_report_reads_the_supervisors_status_and_keeps_failed_runs_out_of_groups"],
+       "a run that did not succeed enters the statistics"),
+    _m("report-group-by-ignores-filter", "report", REPORT,
+       "        groups = group_rows(rows, keys, measured, results)",
+       "        groups = group_rows([r for r in every_row if r['ok'] or include_failed], keys, measured, results)",
+       ["tests/test_report_filters.py"], "--group-by ignores --filter"),
+    _m("report-paired-difference-reversed", "report", REPORT,
+       "        diff.add(y - x)",
+       "        diff.add(x - y)",
+       ["tests/test_report.py::test_compare_gives_the_paired_difference_and_mcnemar"], "B - A reported as A - B"),
+
+    # -- validate (operations/validate.py) and the one verdict it asks (verdicts.py)
+    _m("val-missing-files-ignored", "validate", VALIDATE,
+       "        absent = [name for name in REQUIRED if not os.path.isfile(os.path.join(path, name))]",
+       "        absent = []",
+       [T_VALIDATE + "test_missing_files_are_listed_per_run_and_exit_1"], "a run missing contract files passes"),
+    _m("val-bad-results-line-ignored", "validate", VALIDATE,
+       "            error = first_bad_line(results, run_id)",
+       "            error = None",
+       [T_VALIDATE + "test_results_jsonl_reports_the_first_bad_line"], "a results.jsonl that does not parse passes"),
+    _m("val-empty-root-passes", "validate", VALIDATE,
+       "    ok = bool(runs) and not missing and not invalid and not failed",
+       "    ok = not missing and not invalid and not failed",
+       [T_VALIDATE + "test_an_empty_root_is_not_a_pass"], "a root with no runs passes"),
+    _m("val-failed-status-left-to-the-summary", "validate", VERDICTS,
+       "    if kind == \"failed\":\n        klass = _word(status.get(\"failure_class\")) or state",
+       "    if kind == \"no such class\":\n        klass = _word(status.get(\"failure_class\")) or state",
+       [T_VALIDATE + "test_a_supervisor_status_of_timeout_is_failed_even_with_an_ok_summary"],
+       "a timed-out run with an ok summary passes"),
+    _m("val-truthy-ok", "validate", VERDICTS,
+       "    if ok is True:\n        return SUCCEEDED",
+       "    if ok:\n        return SUCCEEDED",
+       [T_VALIDATE + "test_validate_takes_only_a_json_boolean_ok_as_success"], "ok: 1 or \"false\" passes"),
+    _m("val-unfinished-run-passes", "validate", VERDICTS,
+       "    if kind == \"active\":",
+       "    if kind == \"no such class\":",
+       [T_VALIDATE + "test_validate_fails_a_run_fetched_before_it_finished"], "a run fetched while running passes"),
+    _m("val-reads-through-a-link-out", "validate", VALIDATE,
+       "    if os.path.commonpath([real_dir, real]) != real_dir:",
+       "    if False:",
+       ["tests/test_faults_data.py::test_validate_and_report_never_read_through_a_link_out"],
+       "validate and report read a laptop file through a link in a fetched run"),
+
+    # -- the renderer: values reach shell only quoted
+    _m("render-scalar-unquoted", "renderer", "ops_tasks/scripts.py",
+       "    return shlex.quote(str(value))",
+       "    return str(value)",
+       ["tests/test_units.py"], "a script input assigned unquoted"),
+    _m("render-list-unquoted", "renderer", "ops_tasks/scripts.py",
+       "        return \"(\" + \" \".join(shell_value(item) for item in value) + \")\"",
+       "        return \"(\" + \" \".join(str(item) for item in value) + \")\"",
+       ["tests/test_units.py"], "an array input's items unquoted"),
+    _m("render-placeholder-unquoted", "renderer", "ops_tasks/operations/run_config.py",
+       "        return shlex.quote(rendered) if quote else rendered",
+       "        return rendered",
+       ["tests/test_run_config.py"], "a {placeholder} in a command string unquoted"),
+    _m("render-entrypoint-flag-names", "renderer", "ops_tasks/operations/run_config.py",
+       "        flag = \"--\" + key.replace(\"_\", \"-\")",
+       "        flag = \"--\" + key",
+       ["tests/test_run_config.py"], "entrypoint flags keep their underscores"),
+    _m("render-last-line-of-output", "renderer", "ops_tasks/scripts.py",
+       "            document = json.loads(lines[-1])",
+       "            document = json.loads(lines[0])",
+       ["tests/test_noisy_shell.py"], "a shell banner above the result read as the result"),
+
+    # -- secret masking
+    _m("mask-emit-unredacted", "masking", "ops_tasks/output.py",
+       "print(redact(text, _secrets()), file=stream",
+       "print(text, file=stream",
+       ["tests/test_redaction.py"], "printed output no longer redacted"),
+    _m("mask-project-env-forgotten", "masking", "ops_tasks/output.py",
+       "        found = secret_values(os.environ, project_env())",
+       "        found = secret_values(os.environ)",
+       [T_REDACTION + "test_a_runs_output_is_masked_in_every_task_that_prints_it"],
+       "secrets of the OPS_PROJECT_ENV file printed"),
+    _m("mask-flag-secrets-forgotten", "masking", "ops_tasks/output.py",
+       "    context.secrets = context.secrets + tuple(values)",
+       "    context.secrets = context.secrets",
+       [T_REDACTION + "test_a_servers_log_tail_is_masked_with_the_flag_secret"], "vllm.start --env secrets printed"),
+    _m("mask-pass-names", "masking", "ops_tasks/secrets.py",
+       "_SECRET_PARTS = re.compile(r\"KEY|TOKEN|SECRET|PASSWORD|PASS|CREDENTIAL\", re.IGNORECASE)",
+       "_SECRET_PARTS = re.compile(r\"KEY|TOKEN|SECRET|PASSWORD|CREDENTIAL\")",
+       ["tests/test_units.py", "tests/test_runs_units.py", "tests/test_redaction.py"],
+       "DB_PASS and lower-case names no longer secret"),
+    _m("mask-shorter-secret-first", "masking", "ops_tasks/output.py",
+       "    return sorted(set(found) | {v for v in extra if v and len(v) >= 4}, key=len, reverse=True)",
+       "    return sorted(set(found) | {v for v in extra if v and len(v) >= 4}, key=len)",
+       [T_REDACTION + "test_a_secret_that_holds_another_is_masked_whole"],
+       "a secret that starts a longer one masked first: the longer one's rest is printed"),
+    _m("mask-run-config-env-shown", "masking", "ops_tasks/operations/run_config.py",
+       "    return {name: MASK if is_secret_name(name) else value for name, value in env.items()}",
+       "    return dict(env)",
+       ["tests/test_run_config.py"], "a run config's secret env in the manifest"),
+    _m("mask-command-sh-secret", "masking", RUNS,
+       "        value = MASK if is_secret(name) else env[name]",
+       "        value = env[name]",
+       ["tests/test_runs.py::test_a_secret_reaches_the_run_but_no_file_listing_output_or_tmux"],
+       "command.sh carries a secret's value"),
+
+    # -- targets
+    _m("target-dry-run-connects", "targets", "ops_tasks/targets.py",
+       "    if dry_run:\n        return DryRunTarget(profile, invoke_config)",
+       "    if dry_run and profile.is_local:\n        return DryRunTarget(profile, invoke_config)",
+       ["tests/test_runs.py::test_dry_run_prints_the_manifest_and_contacts_nothing"], "--dry-run contacts the host"),
+    _m("target-no-pool", "targets", "ops_tasks/targets.py",
+       "    if profile not in _POOL:\n        _POOL[profile] = SshTarget(profile, invoke_config)",
+       "    if True:\n        _POOL[profile] = SshTarget(profile, invoke_config)",
+       ["tests/test_pod_status.py::test_chained_tasks_share_one_connection"],
+       "chained tasks open one connection each"),
+    _m("target-known-keys-not-given", "targets", "ops_tasks/targets.py",
+       "                    given.add(settings.name, entry.key.get_name(), entry.key)",
+       "                    pass",
+       ["tests/test_connect.py::test_a_changed_host_key_is_refused_with_how_to_forget_it"],
+       "a changed host key accepted (known_hosts never handed to paramiko)"),
+    _m("target-strict-accepts-unknown", "targets", "ops_tasks/targets.py",
+       "        if self.settings.mode == \"yes\":\n            raise UnknownHostKey(hostname)",
+       "        if self.settings.mode == \"yes\":\n            return",
+       [T_HOST_KEYS + "test_strict_host_key_checking_refuses_an_unknown_host_and_remembers_nothing"],
+       "StrictHostKeyChecking yes accepts an unknown host"),
+    _m("target-revoked-accepted", "targets", "ops_tasks/targets.py",
+       "        if revoked is not None:\n            raise RevokedHostKey(revoked)",
+       "        if False:\n            raise RevokedHostKey(revoked)",
+       ["tests/test_host_keys.py"], "a @revoked host key accepted"),
+    _m("target-tofu-not-saved", "targets", "ops_tasks/targets.py",
+       "                handle.write(f\"{hostname} {key.get_name()} {key.get_base64()}\\n\")",
+       "                pass",
+       ["tests/test_connect.py::test_first_contact_saves_the_host_key_and_later_ones_check_it"],
+       "a key trusted on first use is not remembered"),
+]
+
+
+# ---------------------------------------------------------------- running them
+
+
+class WorkingTree:
+    """The checkout's files as they are now: tracked, and untracked but not ignored."""
+
+    def __init__(self):
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                cwd=CHECKOUT, capture_output=True, check=True).stdout
+        self.files = sorted({name for name in listed.decode().split("\0") if name})
+
+    def read(self, name: str) -> str:
+        return (CHECKOUT / name).read_text()
+
+    def exists(self, name: str) -> bool:
+        return (CHECKOUT / name).is_file()
+
+    def copy_to(self, destination: Path) -> None:
+        for name in self.files:
+            source = CHECKOUT / name
+            if not source.is_file():  # deleted in the working tree, not yet in the index
+                continue
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+class LastCommit:
+    """The checkout's files as HEAD has them."""
+
+    def read(self, name: str) -> str:
+        return subprocess.run(["git", "show", f"HEAD:{name}"], cwd=CHECKOUT, capture_output=True, text=True,
+                              check=True).stdout
+
+    def exists(self, name: str) -> bool:
+        return subprocess.run(["git", "cat-file", "-e", f"HEAD:{name}"], cwd=CHECKOUT,
+                              capture_output=True).returncode == 0
+
+    def copy_to(self, destination: Path) -> None:
+        destination.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", "HEAD"], cwd=CHECKOUT, capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(destination)], input=archive, check=True)
+
+
+def check_snippets(mutations: list, source) -> list:
+    """One line per mutation whose original snippet is not exactly once in its file."""
+    problems = []
+    for mutation in mutations:
+        if not source.exists(mutation.file):
+            problems.append(f"{mutation.id}: {mutation.file} does not exist")
+            continue
+        count = source.read(mutation.file).count(mutation.original)
+        if count != 1:
+            problems.append(f"{mutation.id}: the original snippet occurs {count} times in {mutation.file} "
+                            f"(it must occur once): {mutation.original[:70]!r}")
+        if mutation.original == mutation.mutated:
+            problems.append(f"{mutation.id}: the mutated snippet is the original")
+    return problems
+
+
+def apply(mutation: Mutation, tree: Path) -> None:
+    path = tree / mutation.file
+    text = path.read_text()
+    path.write_text(text.replace(mutation.original, mutation.mutated, 1))
+
+
+def run_tests(tree: Path, tests, *, stop_at_first: bool = True) -> tuple:
+    """(outcome, seconds, tail of output): outcome is the pytest exit code, or 'timeout'."""
+    basetemp = tree.parent / "t"
+    shutil.rmtree(basetemp, ignore_errors=True)
+    argv = [str(VENV_PYTHON), "-m", "pytest", "-q", "-p", "no:cacheprovider", "--basetemp", str(basetemp),
+            *(["-x"] if stop_at_first else []), *tests]
+    env = dict(os.environ, PYTHONPATH=str(tree) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               PYTHONDONTWRITEBYTECODE="1")
+    env.pop("CI", None)  # a skip here is not a catch, nor a failure of the mutation
+    started = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=tree, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=MUTATION_TIMEOUT_S)
+        outcome = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # its own session: the tests' pods and their children
+        output, _ = proc.communicate()
+        outcome = "timeout"
+    return outcome, time.monotonic() - started, output.strip().splitlines()[-12:]
+
+
+def fresh_tree(workdir: Path, source, name: str) -> Path:
+    tree = workdir / name / "src"
+    shutil.rmtree(tree.parent, ignore_errors=True)
+    source.copy_to(tree)
+    return tree
+
+
+def verdict(outcome) -> str:
+    if outcome == "timeout":
+        return "caught (timeout)"
+    if outcome == 1:
+        return "caught"
+    if outcome == 0:
+        return "SURVIVED"
+    return f"error (pytest exit {outcome})"  # 2-5: a usage error or no test: the list is wrong
+
+
+def baseline(workdir: Path, source, mutations: list) -> bool:
+    """Run every named test once, unmutated; False (and what failed) if any fails."""
+    tests = list(dict.fromkeys(test for mutation in mutations for test in mutation.tests))
+    tree = fresh_tree(workdir, source, "baseline")
+    outcome, seconds, tail = run_tests(tree, tests, stop_at_first=False)
+    print(f"baseline: {len(tests)} test selections, pytest exit {outcome} in {seconds:.0f} s", flush=True)
+    if outcome != 0:
+        print("the unmutated tests do not pass, so no mutation can be judged:\n  " + "\n  ".join(tail))
+        return False
+    return True
+
+
+def run_all(mutations: list, workdir: Path, source, *, verbose: bool) -> list:
+    results = []
+    for number, mutation in enumerate(mutations, 1):
+        tree = fresh_tree(workdir, source, "mutant")
+        apply(mutation, tree)
+        outcome, seconds, tail = run_tests(tree, mutation.tests)
+        result = verdict(outcome)
+        results.append((mutation, result, seconds))
+        print(f"[{number:2}/{len(mutations)}] {result:<18} {seconds:5.0f} s  {mutation.area:<10} {mutation.id}",
+              flush=True)
+        if verbose or result == "SURVIVED" or result.startswith("error"):
+            print("      " + "\n      ".join(tail[-4:]), flush=True)
+    return results
+
+
+def is_caught(result: str) -> bool:
+    return result.startswith("caught")
+
+
+def report(results: list) -> float:
+    areas = {}
+    for mutation, result, _ in results:
+        areas.setdefault(mutation.area, []).append(is_caught(result))
+    print(f"\n{'area':<12} {'caught':>6} {'of':>4} {'share':>7}")
+    for area, caught in areas.items():
+        print(f"{area:<12} {sum(caught):>6} {len(caught):>4} {sum(caught) / len(caught):>7.0%}")
+    total = sum(is_caught(r) for _, r, _ in results)
+    share = total / len(results) if results else 0.0
+    print(f"{'total':<12} {total:>6} {len(results):>4} {share:>7.0%}")
+    survivors = [m.id for m, r, _ in results if not is_caught(r)]
+    if survivors:
+        print("not caught: " + ", ".join(survivors))
+    return share
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", default=[], help="run the mutations whose id starts with this")
+    parser.add_argument("--list", action="store_true", help="list the mutations and check their snippets")
+    parser.add_argument("--head", action="store_true", help="mutate the last commit, not the working tree")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the run of the unmutated tests")
+    parser.add_argument("--target", type=float, default=0.9, help="share to catch (default 0.9)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show the end of every test run")
+    args = parser.parse_args(argv)
+
+    mutations = [m for m in MUTATIONS if not args.only or any(m.id.startswith(p) for p in args.only)]
+    source = LastCommit() if args.head else WorkingTree()
+    problems = check_snippets(mutations, source)
+    if problems:
+        print("the mutation list is out of step with the code:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    if args.list or not mutations:
+        for m in mutations:
+            print(f"{m.area:<10} {m.id:<36} {m.file}  [{' '.join(m.tests)}]")
+        return 0 if mutations else 2
+    if not VENV_PYTHON.exists():
+        print(f"no project venv at {VENV_PYTHON}: run `make install` first", file=sys.stderr)
+        return 2
+
+    workdir = Path(tempfile.mkdtemp(prefix="mut"))  # short: sockets under it must fit 108 bytes
+    try:
+        if not args.no_baseline and not baseline(workdir, source, mutations):
+            return 2
+        share = report(run_all(mutations, workdir, source, verbose=args.verbose))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if share >= args.target else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
