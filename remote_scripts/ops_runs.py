@@ -68,7 +68,7 @@ RETRYABLE = tuple(s for s in COUNTS_AS_FAILURE if s != "lost")
 STATUS_FIELDS = frozenset({
     "run_id", "state", "attempt", "submission_id", "queued_at", "not_before", "retry_of", "started",
     "supervisor_pid", "pid", "pgid", "pid_start", "gpus", "last_output", "heartbeat", "exit_code", "signal",
-    "failure_class", "error", "finished", "updated", "tool"})
+    "failure_class", "error", "finished", "updated", "tool", "metrics", "survivors"})
 # The shapes a status.json's fields must have (anything else marks the run unknown, with why).
 STATUS_TYPES = {"run_id": str, "attempt": int, "submission_id": str, "exit_code": (int, type(None)),
                 "pid": int, "pgid": int, "pid_start": (int, type(None)), "signal": (int, type(None)),
@@ -98,12 +98,32 @@ FAILURE_PATTERNS = (
     ("auth", re.compile(r"\b40[13] Client Error|HTTP Error 40[13]|status code:? 40[13]|GatedRepoError|"
                         r"Invalid credentials|AuthenticationError|PermissionDeniedError|wandb: ERROR .*(API key|login)|"
                         r"huggingface-cli login|Unauthorized", re.IGNORECASE)),
+    # wandb's own wording when no key is found (wandb.errors.UsageError is also its class for it).
+    ("auth", re.compile(r"No API key configured|api_key not configured|wandb\.errors\.(UsageError|AuthenticationError)"
+                        r": .*(api[_ ]key|login)", re.IGNORECASE)),
+    # The command itself is wrong (argparse, a missing script or program): not the data's fault.
+    ("usage", re.compile(r"can't open file|error: unrecognized arguments|error: the following arguments are required|"
+                         r"error: argument [-\w/]+: (invalid|expected)|: command not found$")),
     ("data", re.compile(r"FileNotFoundError|No such file or directory|DatasetNotFoundError|"
                         r"DataFilesNotFoundError|EmptyDatasetError")),
 )
+# A "No such file or directory" naming the command's own program or script is usage, not data.
+MISSING_PATH = re.compile(r"No such file or directory:? ?'?([^'\s:]+)'?|([^\s:']+): No such file or directory")
+
 DECODING_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "max_new_tokens", "min_p", "best_of",
                  "rollouts_per_example", "seed", "presence_penalty", "frequency_penalty", "repetition_penalty")
 DATASET_KEYS = ("env_id", "dataset", "num_examples", "split", "subset", "data_dir", "max_examples")
+# In a run directory: the supervisor's own record of the run (record.json, the replayable
+# command.sh), where no script writes, so a script that writes the contract's files loses nothing.
+RECORD_DIR = ".ops"
+CONTRACT_FILES = ("command.sh", "run_metadata.json", "summary.json", "results.jsonl", "metrics.jsonl")
+STOP_SIGNALS = ("INT", "TERM", "HUP", "QUIT", "USR1", "USR2")  # a run's stop_signal (TERM, KILL follow)
+SUMMARY_FRAMEWORKS = ("verifiers", "lm_eval")  # summary_from: one of these, or python:module:function
+PYTHON_SUMMARY = re.compile(r"^python:([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*)$")
+PROBE_TIMEOUT_S = 10.0  # the run's interpreter asked for its version and packages
+CONVERT_TIMEOUT_S = 300.0  # a summary_from python:... function, run after the command exits
+PACKAGES = ("torch", "vllm", "verifiers", "lm_eval", "transformers")  # versions in run_metadata
+METRICS_CHUNK = 1 << 20  # metrics_from_log reads at most this much new log per look
 
 
 # ---------------------------------------------------------------- small helpers
@@ -605,7 +625,8 @@ def attempts_done(run_dir):
 def archive_attempt(run_dir):
     """Move an earlier attempt's files into attempts/<n>/; nothing is deleted. Returns n or None."""
     try:
-        names = [n for n in os.listdir(run_dir) if n != "attempts" and not n.startswith(".")]
+        # The supervisor's record (.ops/) goes with its attempt; other dotfiles are not ours.
+        names = [n for n in os.listdir(run_dir) if n != "attempts" and (n == RECORD_DIR or not n.startswith("."))]
     except OSError:
         return None
     if not names:
@@ -646,12 +667,16 @@ def summary_verdict(run_dir):
     return True, None, summary
 
 
-def failure_class(exit_code, log_tail):
-    """Why a run that exited non-zero failed, from its exit code and the end of its log."""
+def failure_class(exit_code, log_tail, command=None):
+    """Why a run that exited non-zero failed, from its exit code and the end of its log (and the
+    command: a missing file that is its own program or script is a usage error, not data)."""
+    own = entrypoint_paths(command)
     for line in reversed((log_tail or "").splitlines()):
         for name, pattern in FAILURE_PATTERNS:
             if pattern.search(line):
-                return name
+                return "usage" if name == "data" and names_missing_entrypoint(line, own) else name
+    if exit_code in (126, 127):
+        return "usage"  # bash: not executable, command not found
     if exit_code == 137:
         return "oom"  # the kernel's OOM killer sends SIGKILL; bash reports 128 + 9
     if exit_code is not None and exit_code < 0:
@@ -660,6 +685,33 @@ def failure_class(exit_code, log_tail):
                                                                        signal.SIGINT, signal.SIGHUP):
         return "killed"
     return "exit_nonzero"
+
+
+def entrypoint_paths(command):
+    """The paths a command names as what it runs: its program, and the script an interpreter
+    (python, bash, sh, uv run ...) is given: the ones a "No such file" is the command's own fault."""
+    try:
+        words = shlex.split(command or "")
+    except ValueError:
+        return set()
+    words = [w for w in words if not re.match(r"^[A-Za-z_]\w*=", w)]  # VAR=value prefixes
+    found = set()
+    interpreter = re.compile(r"^(python[\d.]*|bash|sh|uv|torchrun|accelerate|deepspeed|exec|env|run|launch)$")
+    for word in words:
+        if word.startswith("-") or word in ("-m",):
+            continue
+        found.add(word)
+        if not interpreter.match(os.path.basename(word)):
+            break
+    return {p for w in found for p in (w, os.path.basename(w))}
+
+
+def names_missing_entrypoint(line, own):
+    match = MISSING_PATH.search(line)
+    if not match or not own:
+        return False
+    path = match.group(1) or match.group(2) or ""
+    return path in own or os.path.basename(path) in own
 
 
 def write_missing_summary(run_dir, run_id, status):
@@ -678,12 +730,414 @@ def write_missing_summary(run_dir, run_id, status):
     })
 
 
+# ---------------------------------------------------------------- workloads: a run's own files
+
+
+def workload_problem(run):
+    """Why a run's workload settings (summary_from, stop_signal, stop_grace, metrics_from_log,
+    meta) cannot be used, or None. The laptop checks them first; the pod trusts no request."""
+    source = run.get("summary_from")
+    if source is not None and (not isinstance(source, str) or (
+            source not in SUMMARY_FRAMEWORKS and not PYTHON_SUMMARY.match(source))):
+        return "summary_from %r: use %s or python:module:function" % (source, ", ".join(SUMMARY_FRAMEWORKS))
+    if run.get("summary_metric") is not None and not isinstance(run["summary_metric"], str):
+        return "summary_metric must be a string (metric or metric,filter)"
+    if run.get("stop_signal") is not None and run["stop_signal"] not in STOP_SIGNALS:
+        return "stop_signal %r: one of %s" % (run["stop_signal"], ", ".join(STOP_SIGNALS))
+    grace = run.get("stop_grace")
+    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, (int, float)) or not 0 < grace < 1e7):
+        return "stop_grace %r: seconds > 0" % (grace,)
+    pattern = run.get("metrics_from_log")
+    if pattern is not None:
+        try:
+            if not isinstance(pattern, str) or not re.compile(pattern).groupindex:
+                return "metrics_from_log must be a regex with named groups, e.g. (?P<loss>[\\d.]+)"
+        except re.error as exc:
+            return "metrics_from_log %r does not compile: %s" % (pattern, exc)
+    if run.get("meta") is not None and not isinstance(run["meta"], dict):
+        return "meta must be an object"
+    return None
+
+
+def record_path(run_dir, name="record.json"):
+    return os.path.join(run_dir, RECORD_DIR, name)
+
+
+def write_if_absent(path, text, mode=0o644):
+    """The contract's file, only where the command has not written its own: never overwritten."""
+    if not os.path.lexists(path):
+        write_text(path, text, mode)
+
+
+def file_digest(path):
+    import hashlib
+
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except OSError:
+        return None
+
+
+def files_written_by(run_dir, ours):
+    """{contract file: "supervisor" | "command"} for the files the run directory holds; ours is
+    {name: sha256 of what the supervisor wrote}."""
+    found = {}
+    for name in CONTRACT_FILES:
+        digest = file_digest(os.path.join(run_dir, name))
+        if digest is not None:
+            found[name] = "supervisor" if ours.get(name) == digest else "command"
+    return found
+
+
+def run_python(entry, env):
+    """The run's own interpreter: the command's first word when it is a python, else python3 on
+    the run's PATH (its virtualenv's), else None."""
+    try:
+        words = [w for w in shlex.split(entry.get("command") or "") if not re.match(r"^[A-Za-z_]\w*=", w)]
+    except ValueError:
+        words = []
+    if words and re.match(r"^python[\d.]*$", os.path.basename(words[0])):
+        first = words[0]
+        if "/" in first:
+            return os.path.join(entry["cwd"], first) if not first.startswith("/") else first
+        return shutil.which(first, path=env.get("PATH")) or first
+    return shutil.which("python3", path=env.get("PATH"))
+
+
+PROBE = r"""
+import json, platform, sys
+try:
+    from importlib import metadata
+except ImportError:
+    metadata = None
+versions = {}
+for name in sys.argv[1:]:
+    try:
+        versions[name] = metadata.version(name.replace("_", "-")) if metadata else None
+    except Exception:
+        try:
+            versions[name] = metadata.version(name)
+        except Exception:
+            pass
+print(json.dumps({"executable": sys.executable, "version": platform.python_version(),
+                  "implementation": platform.python_implementation(), "packages": versions}))
+"""
+
+
+def probe_interpreter(entry, env):
+    """{executable, version, packages} of the run's python, asked in a subprocess in the run's
+    environment (short timeout); {"error": why} when there is none or it does not answer."""
+    python = run_python(entry, env)
+    if not python:
+        return {"error": "no python on the run's PATH"}
+    try:
+        done = subprocess.run([python, "-c", PROBE] + list(PACKAGES), cwd=entry["cwd"], env=env,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              timeout=PROBE_TIMEOUT_S, universal_newlines=True)
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        return {"error": "%s did not answer: %s" % (python, exc)}
+    return found if isinstance(found, dict) else {"error": "%s answered no object" % python}
+
+
+class BadOutput(ValueError):
+    """A framework's output that cannot be turned into the contract's summary (bad_output)."""
+
+
+def newest(paths):
+    """The newest path, by modification time then name (lm-eval's names carry a timestamp)."""
+    return max(paths, key=lambda p: (os.path.getmtime(p), p)) if paths else None
+
+
+def files_below(run_dir, name_pattern):
+    """Regular files below run_dir (not through links, not in attempts/ or .ops/) whose name matches."""
+    pattern = re.compile(name_pattern)
+    found = []
+    for folder, dirs, names in os.walk(run_dir):
+        if folder == run_dir:
+            dirs[:] = [d for d in dirs if d not in ("attempts", RECORD_DIR)]
+        found.extend(os.path.join(folder, n) for n in names
+                     if pattern.match(n) and os.path.isfile(os.path.join(folder, n))
+                     and not os.path.islink(os.path.join(folder, n)))
+    return found
+
+
+def json_lines_of(path):
+    rows = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError as exc:
+                    raise BadOutput("%s line %d is not JSON: %s" % (os.path.basename(path), number, exc))
+    return rows
+
+
+def number(value):
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def convert_verifiers(run_dir, metric=None):
+    """vf-eval 0.4's traces.jsonl -> (summary, results): one result per example (the task's id,
+    not the rollout's), its rollouts grouped; a rollout's reward is the sum of score x weight; ok
+    is false when any rollout errored (vf-eval exits 0 regardless)."""
+    traces = newest(files_below(run_dir, r"^traces\.jsonl$"))
+    if traces is None:
+        raise BadOutput("no traces.jsonl below the run directory (vf-eval ... -o {run_dir})")
+    examples, order, errored, model_id, env_id = {}, [], 0, None, None
+    for number_, episode in enumerate(json_lines_of(traces), 1):
+        task = (episode.get("task") or {}).get("data") if isinstance(episode, dict) else None
+        if not isinstance(task, dict) or not isinstance(task.get("id"), (str, int)):
+            raise BadOutput("traces.jsonl line %d has no task.data.id" % number_)
+        trace = (episode.get("traces") or [{}])[0] if isinstance(episode.get("traces"), list) else {}
+        trace = trace if isinstance(trace, dict) else {}
+        failed = episode.get("ok") is False or bool(trace.get("errors")) or bool(episode.get("errors"))
+        rewards = trace.get("rewards") if isinstance(trace.get("rewards"), dict) else {}
+        parts = [(number(r.get("score")), number(r.get("weight", 1.0))) for r in rewards.values() if isinstance(r, dict)]
+        if any(score is None or weight is None for score, weight in parts):
+            raise BadOutput("traces.jsonl line %d: a reward without a numeric score and weight" % number_)
+        reward = None if failed or not parts else sum(score * weight for score, weight in parts)
+        errors = [e.get("type") or e.get("message") for e in (trace.get("errors") or []) if isinstance(e, dict)]
+        errored += bool(failed)
+        key = str(task["id"])
+        if key not in examples:
+            order.append(key)
+            examples[key] = {"id": key, "index": task.get("idx"), "rollouts": []}
+        examples[key]["rollouts"].append({"reward": reward, "ok": not failed, "errors": errors,
+                                          "stop": trace.get("stop_condition")})
+        model_id = model_id or ((trace.get("agent") or {}).get("config") or {}).get("model")
+        env_id = env_id or (episode.get("env") or {}).get("id")
+    if not examples:
+        raise BadOutput("traces.jsonl holds no rollouts")
+    resolved = read_json(os.path.join(os.path.dirname(traces), "configs", "resolved", "eval.json")) or {}
+    counts = {len(e["rollouts"]) for e in examples.values()}
+    per_example = resolved.get("num_rollouts") if isinstance(resolved, dict) else None
+    results = []
+    for key in sorted(order, key=natural_key):
+        example = examples[key]
+        scored = [r["reward"] for r in example["rollouts"] if r["reward"] is not None]
+        example["reward"] = sum(scored) / len(scored) if scored else None
+        example["n_rollouts"] = len(example["rollouts"])
+        results.append(example)
+    means = [e["reward"] for e in results if e["reward"] is not None]
+    summary = {
+        "ok": errored == 0 and bool(means), "avg_reward": sum(means) / len(means) if means else None,
+        "num_examples": len(results),
+        "rollouts_per_example": per_example if number(per_example) else (counts.pop() if len(counts) == 1 else None),
+        "num_rollouts": sum(e["n_rollouts"] for e in results), "errored_rollouts": errored,
+        "model_id": model_id or (resolved.get("model") if isinstance(resolved, dict) else None),
+        "env_id": env_id, "summary_from": "verifiers", "source": os.path.relpath(traces, run_dir),
+    }
+    if errored:
+        summary["failure_class"] = "rollouts_errored"
+    return summary, results
+
+
+def natural_key(text):
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(text))]
+
+
+def convert_lm_eval(run_dir, metric=None):
+    """lm-eval 0.4's newest results_<time>.json and its samples_<task>_<time>.jsonl -> (summary,
+    results): one metric and filter (`metric` as "name" or "name,filter", else the task's
+    first), its stderr kept; each document's id is its own `id` when it has one, else doc_id."""
+    found = files_below(run_dir, r"^results_.+\.json$")
+    results_file = max(found, key=lambda p: (os.path.basename(p), os.path.getmtime(p))) if found else None
+    if results_file is None:
+        raise BadOutput("no results_*.json below the run directory (lm_eval --output_path {run_dir}/... --log_samples)")
+    data = read_json(results_file)
+    tasks = data.get("results") if isinstance(data, dict) else None
+    if not isinstance(tasks, dict) or not tasks:
+        raise BadOutput("%s has no results" % os.path.basename(results_file))
+    task = next(iter(tasks))
+    scores = tasks[task] if isinstance(tasks[task], dict) else {}
+    keys = [k for k in scores if "," in k and "_stderr," not in k and number(scores[k]) is not None]
+    wanted = [k for k in keys if metric in (k, k.split(",")[0])] if metric else keys
+    if not wanted:
+        raise BadOutput("%s: task %s has no metric %s (it has %s)" % (
+            os.path.basename(results_file), task, metric or "", ", ".join(keys) or "none"))
+    name, filter_name = wanted[0].split(",", 1)
+    stamp = os.path.basename(results_file)[len("results_"):-len(".json")]
+    samples_file = os.path.join(os.path.dirname(results_file), "samples_%s_%s.jsonl" % (task, stamp))
+    if not os.path.isfile(samples_file):
+        raise BadOutput("no %s beside %s (run lm_eval with --log_samples)" % (
+            os.path.basename(samples_file), os.path.basename(results_file)))
+    results = []
+    for row in json_lines_of(samples_file):
+        if not isinstance(row, dict) or row.get("filter", filter_name) != filter_name:
+            continue
+        doc = row.get("doc") if isinstance(row.get("doc"), dict) else {}
+        own_id = doc.get("id")
+        value = number(row.get(name))
+        if value is None:
+            raise BadOutput("%s: doc_id %s has no numeric %s" % (os.path.basename(samples_file), row.get("doc_id"), name))
+        results.append({"id": str(own_id) if isinstance(own_id, (str, int)) else row.get("doc_id"),
+                        "doc_id": row.get("doc_id"), "reward": value, name: value, "target": row.get("target"),
+                        "filtered_resps": row.get("filtered_resps"), "filter": filter_name})
+    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    model_args = config.get("model_args")
+    model_id = model_args.get("model") if isinstance(model_args, dict) else None
+    if model_id is None and isinstance(model_args, str):
+        found_model = re.search(r"(?:^|,)(?:model|pretrained)=([^,]+)", model_args)
+        model_id = found_model.group(1) if found_model else None
+    samples = (data.get("n-samples") or {}).get(task) or {}
+    summary = {
+        "ok": True, "avg_reward": scores[wanted[0]], "metric": name, "filter": filter_name,
+        "metric_stderr": number(scores.get("%s_stderr,%s" % (name, filter_name))),
+        "num_examples": samples.get("effective", len(results)) if isinstance(samples, dict) else len(results),
+        "model_id": model_id or data.get("model_name"), "env_id": task, "tasks": list(tasks),
+        "lm_eval_version": data.get("lm_eval_version"), "summary_from": "lm_eval",
+        "source": os.path.relpath(results_file, run_dir),
+    }
+    return summary, results
+
+
+CONVERTERS = {"verifiers": convert_verifiers, "lm_eval": convert_lm_eval}
+
+PYTHON_CONVERTER = r"""
+import importlib, json, sys
+module, function, run_dir, out = sys.argv[1:5]
+sys.path.insert(0, ".")
+answer = getattr(importlib.import_module(module), function)(run_dir)
+summary, results = (answer if isinstance(answer, (tuple, list)) and len(answer) == 2 else (answer, None))
+with open(out, "w") as handle:
+    json.dump({"summary": summary, "results": None if results is None else list(results)}, handle)
+"""
+
+
+def convert_with_python(entry, env, spec):
+    """summary_from python:module:function: the user's function, called with the run directory
+    by the run's own python in its cwd and environment (a subprocess, CONVERT_TIMEOUT_S); it
+    returns a summary dict or (summary, results)."""
+    module, function = PYTHON_SUMMARY.match(spec).groups()
+    python = run_python(entry, env) or "python3"
+    out = record_path(entry["run_dir"], "converted.json")
+    try:
+        done = subprocess.run([python, "-c", PYTHON_CONVERTER, module, function, entry["run_dir"], out],
+                              cwd=entry["cwd"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, timeout=CONVERT_TIMEOUT_S, universal_newlines=True)
+    except subprocess.TimeoutExpired:
+        raise BadOutput("%s did not return within %.0fs" % (spec, CONVERT_TIMEOUT_S))
+    except OSError as exc:
+        raise BadOutput("%s could not run: %s" % (spec, exc))
+    if done.returncode != 0:
+        lines = (done.stdout or "").strip().splitlines()
+        raise BadOutput("%s failed: %s" % (spec, lines[-1][-300:] if lines else "exit %d" % done.returncode))
+    answer = read_json(out)
+    remove_quietly(out)
+    if not isinstance(answer, dict):
+        raise BadOutput("%s returned nothing JSON can hold" % spec)
+    return answer.get("summary"), answer.get("results")
+
+
+def convert_summary(entry, env):
+    """summary_from after the command exited 0: writes summary.json and results.jsonl from the
+    framework's own output (never over a summary.json the command wrote). Returns None, or the
+    reason the conversion failed (the run fails with class bad_output)."""
+    spec, run_dir = entry.get("summary_from"), entry["run_dir"]
+    if not spec or os.path.lexists(os.path.join(run_dir, "summary.json")):
+        return None
+    try:
+        if spec in CONVERTERS:
+            summary, results = CONVERTERS[spec](run_dir, entry.get("summary_metric"))
+        else:
+            summary, results = convert_with_python(entry, env, spec)
+        if not isinstance(summary, dict):
+            raise BadOutput("%s gave a %s, not a summary object" % (spec, type(summary).__name__))
+        if results is not None and not (isinstance(results, list) and all(isinstance(r, dict) for r in results)):
+            raise BadOutput("%s gave results that are not a list of objects" % spec)
+        summary.setdefault("ok", True)
+        summary.setdefault("run_id", entry["run_id"])
+        if results is not None and not os.path.lexists(os.path.join(run_dir, "results.jsonl")):
+            write_text(os.path.join(run_dir, "results.jsonl"),
+                       "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in results))
+        write_json(os.path.join(run_dir, "summary.json"), summary)
+    except (BadOutput, OSError, ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # a full volume: the end is written again later, not judged
+        return "summary_from %s: %s" % (spec, exc)
+    return None
+
+
+def metric_step(match):
+    """A metrics_from_log match as a step: numbers where the text is one."""
+    step = {}
+    for name, text in match.groupdict().items():
+        if text is None:
+            continue
+        try:
+            step[name] = int(text) if re.match(r"^[+-]?\d+$", text) else float(text)
+        except ValueError:
+            step[name] = text
+    return step
+
+
+class MetricsWatch:
+    """A run's latest logged step: the last line of its metrics.jsonl (the script's), else the
+    last metrics_from_log match in stdout.log, read incrementally."""
+
+    def __init__(self, run_dir, log_path, pattern):
+        self.run_dir, self.log_path = run_dir, log_path
+        self.pattern = re.compile(pattern) if pattern else None
+        self.offset, self.partial, self.latest = 0, b"", None
+
+    def look(self):
+        own = last_line(os.path.join(self.run_dir, "metrics.jsonl"))
+        if own:
+            try:
+                step = json.loads(own)
+            except ValueError:
+                step = None
+            if isinstance(step, dict):
+                self.latest = step
+                return self.latest
+        if self.pattern is None:
+            return self.latest
+        try:
+            with open(self.log_path, "rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read(METRICS_CHUNK)
+        except OSError:
+            return self.latest
+        self.offset += len(chunk)
+        lines = (self.partial + chunk).split(b"\n")
+        self.partial = lines.pop()
+        for line in reversed(lines):
+            match = self.pattern.search(line.decode("utf-8", "replace"))
+            if match:
+                self.latest = metric_step(match)
+                break
+        return self.latest
+
+    def write_curve(self):
+        """metrics.jsonl from the whole log, when the script wrote none: True when written."""
+        path = os.path.join(self.run_dir, "metrics.jsonl")
+        if self.pattern is None or os.path.lexists(path):
+            return False
+        steps = []
+        with open(self.log_path, "rb") as handle:
+            for line in handle:
+                match = self.pattern.search(line.decode("utf-8", "replace"))
+                if match:
+                    steps.append(json.dumps(metric_step(match), sort_keys=True) + "\n")
+        if steps:
+            write_text(path, "".join(steps))
+            self.latest = json.loads(steps[-1])
+        return bool(steps)
+
+
 # ---------------------------------------------------------------- submit
 
 
 def submit(request):
     runs = [dict(run, run_id=check_run(run.get("run_id"), run.get("run_dir"), request["outputs_dir"])[0])
             for run in request["runs"]]
+    for run in runs:
+        problem = workload_problem(run)
+        if problem:
+            raise BadRequest("%s: %s" % (run["run_id"], problem))
     store = Store(request["outputs_dir"], create=True)
     if not request.get("foreground") and not shutil.which("tmux"):
         # Before anything is queued: runs nobody will start must not block later submissions.
@@ -878,7 +1332,15 @@ class Running:
         self.last_heartbeat = 0
         self.kill_reason = None  # timeout | stalled | cancelled
         self.kill_deadline = None
+        self.stop_stages = stop_stages(entry)  # [(signal, grace after it)]: stop_signal, TERM, KILL
+        self.metrics = MetricsWatch(entry["run_dir"], log_path, entry.get("metrics_from_log"))
+        self.metrics_at = 0.0  # monotonic time the latest step was last written into status.json
+        self.env = {}  # the run's full environment (a summary_from python:... runs in it)
+        self.ours = {}  # {contract file: sha256} of what the supervisor wrote
+        self.record = {}  # .ops/record.json as written at start
         self.ended = None  # (exit code, finished at, log tail) once it exited: kept while its status waits to be written
+        self.judged = None  # (state, failure class, error), once judged
+        self.survivors = []
 
 
 class Supervisor:
@@ -1107,16 +1569,18 @@ class Supervisor:
                    PYTHONUNBUFFERED="1")
         if self.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
-        write_text(os.path.join(run_dir, "command.sh"), command_script(entry, env), 0o755)
-        write_json(os.path.join(run_dir, "run_metadata.json"), run_metadata(entry, env, gpus, now()))
+        full_env = dict(os.environ)
+        full_env.update(env)
+        interpreter = probe_interpreter(entry, full_env) if os.path.isdir(entry["cwd"]) else {
+            "error": "remote_repo %s does not exist" % entry["cwd"]}
+        ours, record = write_contract_start(entry, env, gpus, interpreter)
         log_path = os.path.join(run_dir, "stdout.log")
         if not os.path.isdir(entry["cwd"]):
             with open(log_path, "ab") as log:
                 log.write(("ops-tasks: remote_repo %s does not exist on this pod\n" % entry["cwd"]).encode())
             self.end_unstarted(entry, "data", "remote_repo %s does not exist" % entry["cwd"])
             return
-        full_env = dict(os.environ)
-        full_env.update(env)
+        run_env = dict(full_env)
         # The marker every process of this attempt inherits, even one that leaves its group.
         full_env["OPS_RUN_OWNER"] = owner_marker(run_id, entry["submission_id"], entry["attempt"])
         with open(log_path, "ab", buffering=0) as log:
@@ -1126,6 +1590,7 @@ class Supervisor:
         remove_quietly(entry["_file"])  # started: from now on its active entry and status say so
         entry = {k: v for k, v in entry.items() if k != "_file"}
         running = Running(entry, proc, slots, log_path)
+        running.env, running.ours, running.record = run_env, ours, record
         self.running[run_id] = running
         self.claim_after.pop(run_id, None)
         self.say("%s: started (attempt %d, pid %d%s)" % (
@@ -1136,11 +1601,12 @@ class Supervisor:
         if not force and time.monotonic() - running.last_heartbeat < HEARTBEAT_S:
             return
         running.last_heartbeat = time.monotonic()
+        latest = {"metrics": running.metrics.latest} if running.metrics.latest is not None else {}
         try:
             set_attempt_state(running.entry, "running", pid=running.proc.pid, pgid=running.proc.pid,
                               pid_start=start_ticks_of(running.proc.pid), gpus=running.gpus,
                               started=running.started, last_output=running.last_output, heartbeat=now(),
-                              supervisor_pid=os.getpid())
+                              supervisor_pid=os.getpid(), **latest)
         except OSError as exc:
             self.say("%s: heartbeat not written (tried again): %s" % (running.entry["run_id"], exc))
 
@@ -1173,23 +1639,46 @@ class Supervisor:
         if code is not None:
             self.finish(running, code)
             return
+        self.note_metrics(running)
         if running.kill_reason is None:
             if entry.get("timeout") and time.monotonic() - running.started_mono > entry["timeout"]:
                 self.stop_run(running, "timeout")
             elif entry.get("stall_timeout") and time.monotonic() - running.last_output_mono > entry["stall_timeout"]:
                 self.stop_run(running, "stalled")
         elif time.monotonic() > running.kill_deadline:
-            kill_group(running.proc.pid, signal.SIGKILL)
-            self.stop_marked(running, grace=0)
+            self.next_stop_stage(running)
         self.heartbeat(running)
+
+    def note_metrics(self, running):
+        """The run's latest logged step into status.json (at most once a second), so runs.status
+        shows it while the run goes."""
+        if time.monotonic() - running.metrics_at < 1.0:
+            return
+        before = running.metrics.latest
+        if running.metrics.look() != before:
+            running.metrics_at = time.monotonic()
+            self.heartbeat(running, force=True)
 
     def stop_run(self, running, reason):
         running.kill_reason = reason
-        running.kill_deadline = time.monotonic() + KILL_GRACE_S
-        self.say("%s: %s: stopping its process group" % (running.entry["run_id"], reason))
-        kill_group(running.proc.pid, signal.SIGTERM)
+        self.say("%s: %s: stopping its processes" % (running.entry["run_id"], reason))
+        self.next_stop_stage(running)
+
+    def next_stop_stage(self, running):
+        """The next signal for a run being stopped: its stop_signal, TERM, then KILL, each after
+        its grace; sent to its process group and what left it (found by its marker)."""
+        if not running.stop_stages:
+            kill_group(running.proc.pid, signal.SIGKILL)
+            self.stop_marked(running, grace=0)
+            running.kill_deadline = time.monotonic() + 1.0
+            return
+        sig, grace = running.stop_stages.pop(0)
+        running.kill_deadline = time.monotonic() + grace
+        self.say("%s: SIG%s to its processes (next step in %.0fs)" % (
+            running.entry["run_id"], signal.Signals(sig).name[3:], grace))
+        kill_group(running.proc.pid, sig)
         for pid in marked_pids(running.marker):  # and what left the group (setsid daemons)
-            signal_quietly(pid, signal.SIGTERM)
+            signal_quietly(pid, sig)
 
     def stop_marked(self, running, grace=2.0):
         """Stop the run's processes outside its group (setsid daemons), found by its marker."""
@@ -1217,23 +1706,21 @@ class Supervisor:
             if group_alive(running.proc.pid):
                 kill_group_fully(running.proc.pid, grace=2)
             self.stop_marked(running)
+            running.survivors = self.survivors(running)
             running.ended = (code, now(), tail_text(running.log_path, 200))
         code, finished, log_tail = running.ended
         exit_code = code if code >= 0 else None
         sig = -code if code < 0 else None
-        if running.kill_reason in ("timeout", "stalled"):
-            state, klass = running.kill_reason, running.kill_reason
-        elif running.kill_reason == "cancelled":
-            state, klass = "cancelled", None
-        elif code == 0:
-            ok, klass, _ = summary_verdict(run_dir)
-            state = "succeeded" if ok else "failed"
-        else:
-            state, klass = "failed", failure_class(code, log_tail)
+        if running.judged is None:  # once: a conversion is not run again after a failed write
+            running.judged = self.judge(running, code, log_tail)
+        state, klass, error = running.judged
+        extra = {key: value for key, value in (("error", error), ("metrics", running.metrics.latest),
+                                                ("survivors", running.survivors)) if value}
         with self.store.queue_lock():
             status = set_attempt_state(entry, state, exit_code=exit_code, signal=sig, failure_class=klass,
                                        started=running.started, finished=finished, last_output=running.last_output,
-                                       gpus=running.gpus)
+                                       gpus=running.gpus, **extra)
+            write_record_end(running, status)
             remove_quietly(self.store.path("cancel", run_id))
             del self.running[run_id]
             retried = state in RETRYABLE and self.retry(entry, klass, status)
@@ -1245,6 +1732,40 @@ class Supervisor:
         self.forget_secrets_when_done(entry["submission_id"])
         self.say("%s: %s%s (exit %s)" % (run_id, state, " [%s]" % klass if klass else "", exit_code if sig is None
                                           else "signal %d" % sig))
+
+    def judge(self, running, code, log_tail):
+        """(state, failure class, error) of a run that exited: its stop reason, else its exit code,
+        its framework's output converted (summary_from) and its summary. Also writes metrics.jsonl
+        from the log when the script wrote none."""
+        entry, run_dir = running.entry, running.entry["run_dir"]
+        if running.metrics.write_curve():
+            running.ours["metrics.jsonl"] = file_digest(os.path.join(run_dir, "metrics.jsonl"))
+        running.metrics.look()
+        if running.kill_reason in ("timeout", "stalled"):
+            return running.kill_reason, running.kill_reason, None
+        if running.kill_reason == "cancelled":
+            return "cancelled", None, None
+        if code != 0:
+            return "failed", failure_class(code, log_tail, entry.get("command")), None
+        absent = [n for n in ("summary.json", "results.jsonl") if not os.path.lexists(os.path.join(run_dir, n))]
+        problem = convert_summary(entry, running.env)
+        for name in absent:
+            if os.path.lexists(os.path.join(run_dir, name)):
+                running.ours[name] = file_digest(os.path.join(run_dir, name))
+        if problem:
+            self.say("%s: %s" % (entry["run_id"], problem))
+            return "failed", "bad_output", problem
+        ok, klass, _ = summary_verdict(run_dir)
+        return ("succeeded" if ok else "failed"), klass, None
+
+    def survivors(self, running):
+        """Pids of the run's processes still alive after TERM and KILL (stuck in the kernel, say):
+        said in the log and the status, never silently left."""
+        left = marked_pids(running.marker)
+        if left:
+            self.say("%s: %d process(es) survived TERM and KILL: pids %s" % (
+                running.entry["run_id"], len(left), ", ".join(map(str, left))))
+        return left
 
     def retry(self, entry, klass, status):
         """Queue the next attempt when retries remain for this class (under the queue lock). A
@@ -1312,6 +1833,49 @@ class Supervisor:
             self.say("%s: lost (the supervisor stopped; runs.resume queues it again)" % run_id)
 
 
+def stop_stages(entry):
+    """[(signal, grace)] a stop sends before KILL: the run's stop_signal, then TERM."""
+    grace = entry.get("stop_grace") or KILL_GRACE_S
+    first = getattr(signal, "SIG" + (entry.get("stop_signal") or "TERM"))
+    return [(first, grace)] + ([(signal.SIGTERM, grace)] if first != signal.SIGTERM else [])
+
+
+def write_contract_start(entry, env, gpus, interpreter):
+    """At a run's start: the supervisor's own record (.ops/record.json, .ops/command.sh: always),
+    and the contract's command.sh and run_metadata.json where the command has not written its
+    own. Returns ({file: sha256 of ours}, the record)."""
+    run_dir = entry["run_dir"]
+    makedirs(os.path.join(run_dir, RECORD_DIR))
+    script = command_script(entry, env)
+    metadata = run_metadata(entry, env, gpus, now(), interpreter)
+    metadata_text = json.dumps(metadata, indent=1, sort_keys=True, default=str) + "\n"
+    write_text(record_path(run_dir, "command.sh"), replay_script(entry, env), 0o755)
+    record = dict(metadata, written_by="ops-tasks supervisor", replay=RECORD_DIR + "/command.sh")
+    write_json(record_path(run_dir), record)
+    write_if_absent(os.path.join(run_dir, "command.sh"), script, 0o755)
+    write_if_absent(os.path.join(run_dir, "run_metadata.json"), metadata_text)
+    import hashlib
+
+    digests = {"command.sh": hashlib.sha256(script.encode()).hexdigest(),
+               "run_metadata.json": hashlib.sha256(metadata_text.encode()).hexdigest()}
+    return digests, record
+
+
+def write_record_end(running, status):
+    """The record's end: state, times, the latest step, survivors, and who wrote each file."""
+    run_dir = running.entry["run_dir"]
+    summary = read_json(os.path.join(run_dir, "summary.json"))
+    if isinstance(summary, dict) and str(summary.get("written_by", "")).startswith("ops-tasks supervisor"):
+        running.ours["summary.json"] = file_digest(os.path.join(run_dir, "summary.json"))
+    record = dict(running.record, state=status["state"], exit_code=status.get("exit_code"),
+                  signal=status.get("signal"), failure_class=status.get("failure_class"),
+                  error=status.get("error"), finished_at=status.get("finished"),
+                  metrics_last=running.metrics.latest, survivors=running.survivors,
+                  files=files_written_by(run_dir, running.ours))
+    makedirs(os.path.join(run_dir, RECORD_DIR))
+    write_json(record_path(run_dir), record)
+
+
 def cpu_slots(count):
     return ["cpu%d" % i for i in range(max(1, count))]
 
@@ -1341,6 +1905,24 @@ def command_script(entry, env):
     return "\n".join(lines) + "\n"
 
 
+def replay_script(entry, env):
+    """.ops/command.sh: `bash` on it in a clean environment replays the run (its cd, its env).
+    Secrets are never in it: each is taken from the replaying shell's environment, and the
+    replay stops naming it when it is not set."""
+    lines = ["#!/usr/bin/env bash",
+             "# Replay of run %s, attempt %d, submission %s (written by the ops-tasks supervisor)." % (
+                 entry["run_id"], entry["attempt"], entry["submission_id"]),
+             "# Secrets are *** here: export them before replaying."]
+    for name in sorted(n for n in env if is_secret(n)):
+        lines.append(': "${%s:?is a secret (*** in this file): export %s before replaying}"' % (name, name))
+    lines.append("cd %s || exit 1" % shlex.quote(entry["cwd"]))
+    for name in sorted(env):
+        if not is_secret(name):
+            lines.append("export %s=%s" % (name, shlex.quote(str(env[name]))))
+    lines.append(entry["command"])
+    return "\n".join(lines) + "\n"
+
+
 def git_facts(repo):
     def git(*args):
         try:
@@ -1357,8 +1939,9 @@ def git_facts(repo):
             "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
-def run_metadata(entry, env, gpus, started):
+def run_metadata(entry, env, gpus, started, interpreter=None):
     config = entry.get("config") or {}
+    interpreter = interpreter or {}
     return {
         "run_id": entry["run_id"], "label": entry.get("label"), "submission_id": entry["submission_id"],
         "attempt": entry["attempt"], "host": entry.get("host"), "hostname": socket.gethostname(),
@@ -1367,7 +1950,12 @@ def run_metadata(entry, env, gpus, started):
         "decoding": {k: config[k] for k in DECODING_KEYS if k in config},
         "dataset": {k: config[k] for k in DATASET_KEYS if k in config},
         "env": masked_env(env), "config": config, "command": entry["command"], "gpus": gpus,
-        "python": platform.python_version(), "tool": TOOL_VERSION,
+        # The run's own interpreter (probe_interpreter), not the supervisor's.
+        "python": interpreter.get("version"), "python_executable": interpreter.get("executable"),
+        "packages": interpreter.get("packages") or {}, "python_probe_error": interpreter.get("error"),
+        "supervisor_python": platform.python_version(), "tool": TOOL_VERSION,
+        "summary_from": entry.get("summary_from"), "stop_signal": entry.get("stop_signal") or "TERM",
+        "meta": entry.get("meta") or {},
         "queued_at": entry.get("queued_at"), "started_at": started,
     }
 
@@ -1397,7 +1985,8 @@ def run_report(store, run_dir, run_id, supervisor_alive, waiting, tail_lines=0):
         report["error"] = problem or "files but no status.json: ops-tasks did not supervise this run"
     if status:
         for key in ("attempt", "submission_id", "exit_code", "signal", "failure_class", "started", "finished",
-                    "queued_at", "last_output", "heartbeat", "gpus", "error", "not_before", "retry_of"):
+                    "queued_at", "last_output", "heartbeat", "gpus", "error", "not_before", "retry_of", "metrics",
+                    "survivors"):
             if key in status:
                 report[key] = status[key]
         if state == "lost":
@@ -1408,6 +1997,9 @@ def run_report(store, run_dir, run_id, supervisor_alive, waiting, tail_lines=0):
     if tail_lines:
         summary = read_json(os.path.join(run_dir, "summary.json"))
         report["summary"] = summary if isinstance(summary, dict) else None
+        record = read_json(record_path(run_dir))
+        if isinstance(record, dict) and isinstance(record.get("files"), dict):
+            report["files_written_by"] = record["files"]  # the command's own files, or the supervisor's
         report["stdout_tail"] = tail_text(os.path.join(run_dir, "stdout.log"), tail_lines)
     return report
 

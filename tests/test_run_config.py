@@ -320,3 +320,51 @@ def test_local_runs_in_the_project_directory_by_default(tmp_path):
     assert load_submission(path, profile=local).remote_repo == str(project.resolve())
     dotted = write(tmp_path, {"remote_repo": ".", "runs": [{"run_id": "a", "command": "x"}]}, name="dot.json")
     assert load_submission(dotted, profile=local, project_dir=project).remote_repo == str(project.resolve())
+
+
+# ---------------------------------------------------------------- workload keys (summary_from, stop_signal, ...)
+
+
+def test_workload_keys_reach_the_pod_checked_and_are_no_flags_of_the_entrypoint(tmp_path):
+    run, = runs(tmp_path, {"run_id": "a", "entrypoint": "python3 train.py", "summary_from": "lm_eval",
+                           "summary_metric": "exact_match,strict-match", "stop_signal": "sigint", "stop_grace": "30s",
+                           "metrics_from_log": r"iter (?P<iter>\d+): loss (?P<loss>[\d.]{1,8})",
+                           "meta": {"purpose": "sweep {run_id}"}})
+    sent = run.to_dict()
+    assert (sent["summary_from"], sent["stop_signal"], sent["stop_grace"]) == ("lm_eval", "INT", 30.0)
+    assert sent["summary_metric"] == "exact_match,strict-match" and sent["meta"] == {"purpose": "sweep a"}
+    assert sent["metrics_from_log"] == r"iter (?P<iter>\d+): loss (?P<loss>[\d.]{1,8})"  # braces are no placeholder
+    assert "--summary-from" not in run.command and "--stop-signal" not in run.command
+    assert "summary_from" not in runs(tmp_path, {"run_id": "b", "command": "x"})[0].to_dict()
+
+
+def test_a_users_own_summary_function_is_named_python_module_function(tmp_path):
+    run, = runs(tmp_path, {"run_id": "a", "command": "x", "summary_from": "python:my_pkg.summaries:summarize"})
+    assert run.to_dict()["summary_from"] == "python:my_pkg.summaries:summarize"
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("summary_from", "vf-eval", "summary_from must be verifiers, lm_eval or python:module:function"),
+    ("summary_from", "python:mod", "python:module:function"),
+    ("summary_from", "python:mod:fn; rm -rf /", "python:module:function"),
+    ("stop_signal", "SIGSTOP", "stop_signal must be one of INT, TERM"),
+    ("stop_signal", 2, "stop_signal must be one of"),
+    ("stop_grace", "soon", "stop_grace must be a number of seconds"),
+    ("stop_grace", ".inf", "stop_grace must be a number of seconds"),
+    ("metrics_from_log", "iter (?P<iter>\\d+", "metrics_from_log 'iter (?P<iter>\\\\d+' does not compile"),
+    ("metrics_from_log", "loss ([\\d.]+)", "named groups"),
+    ("summary_metric", "", "summary_metric must be a metric name"),
+    ("meta", ["a"], "meta must be an object"),
+])
+def test_a_bad_workload_value_is_refused_naming_it(tmp_path, key, value, expected):
+    refused(tmp_path, {"runs": [{"run_id": "a", "command": "x", key: value}]}, "run 0 ('a')", expected)
+
+
+def test_the_pod_refuses_the_same_bad_workload_values_whatever_the_laptop_sent():
+    from test_runs_units import pod
+
+    for run in ({"summary_from": "evil"}, {"stop_signal": "KILL"}, {"stop_grace": -1}, {"metrics_from_log": "("},
+                {"metrics_from_log": "x"}, {"meta": "m"}):
+        assert pod.workload_problem(run), run
+    assert pod.workload_problem({"summary_from": "verifiers", "stop_signal": "INT", "stop_grace": 5.0,
+                                 "metrics_from_log": "(?P<x>\\d)", "meta": {}}) is None

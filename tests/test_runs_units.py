@@ -25,7 +25,7 @@ def test_both_sides_agree_on_secrets_and_failure_classes():
         assert pod.is_secret(name) == is_secret_name(name), name
     classes = {name for name, _ in pod.FAILURE_PATTERNS} | {"timeout", "stalled", "killed", "no_summary",
                                                              "bad_summary", "summary_not_ok", "exit_nonzero",
-                                                             "lost", "unschedulable", "secrets_missing"}
+                                                             "lost", "unschedulable", "secrets_missing", "bad_output"}
     assert classes <= set(FAILURE_CLASSES)  # every class the pod writes can be named in retry_on
 
 
@@ -41,9 +41,28 @@ def test_both_sides_agree_on_secrets_and_failure_classes():
     ("", -9, "killed"),
     ("", 143, "killed"),
     ("ValueError: x", 2, "exit_nonzero"),
+    # wandb's current wording when no key is found
+    ("wandb.errors.errors.UsageError: No API key configured. Use `wandb login` to log in.", 1, "auth"),
+    ("wandb.errors.UsageError: api_key not configured (no-tty). call wandb.login(key=[your_api_key])", 1, "auth"),
+    # the command itself is wrong: usage, not data
+    ("usage: train.py [-h]\ntrain.py: error: unrecognized arguments: --lr=3e-4", 2, "usage"),
+    ("python3: can't open file '/repo/trian.py': [Errno 2] No such file or directory", 2, "usage"),
+    ("bash: line 1: trainer: command not found", 127, "usage"),
 ])
 def test_failure_classes_read_the_last_error(log, code, expected):
     assert pod.failure_class(code, log) == expected
+
+
+@pytest.mark.parametrize("command, log, expected", [
+    ("./run_eval.sh --n 10", "bash: line 1: ./run_eval.sh: No such file or directory", "usage"),
+    ("python3 -u scripts/train.py", "python3: can't open file 'scripts/train.py': [Errno 2] No such file or directory",
+     "usage"),
+    ("python3 train.py --data data/train.bin",
+     "FileNotFoundError: [Errno 2] No such file or directory: 'data/train.bin'", "data"),
+    ("uv run eval.py", "FileNotFoundError: [Errno 2] No such file or directory: 'eval.py'", "usage"),
+])
+def test_a_missing_file_is_usage_when_it_is_the_commands_own_program_else_data(command, log, expected):
+    assert pod.failure_class(1, log, command) == expected
 
 
 def test_a_state_nobody_stands_behind_is_lost():

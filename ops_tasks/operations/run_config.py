@@ -26,15 +26,22 @@ from ..errors import ConfigError
 from ..names import CONTROL_CHARS, ENV_NAME, RUN_ID, TMUX_SESSION
 from ..secrets import MASK, is_secret_key, is_secret_name
 
+# Keys of a run's workload: where its summary comes from, how it is stopped, its metrics, its own
+# metadata (README, "Run configs"; checked by _workload, and again on the pod by ops_runs.py).
+WORKLOAD_KEYS = ("summary_from", "summary_metric", "stop_signal", "stop_grace", "metrics_from_log", "meta")
 # Keys that configure the run itself; every other key of a run is a flag of its entrypoint.
 RESERVED = frozenset({"run_id", "label", "command", "entrypoint", "env", "gpus", "timeout", "stall_timeout",
-                      "retries", "retry_on", "retry_backoff", "matrix", "run_dir", "flags"})
+                      "retries", "retry_on", "retry_backoff", "matrix", "run_dir", "flags", *WORKLOAD_KEYS})
 # A config deeper than this is a mistake (or an attack on the recursion limit), not a sweep.
 MAX_DEPTH = 32
 FAILURE_CLASSES = ("oom", "nccl", "auth", "data", "timeout", "stalled", "killed", "no_summary",
-                   "bad_summary", "summary_not_ok", "exit_nonzero", "lost", "unschedulable", "secrets_missing")
+                   "bad_summary", "summary_not_ok", "exit_nonzero", "lost", "unschedulable", "secrets_missing",
+                   "usage", "bad_output")
 TOP_LEVEL_KEYS = ("remote_repo", "remote_outputs_dir", "tmux_session", "defaults", "runs", "runs_csv")
 DEFAULT_RETRY_BACKOFF = 10.0
+SUMMARY_FRAMEWORKS = ("verifiers", "lm_eval")  # summary_from; the converters are ops_runs.py's
+STOP_SIGNALS = ("INT", "TERM", "HUP", "QUIT", "USR1", "USR2")  # ops_runs.STOP_SIGNALS
+_PYTHON_SUMMARY = re.compile(r"^python:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 # A matrix typo (a list of 1000 where 10 was meant) should not queue a million runs.
 MAX_RUNS = 10000
 
@@ -74,6 +81,7 @@ class RunSpec:
     retry_on: Optional[tuple]  # failure classes; None: any
     retry_backoff: float  # seconds before the first retry, doubled each time
     config: dict  # the effective run config, secret env values masked
+    workload: tuple = ()  # ((WORKLOAD_KEYS key, checked value), ...) of the keys the run sets
 
     def to_dict(self) -> dict:
         return {
@@ -90,6 +98,7 @@ class RunSpec:
             "retry_on": None if self.retry_on is None else list(self.retry_on),
             "retry_backoff": self.retry_backoff,
             "config": copy.deepcopy(self.config),
+            **copy.deepcopy(dict(self.workload)),
         }
 
     def shown(self) -> dict:
@@ -360,8 +369,9 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime)
     run_dir = _run_dir(run.get("run_dir"), sources, roots["outputs_dir"], where)
     sources["run_dir"] = run_dir
 
-    filled = {key: _fill_deep(value, sources, where) for key, value in run.items()
-              if key not in ("run_id", "run_dir", "command", "entrypoint")}
+    # A regex's braces ({3}, {n,m}) are never placeholders: metrics_from_log is taken as written.
+    filled = {key: value if key == "metrics_from_log" else _fill_deep(value, sources, where)
+              for key, value in run.items() if key not in ("run_id", "run_dir", "command", "entrypoint")}
     command, shown_command = _command(run, filled, sources, run_dir, where)
     env = _env(filled.get("env"), where)
     label = filled.get("label")
@@ -400,7 +410,50 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime)
         retry_on=retry_on,
         retry_backoff=DEFAULT_RETRY_BACKOFF if backoff is None else backoff,
         config=config,
+        workload=_workload(filled, where),
     )
+
+
+def _workload(run: dict, where: str) -> tuple:
+    """The run's WORKLOAD_KEYS, checked: ((key, value), ...) for the pod's supervisor."""
+    found = {}
+    source = run.get("summary_from")
+    if source is not None:
+        if not isinstance(source, str) or not (source in SUMMARY_FRAMEWORKS or _PYTHON_SUMMARY.match(source)):
+            raise ConfigError(f"{where}: summary_from must be {', '.join(SUMMARY_FRAMEWORKS)} or "
+                              f"python:module:function, got {source!r}")
+        found["summary_from"] = source
+    if run.get("summary_metric") is not None:
+        if not isinstance(run["summary_metric"], str) or not run["summary_metric"].strip():
+            raise ConfigError(f"{where}: summary_metric must be a metric name (or metric,filter), "
+                              f"got {run['summary_metric']!r}")
+        found["summary_metric"] = run["summary_metric"].strip()
+    if run.get("stop_signal") is not None:
+        name = run["stop_signal"].upper().removeprefix("SIG") if isinstance(run["stop_signal"], str) else None
+        if name not in STOP_SIGNALS:
+            raise ConfigError(f"{where}: stop_signal must be one of {', '.join(STOP_SIGNALS)} "
+                              f"(TERM, then KILL, follow it), got {run['stop_signal']!r}")
+        found["stop_signal"] = name
+    grace = parse_duration(run.get("stop_grace"), "stop_grace", where)
+    if grace is not None:
+        if grace >= 1e7:
+            raise ConfigError(f"{where}: stop_grace must be less than 10^7 seconds, got {run['stop_grace']!r}")
+        found["stop_grace"] = grace
+    pattern = run.get("metrics_from_log")
+    if pattern is not None:
+        try:
+            compiled = re.compile(pattern) if isinstance(pattern, str) else None
+        except re.error as exc:
+            raise ConfigError(f"{where}: metrics_from_log {pattern!r} does not compile: {exc}") from None
+        if compiled is None or not compiled.groupindex:
+            raise ConfigError(f"{where}: metrics_from_log must be a regex with named groups, "
+                              f"e.g. 'iter (?P<iter>\\d+): loss (?P<loss>[\\d.]+)', got {pattern!r}")
+        found["metrics_from_log"] = pattern
+    if run.get("meta") is not None:
+        if not isinstance(run["meta"], dict):
+            raise ConfigError(f"{where}: meta must be an object (kept in run_metadata.json), got {_type(run['meta'])}")
+        found["meta"] = run["meta"]
+    return tuple(found.items())
 
 
 def _check_keys(run: dict, where: str) -> None:

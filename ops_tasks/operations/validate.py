@@ -21,6 +21,8 @@ from ..verdicts import UNFINISHED, UNREADABLE, Verdict, run_verdict
 REQUIRED = ("command.sh", "run_metadata.json", "summary.json", "stdout.log")
 JSON_FILES = ("run_metadata.json", "summary.json", "status.json")
 RESULTS = "results.jsonl"
+# The supervisor's own record of a run, where no script writes (ops_runs.py, RECORD_DIR).
+RECORD = (".ops", "record.json")
 
 
 def checked_root(root) -> Path:
@@ -77,6 +79,22 @@ def load_json(path: str, run_id: str, file: str):
             return json.loads(handle.read()), None
     except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
         return None, json_error(run_id, file, exc)
+
+
+def with_supervisor_record(metadata, path: str, run_id: str):
+    """run_metadata.json as found (the script's own, or the supervisor's) with the supervisor's
+    record of the run (.ops/record.json: its config, submission, attempt, times, GPUs, the
+    replayable command) under `ops`, and who wrote each contract file under `files_written_by`.
+    A record that is missing or unreadable adds nothing; metadata None and no record stay None."""
+    value, error = load_json(os.path.join(path, *RECORD), run_id, "/".join(RECORD))
+    if error is not None or not isinstance(value, dict):
+        return metadata
+    merged = dict(metadata) if isinstance(metadata, dict) else {}
+    merged["ops"] = value
+    files = value.get("files")
+    if isinstance(files, dict):
+        merged["files_written_by"] = {k: v for k, v in files.items() if isinstance(k, str) and isinstance(v, str)}
+    return merged
 
 
 class BadJsonLine(ValueError):

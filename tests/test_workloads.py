@@ -1,0 +1,342 @@
+"""Real workloads, natively (issue "Real workloads, natively"; /work/shared/cases/real-workloads.md):
+a training script that writes its own contract files, and the real vf-eval 0.4.0 and lm-eval
+0.4.13 output (tests/fixtures/real_tools, written by the tools themselves) turned into the
+contract's summary.json and results.jsonl by `summary_from`. One real sshd pod for the module;
+the expected numbers are computed here from the fixture files with plain Python, independently
+of the converters."""
+
+import json
+import math
+import shlex
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import needs_isolation, ops_argv
+from test_runs_units import load_pod_tool
+from ops_tasks.testing.pods import ClientHome, SshPod
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+WORKLOADS = CHECKOUT / "tests" / "workloads"
+FIXTURES = CHECKOUT / "tests" / "fixtures" / "real_tools"
+TRAIN = WORKLOADS / "train_like.py"
+LOSS_LINE = r"iter (?P<iter>\d+): loss (?P<loss>[\d.]+)"
+
+
+pod_tool = load_pod_tool()
+
+
+# ---------------------------------------------------------------- what the fixtures say, by hand
+
+
+def traces_by_example(path: Path) -> dict:
+    """{task id: [reward of each rollout, None if it errored]} from vf-eval's traces.jsonl."""
+    found = {}
+    for line in path.read_text().splitlines():
+        episode = json.loads(line)
+        trace = episode["traces"][0]
+        reward = None if not episode["ok"] else sum(r["score"] * r["weight"] for r in trace["rewards"].values())
+        found.setdefault(episode["task"]["data"]["id"], []).append(reward)
+    return found
+
+
+def lm_eval_files():
+    model_dir = next((FIXTURES / "lm_eval").iterdir())
+    results = json.loads(next(model_dir.glob("results_*.json")).read_text())
+    samples = [json.loads(line) for line in next(model_dir.glob("samples_ops_arith_*.jsonl")).read_text().splitlines()]
+    return results, samples
+
+
+# ---------------------------------------------------------------- the converters, on the real output
+
+
+def test_verifiers_output_becomes_one_result_per_example_with_its_rollouts_grouped():
+    by_hand = traces_by_example(FIXTURES / "verifiers" / "arith-10x2" / "traces.jsonl")
+    means = {key: sum(r) / len(r) for key, r in by_hand.items()}
+
+    summary, results = pod_tool.convert_verifiers(str(FIXTURES / "verifiers" / "arith-10x2"))
+
+    assert {r["id"]: r["reward"] for r in results} == means  # the task's id, not the rollout's
+    assert all(r["n_rollouts"] == 2 for r in results) and len(results) == 10
+    assert summary["ok"] is True and summary["avg_reward"] == pytest.approx(statistics.mean(means.values()))
+    assert (summary["num_examples"], summary["rollouts_per_example"]) == (10, 2)
+    assert (summary["model_id"], summary["env_id"]) == ("ops-stub/arith-4B", "ops-arith")
+
+
+def test_verifiers_rollouts_that_errored_make_the_summary_not_ok_though_vf_eval_exited_0():
+    summary, results = pod_tool.convert_verifiers(str(FIXTURES / "verifiers" / "arith-errored"))
+    assert summary["ok"] is False and summary["errored_rollouts"] == 6 and summary["num_examples"] == 3
+    assert all(r["reward"] is None and r["rollouts"][0]["errors"] == ["ProviderError"] for r in results)
+
+
+def test_lm_eval_output_becomes_the_metric_with_its_stderr_and_the_documents_own_ids():
+    results_file, samples = lm_eval_files()
+    scores = [s["exact_match"] for s in samples]
+
+    summary, results = pod_tool.convert_lm_eval(str(FIXTURES / "lm_eval"))
+
+    assert summary["avg_reward"] == pytest.approx(statistics.mean(scores))
+    assert summary["metric_stderr"] == pytest.approx(statistics.stdev(scores) / math.sqrt(len(scores)))
+    assert (summary["metric"], summary["filter"], summary["num_examples"]) == ("exact_match", "strict-match", 10)
+    assert [r["id"] for r in results] == [s["doc"]["id"] for s in samples]
+    assert [r["reward"] for r in results] == scores
+    assert summary["model_id"] == "ops-stub/arith-4B" and summary["env_id"] == "ops_arith"
+
+
+def test_both_frameworks_give_the_same_example_ids_and_scores():
+    _, verifiers = pod_tool.convert_verifiers(str(FIXTURES / "verifiers" / "arith-10x2"))
+    _, lm_eval = pod_tool.convert_lm_eval(str(FIXTURES / "lm_eval"))
+    assert {r["id"]: r["reward"] for r in verifiers} == {r["id"]: r["reward"] for r in lm_eval}
+
+
+def test_a_metric_lm_eval_did_not_compute_is_bad_output_naming_the_ones_it_did():
+    with pytest.raises(pod_tool.BadOutput, match="exact_match,strict-match"):
+        pod_tool.convert_lm_eval(str(FIXTURES / "lm_eval"), "f1")
+
+
+def test_a_damaged_traces_file_is_bad_output_naming_the_line(tmp_path):
+    lines = (FIXTURES / "verifiers" / "arith-10x2" / "traces.jsonl").read_text().splitlines()
+    (tmp_path / "traces.jsonl").write_text("\n".join(lines[:3] + [lines[3][:50]]) + "\n")
+    with pytest.raises(pod_tool.BadOutput, match="line 4"):
+        pod_tool.convert_verifiers(str(tmp_path))
+
+
+# ---------------------------------------------------------------- on a real pod
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    return ClientHome(tmp_path_factory.mktemp("workloads") / "client-home")
+
+
+@pytest.fixture(scope="module")
+def pod(tmp_path_factory, client):
+    pod = SshPod(tmp_path_factory.mktemp("workloads") / "pod", "wpod", client.public_key).start()
+    client.add_alias("wpod", pod)
+    pod.alias = "wpod"
+    yield pod
+    pod.stop()
+
+
+def write_config(project, outputs, runs, **top):
+    path = project / f"runs-{len(list(project.glob('runs-*')))}.json"
+    path.write_text(json.dumps({"remote_repo": str(WORKLOADS), "remote_outputs_dir": outputs, "runs": runs, **top}))
+    return str(path)
+
+
+def submit_and_wait(ops, pod, path, *extra):
+    submitted = ops("runs.submit", "--host", pod.alias, "--config", path, "--json", *extra)
+    assert submitted.json is not None and submitted.json["ok"], submitted.stderr
+    waited = ops("runs.wait", "--host", pod.alias, "--timeout", "60", "--json")
+    assert waited.json is not None, waited.stderr
+    return submitted.json, {r["run_id"]: r for r in waited.json["runs"]}
+
+
+def pod_json(pod, path):
+    return json.loads(pod.sh(f"cat {shlex.quote(path)}").stdout)
+
+
+def loss(learning_rate, seed, step, split="train"):
+    """train_like.py's losses, by its formula."""
+    return round(4.0 * math.exp(-learning_rate * step) + 0.01 * seed + (0.05 if split == "val" else 0.0), 6)
+
+
+SWEEP_OUT = "/mnt/w-sweep/out"
+CANARY = "w1-canary-7f3a"
+
+
+@pytest.fixture(scope="module")
+def sweep(pod, client, tmp_path_factory):
+    """A 2x2 sweep (learning rate x seed) of the training stand-in, plus a run with a secret."""
+    project = tmp_path_factory.mktemp("workloads-project")
+
+    def ops(*args):
+        proc = subprocess.run([*ops_argv(), *args], cwd=project, env=client.env(), capture_output=True, text=True,
+                              timeout=120)
+        proc.json = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else None
+        return proc
+
+    path = write_config(project, SWEEP_OUT, [
+        {"run_id": "train-lr{learning_rate}-s{seed}", "gpus": 0, "metrics_from_log": LOSS_LINE,
+         "command": f"python3 {TRAIN} out_dir={{run_dir}} learning_rate={{learning_rate}} seed={{seed}} max_iters=6",
+         "matrix": {"learning_rate": [0.1, 0.2], "seed": [1, 2]}, "meta": {"purpose": "sweep"}},
+        {"run_id": "secret", "gpus": 0, "env": {"WANDB_API_KEY": CANARY},
+         "command": "echo key-len=${#WANDB_API_KEY}; printf '{\"ok\": true}' > \"$OPS_RUN_DIR/summary.json\""},
+    ])
+    submitted, runs = submit_and_wait(ops, pod, path, "--slots", "2")
+    return {"ops": ops, "project": project, "submission_id": submitted["submission_id"], "runs": runs}
+
+
+SWEEP = [(0.1, 1), (0.1, 2), (0.2, 1), (0.2, 2)]
+
+
+@needs_isolation
+def test_a_script_writing_its_own_contract_files_loses_nothing(pod, sweep):
+    for learning_rate, seed in SWEEP:
+        run_id = f"train-lr{learning_rate}-s{seed}"
+        run_dir = f"{SWEEP_OUT}/{run_id}"
+        assert sweep["runs"][run_id]["state"] == "succeeded", sweep["runs"][run_id]
+        # The script's own files stay as it wrote them.
+        assert pod.sh(f"cat {run_dir}/command.sh").stdout.startswith(f"python {TRAIN} out_dir=")
+        assert pod_json(pod, f"{run_dir}/run_metadata.json")["written_by"] == "train_like.py"
+        summary = pod_json(pod, f"{run_dir}/summary.json")
+        assert summary["last_eval"] == {"train": loss(learning_rate, seed, 5), "val": loss(learning_rate, seed, 5, "val")}
+        # The supervisor's record, beside them.
+        record = pod_json(pod, f"{run_dir}/.ops/record.json")
+        assert (record["submission_id"], record["attempt"], record["state"]) == (sweep["submission_id"], 1, "succeeded")
+        assert (record["config"]["learning_rate"], record["config"]["seed"]) == (learning_rate, seed)
+        assert record["meta"] == {"purpose": "sweep"} and record["finished_at"] >= record["started_at"]
+        assert record["files"] == {"command.sh": "command", "run_metadata.json": "command",
+                                   "summary.json": "command", "metrics.jsonl": "supervisor"}
+
+
+@needs_isolation
+def test_run_metadata_names_the_runs_own_python(pod, sweep):
+    python = pod.sh("python3 -c 'import platform, sys; print(platform.python_version(), sys.executable)'").stdout.split()
+    record = pod_json(pod, f"{SWEEP_OUT}/train-lr0.1-s1/.ops/record.json")
+    assert [record["python"], record["python_executable"]] == python
+    assert set(record["packages"]) <= set(pod_tool.PACKAGES)
+
+
+@needs_isolation
+def test_the_log_gives_the_metric_curve_and_the_latest_step(pod, sweep):
+    lines = pod.sh(f"cat {SWEEP_OUT}/train-lr0.2-s2/metrics.jsonl").stdout.splitlines()
+    assert [json.loads(line) for line in lines] == [{"iter": i, "loss": float(f"{loss(0.2, 2, i):.4f}")} for i in range(6)]
+    status = sweep["ops"]("runs.status", "--host", pod.alias, "--remote-outputs-dir", SWEEP_OUT,
+                          "--run-id", "train-lr0.2-s2", "--json")
+    assert status.json["run"]["metrics"] == json.loads(lines[-1])
+    assert status.json["run"]["files_written_by"]["metrics.jsonl"] == "supervisor"
+
+
+@needs_isolation
+def test_report_groups_by_the_runs_config_from_the_supervisors_record(pod, sweep):
+    ops = sweep["ops"]
+    run_ids = ",".join(f"train-lr{lr}-s{seed}" for lr, seed in SWEEP)
+    fetched = ops("artifacts.fetch", "--host", pod.alias, "--remote-outputs-dir", SWEEP_OUT, "--run-id", run_ids,
+                  "--json")
+    assert fetched.returncode == 0, fetched.stderr
+    report = ops("report", "--run-id", run_ids, "--group-by", "learning_rate", "--json")
+    assert report.returncode == 0, report.stderr
+    groups = {g["learning_rate"]: g["runs"] for g in report.json["groups"]}
+    assert groups == {0.1: 2, 0.2: 2}
+    validated = ops("validate", "--run-id", run_ids, "--json")
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+
+
+@needs_isolation
+def test_the_supervisors_command_replays_the_run_in_a_clean_environment(pod, sweep):
+    run_dir = f"{SWEEP_OUT}/train-lr0.2-s1"
+    before = pod.sh(f"cat {run_dir}/summary.json {run_dir}/metrics.jsonl").stdout
+    log = pod.sh(f"grep '^iter' {run_dir}/stdout.log").stdout
+    replay = pod.sh(f"cd / && rm {run_dir}/summary.json && env -i HOME=/root PATH=/usr/local/bin:/usr/bin:/bin "
+                    f"bash {run_dir}/.ops/command.sh")
+    assert replay.stdout == log
+    assert pod.sh(f"cat {run_dir}/summary.json {run_dir}/metrics.jsonl").stdout == before
+
+
+@needs_isolation
+def test_a_replay_never_holds_a_secret_and_names_the_one_to_export(pod, sweep):
+    script = f"{SWEEP_OUT}/secret/.ops/command.sh"
+    assert CANARY not in pod.sh(f"cat {script} {SWEEP_OUT}/secret/.ops/record.json").stdout
+    bare = pod.sh(f"env -i HOME=/root PATH=/usr/bin:/bin bash {script}", check=False)
+    assert bare.returncode != 0 and "export WANDB_API_KEY" in bare.stderr and "key-len" not in bare.stdout
+    given = pod.sh(f"env -i HOME=/root PATH=/usr/bin:/bin WANDB_API_KEY=abc bash {script}")
+    assert given.stdout.strip() == "key-len=3"
+
+
+@needs_isolation
+def test_a_cancel_with_stop_signal_int_keeps_the_scripts_own_partial_summary(pod, sweep):
+    ops, out = sweep["ops"], "/mnt/w-int/out"
+    path = write_config(sweep["project"], out, [
+        {"run_id": "long", "gpus": 0, "stop_signal": "INT", "stop_grace": "5s", "metrics_from_log": LOSS_LINE,
+         "command": f"python3 {TRAIN} out_dir={{run_dir}} max_iters=100000 iter_sleep=0.05"}])
+    submitted = ops("runs.submit", "--host", pod.alias, "--config", path, "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    deadline = time.monotonic() + 30
+    while "metrics" not in pod.sh(f"cat {out}/long/status.json", check=False).stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    shown = ops("runs.status", "--host", pod.alias, "--remote-outputs-dir", out, "--run-id", "long")
+    assert "latest step" in shown.stdout and "iter=" in shown.stdout  # while the run goes
+    seen = int(shown.stdout.split("iter=")[1].split()[0])
+
+    cancelled = ops("runs.cancel", "--host", pod.alias, "--remote-outputs-dir", out, "--run-id", "long", "--json")
+
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert pod_json(pod, f"{out}/long/status.json")["state"] == "cancelled"
+    summary = pod_json(pod, f"{out}/long/summary.json")
+    assert summary["interrupted"] is True and summary["iter"] >= seen and summary["ok"] is False
+    assert "SIGINT" in pod.sh(f"cat {out}/.ops/supervisor.log").stdout
+    assert pod_json(pod, f"{out}/long/.ops/record.json")["files"]["summary.json"] == "command"
+
+
+FRAMEWORKS_OUT = "/mnt/w-frameworks/out"
+
+
+@pytest.fixture(scope="module")
+def frameworks(pod, sweep):
+    """vf-eval's and lm-eval's real output copied into run directories by the runs' commands, and
+    the user's own summary function; all converted by summary_from."""
+    copy = "mkdir -p {{run_dir}}/{dest} && cp -r {source}/. {{run_dir}}/{dest}/"
+    path = write_config(sweep["project"], FRAMEWORKS_OUT, [
+        {"run_id": "vf", "summary_from": "verifiers",
+         "command": copy.format(source=FIXTURES / "verifiers" / "arith-10x2", dest="vf_out/arith-10x2")},
+        {"run_id": "vf-errored", "summary_from": "verifiers",
+         "command": copy.format(source=FIXTURES / "verifiers" / "arith-errored", dest="vf_out/arith-errored")},
+        {"run_id": "vf-nothing", "summary_from": "verifiers", "command": "echo vf-eval wrote nothing"},
+        {"run_id": "lm", "summary_from": "lm_eval", "summary_metric": "exact_match",
+         "command": copy.format(source=FIXTURES / "lm_eval", dest="lm_eval_out")},
+        {"run_id": "own", "summary_from": "python:own_summary:summarize",
+         "command": "printf '1\\n0\\n1\\n1\\n' > {run_dir}/answers.txt"},
+        {"run_id": "own-broken", "summary_from": "python:own_summary:summarize", "command": "true"},
+    ], defaults={"gpus": 0})
+    _, runs = submit_and_wait(sweep["ops"], pod, path, "--slots", "3")
+    return runs
+
+
+def results_of(pod, run_id):
+    return [json.loads(line) for line in pod.sh(f"cat {FRAMEWORKS_OUT}/{run_id}/results.jsonl").stdout.splitlines()]
+
+
+@needs_isolation
+def test_verifiers_output_is_converted_on_the_pod_after_the_command(pod, frameworks):
+    by_hand = traces_by_example(FIXTURES / "verifiers" / "arith-10x2" / "traces.jsonl")
+    means = {key: sum(r) / len(r) for key, r in by_hand.items()}
+    assert frameworks["vf"]["state"] == "succeeded", frameworks["vf"]
+    summary = pod_json(pod, f"{FRAMEWORKS_OUT}/vf/summary.json")
+    assert summary["avg_reward"] == pytest.approx(statistics.mean(means.values())) and summary["num_examples"] == 10
+    assert {r["id"]: r["reward"] for r in results_of(pod, "vf")} == means
+
+    errored = frameworks["vf-errored"]
+    assert (errored["state"], errored["failure_class"]) == ("failed", "summary_not_ok")
+    assert pod_json(pod, f"{FRAMEWORKS_OUT}/vf-errored/summary.json")["errored_rollouts"] == 6
+    nothing = frameworks["vf-nothing"]
+    assert (nothing["state"], nothing["failure_class"]) == ("failed", "bad_output")
+    assert "traces.jsonl" in nothing["error"]
+
+
+@needs_isolation
+def test_lm_eval_output_is_converted_on_the_pod_after_the_command(pod, frameworks):
+    results_file, samples = lm_eval_files()
+    assert frameworks["lm"]["state"] == "succeeded", frameworks["lm"]
+    summary = pod_json(pod, f"{FRAMEWORKS_OUT}/lm/summary.json")
+    assert summary["avg_reward"] == results_file["results"]["ops_arith"]["exact_match,strict-match"]
+    assert summary["metric_stderr"] == results_file["results"]["ops_arith"]["exact_match_stderr,strict-match"]
+    assert [(r["id"], r["reward"]) for r in results_of(pod, "lm")] == [(s["doc"]["id"], s["exact_match"]) for s in samples]
+
+
+@needs_isolation
+def test_the_users_own_summary_function_runs_with_the_runs_python(pod, frameworks):
+    assert frameworks["own"]["state"] == "succeeded", frameworks["own"]
+    summary = pod_json(pod, f"{FRAMEWORKS_OUT}/own/summary.json")
+    python = pod.sh("python3 -c 'import sys; print(sys.executable)'").stdout.strip()
+    assert (summary["avg_reward"], summary["num_examples"], summary["python"]) == (0.75, 4, python)
+    assert [r["reward"] for r in results_of(pod, "own")] == [1.0, 0.0, 1.0, 1.0]
+    broken = frameworks["own-broken"]
+    assert (broken["state"], broken["failure_class"]) == ("failed", "bad_output")
+    assert "answers.txt" in broken["error"]
+    status = pod_json(pod, f"{FRAMEWORKS_OUT}/own-broken/summary.json")
+    assert status["ok"] is False  # the contract still holds: the supervisor's summary, ok false
