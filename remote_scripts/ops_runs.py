@@ -2109,7 +2109,9 @@ def cancel(request):
             else:
                 shown = state or ("unknown" if has_files(run_dir) else "missing")
                 results.append({"run_id": run_id, "was": shown, "state": shown})
-    deadline = now() + KILL_GRACE_S + 5
+    # As long as the slowest run's stop takes: its stop_signal and TERM, each with its grace.
+    stops = [read_entry(store.path("active", run_id + ".json")) or {} for run_id, _ in waiting_on]
+    deadline = now() + max([sum(g for _, g in stop_stages(e)) for e in stops] or [KILL_GRACE_S]) + 5
     for run_id, run_dir in waiting_on:
         while now() < deadline and (read_status(run_dir) or {}).get("state") == "running":
             time.sleep(0.2)

@@ -355,6 +355,7 @@ def test_a_users_own_summary_function_is_named_python_module_function(tmp_path):
     ("metrics_from_log", "loss ([\\d.]+)", "named groups"),
     ("summary_metric", "", "summary_metric must be a metric name"),
     ("meta", ["a"], "meta must be an object"),
+    ("meta", {"wandb_api_key": "k"}, "meta.wandb_api_key names a secret"),
 ])
 def test_a_bad_workload_value_is_refused_naming_it(tmp_path, key, value, expected):
     refused(tmp_path, {"runs": [{"run_id": "a", "command": "x", key: value}]}, "run 0 ('a')", expected)

@@ -452,6 +452,10 @@ def _workload(run: dict, where: str) -> tuple:
     if run.get("meta") is not None:
         if not isinstance(run["meta"], dict):
             raise ConfigError(f"{where}: meta must be an object (kept in run_metadata.json), got {_type(run['meta'])}")
+        secret = next((key for key in run["meta"] if is_secret_key(key)), None)
+        if secret is not None:
+            raise ConfigError(f"{where}: meta.{secret} names a secret: meta is written into run_metadata.json; "
+                              f"pass it in env instead")
         found["meta"] = run["meta"]
     return tuple(found.items())
 
