@@ -637,7 +637,7 @@ class _StartMark:
 
     def __init__(self):
         self.found = False
-        self.pending = b""
+        self.pending = bytearray()
 
     def feed(self, chunk: bytes) -> bytes:
         if self.found:
@@ -645,9 +645,11 @@ class _StartMark:
         self.pending += chunk
         at = self.pending.find(STARTED_MARK)
         if at < 0:
+            del self.pending[:-_KEPT_STDERR]  # a login shell's noise is kept only so far
             return b""
         self.found = True
-        text, self.pending = self.pending[:at] + self.pending[at + len(STARTED_MARK):], b""
+        text = bytes(self.pending[:at] + self.pending[at + len(STARTED_MARK):])
+        self.pending = bytearray()
         return text
 
 
