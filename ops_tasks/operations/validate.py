@@ -12,6 +12,7 @@ regular file (a FIFO would block), so no laptop file can leak into a report.
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Optional
 
@@ -57,25 +58,36 @@ class OutsideRunDir(OSError):
     """A run's file that is a link out of its run directory, or not a regular file."""
 
 
-def checked_run_file(path: str) -> str:
-    """path, when reading it stays inside its run directory (the folder holding it, itself no
-    link) and reaches a regular file; else OutsideRunDir naming why."""
+def open_run_file(path: str):
+    """path open for reading (binary), when reading it stays inside its run directory (the folder
+    holding it, itself no link) and reaches a regular file; else OutsideRunDir naming why.
+
+    The common case, a plain file, costs one lstat and an open that refuses a link swapped in
+    meanwhile (O_NOFOLLOW); only a link is resolved, and kept when it stays inside. The type is
+    read from the open file, so a FIFO is refused without blocking on it.
+    """
     run_dir = os.path.dirname(os.path.abspath(path))
     if os.path.islink(run_dir):
         raise OutsideRunDir("the run directory is a link: refused")
-    real_dir, real = os.path.realpath(run_dir), os.path.realpath(path)
-    if os.path.commonpath([real_dir, real]) != real_dir:
-        raise OutsideRunDir("a link leading out of its run directory: refused")
-    if os.path.exists(real) and not os.path.isfile(real):
+    flags = os.O_RDONLY | os.O_NONBLOCK
+    if os.path.islink(path):
+        real_dir, real = os.path.realpath(run_dir), os.path.realpath(path)
+        if os.path.commonpath([real_dir, real]) != real_dir:
+            raise OutsideRunDir("a link leading out of its run directory: refused")
+    else:
+        flags |= os.O_NOFOLLOW
+    fd = os.open(path, flags)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
         raise OutsideRunDir("not a regular file: refused")
-    return path
+    return os.fdopen(fd, "rb")
 
 
 def load_json(path: str, run_id: str, file: str):
     """(value, None), or (None, error dict) when the file cannot be read, does not parse, or
-    lies outside its run directory (checked_run_file)."""
+    lies outside its run directory (open_run_file)."""
     try:
-        with open(checked_run_file(path), "rb") as handle:
+        with open_run_file(path) as handle:
             return json.loads(handle.read()), None
     except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
         return None, json_error(run_id, file, exc)
@@ -108,12 +120,12 @@ class BadJsonLine(ValueError):
 def json_lines(path: str, run_id: str):
     """(line number, value) of each non-blank line of a JSON-lines file, one line in memory at a
     time; BadJsonLine at the first line that does not parse, or when the file lies outside its
-    run directory (checked_run_file)."""
+    run directory (open_run_file)."""
     try:
-        checked_run_file(path)
+        handle = open_run_file(path)
     except OutsideRunDir as exc:
         raise BadJsonLine(json_error(run_id, os.path.basename(path), exc)) from None
-    with open(path, "rb") as handle:
+    with handle:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
