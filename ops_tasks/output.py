@@ -50,6 +50,10 @@ class TaskContext:
     secrets: tuple = ()
     # --verbose: a dry run shows the shared shell library too, not one line for it.
     verbose: bool = False
+    # The values to mask, worked out at the task's first printed line (the environment and the
+    # OPS_PROJECT_ENV file do not change under a task), again after add_secrets: a followed log
+    # prints many lines, and scanning the environment per line was most of its cost.
+    masked: Optional[list] = None
 
 
 class Terminated(KeyboardInterrupt):
@@ -109,19 +113,24 @@ COMMON_HELP = {
 
 
 def _secrets() -> list:
-    """Secret values of the environment and of the OPS_PROJECT_ENV file, to mask on output."""
-    extra = list(_current().secrets)
-    try:
-        found = secret_values(os.environ, project_env())
-    except ConfigError:  # a missing env file is reported by the task itself
-        found = secret_values()
-    return sorted(set(found) | {v for v in extra if v and len(v) >= 4}, key=len, reverse=True)
+    """Secret values of the environment, of the OPS_PROJECT_ENV file and of the task's flags, to
+    mask on output (longest first, so a secret holding another is masked whole)."""
+    context = _current()
+    if context.masked is None:
+        try:
+            found = secret_values(os.environ, project_env())
+        except ConfigError:  # a missing env file is reported by the task itself
+            found = secret_values()
+        extra = {v for v in context.secrets if v and len(v) >= 4}
+        context.masked = sorted(set(found) | extra, key=len, reverse=True)
+    return context.masked
 
 
 def add_secrets(values) -> None:
     """Mask these values too in everything this task prints."""
     context = _current()
     context.secrets = context.secrets + tuple(values)
+    context.masked = None
 
 
 def dry_run_requested() -> bool:
