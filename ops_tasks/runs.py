@@ -300,6 +300,8 @@ def render_status(data: dict) -> str:
              ("time", _age(_duration(run))), ("gpus", _gpus(run) or "-"),
              ("last output", _when(run["last_output"]) if run.get("last_output") else "-")]
     rows += [("latest step", _latest_step(run))] if _latest_step(run) else []
+    if isinstance(run.get("survivors"), list) and run["survivors"]:  # alive after TERM and KILL
+        rows.append(("survivors", _one_line(", ".join(str(p) for p in run["survivors"]), 60)))
     lines = [f"{data['host']}: run {run['run_id']}: {run['state'].upper()}", tabulate(rows, tablefmt="plain")]
     if data.get("error"):
         lines.append(f"error: {data['error']}")

@@ -671,10 +671,15 @@ def failure_class(exit_code, log_tail, command=None):
     """Why a run that exited non-zero failed, from its exit code and the end of its log (and the
     command: a missing file that is its own program or script is a usage error, not data)."""
     own = entrypoint_paths(command)
-    for line in reversed((log_tail or "").splitlines()):
+    lines = (log_tail or "").splitlines()
+    for index in range(len(lines) - 1, -1, -1):
+        line = lines[index]
         for name, pattern in FAILURE_PATTERNS:
             if pattern.search(line):
-                return "usage" if name == "data" and names_missing_entrypoint(line, own) else name
+                if name == "data" and (names_missing_entrypoint(line, own) or
+                                       program_not_found(lines[max(0, index - 3):index])):
+                    return "usage"
+                return name
     if exit_code in (126, 127):
         return "usage"  # bash: not executable, command not found
     if exit_code == 137:
@@ -704,6 +709,12 @@ def entrypoint_paths(command):
         if not interpreter.match(os.path.basename(word)):
             break
     return {p for w in found for p in (w, os.path.basename(w))}
+
+
+def program_not_found(frames):
+    """True when the traceback lines just above a FileNotFoundError say it came from starting a
+    program (subprocess's _execute_child, os.exec*): a bad argv, not a missing data file."""
+    return any(re.search(r"in _execute_child|\bos\.exec\w*\(|in exec[lv]p?e?$", line) for line in frames)
 
 
 def names_missing_entrypoint(line, own):

@@ -60,6 +60,11 @@ def test_failure_classes_read_the_last_error(log, code, expected):
     ("python3 train.py --data data/train.bin",
      "FileNotFoundError: [Errno 2] No such file or directory: 'data/train.bin'", "data"),
     ("uv run eval.py", "FileNotFoundError: [Errno 2] No such file or directory: 'eval.py'", "usage"),
+    ("python3 run_all.py", '  File "/usr/lib/python3.11/subprocess.py", line 1901, in _execute_child\n'
+     "    raise child_exception_type(errno_num, err_msg, err_filename)\n"
+     "FileNotFoundError: [Errno 2] No such file or directory: 'vf-eval'", "usage"),
+    ("python3 run_all.py", '  File "/repo/run_all.py", line 3, in <module>\n    open("data/x.jsonl")\n'
+     "FileNotFoundError: [Errno 2] No such file or directory: 'data/x.jsonl'", "data"),
 ])
 def test_a_missing_file_is_usage_when_it_is_the_commands_own_program_else_data(command, log, expected):
     assert pod.failure_class(1, log, command) == expected

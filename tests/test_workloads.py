@@ -163,6 +163,8 @@ def sweep(pod, client, tmp_path_factory):
         {"run_id": "train-lr{learning_rate}-s{seed}", "gpus": 0, "metrics_from_log": LOSS_LINE,
          "command": f"python3 {TRAIN} out_dir={{run_dir}} learning_rate={{learning_rate}} seed={{seed}} max_iters=6",
          "matrix": {"learning_rate": [0.1, 0.2], "seed": [1, 2]}, "meta": {"purpose": "sweep"}},
+        {"run_id": "bad-flag", "gpus": 0, "command": f"python3 {TRAIN} out_dir={{run_dir}} --learning-rate=0.1"},
+        {"run_id": "no-script", "gpus": 0, "command": "python3 tarin_like.py out_dir={run_dir}"},
         {"run_id": "secret", "gpus": 0, "env": {"WANDB_API_KEY": CANARY},
          "command": "echo key-len=${#WANDB_API_KEY}; printf '{\"ok\": true}' > \"$OPS_RUN_DIR/summary.json\""},
     ])
@@ -194,6 +196,13 @@ def test_a_script_writing_its_own_contract_files_loses_nothing(pod, sweep):
 
 
 @needs_isolation
+def test_a_wrong_command_line_is_a_usage_error_not_a_data_failure(sweep):
+    for run_id in ("bad-flag", "no-script"):
+        run = sweep["runs"][run_id]
+        assert (run["state"], run["failure_class"]) == ("failed", "usage"), run
+
+
+@needs_isolation
 def test_run_metadata_names_the_runs_own_python(pod, sweep):
     python = pod.sh("python3 -c 'import platform, sys; print(platform.python_version(), sys.executable)'").stdout.split()
     record = pod_json(pod, f"{SWEEP_OUT}/train-lr0.1-s1/.ops/record.json")
@@ -222,6 +231,8 @@ def test_report_groups_by_the_runs_config_from_the_supervisors_record(pod, sweep
     assert report.returncode == 0, report.stderr
     groups = {g["learning_rate"]: g["runs"] for g in report.json["groups"]}
     assert groups == {0.1: 2, 0.2: 2}
+    commit = pod.sh(f"git -C {WORKLOADS} rev-parse HEAD").stdout.strip()
+    assert [c[:12] for c in report.json["header"]["commits"]] == [commit[:12]]  # from the record
     validated = ops("validate", "--run-id", run_ids, "--json")
     assert validated.returncode == 0, validated.stdout + validated.stderr
 

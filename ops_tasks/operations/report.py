@@ -359,6 +359,8 @@ GIT_COMMIT = re.compile(r"[0-9a-f]{7,64}")  # from the pod: anything else is not
 def _facts(sources: list, metadata) -> dict:
     """What the report's header says of a run: sampling settings and the pod repo's commit."""
     git = metadata.get("git") if isinstance(metadata, dict) else None
+    if not isinstance(git, dict) and isinstance(metadata, dict) and isinstance(metadata.get("ops"), dict):
+        git = metadata["ops"].get("git")  # a script's own run_metadata.json: the supervisor's record has it
     commit = git.get("commit") if isinstance(git, dict) else None
     return {"temperature": _field(sources, ("temperature",)), "max_tokens": _field(sources, ("max_tokens",)),
             "commit": commit if isinstance(commit, str) and GIT_COMMIT.fullmatch(commit) else None,
