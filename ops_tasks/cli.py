@@ -55,16 +55,16 @@ def project_directory(start) -> Path:
     return start
 
 
-def single_host(value):
-    """The one host of `-H`: a comma list of one (repeats and empty items ignored), else exit 2."""
+def chain_hosts(value):
+    """The hosts of `-H`, as --host takes them: one host, a fleet's name, or a comma list (repeats
+    and empty items ignored); exit 2 when it names none. A task not wired for fleets refuses
+    several (output.target_of), naming itself."""
     if value is None:
         return None
     hosts = list(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
     if not hosts:
         raise Exit(f"error: -H/--hosts {value!r} names no host", code=2)
-    if len(hosts) > 1:
-        raise Exit(f"error: -H/--hosts {value!r}: fleets are not supported yet; give one host", code=2)
-    return hosts[0]
+    return ",".join(hosts)
 
 
 def nearest(word: str, names) -> str:
@@ -84,8 +84,8 @@ class OpsProgram(Program):
         args = [arg for arg in super().core_args() if arg.name != "config"]
         args.append(Argument(names=("config", "f"), help="Invoke's runtime config file (YAML/JSON/Python); "
                              "not a run config, which is runs.submit --config FILE."))
-        args.append(Argument(names=("hosts", "H"), help="Host for every task of the chain (one; a task's "
-                             "own --host wins for that task)."))
+        args.append(Argument(names=("hosts", "H"), help="Host for every task of the chain: one, a comma list "
+                             "or a fleet's name (a task's own --host wins for that task)."))
         return args
 
     def print_help(self):
@@ -115,7 +115,7 @@ class OpsProgram(Program):
             check_runtime_config(self.args.config.value)
         except ConfigError as exc:
             raise Exit(f"error: {exc}", code=2) from None
-        self.cli_host = single_host(self.args.hosts.value)
+        self.cli_host = chain_hosts(self.args.hosts.value)
         try:
             super().parse_cleanup()
         except ParseError as exc:  # `ops --help NAME` of no task

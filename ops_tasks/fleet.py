@@ -6,6 +6,7 @@ one target per pod, in a bounded thread pool, each pod with its own deadline. On
 is that pod's result; it never stops the others. A fleet of one is exactly a single host.
 """
 
+import contextvars
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -91,11 +92,20 @@ def fan_out(profiles: list, operation: Callable, *, max_workers: int = MAX_WORKE
     trips end by deadline_s (its own clock, from when it starts). Expected failures (OpsError) stay
     in that pod's result; anything else is a bug and is raised once every pod has finished."""
     targets = [target_for(p, dry_run=dry_run, invoke_config=invoke_config) for p in profiles]
+    return fan_out_targets(targets, operation, max_workers=max_workers, deadline_s=deadline_s)
+
+
+def fan_out_targets(targets: list, operation: Callable, *, max_workers: int = MAX_WORKERS,
+                    deadline_s: Optional[float] = None) -> FleetResult:
+    """fan_out over targets already made (a task checks its flags against each pod's profile
+    first, without contact). Each pod's call sees the caller's context variables (the task's
+    flags: --json, --dry-run, the secrets to mask), which threads do not inherit by themselves."""
     if not targets:
         return FleetResult([])
     pool = ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(targets))), thread_name_prefix="fleet")
     try:
-        futures = [pool.submit(_one_pod, target, operation, deadline_s) for target in targets]
+        futures = [pool.submit(contextvars.copy_context().run, _one_pod, target, operation, deadline_s)
+                   for target in targets]
         wait(futures)
     except BaseException:
         # Ctrl-C: pods not started yet are not contacted; the connections in use are closed, so
@@ -120,11 +130,20 @@ def _one_pod(target, operation: Callable, deadline_s: Optional[float]) -> dict:
         with target.round_trip_budget(deadline_s):
             result = operation(target)
     except DryRunStop as stop:
-        return {"pod": name, "ok": True, "dry_run": True, "scripts": list(stop.target.scripts),
-                "commands": list(stop.target.commands), "notes": dict(stop.target.notes)}
+        return {"pod": name, **dry_run_record(stop.target)}
     except OpsError as exc:
         return {"pod": name, "ok": False, "error": str(exc), "exit_code": exc.exit_code}
     return {"pod": name, **result}
+
+
+def dry_run_record(target) -> dict:
+    """What a stopped dry run would have done on one host: its notes, scripts and local commands."""
+    profile = target.profile
+    record = {"ok": True, "dry_run": True, "host": profile.name, "destination": profile.destination,
+              **target.notes, "scripts": list(target.scripts)}
+    if target.commands:  # only where a local command (rsync) was the first contact
+        record["commands"] = list(target.commands)
+    return record
 
 
 # ---------------------------------------------------------------- merging
@@ -159,3 +178,18 @@ def totals(results: list, runs_key: str = "runs") -> dict:
         by_state[state] = by_state.get(state, 0) + 1
     return {"pods": len(results), "pods_up": len(up), "pods_not_ok": sum(r.get("ok") is not True for r in results),
             "gpus": len(gpus), "gpus_free": sum(gpu_is_free(g) for g in gpus), "runs_by_state": by_state}
+
+
+def fleet_document(result: FleetResult) -> dict:
+    """What a task over several pods returns: each pod's own result (`pods`, by name), the merged
+    view (`runs`: every pod's runs with a pod column; `totals`), and the verdict naming the pods
+    that are not ok. A pod's result is kept whole, so `--json` of a fleet holds each pod's answer
+    exactly as a single-host run of the task would give it."""
+    document = {"ok": result.ok, "fleet": True, "hosts": [p["pod"] for p in result.pods], **result.as_dict(),
+                "exit_code": result.exit_code, "runs": merged_rows(result.pods, "runs"),
+                "totals": totals(result.pods)}
+    if all(p.get("dry_run") for p in result.pods):
+        document["dry_run"] = True
+    if result.failed:
+        document["error"] = f"not ok on {len(result.failed)} of {len(result.pods)} pods: {', '.join(result.failed)}"
+    return document

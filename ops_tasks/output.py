@@ -30,11 +30,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from invoke import Exit, task
+from tabulate import tabulate
 
 from .errors import ConfigError, Interrupted, OpsError
 from .secrets import redact, secret_values
 from .streams import LineBuffer
-from .settings import project_env, project_dir_of, resolve_profile
+from .fleet import dry_run_record, fan_out_targets, fleet_document, resolve_hosts, totals
+from .settings import project_env, project_dir_of
 from .scripts import scripts_dir
 from .targets import DryRunStop, target_for
 
@@ -50,6 +52,10 @@ class TaskContext:
     secrets: tuple = ()
     # --verbose: a dry run shows the shared shell library too, not one line for it.
     verbose: bool = False
+    # The task's name as typed (runs.status), for messages about the task itself.
+    task: str = ""
+    # True while the task runs over several pods at once (their progress cannot share a line).
+    fleet: bool = False
     # The values to mask, worked out at the task's first printed line (the environment and the
     # OPS_PROJECT_ENV file do not change under a task), again after add_secrets: a followed log
     # prints many lines, and scanning the environment per line was most of its cost.
@@ -136,6 +142,11 @@ def add_secrets(values) -> None:
 def dry_run_requested() -> bool:
     """True under --dry-run (or Invoke's --dry): for tasks that write local files, not scripts."""
     return _current().dry_run
+
+
+def fleet_requested() -> bool:
+    """True while the task runs over several pods at once: no progress redrawn in place."""
+    return _current().fleet
 
 
 def json_requested() -> bool:
@@ -281,29 +292,44 @@ def _holds_runs(file: Path) -> bool:
     return isinstance(top, dict) and ("runs" in top or "runs_csv" in top)
 
 
-def target_of(c, host: Optional[str]):
-    """The target of a task: the resolved --host, or a dry-run recorder under --dry-run.
+def _targets_of(c, host: Optional[str]) -> list:
+    """A target for each pod --host names (one for a single host), or dry-run recorders under
+    --dry-run. Nothing is contacted here: an SSH target connects at its first script."""
+    profiles = resolve_hosts(c.config.get("ops"), host, project_dir_of(c.config))
+    return [target_for(profile, dry_run=_current().dry_run, invoke_config=c.config) for profile in profiles]
 
-    Nothing is contacted here: an SSH target connects at its first script.
+
+def target_of(c, host: Optional[str]):
+    """The target of a task that runs on one host; a fleet is refused (exit 2, nothing
+    contacted), naming the task, for the tasks not wired for fleets (see on_each_pod)."""
+    targets = _targets_of(c, host)
+    if len(targets) > 1:
+        names = ", ".join(t.profile.name for t in targets)
+        raise ConfigError(f"{_current().task or 'this task'} over a fleet is not supported yet: --host {host!r} "
+                          f"names {len(targets)} pods ({names}); give one host")
+    return targets[0]
+
+
+def on_each_pod(c, host: Optional[str], prepare: Callable) -> dict:
+    """A task's result on the host --host names; over several pods, the fleet's document
+    (fleet.fleet_document: each pod's result, the merged runs, totals, the pods not ok).
+
+    prepare(target) checks the task's flags against that pod's profile, contacting nothing, and
+    returns the call that does the work there. Every pod is prepared before any is contacted, so
+    bad input is one line and exit 2 with nothing contacted; then the calls run at once, one
+    connection per pod, and one pod's failure is that pod's row. A fleet of one is the call itself.
     """
-    profile = resolve_profile(c.config.get("ops"), host, project_dir_of(c.config))
-    return target_for(profile, dry_run=_current().dry_run, invoke_config=c.config)
+    targets = _targets_of(c, host)
+    if len(targets) == 1:
+        return prepare(targets[0])()
+    _current().fleet = True
+    calls = {id(target): prepare(target) for target in targets}
+    return fleet_document(fan_out_targets(targets, lambda target: calls[id(target)]()))
 
 
 def _dry_run_report(target) -> dict:
     """What a stopped dry run would have done: its notes, scripts and local commands."""
-    profile = target.profile
-    report = {
-        "ok": True,
-        "dry_run": True,
-        "host": profile.name,
-        "destination": profile.destination,
-        **target.notes,
-        "scripts": target.scripts,
-    }
-    if target.commands:  # only where a local command (rsync) was the first contact
-        report["commands"] = target.commands
-    return report
+    return dry_run_record(target)
 
 
 def _shared_libraries() -> dict:
@@ -330,7 +356,7 @@ def _render_dry_run(data: dict) -> str:
         how = "locally with bash -s" if data["destination"] == "local" else f"over SSH to {data['destination']} with bash -s"
         parts = [f"# dry run: nothing contacted. Would run on {data['host']} {how}:"]
     for name, value in data.items():
-        if name not in ("ok", "dry_run", "host", "destination", "scripts", "commands"):
+        if name not in ("ok", "dry_run", "host", "destination", "scripts", "commands", "pod"):
             parts.append(f"# {name}:\n{jsonlib.dumps(value, indent=2)}")
     for script in data["scripts"]:
         parts.append(_summarised(script).rstrip("\n"))
@@ -387,7 +413,7 @@ def _run_and_print(body, human, c, args, kwargs, helps):
             data = body(c, *args, **kwargs)
         except KeyboardInterrupt as exc:
             raise stopped(exc) from None
-        render = human
+        render = functools.partial(render_fleet, human=human) if data is not None and data.get("fleet") else human
     except DryRunStop as stop:
         data, render = _dry_run_report(stop.target), _render_dry_run
     except OpsError as exc:
@@ -403,8 +429,62 @@ def _run_and_print(body, human, c, args, kwargs, helps):
     elif render is not None:
         emit(render(data))
     if not data.get("ok", True):
-        raise Exit(code=1)
+        raise Exit(code=data.get("exit_code", 1) if data.get("fleet") else 1)
     return data
+
+
+# ---------------------------------------------------------------- a task over a fleet, for people
+
+
+def render_fleet(data: dict, human: Optional[Callable[[dict], str]]) -> str:
+    """Any task's fleet document for people: each pod's section as the task renders one host (or
+    its error, or its dry run), then a table with a row per pod and the fleet's totals."""
+    sections = []
+    for name, pod in data["pods"].items():
+        if pod.get("dry_run"):
+            sections.append(_render_dry_run(pod))
+        elif set(pod) <= {"pod", "ok", "error", "exit_code"}:  # the pod raised: only its error
+            sections.append(f"{name}: error: {pod.get('error')}")
+        elif human is not None:
+            sections.append(human(pod))
+    if not data.get("dry_run"):
+        sections.append(_fleet_summary(data))
+    return "\n\n".join(section for section in sections if section)
+
+
+def _fleet_summary(data: dict) -> str:
+    """A row per pod (ok, GPUs free, runs by state, the first problem), then the totals."""
+    columns = {"pod": [], "ok": [], "gpus free": [], "runs": [], "problem": []}
+    for name, pod in data["pods"].items():
+        counts = totals([pod])
+        columns["pod"].append(name)
+        columns["ok"].append("ok" if pod.get("ok") is True else "NOT OK")
+        columns["gpus free"].append(f"{counts['gpus_free']}/{counts['gpus']}" if isinstance(pod.get("gpus"), list) else "")
+        columns["runs"].append(_by_state(counts["runs_by_state"]) if isinstance(pod.get("runs"), list) else "")
+        columns["problem"].append(_first_problem(pod))
+    shown = {k: v for k, v in columns.items() if k in ("pod", "ok") or any(v)}
+    rows = list(zip(*shown.values()))
+    fleet = data["totals"]
+    line = (f"fleet: {fleet['pods']} pods, {fleet['pods_up']} up, {fleet['pods_not_ok']} not ok; "
+            f"{fleet['gpus']} GPUs, {fleet['gpus_free']} free")
+    if any(isinstance(p.get("runs"), list) for p in data["pods"].values()):
+        line += f"; runs: {_by_state(fleet['runs_by_state']) or 'none'}"
+    lines = [tabulate(rows, headers=list(shown), tablefmt="simple"), line]
+    if data.get("error"):
+        lines.append(f"error: {data['error']}")
+    return "\n".join(lines)
+
+
+def _by_state(counts: dict) -> str:
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+
+
+def _first_problem(pod: dict) -> str:
+    """What is wrong with a pod, on one line: its error, else its first problem."""
+    problems = pod.get("problems") if isinstance(pod.get("problems"), list) else []
+    text = pod.get("error") or (problems[0] if problems else "")
+    text = " ".join(str(text).split())
+    return text if len(text) <= 90 else text[:87] + "..."
 
 
 def ops_task(*args, human: Optional[Callable[[dict], str]] = None, help=None, **task_kwargs):
@@ -419,7 +499,7 @@ def ops_task(*args, human: Optional[Callable[[dict], str]] = None, help=None, **
         @functools.wraps(body)
         def wrapper(c, *a, json=False, pretty=False, dry_run=False, verbose=False, **kw):
             context = TaskContext(dry_run=bool(dry_run or c.config.run.dry), pretty=pretty if json or pretty else None,
-                                  verbose=bool(verbose))
+                                  verbose=bool(verbose), task=task_name)
             token = _TASK.set(context)
             try:
                 with _signals_stop_the_task():
@@ -434,6 +514,7 @@ def ops_task(*args, human: Optional[Callable[[dict], str]] = None, help=None, **
         helps = {k: v for k, v in COMMON_HELP.items() if k in wrapper.__signature__.parameters}
         helps.update(help or {})
         flag_help = dict(helps)  # Invoke consumes the dict it is given
+        task_name = f"{body.__module__.rsplit('.', 1)[-1]}.{task_kwargs.get('name') or body.__name__.rstrip('_')}"
         # No automatic short flags: `-h` must stay --help, and flags read the same everywhere.
         task_kwargs.setdefault("auto_shortflags", False)
         # No positional arguments: a required one would swallow `--help` (`ops runs.submit --help`

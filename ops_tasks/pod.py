@@ -25,7 +25,7 @@ from .operations.lium import (
 from .operations.pod import human_bytes, pod_bootstrap, pod_status, pod_sync, pod_wandb
 from .operations.run_config import parse_duration
 from .operations.teardown import teardown_check
-from .output import target_of, dry_run_requested, log, ops_task
+from .output import target_of, dry_run_requested, log, on_each_pod, ops_task
 from .secrets import MASK
 from .settings import env_value, project_dir_of
 
@@ -64,8 +64,8 @@ def render_status(data: dict) -> str:
 
 @ops_task(human=render_status)
 def status(c, host=None):
-    """Check a pod: reachable, volume mounted at /mnt, GPUs, tools, tmux sessions."""
-    return pod_status(target_of(c, host))
+    """Check a pod (or each pod of a fleet): reachable, volume mounted at /mnt, GPUs, tools, tmux."""
+    return on_each_pod(c, host, lambda target: lambda: pod_status(target))
 
 
 # ---------------------------------------------------------------- Lium: shared

@@ -76,10 +76,10 @@ def test_inv_chain_takes_the_host_of_the_previous_task(tmp_path, client, pod):
     assert (checkout / "artifacts" / "pod_logs" / "inv-a" / "summary.json").is_file()
 
 
-def test_a_fleet_is_refused_before_any_contact(ops, pod_factory):
+def test_a_fleet_is_refused_before_any_contact_by_a_task_not_wired_for_fleets(ops, pod_factory):
     first, second = pod_factory(), pod_factory()
 
-    one_line_error(ops("-H", f"{first.alias},{second.alias}", "pod.status"), 2, "fleets are not supported yet")
+    one_line_error(ops("-H", f"{first.alias},{second.alias}", "pod.sync"), 2, "pod.sync over a fleet is not supported yet")
     assert first.accepted_connections() == 0 and second.accepted_connections() == 0
 
 
