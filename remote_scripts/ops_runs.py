@@ -1072,6 +1072,19 @@ def convert_summary(entry, env):
     return None
 
 
+def last_json_line(path, window=64 * 1024):
+    """The last non-empty line of a JSON-lines file (from its last `window` bytes), whole: a step
+    with many metrics is longer than last_line's 300 characters."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - window))
+            lines = [line for line in handle.read().split(b"\n") if line.strip()]
+    except OSError:
+        return None
+    return lines[-1].decode("utf-8", "replace") if lines else None
+
+
 def metric_step(match):
     """A metrics_from_log match as a step: numbers where the text is one."""
     step = {}
@@ -1095,7 +1108,7 @@ class MetricsWatch:
         self.offset, self.partial, self.latest = 0, b"", None
 
     def look(self):
-        own = last_line(os.path.join(self.run_dir, "metrics.jsonl"))
+        own = last_json_line(os.path.join(self.run_dir, "metrics.jsonl"))
         if own:
             try:
                 step = json.loads(own)

@@ -369,3 +369,11 @@ def test_the_pod_refuses_the_same_bad_workload_values_whatever_the_laptop_sent()
         assert pod.workload_problem(run), run
     assert pod.workload_problem({"summary_from": "verifiers", "stop_signal": "INT", "stop_grace": 5.0,
                                  "metrics_from_log": "(?P<x>\\d)", "meta": {}}) is None
+
+
+def test_a_workload_key_at_the_top_is_every_runs_unless_a_run_says_otherwise(tmp_path):
+    first, second = load(tmp_path, {"summary_from": "verifiers", "stop_signal": "INT", "runs": [
+        {"run_id": "a", "command": "x"}, {"run_id": "b", "command": "x", "summary_from": "lm_eval"}]}).runs
+    assert (first.to_dict()["summary_from"], first.to_dict()["stop_signal"]) == ("verifiers", "INT")
+    assert second.to_dict()["summary_from"] == "lm_eval"
+    refused(tmp_path, {"summary_from": "nope", "runs": [{"run_id": "a", "command": "x"}]}, "summary_from must be")

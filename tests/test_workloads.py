@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_isolation, ops_argv
+from conftest import needs_isolation, one_line_error, ops_argv
 from test_runs_units import load_pod_tool
 from ops_tasks.testing.pods import ClientHome, SshPod
 
@@ -102,6 +102,23 @@ def test_a_damaged_traces_file_is_bad_output_naming_the_line(tmp_path):
     (tmp_path / "traces.jsonl").write_text("\n".join(lines[:3] + [lines[3][:50]]) + "\n")
     with pytest.raises(pod_tool.BadOutput, match="line 4"):
         pod_tool.convert_verifiers(str(tmp_path))
+
+
+def test_the_latest_step_of_a_metrics_file_is_read_whole_however_many_metrics_it_holds(tmp_path):
+    step = {"iter": 7, **{f"metric_{i}": i * 0.5 for i in range(40)}}
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"iter": 6}) + "\n" + json.dumps(step) + "\n")
+    assert len(json.dumps(step)) > 300
+    assert pod_tool.MetricsWatch(str(tmp_path), str(tmp_path / "stdout.log"), None).look() == step
+
+
+def test_metrics_from_log_gives_the_last_match_and_numbers(tmp_path):
+    log = tmp_path / "stdout.log"
+    log.write_text("warmup\niter 0: loss 4.0000\niter 1: loss 3.5000\nstep done\niter 2: lo")
+    watch = pod_tool.MetricsWatch(str(tmp_path), str(log), LOSS_LINE)
+    assert watch.look() == {"iter": 1, "loss": 3.5}  # the partial last line is not a step yet
+    with log.open("a") as handle:
+        handle.write("ss 3.2500\n")
+    assert watch.look() == {"iter": 2, "loss": 3.25}
 
 
 # ---------------------------------------------------------------- on a real pod
@@ -200,6 +217,18 @@ def test_a_wrong_command_line_is_a_usage_error_not_a_data_failure(sweep):
     for run_id in ("bad-flag", "no-script"):
         run = sweep["runs"][run_id]
         assert (run["state"], run["failure_class"]) == ("failed", "usage"), run
+
+
+@needs_isolation
+@pytest.mark.parametrize("key, value, expected", [
+    ("summary_from", "vf_eval", "summary_from must be"), ("stop_signal", "STOP", "stop_signal must be one of"),
+    ("metrics_from_log", "iter (", "does not compile"), ("stop_grace", "-3s", "stop_grace must be")])
+def test_a_bad_workload_value_is_one_line_exit_2_and_the_pod_is_not_contacted(pod, sweep, key, value, expected):
+    path = write_config(sweep["project"], "/mnt/w-bad/out", [{"run_id": "a", "command": "true", key: value}])
+    before = pod.accepted_connections()
+    result = sweep["ops"]("runs.submit", "--host", pod.alias, "--config", path)
+    one_line_error(result, 2, expected)
+    assert pod.accepted_connections() == before
 
 
 @needs_isolation

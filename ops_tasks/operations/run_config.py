@@ -37,7 +37,8 @@ MAX_DEPTH = 32
 FAILURE_CLASSES = ("oom", "nccl", "auth", "data", "timeout", "stalled", "killed", "no_summary",
                    "bad_summary", "summary_not_ok", "exit_nonzero", "lost", "unschedulable", "secrets_missing",
                    "usage", "bad_output")
-TOP_LEVEL_KEYS = ("remote_repo", "remote_outputs_dir", "tmux_session", "defaults", "runs", "runs_csv")
+# A workload key at the top is the whole config's (summary_from for every run), as if under `defaults`.
+TOP_LEVEL_KEYS = ("remote_repo", "remote_outputs_dir", "tmux_session", "defaults", "runs", "runs_csv", *WORKLOAD_KEYS)
 DEFAULT_RETRY_BACKOFF = 10.0
 SUMMARY_FRAMEWORKS = ("verifiers", "lm_eval")  # summary_from; the converters are ops_runs.py's
 STOP_SIGNALS = ("INT", "TERM", "HUP", "QUIT", "USR1", "USR2")  # ops_runs.STOP_SIGNALS
@@ -136,6 +137,7 @@ def load_submission(path, *, profile, remote_repo=None, outputs_dir=None, tmux_s
     if suffix == ".json":
         top = _read_json(file, shown)
         defaults, raw_runs = _json_runs(top, file, shown)
+        defaults = {**{key: top[key] for key in WORKLOAD_KEYS if key in top}, **defaults}
     elif suffix == ".csv":
         # A CSV holds runs only; everything else comes from flags, the environment or the profile.
         top, defaults, raw_runs = {}, {}, _csv_runs(file, shown, 0)
