@@ -5,6 +5,7 @@ stdin) and hands back what it printed. Operations never care which kind they wer
 kind implements `Target` below, and a dry run is just the kind that contacts nothing.
 """
 
+import abc
 import atexit
 import base64
 import contextlib
@@ -39,7 +40,7 @@ class ScriptResult:
     elapsed_ms: float
 
 
-class Target:
+class Target(abc.ABC):
     """What an operation may ask of the place it works on: `SshTarget`, `LocalTarget` and
     `DryRunTarget` each implement all of it (the SSH and dry-run ones also `openssh_command`,
     the system ssh argv for bulk data, which only a remote host has).
@@ -58,9 +59,10 @@ class Target:
     profile: Profile
     connect_ms: Optional[float] = None
 
+    @abc.abstractmethod
     def run_script(self, script: str, *, stdin_payload: bytes = b"", on_stderr: Sink = None,
                    on_stdout: Sink = None, hold_stdin: bool = False) -> ScriptResult:
-        raise NotImplementedError
+        """Each kind runs it its own way: see the class docstring."""
 
     def open(self):
         return None  # nothing to open: this machine
