@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import needs_isolation, one_line_error, ops_argv
+from test_faults_runs import processes_matching
 from test_runs_units import load_pod_tool
 from ops_tasks.testing.pods import ClientHome, SshPod
 
@@ -292,7 +293,8 @@ def test_a_cancel_with_stop_signal_int_keeps_the_scripts_own_partial_summary(pod
     ops, out = sweep["ops"], "/mnt/w-int/out"
     path = write_config(sweep["project"], out, [
         {"run_id": "long", "gpus": 0, "stop_signal": "INT", "stop_grace": "5s", "metrics_from_log": LOSS_LINE,
-         "command": f"python3 {TRAIN} out_dir={{run_dir}} max_iters=100000 iter_sleep=0.05"}])
+         # A child of the run that ignores SIGINT (bash's background jobs do): TERM and KILL follow.
+         "command": f"sleep 3071 & exec python3 {TRAIN} out_dir={{run_dir}} max_iters=100000 iter_sleep=0.05"}])
     submitted = ops("runs.submit", "--host", pod.alias, "--config", path, "--json")
     assert submitted.returncode == 0, submitted.stderr
     deadline = time.monotonic() + 30
@@ -307,6 +309,7 @@ def test_a_cancel_with_stop_signal_int_keeps_the_scripts_own_partial_summary(pod
 
     assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
     assert pod_json(pod, f"{out}/long/status.json")["state"] == "cancelled"
+    assert processes_matching(pod, "sleep 3071") == []  # the run's whole process tree is stopped
     summary = pod_json(pod, f"{out}/long/summary.json")
     assert summary["interrupted"] is True and summary["iter"] >= seen and summary["ok"] is False
     assert "SIGINT" in pod.sh(f"cat {out}/.ops/supervisor.log").stdout
