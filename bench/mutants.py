@@ -216,8 +216,8 @@ MUTATIONS = [
        "        return rendered",
        ["tests/test_run_config.py"], "a {placeholder} in a command string unquoted"),
     _m("render-entrypoint-flag-names", "renderer", "ops_tasks/operations/run_config.py",
-       "        flag = \"--\" + key.replace(\"_\", \"-\")",
-       "        flag = \"--\" + key",
+       "    name = \"--\" + key.replace(\"_\", \"-\") if flag_style == \"--key value\" else key",
+       "    name = \"--\" + key if flag_style == \"--key value\" else key",
        ["tests/test_run_config.py"], "entrypoint flags keep their underscores"),
     _m("render-last-line-of-output", "renderer", "ops_tasks/scripts.py",
        "            document = json.loads(lines[-1])",
@@ -244,8 +244,8 @@ MUTATIONS = [
        ["tests/test_units.py", "tests/test_runs_units.py", "tests/test_redaction.py"],
        "DB_PASS and lower-case names no longer secret"),
     _m("mask-shorter-secret-first", "masking", "ops_tasks/output.py",
-       "    return sorted(set(found) | {v for v in extra if v and len(v) >= 4}, key=len, reverse=True)",
-       "    return sorted(set(found) | {v for v in extra if v and len(v) >= 4}, key=len)",
+       "        context.masked = sorted(set(found) | extra, key=len, reverse=True)",
+       "        context.masked = sorted(set(found) | extra, key=len)",
        [T_REDACTION + "test_a_secret_that_holds_another_is_masked_whole"],
        "a secret that starts a longer one masked first: the longer one's rest is printed"),
     _m("mask-run-config-env-shown", "masking", "ops_tasks/operations/run_config.py",
@@ -353,6 +353,8 @@ def check_snippets(mutations: list, source) -> list:
 def apply(mutation: Mutation, tree: Path) -> None:
     path = tree / mutation.file
     text = path.read_text()
+    if text.count(mutation.original) != 1:  # the snapshot was checked; this guards the runner itself
+        raise SystemExit(f"{mutation.id}: the original snippet is not once in the copy of {mutation.file}")
     path.write_text(text.replace(mutation.original, mutation.mutated, 1))
 
 
@@ -376,6 +378,24 @@ def run_tests(tree: Path, tests, *, stop_at_first: bool = True) -> tuple:
         output, _ = proc.communicate()
         outcome = "timeout"
     return outcome, time.monotonic() - started, output.strip().splitlines()[-12:]
+
+
+class Snapshot:
+    """A copy of the source taken once, so that every mutation (and the baseline) runs on the same
+    code while others go on editing the checkout."""
+
+    def __init__(self, source, path: Path):
+        self.path = path
+        source.copy_to(path)
+
+    def read(self, name: str) -> str:
+        return (self.path / name).read_text()
+
+    def exists(self, name: str) -> bool:
+        return (self.path / name).is_file()
+
+    def copy_to(self, destination: Path) -> None:
+        shutil.copytree(self.path, destination, symlinks=True)
 
 
 def fresh_tree(workdir: Path, source, name: str) -> Path:
@@ -453,7 +473,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     mutations = [m for m in MUTATIONS if not args.only or any(m.id.startswith(p) for p in args.only)]
-    source = LastCommit() if args.head else WorkingTree()
+    workdir = Path(tempfile.mkdtemp(prefix="mut"))  # short: sockets under it must fit 108 bytes
+    try:
+        return run_checked(args, mutations, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run_checked(args, mutations: list, workdir: Path) -> int:
+    source = Snapshot(LastCommit() if args.head else WorkingTree(), workdir / "snapshot")
     problems = check_snippets(mutations, source)
     if problems:
         print("the mutation list is out of step with the code:\n  " + "\n  ".join(problems), file=sys.stderr)
@@ -465,14 +493,9 @@ def main(argv=None) -> int:
     if not VENV_PYTHON.exists():
         print(f"no project venv at {VENV_PYTHON}: run `make install` first", file=sys.stderr)
         return 2
-
-    workdir = Path(tempfile.mkdtemp(prefix="mut"))  # short: sockets under it must fit 108 bytes
-    try:
-        if not args.no_baseline and not baseline(workdir, source, mutations):
-            return 2
-        share = report(run_all(mutations, workdir, source, verbose=args.verbose))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    if not args.no_baseline and not baseline(workdir, source, mutations):
+        return 2
+    share = report(run_all(mutations, workdir, source, verbose=args.verbose))
     return 0 if share >= args.target else 1
 
 
