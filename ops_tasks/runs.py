@@ -254,6 +254,9 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
     submission = load_submission(config, profile=target.profile, remote_repo=remote_repo,
                                  outputs_dir=remote_outputs_dir, tmux_session=tmux_session,
                                  project_dir=project_dir_of(c.config))
+    warnings = [line for run in submission.runs for line in run.warnings]
+    for line in warnings:  # before any contact: on stderr, so a --json document stays whole
+        log(f"warning: {line}")
     cpu_slots = count_flag("--slots", slots, None)  # not given: a live supervisor keeps its own
     timeout_s = seconds_flag("--timeout", timeout, None)
     submission_id = new_submission_id()
@@ -264,6 +267,7 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
     manifest.update(queued=report["queued"], skipped=report["skipped"], refused=report["refused"],
                     config=str(config), submitted_at=time.time(), **host_fields(target.profile))
     report["manifest"] = str(save_manifest(project_dir_of(c.config), manifest))
+    report["warnings"] = warnings
     c.config.ops_last_submission = submission_id  # chained tasks (runs.wait, artifacts.fetch) take it
     if wait and not no_tmux and report["queued"]:
         _announce_submission(report)

@@ -11,6 +11,7 @@ from ops_tasks.errors import ConfigError
 from ops_tasks.operations.run_config import (
     fill_placeholders,
     generate_run_id,
+    key_role,
     load_submission,
     parse_duration,
     render_entrypoint,
@@ -377,3 +378,102 @@ def test_a_workload_key_at_the_top_is_every_runs_unless_a_run_says_otherwise(tmp
     assert (first.to_dict()["summary_from"], first.to_dict()["stop_signal"]) == ("verifiers", "INT")
     assert second.to_dict()["summary_from"] == "lm_eval"
     refused(tmp_path, {"summary_from": "nope", "runs": [{"run_id": "a", "command": "x"}]}, "summary_from must be")
+
+
+# ---------------------------------------------------------------- flag and value styles, meta
+
+
+def one_run(tmp_path, defaults=None, **run):
+    return runs(tmp_path, {"run_id": "r", **run}, defaults=defaults)[0]
+
+
+def test_each_flag_style_writes_the_entrypoints_flags_its_way(tmp_path):
+    keys = {"entrypoint": "python train.py", "batch_size": 8, "compile": True}
+    assert one_run(tmp_path, **keys).command == (
+        "python train.py --batch-size 8 --compile --run-dir /profile/outputs/r")
+    assert one_run(tmp_path, flag_style="--key=value", value_style="python", **keys).command == (
+        "python train.py --batch_size=8 --compile=True --run_dir=/profile/outputs/r")
+    assert one_run(tmp_path, flag_style="key=value", value_style="python", **keys).command == (
+        "python train.py batch_size=8 compile=True run_dir=/profile/outputs/r")
+
+
+def test_value_styles_write_booleans_and_null_as_json_python_or_bare_flags(tmp_path):
+    keys = {"entrypoint": "e", "on": True, "off": False, "none": None, "ids": [1, None]}
+    tail = " --run-dir /profile/outputs/r"
+    assert one_run(tmp_path, value_style="json", **keys).command == (
+        "e --on true --off false --none null --ids '[1,null]'" + tail)
+    assert one_run(tmp_path, value_style="python", **keys).command == (
+        "e --on True --off False --none None --ids '[1, None]'" + tail)
+    assert one_run(tmp_path, value_style="flag", **keys).command == "e --on --ids '[1,null]'" + tail
+    # A per-key style beats the run's; the run's beats the defaults'.
+    run = one_run(tmp_path, defaults={"value_style": "json"}, value_style="flag",
+                  styles={"off": {"value_style": "python"}}, **keys)
+    assert run.command == "e --on --off False --ids '[1,null]'" + tail
+
+
+def test_a_placeholder_takes_the_value_style_of_its_key_or_the_one_it_names(tmp_path):
+    command = "python t.py a={w} b={w!python} c={w!json} d={w!r} e={w}"
+    assert one_run(tmp_path, command=command, w=False).command == (
+        "python t.py a=false b=False c=false d={w!r} e=false")  # {w!r} is not a placeholder: text
+    assert one_run(tmp_path, command=command, w=False, value_style="python").command == (
+        "python t.py a=False b=False c=false d={w!r} e=False")
+    assert one_run(tmp_path, command="t {w} {n}", w=True, n=None, styles={"n": {"value_style": "python"}}).command == (
+        "t true None")
+    assert fill_placeholders("{x!python} {x}", {"x": None}, quote=False, value_styles={"x": "python"}) == "None None"
+
+
+@pytest.mark.parametrize("bad, fragment", [
+    ({"flag_style": "--key:value"}, "flag_style must be one of '--key value', '--key=value', 'key=value'"),
+    ({"value_style": "yaml"}, "value_style must be one of 'json', 'python', 'flag', got 'yaml'"),
+    ({"styles": {"wandb_log": {"value_style": "Python"}}}, "styles.wandb_log.value_style must be one of"),
+    ({"styles": {"wandb_lg": {"value_style": "python"}}}, "styles.wandb_lg names no flag, placeholder or meta key"),
+    ({"styles": {"wandb_log": {"quote": "always"}}}, "styles.wandb_log must be an object of flag_style"),
+    ({"styles": ["wandb_log"]}, "styles must be an object"),
+    ({"flag_style": "key=value", "value_style": "flag"}, "value_style \"flag\" needs a flag style with '--'"),
+])
+def test_a_bad_style_is_refused_naming_the_key(tmp_path, bad, fragment):
+    run = {"run_id": "r", "entrypoint": "python train.py", "wandb_log": False, **bad}
+    refused(tmp_path, {"runs": [run]}, fragment, "run 0 ('r')")
+
+
+def test_a_boolean_a_python_configurator_would_read_as_text_is_warned_naming_run_key_and_fix(tmp_path):
+    key_value = one_run(tmp_path, entrypoint="python train.py", flag_style="key=value", wandb_log=False)
+    placeholder = one_run(tmp_path, command="python train.py wandb_log={wandb_log}", wandb_log=False)
+    named = one_run(tmp_path, command="python train.py configurator.py {wandb_log}", wandb_log=True)
+    for run in (key_value, placeholder, named):
+        assert len(run.warnings) == 1
+        assert "('r')" in run.warnings[0] and "wandb_log" in run.warnings[0]
+        assert '"value_style": "python"' in run.warnings[0]
+    assert "'false'" in key_value.warnings[0] and "'true'" in named.warnings[0]
+
+
+def test_no_warning_where_the_boolean_reaches_the_command_as_meant(tmp_path):
+    quiet = [
+        one_run(tmp_path, entrypoint="python train.py", wandb_log=False),  # argparse: left out
+        one_run(tmp_path, entrypoint="python train.py", flag_style="key=value", value_style="python", wandb_log=False),
+        one_run(tmp_path, command="python train.py wandb_log={wandb_log!json}", wandb_log=False),  # chosen
+        one_run(tmp_path, command="python train.py wandb_log={wandb_log}", wandb_log=False,
+                styles={"wandb_log": {"value_style": "python"}}),
+        one_run(tmp_path, command="WANDB={wandb_log} python train.py --log {wandb_log}", wandb_log=False),
+    ]
+    assert [run.warnings for run in quiet] == [()] * len(quiet)
+
+
+def test_meta_keys_are_placeholders_and_metadata_never_flags(tmp_path):
+    run = one_run(tmp_path, defaults={"meta": {"team": "evals", "note": "d"}}, entrypoint="python e.py --tag {team}",
+                  seed=1, meta={"note": "seed {seed} of {team}"})
+    assert run.command == "python e.py --tag evals --seed 1 --run-dir /profile/outputs/r"
+    assert run.config["meta"] == {"team": "evals", "note": "seed 1 of evals"}
+    assert dict(run.workload)["meta"] == {"team": "evals", "note": "seed 1 of evals"}
+
+
+def test_a_meta_key_that_is_also_a_key_of_the_run_is_refused(tmp_path):
+    refused(tmp_path, {"runs": [{"run_id": "r", "command": "t {seed}", "seed": 1, "meta": {"seed": 2}}]},
+            "meta.seed is also a key of the run")
+    refused(tmp_path, {"runs": [{"run_id": "r", "command": "t", "meta": {"run_dir": "x"}}]}, "meta.run_dir")
+
+
+def test_what_a_key_is_is_one_rule():
+    run = {"seed": 1, "gpus": 1, "meta": {"team": "x"}}
+    assert [key_role(key, run) for key in ("seed", "gpus", "meta", "team", "flag_style", "styles")] == [
+        "flag", "reserved", "reserved", "metadata", "reserved", "reserved"]

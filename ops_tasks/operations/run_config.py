@@ -29,9 +29,14 @@ from ..secrets import MASK, is_secret_key, is_secret_name
 # Keys of a run's workload: where its summary comes from, how it is stopped, its metrics, its own
 # metadata (README, "Run configs"; checked by _workload, and again on the pod by ops_runs.py).
 WORKLOAD_KEYS = ("summary_from", "summary_metric", "stop_signal", "stop_grace", "metrics_from_log", "meta")
+# How values are written on the command line (README, "Rendering values"; checked by _styles).
+STYLE_KEYS = ("flag_style", "value_style", "styles")
+FLAG_STYLES = ("--key value", "--key=value", "key=value")
+VALUE_STYLES = ("json", "python", "flag")
 # Keys that configure the run itself; every other key of a run is a flag of its entrypoint.
 RESERVED = frozenset({"run_id", "label", "command", "entrypoint", "env", "gpus", "timeout", "stall_timeout",
-                      "retries", "retry_on", "retry_backoff", "matrix", "run_dir", "flags", *WORKLOAD_KEYS})
+                      "retries", "retry_on", "retry_backoff", "matrix", "run_dir", "flags", *WORKLOAD_KEYS,
+                      *STYLE_KEYS})
 # A config deeper than this is a mistake (or an attack on the recursion limit), not a sweep.
 MAX_DEPTH = 32
 FAILURE_CLASSES = ("oom", "nccl", "auth", "data", "timeout", "stalled", "killed", "no_summary",
@@ -49,7 +54,8 @@ MAX_RUNS = 10000
 _UNSAFE_ID = re.compile(r"[^A-Za-z0-9._-]")
 # `{{name}}` is the escape for a literal `{name}`; other braces (JSON, dict literals) are text,
 # and so is the shell's own `${name}`.
-_PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# `{name!python}` / `{name!json}` choose how a boolean, null, list or object is written there.
+_PLACEHOLDER = re.compile(r"\{\{([A-Za-z_][A-Za-z0-9_]*)\}\}|(?<!\$)\{([A-Za-z_][A-Za-z0-9_]*)(?:!(json|python))?\}")
 _SECONDS = re.compile(r"^\d+(?:\.\d+)?$")
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 # CSV cells: leading zeros stay text, so "007" keeps its zeros.
@@ -83,6 +89,7 @@ class RunSpec:
     retry_backoff: float  # seconds before the first retry, doubled each time
     config: dict  # the effective run config, secret env values masked
     workload: tuple = ()  # ((WORKLOAD_KEYS key, checked value), ...) of the keys the run sets
+    warnings: tuple = ()  # lines for the user at submit time (a value a configurator would misread)
 
     def to_dict(self) -> dict:
         return {
@@ -314,10 +321,11 @@ def _root(name: str, candidates: list, missing: str, base: Optional[str] = None)
 
 
 def _merge(defaults: dict, run: dict) -> dict:
-    """defaults then the run (the run wins); env merged name by name."""
+    """defaults then the run (the run wins); env, meta and styles merged name by name."""
     merged = {**defaults, **run}
-    if isinstance(defaults.get("env"), dict) and isinstance(run.get("env"), dict):
-        merged["env"] = {**defaults["env"], **run["env"]}
+    for key in ("env", "meta", "styles"):
+        if isinstance(defaults.get(key), dict) and isinstance(run.get(key), dict):
+            merged[key] = {**defaults[key], **run[key]}
     return merged
 
 
@@ -352,7 +360,10 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime)
     where = f"{shown}: {position}" + (f" ({given!r})" if isinstance(given, str) else "")
     _check_keys(run, where)
     sources = {key: value for key, value in run.items() if key not in _NOT_SOURCES}
+    sources.update(_meta_sources(run, where))
     sources.update(roots)
+    style_of = _styles(run, sources, where)
+    value_styles = {name: placeholder_value_style(style_of(name)) for name in sources}
 
     if given is None:
         run_id = generate_run_id(run, now)
@@ -372,9 +383,9 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime)
     sources["run_dir"] = run_dir
 
     # A regex's braces ({3}, {n,m}) are never placeholders: metrics_from_log is taken as written.
-    filled = {key: value if key == "metrics_from_log" else _fill_deep(value, sources, where)
+    filled = {key: value if key == "metrics_from_log" else _fill_deep(value, sources, where, value_styles)
               for key, value in run.items() if key not in ("run_id", "run_dir", "command", "entrypoint")}
-    command, shown_command = _command(run, filled, sources, run_dir, where)
+    command, shown_command = _command(run, filled, sources, run_dir, where, style_of)
     env = _env(filled.get("env"), where)
     label = filled.get("label")
     if label is not None and (not isinstance(label, str) or CONTROL_CHARS.search(label)):
@@ -413,6 +424,7 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime)
         retry_backoff=DEFAULT_RETRY_BACKOFF if backoff is None else backoff,
         config=config,
         workload=_workload(filled, where),
+        warnings=tuple(configurator_warnings(run, filled, sources, style_of, where)),
     )
 
 
@@ -501,6 +513,72 @@ def run_key_problem(key: str, declared_flags=frozenset()) -> Optional[str]:
     return None
 
 
+def key_role(key: str, run: dict) -> str:
+    """What a key of a run is: "reserved" (it configures the run: RESERVED), "metadata" (a key of
+    the run's `meta`: a placeholder, kept in run_metadata.json and the config, never in argv) or
+    "flag" (every other key: a flag of the entrypoint and a placeholder)."""
+    if key in RESERVED:
+        return "reserved"
+    meta = run.get("meta")
+    if isinstance(meta, dict) and key in meta:
+        return "metadata"
+    return "flag"
+
+
+def _meta_sources(run: dict, where: str) -> dict:
+    """The run's `meta` keys as placeholder values; a key that is also a key of the run, or a
+    run setting, is refused: which of the two a placeholder means would be a guess."""
+    meta = run.get("meta")
+    if not isinstance(meta, dict):
+        return {}
+    for key in meta:
+        if not isinstance(key, str) or not ENV_NAME.match(key):
+            raise ConfigError(f"{where}: meta key {key!r} is not a valid name (letters, digits and '_', "
+                              f"not starting with a digit)")
+        if key in run or key in RESERVED or key in ("remote_repo", "outputs_dir"):
+            raise ConfigError(f"{where}: meta.{key} is also a key of the run (or a run setting): keep one")
+    return dict(meta)
+
+
+def _styles(run: dict, sources: dict, where: str):
+    """The run's styles, checked: a function of a key (None: the run's own) to its
+    (flag_style, value_style); value_style None means "by use" (entrypoint_value_style,
+    placeholder_value_style). `styles: {key: {flag_style, value_style}}` overrides one key."""
+    flag_style = _style_value(run, "flag_style", FLAG_STYLES, where, "flag_style") or "--key value"
+    value_style = _style_value(run, "value_style", VALUE_STYLES, where, "value_style")
+    per_key = run.get("styles")
+    if per_key is None:
+        per_key = {}
+    if not isinstance(per_key, dict):
+        raise ConfigError(f"{where}: styles must be an object of key: {{flag_style, value_style}}, "
+                          f"got {_type(per_key)}")
+    chosen = {}
+    for key, style in per_key.items():
+        if key not in sources or key in RESERVED:
+            raise ConfigError(f"{where}: styles.{key} names no flag, placeholder or meta key of the run")
+        if not isinstance(style, dict) or not style or set(style) - {"flag_style", "value_style"}:
+            raise ConfigError(f"{where}: styles.{key} must be an object of flag_style and/or value_style, "
+                              f"got {style!r}")
+        chosen[key] = (_style_value(style, "flag_style", FLAG_STYLES, where, f"styles.{key}.flag_style") or flag_style,
+                       _style_value(style, "value_style", VALUE_STYLES, where, f"styles.{key}.value_style")
+                       or value_style)
+    default = (flag_style, value_style)
+    for key, (key_flag_style, key_value_style) in {None: default, **chosen}.items():
+        if key_flag_style == "key=value" and key_value_style == "flag":
+            named = "the run" if key is None else f"styles.{key}"
+            raise ConfigError(f"{where}: {named}: value_style \"flag\" needs a flag style with '--' "
+                              f"(a key=value argument has no bare form); use json or python")
+    return lambda key: chosen.get(key, default)
+
+
+def _style_value(holder: dict, key: str, allowed: tuple, where: str, named: str) -> Optional[str]:
+    value = holder.get(key)
+    if value is not None and value not in allowed:
+        raise ConfigError(f"{where}: {named} must be one of {', '.join(repr(item) for item in allowed)}, "
+                          f"got {value!r}")
+    return value
+
+
 def _declared_flags(value, where: str) -> frozenset:
     """The run's `flags`: keys it declares to be flags of its command, whatever they look like."""
     if value is None:
@@ -574,8 +652,9 @@ def _run_dir(value, sources: dict, outputs_dir: str, where: str) -> str:
     return path
 
 
-def _command(run: dict, filled: dict, sources: dict, run_dir: str, where: str):
+def _command(run: dict, filled: dict, sources: dict, run_dir: str, where: str, style_of):
     """(the command line, the command as the config shows it)."""
+    value_styles = {name: placeholder_value_style(style_of(name)) for name in sources}
     command, entrypoint = run.get("command"), run.get("entrypoint")
     if command is not None and entrypoint is not None:
         raise ConfigError(f"{where}: has both command and entrypoint; keep one")
@@ -584,12 +663,13 @@ def _command(run: dict, filled: dict, sources: dict, run_dir: str, where: str):
     if isinstance(command, str):
         if not command.strip():
             raise ConfigError(f"{where}: command is empty")
-        line = fill_placeholders(command, sources, quote=True, where=where)
+        line = fill_placeholders(command, sources, quote=True, where=where, value_styles=value_styles)
         return line, line
     if command is not None:
         if not isinstance(command, list) or not command or not all(isinstance(item, str) for item in command):
             raise ConfigError(f"{where}: command must be a string or a non-empty list of strings")
-        argv = [fill_placeholders(item, sources, quote=False, where=where) for item in command]
+        argv = [fill_placeholders(item, sources, quote=False, where=where, value_styles=value_styles)
+                for item in command]
         return shlex.join(argv), argv
     if not isinstance(entrypoint, str):
         raise ConfigError(f"{where}: entrypoint must be a string, got {_type(entrypoint)}")
@@ -600,8 +680,9 @@ def _command(run: dict, filled: dict, sources: dict, run_dir: str, where: str):
     if not pieces:
         raise ConfigError(f"{where}: entrypoint is empty")
     # Filled piece by piece: a value with spaces stays one argument, as in the list form.
-    filled_entrypoint = shlex.join(fill_placeholders(piece, sources, quote=False, where=where) for piece in pieces)
-    line = render_entrypoint(filled_entrypoint, filled, run_dir)
+    filled_entrypoint = shlex.join(fill_placeholders(piece, sources, quote=False, where=where,
+                                                     value_styles=value_styles) for piece in pieces)
+    line = render_entrypoint(filled_entrypoint, filled, run_dir, style_of)
     return line, line
 
 
@@ -650,20 +731,101 @@ def _check_distinct(shown: str, positions: list, runs: list) -> None:
 # ---------------------------------------------------------------- rendering
 
 
-def render_entrypoint(entrypoint: str, run: dict, run_dir: str) -> str:
-    """entrypoint + every non-reserved key as a flag, in key order, then --run-dir; all quoted."""
+def render_entrypoint(entrypoint: str, run: dict, run_dir: str, style_of=None) -> str:
+    """entrypoint + every flag key of the run (key_role) in key order, then the run directory; all
+    quoted. style_of(key) is the key's (flag_style, value_style) (_styles); default `--key value`
+    with booleans as bare flags, false and null left out."""
+    style_of = style_of or (lambda key: ("--key value", None))
     argv = shlex.split(entrypoint)
     for key, value in run.items():
-        if key in RESERVED or value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        argv += [flag] if value is True else [flag, _text(value)]
-    argv += ["--run-dir", run_dir]
+        if key_role(key, run) == "flag":
+            argv += _flag_arguments(key, value, *style_of(key))
+    argv += _flag_arguments("run_dir", run_dir, style_of(None)[0], "json")
     return shlex.join(argv)
 
 
-def fill_placeholders(text: str, values: dict, quote: bool, where: str = "") -> str:
+def _flag_arguments(key: str, value, flag_style: str, value_style: Optional[str]) -> list:
+    """The arguments of one flag. `--key value` is argparse's (underscores become dashes);
+    `--key=value` and `key=value` keep the key as written: the configurators that take them
+    (nanoGPT's) look the key up as a Python variable."""
+    value_style = value_style or entrypoint_value_style(flag_style)
+    if value_style == "flag" and (value is None or value is False):
+        return []
+    name = "--" + key.replace("_", "-") if flag_style == "--key value" else key
+    if value_style == "flag" and value is True:
+        return [name if flag_style == "--key value" else "--" + key]
+    text = render_value(value, value_style)
+    if flag_style == "--key value":
+        return [name, text]
+    return [f"--{key}={text}" if flag_style == "--key=value" else f"{key}={text}"]
+
+
+def entrypoint_value_style(flag_style: str) -> str:
+    """How a flag's boolean or null is written when the config does not say: `--key value` keeps
+    the seed's bare flag (false and null left out); the `=` styles have no bare form, so JSON."""
+    return "flag" if flag_style == "--key value" else "json"
+
+
+def placeholder_value_style(style: tuple) -> str:
+    """A placeholder's value style from its key's (flag_style, value_style): `flag` has no
+    meaning inside a text, so it (and no style at all) writes JSON."""
+    return style[1] if style[1] in ("json", "python") else "json"
+
+
+def render_value(value, value_style: str = "json") -> str:
+    """A value as one argument: text as is, numbers as written; booleans, null, lists and objects
+    as JSON (true/false/null) or, in the python style, as Python literals (True/False/None), which
+    a configurator that evals its arguments (ast.literal_eval) reads back as the same value."""
+    if value_style == "python" and not isinstance(value, str) and (
+            isinstance(value, (bool, list, dict)) or value is None):
+        return repr(value)
+    return _text(value)
+
+
+def configurator_warnings(run: dict, filled: dict, sources: dict, style_of, where: str) -> list:
+    """Warnings for booleans written `true`/`false` where a Python configurator reads them: a
+    `key=value` or `--key=value` flag in the JSON style, or a `{name}` placeholder in a
+    `key={name}` argument or in a command naming a configurator. Such a configurator
+    (ast.literal_eval, falling back to the text) reads 'false' as a non-empty string: true."""
+    found = []
+    if run.get("entrypoint") is not None:
+        for key, value in filled.items():
+            flag_style, value_style = style_of(key)
+            if (key_role(key, filled) == "flag" and isinstance(value, bool) and flag_style != "--key value"
+                    and (value_style or entrypoint_value_style(flag_style)) == "json"):
+                found.append(_configurator_warning(where, key, value, flag_style))
+        return found
+    command = run.get("command")
+    texts = [command] if isinstance(command, str) else command if isinstance(command, list) else []
+    for text in (item for item in texts if isinstance(item, str)):
+        for match in _PLACEHOLDER.finditer(text):
+            name = match.group(2)
+            if name is None or match.group(3) or not isinstance(sources.get(name), bool):
+                continue
+            if placeholder_value_style(style_of(name)) != "json":
+                continue
+            if _KEY_EQUALS_BEFORE.search(text[:match.start()]) or "configurator" in " ".join(texts):
+                found.append(_configurator_warning(where, name, sources[name], "{" + name + "}"))
+    return found
+
+
+# A placeholder right after `key=` (a lower-case Python name: `FOO=` is an environment variable).
+_KEY_EQUALS_BEFORE = re.compile(r"(?:^|[\s'\"]|--)[a-z_][A-Za-z0-9_]*=$")
+
+
+def _configurator_warning(where: str, key: str, value: bool, written: str) -> str:
+    text = render_value(value, "json")
+    return (f"{where}: {key} is written {text!r} ({written}); a Python configurator (key=value read with "
+            f"ast.literal_eval) reads that as the string {text!r}, which is true: set \"value_style\": \"python\" "
+            f"(or \"styles\": {{\"{key}\": {{\"value_style\": \"python\"}}}}, or write {{{key}!python}}) "
+            f"to pass {render_value(value, 'python')}")
+
+
+def fill_placeholders(text: str, values: dict, quote: bool, where: str = "", value_styles=None) -> str:
     """Replace `{name}` for the names in values (each shell-quoted when quote), once, no recursion.
+
+    A value is written in its value style (render_value): `{name!python}` / `{name!json}` as
+    written there, `{name}` as value_styles says for that name (json when it says nothing).
 
     `{{name}}` is a literal `{name}`; other brace text (a JSON or dict literal, nested or not,
     the shell's `${name}`) is left exactly as written. A `{name}` of no known value is refused
@@ -677,7 +839,8 @@ def fill_placeholders(text: str, values: dict, quote: bool, where: str = "") -> 
         if name not in values:
             raise ConfigError(f"{where + ': ' if where else ''}unknown placeholder {{{name}}} (known: "
                               f"{', '.join(sorted(values))}; write {{{{{name}}}}} for a literal {{{name}}})")
-        rendered = _text(values[name])
+        style = match.group(3) or (value_styles or {}).get(name, "json")
+        rendered = render_value(values[name], style)
         return shlex.quote(rendered) if quote else rendered
 
     return _PLACEHOLDER.sub(one, text)
@@ -724,13 +887,13 @@ def _text(value) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _fill_deep(value, sources: dict, where: str):
+def _fill_deep(value, sources: dict, where: str, value_styles=None):
     if isinstance(value, str):
-        return fill_placeholders(value, sources, quote=False, where=where)
+        return fill_placeholders(value, sources, quote=False, where=where, value_styles=value_styles)
     if isinstance(value, list):
-        return [_fill_deep(item, sources, where) for item in value]
+        return [_fill_deep(item, sources, where, value_styles) for item in value]
     if isinstance(value, dict):
-        return {key: _fill_deep(item, sources, where) for key, item in value.items()}
+        return {key: _fill_deep(item, sources, where, value_styles) for key, item in value.items()}
     return value
 
 
