@@ -312,13 +312,14 @@ def example_means(path: str, run_id: str, field: str = "reward") -> dict:
 
 def _sources(metadata, summary) -> list:
     """Where run fields are looked up, first match wins: run_metadata.json (top level, config,
-    dataset, decoding), then summary.json's own `run_metadata` object likewise, then summary.json."""
+    dataset, decoding, meta), then summary.json's own `run_metadata` object likewise, then summary.json."""
     found = []
     record = metadata.get("ops") if isinstance(metadata, dict) else None  # validate.with_supervisor_record
     for meta in (metadata, record, (summary or {}).get("run_metadata")):
         if isinstance(meta, dict):
             found.append(meta)
-            found.extend(meta[key] for key in ("config", "dataset", "decoding") if isinstance(meta.get(key), dict))
+            found.extend(meta[key] for key in ("config", "dataset", "decoding", "meta")
+                         if isinstance(meta.get(key), dict))
     if isinstance(summary, dict):
         found.append(summary)
     return found
