@@ -168,9 +168,18 @@ def gpu_is_free(gpu: dict) -> bool:
     return used <= FREE_GPU_MEMORY_FRACTION * total
 
 
+RAISED_KEYS = frozenset({"pod", "ok", "error", "exit_code"})  # the whole result of a pod that raised
+
+
+def answered(result: dict) -> bool:
+    """True when the pod's operation came back with its own result (ok or not: a failed run's
+    `error` is an answer), False when it raised or found the pod unreachable."""
+    return not set(result) <= RAISED_KEYS and result.get("reachable") is not False
+
+
 def totals(results: list, runs_key: str = "runs") -> dict:
     """The fleet at a glance: pods (up = answered), GPUs and free GPUs, runs by state."""
-    up = [r for r in results if "error" not in r and r.get("reachable") is not False]
+    up = [r for r in results if answered(r)]
     gpus = [g for r in up for g in (r.get("gpus") if isinstance(r.get("gpus"), list) else []) if isinstance(g, dict)]
     by_state: dict = {}
     for row in merged_rows(up, runs_key):

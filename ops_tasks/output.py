@@ -35,7 +35,7 @@ from tabulate import tabulate
 from .errors import ConfigError, Interrupted, OpsError
 from .secrets import redact, secret_values
 from .streams import LineBuffer
-from .fleet import dry_run_record, fan_out_targets, fleet_document, resolve_hosts, totals
+from .fleet import RAISED_KEYS, dry_run_record, fan_out_targets, fleet_document, resolve_hosts, totals
 from .settings import project_env, project_dir_of
 from .scripts import scripts_dir
 from .targets import DryRunStop, target_for
@@ -310,21 +310,33 @@ def target_of(c, host: Optional[str]):
     return targets[0]
 
 
-def on_each_pod(c, host: Optional[str], prepare: Callable) -> dict:
-    """A task's result on the host --host names; over several pods, the fleet's document
-    (fleet.fleet_document: each pod's result, the merged runs, totals, the pods not ok).
+def on_each_pod(c, host: Optional[str], operation: Callable) -> dict:
+    """operation(target) on the host --host names: its result, unchanged. Over several pods, the
+    fleet's document (fleet.fleet_document: each pod's result, the merged runs, totals, the pods
+    not ok), the pods contacted at once, one connection each, one pod's failure its own row.
 
-    prepare(target) checks the task's flags against that pod's profile, contacting nothing, and
-    returns the call that does the work there. Every pod is prepared before any is contacted, so
-    bad input is one line and exit 2 with nothing contacted; then the calls run at once, one
-    connection per pod, and one pod's failure is that pod's row. A fleet of one is the call itself.
+    Bad input is refused before any pod is contacted: each pod's operation first runs as a dry
+    run (against a recorder, up to its first contact: what a task does before contact is only
+    checking flags and rendering scripts), so a flag wrong for any pod's profile is exit 2 with
+    nothing contacted, as it is for one host.
     """
     targets = _targets_of(c, host)
     if len(targets) == 1:
-        return prepare(targets[0])()
+        return operation(targets[0])
     _current().fleet = True
-    calls = {id(target): prepare(target) for target in targets}
-    return fleet_document(fan_out_targets(targets, lambda target: calls[id(target)]()))
+    if not _current().dry_run:
+        for target in targets:
+            _check_without_contact(operation, target.profile, c.config)
+    return fleet_document(fan_out_targets(targets, operation))
+
+
+def _check_without_contact(operation: Callable, profile, invoke_config) -> None:
+    """Run operation on a dry-run recorder of the pod's profile: it stops at the first contact;
+    a ConfigError (bad input) on the way is raised here, before any pod is reached."""
+    try:
+        operation(target_for(profile, dry_run=True, invoke_config=invoke_config))
+    except DryRunStop:
+        pass
 
 
 def _dry_run_report(target) -> dict:
@@ -443,10 +455,12 @@ def render_fleet(data: dict, human: Optional[Callable[[dict], str]]) -> str:
     for name, pod in data["pods"].items():
         if pod.get("dry_run"):
             sections.append(_render_dry_run(pod))
-        elif set(pod) <= {"pod", "ok", "error", "exit_code"}:  # the pod raised: only its error
+        elif set(pod) <= RAISED_KEYS:  # the pod raised: only its error
             sections.append(f"{name}: error: {pod.get('error')}")
         elif human is not None:
-            sections.append(human(pod))
+            section = human(pod)
+            # A section that does not say whose it is (a log's text) gets the pod's name above it.
+            sections.append(section if section.startswith(name) else f"--- {name} ---\n{section}")
     if not data.get("dry_run"):
         sections.append(_fleet_summary(data))
     return "\n\n".join(section for section in sections if section)

@@ -65,7 +65,7 @@ def render_status(data: dict) -> str:
 @ops_task(human=render_status)
 def status(c, host=None):
     """Check a pod (or each pod of a fleet): reachable, volume mounted at /mnt, GPUs, tools, tmux."""
-    return on_each_pod(c, host, lambda target: lambda: pod_status(target))
+    return on_each_pod(c, host, pod_status)
 
 
 # ---------------------------------------------------------------- Lium: shared

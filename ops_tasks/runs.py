@@ -14,7 +14,8 @@ from .operations.runs import (cancel_runs, manifest_of, new_submission_id, not_o
                               runs_status, submit_runs, wait_runs)
 from .defaults import RUNS_SESSION, WATCH_INTERVAL_S
 from .flags import count_flag, seconds_flag
-from .output import LineEmitter, announce, emit, is_time_key, json_requested, log, ops_task, stopped, target_of
+from .output import (LineEmitter, announce, emit, fleet_requested, is_time_key, json_requested, log, on_each_pod,
+                     ops_task, stopped, target_of)
 from .run_states import ACTIVE
 from .records import host_fields, save_manifest
 from .selection import latest_submission, outputs_root, select_runs
@@ -327,7 +328,13 @@ def render_status(data: dict) -> str:
 def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs_dir=None, tail_lines=None,
            watch=False, interval=None):
     """State of runs: one run in detail (--run-id), or a submission's table; exit 1 if any failed."""
-    target = target_of(c, host)
+    return on_each_pod(c, host, lambda target: _status_on(c, target, run_id, submission, all, remote_outputs_dir,
+                                                          tail_lines, watch, interval))
+
+
+def _status_on(c, target, run_id, submission, all, remote_outputs_dir, tail_lines, watch, interval):
+    if watch and fleet_requested():
+        raise ConfigError("runs.status --watch redraws one pod's table: give one host (runs.wait waits on a fleet)")
     selected = _select(c, target, run_id, submission, all, remote_outputs_dir)
     lines = count_flag("--tail-lines", tail_lines, 60)
     every = seconds_flag("--interval", interval, WATCH_INTERVAL_S)
@@ -347,8 +354,11 @@ def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs
 
 @ops_task(human=render_table, help={"remote_outputs_dir": RUN_SELECTION_HELP["remote_outputs_dir"]})
 def list_(c, host=None, remote_outputs_dir=None):
-    """Every run directory on the pod with its state."""
-    target = target_of(c, host)
+    """Every run directory on the pod (each pod of a fleet) with its state."""
+    return on_each_pod(c, host, lambda target: _list_on(c, target, remote_outputs_dir))
+
+
+def _list_on(c, target, remote_outputs_dir):
     outputs = outputs_root(remote_outputs_dir, latest_submission(c, target), target.profile)
     report = runs_status(target, outputs_dir=outputs)
     report["ok"] = True  # a listing is not a verdict
@@ -421,12 +431,15 @@ def logs(c, run_id, host=None, lines=None, follow=False, submission=None, remote
 })
 def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, timeout=None):
     """Wait until a submission's runs end, with a progress bar; exit 1 if any failed."""
-    target = target_of(c, host)
+    return on_each_pod(c, host, lambda target: _wait_on(c, target, run_id, submission, remote_outputs_dir, timeout))
+
+
+def _wait_on(c, target, run_id, submission, remote_outputs_dir, timeout):
     selected = _select(c, target, run_id, submission, False, remote_outputs_dir)
     timeout_s = seconds_flag("--timeout", timeout, None)
-    bar = ProgressBar()
+    bar = ProgressBar(enabled=not fleet_requested())  # several pods' bars cannot share stderr
     try:
-        if sys.stdout.isatty() and not json_requested():
+        if sys.stdout.isatty() and not json_requested() and not fleet_requested():
             # A person watching: the table redrawn in place, one round trip per refresh; the
             # verdict (timeout, stuck, failed) is then the pod's wait's, which returns at once
             # once the runs are over.
@@ -469,7 +482,10 @@ def render_cancel(data: dict) -> str:
 })
 def cancel(c, host=None, run_id=None, submission=None, remote_outputs_dir=None):
     """Cancel queued or running runs (their whole process group); state cancelled."""
-    target = target_of(c, host)
+    return on_each_pod(c, host, lambda target: _cancel_on(c, target, run_id, submission, remote_outputs_dir))
+
+
+def _cancel_on(c, target, run_id, submission, remote_outputs_dir):
     if not run_id and not submission:
         raise ConfigError("runs.cancel needs --run-id or --submission")
     selected = _select(c, target, run_id, submission, False, remote_outputs_dir)

@@ -11,7 +11,8 @@ from .flags import count_flag, seconds_flag
 from .forwarding import LocalForward
 from .operations.vllm import vllm_logs, vllm_start, vllm_status, vllm_stop
 from .operations.vllm_spec import build_spec, check_port, check_session, normalize_base_url
-from .output import LineEmitter, add_secrets, announce, target_of, json_requested, log, ops_task
+from .output import (LineEmitter, add_secrets, announce, fleet_requested, json_requested, log, on_each_pod, ops_task,
+                     target_of)
 from .secrets import is_secret_name
 from .settings import env_value
 from .targets import LinkDown
@@ -46,11 +47,13 @@ def _session_of(session, profile_vllm: dict) -> str:
 
 
 class PhasePrinter:
-    """Startup progress on stderr: one redrawn line on a terminal, else a line per phase."""
+    """Startup progress on stderr: one redrawn line on a terminal, else a line per phase (each
+    line naming its pod when several start at once: they cannot share one redrawn line)."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, pod: str = ""):
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
+        self.tty = self.stream.isatty() and not pod
+        self.prefix = f"{pod}: " if pod else ""
         self.last_phase = None
         self.last_line_at = -1e9
 
@@ -59,7 +62,7 @@ class PhasePrinter:
             self.stream.write(f"\r\x1b[Kvllm: {elapsed:4.0f}s  {phase}")
             self.stream.flush()
         elif phase != self.last_phase or elapsed - self.last_line_at >= 30:
-            log(f"vllm: {elapsed:.0f}s {phase}")
+            log(f"{self.prefix}vllm: {elapsed:.0f}s {phase}")
             self.last_line_at = elapsed
         self.last_phase = phase
 
@@ -94,7 +97,8 @@ def start(c, host=None, model_id=None, vllm_bin=None, tensor_parallel_size=None,
           gpu_memory_utilization=None, max_model_len=None, dtype=None, quantization=None,
           trust_remote_code=False, port=None, bind_host=None, served_model_name=None, extra_args=None,
           session=None, env=None, restart=False, grace=None, wait=False, timeout=None):
-    """Start vLLM detached in tmux on the pod; --wait until it serves."""
+    """Start vLLM detached in tmux on the pod (one server per pod of a fleet, the same flags:
+    data-parallel replicas); --wait until it serves."""
     options = dict(
         model_id=model_id, vllm_bin=vllm_bin, tensor_parallel_size=tensor_parallel_size,
         pipeline_parallel_size=pipeline_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
@@ -102,14 +106,18 @@ def start(c, host=None, model_id=None, vllm_bin=None, tensor_parallel_size=None,
         trust_remote_code=trust_remote_code or None, port=port, bind_host=bind_host,
         served_model_name=served_model_name, extra_args=extra_args, session=session, env=env,
     )
-    # A target is made without contact: its profile's `vllm:` defaults, under the flags.
-    target = target_of(c, host)
+    return on_each_pod(c, host, lambda target: _start_on(target, options, restart=restart, grace=grace, wait=wait,
+                                                         timeout=timeout))
+
+
+def _start_on(target, options: dict, *, restart, grace, wait, timeout) -> dict:
+    # Each pod's profile's `vllm:` defaults, under the flags.
     spec = build_spec(options, dict(target.profile.vllm))
     # A secret given with --env may come back in the server's log tail: mask it there too.
     add_secrets(value for name, value in spec.env if is_secret_name(name))
     grace_s = seconds_flag("--grace", grace, defaults.VLLM_GRACE_S, allow_zero=True)
     timeout_s = seconds_flag("--timeout", timeout, defaults.VLLM_START_TIMEOUT_S)
-    printer = PhasePrinter()
+    printer = PhasePrinter(pod=target.profile.name if fleet_requested() else "")
     try:
         with target.round_trip_budget(grace_s + timeout_s if wait else None):
             return vllm_start(target, spec, restart=restart, grace_s=grace_s, wait=wait, timeout_s=timeout_s,
@@ -142,17 +150,17 @@ def render_status(data: dict) -> str:
     return "\n".join(lines)
 
 
-def _base_url(api_base_url):
-    for flag, value in (("--api-base-url", api_base_url), ("VLLM_BASE_URL", env_value("VLLM_BASE_URL")),
-                        ("OPENAI_API_BASE", env_value("OPENAI_API_BASE"))):
-        if value:
-            return normalize_base_url(value, flag)
 def _session_state(data: dict) -> str:
     if not data["session_alive"]:
         return "none"
     return "alive, NOT started by ops-tasks: vllm.stop leaves it alone" if data["session_foreign"] else "alive"
 
 
+def _base_url(api_base_url):
+    for flag, value in (("--api-base-url", api_base_url), ("VLLM_BASE_URL", env_value("VLLM_BASE_URL")),
+                        ("OPENAI_API_BASE", env_value("OPENAI_API_BASE"))):
+        if value:
+            return normalize_base_url(value, flag)
     return None
 
 
@@ -166,7 +174,10 @@ def _session_state(data: dict) -> str:
 })
 def status(c, host=None, api_base_url=None, port=None, session=None, tail_lines=None):
     """Check that vLLM serves: /v1/models, /health, session, pid, uptime (one round trip)."""
-    target = target_of(c, host)
+    return on_each_pod(c, host, lambda target: _status_on(target, api_base_url, port, session, tail_lines))
+
+
+def _status_on(target, api_base_url, port, session, tail_lines) -> dict:
     profile_vllm = dict(target.profile.vllm)
     base_url = _base_url(api_base_url)
     port = check_port(port) if port is not None else None
@@ -211,7 +222,10 @@ def render_stop(data: dict) -> str:
 })
 def stop(c, host=None, session=None, grace=None, port=None):
     """Stop vLLM and its whole process tree (engine, workers), and free its port."""
-    target = target_of(c, host)
+    return on_each_pod(c, host, lambda target: _stop_on(target, session, grace, port))
+
+
+def _stop_on(target, session, grace, port) -> dict:
     profile_vllm = dict(target.profile.vllm)
     session = _session_of(session, profile_vllm)
     grace_s = seconds_flag("--grace", grace, defaults.VLLM_GRACE_S, allow_zero=True)
@@ -230,11 +244,17 @@ def stop(c, host=None, session=None, grace=None, port=None):
 })
 def logs(c, host=None, session=None, lines=None, follow=False):
     """Print the vLLM server log (kept on the volume); --follow streams it."""
-    target = target_of(c, host)
+    return on_each_pod(c, host, lambda target: _logs_on(target, session, lines, follow))
+
+
+def _logs_on(target, session, lines, follow):
     session = _session_of(session, dict(target.profile.vllm))
     count = count_flag("--lines", lines, 100)
     if follow and json_requested():
         raise ConfigError("--follow streams the log as text: it cannot be combined with --json or --pretty")
+    if follow and fleet_requested():
+        raise ConfigError("vllm.logs --follow streams one pod's log: give one host (without --follow, each "
+                          "pod's log is shown in turn)")
     if not follow:
         return vllm_logs(target, session=session, lines=count)
     try:

@@ -188,6 +188,12 @@ def test_merged_rows_carry_the_pod_and_skip_what_a_pod_got_wrong():
                                             {"pod": "d", "run_id": "r2", "state": "queued"}]
 
 
+def test_a_pod_whose_runs_failed_is_up_and_its_runs_are_counted():
+    results = [{"pod": "a", "ok": False, "error": "1 run failed", "runs": [{"state": "failed"}]},
+               {"pod": "b", "ok": False, "error": "connection refused", "exit_code": 1}]
+    assert totals(results)["pods_up"] == 1 and totals(results)["runs_by_state"] == {"failed": 1}
+
+
 def test_totals_count_pods_up_gpus_free_and_runs_by_state():
     free = {"memory_used_mib": 100, "memory_total_mib": 81920}
     busy = {"memory_used_mib": 60000, "memory_total_mib": 81920}

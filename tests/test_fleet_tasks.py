@@ -7,6 +7,8 @@ fake GPUs."""
 import contextlib
 import json
 
+from ops_tasks.testing.pods import free_port
+
 import pytest
 
 from ops_tasks.testing.fake_gpu import gpu
@@ -17,6 +19,7 @@ pytestmark = needs_isolation
 
 client = module_client()
 NAMES = ("fa0", "fa1", "fa2")
+GPUS = ([gpu(0), gpu(1, used_mib=40000)], [gpu(0)], None)  # 3 GPUs, 2 of them free
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +28,7 @@ def pods(tmp_path_factory, client):
     try:
         for index, name in enumerate(NAMES):
             pod = SshPod(tmp_path_factory.mktemp(name) / "pod", name, client.public_key,
-                         gpus=[gpu(0), gpu(1, used_mib=40000)] if index == 0 else None).start()
+                         gpus=GPUS[index]).start()
             client.add_alias(name, pod)
             pod.alias = name
             started.append(pod)
@@ -70,7 +73,7 @@ def test_pod_status_of_a_fleet_answers_for_every_pod_over_one_connection_each(op
     assert document["ok"] is True and document["failed"] == [] and document["hosts"] == list(NAMES)
     assert [document["pods"][name]["host"] for name in NAMES] == list(NAMES)
     assert all(document["pods"][name]["volume"]["mounted"] for name in NAMES)
-    assert document["totals"] == {"pods": 3, "pods_up": 3, "pods_not_ok": 0, "gpus": 2, "gpus_free": 1,
+    assert document["totals"] == {"pods": 3, "pods_up": 3, "pods_not_ok": 0, "gpus": 3, "gpus_free": 2,
                                   "runs_by_state": {}}
     assert new_connections(pods, before) == [1, 1, 1]
 
@@ -85,7 +88,7 @@ def test_a_stopped_pod_is_its_own_row_the_others_answer_and_exit_1_names_it(ops,
     assert text.startswith("fa0: OK") and "\nfa2: OK" in text  # each pod's own section
     row = next(line for line in text.splitlines() if line.startswith("fa1 "))
     assert "NOT OK" in row and "connection refused" in row
-    assert "fleet: 3 pods, 2 up, 1 not ok; 2 GPUs, 1 free" in text
+    assert "fleet: 3 pods, 2 up, 1 not ok; 2 GPUs, 1 free" in text  # fa1's GPU is not counted: it did not answer
     assert "error: not ok on 1 of 3 pods: fa1" in text
     assert as_json.returncode == 1
     assert as_json.json["failed"] == ["fa1"] and as_json.json["pods"]["fa1"]["reachable"] is False
@@ -146,3 +149,104 @@ def test_json_of_a_fleet_is_one_strict_document(ops, pods):
 
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["ok"] is True
+
+
+# ---------------------------------------------------------------- runs over a fleet
+
+
+WRITE_SUMMARY = "printf '{\"ok\": true}' > \"$OPS_RUN_DIR/summary.json\""
+
+
+def submit(ops, project, pod_name, runs, outputs):
+    """A submission of these runs to one pod (runs.submit is a single-host task)."""
+    config = project / f"{pod_name}-{outputs}.json"
+    config.write_text(json.dumps({"remote_repo": "/root", "remote_outputs_dir": f"/mnt/{outputs}", "runs": runs}))
+    result = ops("runs.submit", "--host", pod_name, "--config", str(config), "--slots", "4", "--json")
+    assert result.returncode == 0, result.stderr
+    return result.json
+
+
+def test_runs_wait_status_and_list_over_a_fleet_merge_every_pods_runs(ops, pods, project):
+    submit(ops, project, "fa0", [{"run_id": "a-ok", "command": WRITE_SUMMARY}], "merge")
+    submit(ops, project, "fa1", [{"run_id": "b-ok", "command": WRITE_SUMMARY}], "merge")
+    submit(ops, project, "fa2", [{"run_id": "c-fails", "command": "echo broken; exit 3"}], "merge")
+    before = connections(pods), [pod.sessions() for pod in pods]
+
+    waited = ops("runs.wait", "--host", FLEET, "--timeout", "60", "--json")
+
+    assert waited.returncode == 1, waited.stderr
+    assert new_connections(pods, before[0]) == [1, 1, 1]
+    assert [pod.sessions() - then for pod, then in zip(pods, before[1])] == [1, 1, 1]  # one round trip each
+    doc = waited.json
+    assert doc["failed"] == ["fa2"] and doc["error"] == "not ok on 1 of 3 pods: fa2"
+    assert {(r["pod"], r["run_id"], r["state"]) for r in doc["runs"]} == {
+        ("fa0", "a-ok", "succeeded"), ("fa1", "b-ok", "succeeded"), ("fa2", "c-fails", "failed")}
+    assert doc["totals"]["runs_by_state"] == {"succeeded": 2, "failed": 1}
+    assert doc["pods"]["fa2"]["runs"][0]["exit_code"] == 3  # each pod's own result, whole
+
+    status = ops("runs.status", "--host", FLEET)
+    assert status.returncode == 1 and "Traceback" not in status.stderr
+    assert "fleet: 3 pods, 3 up, 1 not ok" in status.stdout and "runs: 1 failed, 2 succeeded" in status.stdout
+    assert next(line for line in status.stdout.splitlines() if line.startswith("fa2 ")).split()[1:3] == ["NOT", "OK"]
+
+    listed = ops("runs.list", "--host", FLEET, "--json")
+    assert listed.returncode == 0, listed.stderr  # a listing is not a verdict, on any pod
+    assert {r["run_id"] for r in listed.json["runs"]} >= {"a-ok", "b-ok", "c-fails"}
+
+
+def test_runs_cancel_over_a_fleet_cancels_the_run_on_every_pod(ops, pods, project):
+    for name in NAMES:
+        submit(ops, project, name, [{"run_id": "sleeper", "command": "sleep 300"}], "cancel")
+
+    cancelled = ops("runs.cancel", "--host", FLEET, "--run-id", "sleeper", "--json")
+
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert [cancelled.json["pods"][name]["runs"][0]["state"] for name in NAMES] == ["cancelled"] * 3
+
+
+@pytest.mark.parametrize("task, flags, fragment", [
+    ("runs.wait", ["--run-id", "x", "--timeout", "-1"], "--timeout"),
+    ("runs.status", ["--run-id", "x", "--watch"], "runs.status --watch redraws one pod's table"),
+    ("vllm.stop", ["--grace", "x"], "--grace"),
+    ("vllm.logs", ["--follow"], "vllm.logs --follow streams one pod's log"),
+])
+def test_bad_input_over_a_fleet_is_refused_before_any_pod_is_contacted(ops, pods, project, task, flags, fragment):
+    before = connections(pods)
+
+    one_line_error(ops(task, "--host", FLEET, *flags), 2, fragment)
+    assert new_connections(pods, before) == [0, 0, 0]
+
+
+# ---------------------------------------------------------------- vLLM over a fleet
+
+
+def test_vllm_over_a_fleet_starts_a_replica_per_pod_then_status_logs_and_stop_each(ops, pods, project):
+    ports = {name: free_port() for name in NAMES[:2]}  # loopback pods share ports: one each
+    profiles = "".join(f"    {name}:\n      destination: {name}\n      vllm:\n        port: {port}\n"
+                       for name, port in ports.items())
+    (project / "invoke.yaml").write_text(f"ops:\n  profiles:\n{profiles}  fleets:\n    servers: [fa0, fa1]\n")
+    for pod in pods[:2]:
+        pod.install_vllm_stub()
+    secret = "hf_fleet_secret_value_123"
+
+    started = ops("vllm.start", "--host", "servers", "--vllm-bin", "ops-vllm-stub", "--model-id", "Qwen/Qwen3-4B",
+                  "--env", "OPS_VLLM_STUB_STARTUP_S=0.4", "--env", f"HF_TOKEN={secret}", "--wait", "--timeout", "60",
+                  "--json")
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert secret not in started.stdout + started.stderr
+        for name, port in ports.items():
+            assert started.json["pods"][name]["wait"]["outcome"] == "ready"
+            assert started.json["pods"][name]["base_url"] == f"http://127.0.0.1:{port}/v1"
+
+        status = ops("vllm.status", "--host", "servers", "--json")
+        assert status.returncode == 0, status.stderr
+        assert all(status.json["pods"][name]["models"][0]["id"] == "Qwen/Qwen3-4B" for name in ports)
+
+        logs = ops("vllm.logs", "--host", "servers", "--lines", "5")
+        assert logs.returncode == 0, logs.stderr
+        assert "--- fa0 ---" in logs.stdout and "--- fa1 ---" in logs.stdout and secret not in logs.stdout
+    finally:
+        stopped_servers = ops("vllm.stop", "--host", "servers", "--grace", "2", "--json")
+    assert stopped_servers.returncode == 0, stopped_servers.stderr
+    assert all(stopped_servers.json["pods"][name]["port_free"] for name in ports)
