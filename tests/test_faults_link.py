@@ -98,15 +98,18 @@ def submit(laptop, host, run_id, command):
     return submitted.json["submission_id"]
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def pod_processes(pod, needle: str) -> list:
     """Pids in the pod whose command line holds needle (matched inside the pod's namespace only)."""
     found = []
     for pid in pod.namespace_pids():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if needle in cmdline:
+        if needle in _cmdline(pid):
             found.append(pid)
     return found
 
@@ -159,6 +162,9 @@ def test_runs_wait_returns_while_the_connections_sshd_is_stopped(laptop, pod):
     sessions = pod.sessions()
     waiting = laptop.popen("runs.wait", "--host", "quick", "--submission", submission, "--timeout", "30")
     assert wait_for(lambda: pod.sessions() > sessions)
+    # Stop the link only once the pod-side wait runs (its start mark sent): a stop before that
+    # is the hung-login-shell case, tested on its own above.
+    assert wait_for(lambda: any("wait" in _cmdline(p) for p in pod_processes(pod, "ops_runs")))
     # The sshd processes serving that connection (not the listener, which the test needs later).
     serving = [p for p in pod_processes(pod, "sshd") if p != pod.proc.pid]
     for pid in serving:
