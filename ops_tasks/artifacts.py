@@ -2,6 +2,7 @@
 directories to the laptop (rsync over OpenSSH, or a checked tar stream)."""
 
 import sys
+import threading
 from pathlib import Path
 
 from invoke import Collection
@@ -9,8 +10,9 @@ from invoke import Collection
 from .defaults import LOCAL_RUNS_DIR
 from .errors import ConfigError
 from .flags import count_flag
+from .fleet import FleetResult, fleet_document
 from .operations.artifacts import archive_runs, checked_patterns, fetch_runs
-from .output import target_of, json_requested, ops_task
+from .output import json_requested, on_each_pod, ops_task
 from .records import fetch_records_dir
 from .selection import select_runs
 from .settings import project_dir_of
@@ -50,7 +52,10 @@ def render_archive(data: dict) -> str:
 @ops_task(human=render_archive, iterable=["run_id"], help=SELECTION_HELP)
 def archive(c, host=None, run_id=None, submission=None, remote_outputs_dir=None):
     """Move the raw <volume>/eval_* files into their run directories on the pod (never overwrites)."""
-    target = target_of(c, host)
+    return on_each_pod(c, host, lambda target: _archive_on(c, target, run_id, submission, remote_outputs_dir))
+
+
+def _archive_on(c, target, run_id, submission, remote_outputs_dir) -> dict:
     selected = select_runs(c, target, run_id, submission, False, remote_outputs_dir)
     return archive_runs(target, runs=_runs_of(selected), patterns=target.profile.archive_patterns,
                         outputs_dir=selected["outputs_dir"])
@@ -74,20 +79,31 @@ def render_fetch(data: dict) -> str:
 
 
 class ByteBar:
-    """Bytes fetched, rate and ETA on stderr (tqdm), on a terminal and without --json only."""
+    """Bytes fetched, rate and ETA on stderr (tqdm), on a terminal and without --json only: one
+    bar over every pod's bytes when a fleet fetches (each pod's transfer reports its own)."""
 
     def __init__(self):
         self.bar = None
         self.enabled = sys.stderr.isatty() and not json_requested()
+        self.pods = {}  # pod -> (done, total)
+        self.lock = threading.Lock()  # pods report from their own threads
 
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is None:
-            from tqdm import tqdm
+    def of(self, pod: str):
+        """The progress callback of one pod's transfer, or None when no bar is shown."""
+        return (lambda done, total: self.update(pod, done, total)) if self.enabled else None
 
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="fetch",
-                            file=sys.stderr, dynamic_ncols=True)
-        self.bar.n = done
-        self.bar.refresh()
+    def update(self, pod: str, done: int, total: int) -> None:
+        with self.lock:
+            self.pods[pod] = (done, total)
+            done, total = (sum(numbers) for numbers in zip(*self.pods.values()))
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="fetch",
+                                file=sys.stderr, dynamic_ncols=True)
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.refresh()
 
     def close(self):
         if self.bar is not None:
@@ -104,23 +120,49 @@ class ByteBar:
 })
 def fetch(c, host=None, run_id=None, submission=None, all=False, local_root=None, remote_outputs_dir=None,
           bwlimit=None, exclude=None, include=None):
-    """Fetch run directories from the pod: rsync over OpenSSH, incremental and resumable."""
+    """Fetch run directories from the pod (each pod of a fleet at once): rsync over OpenSSH,
+    incremental and resumable."""
     excluded = checked_patterns("--exclude", exclude)
     included = checked_patterns("--include", include)
-    target = target_of(c, host)
+    bar = ByteBar()
+    try:
+        result = on_each_pod(c, host, lambda target: _fetch_from(
+            c, target, bar, run_id=run_id, submission=submission, all=all, local_root=local_root,
+            remote_outputs_dir=remote_outputs_dir, bwlimit=bwlimit, include=included, exclude=excluded))
+    finally:
+        bar.close()
+    return _one_copy_each(result) if result.get("fleet") else result
+
+
+def _fetch_from(c, target, bar: ByteBar, *, run_id, submission, all, local_root, remote_outputs_dir, bwlimit,
+                include, exclude) -> dict:
     selected = select_runs(c, target, run_id, submission, all, remote_outputs_dir)
     runs = [] if all else _runs_of(selected)
     if not runs and not all:
         raise ConfigError("no runs to fetch: the submission lists none")
     limit = count_flag("--bwlimit", bwlimit, None) if bwlimit is not None else None
-    bar = ByteBar()
-    try:
-        return fetch_runs(target, runs=runs, outputs_dir=selected["outputs_dir"], all_runs=all,
-                          local_root=_local_path(c, local_root, LOCAL_RUNS_DIR),
-                          records_dir=fetch_records_dir(project_dir_of(c.config)), bwlimit=limit,
-                          on_progress=bar if bar.enabled else None, include=included, exclude=excluded)
-    finally:
-        bar.close()
+    return fetch_runs(target, runs=runs, outputs_dir=selected["outputs_dir"], all_runs=all,
+                      local_root=_local_path(c, local_root, LOCAL_RUNS_DIR),
+                      records_dir=fetch_records_dir(project_dir_of(c.config)), bwlimit=limit,
+                      on_progress=bar.of(target.profile.name), include=include, exclude=exclude)
+
+
+def _one_copy_each(document: dict) -> dict:
+    """A fleet's fetch lands every run in one folder per run id: a run id that came from two pods
+    has a local copy of one of them, or a mix, and neither pod's fetch is ok."""
+    fetched_from = {}
+    for name, pod in document["pods"].items():
+        for run in pod.get("runs") or []:
+            fetched_from.setdefault(run["run_id"], []).append(name)
+    twice = {run_id: names for run_id, names in fetched_from.items() if len(names) > 1}
+    for pod_name in sorted({name for names in twice.values() for name in names}):
+        pod = document["pods"][pod_name]
+        clash = ", ".join(f"{run_id} (from {' and '.join(names)})" for run_id, names in twice.items()
+                          if pod_name in names)
+        pod["ok"] = False
+        pod["error"] = "; ".join(filter(None, (pod.get("error"), f"{pod_name}: run id also fetched from another "
+                                               f"pod: {clash}; fetch each pod with its own --local-root")))
+    return fleet_document(FleetResult(list(document["pods"].values()))) if twice else document
 
 
 ns = Collection("artifacts")

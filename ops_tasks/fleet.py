@@ -183,6 +183,8 @@ def totals(results: list, runs_key: str = "runs") -> dict:
     gpus = [g for r in up for g in (r.get("gpus") if isinstance(r.get("gpus"), list) else []) if isinstance(g, dict)]
     by_state: dict = {}
     for row in merged_rows(up, runs_key):
+        if "state" not in row:  # a run that was fetched or archived, not a run's status
+            continue
         state = row.get("state") if isinstance(row.get("state"), str) else "unknown"
         by_state[state] = by_state.get(state, 0) + 1
     return {"pods": len(results), "pods_up": len(up), "pods_not_ok": sum(r.get("ok") is not True for r in results),

@@ -474,15 +474,15 @@ def _fleet_summary(data: dict) -> str:
         columns["pod"].append(name)
         columns["ok"].append("ok" if pod.get("ok") is True else "NOT OK")
         columns["gpus free"].append(f"{counts['gpus_free']}/{counts['gpus']}" if isinstance(pod.get("gpus"), list) else "")
-        columns["runs"].append(_by_state(counts["runs_by_state"]) if isinstance(pod.get("runs"), list) else "")
+        columns["runs"].append(_by_state(counts["runs_by_state"]))
         columns["problem"].append(_first_problem(pod))
     shown = {k: v for k, v in columns.items() if k in ("pod", "ok") or any(v)}
     rows = list(zip(*shown.values()))
     fleet = data["totals"]
     line = (f"fleet: {fleet['pods']} pods, {fleet['pods_up']} up, {fleet['pods_not_ok']} not ok; "
             f"{fleet['gpus']} GPUs, {fleet['gpus_free']} free")
-    if any(isinstance(p.get("runs"), list) for p in data["pods"].values()):
-        line += f"; runs: {_by_state(fleet['runs_by_state']) or 'none'}"
+    if fleet["runs_by_state"]:
+        line += f"; runs: {_by_state(fleet['runs_by_state'])}"
     lines = [tabulate(rows, headers=list(shown), tablefmt="simple"), line]
     if data.get("error"):
         lines.append(f"error: {data['error']}")

@@ -250,3 +250,67 @@ def test_vllm_over_a_fleet_starts_a_replica_per_pod_then_status_logs_and_stop_ea
         stopped_servers = ops("vllm.stop", "--host", "servers", "--grace", "2", "--json")
     assert stopped_servers.returncode == 0, stopped_servers.stderr
     assert all(stopped_servers.json["pods"][name]["port_free"] for name in ports)
+
+
+# ---------------------------------------------------------------- artifacts over a fleet
+
+
+def wait_for(ops, host):
+    waited = ops("runs.wait", "--host", host, "--timeout", "60", "--json")
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+
+
+def test_fetch_over_a_fleet_takes_each_run_from_its_pod_and_records_that_pod(ops, pods, project):
+    for name in NAMES[:2]:
+        submit(ops, project, name, [{"run_id": f"{name}-run", "command": f"echo from {name}; {WRITE_SUMMARY}"}],
+               "fetch")
+    wait_for(ops, "fa0,fa1")
+    before = connections(pods)
+
+    fetched = ops("artifacts.fetch", "--host", "fa0,fa1", "--json")
+
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert new_connections(pods, before)[:2] == [1, 1]  # rsync's own OpenSSH connection, one per pod
+    for name, pod in zip(NAMES[:2], pods):
+        run_id = f"{name}-run"
+        assert [r["run_id"] for r in fetched.json["pods"][name]["runs"]] == [run_id]
+        local = project / "artifacts" / "pod_logs" / run_id
+        assert (local / "stdout.log").read_text().startswith(f"from {name}")
+        record = json.loads((project / "artifacts" / "fetched" / f"{run_id}.json").read_text())
+        assert record["host"] == name and record["host_id"].endswith(f":{pod.port}")
+    assert not list((project / "artifacts" / "pod_logs").glob(".rsync-*"))  # each pod's log of skips is gone
+
+
+def test_one_run_id_fetched_from_two_pods_is_named_and_not_ok(ops, pods, project):
+    for name in NAMES[:2]:
+        submit(ops, project, name, [{"run_id": "same-id", "command": WRITE_SUMMARY}], "twice")
+    wait_for(ops, "fa0,fa1")
+
+    fetched = ops("artifacts.fetch", "--host", "fa0,fa1", "--json")
+
+    assert fetched.returncode == 1, fetched.stdout + fetched.stderr
+    assert fetched.json["failed"] == ["fa0", "fa1"]
+    assert "same-id (from fa0 and fa1)" in fetched.json["pods"]["fa0"]["error"]
+
+
+def test_archive_over_a_fleet_runs_on_every_pod(ops, pods, project):
+    for name in NAMES:
+        submit(ops, project, name, [{"run_id": f"{name}-arch", "command": WRITE_SUMMARY}], "archive")
+
+    archived = ops("artifacts.archive", "--host", FLEET, "--json")
+
+    assert archived.returncode == 0, archived.stdout + archived.stderr
+    assert archived.json["hosts"] == list(NAMES) and all(archived.json["pods"][n]["ok"] for n in NAMES)
+
+
+def test_one_byte_bar_counts_every_pods_bytes(capsys):
+    from ops_tasks.artifacts import ByteBar
+
+    bar = ByteBar()
+    bar.enabled = True  # as on a terminal
+    first, second = bar.of("fa0"), bar.of("fa1")
+    first(10, 100)
+    second(5, 50)
+    first(100, 100)
+    assert (bar.bar.n, bar.bar.total) == (105, 150)
+    bar.close()

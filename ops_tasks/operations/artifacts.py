@@ -215,7 +215,7 @@ def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress,
             sources = [f"{host}:{sources[0]}"] + [f":{s}" for s in sources[1:]]
         # rsync's log of what it skipped: a dotfile beside the run directories (not a run), made
         # only once rsync runs, so a dry run writes nothing.
-        log = local_root / f".rsync-{os.getpid()}.log"
+        log = local_root / f".rsync-{os.getpid()}-{threading.get_native_id()}.log"  # pods fetch at once
         argv = options + [f"--log-file={log}"] + sources + [dest]
         target.before_command(argv)  # a dry run records the command and stops here
         # Only now: a dry run stops before it, and must leave no folder behind.
