@@ -158,3 +158,19 @@ def module_pod(alias: str, **options):
         started.stop()
 
     return pod
+
+
+def pod_pids(pod, pattern: str) -> list:
+    """Pids of the pod's own processes (its namespace, never the machine's) whose command line
+    matches the regular expression pattern, as `pgrep -f` would inside the pod."""
+    import re
+
+    found = []
+    for pid in pod.namespace_pids():
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if re.search(pattern, cmdline):
+            found.append(pid)
+    return found

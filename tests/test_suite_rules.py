@@ -1,7 +1,9 @@
 """Rules the suite keeps about itself: under CI=true a skipped test fails with its reason
-(elsewhere it stays a skip; the hook is in tests/conftest.py)."""
+(elsewhere it stays a skip; the hook is in tests/conftest.py), and no test looks processes up
+machine-wide."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -74,3 +76,21 @@ def test_outside_ci_a_skip_stays_a_skip(tmp_path, ci):
     module = run_pytest(tmp_path, ci, SKIPPING_MODULE)
     assert module.returncode == 5 and "1 skipped" in module.stdout, module.stdout  # 5: no test ran
 
+
+# ---------------------------------------------------------------- processes are the pod's own
+
+# Process lookups that see the whole machine: another test's pod, or the developer's own work.
+MACHINE_WIDE = re.compile(r"\b(pgrep|pkill|killall|pidof)\b|\bps\s+(-e|-A|aux|ax)\b")
+# ...allowed only on a line that narrows them to the pod's own processes (its mount namespace).
+NARROWED = re.compile(r"namespace_pids|\binside\b")
+
+
+def test_no_test_looks_processes_up_machine_wide():
+    found = []
+    for path in sorted(TESTS.glob("test_*.py")):
+        if path.name == Path(__file__).name:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if MACHINE_WIDE.search(line) and not NARROWED.search(line):
+                found.append(f"{path.name}:{number}: {line.strip()}")
+    assert found == [], "match the pod's own processes (SshPod.namespace_pids), not the machine's:\n" + "\n".join(found)
