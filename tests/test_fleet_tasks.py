@@ -314,3 +314,16 @@ def test_one_byte_bar_counts_every_pods_bytes(capsys):
     first(100, 100)
     assert (bar.bar.n, bar.bar.total) == (105, 150)
     bar.close()
+
+
+def test_a_dry_run_of_vllm_start_over_a_fleet_shows_no_secret_and_contacts_nothing(ops, pods):
+    before = connections(pods)
+    secret = "hf_dry_fleet_secret_456"
+
+    for mode in ((), ("--json",)):
+        result = ops("vllm.start", "--host", "fa0,fa1", "--model-id", "Qwen/Qwen3-4B", "--env", f"HF_TOKEN={secret}",
+                     "--dry-run", *mode)
+        assert result.returncode == 0, result.stderr
+        assert secret not in result.stdout + result.stderr
+        assert "fa0" in result.stdout and "fa1" in result.stdout
+    assert new_connections(pods, before) == [0, 0, 0]
