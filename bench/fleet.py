@@ -1,10 +1,12 @@
 """Benchmark: pod.status over a fleet of 8 pods against 1 pod, each pod 100 ms away.
 
 Real sshd pods on loopback, each behind a DelayProxy holding every chunk 50 ms each way (a
-100 ms round trip, a pod across the world). The measured operation is fleet.fan_out of the
-pod.status operation (the task's wiring comes later): connect, one round trip, judge, for every
-pod at once; each round starts with no pooled connection, as a fresh `ops` would. Prints the
-medians and their ratio (target: at most 1.5).
+100 ms round trip, a pod across the world). Measured twice: fleet.fan_out of the pod.status
+operation in this process (connect, one round trip, judge, for every pod at once; each round
+starts with no pooled connection, as a fresh `ops` would), and the whole task as a user runs
+it, `ops pod.status --host <8 pods> --json` against `--host <1 pod>` (a new process each: the
+wiring, the dry-run check of each pod before contact, the merged document). Prints the medians
+and their ratios (target: at most 1.5).
 
     python bench/fleet.py [--rounds 10] [--pods 8]
 """
@@ -13,6 +15,8 @@ import argparse
 import contextlib
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -55,6 +59,13 @@ def status_round(profiles) -> None:
     assert result.ok, result.failed
 
 
+def task_round(hosts: str, folder: Path) -> None:
+    """One `ops pod.status` over these hosts, a process of its own, as a user runs it."""
+    ops = Path(sys.executable).parent / "ops"
+    done = subprocess.run([str(ops), "pod.status", "--host", hosts, "--json"], cwd=folder, capture_output=True)
+    assert done.returncode == 0, done.stderr
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="measurements of each side (alternating)")
@@ -65,15 +76,21 @@ def main():
         one = resolve_hosts({}, aliases[0], folder)
         fleet = resolve_hosts({}, ",".join(aliases), folder)
         status_round(fleet)  # warm up: known_hosts learns every key, imports
-        single, many = [], []
+        single, many, task_single, task_many = [], [], [], []
         for _ in range(args.rounds):
             single.append(timed(lambda: status_round(one)))
             many.append(timed(lambda: status_round(fleet)))
+            task_single.append(timed(lambda: task_round(aliases[0], folder)))
+            task_many.append(timed(lambda: task_round(",".join(aliases), folder)))
 
     one_ms, many_ms = (statistics.median(xs) * 1000 for xs in (single, many))
     print(f"pod.status, 1 pod ({ONE_WAY_DELAY_S * 2000:.0f} ms away)   median {one_ms:7.1f} ms  ({args.rounds} rounds)")
     print(f"pod.status, {args.pods} pods (fan_out)        median {many_ms:7.1f} ms")
     print(f"ratio {args.pods} pods / 1 pod:                {many_ms / one_ms:.2f} (target <= 1.5)")
+    task_one, task_all = (statistics.median(xs) * 1000 for xs in (task_single, task_many))
+    print(f"ops pod.status, 1 pod                median {task_one:7.1f} ms")
+    print(f"ops pod.status --host <{args.pods} pods>      median {task_all:7.1f} ms")
+    print(f"ratio, the whole task:               {task_all / task_one:.2f} (target <= 1.5)")
 
 
 if __name__ == "__main__":
