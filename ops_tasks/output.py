@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from invoke import Exit, task
-from tabulate import tabulate
+from .tables import tabulate
 
 from .errors import ConfigError, Interrupted, OpsError
 from .secrets import redact, secret_values

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from invoke import Collection
-from tabulate import tabulate
+from .tables import tabulate
 
 from . import defaults, records, ssh_config
 from .errors import ConfigError, OpsError

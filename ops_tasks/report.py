@@ -7,7 +7,7 @@ import contextvars
 import json as jsonlib
 from pathlib import Path
 
-from tabulate import tabulate
+from .tables import tabulate
 
 from . import records
 from .defaults import LOCAL_RUNS_DIR, REPORT_DIR

@@ -6,7 +6,7 @@ import time
 from typing import Optional
 
 from invoke import Collection
-from tabulate import tabulate
+from .tables import tabulate
 
 from .errors import ConfigError
 from .operations.run_config import load_submission

@@ -3,7 +3,7 @@
 import sys
 
 from invoke import Collection
-from tabulate import tabulate
+from .tables import tabulate
 
 from . import defaults
 from .errors import ConfigError, HostError, Interrupted

@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Iterable, NamedTuple, Optional, Sequence
 
-from tabulate import tabulate
+from ..tables import tabulate
 
 from ..errors import ConfigError
 from ..files import write_atomic
