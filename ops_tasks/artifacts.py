@@ -13,9 +13,9 @@ from .flags import count_flag
 from .fleet import FleetResult, fleet_document
 from .operations.artifacts import archive_runs, checked_patterns, fetch_runs
 from .output import json_requested, on_each_pod, ops_task
-from .records import fetch_records_dir
+from .records import fetch_records_dir, load_manifest
 from .selection import select_runs
-from .settings import project_dir_of
+from .settings import host_identity, project_dir_of
 
 SELECTION_HELP = {
     "run_id": "Run id(s), repeated or comma-separated (default: the latest submission's runs).",
@@ -137,14 +137,29 @@ def fetch(c, host=None, run_id=None, submission=None, all=False, local_root=None
 def _fetch_from(c, target, bar: ByteBar, *, run_id, submission, all, local_root, remote_outputs_dir, bwlimit,
                 include, exclude) -> dict:
     selected = select_runs(c, target, run_id, submission, all, remote_outputs_dir)
-    runs = [] if all else _runs_of(selected)
+    runs = [] if all else _runs_on(c, target, selected)
+    limit = count_flag("--bwlimit", bwlimit, None) if bwlimit is not None else None
+    if not runs and not all and _runs_of(selected):  # a fleet submission put none of its runs here
+        return {"ok": True, "host": target.profile.name, "method": "none", "runs": [], "seconds": 0.0,
+                "local_root": str(_local_path(c, local_root, LOCAL_RUNS_DIR)),
+                "transferred": {"files": 0, "bytes": 0, "literal_bytes": 0}, "missing": [], "warnings": []}
     if not runs and not all:
         raise ConfigError("no runs to fetch: the submission lists none")
-    limit = count_flag("--bwlimit", bwlimit, None) if bwlimit is not None else None
     return fetch_runs(target, runs=runs, outputs_dir=selected["outputs_dir"], all_runs=all,
                       local_root=_local_path(c, local_root, LOCAL_RUNS_DIR),
                       records_dir=fetch_records_dir(project_dir_of(c.config)), bwlimit=limit,
                       on_progress=bar.of(target.profile.name), include=include, exclude=exclude)
+
+
+def _runs_on(c, target, selected: dict) -> list:
+    """The selected runs this pod holds: a fleet submission's manifest says which pod has each."""
+    runs = _runs_of(selected)
+    manifest = load_manifest(project_dir_of(c.config), selected["submission_id"]) if "submission_id" in selected else None
+    if not (manifest or {}).get("fleet"):
+        return runs
+    here = host_identity(target.profile)
+    ours = {r["run_id"] for r in manifest.get("runs", []) if r.get("host_id") == here}
+    return [run for run in runs if run["run_id"] in ours]
 
 
 def _one_copy_each(document: dict) -> dict:

@@ -7,8 +7,10 @@ is that pod's result; it never stops the others. A fleet of one is exactly a sin
 """
 
 import contextvars
+import functools
+import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 from . import records
@@ -204,3 +206,100 @@ def fleet_document(result: FleetResult) -> dict:
     if result.failed:
         document["error"] = f"not ok on {len(result.failed)} of {len(result.pods)} pods: {', '.join(result.failed)}"
     return document
+
+
+# ---------------------------------------------------------------- one submission over a fleet
+
+
+def submit_to_fleet(targets: list, submissions: dict, *, submission_id: str, project_dir, config: str,
+                    force: bool = False, retry_failed: bool = False, slots: Optional[int] = None,
+                    fail_fast: bool = False) -> dict:
+    """One submission spread over the pods (docs/ARCHITECTURE.md, "Fleets"), in two fan-outs
+    whatever the number of pods and runs: each pod is probed (its GPUs and what it has of these
+    run ids: two round trips over its one connection), the runs are placed
+    (operations/placement.place: a run a pod has stays there; one that succeeded on any pod is not
+    sent again unless force), then each pod gets its share under the one submission id (one
+    round trip; a pod with no share is not contacted again). The Ledger records which run went
+    to which pod, and the local manifest names each run's pod.
+    submissions: pod name -> that pod's Submission (each pod's profile fills its own defaults)."""
+    probed = fan_out_targets(targets, functools.partial(_probe, submissions))
+    if any(p.get("dry_run") for p in probed.pods):
+        return fleet_document(probed)
+    has = {p["pod"]: {r["run_id"]: r["state"] for r in p["runs"] if r.get("state") not in ("missing", None)}
+           for p in probed.pods if p.get("ok") is True}
+    succeeded_on = {} if force else {run_id: pod for pod, states in has.items() for run_id, state in states.items()
+                                     if state == "succeeded"}
+    shares = _placement(probed.pods, has, next(iter(submissions.values())).runs, succeeded_on, slots)
+    reachable = [t for t in targets if t.profile.name in has]
+    send = functools.partial(_send_share, submissions, shares, submission_id=submission_id, force=force,
+                             retry_failed=retry_failed, slots=slots, fail_fast=fail_fast)
+    by_pod = {p["pod"]: p for p in probed.pods if p.get("ok") is not True}
+    by_pod.update((p["pod"], p) for p in fan_out_targets(reachable, send).pods)
+    held_by = {run_id: target.profile for target in reachable for run_id in by_pod[target.profile.name].get("queued") or []}
+    ledger = records.Ledger(project_dir, submission_id)
+    for run_id, profile in held_by.items():
+        ledger.place(run_id, host_identity(profile), profile.name)
+    queued = sorted(held_by)
+    profiles = {t.profile.name: t.profile for t in targets}
+    held_by.update((run_id, profiles[pod]) for run_id, pod in succeeded_on.items())
+    document = fleet_document(FleetResult([by_pod[t.profile.name] for t in targets]))
+    document.update(submission_id=submission_id, ledger=str(ledger.path), already_succeeded=succeeded_on,
+                    placed={name: sorted(ids) for name, ids in shares.items()},
+                    manifest=str(_save_fleet_manifest(project_dir, submissions, submission_id, targets, held_by,
+                                                      queued=queued, config=config)))
+    return document
+
+
+def _probe(submissions: dict, target) -> dict:
+    """A pod's GPUs and its runs of these ids (missing where it has none)."""
+    # Imported here, as only a fleet submission needs them (an `ops` that does not start fast).
+    from .operations.pod import pod_status
+    from .operations.runs import runs_status
+
+    submission = submissions[target.profile.name]
+    found = runs_status(target, outputs_dir=submission.outputs_dir, run_ids=[run.run_id for run in submission.runs])
+    return {"ok": True, "gpus": pod_status(target).get("gpus") or [], "runs": found["runs"]}
+
+
+def _placement(probed: list, has: dict, runs: tuple, succeeded_on: dict, slots: Optional[int]) -> dict:
+    """{pod: set of run ids} for the runs not already succeeded somewhere, over the pods that answered."""
+    from .operations.placement import place
+
+    to_place = [run for run in runs if run.run_id not in succeeded_on]
+    wanted = {run.run_id for run in to_place}
+    pods = [{"name": p["pod"], "gpu_count": len(p["gpus"]), "free_gpus": sum(gpu_is_free(g) for g in p["gpus"]),
+             "slots": slots or 1, "run_ids": [r for r in has[p["pod"]] if r in wanted]}
+            for p in probed if p["pod"] in has]
+    if not pods or not to_place:
+        return {}
+    placed = place([{"run_id": r.run_id, "gpus": r.gpus, "expected_s": r.timeout} for r in to_place], pods)
+    return {name: set(ids) for name, ids in placed.items()}
+
+
+def _send_share(submissions: dict, shares: dict, target, *, submission_id: str, **flags) -> dict:
+    """Queue this pod's share of the runs (one round trip); a pod with none is not contacted."""
+    from .operations.runs import submit_runs
+
+    name = target.profile.name
+    submission = submissions[name]
+    share = tuple(run for run in submission.runs if run.run_id in shares.get(name, ()))
+    if not share:
+        return {"ok": True, "host": name, "submission_id": submission_id, "queued": [], "skipped": [],
+                "refused": [], "share": []}
+    report = submit_runs(target, replace(submission, runs=share), submission_id=submission_id, **flags)
+    return {**report, "share": [run.run_id for run in share]}
+
+
+def _save_fleet_manifest(project_dir, submissions: dict, submission_id: str, targets: list, held_by: dict, *,
+                         queued: list, config: str):
+    """The local manifest of a fleet submission: every pod (`host_ids`, so each pod's later tasks
+    find it), each run with the pod that holds it (fetch takes it from there)."""
+    from .operations.runs import manifest_of
+
+    manifest = manifest_of(next(iter(submissions.values())), submission_id, ",".join(t.profile.name for t in targets))
+    manifest["runs"] = [dict(run, **records.host_fields(held_by[run["run_id"]])) if run["run_id"] in held_by else run
+                        for run in manifest["runs"]]
+    manifest.update(fleet=True, hosts=[t.profile.name for t in targets],
+                    host_ids=[host_identity(t.profile) for t in targets], config=config, queued=queued,
+                    submitted_at=time.time())
+    return records.save_manifest(project_dir, manifest)

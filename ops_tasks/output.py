@@ -310,6 +310,16 @@ def target_of(c, host: Optional[str]):
     return targets[0]
 
 
+def fleet_targets(c, host: Optional[str]) -> list:
+    """The targets of the pods --host names when it names several (a fleet), else []; for the
+    tasks whose fleet path is their own (runs.submit places runs over the pods)."""
+    targets = _targets_of(c, host)
+    if len(targets) > 1:
+        _current().fleet = True
+        return targets
+    return []
+
+
 def on_each_pod(c, host: Optional[str], operation: Callable) -> dict:
     """operation(target) on the host --host names: its result, unchanged. Over several pods, the
     fleet's document (fleet.fleet_document: each pod's result, the merged runs, totals, the pods

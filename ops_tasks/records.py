@@ -79,6 +79,8 @@ def host_fields(profile) -> dict:
 
 
 def _manifest_is_for(manifest: dict, host: str, host_id: Optional[str]) -> bool:
+    if host_id and isinstance(manifest.get("host_ids"), list):  # a fleet submission: each of its pods
+        return host_id in manifest["host_ids"]
     if host_id and manifest.get("host_id"):
         return manifest["host_id"] == host_id
     return manifest.get("host") == host

@@ -14,8 +14,9 @@ from .operations.runs import (cancel_runs, manifest_of, new_submission_id, not_o
                               runs_status, submit_runs, wait_runs)
 from .defaults import RUNS_SESSION, WATCH_INTERVAL_S
 from .flags import count_flag, seconds_flag
-from .output import (LineEmitter, announce, emit, fleet_requested, is_time_key, json_requested, log, on_each_pod,
-                     ops_task, stopped, target_of)
+from .fleet import submit_to_fleet
+from .output import (LineEmitter, announce, emit, fleet_requested, fleet_targets, is_time_key, json_requested, log,
+                     on_each_pod, ops_task, stopped, target_of)
 from .run_states import ACTIVE
 from .records import host_fields, save_manifest
 from .selection import latest_submission, outputs_root, select_runs
@@ -250,7 +251,19 @@ def _all_cancelled(report: dict) -> dict:
 })
 def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux_session=None, force=False,
            retry_failed=False, no_tmux=False, slots=None, fail_fast=False, wait=False, timeout=None):
-    """Queue runs from a config on the pod (one round trip); a supervisor runs them."""
+    """Queue runs from a config on the pod (one round trip), or spread over a fleet's pods."""
+    fleet = fleet_targets(c, host)
+    if fleet:
+        if wait or no_tmux:
+            raise ConfigError("runs.submit over a fleet: --wait and --no-tmux take one host (chain runs.wait)")
+        submissions = {t.profile.name: load_submission(config, profile=t.profile, remote_repo=remote_repo,
+                                                       outputs_dir=remote_outputs_dir, tmux_session=tmux_session,
+                                                       project_dir=project_dir_of(c.config)) for t in fleet}
+        report = submit_to_fleet(fleet, submissions, submission_id=new_submission_id(), config=str(config),
+                                 project_dir=project_dir_of(c.config), force=force, retry_failed=retry_failed,
+                                 slots=count_flag("--slots", slots, None), fail_fast=fail_fast)
+        c.config.ops_last_submission = report.get("submission_id")
+        return report
     target = target_of(c, host)
     submission = load_submission(config, profile=target.profile, remote_repo=remote_repo,
                                  outputs_dir=remote_outputs_dir, tmux_session=tmux_session,

@@ -6,6 +6,7 @@ fake GPUs."""
 
 import contextlib
 import json
+from pathlib import Path
 
 from ops_tasks.testing.pods import free_port
 
@@ -209,6 +210,8 @@ def test_runs_cancel_over_a_fleet_cancels_the_run_on_every_pod(ops, pods, projec
     ("runs.status", ["--run-id", "x", "--watch"], "runs.status --watch redraws one pod's table"),
     ("vllm.stop", ["--grace", "x"], "--grace"),
     ("vllm.logs", ["--follow"], "vllm.logs --follow streams one pod's log"),
+    ("runs.submit", ["--config", "nosuch.json"], "nosuch.json"),
+    ("runs.submit", ["--config", "nosuch.json", "--wait"], "--wait and --no-tmux take one host"),
 ])
 def test_bad_input_over_a_fleet_is_refused_before_any_pod_is_contacted(ops, pods, project, task, flags, fragment):
     before = connections(pods)
@@ -327,3 +330,50 @@ def test_a_dry_run_of_vllm_start_over_a_fleet_shows_no_secret_and_contacts_nothi
         assert secret not in result.stdout + result.stderr
         assert "fa0" in result.stdout and "fa1" in result.stdout
     assert new_connections(pods, before) == [0, 0, 0]
+
+
+# ---------------------------------------------------------------- one submission over a fleet
+
+
+def test_a_fleet_submission_places_each_run_once_then_waits_fetches_and_skips_what_succeeded(ops, pods, project):
+    from ops_tasks.records import Ledger
+
+    config = project / "spread.json"
+    runs = [{"run_id": f"spread-{i}", "command": f"echo run {i}; {WRITE_SUMMARY}", "gpus": 1} for i in range(4)]
+    config.write_text(json.dumps({"remote_repo": "/root", "remote_outputs_dir": "/mnt/spread", "runs": runs}))
+    before = connections(pods), [pod.sessions() for pod in pods]
+
+    submitted = ops("runs.submit", "--host", "fa0,fa1", "--config", str(config), "--json")
+
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    doc = submitted.json
+    placed = doc["placed"]
+    assert sorted(placed["fa0"] + placed["fa1"]) == [r["run_id"] for r in runs]  # each run once
+    assert placed["fa0"] and placed["fa1"]  # both pods have a free GPU: both get runs
+    assert new_connections(pods, before[0]) == [1, 1, 0]
+    assert [pod.sessions() - then for pod, then in zip(pods, before[1])][:2] == [3, 3]  # probe (2) + submit
+    submission_id = doc["submission_id"]
+    assert all(doc["pods"][name]["submission_id"] == submission_id for name in ("fa0", "fa1"))
+    ledger = Ledger(project, submission_id)
+    assert {run_id: ledger.current(run_id)["host"] for run_id in placed["fa0"] + placed["fa1"]} == {
+        **{r: "fa0" for r in placed["fa0"]}, **{r: "fa1" for r in placed["fa1"]}}
+    for pod, name in zip(pods[:2], ("fa0", "fa1")):
+        on_pod = json.loads(pod.sh(f"cat /mnt/spread/.ops/submissions/{submission_id}.json").stdout)
+        assert on_pod["submission_id"] == submission_id
+
+    waited = ops("runs.wait", "--host", "fa0,fa1", "--timeout", "60", "--json")
+    assert waited.returncode == 0, waited.stdout + waited.stderr
+    assert sorted((r["pod"], r["run_id"]) for r in waited.json["runs"]) == sorted(
+        [("fa0", r) for r in placed["fa0"]] + [("fa1", r) for r in placed["fa1"]])
+
+    fetched = ops("artifacts.fetch", "--host", "fa0,fa1", "--json")
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    for run in runs:
+        assert (project / "artifacts" / "pod_logs" / run["run_id"] / "summary.json").is_file()
+
+    again = ops("runs.submit", "--host", "fa0,fa1", "--config", str(config), "--json")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sorted(again.json["already_succeeded"]) == [r["run_id"] for r in runs]
+    manifest = json.loads(Path(again.json["manifest"]).read_text())
+    assert manifest["queued"] == [] and {r["host"] for r in manifest["runs"]} == {"fa0", "fa1"}
+    assert all(not again.json["pods"][name]["queued"] for name in ("fa0", "fa1"))
