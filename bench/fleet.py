@@ -6,13 +6,15 @@ operation in this process (connect, one round trip, judge, for every pod at once
 starts with no pooled connection, as a fresh `ops` would), and the whole task as a user runs
 it, `ops pod.status --host <8 pods> --json` against `--host <1 pod>` (a new process each: the
 wiring, the dry-run check of each pod before contact, the merged document). Prints the medians
-and their ratios (target: at most 1.5).
+and their ratios (target: at most 1.5). Then runs.submit as a user runs it: 400 runs onto 4 pods
+(probe, placement, each pod's share) against 100 runs onto 1 pod (target: at most 2).
 
     python bench/fleet.py [--rounds 10] [--pods 8]
 """
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -66,22 +68,42 @@ def task_round(hosts: str, folder: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
+SUBMIT_RUNS_PER_POD = 100
+SUBMIT_PODS = 4
+
+
+def submit_round(hosts: str, runs: int, folder: Path, label: str) -> None:
+    """One `ops runs.submit` of `runs` quick runs into an outputs root of its own (nothing skipped)."""
+    config = folder / f"{label}.json"
+    config.write_text(json.dumps({"remote_repo": "/root", "remote_outputs_dir": f"/mnt/bench-{label}",
+                                  "runs": [{"run_id": f"r{i:04d}", "command": "true"} for i in range(runs)]}))
+    ops = Path(sys.executable).parent / "ops"
+    done = subprocess.run([str(ops), "runs.submit", "--host", hosts, "--config", str(config), "--json"], cwd=folder,
+                          capture_output=True)
+    assert done.returncode == 0, done.stderr
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="measurements of each side (alternating)")
     parser.add_argument("--pods", type=int, default=8, help="pods in the fleet")
     args = parser.parse_args()
 
-    with far_pods(args.pods) as (aliases, folder):
+    with far_pods(max(args.pods, SUBMIT_PODS)) as (aliases, folder):
         one = resolve_hosts({}, aliases[0], folder)
-        fleet = resolve_hosts({}, ",".join(aliases), folder)
+        fleet = resolve_hosts({}, ",".join(aliases[:args.pods]), folder)
         status_round(fleet)  # warm up: known_hosts learns every key, imports
         single, many, task_single, task_many = [], [], [], []
         for _ in range(args.rounds):
             single.append(timed(lambda: status_round(one)))
             many.append(timed(lambda: status_round(fleet)))
             task_single.append(timed(lambda: task_round(aliases[0], folder)))
-            task_many.append(timed(lambda: task_round(",".join(aliases), folder)))
+            task_many.append(timed(lambda: task_round(",".join(aliases[:args.pods]), folder)))
+        submit_one, submit_many = [], []
+        for index in range(args.rounds):
+            submit_one.append(timed(lambda: submit_round(aliases[0], SUBMIT_RUNS_PER_POD, folder, f"one{index}")))
+            submit_many.append(timed(lambda: submit_round(",".join(aliases[:SUBMIT_PODS]),
+                                                          SUBMIT_RUNS_PER_POD * SUBMIT_PODS, folder, f"many{index}")))
 
     one_ms, many_ms = (statistics.median(xs) * 1000 for xs in (single, many))
     print(f"pod.status, 1 pod ({ONE_WAY_DELAY_S * 2000:.0f} ms away)   median {one_ms:7.1f} ms  ({args.rounds} rounds)")
@@ -91,6 +113,10 @@ def main():
     print(f"ops pod.status, 1 pod                median {task_one:7.1f} ms")
     print(f"ops pod.status --host <{args.pods} pods>      median {task_all:7.1f} ms")
     print(f"ratio, the whole task:               {task_all / task_one:.2f} (target <= 1.5)")
+    one_s, many_s = (statistics.median(xs) * 1000 for xs in (submit_one, submit_many))
+    print(f"ops runs.submit, {SUBMIT_RUNS_PER_POD} runs onto 1 pod       median {one_s:7.1f} ms")
+    print(f"ops runs.submit, {SUBMIT_RUNS_PER_POD * SUBMIT_PODS} runs onto {SUBMIT_PODS} pods      median {many_s:7.1f} ms")
+    print(f"ratio:                               {many_s / one_s:.2f} (target <= 2)")
 
 
 if __name__ == "__main__":

@@ -235,17 +235,17 @@ def submit_to_fleet(targets: list, submissions: dict, *, submission_id: str, pro
                              retry_failed=retry_failed, slots=slots, fail_fast=fail_fast)
     by_pod = {p["pod"]: p for p in probed.pods if p.get("ok") is not True}
     by_pod.update((p["pod"], p) for p in fan_out_targets(reachable, send).pods)
-    held_by = {run_id: target.profile for target in reachable for run_id in by_pod[target.profile.name].get("queued") or []}
+    # Each pod's record fields once: a host's identity reads its ssh config (milliseconds, per run).
+    fields = {t.profile.name: records.host_fields(t.profile) for t in targets}
+    held_by = {run_id: fields[name] for name in has for run_id in by_pod[name].get("queued") or []}
     ledger = records.Ledger(project_dir, submission_id)
-    for run_id, profile in held_by.items():
-        ledger.place(run_id, host_identity(profile), profile.name)
+    ledger.place_all((run_id, pod["host_id"], pod["host"]) for run_id, pod in held_by.items())
     queued = sorted(held_by)
-    profiles = {t.profile.name: t.profile for t in targets}
-    held_by.update((run_id, profiles[pod]) for run_id, pod in succeeded_on.items())
+    held_by.update((run_id, fields[pod]) for run_id, pod in succeeded_on.items())
     document = fleet_document(FleetResult([by_pod[t.profile.name] for t in targets]))
     document.update(submission_id=submission_id, ledger=str(ledger.path), already_succeeded=succeeded_on,
                     placed={name: sorted(ids) for name, ids in shares.items()},
-                    manifest=str(_save_fleet_manifest(project_dir, submissions, submission_id, targets, held_by,
+                    manifest=str(_save_fleet_manifest(project_dir, submissions, submission_id, fields, held_by,
                                                       queued=queued, config=config)))
     return document
 
@@ -290,16 +290,16 @@ def _send_share(submissions: dict, shares: dict, target, *, submission_id: str, 
     return {**report, "share": [run.run_id for run in share]}
 
 
-def _save_fleet_manifest(project_dir, submissions: dict, submission_id: str, targets: list, held_by: dict, *,
+def _save_fleet_manifest(project_dir, submissions: dict, submission_id: str, fields: dict, held_by: dict, *,
                          queued: list, config: str):
     """The local manifest of a fleet submission: every pod (`host_ids`, so each pod's later tasks
     find it), each run with the pod that holds it (fetch takes it from there)."""
     from .operations.runs import manifest_of
 
-    manifest = manifest_of(next(iter(submissions.values())), submission_id, ",".join(t.profile.name for t in targets))
-    manifest["runs"] = [dict(run, **records.host_fields(held_by[run["run_id"]])) if run["run_id"] in held_by else run
+    manifest = manifest_of(next(iter(submissions.values())), submission_id, ",".join(fields))
+    manifest["runs"] = [dict(run, **held_by[run["run_id"]]) if run["run_id"] in held_by else run
                         for run in manifest["runs"]]
-    manifest.update(fleet=True, hosts=[t.profile.name for t in targets],
-                    host_ids=[host_identity(t.profile) for t in targets], config=config, queued=queued,
+    manifest.update(fleet=True, hosts=list(fields), host_ids=[pod["host_id"] for pod in fields.values()],
+                    config=config, queued=queued,
                     submitted_at=time.time())
     return records.save_manifest(project_dir, manifest)

@@ -344,18 +344,35 @@ class Ledger:
                 events.append(event)
         return events
 
+    def place_all(self, placements) -> None:
+        """place() of many (run_id, host_id, host) in one write and one fsync (a fleet submission
+        places hundreds of runs at once; a torn write leaves whole lines before it)."""
+        counts: dict = {}
+        events = []
+        for run_id, host_id, host in placements:
+            counts[run_id] = counts.get(run_id, len(self.runs.get(run_id, []))) + 1
+            events.append({"event": "placed", "run_id": run_id, "host_id": host_id, "host": host,
+                           "attempt": counts[run_id]})
+        self._append_all(events)
+
     def _append(self, event: dict) -> None:
-        event = {**event, "at": time.time()}
+        self._append_all([event])
+
+    def _append_all(self, events: list) -> None:
+        if not events:
+            return
+        events = [{**event, "at": time.time()} for event in events]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # another `ops` appending at once waits its turn
             _cut_torn_tail(fd)
-            os.write(fd, _event_line(event).encode())
+            os.write(fd, "".join(_event_line(event) for event in events).encode())
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._apply(event)
+        for event in events:
+            self._apply(event)
 
 
 def _event_line(event: dict) -> str:

@@ -377,3 +377,16 @@ def test_a_fleet_submission_places_each_run_once_then_waits_fetches_and_skips_wh
     manifest = json.loads(Path(again.json["manifest"]).read_text())
     assert manifest["queued"] == [] and {r["host"] for r in manifest["runs"]} == {"fa0", "fa1"}
     assert all(not again.json["pods"][name]["queued"] for name in ("fa0", "fa1"))
+
+
+def test_placing_many_runs_at_once_numbers_attempts_as_one_by_one_and_survives_a_reload(tmp_path):
+    from ops_tasks.records import Ledger
+
+    ledger = Ledger(tmp_path, "20261201-000000.000-abcd")
+    ledger.place("r1", "root@a:22", "a")
+    ledger.place_all([("r1", "root@b:22", "b"), ("r2", "root@a:22", "a"), ("r2", "root@b:22", "b")])
+
+    again = Ledger(tmp_path, "20261201-000000.000-abcd")
+    assert [(a["attempt"], a["host"]) for a in again.runs["r1"]] == [(1, "a"), (2, "b")]
+    assert [(a["attempt"], a["host"]) for a in again.runs["r2"]] == [(1, "a"), (2, "b")]
+    assert again.current("r2")["host_id"] == "root@b:22"
