@@ -57,7 +57,7 @@ def archive(c, host=None, run_id=None, submission=None, remote_outputs_dir=None)
 
 def _archive_on(c, target, run_id, submission, remote_outputs_dir) -> dict:
     selected = select_runs(c, target, run_id, submission, False, remote_outputs_dir)
-    return archive_runs(target, runs=_runs_of(selected), patterns=target.profile.archive_patterns,
+    return archive_runs(target, runs=_runs_on(c, target, selected), patterns=target.profile.archive_patterns,
                         outputs_dir=selected["outputs_dir"])
 
 

@@ -60,6 +60,16 @@ def resolve_hosts(ops_config, spec: Optional[str], project_dir) -> list:
 # ---------------------------------------------------------------- fanning out
 
 
+class NothingHere(Exception):
+    """Raised by an operation, before any contact, when this pod has no part in what was asked
+    (a fleet submission put none of its runs there): `result` is the pod's answer, and the pod
+    is not contacted."""
+
+    def __init__(self, result: dict):
+        super().__init__(result.get("note", "nothing to do on this pod"))
+        self.result = result
+
+
 @dataclass
 class FleetResult:
     """Each pod's result in host order: the operation's dict with `pod` (its name), or
@@ -133,6 +143,8 @@ def _one_pod(target, operation: Callable, deadline_s: Optional[float]) -> dict:
             result = operation(target)
     except DryRunStop as stop:
         return {"pod": name, **dry_run_record(stop.target)}
+    except NothingHere as nothing:
+        return {"pod": name, **nothing.result}
     except OpsError as exc:
         return {"pod": name, "ok": False, "error": str(exc), "exit_code": exc.exit_code}
     return {"pod": name, **result}

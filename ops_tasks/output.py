@@ -35,7 +35,7 @@ from .tables import tabulate
 from .errors import ConfigError, Interrupted, OpsError
 from .secrets import redact, secret_values
 from .streams import LineBuffer
-from .fleet import RAISED_KEYS, dry_run_record, fan_out_targets, fleet_document, resolve_hosts, totals
+from .fleet import RAISED_KEYS, NothingHere, dry_run_record, fan_out_targets, fleet_document, resolve_hosts, totals
 from .settings import project_env, project_dir_of
 from .scripts import scripts_dir
 from .targets import DryRunStop, target_for
@@ -332,7 +332,10 @@ def on_each_pod(c, host: Optional[str], operation: Callable) -> dict:
     """
     targets = _targets_of(c, host)
     if len(targets) == 1:
-        return operation(targets[0])
+        try:
+            return operation(targets[0])
+        except NothingHere as nothing:
+            return nothing.result
     _current().fleet = True
     if not _current().dry_run:
         for target in targets:
@@ -345,7 +348,7 @@ def _check_without_contact(operation: Callable, profile, invoke_config) -> None:
     a ConfigError (bad input) on the way is raised here, before any pod is reached."""
     try:
         operation(target_for(profile, dry_run=True, invoke_config=invoke_config))
-    except DryRunStop:
+    except (DryRunStop, NothingHere):
         pass
 
 

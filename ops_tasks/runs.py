@@ -14,13 +14,13 @@ from .operations.runs import (cancel_runs, manifest_of, new_submission_id, not_o
                               runs_status, submit_runs, wait_runs)
 from .defaults import RUNS_SESSION, WATCH_INTERVAL_S
 from .flags import count_flag, seconds_flag
-from .fleet import submit_to_fleet
+from .fleet import NothingHere, submit_to_fleet
 from .output import (LineEmitter, announce, emit, fleet_requested, fleet_targets, is_time_key, json_requested, log,
                      on_each_pod, ops_task, stopped, target_of)
 from .run_states import ACTIVE
-from .records import host_fields, save_manifest
+from .records import host_fields, load_manifest, save_manifest
 from .selection import latest_submission, outputs_root, select_runs
-from .settings import project_dir_of
+from .settings import host_identity, project_dir_of
 from .streams import LineBuffer
 from .targets import LinkDown
 
@@ -40,6 +40,11 @@ def _select(c, target, run_id, submission, all_runs, remote_outputs_dir):
     """The selection the runs tasks pass to the pod tool (no local run list needed)."""
     selected = select_runs(c, target, run_id, submission, all_runs, remote_outputs_dir)
     selected.pop("runs", None)
+    manifest = load_manifest(project_dir_of(c.config), selected["submission_id"]) if "submission_id" in selected else None
+    if (manifest or {}).get("fleet") and host_identity(target.profile) not in {r.get("host_id") for r in manifest["runs"]}:
+        raise NothingHere({"ok": True, "host": target.profile.name, "submission_id": selected["submission_id"],
+                           "outputs_dir": selected["outputs_dir"], "counts": {}, "runs": [],
+                           "note": f"no run of fleet submission {selected['submission_id']} was placed here"})
     return selected
 
 

@@ -390,3 +390,21 @@ def test_placing_many_runs_at_once_numbers_attempts_as_one_by_one_and_survives_a
     assert [(a["attempt"], a["host"]) for a in again.runs["r1"]] == [(1, "a"), (2, "b")]
     assert [(a["attempt"], a["host"]) for a in again.runs["r2"]] == [(1, "a"), (2, "b")]
     assert again.current("r2")["host_id"] == "root@b:22"
+
+
+def test_a_pod_given_no_run_of_a_fleet_submission_is_ok_and_not_asked_about_it(ops, pods, project):
+    config = project / "lonely.json"
+    config.write_text(json.dumps({"remote_repo": "/root", "remote_outputs_dir": "/mnt/lonely",
+                                  "runs": [{"run_id": "lonely", "command": WRITE_SUMMARY, "gpus": 0}]}))
+    submitted = ops("runs.submit", "--host", "fa1,fa2", "--config", str(config), "--json")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    (holder,) = [name for name, ids in submitted.json["placed"].items() if ids]
+    idle = next(pod for pod in pods if pod.alias in ("fa1", "fa2") and pod.alias != holder)
+    before = idle.sessions()
+
+    for task, extra in (("runs.wait", ["--timeout", "60"]), ("runs.status", []), ("artifacts.fetch", [])):
+        result = ops(task, "--host", "fa1,fa2", "--json", *extra)
+        assert result.returncode == 0, (task, result.stdout, result.stderr)
+        assert result.json["pods"][idle.alias]["runs"] == []
+    assert idle.sessions() == before  # nothing was asked of the idle pod
+    assert (project / "artifacts" / "pod_logs" / "lonely" / "summary.json").is_file()
