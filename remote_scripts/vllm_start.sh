@@ -59,11 +59,15 @@ start_main() {
   # it again for the server): a later stop knows the pane for ours.
   pid=$(restore_locale; tmux_cmd new-session -d -s "$session" -x 200 -y 50 -P -F '#{pane_pid}' \
     "exec env OPS_VLLM_OWNER=$owner_q bash $launcher_q $env_q")
-  if [ -z "$pid" ] || ! proc_stat "$pid"; then
+  if [ -z "$pid" ]; then
     forget_env_file
     printf '{"started":false,"refused":"tmux","error":"tmux new-session did not start the server"}\n'
     return 0
   fi
+  # A server that died at once (a missing program, a crash on a busy pod) is gone before it can
+  # be looked at: it did start, and --wait reports how it ended, with its log. Start time 0
+  # matches no live process, so no later stop takes a reused pid for it.
+  proc_stat "$pid" || ps_start=0
   printf -v now '%(%s)T' -1
   json_str hostname_json "${HOSTNAME:-}"
   # The pane's process is the server itself (the launcher execs it) and leads its session.
