@@ -17,7 +17,9 @@ test: $(STAMP) system-deps
 	@# Byte-compile the package first: where PYTHONDONTWRITEBYTECODE is set, every `ops` the
 	@# tests start would otherwise compile it from source again (about 0.2 s each).
 	$(BIN)/python -m compileall -q ops_tasks >/dev/null
-	$(BIN)/python -m pytest -q
+	@# Four workers on two cores: most of a test is waiting on a pod (sshd, tmux, sleeps); a
+	@# module's tests stay on one worker, so its module-scoped pod is started once.
+	$(BIN)/python -m pytest -q -n 4 --dist loadscope
 
 bench: $(STAMP) system-deps
 	$(BIN)/python bench/pod_status.py
