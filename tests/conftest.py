@@ -160,17 +160,26 @@ def module_pod(alias: str, **options):
     return pod
 
 
-def pod_pids(pod, pattern: str) -> list:
+def pod_cmdline(pid: int) -> str:
+    """A process's command line, words joined by spaces ("" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True  # gone
+
+
+def pod_pids(pod, pattern: str, *, live: bool = False) -> list:
     """Pids of the pod's own processes (its namespace, never the machine's) whose command line
-    matches the regular expression pattern, as `pgrep -f` would inside the pod."""
+    matches the regular expression pattern, as `pgrep -f` would inside the pod; with live, not
+    zombies either."""
     import re
 
-    found = []
-    for pid in pod.namespace_pids():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if re.search(pattern, cmdline):
-            found.append(pid)
-    return found
+    return [pid for pid in pod.namespace_pids()
+            if re.search(pattern, pod_cmdline(pid)) and not (live and _zombie(pid))]

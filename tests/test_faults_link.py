@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_isolation, one_line_error, ops_argv
+from conftest import needs_isolation, one_line_error, ops_argv, pod_cmdline, pod_pids
 from ops_tasks.settings import parse_destination, resolve_profile
 from ops_tasks.targets import SshTarget
 from ops_tasks.testing.delay_proxy import DelayProxy
@@ -98,20 +98,9 @@ def submit(laptop, host, run_id, command):
     return submitted.json["submission_id"]
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def pod_processes(pod, needle: str) -> list:
     """Pids in the pod whose command line holds needle (matched inside the pod's namespace only)."""
-    found = []
-    for pid in pod.namespace_pids():
-        if needle in _cmdline(pid):
-            found.append(pid)
-    return found
+    return pod_pids(pod, re.escape(needle))
 
 
 def wait_for(predicate, timeout=20.0):
@@ -164,7 +153,7 @@ def test_runs_wait_returns_while_the_connections_sshd_is_stopped(laptop, pod):
     assert wait_for(lambda: pod.sessions() > sessions)
     # Stop the link only once the pod-side wait runs (its start mark sent): a stop before that
     # is the hung-login-shell case, tested on its own above.
-    assert wait_for(lambda: any("wait" in _cmdline(p) for p in pod_processes(pod, "ops_runs")))
+    assert wait_for(lambda: any("wait" in pod_cmdline(p) for p in pod_processes(pod, "ops_runs")))
     # The sshd processes serving that connection (not the listener, which the test needs later).
     serving = [p for p in pod_processes(pod, "sshd") if p != pod.proc.pid]
     for pid in serving:

@@ -6,14 +6,14 @@ queue are its own."""
 
 import importlib.util
 import json
+import re
 import shlex
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import needs_isolation, one_line_error, ops_argv
+from conftest import needs_isolation, one_line_error, ops_argv, pod_pids
 from ops_tasks.scripts import scripts_dir
 from ops_tasks.testing.pods import ClientHome, SshPod
 
@@ -62,16 +62,7 @@ def pod_tool(pod, command, request) -> dict:
 
 def processes_matching(pod, text) -> list:
     """Pids in the pod's own namespace whose command line holds text (never machine-wide)."""
-    found = []
-    for pid in pod.namespace_pids():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in cmdline and state != "Z":
-            found.append(pid)
-    return found
+    return pod_pids(pod, re.escape(text), live=True)
 
 
 # ---------------------------------------------------------------- run directories and roots

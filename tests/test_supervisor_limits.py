@@ -3,11 +3,11 @@ output (a run that keeps printing never stalls), `timeout` from the start; and a
 run's whole process group, also a child that dropped the run's environment (so its owner mark)."""
 
 import json
-from pathlib import Path
+import re
 
 import pytest
 
-from conftest import module_client, module_pod, needs_isolation
+from conftest import module_client, module_pod, needs_isolation, pod_pids
 
 pytestmark = needs_isolation
 
@@ -30,16 +30,7 @@ def run_all(ops, pod, project, outputs, runs) -> dict:
 
 def live_pod_processes(pod, text: str) -> list:
     """Pids inside this pod's own namespace whose command line holds text (zombies left out)."""
-    found = []
-    for pid in pod.namespace_pids():
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if text in cmdline and state != "Z":
-            found.append(pid)
-    return found
+    return pod_pids(pod, re.escape(text), live=True)
 
 
 def test_a_run_that_keeps_printing_outlives_its_stall_timeout(pod, ops, project):
