@@ -531,7 +531,7 @@ class SshTarget(Target):
                                    f"(opening a session)") from None
                 raise
             channel.settimeout(self.answer_s)
-            channel.exec_command(EXEC_COMMAND)
+            self._exec_within(channel, transport)
             # Invoke's in_stream sends one byte per 10 ms; the channel takes the script whole.
             channel.sendall(script.encode() + stdin_payload)
             channel.settimeout(None)
@@ -565,6 +565,23 @@ class SshTarget(Target):
             raise ConnectionLost(f"connection to {self.profile.label} lost ({exc})") from None
         elapsed = (time.monotonic() - started) * 1000
         return ScriptResult(out.decode(errors="replace"), err.decode(errors="replace"), exit_code, elapsed)
+
+    def _exec_within(self, channel, transport) -> None:
+        """channel.exec_command, ended within answer_s: paramiko waits for the exec's reply with
+        no timeout, so a link that dies between opening the session and that reply would hang
+        the task for ever. A timer drops the connection instead, and the task says so."""
+        timer = threading.Timer(self.answer_s, transport.close)
+        timer.daemon = True
+        timer.start()
+        try:
+            channel.exec_command(EXEC_COMMAND)
+        except Exception:
+            if not timer.is_alive():  # the timer fired: the host never answered
+                raise NoAnswer(f"no answer from {self.profile.label} within {self.answer_s} s "
+                               f"(starting the script)") from None
+            raise
+        finally:
+            timer.cancel()
 
     def close(self):
         if self.connection is not None:
