@@ -13,9 +13,8 @@ import time
 
 import pytest
 
-from conftest import needs_isolation, one_line_error, ops_argv, pod_pids
+from conftest import module_client, module_pod, needs_isolation, one_line_error, ops_argv, pod_pids
 from ops_tasks.scripts import scripts_dir
-from ops_tasks.testing.pods import ClientHome, SshPod
 
 pytestmark = needs_isolation
 
@@ -23,19 +22,9 @@ TOOL = scripts_dir() / "ops_runs.py"
 SUMMARY = "printf '{\"ok\": true, \"avg_reward\": 1}' > \"$OPS_RUN_DIR/summary.json\""
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    """One laptop for the module (conftest's ops runs with it)."""
-    return ClientHome(tmp_path_factory.mktemp("faults") / "client-home")
-
-
-@pytest.fixture(scope="module")
-def pod(tmp_path_factory, client):
-    pod = SshPod(tmp_path_factory.mktemp("faults") / "pod", "fpod", client.public_key, volume_size="64m").start()
-    client.add_alias("fpod", pod)
-    pod.alias = "fpod"
-    yield pod
-    pod.stop()
+# One laptop and one pod (a 64 MB volume) for the module.
+client = module_client()
+pod = module_pod("fpod", volume_size="64m")
 
 
 def config(project, outputs, runs, **top):

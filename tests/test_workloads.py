@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_isolation, one_line_error, ops_argv
+from conftest import module_client, module_pod, needs_isolation, one_line_error, ops_argv
 from test_faults_runs import processes_matching
 from test_runs_units import load_pod_tool
-from ops_tasks.testing.pods import ClientHome, SshPod
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 WORKLOADS = CHECKOUT / "tests" / "workloads"
@@ -125,18 +124,8 @@ def test_metrics_from_log_gives_the_last_match_and_numbers(tmp_path):
 # ---------------------------------------------------------------- on a real pod
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    return ClientHome(tmp_path_factory.mktemp("workloads") / "client-home")
-
-
-@pytest.fixture(scope="module")
-def pod(tmp_path_factory, client):
-    pod = SshPod(tmp_path_factory.mktemp("workloads") / "pod", "wpod", client.public_key).start()
-    client.add_alias("wpod", pod)
-    pod.alias = "wpod"
-    yield pod
-    pod.stop()
+client = module_client()
+pod = module_pod("wpod")
 
 
 def write_config(project, outputs, runs, **top):
