@@ -207,11 +207,17 @@ def strict_json(data: dict) -> dict:
     (TIME_KEYS, `*_at`) as an ISO 8601 UTC string instead of epoch seconds."""
     notes = []
 
-    def clean(value, where: str, depth: int, key=None):
-        if isinstance(value, float) and not math.isfinite(value):
-            notes.append(f"{where} was {value}, written as null")
+    def where(path: tuple) -> str:  # only spelled out for a note: most documents need none
+        return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
+
+    def clean(value, path: tuple, depth: int, key=None):
+        kind = type(value)
+        if kind is str or kind is bool or value is None:  # most values: nothing to do
+            return value
+        if kind is float and not math.isfinite(value):
+            notes.append(f"{where(path)} was {value}, written as null")
             return None
-        if is_time_key(key) and isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        if (kind is int or kind is float) and value > 0 and is_time_key(key):
             try:
                 return iso_time(value)
             except (OverflowError, OSError, ValueError):
@@ -219,13 +225,15 @@ def strict_json(data: dict) -> dict:
         if depth > 100:  # deeper than anything a task builds: left to json.dumps as it is
             return value
         if isinstance(value, dict):
-            return {key: clean(item, f"{where}.{key}" if where else str(key), depth + 1, key)
-                    for key, item in value.items()}
+            return {key: clean(item, (*path, key), depth + 1, key) for key, item in value.items()}
         if isinstance(value, (list, tuple)):
-            return [clean(item, f"{where}[{index}]", depth + 1) for index, item in enumerate(value)]
+            return [clean(item, (*path, index), depth + 1) for index, item in enumerate(value)]
+        if isinstance(value, float) and not math.isfinite(value):  # a float subclass
+            notes.append(f"{where(path)} was {value}, written as null")
+            return None
         return value
 
-    cleaned = clean(data, "", 0)
+    cleaned = clean(data, (), 0)
     if notes:
         cleaned["json_notes"] = notes
     return cleaned

@@ -543,3 +543,39 @@ def test_report_header_natural_order_no_empty_columns_and_dates(ops, root):
     assert "2025-12-01 20:00:00 UTC" in markdown and "1764619200" not in markdown
     assert markdown.index("| Qwen/Qwen3-0.6B") < markdown.index("| Qwen/Qwen3-4B") < markdown.index("| Qwen/Qwen3-32B")
     assert max(len(line) for line in markdown.splitlines() if line.startswith("| arith")) < 200
+
+
+def test_markdown_tables_are_laid_out_as_tabulate_and_a_pipe_from_the_pod_cannot_break_one():
+    from tabulate import tabulate
+
+    from ops_tasks.tables import markdown_table
+
+    rows = [["run-1", "Qwen/Qwen3-0.6B", "0.5000", ""], ["a-much-longer-run-id", "m", "", " padded "]]
+    headers = ["run_id", "model_id", "avg_reward", "x"]
+    assert markdown_table(rows, headers) == tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)
+
+    table = markdown_table([["evil|model\nsecond line", "1"]], ["model_id", "n"]).splitlines()
+    assert len(table) == 3  # header, rule, one row: the line break did not start a row
+    assert all(line.replace("\\|", "").count("|") == 3 for line in table)  # the pipe did not add a column
+    assert "evil\\|model second line" in table[2]
+
+
+def test_many_runs_are_read_by_worker_processes_with_the_same_rows_and_errors(tmp_path):
+    from ops_tasks.operations import report
+
+    root = tmp_path / "pod_logs"
+    for index in range(40):
+        make_run(root, f"run-{index:02d}", summary={"ok": True, "avg_reward": index / 40},
+                 metadata={"run_id": f"run-{index:02d}", "model_id": f"m{index % 3}"},
+                 rewards={f"e{k}": (index + k) % 2 for k in range(5)})
+    (root / "run-07" / "summary.json").write_text("{not json")
+    runs, _ = report.scoped_runs(root, None)
+    read = report.functools.partial(report._read_some, fields=["model_id"], metric=report.metric_of(),
+                                    include_failed=False)
+
+    alone = read(runs)
+    in_workers = report._in_workers(read, runs, 3)
+
+    assert in_workers is not None, "the worker processes did not run"
+    assert in_workers == alone
+    assert len(alone[0]) == 39 and alone[1][0]["run_id"] == "run-07"

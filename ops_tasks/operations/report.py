@@ -22,6 +22,7 @@ Losses (loss, perplexity, error... in the name, or lower_is_better) rank and com
 """
 
 import csv
+import functools
 import io
 import json
 import math
@@ -30,15 +31,15 @@ import re
 from pathlib import Path
 from typing import Iterable, NamedTuple, Optional, Sequence
 
-from ..tables import tabulate
+from ..tables import markdown_table as pipe_table
 
 from ..errors import ConfigError
 from ..files import write_atomic
 from ..verdicts import UNREADABLE, run_verdict
 from . import stats
 from .run_config import RUN_ID
-from .validate import (RESULTS, BadJsonLine, checked_root, json_error, json_lines, load_json, run_dirs,
-                       winning_attempt, with_supervisor_record)
+from .validate import (RECORD, RESULTS, BadJsonLine, RunListing, checked_root, json_error, json_lines,
+                       run_dirs, winning_attempt, with_supervisor_record)
 
 PLOT_INSTALL = "pip install 'ops-tasks[plot]'"
 ID_COLUMNS = ("run_id", "env_id", "model_id", "num_examples", "rollouts", "best_of")
@@ -337,20 +338,19 @@ def _field(sources: list, names: Sequence[str]):
     return None
 
 
-def _load_object(path: str, run_id: str, file: str) -> tuple:
-    value, error = load_json(path, run_id, file)
+def _load_object(listing: RunListing, run_id: str, file: str) -> tuple:
+    value, error = listing.load_json(file, run_id)
     if error is None and not isinstance(value, dict):
         error = {"run_id": run_id, "file": file, "line": 1, "column": 1,
                  "error": f"not a JSON object ({type(value).__name__})"}
     return (None, error) if error else (value, None)
 
 
-def _status_of(path: str, run_id: str):
-    """status.json parsed, UNREADABLE when it does not parse, None when there is none."""
-    status_path = os.path.join(path, "status.json")
-    if not os.path.isfile(status_path):
-        return UNREADABLE if os.path.lexists(status_path) else None
-    value, error = load_json(status_path, run_id, "status.json")
+def _status_of(listing: RunListing, run_id: str):
+    """status.json parsed, UNREADABLE when it does not parse (or is no file), None when there is none."""
+    if not listing.is_file("status.json"):
+        return UNREADABLE if listing.has("status.json") else None
+    value, error = listing.load_json("status.json", run_id)
     return UNREADABLE if error else value
 
 
@@ -369,37 +369,37 @@ def _facts(sources: list, metadata) -> dict:
 
 
 def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optional[Metric] = None,
-             include_failed: bool = False) -> tuple:
+             include_failed: bool = False, listing: Optional[RunListing] = None) -> tuple:
     """(row or None, [errors], [warnings]) of one run directory. `fields` are extra run fields
     (group, filter and sort keys) looked up like the identity columns. The row carries the run's
     verdict (state, failure_class, ok); a run that did not succeed has no per-example statistics
     (its results.jsonl is partial, or an earlier attempt's) unless include_failed."""
     metric = metric or metric_of()
     errors, warnings = [], []
-    summary_path = os.path.join(path, "summary.json")
-    if not os.path.isfile(summary_path):
+    listing = listing or RunListing(path)
+    if not listing.is_file("summary.json"):
         return None, [{"run_id": run_id, "file": "summary.json", "line": None, "column": None,
                        "error": "missing (run not finished, or not fetched)"}], warnings
-    summary, error = _load_object(summary_path, run_id, "summary.json")
+    summary, error = _load_object(listing, run_id, "summary.json")
     if error:
         return None, [error], warnings
     metadata = None
-    metadata_path = os.path.join(path, "run_metadata.json")
-    if os.path.isfile(metadata_path):
-        metadata, error = _load_object(metadata_path, run_id, "run_metadata.json")
+    if listing.is_file("run_metadata.json"):
+        metadata, error = _load_object(listing, run_id, "run_metadata.json")
         errors.extend([error] if error else [])
     else:
         warnings.append({"run_id": run_id, "file": "run_metadata.json",
                          "warning": "missing: fields from summary.json only"})
-    metadata = with_supervisor_record(metadata, path, run_id)
+    if listing.has(RECORD[0]):
+        metadata = with_supervisor_record(metadata, path, run_id)
     sources = _sources(metadata, summary)
     row = _row_of(run_id, summary, sources, fields, metric)
-    verdict = run_verdict(_status_of(path, run_id), summary)
+    verdict = run_verdict(_status_of(listing, run_id), summary)
     row.update(ok=verdict.ok, state=verdict.state, failure_class=verdict.failure_class, reason=verdict.reason)
     row[FACTS] = _facts(sources, metadata)
     warnings.extend(_drop_non_finite(row))
     results = os.path.join(path, RESULTS)
-    scored = os.path.isfile(results) and (verdict.ok or include_failed)
+    scored = listing.is_file(RESULTS) and (verdict.ok or include_failed)
     run_stats, error = reward_stats(results, run_id, metric.field) if scored else (None, None)
     errors.extend([error] if error else [])
     if run_stats and run_stats.get("unscored"):
@@ -714,11 +714,10 @@ def _time_cell(value) -> str:
 
 
 def markdown_table(records: list, columns: Sequence[str]) -> str:
-    # Cells are formatted here and numparse is off: tabulate's per-cell type sniffing is most of
-    # its cost on 10,000 rows. Epoch seconds in a time column read as dates.
+    # Epoch seconds in a time column read as dates.
     cells = [_time_cell if TIME_COLUMN.search(c) else _cell for c in columns]
     body = [[cell(r.get(c)) for cell, c in zip(cells, columns)] for r in records]
-    return tabulate(body, headers=list(columns), tablefmt="github", disable_numparse=True)
+    return pipe_table(body, columns)
 
 
 def csv_text(records: list, columns: Sequence[str]) -> str:
@@ -957,13 +956,53 @@ def scoped_runs(root: Path, run_ids: Optional[Sequence[str]]) -> tuple:
     return [(i, present[i]) for i in wanted if i in present], [i for i in wanted if i not in present]
 
 
+PARALLEL_FROM = 2000  # runs: fewer are read in this process (starting workers would cost more than they save)
+RUNS_PER_WORKER = 1000
+MAX_WORKERS = 8
+
+
 def _read_runs(root: Path, fields: list, metric: Metric, run_ids=None, include_failed: bool = False) -> tuple:
-    rows, errors, warnings, dirs = [], [], [], {}
+    """(runs in scope, run ids without a directory, rows, errors, warnings, {run id: directory read}),
+    in run order. Many runs are read by worker processes, a contiguous slice each: reading is
+    independent per run and CPU-bound (JSON), so a 10,000-run report scales with the cores."""
     runs, absent = scoped_runs(root, run_ids)
+    read = functools.partial(_read_some, fields=fields, metric=metric, include_failed=include_failed)
+    workers = min(os.cpu_count() or 1, MAX_WORKERS, len(runs) // RUNS_PER_WORKER) if len(runs) >= PARALLEL_FROM else 1
+    parts = _in_workers(read, runs, workers) if workers > 1 else None
+    rows, errors, warnings, dirs = parts or read(runs)
+    return runs, absent, rows, errors, warnings, dirs
+
+
+def _in_workers(read, runs: list, workers: int) -> Optional[tuple]:
+    """read over `workers` slices of runs in worker processes, merged in order; None when worker
+    processes cannot run here (no semaphores in a sandbox, a worker killed): the caller reads alone."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    size = -(-len(runs) // workers)
+    try:
+        with ProcessPoolExecutor(workers) as pool:
+            parts = list(pool.map(read, [runs[i:i + size] for i in range(0, len(runs), size)]))
+    except (OSError, NotImplementedError, BrokenProcessPool):
+        return None
+    rows, errors, warnings, dirs = [], [], [], {}
+    for part_rows, part_errors, part_warnings, part_dirs in parts:
+        rows += part_rows
+        errors += part_errors
+        warnings += part_warnings
+        dirs.update(part_dirs)
+    return rows, errors, warnings, dirs
+
+
+def _read_some(runs: list, fields: list, metric: Metric, include_failed: bool) -> tuple:
+    """(rows, errors, warnings, {run id: directory read}) of [(run id, directory)]."""
+    rows, errors, warnings, dirs = [], [], [], {}
     for run_id, top in runs:
         # The run's winning attempt: the top of its directory, or its latest earlier success.
-        path, attempt, _ = winning_attempt(top, run_id) if _may_have_lost(top) else (top, None, None)
-        row, run_errors, run_warnings = read_run(run_id, path, fields, metric, include_failed)
+        listing = RunListing(top)
+        path, attempt, _ = winning_attempt(top, run_id) if listing.has("attempts") else (top, None, None)
+        row, run_errors, run_warnings = read_run(run_id, path, fields, metric, include_failed,
+                                                 listing if path == top else None)
         errors.extend(run_errors)
         warnings.extend(run_warnings)
         if row is not None:
@@ -971,12 +1010,7 @@ def _read_runs(root: Path, fields: list, metric: Metric, run_ids=None, include_f
                 row["attempt"] = attempt
             rows.append(row)
             dirs[run_id] = path
-    return runs, absent, rows, errors, warnings, dirs
-
-
-def _may_have_lost(path: str) -> bool:
-    """Only a run with earlier attempts can have a winner other than its top (one stat, no read)."""
-    return os.path.isdir(os.path.join(path, "attempts"))
+    return rows, errors, warnings, dirs
 
 
 def _columns(rows: list, fields: list, metric: Metric, show_state: bool = False) -> tuple:

@@ -43,8 +43,9 @@ def _text(value) -> str:
 
 def _first(record: dict, names) -> Optional[str]:
     for name in names:
-        if record.get(name) is not None:
-            return _text(record[name])
+        value = record.get(name)
+        if value is not None:
+            return value if type(value) is str and len(value) <= TEXT_LIMIT else _text(value)
     return None
 
 
@@ -87,11 +88,12 @@ def examples_of(doc: dict, run_dirs: dict):
     """The drill-down's examples, of the rows the report counts, within EXAMPLES_TOTAL, streamed."""
     left, field = EXAMPLES_TOTAL, doc["metric"]["field"]
     for row in doc["rows"]:
-        path = Path(run_dirs.get(row["run_id"], "")) / RESULTS
         if left <= 0:
             return
-        if row["run_id"] in run_dirs and path.is_file():
-            for example in run_examples(row["run_id"], str(path), field, min(EXAMPLES_PER_RUN, left)):
+        # A row with per-example statistics (n) had its results.jsonl read: the others have none to show.
+        if row.get("n") is not None and row["run_id"] in run_dirs:
+            path = os.path.join(run_dirs[row["run_id"]], RESULTS)
+            for example in run_examples(row["run_id"], path, field, min(EXAMPLES_PER_RUN, left)):
                 left -= 1
                 yield example
 
@@ -305,6 +307,21 @@ def page_parts(doc: dict) -> tuple:
         f']}}</script><script>{SCRIPT}</script></body></html>\n'
 
 
+WRITE_CHUNK = 1000  # examples encoded by one json.dumps: one call per example was a third of the page's cost
+
+
+def _chunks(items, size: int):
+    """Lists of at most size items, streamed."""
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def write_report_html(doc: dict, run_dirs: dict, path) -> Path:
     """Write report.html through a temporary file and a rename, the examples streamed into it one
     at a time: memory stays flat whatever the size of the results files."""
@@ -315,8 +332,10 @@ def write_report_html(doc: dict, run_dirs: dict, path) -> Path:
     try:
         with open(partial, "w", encoding="utf-8", errors="surrogateescape") as out:
             out.write(head)
-            for index, example in enumerate(examples_of(doc, run_dirs)):
-                out.write(("," if index else "") + _json_block(example))
+            separator = ""
+            for chunk in _chunks(examples_of(doc, run_dirs), WRITE_CHUNK):
+                out.write(separator + _json_block(chunk)[1:-1])  # the list's items, without its brackets
+                separator = ","
             out.write(tail)
         os.replace(partial, path)
     except BaseException:

@@ -58,19 +58,20 @@ class OutsideRunDir(OSError):
     """A run's file that is a link out of its run directory, or not a regular file."""
 
 
-def open_run_file(path: str):
+def open_run_file(path: str, *, dir_is_link: Optional[bool] = None, is_link: Optional[bool] = None):
     """path open for reading (binary), when reading it stays inside its run directory (the folder
     holding it, itself no link) and reaches a regular file; else OutsideRunDir naming why.
 
     The common case, a plain file, costs one lstat and an open that refuses a link swapped in
     meanwhile (O_NOFOLLOW); only a link is resolved, and kept when it stays inside. The type is
-    read from the open file, so a FIFO is refused without blocking on it.
+    read from the open file, so a FIFO is refused without blocking on it. dir_is_link and is_link,
+    when a listing (RunListing) already knows them, save their lstat.
     """
     run_dir = os.path.dirname(os.path.abspath(path))
-    if os.path.islink(run_dir):
+    if os.path.islink(run_dir) if dir_is_link is None else dir_is_link:
         raise OutsideRunDir("the run directory is a link: refused")
     flags = os.O_RDONLY | os.O_NONBLOCK
-    if os.path.islink(path):
+    if os.path.islink(path) if is_link is None else is_link:
         real_dir, real = os.path.realpath(run_dir), os.path.realpath(path)
         if os.path.commonpath([real_dir, real]) != real_dir:
             raise OutsideRunDir("a link leading out of its run directory: refused")
@@ -83,14 +84,43 @@ def open_run_file(path: str):
     return os.fdopen(fd, "rb")
 
 
-def load_json(path: str, run_id: str, file: str):
+def load_json(path: str, run_id: str, file: str, **known):
     """(value, None), or (None, error dict) when the file cannot be read, does not parse, or
-    lies outside its run directory (open_run_file)."""
+    lies outside its run directory (open_run_file, given what is `known` of it)."""
     try:
-        with open_run_file(path) as handle:
+        with open_run_file(path, **known) as handle:
             return json.loads(handle.read()), None
     except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
         return None, json_error(run_id, file, exc)
+
+
+class RunListing:
+    """A run directory's entries, read once (one scandir): which files it has and what they are,
+    without a stat per file; its files are loaded by open_run_file's rules. Reading 10,000 runs,
+    the stats and lstats of one file at a time were a third of the time."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.linked = os.path.islink(path)
+        try:
+            with os.scandir(path) as entries:
+                self.entries = {entry.name: entry for entry in entries}
+        except OSError:
+            self.entries = {}
+
+    def has(self, name: str) -> bool:
+        return name in self.entries
+
+    def is_file(self, name: str) -> bool:
+        """A regular file, or a link to one (open_run_file judges where it leads)."""
+        entry = self.entries.get(name)
+        return entry is not None and entry.is_file()
+
+    def load_json(self, name: str, run_id: str) -> tuple:
+        """load_json of the entry name."""
+        entry = self.entries.get(name)
+        known = {"dir_is_link": self.linked, "is_link": entry.is_symlink()} if entry is not None else {}
+        return load_json(os.path.join(self.path, name), run_id, name, **known)
 
 
 def with_supervisor_record(metadata, path: str, run_id: str):
