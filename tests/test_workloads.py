@@ -121,6 +121,42 @@ def test_metrics_from_log_gives_the_last_match_and_numbers(tmp_path):
     assert watch.look() == {"iter": 2, "loss": 3.25}
 
 
+# ---------------------------------------------------------------- the run directory's flag
+
+
+def entrypoint_of(tmp_path, **run):
+    """The command line the entrypoint form renders for one run (key=value, Python literals)."""
+    from ops_tasks.operations.run_config import load_submission
+    from ops_tasks.settings import Profile
+
+    config = tmp_path / "runs.json"
+    config.write_text(json.dumps({"remote_repo": "/r", "remote_outputs_dir": "/mnt/o", "runs": [
+        {"run_id": "a", "entrypoint": "python train.py", "flag_style": "key=value", "value_style": "python",
+         "wandb_log": False, **run}]}))
+    profile = Profile(name="p", destination="x", outputs_dir="/mnt/o", remote_repo="/r")
+    return load_submission(config, profile=profile).runs[0].command
+
+
+def test_run_dir_flag_renames_or_drops_the_run_directory_argument(tmp_path):
+    assert entrypoint_of(tmp_path).endswith("wandb_log=False run_dir=/mnt/o/a")
+    assert entrypoint_of(tmp_path, run_dir_flag="out_dir").endswith("wandb_log=False out_dir=/mnt/o/a")
+    assert entrypoint_of(tmp_path, run_dir_flag=None) == "python train.py wandb_log=False"
+
+
+@pytest.mark.parametrize("run, expected", [
+    ({"run_dir_flag": "out dir"}, "run_dir_flag must be a flag name"),
+    ({"run_dir_flag": 3}, "run_dir_flag must be a flag name"),
+    ({"run_dir_flag": "out_dir", "out_dir": "x"}, "run_dir_flag 'out_dir' is also a flag of the run"),
+    ({"run_dir_flag": "out_dir", "entrypoint": None, "command": "true"}, "run_dir_flag is for the entrypoint form"),
+])
+def test_a_bad_run_dir_flag_is_refused_naming_it(tmp_path, run, expected):
+    from ops_tasks.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=expected) as caught:
+        entrypoint_of(tmp_path, **run)
+    assert caught.value.exit_code == 2 and "\n" not in str(caught.value)
+
+
 # ---------------------------------------------------------------- on a real pod
 
 
@@ -167,8 +203,10 @@ def sweep(pod, client, tmp_path_factory):
         return proc
 
     path = write_config(project, SWEEP_OUT, [
+        # The seed's train.py way: key=value flags with Python literals, the run directory as out_dir.
         {"run_id": "train-lr{learning_rate}-s{seed}", "gpus": 0, "metrics_from_log": LOSS_LINE,
-         "command": f"python3 {TRAIN} out_dir={{run_dir}} learning_rate={{learning_rate}} seed={{seed}} max_iters=6",
+         "entrypoint": f"python3 {TRAIN}", "flag_style": "key=value", "value_style": "python",
+         "run_dir_flag": "out_dir", "max_iters": 6, "wandb_log": False,
          "matrix": {"learning_rate": [0.1, 0.2], "seed": [1, 2]}, "meta": {"purpose": "sweep"}},
         {"run_id": "bad-flag", "gpus": 0, "command": f"python3 {TRAIN} out_dir={{run_dir}} --learning-rate=0.1"},
         {"run_id": "no-script", "gpus": 0, "command": "python3 tarin_like.py out_dir={run_dir}"},
@@ -189,7 +227,11 @@ def test_a_script_writing_its_own_contract_files_loses_nothing(pod, sweep):
         run_dir = f"{SWEEP_OUT}/{run_id}"
         assert sweep["runs"][run_id]["state"] == "succeeded", sweep["runs"][run_id]
         # The script's own files stay as it wrote them.
-        assert pod.sh(f"cat {run_dir}/command.sh").stdout.startswith(f"python {TRAIN} out_dir=")
+        command = pod.sh(f"cat {run_dir}/command.sh").stdout
+        assert command.startswith(f"python {TRAIN} ") and command.endswith(f" out_dir={run_dir}\n")
+        assert "wandb_log=False" in command and "run_dir=" not in command
+        effective = pod_json(pod, f"{run_dir}/config_effective.json")  # what its configurator read
+        assert (effective["wandb_log"], effective["learning_rate"], effective["seed"]) == (False, learning_rate, seed)
         assert pod_json(pod, f"{run_dir}/run_metadata.json")["written_by"] == "train_like.py"
         summary = pod_json(pod, f"{run_dir}/summary.json")
         assert summary["last_eval"] == {"train": loss(learning_rate, seed, 5), "val": loss(learning_rate, seed, 5, "val")}

@@ -35,8 +35,8 @@ FLAG_STYLES = ("--key value", "--key=value", "key=value")
 VALUE_STYLES = ("json", "python", "flag")
 # Keys that configure the run itself; every other key of a run is a flag of its entrypoint.
 RESERVED = frozenset({"run_id", "label", "command", "entrypoint", "env", "gpus", "timeout", "stall_timeout",
-                      "retries", "retry_on", "retry_backoff", "matrix", "run_dir", "flags", *WORKLOAD_KEYS,
-                      *STYLE_KEYS})
+                      "retries", "retry_on", "retry_backoff", "matrix", "run_dir", "run_dir_flag", "flags",
+                      *WORKLOAD_KEYS, *STYLE_KEYS})
 # A config deeper than this is a mistake (or an attack on the recursion limit), not a sweep.
 MAX_DEPTH = 32
 FAILURE_CLASSES = ("oom", "nccl", "auth", "data", "timeout", "stalled", "killed", "no_summary",
@@ -660,6 +660,9 @@ def _command(run: dict, filled: dict, sources: dict, run_dir: str, where: str, s
         raise ConfigError(f"{where}: has both command and entrypoint; keep one")
     if command is None and entrypoint is None:
         raise ConfigError(f"{where}: no command: set command (a string or list) or entrypoint")
+    if command is not None and "run_dir_flag" in run:
+        raise ConfigError(f"{where}: run_dir_flag is for the entrypoint form; a command writes {{run_dir}} "
+                          f"where it wants it")
     if isinstance(command, str):
         if not command.strip():
             raise ConfigError(f"{where}: command is empty")
@@ -682,8 +685,23 @@ def _command(run: dict, filled: dict, sources: dict, run_dir: str, where: str, s
     # Filled piece by piece: a value with spaces stays one argument, as in the list form.
     filled_entrypoint = shlex.join(fill_placeholders(piece, sources, quote=False, where=where,
                                                      value_styles=value_styles) for piece in pieces)
-    line = render_entrypoint(filled_entrypoint, filled, run_dir, style_of)
+    line = render_entrypoint(filled_entrypoint, {**filled, "run_dir_flag": _run_dir_flag(run, where)}, run_dir,
+                             style_of)
     return line, line
+
+
+def _run_dir_flag(run: dict, where: str) -> Optional[str]:
+    """The flag the entrypoint form gives the run directory as: `run_dir` unless the run names its
+    own (`run_dir_flag: out_dir`, what nanoGPT's train.py reads) or none (`run_dir_flag: null`)."""
+    if "run_dir_flag" not in run:
+        return "run_dir"
+    flag = run["run_dir_flag"]
+    if flag is not None and (not isinstance(flag, str) or not ENV_NAME.match(flag)):
+        raise ConfigError(f"{where}: run_dir_flag must be a flag name (letters, digits and '_', e.g. out_dir) "
+                          f"or null (no run directory flag), got {flag!r}")
+    if flag in run and key_role(flag, run) == "flag":
+        raise ConfigError(f"{where}: run_dir_flag {flag!r} is also a flag of the run: keep one")
+    return flag
 
 
 def _env(value, where: str) -> tuple:
@@ -732,15 +750,18 @@ def _check_distinct(shown: str, positions: list, runs: list) -> None:
 
 
 def render_entrypoint(entrypoint: str, run: dict, run_dir: str, style_of=None) -> str:
-    """entrypoint + every flag key of the run (key_role) in key order, then the run directory; all
-    quoted. style_of(key) is the key's (flag_style, value_style) (_styles); default `--key value`
+    """entrypoint + every flag key of the run (key_role) in key order, then the run directory (as
+    the run's `run_dir_flag`, default run_dir; None: left out); all quoted. style_of(key) is the
+    key's (flag_style, value_style) (_styles); default `--key value`
     with booleans as bare flags, false and null left out."""
     style_of = style_of or (lambda key: ("--key value", None))
     argv = shlex.split(entrypoint)
     for key, value in run.items():
         if key_role(key, run) == "flag":
             argv += _flag_arguments(key, value, *style_of(key))
-    argv += _flag_arguments("run_dir", run_dir, style_of(None)[0], "json")
+    flag = run.get("run_dir_flag", "run_dir")  # _run_dir_flag: None gives no run directory flag
+    if flag is not None:
+        argv += _flag_arguments(flag, run_dir, style_of(None)[0], "json")
     return shlex.join(argv)
 
 

@@ -1,13 +1,14 @@
 """A stand-in for the seed's examples/nanogpt/train.py (stdlib only), for tests/test_workloads.py.
 
 What matters is its behaviour towards the run contract, the same as train.py's: it takes
-nanoGPT's `key=value` overrides, writes its own command.sh, run_metadata.json,
+nanoGPT's `key=value` overrides (Python literals, ast.literal_eval), writes its own command.sh, run_metadata.json,
 config_effective.json, dataset_manifest.json and, at the end, summary.json (final losses nested
 as `last_eval: {train, val}`) into out_dir; it logs `iter N: loss X` lines; on SIGINT it writes a
 partial summary (the iteration it reached) and exits. Losses are a function of the learning
 rate, the seed and the iteration only, so a replay gives the same numbers.
 """
 
+import ast
 import json
 import math
 import os
@@ -26,8 +27,13 @@ def configure(argv):
         key, _, text = arg.lstrip("-").partition("=")
         if key not in config:
             sys.exit(f"error: unrecognized arguments: {arg}")
-        default = config[key]
-        config[key] = (text == "True") if isinstance(default, bool) else type(default)(text)
+        try:  # nanoGPT's configurator: a Python literal, else the text; of the default's type
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        if type(value) is not type(config[key]) and not (type(config[key]) is float and type(value) is int):
+            sys.exit(f"error: {key}={text!r} is not a {type(config[key]).__name__}")
+        config[key] = value
     return config
 
 
