@@ -5,8 +5,9 @@ results.jsonl) in a temp folder, then in this process times `ops report --json` 
 stream the results, build the table, write report.md/report.json, print the document to a
 discarded stdout) and, as the baseline, a loop that only opens and json.loads every summary.json.
 Each measurement runs in a fresh child process (imports first, then the timed call), so that its
-peak RSS growth is its own (and that of the worker processes the report reads many runs with). Prints both wall times, their ratio, and the report's peak RSS growth
-(target in issue 5: under 3 s for 10,000 runs, memory flat); then 1,000 runs whose results files
+peak RSS growth is its own (and its worker processes', that read many runs). Prints both wall
+times, their ratio, and the peak RSS growth (target: under 3 s for 10,000 runs with results
+files, memory flat); then 1,000 runs whose results files
 are 20x longer against the same runs with short ones: memory does not grow with file size. Last,
 report.html of 1,000 runs x 100 examples opened in headless chromium (playwright): its first
 paint from the browser's performance timing (target: under 2 s), against loading the bare file.
