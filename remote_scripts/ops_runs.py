@@ -121,7 +121,7 @@ STOP_SIGNALS = ("INT", "TERM", "HUP", "QUIT", "USR1", "USR2")  # a run's stop_si
 SUMMARY_FRAMEWORKS = ("verifiers", "lm_eval")  # summary_from: one of these, or python:module:function
 PYTHON_SUMMARY = re.compile(r"^python:([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*)$")
 PROBE_TIMEOUT_S = 10.0  # the run's interpreter asked for its version and packages
-CONVERT_TIMEOUT_S = 300.0  # a summary_from python:... function, run after the command exits
+CONVERT_TIMEOUT_S = 300.0  # a summary_from conversion's deadline unless the run's summary_timeout says
 PACKAGES = ("torch", "vllm", "verifiers", "lm_eval", "transformers")  # versions in run_metadata
 METRICS_CHUNK = 1 << 20  # metrics_from_log reads at most this much new log per look
 
@@ -753,6 +753,10 @@ def workload_problem(run):
         return "summary_from %r: use %s or python:module:function" % (source, ", ".join(SUMMARY_FRAMEWORKS))
     if run.get("summary_metric") is not None and not isinstance(run["summary_metric"], str):
         return "summary_metric must be a string (metric or metric,filter)"
+    deadline = run.get("summary_timeout")
+    if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, (int, float))
+                                 or not 0 < deadline < 1e7):
+        return "summary_timeout %r: seconds > 0" % (deadline,)
     if run.get("stop_signal") is not None and run["stop_signal"] not in STOP_SIGNALS:
         return "stop_signal %r: one of %s" % (run["stop_signal"], ", ".join(STOP_SIGNALS))
     grace = run.get("stop_grace")
@@ -1020,17 +1024,16 @@ with open(out, "w") as handle:
 
 def convert_with_python(entry, env, spec):
     """summary_from python:module:function: the user's function, called with the run directory
-    by the run's own python in its cwd and environment (a subprocess, CONVERT_TIMEOUT_S); it
+    by the run's own python in its cwd and environment (a subprocess, in the run's Conversion); it
     returns a summary dict or (summary, results)."""
     module, function = PYTHON_SUMMARY.match(spec).groups()
     python = run_python(entry, env) or "python3"
     out = record_path(entry["run_dir"], "converted.json")
     try:
+        # No deadline of its own: it runs inside a Conversion, whose deadline stops it and all it started.
         done = subprocess.run([python, "-c", PYTHON_CONVERTER, module, function, entry["run_dir"], out],
                               cwd=entry["cwd"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=CONVERT_TIMEOUT_S, universal_newlines=True)
-    except subprocess.TimeoutExpired:
-        raise BadOutput("%s did not return within %.0fs" % (spec, CONVERT_TIMEOUT_S))
+                              stderr=subprocess.STDOUT, universal_newlines=True)
     except OSError as exc:
         raise BadOutput("%s could not run: %s" % (spec, exc))
     if done.returncode != 0:
@@ -1070,6 +1073,96 @@ def convert_summary(entry, env):
             raise  # a full volume: the end is written again later, not judged
         return "summary_from %s: %s" % (spec, exc)
     return None
+
+
+def convert_deadline(entry):
+    """Seconds a run's summary_from conversion may take: its summary_timeout, else CONVERT_TIMEOUT_S."""
+    return entry.get("summary_timeout") or CONVERT_TIMEOUT_S
+
+
+# The child a Conversion starts: this very file imported by path (stdin: the run's entry and env,
+# which may hold secrets: never argv), convert_summary's answer written to a file of .ops/.
+CONVERSION_CHILD = r"""
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("ops_runs_conversion", sys.argv[1])
+tool = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(tool)
+tool.conversion_child(sys.argv[2])
+"""
+
+
+def conversion_child(answer_path):
+    """In the child: convert_summary of the entry on stdin, its answer into answer_path; a full
+    volume is answered as `retry` (the end is judged again later, as before)."""
+    request = json.load(sys.stdin)
+    try:
+        answer = {"problem": convert_summary(request["entry"], request["env"])}
+    except OSError as exc:
+        answer = {"retry": "%s" % exc}
+    with open(answer_path, "w") as handle:
+        json.dump(answer, handle)
+
+
+class Conversion:
+    """A run's summary_from conversion in a child process of its own session, with its own
+    deadline (convert_deadline), so the supervisor's loop goes on (other runs' timeouts, stalls,
+    heartbeats, cancels) while a converter works or hangs. A run with nothing to convert is done
+    at once. poll() is PENDING until the child ends; then None or the problem (bad_output)."""
+
+    PENDING = object()
+
+    def __init__(self, entry, env):
+        self.entry, self.env, self.spec = entry, env, entry.get("summary_from")
+        run_dir = entry["run_dir"]
+        self.absent = [n for n in ("summary.json", "results.jsonl") if not os.path.lexists(os.path.join(run_dir, n))]
+        self.needed = bool(self.spec) and "summary.json" in self.absent
+        self.answer_path, self.log_path = record_path(run_dir, "conversion.json"), record_path(run_dir, "conversion.log")
+        self.proc = self.deadline = None
+        if self.needed:
+            self.start()
+
+    def start(self):
+        remove_quietly(self.answer_path)
+        self.deadline = time.monotonic() + convert_deadline(self.entry)
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable or "python3", "-c", CONVERSION_CHILD, os.path.abspath(__file__), self.answer_path],
+                stdin=subprocess.PIPE, stdout=log, stderr=log, cwd="/", start_new_session=True,
+                universal_newlines=True)
+        try:
+            self.proc.stdin.write(json.dumps({"entry": self.entry, "env": self.env}))
+            self.proc.stdin.close()
+        except OSError:
+            pass  # the child died at once: its exit says so
+
+    def poll(self):
+        if not self.needed:
+            return None
+        if self.proc is None:
+            self.start()  # after a full volume: tried again
+        code = self.proc.poll()
+        if code is None:
+            if time.monotonic() < self.deadline:
+                return self.PENDING
+            self.stop()
+            return "summary_from %s: did not finish within its deadline of %.0fs (summary_timeout)" % (
+                self.spec, convert_deadline(self.entry))
+        answer = read_json(self.answer_path)
+        remove_quietly(self.answer_path)
+        if isinstance(answer, dict) and answer.get("retry"):
+            self.proc = None
+            raise OSError(errno.ENOSPC, "summary_from %s: %s" % (self.spec, answer["retry"]))
+        if not isinstance(answer, dict) or "problem" not in answer:
+            return "summary_from %s: the conversion exited %s without an answer: %s" % (
+                self.spec, code, tail_text(self.log_path, 1).strip()[-300:] or "no output")
+        remove_quietly(self.log_path)
+        return answer["problem"]
+
+    def stop(self):
+        """The child and whatever it started (a python: converter's own process), by its session."""
+        if self.proc is not None and self.proc.poll() is None:
+            kill_group(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
 
 def last_json_line(path, window=64 * 1024):
@@ -1363,6 +1456,7 @@ class Running:
         self.ours = {}  # {contract file: sha256} of what the supervisor wrote
         self.record = {}  # .ops/record.json as written at start
         self.ended = None  # (exit code, finished at, log tail) once it exited: kept while its status waits to be written
+        self.conversion = None  # its summary_from Conversion, once the command exited 0
         self.judged = None  # (state, failure class, error), once judged
         self.survivors = []
 
@@ -1737,6 +1831,9 @@ class Supervisor:
         sig = -code if code < 0 else None
         if running.judged is None:  # once: a conversion is not run again after a failed write
             running.judged = self.judge(running, code, log_tail)
+        if running.judged is None:  # its conversion goes on: looked at again next loop, the others meanwhile
+            self.heartbeat(running)
+            return
         state, klass, error = running.judged
         extra = {key: value for key, value in (("error", error), ("metrics", running.metrics.latest),
                                                 ("survivors", running.survivors)) if value}
@@ -1759,21 +1856,28 @@ class Supervisor:
 
     def judge(self, running, code, log_tail):
         """(state, failure class, error) of a run that exited: its stop reason, else its exit code,
-        its framework's output converted (summary_from) and its summary. Also writes metrics.jsonl
-        from the log when the script wrote none."""
+        its framework's output converted (summary_from) and its summary; None while the conversion
+        goes on (a Conversion: a child with its own deadline). Also writes metrics.jsonl from the
+        log when the script wrote none."""
         entry, run_dir = running.entry, running.entry["run_dir"]
-        if running.metrics.write_curve():
-            running.ours["metrics.jsonl"] = file_digest(os.path.join(run_dir, "metrics.jsonl"))
-        running.metrics.look()
-        if running.kill_reason in ("timeout", "stalled"):
-            return running.kill_reason, running.kill_reason, None
-        if running.kill_reason == "cancelled":
+        if running.conversion is None:
+            if running.metrics.write_curve():
+                running.ours["metrics.jsonl"] = file_digest(os.path.join(run_dir, "metrics.jsonl"))
+            running.metrics.look()
+            if running.kill_reason in ("timeout", "stalled"):
+                return running.kill_reason, running.kill_reason, None
+            if running.kill_reason == "cancelled":
+                return "cancelled", None, None
+            if code != 0:
+                return "failed", failure_class(code, log_tail, entry.get("command")), None
+            running.conversion = Conversion(entry, running.env)
+        problem = running.conversion.poll()
+        if problem is Conversion.PENDING:
+            if not os.path.exists(self.store.path("cancel", entry["run_id"])):
+                return None
+            running.conversion.stop()  # cancelled while converting
             return "cancelled", None, None
-        if code != 0:
-            return "failed", failure_class(code, log_tail, entry.get("command")), None
-        absent = [n for n in ("summary.json", "results.jsonl") if not os.path.lexists(os.path.join(run_dir, n))]
-        problem = convert_summary(entry, running.env)
-        for name in absent:
+        for name in running.conversion.absent:
             if os.path.lexists(os.path.join(run_dir, name)):
                 running.ours[name] = file_digest(os.path.join(run_dir, name))
         if problem:
@@ -1847,6 +1951,8 @@ class Supervisor:
         for run_id, running in list(self.running.items()):
             kill_group_fully(running.proc.pid, grace=3)
             kill_marked(running.marker, grace=1)
+            if running.conversion is not None:
+                running.conversion.stop()
             running.proc.poll()
             try:
                 set_attempt_state(running.entry, "lost", failure_class="lost", started=running.started,

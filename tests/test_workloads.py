@@ -254,6 +254,7 @@ def test_a_wrong_command_line_is_a_usage_error_not_a_data_failure(sweep):
 @needs_isolation
 @pytest.mark.parametrize("key, value, expected", [
     ("summary_from", "vf_eval", "summary_from must be"), ("stop_signal", "STOP", "stop_signal must be one of"),
+    ("summary_timeout", "soon", "summary_timeout must be"),
     ("metrics_from_log", "iter (", "does not compile"), ("stop_grace", "-3s", "stop_grace must be")])
 def test_a_bad_workload_value_is_one_line_exit_2_and_the_pod_is_not_contacted(pod, sweep, key, value, expected):
     path = write_config(sweep["project"], "/mnt/w-bad/out", [{"run_id": "a", "command": "true", key: value}])
@@ -356,6 +357,10 @@ def frameworks(pod, sweep):
     the user's own summary function; all converted by summary_from."""
     copy = "mkdir -p {{run_dir}}/{dest} && cp -r {source}/. {{run_dir}}/{dest}/"
     path = write_config(sweep["project"], FRAMEWORKS_OUT, [
+        # A converter that hangs, and a run whose timeout falls while it does: first, so both start at once.
+        {"run_id": "hung-summary", "summary_from": "python:own_summary:hang", "summary_timeout": "5s",
+         "command": "true"},
+        {"run_id": "meanwhile", "timeout": "1s", "command": "sleep 30"},
         {"run_id": "vf", "summary_from": "verifiers",
          "command": copy.format(source=FIXTURES / "verifiers" / "arith-10x2", dest="vf_out/arith-10x2")},
         {"run_id": "vf-errored", "summary_from": "verifiers",
@@ -367,7 +372,7 @@ def frameworks(pod, sweep):
          "command": "printf '1\\n0\\n1\\n1\\n' > {run_dir}/answers.txt"},
         {"run_id": "own-broken", "summary_from": "python:own_summary:summarize", "command": "true"},
     ], defaults={"gpus": 0})
-    _, runs = submit_and_wait(sweep["ops"], pod, path, "--slots", "3")
+    _, runs = submit_and_wait(sweep["ops"], pod, path, "--slots", "4")
     return runs
 
 
@@ -414,3 +419,17 @@ def test_the_users_own_summary_function_runs_with_the_runs_python(pod, framework
     assert "answers.txt" in broken["error"]
     status = pod_json(pod, f"{FRAMEWORKS_OUT}/own-broken/summary.json")
     assert status["ok"] is False  # the contract still holds: the supervisor's summary, ok false
+
+
+@needs_isolation
+def test_a_hung_converter_ends_at_its_deadline_as_bad_output_while_the_loop_goes_on(pod, frameworks):
+    hung = frameworks["hung-summary"]
+    assert (hung["state"], hung["failure_class"]) == ("failed", "bad_output"), hung
+    assert "deadline of 5s (summary_timeout)" in hung["error"]
+    assert processes_matching(pod, "own_summary hang") == []  # the converter is stopped, not left behind
+    assert pod_json(pod, f"{FRAMEWORKS_OUT}/hung-summary/summary.json")["ok"] is False
+    # The other run's timeout was acted on while the conversion hung, not after it.
+    ends = [line.split(": ", 1)[0].split()[-1] for line in pod.sh(f"cat {FRAMEWORKS_OUT}/.ops/supervisor.log").stdout
+            .splitlines() if line.endswith(")") and ("[timeout]" in line or "[bad_output]" in line)]
+    assert frameworks["meanwhile"]["state"] == "timeout"
+    assert [name for name in ends if name in ("meanwhile", "hung-summary")] == ["meanwhile", "hung-summary"], ends

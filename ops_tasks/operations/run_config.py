@@ -28,7 +28,8 @@ from ..secrets import MASK, is_secret_key, is_secret_name
 
 # Keys of a run's workload: where its summary comes from, how it is stopped, its metrics, its own
 # metadata (README, "Run configs"; checked by _workload, and again on the pod by ops_runs.py).
-WORKLOAD_KEYS = ("summary_from", "summary_metric", "stop_signal", "stop_grace", "metrics_from_log", "meta")
+WORKLOAD_KEYS = ("summary_from", "summary_metric", "summary_timeout", "stop_signal", "stop_grace",
+                 "metrics_from_log", "meta")
 # How values are written on the command line (README, "Rendering values"; checked by _styles).
 STYLE_KEYS = ("flag_style", "value_style", "styles")
 FLAG_STYLES = ("--key value", "--key=value", "key=value")
@@ -442,6 +443,11 @@ def _workload(run: dict, where: str) -> tuple:
             raise ConfigError(f"{where}: summary_metric must be a metric name (or metric,filter), "
                               f"got {run['summary_metric']!r}")
         found["summary_metric"] = run["summary_metric"].strip()
+    deadline = parse_duration(run.get("summary_timeout"), "summary_timeout", where)
+    if deadline is not None:  # the conversion's own deadline on the pod (ops_runs.Conversion)
+        if deadline >= 1e7:
+            raise ConfigError(f"{where}: summary_timeout must be less than 10^7 seconds, got {run['summary_timeout']!r}")
+        found["summary_timeout"] = deadline
     if run.get("stop_signal") is not None:
         name = run["stop_signal"].upper().removeprefix("SIG") if isinstance(run["stop_signal"], str) else None
         if name not in STOP_SIGNALS:
