@@ -2,7 +2,7 @@
 
 from invoke import Collection
 
-from . import artifacts, pod, report, runs, vllm
+from . import artifacts, campaign, pod, report, runs, vllm
 
 ns = Collection()
 ns.add_collection(pod.ns)
@@ -12,3 +12,4 @@ ns.add_collection(artifacts.ns)
 # Top-level tasks: `ops validate`, `ops report`.
 ns.add_task(report.validate)
 ns.add_task(report.report)
+ns.add_task(campaign.campaign)  # `ops campaign`: every phase, config to released pods

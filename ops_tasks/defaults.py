@@ -26,3 +26,10 @@ LOCAL_RUNS_DIR = "artifacts/pod_logs"  # fetched run directories, one per run id
 REPORT_DIR = "artifacts"  # report.md / report.json
 SUBMISSIONS_DIR = "artifacts/submissions"  # one manifest per runs.submit
 FETCH_RECORDS_DIR = "artifacts/fetched"  # one record per fetched run id, read before a pod goes
+
+# Campaigns (ops campaign: operations/campaign.py)
+CAMPAIGNS_DIR = "artifacts/campaigns"  # one folder per campaign: state, each phase's evidence, checklist
+CAMPAIGN_READY_TIMEOUT_S = 300.0  # a rented pod reachable over SSH within this, else released and replaced
+CAMPAIGN_RENT_ATTEMPTS = 3  # rents per pod before the campaign gives up
+CAMPAIGN_WAIT_TIMEOUT_S = 86400.0  # the runs' wait: never infinite
+CAMPAIGN_IDLE_POLL_S = 30.0  # --idle-release: seconds between looks at an idle pod

@@ -409,3 +409,39 @@ def _manifest_run_ids(manifest: dict) -> list:
         if isinstance(run_id, str) and RUN_ID.match(run_id) and run_id not in refused and run_id not in found:
             found.append(run_id)
     return found
+
+
+# ---------------------------------------------------------------- campaigns (ops campaign)
+
+
+def campaign_dir(project_dir, campaign_id: str) -> Path:
+    """artifacts/campaigns/<id>/: the campaign's state.json, each phase's evidence, checklist.md."""
+    if not isinstance(campaign_id, str) or not RUN_ID.match(campaign_id):
+        raise ConfigError(f"--campaign {campaign_id!r}: a campaign id is letters, digits, '.', '_' and '-' "
+                          f"(at most 128, starting with a letter or digit)")
+    return Path(project_dir) / defaults.CAMPAIGNS_DIR / campaign_id
+
+
+def load_campaign_state(project_dir, campaign_id: str) -> Optional[dict]:
+    """The campaign's state (its pods, submission, each phase's start, end and outcome), or None."""
+    path = campaign_dir(project_dir, campaign_id) / "state.json"
+    if not path.exists():
+        return None
+    state = _read_json(path)
+    if not isinstance(state, dict) or not isinstance(state.get("phases"), dict):
+        raise ConfigError(f"{path}: damaged campaign state (no phases); remove the folder to start it again")
+    return state
+
+
+def save_campaign_state(project_dir, state: dict) -> Path:
+    path = campaign_dir(project_dir, state["campaign_id"]) / "state.json"
+    _write_json(path, state)
+    return path
+
+
+def save_campaign_file(project_dir, campaign_id: str, name: str, data) -> Path:
+    """One file of the campaign's folder (a phase's evidence as JSON, the checklist as text), atomically."""
+    path = campaign_dir(project_dir, campaign_id) / name
+    text = data if isinstance(data, str) else json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
+    write_atomic(path, text)
+    return path

@@ -44,7 +44,8 @@ FAILURE_CLASSES = ("oom", "nccl", "auth", "data", "timeout", "stalled", "killed"
                    "bad_summary", "summary_not_ok", "exit_nonzero", "lost", "unschedulable", "secrets_missing",
                    "usage", "bad_output")
 # A workload key at the top is the whole config's (summary_from for every run), as if under `defaults`.
-TOP_LEVEL_KEYS = ("remote_repo", "remote_outputs_dir", "tmux_session", "defaults", "runs", "runs_csv", *WORKLOAD_KEYS)
+TOP_LEVEL_KEYS = ("remote_repo", "remote_outputs_dir", "tmux_session", "defaults", "runs", "runs_csv", "campaign",
+                  *WORKLOAD_KEYS)  # campaign: ops campaign's section (servers, sync, report)
 DEFAULT_RETRY_BACKOFF = 10.0
 SUMMARY_FRAMEWORKS = ("verifiers", "lm_eval")  # summary_from; the converters are ops_runs.py's
 STOP_SIGNALS = ("INT", "TERM", "HUP", "QUIT", "USR1", "USR2")  # ops_runs.STOP_SIGNALS

@@ -1,0 +1,741 @@
+"""Campaigns: one command from a run config to released pods, resumable (docs/ARCHITECTURE.md,
+"Campaigns").
+
+A campaign is the phases below, in order. Each is a small object: `done(state)` says whether it
+needs to run again (from what the campaign recorded), `run(state)` does it and returns its
+evidence (a dict with `ok`). The campaign records each phase's start, end, outcome and evidence
+under artifacts/campaigns/<id>/ before and after it runs, so a campaign killed anywhere (the
+laptop asleep, the link gone) resumes at the first phase not done when the same command runs
+again; what runs on the pods goes on meanwhile. The phases call the same operations the tasks
+do, over one target per pod.
+
+Outcomes: `ok`; `skipped` (nothing to do: no servers asked for, a local host); `not_ok` from a
+gate (wait with failed runs, validate): the phases after it still run (fetch, report), but the
+pods are kept; `failed`: the campaign stops there (the servers it started are stopped) and keeps
+its pods; `interrupted` / a phase left `running`: not done, run again on resume.
+"""
+
+import hashlib
+import json
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from .. import defaults, records, ssh_config
+from ..errors import ConfigError, OpsError
+from ..settings import host_identity
+
+DONE = ("ok", "skipped", "not_ok")
+TEARDOWN_POLICIES = ("release", "keep")
+_ID_STEM = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+# ---------------------------------------------------------------- what a campaign is
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    """A campaign's checked flags and config: everything decided before any contact."""
+
+    campaign_id: str
+    config: str  # the run config, as given
+    config_hash: str
+    hosts: tuple = ()  # existing hosts (-H); empty when the campaign rents its pods
+    pods: int = 0  # pods to rent on Lium
+    gpu: Optional[str] = None
+    count: Optional[int] = None
+    country: Optional[str] = None
+    volume_name: Optional[str] = None
+    public_key: Optional[str] = None
+    private_key: Optional[str] = None
+    teardown: str = "keep"
+    ready_timeout_s: float = defaults.CAMPAIGN_READY_TIMEOUT_S
+    rent_attempts: int = defaults.CAMPAIGN_RENT_ATTEMPTS
+    wait_timeout_s: float = defaults.CAMPAIGN_WAIT_TIMEOUT_S
+    vllm_timeout_s: float = defaults.VLLM_START_TIMEOUT_S
+    idle_release_s: Optional[float] = None
+    servers: tuple = ()  # ServerSpec, started on every pod
+    sync: Optional[dict] = None  # pod_sync's arguments (ref, branch, repo_url, install)
+    group_by: Optional[str] = None  # the report's
+
+    @property
+    def rents(self) -> bool:
+        return self.pods > 0
+
+
+@dataclass
+class Env:
+    """What the phases reach outside the pods, given by the task: targets by host name, the
+    run config loaded against a pod's profile, the Lium client (opened on first use), a log."""
+
+    project_dir: Path
+    target: Callable  # host name -> Target
+    submission: Callable  # Profile -> Submission
+    lium: Callable = None  # () -> the SDK's client
+    log: Callable = lambda line: None
+    _client: object = field(default=None, repr=False)
+
+    def client(self):
+        if self._client is None:
+            self._client = self.lium()
+        return self._client
+
+
+def campaign_id_of(config_path, content: bytes, where: str) -> str:
+    """The campaign a command means, with no id typed: its config (path and content) and where it
+    runs (the hosts, or what it rents). The same command finds the same campaign; an edited
+    config is a new one."""
+    path = str(Path(config_path).expanduser().resolve())
+    digest = hashlib.sha256(json.dumps([path, hashlib.sha256(content).hexdigest(), where]).encode()).hexdigest()
+    stem = _ID_STEM.sub("-", Path(config_path).stem).strip("-_")[:20] or "campaign"
+    return f"{stem}-{digest[:10]}"
+
+
+def config_hash(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- the recorded state
+
+
+class State:
+    """The campaign's record (state.json) and what the phases share while they run."""
+
+    def __init__(self, spec: CampaignSpec, env: Env, record: dict):
+        self.spec, self.env, self.record = spec, env, record
+
+    @classmethod
+    def load(cls, spec: CampaignSpec, env: Env, *, create: bool = True) -> "State":
+        record = records.load_campaign_state(env.project_dir, spec.campaign_id)
+        if record is None:
+            record = {"campaign_id": spec.campaign_id, "config": spec.config, "config_hash": spec.config_hash,
+                      "created_at": time.time(), "hosts": list(spec.hosts), "rented": [], "rent_attempts": [],
+                      "submission_id": None, "phases": {}}
+        return cls(spec, env, record)
+
+    def save(self) -> None:
+        if self.env.project_dir is not None:
+            records.save_campaign_state(self.env.project_dir, self.record)
+            records.save_campaign_file(self.env.project_dir, self.spec.campaign_id, "checklist.md", checklist(self))
+
+    def outcome(self, phase: str) -> Optional[str]:
+        return (self.record["phases"].get(phase) or {}).get("outcome")
+
+    @property
+    def hosts(self) -> list:
+        return list(self.record["hosts"])
+
+    def targets(self) -> list:
+        return [self.env.target(name) for name in self.hosts]
+
+    def manifest(self) -> dict:
+        manifest = records.load_manifest(self.env.project_dir, self.record.get("submission_id") or "")
+        if manifest is None:
+            raise OpsError(f"campaign {self.spec.campaign_id}: its submission {self.record.get('submission_id')} "
+                           f"is not recorded in {records.manifests_dir(self.env.project_dir)}")
+        return manifest
+
+    def runs_on(self, target) -> list:
+        """[{run_id, run_dir}] of the campaign's runs this pod holds (the submission's manifest says)."""
+        here = host_identity(target.profile)
+        return [{"run_id": r["run_id"], "run_dir": r["run_dir"]} for r in self.manifest()["runs"]
+                if r.get("host_id") == here]
+
+    def run_ids(self) -> list:
+        return [r["run_id"] for r in self.manifest()["runs"]]
+
+    def price_per_hour(self, host: str) -> Optional[float]:
+        """Lium's price of a pod the campaign rented, else the host profile's price_per_hour."""
+        rented = next((p for p in self.record["rented"] if p["alias"] == host), None)
+        if rented is not None:
+            return rented.get("price_per_hour")
+        return self.env.target(host).profile.price_per_hour
+
+
+# ---------------------------------------------------------------- phases
+
+
+class Phase:
+    """One step of a campaign. done(state): nothing left to do; run(state): do it, return evidence."""
+
+    name = ""
+    title = ""
+    gate = False  # a not-ok result is `not_ok` (the phases after it run, the pods are kept), not `failed`
+
+    def done(self, state: State) -> bool:
+        return state.outcome(self.name) in DONE
+
+    def run(self, state: State) -> dict:
+        raise NotImplementedError
+
+
+def _over_pods(state: State, operation: Callable, deadline_s: Optional[float] = None) -> dict:
+    """operation(target) on each of the campaign's pods at once: {"ok", "pods": {name: result}}."""
+    from ..fleet import fan_out_targets
+
+    result = fan_out_targets(state.targets(), operation, deadline_s=deadline_s)
+    evidence = {"ok": result.ok, "pods": {p["pod"]: p for p in result.pods}}
+    if not result.ok:
+        evidence["error"] = "; ".join(f"{p['pod']}: {p.get('error') or 'not ok'}" for p in result.pods
+                                      if p.get("ok") is not True)
+    return evidence
+
+
+class Rent(Phase):
+    name, title = "rent", "rent or reuse the pods"
+
+    def run(self, state: State) -> dict:
+        spec = state.spec
+        if not spec.rents:
+            return {"ok": True, "hosts": list(spec.hosts), "rented": [], "note": "existing hosts (-H): nothing rented"}
+        for index in range(spec.pods):
+            _rent_one(state, index)
+        aliases = [p["alias"] for p in state.record["rented"] if not p.get("released")]
+        state.record["hosts"] = aliases
+        records.save_fleet(state.env.project_dir, spec.campaign_id, aliases)
+        return {"ok": True, "hosts": aliases, "rented": state.record["rented"],
+                "attempts": state.record["rent_attempts"]}
+
+
+def _rent_one(state: State, index: int) -> dict:
+    """Rent pod <campaign>-<index> (or reuse it: Lium knows it by name), wait until it answers
+    SSH within --ready-timeout; a pod that does not is released and another rented, up to
+    --rent-attempts, each attempt recorded."""
+    from .lium import find_pod, plan_pod, remove_pod, start_pod, wait_ready
+
+    spec, client = state.spec, state.env.client()
+    name = f"{spec.campaign_id}-{index}"
+    entry = next((p for p in state.record["rented"] if p["name"] == name), None)
+    if entry is not None and entry.get("ready") and not entry.get("released"):
+        return entry
+    reasons = []
+    tried = sum(a["pod"] == name for a in state.record["rent_attempts"])
+    while tried < spec.rent_attempts:
+        tried += 1
+        plan = plan_pod(client, name=name, selector=None, listing=None, gpu=spec.gpu, count=spec.count,
+                        country=spec.country, volume_name=spec.volume_name, volume_id=None)
+        started = start_pod(client, plan, name=name, public_key=spec.public_key, ttl_s=None)
+        executor = plan["executor"] or {}
+        entry = _record_rented(state, name, started["id"], executor)
+        attempt = {"pod": name, "attempt": tried, "id": started["id"], "reused": plan["existing"] is not None,
+                   "price_per_hour": executor.get("price_per_hour"), "started_at": time.time()}
+        state.env.log(f"campaign: {name}: {'reusing' if attempt['reused'] else 'rented'} pod {started['id']} "
+                      f"(attempt {tried} of {spec.rent_attempts}); waiting until it answers SSH")
+        deadline = time.monotonic() + spec.ready_timeout_s
+        try:
+            pod = wait_ready(client, started["id"], name, timeout_s=spec.ready_timeout_s)
+            entry.update(price_per_hour=pod.get("price_per_hour") or entry.get("price_per_hour"),
+                         gpu_count=pod.get("gpu_count"), gpu_type=pod.get("gpu_type"))
+            _write_host_block(spec, name, pod)
+            # What Lium said of it (price, GPUs), where operations/costs.py finds a rented pod's price.
+            records.save_lium_pod(name, pod, host_identity(state.env.target(name).profile))
+            _until_ssh_answers(pod["ssh"], deadline, name, spec.ready_timeout_s)
+        except OpsError as exc:
+            reason = str(exc)
+            attempt.update(outcome="released", reason=reason, ended_at=time.time())
+            state.record["rent_attempts"].append(attempt)
+            found = find_pod(client, name)
+            if found is not None:
+                remove_pod(client, found)
+                records.forget_lium_pod(found.id)
+            entry["released"] = True
+            state.save()
+            state.env.log(f"campaign: {name}: not ready ({reason}); released it")
+            reasons.append(reason)
+            continue
+        attempt.update(outcome="ready", ended_at=time.time())
+        state.record["rent_attempts"].append(attempt)
+        entry.update(ready=True, released=False, ready_at=time.time())
+        state.save()
+        return entry
+    raise OpsError(f"pod {name}: not ready after {spec.rent_attempts} rent(s) (--rent-attempts): "
+                   + ("; ".join(reasons) or "every attempt recorded in the campaign's state"))
+
+
+def _record_rented(state: State, name: str, pod_id: str, executor: dict) -> dict:
+    """The rented pod is recorded before the wait: whatever happens next, the campaign knows
+    what bills."""
+    entry = next((p for p in state.record["rented"] if p["name"] == name), None)
+    if entry is None:
+        entry = {"name": name, "alias": name}
+        state.record["rented"].append(entry)
+    entry.update(id=pod_id, released=False, ready=False, price_per_hour=executor.get("price_per_hour"),
+                 gpu_count=executor.get("gpu_count"), gpu_type=executor.get("gpu_type"), rented_at=time.time())
+    state.save()
+    return entry
+
+
+def _write_host_block(spec: CampaignSpec, name: str, pod: dict) -> None:
+    from .lium import pod_ssh_options
+
+    ssh_config.set_pod_host(ssh_config.default_path(), name, pod_ssh_options(pod, spec.private_key), name,
+                            pod["id"])
+
+
+def _until_ssh_answers(ssh: dict, deadline: float, name: str, timeout_s: float) -> None:
+    """Lium says RUNNING before sshd listens: wait (to the ready deadline) until its port accepts."""
+    while True:
+        try:
+            with socket.create_connection((ssh["host"], int(ssh["port"])), timeout=2):
+                return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise OpsError(f"pod {name}: SSH at {ssh['host']}:{ssh['port']} did not answer within "
+                               f"{timeout_s:.0f}s (--ready-timeout)") from None
+            time.sleep(0.5)
+
+
+class Ready(Phase):
+    name, title = "ready", "every pod reachable, volume mounted"
+
+    def run(self, state: State) -> dict:
+        from .pod import pod_status
+
+        return _over_pods(state, pod_status)
+
+
+class Bootstrap(Phase):
+    name, title = "bootstrap", "bootstrap the pods from their volume"
+
+    def run(self, state: State) -> dict:
+        from .pod import pod_bootstrap
+
+        if all(t.profile.is_local for t in state.targets()):
+            return {"ok": True, "skipped": True, "note": "this machine (local): nothing to bootstrap"}
+        return _over_pods(state, lambda target: {"ok": True, "skipped": True} if target.profile.is_local
+                          else pod_bootstrap(target))
+
+
+class Sync(Phase):
+    name, title = "sync", "the repo at the pinned commit"
+
+    def run(self, state: State) -> dict:
+        from .pod import pod_sync
+
+        wanted = state.spec.sync
+        if not wanted:
+            return {"ok": True, "skipped": True, "note": "the config asks for no sync (campaign.sync)"}
+
+        def sync(target):
+            repo = state.env.submission(target.profile).remote_repo
+            return pod_sync(target, remote_repo=repo, **wanted)
+
+        return _over_pods(state, sync)
+
+
+def _on_each_server(state: State, call: Callable, none: str) -> dict:
+    """call(target, spec) for each server of the config, on each pod; skipped when there is none."""
+    if not state.spec.servers:
+        return {"ok": True, "skipped": True, "note": none}
+
+    def every_server(target):
+        results = [call(target, spec) for spec in state.spec.servers]
+        failed = [r for r in results if not r["ok"]]
+        return {"ok": not failed, "servers": results,
+                **({"error": "; ".join(r.get("error") or r["session"] for r in failed)} if failed else {})}
+
+    return _over_pods(state, every_server)
+
+
+class VllmStart(Phase):
+    name, title = "vllm_start", "start the vLLM servers the config asks for"
+
+    def run(self, state: State) -> dict:
+        from .vllm import vllm_start
+
+        return _on_each_server(state, lambda target, spec: vllm_start(
+            target, spec, restart=True, wait=True, timeout_s=state.spec.vllm_timeout_s),
+            "the config asks for no servers (campaign.servers)")
+
+
+class Submit(Phase):
+    name, title = "submit", "queue the runs"
+
+    def done(self, state: State) -> bool:
+        return super().done(state) and records.load_manifest(state.env.project_dir,
+                                                             state.record.get("submission_id") or "") is not None
+
+    def run(self, state: State) -> dict:
+        from ..fleet import submit_to_fleet
+        from .runs import new_submission_id
+
+        targets = state.targets()
+        submissions = {t.profile.name: state.env.submission(t.profile) for t in targets}
+        # The id is kept before the runs are sent: a submit cut short is sent again under the same id.
+        if not state.record.get("submission_id"):
+            state.record["submission_id"] = new_submission_id()
+            state.save()
+        report = submit_to_fleet(targets, submissions, submission_id=state.record["submission_id"],
+                                 project_dir=state.env.project_dir, config=state.spec.config)
+        return report
+
+
+class Wait(Phase):
+    name, title = "wait", "wait until the runs end"
+    gate = True
+
+    def run(self, state: State) -> dict:
+        from .runs import wait_runs
+
+        submission_id = state.record["submission_id"]
+        outputs_dir = state.manifest()["outputs_dir"]
+
+        def wait_here(target):
+            if not state.runs_on(target):
+                return {"ok": True, "host": target.profile.name, "outcome": "done", "runs": [], "counts": {},
+                        "note": "no run of the campaign was placed here"}
+            with target.round_trip_budget(state.spec.wait_timeout_s):
+                return wait_runs(target, outputs_dir=outputs_dir, submission_id=submission_id,
+                                 timeout_s=state.spec.wait_timeout_s)
+
+        evidence = _over_pods(state, wait_here)
+        # Failed runs are the gate's not-ok (fetch and report them); runs still going, or a pod
+        # that did not answer, stop the campaign here.
+        evidence["finished"] = all(pod.get("outcome") == "done" for pod in evidence["pods"].values())
+        return evidence
+
+
+class Fetch(Phase):
+    name, title = "fetch", "fetch the campaign's runs"
+
+    def run(self, state: State) -> dict:
+        from .artifacts import fetch_runs
+
+        outputs_dir = state.manifest()["outputs_dir"]
+        project = state.env.project_dir
+
+        def fetch_here(target):
+            runs = state.runs_on(target)
+            if not runs:
+                return {"ok": True, "host": target.profile.name, "runs": [], "note": "no run of the campaign here"}
+            return fetch_runs(target, runs=runs, outputs_dir=outputs_dir, local_root=records.local_runs_dir(project),
+                              records_dir=records.fetch_records_dir(project))
+
+        return _over_pods(state, fetch_here)
+
+
+class Validate(Phase):
+    name, title = "validate", "every run complete and succeeded"
+    gate = True
+
+    def run(self, state: State) -> dict:
+        from .validate import validate_root
+
+        return validate_root(records.local_runs_dir(state.env.project_dir), state.run_ids())
+
+
+class Report(Phase):
+    name, title = "report", "report.md, report.json, report.html"
+
+    def run(self, state: State) -> dict:
+        from .report import RUN_DIRS, build_report, write_report
+        from .report_html import write_report_html
+
+        project = state.env.project_dir
+        doc = build_report(records.local_runs_dir(project), group_by=state.spec.group_by, run_ids=state.run_ids(),
+                           scope=f"campaign {state.spec.campaign_id} (submission {state.record['submission_id']})")
+        run_dirs = doc.pop(RUN_DIRS)
+        # The project's deliverable (artifacts/report.*, as `ops report` writes it) and the campaign's own copy.
+        written = [write_report(doc, folder, html=lambda path: write_report_html(doc, run_dirs, path))
+                   for folder in (records.campaign_dir(project, state.spec.campaign_id), records.report_dir(project))]
+        return {"ok": True, "runs": len(doc["rows"]), "written": written, "cost": cost_summary(state, doc)}
+
+
+class VllmStop(Phase):
+    name, title = "vllm_stop", "stop the vLLM servers"
+
+    def run(self, state: State) -> dict:
+        from .vllm import vllm_stop
+
+        return _on_each_server(state, lambda target, spec: vllm_stop(target, session=spec.session, port=spec.port),
+                               "no servers to stop")
+
+
+class Teardown(Phase):
+    name, title = "teardown", "the teardown policy"
+
+    def run(self, state: State) -> dict:
+        spec = state.spec
+        if spec.teardown == "keep":
+            kept = [_kept(state, host, "--teardown keep") for host in state.hosts]
+            if spec.idle_release_s is not None:
+                return _release_when_idle(state, kept)
+            return {"ok": True, "policy": "keep", "kept": kept, "released": []}
+        unmet = [phase for phase in ("fetch", "validate", "report") if state.outcome(phase) != "ok"]
+        if unmet:
+            why = f"{', '.join(unmet)} not passed ({', '.join(str(state.outcome(p)) for p in unmet)})"
+            return _kept_all(state, why)
+        return _release(state)
+
+
+def _kept(state: State, host: str, why: str) -> dict:
+    return {"host": host, "reason": why, "price_per_hour": state.price_per_hour(host)}
+
+
+def _kept_all(state: State, why: str) -> dict:
+    kept = [_kept(state, host, why) for host in state.hosts]
+    return {"ok": False, "policy": state.spec.teardown, "kept": kept, "released": [],
+            "error": f"pods kept: {why}; keeping them costs {_per_hour(kept)}"}
+
+
+def _per_hour(kept: list) -> str:
+    prices = [k["price_per_hour"] for k in kept]
+    if not prices or any(p is None for p in prices):
+        known = [p for p in prices if p is not None]
+        return (f"${sum(known):.2f}/h and more (no price for some: set price_per_hour in their profile)"
+                if known else "an unknown amount per hour (no price: set price_per_hour in the profile)")
+    return f"${sum(prices):.2f}/h"
+
+
+def _release(state: State) -> dict:
+    """Release each rented pod whose runs are all done and fetched (teardown_check: the fetch
+    records agree with the pod); a host the campaign did not rent is never released."""
+    from .lium import find_pod, remove_pod
+    from .teardown import teardown_check
+
+    project = state.env.project_dir
+    kept, released = [], []
+    for host in state.hosts:
+        rented = next((p for p in state.record["rented"] if p["alias"] == host), None)
+        if rented is None:
+            kept.append(_kept(state, host, "not rented by this campaign (-H): release it yourself"))
+            continue
+        if rented.get("released"):  # by an earlier teardown of this campaign
+            released.append(host)
+            continue
+        target = state.env.target(host)
+        check = teardown_check(target, outputs_dir=target.profile.outputs_dir,
+                               records_dir=records.fetch_records_dir(project))
+        if check["active"] or check["unfetched"]:
+            names = [f"{r['run_id']} ({r['state']})" for r in check["active"]] + [
+                f"{r['run_id']} ({r['reason']})" for r in check["unfetched"]]
+            kept.append({**_kept(state, host, "runs not done or not fetched: " + ", ".join(names)), "check": check})
+            continue
+        pod = find_pod(state.env.client(), rented["name"])
+        if pod is not None:
+            remove_pod(state.env.client(), pod)
+            records.forget_lium_pod(pod.id)
+        ssh_config.forget_pod_hosts(ssh_config.default_path(), [host])
+        rented.update(released=True, released_at=time.time())
+        released.append(host)
+        state.save()
+    evidence = {"ok": not kept, "policy": "release", "kept": kept, "released": released}
+    if kept:
+        evidence["error"] = (f"kept {len(kept)} pod(s), costing {_per_hour(kept)}: "
+                             + "; ".join(f"{k['host']}: {k['reason']}" for k in kept))
+    return evidence
+
+
+def _release_when_idle(state: State, kept: list) -> dict:
+    """--idle-release with --teardown keep: a pod with nothing queued or running for that long is
+    released (a rented one whose runs are all fetched), else warned about, costing what it does."""
+    from .runs import runs_status
+
+    spec = state.spec
+    idle_since = {host: time.monotonic() for host in state.hosts}
+    deadline = time.monotonic() + spec.wait_timeout_s
+    while time.monotonic() < deadline:
+        for host in list(idle_since):
+            target = state.env.target(host)
+            busy = any(r["state"] in ("queued", "running")
+                       for r in runs_status(target, outputs_dir=target.profile.outputs_dir)["runs"])
+            if busy:
+                idle_since[host] = time.monotonic()
+        idle = [h for h, since in idle_since.items() if time.monotonic() - since >= spec.idle_release_s]
+        if idle:
+            break
+        time.sleep(min(defaults.CAMPAIGN_IDLE_POLL_S, spec.idle_release_s / 4))
+    else:
+        return {"ok": True, "policy": "keep", "kept": kept, "released": [], "note": "never idle before the deadline"}
+    released = _release(state)
+    warnings = [f"{k['host']} idle for {spec.idle_release_s / 60:g} min and kept ({k['reason']}): "
+                f"it costs {_per_hour([k])}" for k in released["kept"]]
+    return {"ok": True, "policy": "keep", "idle_release_s": spec.idle_release_s, "kept": released["kept"],
+            "released": released["released"], "warnings": warnings}
+
+
+PHASES = (Rent(), Ready(), Bootstrap(), Sync(), VllmStart(), Submit(), Wait(), Fetch(), Validate(), Report(),
+          VllmStop(), Teardown())
+
+
+# ---------------------------------------------------------------- costs
+
+
+def cost_summary(state: State, doc: dict) -> dict:
+    """What the campaign cost (operations/costs.py does the arithmetic): each pod's price per
+    hour (Lium's for a rented pod, else the profile's), the runs' total (the report's rows, each
+    run's share of its pod's GPUs times its duration), and each pod's idle time so far."""
+    from .costs import cost_of_time, idle_time, total
+
+    wait = _evidence(state, "wait")
+    now = time.time()
+    pods = {}
+    for host in state.hosts:
+        rented = next((p for p in state.record["rented"] if p["alias"] == host), None)
+        since = (rented or {}).get("ready_at") or state.record["created_at"]
+        runs = ((wait.get("pods") or {}).get(host) or {}).get("runs") or []
+        idle = idle_time(runs, since, now)
+        price = state.price_per_hour(host)
+        pods[host] = {"price_per_hour": price, "since": since, "idle_s": round(idle, 1),
+                      "idle_cost_usd": cost_of_time(idle, price)}
+    return {"pods": pods, "runs": total(row.get("cost") for row in doc["rows"] + doc.get("not_succeeded", [])
+                                        if isinstance(row, dict))}
+
+
+def _evidence(state: State, phase: str) -> dict:
+    path = records.campaign_dir(state.env.project_dir, state.spec.campaign_id) / f"{phase}.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# ---------------------------------------------------------------- running it
+
+
+def run_campaign(spec: CampaignSpec, env: Env) -> dict:
+    """Every phase not done yet, in order, each recorded before and after it runs; the campaign's
+    document (its phases, pods, what was kept or released, the first failure)."""
+    state = State.load(spec, env)
+    state.save()
+    stopped_at = None
+    for phase in PHASES:
+        if phase.done(state):
+            continue
+        outcome = _run_phase(state, phase)
+        if outcome == "failed":
+            stopped_at = phase.name
+            _stop_servers_after_failure(state)
+            break
+    return document(state, stopped_at)
+
+
+def _run_phase(state: State, phase: Phase) -> str:
+    project, campaign_id = state.env.project_dir, state.spec.campaign_id
+    entry = {"outcome": "running", "started_at": time.time(), "title": phase.title}
+    state.record["phases"][phase.name] = entry
+    state.save()
+    state.env.log(f"campaign {campaign_id}: {phase.name}: {phase.title}")
+    try:
+        evidence = phase.run(state)
+    except OpsError as exc:
+        evidence = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
+    except KeyboardInterrupt:
+        entry.update(outcome="interrupted", ended_at=time.time())
+        state.save()
+        raise
+    if evidence.get("skipped"):
+        outcome = "skipped"
+    elif evidence.get("ok") is True:
+        outcome = "ok"
+    else:
+        outcome = "not_ok" if phase.gate and evidence.get("finished", True) else "failed"
+    path = records.save_campaign_file(project, campaign_id, f"{phase.name}.json", evidence)
+    entry.update(outcome=outcome, ended_at=time.time(), evidence=path.name,
+                 error=evidence.get("error"), summary=_summary(phase.name, evidence))
+    state.save()
+    return outcome
+
+
+def _stop_servers_after_failure(state: State) -> None:
+    """A failure keeps the pods, but not the servers the campaign started on them."""
+    if state.outcome("vllm_start") == "ok" and state.outcome("vllm_stop") not in DONE:
+        _run_phase(state, PHASES[[p.name for p in PHASES].index("vllm_stop")])
+
+
+def _summary(name: str, evidence: dict) -> str:
+    """One line for the checklist."""
+    if evidence.get("note"):
+        return evidence["note"]
+    if name == "rent":
+        replaced = sum(a.get("outcome") == "released" for a in evidence.get("attempts", []))
+        return f"{', '.join(evidence.get('hosts', []))}" + (f" ({replaced} not ready, replaced)" if replaced else "")
+    if name == "submit":
+        return f"submission {evidence.get('submission_id')}: " + ", ".join(
+            f"{pod}: {len(ids)} runs" for pod, ids in (evidence.get("placed") or {}).items())
+    if name in ("wait", "fetch"):
+        counts = {}
+        for pod in (evidence.get("pods") or {}).values():
+            for run in pod.get("runs") or []:
+                key = run.get("state") or "fetched"
+                counts[key] = counts.get(key, 0) + 1
+        return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no runs"
+    if name == "validate":
+        return f"{evidence.get('runs')} runs, {len(evidence.get('complete') or [])} complete"
+    if name == "report":
+        return f"{evidence.get('runs')} runs: {evidence['written'][-1]['markdown']}" if evidence.get("written") else ""
+    if name == "teardown":
+        return (f"released {', '.join(evidence.get('released') or []) or 'none'}; "
+                f"kept {', '.join(k['host'] for k in evidence.get('kept') or []) or 'none'}")
+    if isinstance(evidence.get("pods"), dict):
+        return ", ".join(f"{pod}: {'ok' if result.get('ok') else 'NOT OK'}"
+                         + (f" ({len(result['servers'])} servers)" if result.get("servers") else "")
+                         for pod, result in evidence["pods"].items())
+    return evidence.get("error") or ""
+
+
+def document(state: State, stopped_at: Optional[str] = None) -> dict:
+    """What the campaign command prints: where it stands, phase by phase."""
+    phases = [{"phase": p.name, "title": p.title, **{k: v for k, v in (state.record["phases"].get(p.name) or {}).items()
+                                                     if k != "title"}} for p in PHASES]
+    for row in phases:
+        row.setdefault("outcome", "pending")
+    outcomes = [row["outcome"] for row in phases]
+    doc = {"ok": all(o in ("ok", "skipped") for o in outcomes), "campaign_id": state.spec.campaign_id,
+           "dir": str(records.campaign_dir(state.env.project_dir, state.spec.campaign_id)),
+           "config": state.spec.config, "hosts": state.hosts, "rented": state.record["rented"],
+           "rent_attempts": state.record["rent_attempts"], "submission_id": state.record.get("submission_id"),
+           "teardown": state.spec.teardown, "phases": phases, "stopped_at": stopped_at}
+    failed = [row for row in phases if row["outcome"] in ("failed", "not_ok")]
+    if failed:
+        doc["error"] = "; ".join(f"{row['phase']}: {row.get('error') or row['outcome']}" for row in failed)
+    return doc
+
+
+def would_run(spec: CampaignSpec, project_dir) -> dict:
+    """--dry-run: each phase and whether it would run, from the campaign's record; nothing contacted,
+    nothing written."""
+    record = records.load_campaign_state(project_dir, spec.campaign_id) or {"phases": {}}
+    rows = []
+    for phase in PHASES:
+        outcome = (record["phases"].get(phase.name) or {}).get("outcome")
+        rows.append({"phase": phase.name, "title": phase.title, "outcome": outcome or "pending",
+                     "would_run": outcome not in DONE})
+    return {"ok": True, "dry_run": True, "campaign_id": spec.campaign_id, "config": spec.config,
+            "hosts": list(spec.hosts) or None,
+            "would_rent": {"pods": spec.pods, "gpu": spec.gpu, "count": spec.count, "country": spec.country,
+                           "volume": spec.volume_name} if spec.rents else None,
+            "teardown": spec.teardown, "phases": rows}
+
+
+def checklist(state: State) -> str:
+    """checklist.md: where the campaign stands, for people."""
+    lines = [f"# campaign {state.spec.campaign_id}", "",
+             f"config: {state.spec.config} (sha256 {state.spec.config_hash})",
+             f"hosts: {', '.join(state.hosts) or '(not rented yet)'}; teardown: {state.spec.teardown}", ""]
+    for phase in PHASES:
+        entry = state.record["phases"].get(phase.name) or {}
+        outcome = entry.get("outcome", "pending")
+        mark = "x" if outcome in DONE else " "
+        when = ""
+        if entry.get("started_at"):
+            when = f" ({_clock(entry['started_at'])}" + (f" to {_clock(entry['ended_at'])})" if entry.get("ended_at")
+                                                         else ", still running)")
+        detail = entry.get("error") if outcome in ("failed", "not_ok") else entry.get("summary")
+        lines.append(f"- [{mark}] {phase.name}: {outcome}{when}" + (f": {detail}" if detail else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def check_teardown(value: Optional[str]) -> str:
+    policy = value or "keep"
+    if policy not in TEARDOWN_POLICIES:
+        raise ConfigError(f"--teardown must be one of {', '.join(TEARDOWN_POLICIES)}, got {value!r}")
+    return policy
