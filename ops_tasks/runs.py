@@ -131,16 +131,41 @@ def _human_value(key, value) -> str:
     return _one_line(value, 80)
 
 
+STATUS_METRIC_COLUMNS = 4  # of the runs' summary_metrics (the pod sends 8 a run): the table stays readable
+
+
+def _metric_columns(runs: list) -> list:
+    """The first STATUS_METRIC_COLUMNS names of the runs' summary_metrics, in the order met."""
+    names = {}
+    for run in runs:
+        metrics = run.get("summary_metrics")
+        for name in metrics if isinstance(metrics, dict) else ():
+            names.setdefault(name, None)
+            if len(names) == STATUS_METRIC_COLUMNS:
+                return list(names)
+    return list(names)
+
+
+def _metric_cell(run: dict, name: str) -> str:
+    """A run's summary value for the table: a number (from the pod: anything else is left blank)."""
+    metrics = run.get("summary_metrics")
+    value = metrics.get(name) if isinstance(metrics, dict) else None
+    return f"{value:.6g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+
+
 def render_table(data: dict) -> str:
+    metric_names = _metric_columns(data["runs"])
     rows = [(r["run_id"], r["state"], r.get("attempt", "-"), _reason(r), _age(_duration(r)), _gpus(r),
+             *(_metric_cell(r, name) for name in metric_names),
              _latest_step(r) or _one_line(r.get("last_line"))) for r in data["runs"]]
     where = f"submission {data['submission_id']}" if data.get("submission_id") else data.get("outputs_dir", "")
     counts = ", ".join(f"{n} {state}" for state, n in sorted(data["counts"].items())) or "no runs"
     lines = [f"{data['host']}: {where}: {counts}"]
     if data["runs"]:
         lines.append(f"progress: {progress_line(data)}")
-    lines += [tabulate(rows, headers=("run", "state", "attempt", "reason", "time", "gpus", "last output"),
-                      tablefmt="simple")]
+    headers = ("run", "state", "attempt", "reason", "time", "gpus", *(_one_line(n, 24) for n in metric_names),
+               "last output")
+    lines += [tabulate(rows, headers=headers, tablefmt="simple")]
     if "supervisor_running" in data and not data["supervisor_running"] and any(
             r["state"] in ACTIVE + ("lost",) for r in data["runs"]):
         lines.append("warning: no supervisor is running on the pod: runs.resume starts one")
@@ -329,8 +354,10 @@ def render_status(data: dict) -> str:
     if data.get("error"):
         lines.append(f"error: {data['error']}")
     if run.get("summary") is not None:
-        lines.append("summary: " + ", ".join(f"{k}={_human_value(k, v)}" for k, v in run["summary"].items()
-                                             if v is not None and not isinstance(v, (dict, list)))[:400])
+        shown = [(k, v) for k, v in run["summary"].items() if v is not None and not isinstance(v, (dict, list))]
+        nested = run.get("summary_metrics") if isinstance(run.get("summary_metrics"), dict) else {}
+        shown += [(k, v) for k, v in nested.items() if "." in str(k)]  # last_eval.val: nested, flattened
+        lines.append("summary: " + ", ".join(f"{_one_line(k, 40)}={_human_value(k, v)}" for k, v in shown)[:400])
     if run.get("stdout_tail"):
         lines += ["--- stdout.log tail ---", run["stdout_tail"]]
     return "\n".join(lines)

@@ -2124,6 +2124,10 @@ def run_report(store, run_dir, run_id, supervisor_alive, waiting, tail_lines=0):
     report["attempts"] = attempts_done(run_dir) + (1 if status else 0)
     if status and state != "queued":
         report["last_line"] = last_line(os.path.join(run_dir, "stdout.log"))
+    if state in TERMINAL:
+        leaves = summary_leaves(read_summary_small(run_dir))
+        if leaves:
+            report["summary_metrics"] = dict(leaves)  # runs.status's metric columns
     if tail_lines:
         summary = read_json(os.path.join(run_dir, "summary.json"))
         report["summary"] = summary if isinstance(summary, dict) else None
@@ -2132,6 +2136,49 @@ def run_report(store, run_dir, run_id, supervisor_alive, waiting, tail_lines=0):
             report["files_written_by"] = record["files"]  # the command's own files, or the supervisor's
         report["stdout_tail"] = tail_text(os.path.join(run_dir, "stdout.log"), tail_lines)
     return report
+
+
+SUMMARY_COLUMNS = 8  # report.SUMMARY_COLUMNS
+# Top-level summary keys that say which run it is, not what it measured (report.NOT_EXTRA's, but
+# avg_reward: a column of runs.status); objects that describe the run.
+NOT_MEASURES = ("ok", "run_id", "env_id", "model_id", "state", "failure_class", "reason", "attempt", "num_examples",
+                "rollouts_per_example", "rollouts", "best_of", "exit_code", "signal", "mean", "se", "ci95_low",
+                "ci95_high", "n")
+NOT_LEAVES = ("run_metadata", "ops")
+SMALL_SUMMARY = 1 << 20  # a summary.json larger than this is not read for the table
+
+
+def summary_leaves(summary, limit=SUMMARY_COLUMNS):
+    """[(name, number)] of a summary's measurements: its numeric leaves in file order, nested keys
+    joined by '.' (`last_eval.val`), three levels deep at most, not booleans nor NOT_MEASURES; the
+    first `limit`. The same rule as the report's columns (report.summary_leaves)."""
+    found = []
+
+    def walk(value, prefix, depth):
+        for key, item in value.items():
+            if len(found) >= limit:
+                return
+            if isinstance(item, dict):
+                if depth < 3 and not (depth == 1 and key in NOT_LEAVES):
+                    walk(item, "%s%s." % (prefix, key), depth + 1)
+            elif (depth > 1 or key not in NOT_MEASURES) and isinstance(item, (int, float)) \
+                    and not isinstance(item, bool) and item == item and abs(item) != float("inf"):
+                found.append((prefix + str(key), item))
+
+    if isinstance(summary, dict):
+        walk(summary, "", 1)
+    return found
+
+
+def read_summary_small(run_dir):
+    """summary.json parsed when it is a small regular file (the pod's data: bounded), else None."""
+    path = os.path.join(run_dir, "summary.json")
+    try:
+        if os.path.islink(path) or not os.path.isfile(path) or os.path.getsize(path) > SMALL_SUMMARY:
+            return None
+    except OSError:
+        return None
+    return read_json(path)
 
 
 def selected_runs(store, request):

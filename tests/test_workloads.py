@@ -289,14 +289,58 @@ def test_report_groups_by_the_runs_config_from_the_supervisors_record(pod, sweep
     fetched = ops("artifacts.fetch", "--host", pod.alias, "--remote-outputs-dir", SWEEP_OUT, "--run-id", run_ids,
                   "--json")
     assert fetched.returncode == 0, fetched.stderr
-    report = ops("report", "--run-id", run_ids, "--group-by", "learning_rate", "--json")
+    report = ops("report", "--run-id", run_ids, "--group-by", "learning_rate", "--metric", "last_eval.val",
+                 "--lower-is-better", "true", "--json")
     assert report.returncode == 0, report.stderr
-    groups = {g["learning_rate"]: g["runs"] for g in report.json["groups"]}
-    assert groups == {0.1: 2, 0.2: 2}
+    groups = {g["learning_rate"]: g for g in report.json["groups"]}
+    assert {lr: g["runs"] for lr, g in groups.items()} == {0.1: 2, 0.2: 2}
+    for learning_rate, group in groups.items():  # over the seeds, by hand
+        by_seed = [loss(learning_rate, seed, 5, "val") for seed in (1, 2)]
+        assert group["last_eval.val_mean"] == pytest.approx(statistics.mean(by_seed))
+        assert group["last_eval.val_sd"] == pytest.approx(statistics.stdev(by_seed))
+        assert group["last_eval.val_n"] == 2 and "too few runs (2)" in group["last_eval.val_interval"]
+    # A loss (said so: `val` names none): lowest first. Each run's nested summary values are columns, the metric first.
+    assert [g["learning_rate"] for g in report.json["groups"]] == [0.2, 0.1]
+    rows = {r["run_id"]: r for r in report.json["rows"]}
+    assert rows["train-lr0.1-s2"]["last_eval.train"] == loss(0.1, 2, 5)
+    assert report.json["columns"].index("last_eval.val") < report.json["columns"].index("last_eval.train")
+    table = ops("report", "--run-id", run_ids, "--metric", "last_eval.val").stdout
+    assert "last_eval.val" in table and f"{loss(0.2, 1, 5, 'val'):.4f}" in table
     commit = pod.sh(f"git -C {WORKLOADS} rev-parse HEAD").stdout.strip()
     assert [c[:12] for c in report.json["header"]["commits"]] == [commit[:12]]  # from the record
     validated = ops("validate", "--run-id", run_ids, "--json")
     assert validated.returncode == 0, validated.stdout + validated.stderr
+
+
+@needs_isolation
+def test_runs_status_shows_each_runs_nested_summary_values_as_columns(pod, sweep):
+    status = sweep["ops"]("runs.status", "--host", pod.alias, "--submission", sweep["submission_id"], "--json")
+    runs = {r["run_id"]: r for r in status.json["runs"]}
+    assert runs["train-lr0.2-s1"]["summary_metrics"] == {
+        "iter": 5, "last_eval.train": loss(0.2, 1, 5), "last_eval.val": loss(0.2, 1, 5, "val"),
+        "best_val_loss": loss(0.2, 1, 5, "val"), "learning_rate": 0.2, "seed": 1}
+    assert "summary_metrics" not in runs["bad-flag"]  # its summary is the supervisor's: nothing measured
+    table = sweep["ops"]("runs.status", "--host", pod.alias, "--submission", sweep["submission_id"]).stdout
+    header = next(line for line in table.splitlines() if line.startswith("run "))
+    # The first four, in the file's order (train_like.py writes its keys sorted).
+    assert header.split()[6:11] == ["best_val_loss", "iter", "last_eval.train", "last_eval.val", "last"]
+    row = next(line for line in table.splitlines() if line.startswith("train-lr0.2-s1 "))
+    assert f"{loss(0.2, 1, 5, 'val'):.6g}" in row.split()
+    one = sweep["ops"]("runs.status", "--host", pod.alias, "--remote-outputs-dir", SWEEP_OUT, "--run-id",
+                       "train-lr0.2-s1").stdout
+    assert f"last_eval.val={loss(0.2, 1, 5, 'val')}" in one
+
+
+def test_the_pod_and_the_report_take_the_same_summary_values_as_columns():
+    from ops_tasks.operations.report import summary_leaves
+
+    summary = {"ok": True, "avg_reward": 0.5, "run_id": "a", "iter": 7, "flag": True, "name": "x",
+               "last_eval": {"val": 3.0, "deep": {"a": 1, "deeper": {"b": 2}}}, "run_metadata": {"seed": 1},
+               "nan": float("nan"), **{f"m{i}": i for i in range(10)}}
+    on_pod = pod_tool.summary_leaves(summary, limit=100)
+    assert on_pod[:4] == [("avg_reward", 0.5), ("iter", 7), ("last_eval.val", 3.0), ("last_eval.deep.a", 1)]
+    assert [leaf for leaf in on_pod if leaf[0] != "avg_reward"] == summary_leaves(summary, limit=100)
+    assert len(pod_tool.summary_leaves(summary)) == len(summary_leaves(summary)) == 8
 
 
 @needs_isolation

@@ -24,6 +24,7 @@ Losses (loss, perplexity, error... in the name, or lower_is_better) rank and com
 import csv
 import functools
 import io
+import itertools
 import json
 import math
 import os
@@ -56,7 +57,7 @@ VERDICT_COLUMN = "state"
 FACTS = "_facts"
 RUN_DIRS = "_run_dirs"  # doc key: where each row's files are (the HTML reads them; never in output)  # a row's header facts, taken out of the row before it is shown
 NOT_EXTRA = {"state", "failure_class", "reason", "attempt", "rollouts_per_example", "rollouts", "num_examples", "best_of", "run_id", "env_id", "model_id",
-             *METRIC_COLUMNS, *STAT_COLUMNS}
+             "exit_code", "signal", *METRIC_COLUMNS, *STAT_COLUMNS}
 LOWER_IS_BETTER = re.compile(r"loss|perplexity|ppl|error|\berr\b|mse|mae|wer|cer\b|regret|latency", re.I)
 ALPHA = 0.05
 # The effect a "would need ~N examples" line plans for: 5% of the metric's range (or of its mean).
@@ -420,10 +421,31 @@ def _row_of(run_id: str, summary: dict, sources: list, fields: Sequence[str], me
     for name in fields:
         if name not in row:
             row[name] = _field(sources, (name,))
-    for key, value in summary.items():
-        if key not in NOT_EXTRA and key not in row and _number(value) is not None:
+    for key, value in summary_leaves(summary):
+        if key not in row:
             row[key] = value
     return row
+
+
+SUMMARY_COLUMNS = 8  # a run's summary values shown as columns: the table stays readable
+NOT_LEAVES = ("run_metadata", "ops")  # objects of a summary that describe the run, not measure it
+
+
+def summary_leaves(summary: dict, limit: int = SUMMARY_COLUMNS) -> list:
+    """[(name, number)] of a summary's measurements, as columns: its numeric leaves in file order,
+    nested keys joined by '.' (`last_eval.val`), three levels deep at most; not booleans, nor
+    what is a column already (NOT_EXTRA); the first `limit` (ops_runs.summary_leaves: the same
+    rule for runs.status)."""
+    return list(itertools.islice(_leaves(summary, "", 1), limit))
+
+
+def _leaves(value: dict, prefix: str, depth: int):
+    for key, item in value.items():
+        if isinstance(item, dict):
+            if depth < 3 and not (depth == 1 and key in NOT_LEAVES):
+                yield from _leaves(item, f"{prefix}{key}.", depth + 1)
+        elif (depth > 1 or key not in NOT_EXTRA) and _number(item) is not None:
+            yield prefix + str(key), item
 
 
 def _drop_non_finite(row: dict) -> list:
