@@ -477,3 +477,30 @@ def test_a_hung_converter_ends_at_its_deadline_as_bad_output_while_the_loop_goes
             .splitlines() if line.endswith(")") and ("[timeout]" in line or "[bad_output]" in line)]
     assert frameworks["meanwhile"]["state"] == "timeout"
     assert [name for name in ends if name in ("meanwhile", "hung-summary")] == ["meanwhile", "hung-summary"], ends
+
+
+@needs_isolation
+def test_report_compares_a_verifiers_run_and_an_lm_eval_run_on_their_shared_examples(pod, sweep, frameworks):
+    ops = sweep["ops"]
+    fetched = ops("artifacts.fetch", "--host", pod.alias, "--remote-outputs-dir", FRAMEWORKS_OUT, "--run-id", "vf,lm",
+                  "--json")
+    assert fetched.returncode == 0, fetched.stderr
+    report = ops("report", "--run-id", "vf,lm", "--compare", "vf,lm", "--json")
+    assert report.returncode == 0, report.stderr
+    # By hand, from the tools' own files: vf-eval's rollouts averaged per task id, lm-eval's per document.
+    by_hand = traces_by_example(FIXTURES / "verifiers" / "arith-10x2" / "traces.jsonl")
+    vf = {key: sum(r) / len(r) for key, r in by_hand.items()}
+    lm = {s["doc"]["id"]: s["exact_match"] for s in lm_eval_files()[1]}
+    shared = [key for key in vf if key in lm]
+    differences = [lm[key] - vf[key] for key in shared]
+    comparison = report.json["comparison"]
+    assert (comparison["run_a"], comparison["run_b"], comparison["n"]) == ("vf", "lm", len(shared)) and shared
+    assert comparison["mean_a"] == pytest.approx(statistics.mean(vf[key] for key in shared))
+    assert comparison["mean_b"] == pytest.approx(statistics.mean(lm[key] for key in shared))
+    assert comparison["mean_diff"] == pytest.approx(statistics.mean(differences))
+    if comparison["binary"]:  # McNemar's discordant pairs, counted by hand
+        assert comparison["mcnemar"]["b"] == sum(vf[k] == 1 and lm[k] == 0 for k in shared)
+        assert comparison["mcnemar"]["c"] == sum(vf[k] == 0 and lm[k] == 1 for k in shared)
+    rows = {r["run_id"]: r for r in report.json["rows"]}
+    assert rows["vf"]["avg_reward"] == pytest.approx(statistics.mean(vf.values()))
+    assert rows["lm"]["avg_reward"] == pytest.approx(statistics.mean(lm.values()))
