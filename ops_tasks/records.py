@@ -192,6 +192,13 @@ def load_fleet(project_dir, name: str) -> Optional[list]:
     return aliases
 
 
+def forget_fleet(project_dir, name: str) -> None:
+    """pod.down released every pod of the fleet: its name names nothing any more."""
+    path = _file_in(fleets_dir(project_dir), name)
+    if path is not None and path.exists():
+        path.unlink()
+
+
 # ---------------------------------------------------------------- the ledger of a fleet submission
 
 LEDGERS_DIR = "artifacts/ledgers"  # one append-only log per fleet submission

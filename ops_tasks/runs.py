@@ -453,8 +453,11 @@ def _watch(target, selected: dict, interval: float, deadline: Optional[float] = 
     "remote_outputs_dir": RUN_SELECTION_HELP["remote_outputs_dir"],
 })
 def logs(c, run_id, host=None, lines=None, follow=False, submission=None, remote_outputs_dir=None):
-    """Print a run's stdout.log; --follow streams it until the run ends."""
-    target = target_of(c, host)
+    """Print a run's stdout.log (over a fleet: from the pod holding it); --follow streams it until the run ends."""
+    from .operations.runs import run_logs
+    from .targets import LinkDown
+    fleet = fleet_targets(c, host)
+    target = _pod_holding(c, fleet, run_id, submission) if fleet else target_of(c, host)
     selected = _select(c, target, [run_id], submission, False, remote_outputs_dir)
     count = count_flag("--lines", lines, 100)
     (only,) = selected["run_ids"]
@@ -468,6 +471,52 @@ def logs(c, run_id, host=None, lines=None, follow=False, submission=None, remote
         raise lost.with_hint(f"the run goes on on the pod: follow it again with ops runs.logs --host "
                              f"{target.profile.name} --run-id {only} --follow") from None
     return None
+
+
+def _pod_holding(c, targets: list, run_id, submission):
+    """The pod of a fleet that holds run_id, by the records of this project (the ledger of a
+    fleet submission, else the manifest naming the run's pod), before any contact; exit 2 when
+    no record places it on one of these pods."""
+    from .records import load_manifest
+    from .selection import latest_submission
+    from .selection import run_ids_flag
+
+    ids = run_ids_flag([run_id])
+    if len(ids) != 1:
+        raise ConfigError(f"runs.logs --run-id {run_id!r}: one run at a time")
+    only, project = ids[0], project_dir_of(c.config)
+    by_identity = {host_identity(t.profile): t for t in targets}
+    if submission:
+        manifests = [load_manifest(project, submission)]
+        if manifests[0] is None:
+            raise ConfigError(f"no submission {submission} is recorded in this project")
+    else:  # each pod's latest submission, newest first: the run's latest placement wins
+        manifests = sorted(filter(None, (latest_submission(c, t) for t in targets)),
+                           key=lambda m: m.get("submitted_at") or 0, reverse=True)
+    for manifest in filter(None, manifests):
+        holder = _holder_in(project, manifest, only)
+        if holder in by_identity:
+            log(f"runs.logs: run {only} is on {by_identity[holder].profile.name} "
+                f"(submission {manifest.get('submission_id')})")
+            return by_identity[holder]
+    names = ", ".join(t.profile.name for t in targets)
+    raise ConfigError(f"runs.logs --run-id {only}: no submission recorded in this project placed it on one of "
+                      f"the fleet's pods ({names}); give its pod with --host")
+
+
+def _holder_in(project, manifest: dict, run_id: str):
+    """The host identity holding run_id in this submission: the ledger's current attempt (a run
+    moved by rebalancing is where it went), else the manifest's own record of its pod."""
+    run = next((r for r in manifest.get("runs") or [] if isinstance(r, dict) and r.get("run_id") == run_id), None)
+    if run is None:
+        return None
+    if manifest.get("fleet"):
+        from .records import Ledger
+
+        current = Ledger(project, manifest["submission_id"]).current(run_id)
+        if current:
+            return current["host_id"]
+    return run.get("host_id") or manifest.get("host_id")
 
 
 @ops_task(human=render_table, iterable=["run_id"], help={
@@ -544,11 +593,16 @@ def _cancel_on(c, target, run_id, submission, remote_outputs_dir):
     "slots": "Runs at a time on a pod without GPUs (default 1).",
 })
 def resume(c, host=None, remote_outputs_dir=None, tmux_session=None, slots=None):
-    """Queue again the runs left `lost` by a dead supervisor (succeeded runs are untouched)."""
-    target = target_of(c, host)
+    """Queue again the runs left `lost` by a dead supervisor (each pod of a fleet; succeeded runs untouched)."""
+    cpu_slots = count_flag("--slots", slots, None)
+    return on_each_pod(c, host, lambda target: _resume_on(c, target, remote_outputs_dir, tmux_session, cpu_slots))
+
+
+def _resume_on(c, target, remote_outputs_dir, tmux_session, cpu_slots):
+    from .operations.runs import resume_runs
+    from .selection import latest_submission, outputs_root
     latest = latest_submission(c, target) or {}
     outputs = outputs_root(remote_outputs_dir, latest, target.profile)
-    cpu_slots = count_flag("--slots", slots, None)
     return resume_runs(target, outputs_dir=outputs, tmux_session=tmux_session or latest.get("tmux_session") or RUNS_SESSION,
                        slots=cpu_slots)
 

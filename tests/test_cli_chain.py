@@ -79,7 +79,7 @@ def test_inv_chain_takes_the_host_of_the_previous_task(tmp_path, client, pod):
 def test_a_fleet_is_refused_before_any_contact_by_a_task_not_wired_for_fleets(ops, pod_factory):
     first, second = pod_factory(), pod_factory()
 
-    one_line_error(ops("-H", f"{first.alias},{second.alias}", "pod.sync"), 2, "pod.sync over a fleet is not supported yet")
+    one_line_error(ops("-H", f"{first.alias},{second.alias}", "runs.logs", "--run-id", "r"), 2, "runs.logs --run-id r")
     assert first.accepted_connections() == 0 and second.accepted_connections() == 0
 
 

@@ -138,10 +138,11 @@ def test_an_unknown_host_in_a_fleet_is_refused_before_any_contact(ops, pods):
     assert new_connections(pods, before) == [0, 0, 0]
 
 
-def test_a_task_not_wired_for_fleets_refuses_one_naming_itself_before_any_contact(ops, pods):
+def test_a_task_that_needs_one_pod_of_a_fleet_refuses_naming_the_pods_before_any_contact(ops, pods):
     before = connections(pods)
 
-    one_line_error(ops("-H", FLEET, "pod.sync"), 2, "pod.sync over a fleet is not supported yet", "fa0, fa1, fa2")
+    one_line_error(ops("-H", FLEET, "runs.logs", "--run-id", "nowhere"), 2, "runs.logs --run-id nowhere",
+                   "fa0, fa1, fa2")
     assert new_connections(pods, before) == [0, 0, 0]
 
 

@@ -313,6 +313,37 @@ def plan_pod(client, *, name: str, selector: Optional[str], listing: Optional[di
     return {"existing": None, "executor": executor, "volume": volume}
 
 
+def plan_pods(client, *, names: list, gpu: Optional[str], count: Optional[int], country: Optional[str],
+              volume_name: Optional[str], volume_id: Optional[str]) -> list:
+    """plan_pod for several pods at once (pod.up --pods): one listing of pods, executors and
+    volumes whatever their number; a pod of a name that exists is reused, the others each get
+    one of the cheapest matching executors (a different one each). Exit 1, nothing rented, when
+    fewer executors match than pods are to be rented."""
+    with lium_errors(client, "listing pods"):
+        existing = {pod.name: pod for pod in client.ps()}
+    to_rent = [name for name in names if name not in existing]
+    executors = []
+    if to_rent:
+        rows = list_executors(client, gpu=gpu, count=count)
+        rows = sorted((r for r in rows if not country or _country_matches(r, country)),
+                      key=lambda r: (r["price_per_hour"], r["id"]))
+        if len(rows) < len(to_rent):
+            wanted = ", ".join(f"{k} {v}" for k, v in (("gpu", gpu), ("count", count), ("country", country)) if v)
+            raise OpsError(f"{len(to_rent)} pods to rent, and {len(rows)} Lium executor(s) are available for "
+                           f"{wanted or 'any GPU'} right now (see pod.ls): nothing rented")
+        executors = rows[:len(to_rent)]
+    volume = None
+    if to_rent and volume_name:
+        volume = resolve_volume(client, volume_name)
+    elif to_rent and volume_id:
+        volume = check_volume_id(client, volume_id)
+    chosen = dict(zip(to_rent, executors))
+    return [{"name": name, "existing": existing.get(name),
+             "executor": executor_row(existing[name].executor) if name in existing and existing[name].executor
+             else chosen.get(name),
+             "volume": None if name in existing else volume} for name in names]
+
+
 def start_pod(client, plan: dict, *, name: str, public_key: str, ttl_s: Optional[float]) -> dict:
     """{"id", "warnings"} of the planned pod: the one that exists (--ttl is not applied to it),
     else a new rent, which bills from here."""

@@ -52,6 +52,8 @@ class FakeLium:
         self.pending_polls = pending_polls
         # Where rented pods answer SSH: {"user", "host", "port"}.
         self.ssh = dict(ssh or {"user": "root", "host": "127.0.0.1", "port": 22})
+        # Where the next rents answer SSH, one each in the order rented (a fleet's pods); then `ssh`.
+        self.ssh_queue: list = []
         self.executors: dict = {}
         self.volumes: dict = {}
         self.pods: dict = {}
@@ -236,7 +238,7 @@ class FakeLium:
         self.pods[pod_id] = {
             "id": pod_id, "pod_name": body.get("pod_name") or "Your Pod", "executor_id": executor_id,
             "status": "PENDING" if self.pending_polls else "RUNNING", "polls_left": self.pending_polls,
-            "ssh": dict(self.ssh), "created_at": _now(), "updated_at": _now(), "removal_scheduled_at": None,
+            "ssh": dict(self.ssh_queue.pop(0) if self.ssh_queue else self.ssh), "created_at": _now(), "updated_at": _now(), "removal_scheduled_at": None,
             "volume_id": volume_id, "public_keys": list(body["user_public_key"]),
         }
         return 200, {"success": True, "pod_id": pod_id}
