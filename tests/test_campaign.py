@@ -11,7 +11,8 @@ import time
 import pytest
 
 from ops_tasks.testing.fake_lium import FakeLium
-from conftest import module_client, module_pod, needs_isolation, ops_argv
+from conftest import module_client, module_pod, needs_isolation, ops_argv, pod_pids
+from ops_tasks.testing.pods import free_port
 
 pytest.importorskip("lium.sdk", reason="the Lium SDK (ops-tasks[lium]) is not installed")
 
@@ -109,22 +110,26 @@ def _fetched_at(project) -> dict:
 
 
 @needs_isolation
-def test_a_two_pod_campaign_rents_replaces_resumes_refuses_then_releases(client, pod_a, pod_b, fake, project):
+def test_a_two_pod_campaign_rents_replaces_resumes_refuses_then_releases(client, pod_a, pod_b, fake, project,
+                                                                         ops_here):
     fake.add_volume("my_volume")
     for _ in range(3):
         fake.add_executor("NVIDIA A100-SXM4-80GB", GPUS, PRICE_PER_GPU)
     fake.endpoints = [None] + [{"user": p.user, "host": "127.0.0.1", "port": p.port} for p in (pod_a, pod_b)]
     ops = campaign_ops(client, project, fake)
 
-    # 1. Killed mid-wait (the laptop gone): the runs go on on the pods.
+    # 1. Stopped mid-wait (the laptop going to sleep): the runs go on on the pods.
     first = ops(*COMMAND, wait=False)
     try:
         _wait_for_phase(project, "wait", first)
     finally:
-        os.kill(first.pid, signal.SIGKILL)
-        first.communicate(timeout=30)
+        os.kill(first.pid, signal.SIGTERM)
+        _, stderr = first.communicate(timeout=30)
+    assert first.returncode == 143 and "Traceback" not in stderr, stderr
+    assert "run the same command again to resume" in stderr.strip().splitlines()[-1]
     before = _state(project)
     cid = before["campaign_id"]
+    assert before["phases"]["wait"]["outcome"] == "interrupted"
     assert [(a["pod"], a["outcome"]) for a in before["rent_attempts"]] == [
         (f"{cid}-0", "released"), (f"{cid}-0", "ready"), (f"{cid}-1", "ready")]
     assert "not ready after 1s" in before["rent_attempts"][0]["reason"]
@@ -133,15 +138,14 @@ def test_a_two_pod_campaign_rents_replaces_resumes_refuses_then_releases(client,
     # A run the campaign did not make, on its second pod, never fetched: it keeps that pod.
     (project / "stray.json").write_text(json.dumps({"remote_repo": "/root", "runs": [
         {"run_id": "stray", "command": WRITE_SUMMARY}]}))
-    stray = subprocess.run([*ops_argv(), "runs.submit", "--host", f"{cid}-1", "--config", "stray.json"],
-                           cwd=project, env=client.env(), capture_output=True, text=True, timeout=60)
-    assert stray.returncode == 0, stray.stderr
+    assert ops_here("runs.submit", "--host", f"{cid}-1", "--config", "stray.json")[0] == 0
 
-    # 2. The same command resumes at the wait: nothing submitted or rented again.
-    second = ops(*COMMAND)
+    # 2. The same command resumes at the wait: nothing submitted or rented again. (In process from
+    # here: the program's start-up is not what this is about.)
+    code, out, _ = ops_here(*COMMAND)
 
-    assert second.returncode == 1, second.stderr_text
-    doc = second.json
+    assert code == 1
+    doc = json.loads(out)
     assert doc["submission_id"] == before["submission_id"] and len(fake.rents()) == 3
     outcomes = {p["phase"]: p["outcome"] for p in doc["phases"]}
     assert all(outcomes[p] == "ok" for p in ("rent", "ready", "bootstrap", "submit", "wait", "fetch", "validate",
@@ -167,20 +171,41 @@ def test_a_two_pod_campaign_rents_replaces_resumes_refuses_then_releases(client,
     assert all(pod["idle_s"] >= 0 for pod in cost["pods"].values())
 
     # 3. Once the stray run is fetched, the same command only tears down: both pods released.
-    assert subprocess.run([*ops_argv(), "artifacts.fetch", "--host", f"{cid}-1", "--run-id", "stray"],
-                          cwd=project, env=client.env(), capture_output=True, timeout=60).returncode == 0
-    third = ops(*COMMAND)
+    assert ops_here("artifacts.fetch", "--host", f"{cid}-1", "--run-id", "stray")[0] == 0
+    code, out, _ = ops_here(*COMMAND)
 
-    assert third.returncode == 0, third.stderr_text
-    assert {p["phase"]: p["outcome"] for p in third.json["phases"]}["teardown"] == "ok"
+    assert code == 0
+    assert {p["phase"]: p["outcome"] for p in json.loads(out)["phases"]}["teardown"] == "ok"
     assert fake.pods == {} and len(fake.rents()) == 3
     assert {k: v for k, v in _fetched_at(project).items() if k != "stray"} == fetched  # nothing fetched again
 
     # 4. Done is done: nothing contacted, rented, run or fetched.
     requests = len(fake.requests)
-    fourth = ops(*COMMAND)
-    assert fourth.returncode == 0 and len(fake.requests) == requests
+    assert ops_here(*COMMAND)[0] == 0 and len(fake.requests) == requests
     assert {k: v for k, v in _fetched_at(project).items() if k != "stray"} == fetched
+
+
+@needs_isolation
+def test_on_an_existing_host_servers_serve_the_runs_and_stop_after_a_failed_run(ops_here, pod_a, project):
+    pod_a.install_vllm_stub()
+    port = free_port()
+    (project / "served.json").write_text(json.dumps({"remote_repo": "/root", "campaign": {
+        "servers": [{"session": "cvllm", "model_id": "org/model", "port": port, "vllm_bin": "ops-vllm-stub"}]},
+        "runs": [{"run_id": "served", "command": f"curl -sf http://127.0.0.1:{port}/v1/models > "
+                                                 f"\"$OPS_RUN_DIR/models.json\" && {WRITE_SUMMARY}"},
+                 {"run_id": "broken", "command": "exit 3"}]}))
+
+    code, out, _ = ops_here("campaign", "--config", "served.json", "-H", "cpod-a", "--json")
+
+    doc = json.loads(out)
+    outcomes = {p["phase"]: p["outcome"] for p in doc["phases"]}
+    assert code == 1 and doc["hosts"] == ["cpod-a"] and doc["rented"] == []
+    assert (outcomes["vllm_start"], outcomes["wait"], outcomes["fetch"], outcomes["validate"]) == (
+        "ok", "not_ok", "ok", "not_ok")  # a failed run: still fetched, validated, reported
+    assert (outcomes["report"], outcomes["vllm_stop"], outcomes["teardown"]) == ("ok", "ok", "ok")
+    assert "broken" in doc["error"]
+    assert "org/model" in (project / "artifacts" / "pod_logs" / "served" / "models.json").read_text()
+    assert pod_pids(pod_a, "ops-vllm-stub", live=True) == []  # the server is stopped
 
 
 # ---------------------------------------------------------------- bad input, dry run
@@ -192,7 +217,8 @@ def ops_here(monkeypatch, capsys, client, fake, project):
     from ops_tasks.cli import program
 
     def run(*args, env=None):
-        for name, value in client.env(**{**fake.env(), **(env or {})}).items():
+        environment = {**fake.env(), "XDG_CACHE_HOME": str(client.home / ".cache"), **(env or {})}
+        for name, value in client.env(**environment).items():
             monkeypatch.setenv(name, value)
         monkeypatch.chdir(project)
         code = 0

@@ -618,9 +618,10 @@ def _run_phase(state: State, phase: Phase) -> str:
     project, campaign_id = state.env.project_dir, state.spec.campaign_id
     entry = {"outcome": "running", "started_at": time.time(), "title": phase.title}
     state.record["phases"][phase.name] = entry
-    state.save()
-    state.env.log(f"campaign {campaign_id}: {phase.name}: {phase.title}")
     try:
+        # Inside the try: a signal while the start is being written still records the phase as interrupted.
+        state.save()
+        state.env.log(f"campaign {campaign_id}: {phase.name}: {phase.title}")
         evidence = phase.run(state)
     except OpsError as exc:
         evidence = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
