@@ -1,9 +1,10 @@
 """report.html in a real headless browser (Debian's chromium, driven by playwright): what a person
-sees: the tables, the plot, the drill-down after a filter, a hostile answer shown as text, and no
+sees: the tables, the plot, the runs' curves, the drill-down after a filter, a hostile answer shown as text, and no
 console error or network request."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -12,7 +13,7 @@ import pytest
 from conftest import ops_argv
 from test_validate import record_submission
 
-from ops_tasks.operations.report_html import _json_block
+from ops_tasks.operations.report_html import CURVE_POINTS, _json_block, curves_svg
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -68,6 +69,9 @@ def report_html(tmp_path_factory):
     make_run(root, "run-a", "Qwen/Qwen3-4B", [1, 0, 1, 1], answers={1: HOSTILE})
     make_run(root, "run-b", "Qwen/Qwen3-32B", [1, 1, 1, 0])
     make_run(root, "run-c", "Qwen/Qwen3-0.6B", [0, 0, 1, 0])
+    for number, run_id in enumerate(("run-a", "run-b", "run-c")):  # a training log each: the curves
+        (root / run_id / "metrics.jsonl").write_text("".join(
+            json.dumps({"iter": 10 * i, "loss": 4.0 / (i + 1) + number, "tok_per_s": 33495}) + "\n" for i in range(5)))
     record_submission(project, "sub-1", ["run-a", "run-b", "run-c"], 100.0)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
     proc = subprocess.run([*ops_argv(), "report", "--compare", "run-a,run-b", "--group-by", "model_id", "--json"],
@@ -82,7 +86,7 @@ def test_the_json_block_cannot_be_closed_from_inside():
     assert json.loads(text) == {"answer": HOSTILE + "\u2028&"}
 
 
-def test_the_report_shows_its_tables_plot_and_header(browser, report_html):
+def test_the_report_shows_its_tables_plot_curves_and_header(browser, report_html):
     page, seen = open_page(browser, report_html)
 
     assert page.title().startswith("Report: ")
@@ -94,7 +98,31 @@ def test_the_report_shows_its_tables_plot_and_header(browser, report_html):
     assert page.locator("table.runs tbody tr", has_text="run-a").locator("td", has_text="0.7500").count() >= 1
     assert page.locator("svg rect.bar").count() == 3 and page.locator("svg line.ci").count() == 9
     assert "run-b better than" in page.inner_text("body") or "no detectable difference" in page.inner_text("body")
+    # Each run's logged curve (metrics.jsonl), a color per group.
+    curves = page.locator("svg.curves polyline.curve")
+    assert curves.count() == 3 and page.locator("svg.curves").is_visible()
+    assert sorted(curves.nth(i).get_attribute("data-run") for i in range(3)) == ["run-a", "run-b", "run-c"]
+    assert len({curves.nth(i).get_attribute("stroke") for i in range(3)}) == 3  # three models, three groups
+    assert all(len(curves.nth(i).get_attribute("points").split()) == 5 for i in range(3))
+    assert "Curves: loss by step" in page.inner_text("body")  # the report's metric is not logged: the log's
     assert seen == {"errors": [], "requests": [], "dialogs": []}
+
+
+def test_runs_of_one_group_share_a_color_and_long_logs_are_thinned(tmp_path):
+    dirs = {}
+    for run_id, steps in (("a", 3), ("b", 3), ("c", 5 * CURVE_POINTS)):
+        (tmp_path / run_id).mkdir()
+        (tmp_path / run_id / "metrics.jsonl").write_text(
+            "".join(json.dumps({"step": i, "last_eval": 1.0 / (i + 1)}) + "\n" for i in range(steps)) + "{torn")
+        dirs[run_id] = str(tmp_path / run_id)
+    doc = {"rows": [{"run_id": "a", "lr": 0.1}, {"run_id": "b", "lr": 0.1}, {"run_id": "c", "lr": 0.2}],
+           "group_by": ["lr"], "metric": {"name": "last_eval"}}
+    svg = curves_svg(doc, dirs)
+    drawn = {run: (stroke, points.split()) for run, stroke, points in
+             re.findall(r'data-run="([^"]+)"[^>]*stroke="([^"]+)"[^>]*points="([^"]*)"', svg)}
+    assert sorted(drawn) == ["a", "b", "c"] and drawn["a"][0] == drawn["b"][0] != drawn["c"][0]
+    assert len(drawn["a"][1]) == 3 and len(drawn["c"][1]) == CURVE_POINTS  # a torn last line is no step
+    assert curves_svg({**doc, "rows": []}, dirs) == ""
 
 
 def test_the_drill_down_filters_by_run_outcome_and_disagreement(browser, report_html):

@@ -1,5 +1,6 @@
 """report.html: the report as one self-contained file to open or mail (no network, no server):
-the header, the tables, an SVG plot of each group (else each run) with its 95% interval, and a
+the header, the tables, an SVG plot of each group (else each run) with its 95% interval, the
+runs' logged metric over their steps (metrics.jsonl: a polyline per run, a color per group), and a
 drill-down of the examples (prompt, the model's answer, reward) filtered by run, by outcome and,
 with --compare, by disagreement between the two runs.
 
@@ -16,6 +17,14 @@ from typing import Optional
 
 from .report import group_columns, models_by_task_rows, shown_columns
 from .validate import RESULTS, BadJsonLine, json_lines
+
+METRICS = "metrics.jsonl"  # a run's logged steps (the script's, or the supervisor's from metrics_from_log)
+STEP_KEYS = ("iter", "step", "global_step", "epoch")  # the x of a curve, first found; else the line's order
+CURVE_RUNS = 50  # runs drawn as curves (the first, in the table's order)
+CURVE_POINTS = 400  # points of one curve: longer logs are thinned evenly
+CURVE_LINES = 200_000  # lines of one metrics.jsonl read at most
+PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
+           "#64b5cd")
 
 # Per-example text fields, first found wins: what the model was asked, what it said, the reference.
 PROMPT_FIELDS = ("prompt", "question", "input", "problem")
@@ -179,6 +188,112 @@ def plot_svg(doc: dict) -> str:
     return f'<figure>{"".join(parts)}<figcaption>{note}</figcaption></figure>'
 
 
+def _steps(run_id: str, path: str) -> list:
+    """The logged steps of a run's metrics.jsonl (objects only, at most CURVE_LINES), [] if unreadable."""
+    steps = []
+    try:
+        for _, record in json_lines(path, run_id):
+            if isinstance(record, dict):
+                steps.append(record)
+            if len(steps) >= CURVE_LINES:
+                break
+    except (BadJsonLine, OSError):
+        return steps  # what came before a bad line is still the run's curve
+    return steps
+
+
+def _curve_metric(doc: dict, runs: list) -> Optional[str]:
+    """The y of the curves: the report's metric when the steps log it, else the first number a step
+    logs that is not its step."""
+    if any(_number_of(s.get(doc["metric"]["name"])) is not None for _, _, steps in runs for s in steps):
+        return doc["metric"]["name"]
+    for _, _, steps in runs:
+        for step in steps:
+            for key, value in step.items():
+                if key not in STEP_KEYS and _number_of(value) is not None:
+                    return key
+    return None
+
+
+def _number_of(value) -> Optional[float]:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value or abs(value) == float("inf"):
+        return None
+    return float(value)
+
+
+def _points(steps: list, metric: str) -> list:
+    """[(x, y)] of the steps that log the metric, x its step (else its order), thinned to CURVE_POINTS."""
+    points = []
+    for index, step in enumerate(steps):
+        y = _number_of(step.get(metric))
+        if y is None:
+            continue
+        x = next((_number_of(step.get(k)) for k in STEP_KEYS if _number_of(step.get(k)) is not None), float(index))
+        points.append((x, y))
+    if len(points) > CURVE_POINTS:
+        stride = len(points) / CURVE_POINTS
+        points = [points[int(i * stride)] for i in range(CURVE_POINTS - 1)] + [points[-1]]
+    return points
+
+
+def curves_of(doc: dict, run_dirs: dict) -> tuple:
+    """(metric, [(run id, group label, [(x, y)])]) of the first CURVE_RUNS rows with a metrics.jsonl."""
+    runs = []
+    for row in doc["rows"]:
+        if len(runs) >= CURVE_RUNS:
+            break
+        path = os.path.join(run_dirs.get(row["run_id"], ""), METRICS)
+        if row["run_id"] in run_dirs and os.path.isfile(path):
+            label = " / ".join(_cell(row.get(k)) for k in doc.get("group_by") or ["run_id"])
+            runs.append((row["run_id"], label, _steps(row["run_id"], path)))
+    metric = _curve_metric(doc, runs)
+    if metric is None:
+        return None, []
+    curves = [(run_id, label, _points(steps, metric)) for run_id, label, steps in runs]
+    return metric, [c for c in curves if c[2]]
+
+
+def curves_svg(doc: dict, run_dirs: Optional[dict]) -> str:
+    """The runs' logged metric over their steps: an SVG polyline per run, one color per group."""
+    metric, curves = curves_of(doc, run_dirs or {})
+    if not curves:
+        return ""
+    xs = [x for _, _, points in curves for x, _ in points]
+    ys = [y for _, _, points in curves for _, y in points]
+    x_low, x_high, y_low, y_high = min(xs), max(xs), min(ys), max(ys)
+    width, height, left, bottom, top, right = 640, 300, 60, 30, 10, 10
+
+    def at(x, y):
+        return (left + (x - x_low) / ((x_high - x_low) or 1.0) * (width - left - right),
+                height - bottom - (y - y_low) / ((y_high - y_low) or 1.0) * (height - bottom - top))
+
+    colors = {}
+    for _, label, _ in curves:
+        colors.setdefault(label, PALETTE[len(colors) % len(PALETTE)])
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+             f'class="curves" aria-label="{_e(metric)} over steps">',
+             f'<line x1="{left}" y1="{height - bottom}" x2="{width - right}" y2="{height - bottom}" class="axis"/>',
+             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" class="axis"/>']
+    for value in (y_low, y_high):
+        parts.append(f'<text x="{left - 6}" y="{at(x_low, value)[1] + 4:.1f}" class="tick" '
+                     f'text-anchor="end">{value:.4g}</text>')
+    for value, anchor in ((x_low, "start"), (x_high, "end")):
+        parts.append(f'<text x="{at(value, y_low)[0]:.1f}" y="{height - bottom + 14}" class="tick" '
+                     f'text-anchor="{anchor}">{value:g}</text>')
+    for run_id, label, points in curves:
+        drawn = " ".join(f"{px:.1f},{py:.1f}" for px, py in (at(x, y) for x, y in points))
+        parts.append(f'<polyline class="curve" data-run="{_e(run_id)}" data-group="{_e(label)}" fill="none" '
+                     f'stroke="{colors[label]}" stroke-width="1.5" points="{drawn}"><title>{_e(run_id)} '
+                     f'({_e(label)})</title></polyline>')
+    parts.append("</svg>")
+    legend = "".join(f'<span class="legend"><span class="swatch" style="background:{color}"></span>{_e(label)}</span>'
+                     for label, color in colors.items())
+    grouped = ", ".join(doc.get("group_by") or []) or "run"
+    return (f'<h2>Curves: {_e(metric)} by step</h2><figure>{"".join(parts)}<figcaption>{legend}<br>'
+            f'{_e(metric)} from each run\'s {METRICS} (a line per run, a color per {_e(grouped)}; '
+            f'the first {CURVE_RUNS} runs)</figcaption></figure>')
+
+
 def _json_block(data) -> str:
     """JSON that no text inside it can end the <script> element it sits in."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
@@ -194,6 +309,7 @@ th,td{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}td.text{white-space:pre-wrap;max-width:36em;font-family:ui-monospace,monospace;font-size:12px}
 .bar{fill:#4c72b0}.ci{stroke:#222;stroke-width:1.5}.axis{stroke:#888}.tick,.label{font-size:10px}
 .controls label{margin-right:1em}.failed td{color:#a33}ul.header{list-style:none;padding:0}
+.legend{margin-right:1em}.swatch{display:inline-block;width:.8em;height:.8em;margin-right:.3em}
 """
 
 SCRIPT = """
@@ -261,16 +377,17 @@ def _models_by_task_html(table: Optional[dict]) -> str:
             + table_html(models_by_task_rows(table), ["model_id", *table["tasks"]], "models-by-task"))
 
 
-def render_html(doc: dict, examples) -> str:
+def render_html(doc: dict, examples, run_dirs: Optional[dict] = None) -> str:
     """The whole page as one string (write_report_html streams the same parts to the file)."""
-    head, tail = page_parts(doc)
+    head, tail = page_parts(doc, run_dirs)
     return head + ",".join(_json_block(e) for e in examples) + tail
 
 
-def page_parts(doc: dict) -> tuple:
-    """(everything before the examples' JSON array items, everything after them)."""
+def page_parts(doc: dict, run_dirs: Optional[dict] = None) -> tuple:
+    """(everything before the examples' JSON array items, everything after them); run_dirs (run id
+    -> directory) gives the runs' curves."""
     parts = [f"<h1>Report: {_e(doc['root'])}</h1>", _header_html(doc["header"]),
-             _models_by_task_html(doc.get("models_by_task")), plot_svg(doc)]
+             _models_by_task_html(doc.get("models_by_task")), plot_svg(doc), curves_svg(doc, run_dirs)]
     if doc["rows"]:
         shown = doc["rows"][:ROW_LIMIT]
         parts.append(f"<h2>Runs ({doc['count']})</h2>" + table_html(shown, doc["columns"], "runs")
@@ -327,7 +444,7 @@ def write_report_html(doc: dict, run_dirs: dict, path) -> Path:
     at a time: memory stays flat whatever the size of the results files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    head, tail = page_parts(doc)
+    head, tail = page_parts(doc, run_dirs)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         with open(partial, "w", encoding="utf-8", errors="surrogateescape") as out:
