@@ -240,17 +240,30 @@ class Ledger:
 
     def move(self, run_id: str, to_host_id: str, to_host: str) -> None:
         """A queued run withdrawn from its pod and queued on another: the same attempt, elsewhere."""
-        current = self.current(run_id)
-        if current is None:
-            raise OpsError(f"ledger {self.submission_id}: cannot move {run_id}: it was never placed")
-        self._append({"event": "moved", "run_id": run_id, "from": current["host_id"], "host_id": to_host_id,
-                      "host": to_host, "attempt": current["attempt"]})
+        self.move_all([(run_id, to_host_id, to_host)])
 
     def record_state(self, run_id: str, host_id: str, state: str) -> None:
         """What a pod said of its attempt of run_id (a pod that came back keeps its attempt)."""
         if self._attempt_on(run_id, host_id) is None:
             raise OpsError(f"ledger {self.submission_id}: {run_id} has no attempt on {host_id}")
         self._append({"event": "state", "run_id": run_id, "host_id": host_id, "state": state})
+
+    def record_states(self, changes) -> None:
+        """record_state() of many (run_id, host_id, state) in one write and one fsync (a look at a
+        fleet hears of hundreds of runs); a change for a pod the run has no attempt on is left out."""
+        self._append_all([{"event": "state", "run_id": run_id, "host_id": host_id, "state": state}
+                          for run_id, host_id, state in changes if self._attempt_on(run_id, host_id) is not None])
+
+    def move_all(self, moves) -> None:
+        """move() of many (run_id, to_host_id, to_host) in one write and one fsync."""
+        events = []
+        for run_id, host_id, host in moves:
+            current = self.current(run_id)
+            if current is None:
+                raise OpsError(f"ledger {self.submission_id}: cannot move {run_id}: it was never placed")
+            events.append({"event": "moved", "run_id": run_id, "from": current["host_id"], "host_id": host_id,
+                           "host": host, "attempt": current["attempt"]})
+        self._append_all(events)
 
     def mark_lost(self, host_id: str) -> list:
         """A pod unreachable too long: recorded; the run ids whose current attempt it held unfinished
@@ -270,6 +283,11 @@ class Ledger:
         succeeded = [a for a in attempts if a.get("state") == "succeeded"]
         chosen = (succeeded or attempts or [None])[-1]
         return dict(chosen) if chosen else None
+
+    def attempt_on(self, run_id: str, host_id: str) -> Optional[dict]:
+        """The latest attempt of run_id on this pod (None when it never had one)."""
+        attempt = self._attempt_on(run_id, host_id)
+        return dict(attempt) if attempt else None
 
     def runs_on(self, host_id: str) -> list:
         """Run ids whose current attempt is on this pod, in placement order."""

@@ -369,10 +369,18 @@ def render_status(data: dict) -> str:
     "watch": "Keep showing the table until the runs end: redrawn in place on a terminal, "
              "else one line per change (one JSON document per change under --json).",
     "interval": f"With --watch: seconds between refreshes, one round trip each (default {WATCH_INTERVAL_S:g}).",
+    "rebuild": "Over a fleet submission: rebuild its ledger (which run is on which pod) from the pods' manifests.",
 })
 def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs_dir=None, tail_lines=None,
-           watch=False, interval=None):
+           watch=False, interval=None, rebuild=False):
     """State of runs: one run in detail (--run-id), or a submission's table; exit 1 if any failed."""
+    if rebuild:
+        from .fleet import rebuild_ledger
+
+        steered = _fleet_submission(c, host, run_id, submission, remote_outputs_dir)
+        if not steered:
+            raise ConfigError("runs.status --rebuild rebuilds a fleet submission's ledger: name its pods with --host")
+        return rebuild_ledger(*steered)
     return on_each_pod(c, host, lambda target: _status_on(c, target, run_id, submission, all, remote_outputs_dir,
                                                           tail_lines, watch, interval))
 
@@ -519,13 +527,86 @@ def _holder_in(project, manifest: dict, run_id: str):
     return run.get("host_id") or manifest.get("host_id")
 
 
+FLEET_STEER_HELP = {
+    "lost_after": "Over a fleet submission: seconds a pod may stay unreachable before its unfinished runs "
+                  "are placed on the other pods (default 600).",
+    "no_rebalance": "Over a fleet submission: leave queued runs where they are (no moves to idle pods).",
+}
+
+
 @ops_task(human=render_table, iterable=["run_id"], help={
     **{k: v for k, v in RUN_SELECTION_HELP.items() if k != "all"},
     "timeout": "Seconds to wait at most (default: no limit).",
+    **FLEET_STEER_HELP,
 })
-def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, timeout=None):
+def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, timeout=None, lost_after=None,
+         no_rebalance=False):
     """Wait until a submission's runs end, with a progress bar; exit 1 if any failed."""
+    from .fleet import LOST_AFTER_S
+
+    timeout_s = seconds_flag("--timeout", timeout, None)
+    lost_after_s = seconds_flag("--lost-after", lost_after, LOST_AFTER_S)
+    steered = _fleet_submission(c, host, run_id, submission, remote_outputs_dir)
+    if steered:
+        return _steer(steered, timeout_s=timeout_s, lost_after_s=lost_after_s, rebalance=not no_rebalance)
     return on_each_pod(c, host, lambda target: _wait_on(c, target, run_id, submission, remote_outputs_dir, timeout))
+
+
+@ops_task(human=render_table, help={"submission": RUN_SELECTION_HELP["submission"],
+                                    "lost_after": FLEET_STEER_HELP["lost_after"]})
+def balance(c, host=None, submission=None, lost_after=None):
+    """Over a fleet submission, once: move queued runs to idle pods, place a lost pod's runs again."""
+    from .fleet import LOST_AFTER_S
+
+    lost_after_s = seconds_flag("--lost-after", lost_after, LOST_AFTER_S)
+    steered = _fleet_submission(c, host, None, submission, None)
+    if not steered:
+        raise ConfigError("runs.balance works on a fleet submission: name its pods with --host (a fleet, or a,b,c)")
+    return _steer(steered, once=True, lost_after_s=lost_after_s)
+
+
+def _fleet_submission(c, host, run_id, submission, remote_outputs_dir):
+    """(targets, manifest, project) when the task is over a fleet submission made from this
+    project, all its pods named; else None (each pod waits on its own)."""
+    from .records import load_manifest
+    from .selection import latest_submission
+
+    if run_id or remote_outputs_dir:
+        return None
+    targets = fleet_targets(c, host)
+    if not targets:
+        return None
+    project = project_dir_of(c.config)
+    manifest = load_manifest(project, submission) if submission else latest_submission(c, targets[0])
+    if submission and manifest is None:
+        raise ConfigError(f"no submission {submission} is recorded in this project")
+    named = {host_identity(t.profile) for t in targets}
+    if not (manifest or {}).get("fleet") or not set(manifest.get("host_ids") or []) <= named:
+        return None
+    return targets, manifest, project
+
+
+def _steer(steered, **options) -> dict:
+    """Keep a fleet submission going (fleet.steer), saying each move and lost pod on stderr."""
+    from .fleet import steer
+
+    targets, manifest, project = steered
+    said = {"moves": 0, "replaced": 0, "notes": 0}
+
+    def on_look(steering):
+        for key, lines in (("moves", [f"moved {m['run_id']}: {m['from']} -> {m['to']}" for m in steering.moves]),
+                           ("replaced", [f"placed again {m['run_id']}: {m['from']} (lost) -> {m['to']}"
+                                         for m in steering.replaced]),
+                           ("notes", list(steering.notes))):
+            for line in lines[said[key]:]:
+                log(line)
+            said[key] = len(lines)
+
+    try:
+        return steer(targets, manifest, project, on_look=on_look, **options)
+    except KeyboardInterrupt as exc:
+        raise stopped(exc, f"the runs go on on the pods: wait again with ops runs.wait --host "
+                           f"{','.join(t.profile.name for t in targets)} --submission {manifest['submission_id']}") from None
 
 
 def _wait_on(c, target, run_id, submission, remote_outputs_dir, timeout):
@@ -608,6 +689,6 @@ def _resume_on(c, target, remote_outputs_dir, tmux_session, cpu_slots):
 
 
 ns = Collection("runs")
-for _task in (submit, status, logs, wait, cancel, resume):
+for _task in (submit, status, logs, wait, balance, cancel, resume):
     ns.add_task(_task)
 ns.add_task(list_, name="list")

@@ -1288,7 +1288,7 @@ def submit(request):
             "runs": [{"run_id": r["run_id"], "run_dir": r["run_dir"]} for r in runs],
             "queued": [q["run_id"] for q in queued], "skipped": skipped, "refused": refused,
         }
-        write_json(store.path("submissions", submission_id + ".json"), manifest)
+        write_json(store.path("submissions", submission_id + ".json"), with_earlier_runs(store, manifest))
     result = {"queued": queued, "skipped": skipped, "refused": refused}
     if request.get("foreground"):
         result.update(run_in_foreground(store, request))
@@ -2418,8 +2418,132 @@ def file_identity(path):
     return info.st_ino, info.st_size
 
 
+# ---------------------------------------------------------------- a fleet's requests
+
+
+def with_earlier_runs(store, manifest):
+    """A submission sent to this pod again under its id (a fleet moves a run here, or places a
+    lost pod's run again) adds to the pod's manifest of it: its earlier runs stay named."""
+    earlier = read_json(store.path("submissions", manifest["submission_id"] + ".json"))
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("runs"), list):
+        return manifest
+    new_ids = {r["run_id"] for r in manifest["runs"]}
+    runs = [r for r in earlier["runs"] if isinstance(r, dict) and r.get("run_id") not in new_ids]
+    queued = [q for q in earlier.get("queued") or [] if q not in new_ids]
+    return dict(manifest, runs=runs + manifest["runs"], queued=queued + manifest["queued"],
+                submitted_at=earlier.get("submitted_at") or manifest["submitted_at"])
+
+
+def gpu_memory():
+    """[{index, memory_used_mib, memory_total_mib}] from nvidia-smi ([] without it)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.used,memory.total",
+                              "--format=csv,noheader,nounits"], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, timeout=20, universal_newlines=True)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.stdout.splitlines() if out.returncode == 0 else []:
+        parts = [p.strip() for p in line.split(",")]
+        try:
+            gpus.append({"index": int(parts[0]), "memory_used_mib": float(parts[1]),
+                         "memory_total_mib": float(parts[2])})
+        except (ValueError, IndexError):
+            continue
+    return gpus
+
+
+def units_needed(gpus, gpu_count):
+    """What a run takes of what the supervisor hands out (as claim_ready counts it)."""
+    if not gpu_count:
+        return 1
+    return gpu_count if gpus is None else gpus
+
+
+def probe(request):
+    """All a fleet places and rebalances by, in one answer: the pod's GPUs, the units its
+    supervisor hands out and those in use, its queued runs in the order they start, the state
+    of the runs asked about, and its manifest of the submission."""
+    store = Store(request["outputs_dir"])
+    alive, queued = store.supervisor_alive(), store.queued()
+    claimed = {n[:-5] for n in store.names("active") if n.endswith(".json")}
+    waiting = store.waiting_ids(queued)
+    runs = [run_report(store, d, r, alive, waiting)
+            for r, d in selected_runs(store, request)] if request.get("run_ids") else []
+    gpus = gpu_memory()
+    info = read_json(store.path("supervisor.json")) or {}
+    slots = store.read_slots() or request.get("slots") or len(info.get("slots") or []) or 1
+    capacity = len(gpus) if gpus else slots
+    in_use = sum(units_needed(e.get("gpus"), len(gpus)) for e in store.active())
+    waiting_runs = [{"run_id": e["run_id"], "submission_id": e.get("submission_id"), "gpus": e.get("gpus"),
+                     "timeout": e.get("timeout")} for e in queued if e["run_id"] not in claimed]
+    manifest = None
+    if isinstance(request.get("submission_id"), str) and RUN_ID.match(request["submission_id"]):
+        manifest = read_json(store.path("submissions", request["submission_id"] + ".json"))
+    return {"runs": runs, "supervisor_running": alive, "outputs_dir": store.root, "gpus": gpus,
+            "capacity": capacity, "units_in_use": min(in_use, capacity), "queued": waiting_runs,
+            "manifest": manifest if isinstance(manifest, dict) else None}
+
+
+def withdraw(request):
+    """Take runs off this pod's queue that have not started (the laptop queues them on another
+    pod), under the queue lock: the supervisor claims a run under it too, so each run is either
+    claimed here first (kept, it runs here) or withdrawn (it will never start here). A withdrawn
+    run's directory is as it was before it was queued, and it leaves the pod's manifest."""
+    store = Store(request["outputs_dir"])
+    asked = selected_runs(store, {"run_ids": request.get("run_ids") or [], "run_dirs": request.get("run_dirs") or {}})
+    if not os.path.isdir(store.ops):
+        return {"withdrawn": [], "kept": [{"run_id": r, "reason": "not queued here"} for r, _ in asked]}
+    submission_id = request.get("submission_id")
+    if not isinstance(submission_id, str) or not RUN_ID.match(submission_id):
+        raise BadRequest("submission id %r is not one" % (submission_id,))
+    withdrawn, kept = [], []
+    with store.queue_lock(), BatchedSync():
+        claimed = {n[:-5] for n in store.names("active") if n.endswith(".json")}
+        entries = {}
+        for entry in store.queued():
+            entries.setdefault(entry["run_id"], []).append(entry)
+        for run_id, run_dir in asked:
+            mine = [e for e in entries.get(run_id, ()) if e.get("submission_id") == submission_id]
+            if run_id in claimed or not mine:
+                kept.append({"run_id": run_id, "reason": "started" if run_id in claimed else "not queued here"})
+                continue
+            for entry in mine:
+                remove_quietly(entry["_file"])
+            forget_queued_attempt(store, run_dir, run_id)
+            withdrawn.append(run_id)
+        if withdrawn:
+            leave_manifest(store, submission_id, set(withdrawn))
+    return {"withdrawn": withdrawn, "kept": kept}
+
+
+def forget_queued_attempt(store, run_dir, run_id):
+    """The run directory as before queue_run: its queued status gone, an earlier attempt back."""
+    remove_quietly(status_path(run_dir))
+    remove_quietly(store.path("specs", run_id + ".json"))
+    earlier = attempts_done(run_dir)
+    if earlier:
+        restore_attempt(run_dir, earlier)
+        return
+    try:
+        os.rmdir(run_dir)  # only when nothing else is in it
+    except OSError:
+        pass
+
+
+def leave_manifest(store, submission_id, run_ids):
+    path = store.path("submissions", submission_id + ".json")
+    manifest = read_json(path)
+    if not isinstance(manifest, dict):
+        return
+    manifest["runs"] = [r for r in manifest.get("runs") or [] if not (isinstance(r, dict) and r.get("run_id") in run_ids)]
+    manifest["queued"] = [q for q in manifest.get("queued") or [] if q not in run_ids]
+    manifest["withdrawn"] = sorted(set(manifest.get("withdrawn") or []) | run_ids)
+    write_json(path, manifest)
+
+
 COMMANDS = {"submit": submit, "supervise": supervise, "status": status, "wait": wait, "cancel": cancel,
-            "resume": resume, "logs": logs}
+            "resume": resume, "logs": logs, "probe": probe, "withdraw": withdraw}
 
 
 def main(argv=None):
