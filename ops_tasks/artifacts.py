@@ -10,12 +10,10 @@ from invoke import Collection
 from .defaults import LOCAL_RUNS_DIR
 from .errors import ConfigError
 from .flags import count_flag
-from .fleet import FleetResult, fleet_document
-from .operations.artifacts import archive_runs, checked_patterns, fetch_runs
 from .output import json_requested, on_each_pod, ops_task
-from .records import fetch_records_dir, load_manifest
-from .selection import select_runs
 from .settings import host_identity, project_dir_of
+# The operations, fleet, records and selection are imported by the functions that use them:
+# `ops --list` and `ops TASK --help` load none of them (ARCHITECTURE.md, "Start-up").
 
 SELECTION_HELP = {
     "run_id": "Run id(s), repeated or comma-separated (default: the latest submission's runs).",
@@ -56,6 +54,8 @@ def archive(c, host=None, run_id=None, submission=None, remote_outputs_dir=None)
 
 
 def _archive_on(c, target, run_id, submission, remote_outputs_dir) -> dict:
+    from .operations.artifacts import archive_runs
+    from .selection import select_runs
     selected = select_runs(c, target, run_id, submission, False, remote_outputs_dir)
     return archive_runs(target, runs=_runs_on(c, target, selected), patterns=target.profile.archive_patterns,
                         outputs_dir=selected["outputs_dir"])
@@ -122,6 +122,7 @@ def fetch(c, host=None, run_id=None, submission=None, all=False, local_root=None
           bwlimit=None, exclude=None, include=None):
     """Fetch run directories from the pod (each pod of a fleet at once): rsync over OpenSSH,
     incremental and resumable."""
+    from .operations.artifacts import checked_patterns
     excluded = checked_patterns("--exclude", exclude)
     included = checked_patterns("--include", include)
     bar = ByteBar()
@@ -136,6 +137,9 @@ def fetch(c, host=None, run_id=None, submission=None, all=False, local_root=None
 
 def _fetch_from(c, target, bar: ByteBar, *, run_id, submission, all, local_root, remote_outputs_dir, bwlimit,
                 include, exclude) -> dict:
+    from .operations.artifacts import fetch_runs
+    from .records import fetch_records_dir
+    from .selection import select_runs
     selected = select_runs(c, target, run_id, submission, all, remote_outputs_dir)
     runs = [] if all else _runs_on(c, target, selected)
     limit = count_flag("--bwlimit", bwlimit, None) if bwlimit is not None else None
@@ -153,6 +157,7 @@ def _fetch_from(c, target, bar: ByteBar, *, run_id, submission, all, local_root,
 
 def _runs_on(c, target, selected: dict) -> list:
     """The selected runs this pod holds: a fleet submission's manifest says which pod has each."""
+    from .records import load_manifest
     runs = _runs_of(selected)
     manifest = load_manifest(project_dir_of(c.config), selected["submission_id"]) if "submission_id" in selected else None
     if not (manifest or {}).get("fleet"):
@@ -165,6 +170,7 @@ def _runs_on(c, target, selected: dict) -> list:
 def _one_copy_each(document: dict) -> dict:
     """A fleet's fetch lands every run in one folder per run id: a run id that came from two pods
     has a local copy of one of them, or a mix, and neither pod's fetch is ok."""
+    from .fleet import FleetResult, fleet_document
     fetched_from = {}
     for name, pod in document["pods"].items():
         for run in pod.get("runs") or []:

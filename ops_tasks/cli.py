@@ -2,26 +2,28 @@
 
 What it adds to Invoke's Program (see README, "The command line"): `-H/--hosts` for a whole
 chain, bad input as one line and exit 2 with the nearest names, a core --help that lists only
-the core flags that mean something here, and the project directory found upwards from the
-current one (where invoke.yaml is).
+the core flags that mean something here, the project directory found upwards from the
+current one (where invoke.yaml is), a parser that holds only the tasks argv names (start-up),
+and shell completion of the value of --host and -H.
 """
 
 import difflib
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
+from typing import Optional
 
 from invoke import Exit, Program
 from invoke.exceptions import ParseError
-from invoke.parser import Argument
+from invoke.parser import Argument, Parser, ParserContext
 
 from . import __version__
 from .collection import ns
 from .errors import ConfigError
 from .output import CLI_HOST_KEY, check_runtime_config, quit_on_closed_pipe
-from .settings import check_project_config
-from .targets import close_all
+from .settings import LOCAL, check_project_config
 
 # Invoke's core flags that change nothing in these tasks (they configure c.run(), which no task
 # uses): still parsed, so scripts that pass them keep working, but not shown in `ops --help`.
@@ -29,6 +31,8 @@ _HIDDEN_CORE_FLAGS = frozenset({"command-timeout", "echo", "hide", "prompt-for-s
                                 "warn-only", "write-pyc"})
 _UNKNOWN = re.compile(r"^No idea what '(.*)' is!$")
 _NEEDS_VALUE = re.compile(r"^Flag <Argument: ([^ >]+)[^>]*> needed value")
+# The flags whose value is a host (a task's --host, the core -H/--hosts): completed with host names.
+_HOST_FLAGS = frozenset({"--host", "--hosts", "-H"})
 
 
 def preflight(directory) -> None:
@@ -67,6 +71,39 @@ def chain_hosts(value):
     return ",".join(hosts)
 
 
+def host_word(tokens) -> Optional[str]:
+    """The word being completed when it is the value of a host flag ('' for a value not begun),
+    else None. A word that is already a whole host name is not being completed: what comes next
+    is (the shell hands over `--host pod1 ` and `--host pod1` alike)."""
+    if tokens and tokens[-1] in _HOST_FLAGS:
+        return ""
+    if len(tokens) >= 2 and tokens[-2] in _HOST_FLAGS:
+        return tokens[-1]
+    return None
+
+
+def host_candidates(word: str, names) -> list:
+    """Completions of word among names; in a comma list, of its last item (the others kept)."""
+    done, _, _ = word.rpartition(",")
+    prefix = f"{done}," if done else ""
+    taken = set(done.split(","))
+    return [f"{prefix}{name}" for name in sorted(set(names)) if name not in taken]
+
+
+def host_names(ops_config, ssh_config_path: Path) -> list:
+    """What --host takes by name: the built-in local, invoke.yaml's profiles and fleets, and the
+    Host aliases pod.up wrote into ~/.ssh/config."""
+    from .ssh_config import pod_up_aliases  # only when completing
+
+    ops_config = ops_config or {}
+    names = [LOCAL, *(ops_config.get("profiles") or {}), *(ops_config.get("fleets") or {})]
+    try:
+        names += pod_up_aliases(ssh_config_path)
+    except (OSError, ConfigError):  # an unreadable ~/.ssh/config completes with the rest
+        pass
+    return names
+
+
 def nearest(word: str, names) -> str:
     """'; did you mean X?' for the closest of names, or nothing."""
     close = difflib.get_close_matches(word, sorted(names), n=1, cutoff=0.6)
@@ -103,6 +140,19 @@ class OpsProgram(Program):
         self.config.set_project_location(str(project))
         self.config.load_project()
 
+    def _make_parser(self):
+        """Invoke's parser, holding only the tasks argv names: Invoke's builds a context for
+        every task of the collection (each from its signature) and its ParseMachine deep-copies
+        them all, a fifth of `ops --list`'s start-up for contexts nothing looked at."""
+        named = set(self.core.unparsed) | set(self.core.remainder.split())
+        if isinstance(self.args.help.value, str):  # `ops --help TASK`
+            named.add(self.args.help.value)
+        ignore_unknown_help = self.config.tasks.ignore_unknown_help
+        contexts = [ParserContext(name=name, aliases=aliases,
+                                  args=self.collection[name].get_arguments(ignore_unknown_help=ignore_unknown_help))
+                    for name, aliases in self.collection.task_names.items() if named & {name, *aliases}]
+        return Parser(initial=self.initial_context, contexts=contexts)
+
     def parse_tasks(self):
         try:
             super().parse_tasks()
@@ -116,10 +166,31 @@ class OpsProgram(Program):
         except ConfigError as exc:
             raise Exit(f"error: {exc}", code=2) from None
         self.cli_host = chain_hosts(self.args.hosts.value)
+        if self.args.complete.value:
+            self._complete_a_host()
         try:
             super().parse_cleanup()
         except ParseError as exc:  # `ops --help NAME` of no task
             raise Exit(f"error: {self._explain(exc)}", code=2) from None
+
+    def _complete_a_host(self):
+        """`--complete` of a --host/-H value: print the host names and end (Invoke prints
+        nothing for a flag's value); anything else is left to Invoke's completion."""
+        try:
+            tokens = shlex.split(self.core.remainder)
+        except ValueError:  # an unclosed quote: nothing to say
+            return
+        if tokens and tokens[0] in self.binary_names:
+            tokens = tokens[1:]
+        word = host_word(tokens)
+        if word is None:
+            return
+        names = host_names(self.config.get("ops"), Path("~/.ssh/config").expanduser())
+        if word in names:
+            return
+        for candidate in host_candidates(word, names):
+            print(candidate)
+        raise Exit
 
     def _explain(self, exc: ParseError) -> str:
         """Invoke's parse error as one line naming what is wrong, with the nearest name."""
@@ -133,12 +204,16 @@ class OpsProgram(Program):
         word = unknown.group(1).split("=", 1)[0]
         context = getattr(exc, "context", None)
         if not word.startswith("-"):
-            return f"{word}: no such task{nearest(word, self.parser.contexts)} (see ops --list)"
+            return f"{word}: no such task{nearest(word, self._task_names())} (see ops --list)"
         if context is not None and context.name:
             # The task's own flags first: `--hots` of a task means its --host, not core -H.
             hint = nearest(word, context.flags) or nearest(word, self.initial_context.flags)
             return f"{word}: no such flag of {context.name}{hint} (see ops {context.name} --help)"
         return f"{word}: no such flag of ops{nearest(word, self.initial_context.flags)} (see ops --help)"
+
+    def _task_names(self) -> list:
+        """Every task's name and alias (the parser holds only those argv named)."""
+        return [name for primary, aliases in self.collection.task_names.items() for name in (primary, *aliases)]
 
     def update_config(self, merge=True):
         super().update_config(merge=merge)
@@ -149,6 +224,8 @@ class OpsProgram(Program):
         try:
             super().execute()
         finally:
+            from .targets import close_all  # here: a listing or --help loads no connection code
+
             close_all()
 
 

@@ -35,10 +35,9 @@ from .tables import tabulate
 from .errors import ConfigError, Interrupted, OpsError
 from .secrets import redact, secret_values
 from .streams import LineBuffer
-from .fleet import RAISED_KEYS, NothingHere, dry_run_record, fan_out_targets, fleet_document, resolve_hosts, totals
 from .settings import project_env, project_dir_of
-from .scripts import scripts_dir
-from .targets import DryRunStop, target_for
+# fleet, scripts and targets are imported by the functions that use them: every task module imports
+# this one, and `ops --list` or `ops TASK --help` needs none of them (ARCHITECTURE.md, "Start-up").
 
 
 @dataclass
@@ -303,6 +302,8 @@ def _holds_runs(file: Path) -> bool:
 def _targets_of(c, host: Optional[str]) -> list:
     """A target for each pod --host names (one for a single host), or dry-run recorders under
     --dry-run. Nothing is contacted here: an SSH target connects at its first script."""
+    from .fleet import resolve_hosts
+    from .targets import target_for
     profiles = resolve_hosts(c.config.get("ops"), host, project_dir_of(c.config))
     return [target_for(profile, dry_run=_current().dry_run, invoke_config=c.config) for profile in profiles]
 
@@ -338,6 +339,7 @@ def on_each_pod(c, host: Optional[str], operation: Callable) -> dict:
     checking flags and rendering scripts), so a flag wrong for any pod's profile is exit 2 with
     nothing contacted, as it is for one host.
     """
+    from .fleet import NothingHere, fan_out_targets, fleet_document
     targets = _targets_of(c, host)
     if len(targets) == 1:
         try:
@@ -354,6 +356,8 @@ def on_each_pod(c, host: Optional[str], operation: Callable) -> dict:
 def _check_without_contact(operation: Callable, profile, invoke_config) -> None:
     """Run operation on a dry-run recorder of the pod's profile: it stops at the first contact;
     a ConfigError (bad input) on the way is raised here, before any pod is reached."""
+    from .fleet import NothingHere
+    from .targets import DryRunStop, target_for
     try:
         operation(target_for(profile, dry_run=True, invoke_config=invoke_config))
     except (DryRunStop, NothingHere):
@@ -362,11 +366,13 @@ def _check_without_contact(operation: Callable, profile, invoke_config) -> None:
 
 def _dry_run_report(target) -> dict:
     """What a stopped dry run would have done: its notes, scripts and local commands."""
+    from .fleet import dry_run_record
     return dry_run_record(target)
 
 
 def _shared_libraries() -> dict:
     """The text of each shared shell library a rendered script may carry: name -> text."""
+    from .scripts import scripts_dir
     folder = scripts_dir()
     return {path.name: path.read_text() for path in sorted(folder.glob("*lib.sh"))}
 
@@ -438,6 +444,7 @@ def _run_and_print(body, human, c, args, kwargs, helps):
     its first contact under --dry-run (the dry-run report, exit 0), or an `OpsError` (one line
     on stderr, and the error document under --json; exit with the error's code).
     """
+    from .targets import DryRunStop
     pretty = _current().pretty
     as_json = pretty is not None
     try:
@@ -472,6 +479,7 @@ def _run_and_print(body, human, c, args, kwargs, helps):
 def render_fleet(data: dict, human: Optional[Callable[[dict], str]]) -> str:
     """Any task's fleet document for people: each pod's section as the task renders one host (or
     its error, or its dry run), then a table with a row per pod and the fleet's totals."""
+    from .fleet import RAISED_KEYS
     sections = []
     for name, pod in data["pods"].items():
         if pod.get("dry_run"):
@@ -489,6 +497,7 @@ def render_fleet(data: dict, human: Optional[Callable[[dict], str]]) -> str:
 
 def _fleet_summary(data: dict) -> str:
     """A row per pod (ok, GPUs free, runs by state, the first problem), then the totals."""
+    from .fleet import totals
     columns = {"pod": [], "ok": [], "gpus free": [], "runs": [], "problem": []}
     for name, pod in data["pods"].items():
         counts = totals([pod])

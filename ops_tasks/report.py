@@ -9,16 +9,12 @@ from pathlib import Path
 
 from .tables import tabulate
 
-from . import records
 from .defaults import LOCAL_RUNS_DIR, REPORT_DIR
 from .errors import ConfigError
-from .operations.report import (RUN_DIRS, build_report, comparison_markdown, csv_text, group_columns, plot_report,
-                                require_matplotlib, write_report)
-from .operations.report_html import write_report_html
-from .operations.validate import validate_root
 from .output import dry_run_requested, log, ops_task
-from .selection import run_ids_flag
 from .settings import project_dir_of
+# The operations, records and selection are imported by the functions that use them: `ops --list`
+# and `ops TASK --help` load none of them (ARCHITECTURE.md, "Start-up").
 
 DEFAULT_ROOT = LOCAL_RUNS_DIR
 DEFAULT_OUT_DIR = REPORT_DIR
@@ -46,6 +42,7 @@ SCOPE_HELP = {
 
 def latest_project_manifest(c):
     """The submission this command line just made (a chain), else the newest recorded in the project."""
+    from . import records
     project = project_dir_of(c.config)
     chained = c.config.get("ops_last_submission")
     if chained and records.load_manifest(project, chained):
@@ -70,6 +67,8 @@ def _manifest_run_ids(manifest: dict) -> list:
 def scope_of(c, root_given: bool, submission=None, run_id=None, all_runs=False) -> dict:
     """{"run_ids": [...] or None (every run), "label": for the header, "whole": a scope whose report
     is the deliverable} from --submission, --run-id and --all (at most one), else the default."""
+    from . import records
+    from .selection import run_ids_flag
     given = [name for name, value in (("--submission", submission), ("--run-id", run_id), ("--all", all_runs))
              if value]
     if len(given) > 1:
@@ -130,6 +129,7 @@ def render_validate(data: dict) -> str:
 })
 def validate(c, root=None, submission=None, run_id=None, all=False):
     """Gate: every run in scope has the contract's files, parseable JSON, and succeeded (exit 1 if not)."""
+    from .operations.validate import validate_root
     scope = scope_of(c, bool(root), submission, run_id, all)
     result = validate_root(_in_project(c, root or DEFAULT_ROOT), scope["run_ids"])
     result["scope"] = scope["label"]
@@ -140,6 +140,7 @@ def validate(c, root=None, submission=None, run_id=None, all=False):
 
 
 def render_report(data: dict) -> str:
+    from .operations.report import comparison_markdown, csv_text, group_columns
     chosen = _FORMAT.get()
     if chosen == "json":
         return jsonlib.dumps(data, indent=2, default=str)
@@ -179,6 +180,8 @@ def report(c, root=None, group_by=None, compare=None, sort=None, filter=None, fo
            out_dir=None, metric=None, lower_is_better=None, compare_by=None, submission=None, run_id=None,
            all=False, include_failed=False):
     """Runs with 95% intervals, groups, comparisons; writes artifacts/report.{md,json,html}."""
+    from .operations.report import RUN_DIRS, build_report, plot_report, require_matplotlib, write_report
+    from .operations.report_html import write_report_html
     chosen = format or "md"
     if chosen not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")

@@ -9,20 +9,15 @@ from invoke import Collection
 from .tables import tabulate
 
 from .errors import ConfigError
-from .operations.run_config import load_submission
-from .operations.runs import (cancel_runs, manifest_of, new_submission_id, not_ok, resume_runs, run_logs,
-                              runs_status, submit_runs, wait_runs)
 from .defaults import RUNS_SESSION, WATCH_INTERVAL_S
 from .flags import count_flag, seconds_flag
-from .fleet import NothingHere, submit_to_fleet
 from .output import (LineEmitter, announce, emit, fleet_requested, fleet_targets, is_time_key, json_requested, log,
                      on_each_pod, ops_task, stopped, target_of)
 from .run_states import ACTIVE
-from .records import host_fields, load_manifest, save_manifest
-from .selection import latest_submission, outputs_root, select_runs
 from .settings import host_identity, project_dir_of
 from .streams import LineBuffer
-from .targets import LinkDown
+# The operations, fleet, records, selection and targets are imported by the functions that use them:
+# `ops --list` and `ops TASK --help` load none of them (ARCHITECTURE.md, "Start-up").
 
 RUN_SELECTION_HELP = {
     "run_id": "Run id(s), comma-separated or repeated.",
@@ -38,6 +33,9 @@ RUN_SELECTION_HELP = {
 
 def _select(c, target, run_id, submission, all_runs, remote_outputs_dir):
     """The selection the runs tasks pass to the pod tool (no local run list needed)."""
+    from .fleet import NothingHere
+    from .records import load_manifest
+    from .selection import select_runs
     selected = select_runs(c, target, run_id, submission, all_runs, remote_outputs_dir)
     selected.pop("runs", None)
     manifest = load_manifest(project_dir_of(c.config), selected["submission_id"]) if "submission_id" in selected else None
@@ -106,6 +104,7 @@ def _gpus(run: dict) -> str:
 
 def progress_line(data: dict) -> str:
     """done/failed/running/queued, an ETA from the finished runs' times, the running runs by name."""
+    from .operations.runs import not_ok
     runs = data["runs"]
     running = [r["run_id"] for r in runs if r["state"] == "running"]
     queued = sum(r["state"] == "queued" for r in runs)
@@ -131,41 +130,16 @@ def _human_value(key, value) -> str:
     return _one_line(value, 80)
 
 
-STATUS_METRIC_COLUMNS = 4  # of the runs' summary_metrics (the pod sends 8 a run): the table stays readable
-
-
-def _metric_columns(runs: list) -> list:
-    """The first STATUS_METRIC_COLUMNS names of the runs' summary_metrics, in the order met."""
-    names = {}
-    for run in runs:
-        metrics = run.get("summary_metrics")
-        for name in metrics if isinstance(metrics, dict) else ():
-            names.setdefault(name, None)
-            if len(names) == STATUS_METRIC_COLUMNS:
-                return list(names)
-    return list(names)
-
-
-def _metric_cell(run: dict, name: str) -> str:
-    """A run's summary value for the table: a number (from the pod: anything else is left blank)."""
-    metrics = run.get("summary_metrics")
-    value = metrics.get(name) if isinstance(metrics, dict) else None
-    return f"{value:.6g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
-
-
 def render_table(data: dict) -> str:
-    metric_names = _metric_columns(data["runs"])
     rows = [(r["run_id"], r["state"], r.get("attempt", "-"), _reason(r), _age(_duration(r)), _gpus(r),
-             *(_metric_cell(r, name) for name in metric_names),
              _latest_step(r) or _one_line(r.get("last_line"))) for r in data["runs"]]
     where = f"submission {data['submission_id']}" if data.get("submission_id") else data.get("outputs_dir", "")
     counts = ", ".join(f"{n} {state}" for state, n in sorted(data["counts"].items())) or "no runs"
     lines = [f"{data['host']}: {where}: {counts}"]
     if data["runs"]:
         lines.append(f"progress: {progress_line(data)}")
-    headers = ("run", "state", "attempt", "reason", "time", "gpus", *(_one_line(n, 24) for n in metric_names),
-               "last output")
-    lines += [tabulate(rows, headers=headers, tablefmt="simple")]
+    lines += [tabulate(rows, headers=("run", "state", "attempt", "reason", "time", "gpus", "last output"),
+                      tablefmt="simple")]
     if "supervisor_running" in data and not data["supervisor_running"] and any(
             r["state"] in ACTIVE + ("lost",) for r in data["runs"]):
         lines.append("warning: no supervisor is running on the pod: runs.resume starts one")
@@ -282,6 +256,11 @@ def _all_cancelled(report: dict) -> dict:
 def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux_session=None, force=False,
            retry_failed=False, no_tmux=False, slots=None, fail_fast=False, wait=False, timeout=None):
     """Queue runs from a config on the pod (one round trip), or spread over a fleet's pods."""
+    from .operations.run_config import load_submission
+    from .operations.runs import manifest_of, new_submission_id, submit_runs, wait_runs
+    from .fleet import submit_to_fleet
+    from .records import host_fields, save_manifest
+    from .targets import LinkDown
     fleet = fleet_targets(c, host)
     if fleet:
         if wait or no_tmux:
@@ -354,10 +333,8 @@ def render_status(data: dict) -> str:
     if data.get("error"):
         lines.append(f"error: {data['error']}")
     if run.get("summary") is not None:
-        shown = [(k, v) for k, v in run["summary"].items() if v is not None and not isinstance(v, (dict, list))]
-        nested = run.get("summary_metrics") if isinstance(run.get("summary_metrics"), dict) else {}
-        shown += [(k, v) for k, v in nested.items() if "." in str(k)]  # last_eval.val: nested, flattened
-        lines.append("summary: " + ", ".join(f"{_one_line(k, 40)}={_human_value(k, v)}" for k, v in shown)[:400])
+        lines.append("summary: " + ", ".join(f"{k}={_human_value(k, v)}" for k, v in run["summary"].items()
+                                             if v is not None and not isinstance(v, (dict, list)))[:400])
     if run.get("stdout_tail"):
         lines += ["--- stdout.log tail ---", run["stdout_tail"]]
     return "\n".join(lines)
@@ -369,23 +346,16 @@ def render_status(data: dict) -> str:
     "watch": "Keep showing the table until the runs end: redrawn in place on a terminal, "
              "else one line per change (one JSON document per change under --json).",
     "interval": f"With --watch: seconds between refreshes, one round trip each (default {WATCH_INTERVAL_S:g}).",
-    "rebuild": "Over a fleet submission: rebuild its ledger (which run is on which pod) from the pods' manifests.",
 })
 def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs_dir=None, tail_lines=None,
-           watch=False, interval=None, rebuild=False):
+           watch=False, interval=None):
     """State of runs: one run in detail (--run-id), or a submission's table; exit 1 if any failed."""
-    if rebuild:
-        from .fleet import rebuild_ledger
-
-        steered = _fleet_submission(c, host, run_id, submission, remote_outputs_dir)
-        if not steered:
-            raise ConfigError("runs.status --rebuild rebuilds a fleet submission's ledger: name its pods with --host")
-        return rebuild_ledger(*steered)
     return on_each_pod(c, host, lambda target: _status_on(c, target, run_id, submission, all, remote_outputs_dir,
                                                           tail_lines, watch, interval))
 
 
 def _status_on(c, target, run_id, submission, all, remote_outputs_dir, tail_lines, watch, interval):
+    from .operations.runs import runs_status
     if watch and fleet_requested():
         raise ConfigError("runs.status --watch redraws one pod's table: give one host (runs.wait waits on a fleet)")
     selected = _select(c, target, run_id, submission, all, remote_outputs_dir)
@@ -412,6 +382,8 @@ def list_(c, host=None, remote_outputs_dir=None):
 
 
 def _list_on(c, target, remote_outputs_dir):
+    from .operations.runs import runs_status
+    from .selection import latest_submission, outputs_root
     outputs = outputs_root(remote_outputs_dir, latest_submission(c, target), target.profile)
     report = runs_status(target, outputs_dir=outputs)
     report["ok"] = True  # a listing is not a verdict
@@ -423,6 +395,7 @@ def _watch(target, selected: dict, interval: float, deadline: Optional[float] = 
     supervisor is left to run them, or the deadline passed); the last report is the result.
     A terminal sees the table redrawn in place; a pipe or a log gets a line only when
     something changed (a JSON document each under --json)."""
+    from .operations.runs import runs_status
     redraw = sys.stdout.isatty() and not json_requested()
     drawn, last = 0, None
     while True:
@@ -461,11 +434,10 @@ def _watch(target, selected: dict, interval: float, deadline: Optional[float] = 
     "remote_outputs_dir": RUN_SELECTION_HELP["remote_outputs_dir"],
 })
 def logs(c, run_id, host=None, lines=None, follow=False, submission=None, remote_outputs_dir=None):
-    """Print a run's stdout.log (over a fleet: from the pod holding it); --follow streams it until the run ends."""
+    """Print a run's stdout.log; --follow streams it until the run ends."""
     from .operations.runs import run_logs
     from .targets import LinkDown
-    fleet = fleet_targets(c, host)
-    target = _pod_holding(c, fleet, run_id, submission) if fleet else target_of(c, host)
+    target = target_of(c, host)
     selected = _select(c, target, [run_id], submission, False, remote_outputs_dir)
     count = count_flag("--lines", lines, 100)
     (only,) = selected["run_ids"]
@@ -481,135 +453,18 @@ def logs(c, run_id, host=None, lines=None, follow=False, submission=None, remote
     return None
 
 
-def _pod_holding(c, targets: list, run_id, submission):
-    """The pod of a fleet that holds run_id, by the records of this project (the ledger of a
-    fleet submission, else the manifest naming the run's pod), before any contact; exit 2 when
-    no record places it on one of these pods."""
-    from .records import load_manifest
-    from .selection import latest_submission
-    from .selection import run_ids_flag
-
-    ids = run_ids_flag([run_id])
-    if len(ids) != 1:
-        raise ConfigError(f"runs.logs --run-id {run_id!r}: one run at a time")
-    only, project = ids[0], project_dir_of(c.config)
-    by_identity = {host_identity(t.profile): t for t in targets}
-    if submission:
-        manifests = [load_manifest(project, submission)]
-        if manifests[0] is None:
-            raise ConfigError(f"no submission {submission} is recorded in this project")
-    else:  # each pod's latest submission, newest first: the run's latest placement wins
-        manifests = sorted(filter(None, (latest_submission(c, t) for t in targets)),
-                           key=lambda m: m.get("submitted_at") or 0, reverse=True)
-    for manifest in filter(None, manifests):
-        holder = _holder_in(project, manifest, only)
-        if holder in by_identity:
-            log(f"runs.logs: run {only} is on {by_identity[holder].profile.name} "
-                f"(submission {manifest.get('submission_id')})")
-            return by_identity[holder]
-    names = ", ".join(t.profile.name for t in targets)
-    raise ConfigError(f"runs.logs --run-id {only}: no submission recorded in this project placed it on one of "
-                      f"the fleet's pods ({names}); give its pod with --host")
-
-
-def _holder_in(project, manifest: dict, run_id: str):
-    """The host identity holding run_id in this submission: the ledger's current attempt (a run
-    moved by rebalancing is where it went), else the manifest's own record of its pod."""
-    run = next((r for r in manifest.get("runs") or [] if isinstance(r, dict) and r.get("run_id") == run_id), None)
-    if run is None:
-        return None
-    if manifest.get("fleet"):
-        from .records import Ledger
-
-        current = Ledger(project, manifest["submission_id"]).current(run_id)
-        if current:
-            return current["host_id"]
-    return run.get("host_id") or manifest.get("host_id")
-
-
-FLEET_STEER_HELP = {
-    "lost_after": "Over a fleet submission: seconds a pod may stay unreachable before its unfinished runs "
-                  "are placed on the other pods (default 600).",
-    "no_rebalance": "Over a fleet submission: leave queued runs where they are (no moves to idle pods).",
-}
-
-
 @ops_task(human=render_table, iterable=["run_id"], help={
     **{k: v for k, v in RUN_SELECTION_HELP.items() if k != "all"},
     "timeout": "Seconds to wait at most (default: no limit).",
-    **FLEET_STEER_HELP,
 })
-def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, timeout=None, lost_after=None,
-         no_rebalance=False):
+def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, timeout=None):
     """Wait until a submission's runs end, with a progress bar; exit 1 if any failed."""
-    from .fleet import LOST_AFTER_S
-
-    timeout_s = seconds_flag("--timeout", timeout, None)
-    lost_after_s = seconds_flag("--lost-after", lost_after, LOST_AFTER_S)
-    steered = _fleet_submission(c, host, run_id, submission, remote_outputs_dir)
-    if steered:
-        return _steer(steered, timeout_s=timeout_s, lost_after_s=lost_after_s, rebalance=not no_rebalance)
     return on_each_pod(c, host, lambda target: _wait_on(c, target, run_id, submission, remote_outputs_dir, timeout))
 
 
-@ops_task(human=render_table, help={"submission": RUN_SELECTION_HELP["submission"],
-                                    "lost_after": FLEET_STEER_HELP["lost_after"]})
-def balance(c, host=None, submission=None, lost_after=None):
-    """Over a fleet submission, once: move queued runs to idle pods, place a lost pod's runs again."""
-    from .fleet import LOST_AFTER_S
-
-    lost_after_s = seconds_flag("--lost-after", lost_after, LOST_AFTER_S)
-    steered = _fleet_submission(c, host, None, submission, None)
-    if not steered:
-        raise ConfigError("runs.balance works on a fleet submission: name its pods with --host (a fleet, or a,b,c)")
-    return _steer(steered, once=True, lost_after_s=lost_after_s)
-
-
-def _fleet_submission(c, host, run_id, submission, remote_outputs_dir):
-    """(targets, manifest, project) when the task is over a fleet submission made from this
-    project, all its pods named; else None (each pod waits on its own)."""
-    from .records import load_manifest
-    from .selection import latest_submission
-
-    if run_id or remote_outputs_dir:
-        return None
-    targets = fleet_targets(c, host)
-    if not targets:
-        return None
-    project = project_dir_of(c.config)
-    manifest = load_manifest(project, submission) if submission else latest_submission(c, targets[0])
-    if submission and manifest is None:
-        raise ConfigError(f"no submission {submission} is recorded in this project")
-    named = {host_identity(t.profile) for t in targets}
-    if not (manifest or {}).get("fleet") or not set(manifest.get("host_ids") or []) <= named:
-        return None
-    return targets, manifest, project
-
-
-def _steer(steered, **options) -> dict:
-    """Keep a fleet submission going (fleet.steer), saying each move and lost pod on stderr."""
-    from .fleet import steer
-
-    targets, manifest, project = steered
-    said = {"moves": 0, "replaced": 0, "notes": 0}
-
-    def on_look(steering):
-        for key, lines in (("moves", [f"moved {m['run_id']}: {m['from']} -> {m['to']}" for m in steering.moves]),
-                           ("replaced", [f"placed again {m['run_id']}: {m['from']} (lost) -> {m['to']}"
-                                         for m in steering.replaced]),
-                           ("notes", list(steering.notes))):
-            for line in lines[said[key]:]:
-                log(line)
-            said[key] = len(lines)
-
-    try:
-        return steer(targets, manifest, project, on_look=on_look, **options)
-    except KeyboardInterrupt as exc:
-        raise stopped(exc, f"the runs go on on the pods: wait again with ops runs.wait --host "
-                           f"{','.join(t.profile.name for t in targets)} --submission {manifest['submission_id']}") from None
-
-
 def _wait_on(c, target, run_id, submission, remote_outputs_dir, timeout):
+    from .operations.runs import wait_runs
+    from .targets import LinkDown
     selected = _select(c, target, run_id, submission, False, remote_outputs_dir)
     timeout_s = seconds_flag("--timeout", timeout, None)
     bar = ProgressBar(enabled=not fleet_requested())  # several pods' bars cannot share stderr
@@ -661,6 +516,7 @@ def cancel(c, host=None, run_id=None, submission=None, remote_outputs_dir=None):
 
 
 def _cancel_on(c, target, run_id, submission, remote_outputs_dir):
+    from .operations.runs import cancel_runs
     if not run_id and not submission:
         raise ConfigError("runs.cancel needs --run-id or --submission")
     selected = _select(c, target, run_id, submission, False, remote_outputs_dir)
@@ -674,21 +530,18 @@ def _cancel_on(c, target, run_id, submission, remote_outputs_dir):
     "slots": "Runs at a time on a pod without GPUs (default 1).",
 })
 def resume(c, host=None, remote_outputs_dir=None, tmux_session=None, slots=None):
-    """Queue again the runs left `lost` by a dead supervisor (each pod of a fleet; succeeded runs untouched)."""
-    cpu_slots = count_flag("--slots", slots, None)
-    return on_each_pod(c, host, lambda target: _resume_on(c, target, remote_outputs_dir, tmux_session, cpu_slots))
-
-
-def _resume_on(c, target, remote_outputs_dir, tmux_session, cpu_slots):
+    """Queue again the runs left `lost` by a dead supervisor (succeeded runs are untouched)."""
     from .operations.runs import resume_runs
     from .selection import latest_submission, outputs_root
+    target = target_of(c, host)
     latest = latest_submission(c, target) or {}
     outputs = outputs_root(remote_outputs_dir, latest, target.profile)
+    cpu_slots = count_flag("--slots", slots, None)
     return resume_runs(target, outputs_dir=outputs, tmux_session=tmux_session or latest.get("tmux_session") or RUNS_SESSION,
                        slots=cpu_slots)
 
 
 ns = Collection("runs")
-for _task in (submit, status, logs, wait, balance, cancel, resume):
+for _task in (submit, status, logs, wait, cancel, resume):
     ns.add_task(_task)
 ns.add_task(list_, name="list")

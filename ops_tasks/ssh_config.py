@@ -274,6 +274,11 @@ def pod_aliases(path: Path, pod_id: Optional[str] = None, name: Optional[str] = 
             if (pod_id and marked_id == pod_id) or (name and marked_name == name)]
 
 
+def pod_up_aliases(path: Path) -> List[str]:
+    """Every alias whose block pod.up wrote (what `--host` completes with)."""
+    return [block["alias"] for block in host_blocks(read_text(Path(path))) if _pod_marks(block)]
+
+
 def written_by_pod_up(path: Path, alias: str) -> bool:
     block = find_host(path, alias)
     return block is not None and bool(_pod_marks(block))

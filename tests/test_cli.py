@@ -226,3 +226,92 @@ def test_start_up_imports_no_paramiko_unless_a_task_connects(project, client, ar
                             capture_output=True, text=True, timeout=60)
 
     assert result.stderr.strip().splitlines()[-1] == "NO-PARAMIKO", result.stderr
+
+
+# ---------------------------------------------------------------- start-up and completion
+
+
+def test_listing_and_task_help_load_no_connection_fan_out_or_operation_code(project, client):
+    # One process, in this order: what `--list` and every `TASK --help` leave loaded, then what a
+    # dry run (which does run its task) adds: never paramiko nor fabric, only a connection needs them.
+    probe = """if True:
+        import sys
+        from ops_tasks.cli import program
+        from ops_tasks.collection import ns
+
+        def loaded():
+            return sorted(m for m in sys.modules if m.split(".")[0] in ("paramiko", "fabric")
+                          or m.startswith(("ops_tasks.operations", "ops_tasks.targets", "ops_tasks.fleet")))
+
+        program.run(["ops", "--list"], exit=False)
+        print("list", loaded(), file=sys.stderr)
+        for name in ns.task_names:
+            program.run(["ops", name, "--help"], exit=False)
+        print("help", loaded(), file=sys.stderr)
+        program.run(["ops", "pod.status", "--host", "local", "--dry-run"], exit=False)
+        print("dry-run", [m for m in loaded() if m.split(".")[0] in ("paramiko", "fabric")], file=sys.stderr)
+    """
+    result = subprocess.run([sys.executable, "-c", probe], cwd=project, env=client.env(), capture_output=True,
+                            text=True, timeout=60)
+
+    assert result.stderr.splitlines()[-3:] == ["list []", "help []", "dry-run []"], result.stderr
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["pod.status", "--host", "local", "runs.stauts"], ["runs.stauts: no such task; did you mean runs.status?"]),
+    (["pod.status", "--host", "local", "runs.status", "--hots", "local"],
+     ["--hots: no such flag of runs.status; did you mean --host?", "(see ops runs.status --help)"]),
+    (["--help", "vllm.stat"], ["vllm.stat: no such task; did you mean vllm.start?"]),
+    (["--hots", "local", "pod.status"], ["--hots: no such flag of ops; did you mean --hosts?"]),
+])
+def test_typos_anywhere_in_a_chain_are_exit_2_with_the_nearest_name(project, monkeypatch, capsys, argv, fragments):
+    # The parser holds only the tasks argv names: the suggestions still come from every task.
+    from ops_tasks.cli import program
+
+    monkeypatch.chdir(project)
+    with pytest.raises(SystemExit) as stop:
+        program.run(["ops", *argv])
+    captured = capsys.readouterr()
+
+    assert stop.value.code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def _complete(*words):
+    """What `ops --complete -- ops WORDS` prints, in process (the shell's hook is that call)."""
+    from ops_tasks.cli import program
+
+    program.run(["ops", "--complete", "--", "ops", *words], exit=False)
+
+
+def test_host_flags_complete_with_profiles_fleets_and_the_pods_pod_up_wrote(ops, project, client, monkeypatch,
+                                                                             capsys):
+    from ops_tasks import ssh_config
+
+    (project / "invoke.yaml").write_text("ops:\n  profiles:\n    a100:\n      destination: root@10.0.0.1\n"
+                                         "  fleets:\n    trio: [a100, lium-1]\n")
+    ssh_config.set_pod_host(client.config, "lium-1", [("HostName", "10.0.0.2")], name="eval-1", pod_id="p-1")
+    ssh_config.set_host(client.config, "my-own-box", [("HostName", "10.0.0.3")])
+
+    # The shell's own call, through the real program: `ops pod.status --host <TAB>`.
+    shell = ops("--complete", "--", "ops", "pod.status", "--host")
+    assert shell.returncode == 0
+    assert shell.stdout.split() == ["a100", "lium-1", "local", "trio"]
+
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("HOME", str(client.home))
+    for words, expected in ((["-H"], ["a100", "lium-1", "local", "trio"]),
+                            (["--hosts", "a1"], ["a100", "lium-1", "local", "trio"]),  # the shell keeps a1...
+                            (["-H", "a100,l"], ["a100,lium-1", "a100,local", "a100,trio"]),
+                            (["runs.wait", "--host", "lium-1", "--run-id", "x", "runs.status", "--host"],
+                             ["a100", "lium-1", "local", "trio"])):
+        _complete(*words)
+        assert capsys.readouterr().out.split() == expected, words
+    # A whole name is a value already typed: what comes next is Invoke's (task names), as before.
+    _complete("pod.status", "--host", "a100")
+    assert "runs.submit" in capsys.readouterr().out.split()
+    _complete("pod.status", "--ho")
+    assert "--host" in capsys.readouterr().out.split()
