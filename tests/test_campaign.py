@@ -195,7 +195,8 @@ def test_on_an_existing_host_servers_serve_the_runs_and_stop_after_a_failed_run(
                                                  f"\"$OPS_RUN_DIR/models.json\" && {WRITE_SUMMARY}"},
                  {"run_id": "broken", "command": "exit 3"}]}))
 
-    code, out, _ = ops_here("campaign", "--config", "served.json", "-H", "cpod-a", "--json")
+    code, out, _ = ops_here("campaign", "--config", "served.json", "-H", "cpod-a", "--idle-release", "0.02",
+                            "--json")
 
     doc = json.loads(out)
     outcomes = {p["phase"]: p["outcome"] for p in doc["phases"]}
@@ -204,6 +205,9 @@ def test_on_an_existing_host_servers_serve_the_runs_and_stop_after_a_failed_run(
         "ok", "not_ok", "ok", "not_ok")  # a failed run: still fetched, validated, reported
     assert (outcomes["report"], outcomes["vllm_stop"], outcomes["teardown"]) == ("ok", "ok", "ok")
     assert "broken" in doc["error"]
+    # --idle-release: the host went idle; not the campaign's to release, so it is warned about.
+    teardown = next(p for p in doc["phases"] if p["phase"] == "teardown")
+    assert "cpod-a idle for 0.02 min and kept (not rented by this campaign" in teardown["summary"]
     assert "org/model" in (project / "artifacts" / "pod_logs" / "served" / "models.json").read_text()
     assert pod_pids(pod_a, "ops-vllm-stub", live=True) == []  # the server is stopped
 

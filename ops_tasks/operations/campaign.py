@@ -670,8 +670,9 @@ def _summary(name: str, evidence: dict) -> str:
     if name == "report":
         return f"{evidence.get('runs')} runs: {evidence['written'][-1]['markdown']}" if evidence.get("written") else ""
     if name == "teardown":
-        return (f"released {', '.join(evidence.get('released') or []) or 'none'}; "
-                f"kept {', '.join(k['host'] for k in evidence.get('kept') or []) or 'none'}")
+        return "; ".join([f"released {', '.join(evidence.get('released') or []) or 'none'}",
+                          f"kept {', '.join(k['host'] for k in evidence.get('kept') or []) or 'none'}",
+                          *(evidence.get("warnings") or [])])
     if isinstance(evidence.get("pods"), dict):
         return ", ".join(f"{pod}: {'ok' if result.get('ok') else 'NOT OK'}"
                          + (f" ({len(result['servers'])} servers)" if result.get("servers") else "")
