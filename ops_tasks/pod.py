@@ -16,6 +16,7 @@ from .tables import tabulate
 
 from . import defaults, records
 from .errors import ConfigError, OpsError
+from .errors import Interrupted
 from .flags import count_flag, seconds_flag
 from .names import POD_NAME
 from .output import target_of, dry_run_requested, log, on_each_pod, ops_task
@@ -171,7 +172,7 @@ def ls(c, gpu=None, count=None):
 def render_up(data: dict) -> str:
     if data.get("dry_run"):
         return _render_dry_run(data)
-    pod = data["pod"]
+    pod = data.get("lium_pod") or data["pod"]  # a fleet's section: `pod` is the pod's name there
     executor = data.get("executor") or {}
     volume = data.get("volume")
     head = "rented" if data["rented"] else "already running"
@@ -219,6 +220,8 @@ UP_HELP = {
                "`lium init`'s, then ~/.ssh/id_ed25519, id_rsa, id_ecdsa).",
     "timeout": f"Seconds to wait for the pod to be ready (default {defaults.LIUM_READY_TIMEOUT_S:.0f}).",
     "yes": "Rent without asking (required when stdin is not a terminal).",
+    "pods": "Rent this many pods at once as the fleet --name NAME: pods and aliases NAME-1..NAME-N, each with "
+            "its volume; --host NAME then names them all.",
 }
 
 
@@ -316,13 +319,18 @@ def _up_report(plan: dict, started: dict, pod: dict, want: UpRequest, config_pat
 
 @ops_task(human=render_up, help=UP_HELP)
 def up(c, gpu=None, count=None, country=None, config=None, name=None, ttl=None, volume=None, volume_id=None,
-       no_volume=False, alias=None, ssh_key=None, timeout=None, yes=False):
-    """Rent a Lium pod (volume attached), wait until ready, write its ~/.ssh/config alias, check it."""
+       no_volume=False, alias=None, ssh_key=None, timeout=None, yes=False, pods=None):
+    """Rent a Lium pod (or --pods N as a fleet; volume attached), wait until ready, write its alias, check it."""
     from . import ssh_config
     from .operations.lium import load_sdk, open_client, plan_pod, pod_ssh_options, start_pod, wait_ready
     from .operations.pod import pod_status
     task = "pod.up"
     load_sdk(task)
+    if pods is not None:
+        fleet = _fleet_request(c, pods, name, alias, config)
+        want = _up_request(gpu, count, country, None, fleet["names"][0], ttl, volume, volume_id, no_volume,
+                           fleet["names"][0], ssh_key, timeout)
+        return _up_fleet(c, want, fleet, no_volume=no_volume, yes=yes)
     want = _up_request(gpu, count, country, config, name, ttl, volume, volume_id, no_volume, alias, ssh_key, timeout)
     config_path = ssh_config.default_path()
     ssh_config.refuse_foreign_block(config_path, want.alias)
@@ -344,6 +352,156 @@ def up(c, gpu=None, count=None, country=None, config=None, name=None, ttl=None, 
     # --no-volume: no persistent /mnt was asked for, so its absence is not a failure here.
     status = pod_status(target_of(c, want.alias), volume_required=not no_volume)
     return _up_report(plan, started, pod, want, config_path, changed, status)
+
+
+# ---------------------------------------------------------------- pod.up --pods N: a fleet
+
+
+def _fleet_request(c, pods, name, alias, config) -> dict:
+    """{"name", "names"} of pod.up --pods N --name NAME, checked before any contact: the fleet's
+    name must be free (not a profile nor a fleet of invoke.yaml, which --host would find first)."""
+    from . import ssh_config
+    from .settings import check_ops_config
+
+    count_n = count_flag("--pods", pods, None)
+    if not name:
+        raise ConfigError("pod.up --pods needs --name NAME: the fleet's name (pods NAME-1..NAME-N)")
+    if alias:
+        raise ConfigError("pod.up --pods: the aliases are NAME-1..NAME-N; --alias names one pod")
+    if config:
+        raise ConfigError("pod.up --pods: --config names one executor; pass --gpu TYPE (and --count) to rent "
+                          "the cheapest that match")
+    names = [_pod_name(f"{name}-{index}") for index in range(1, count_n + 1)]
+    _pod_name(name)
+    for each in names:
+        ssh_config.check_alias(each)
+    ops = check_ops_config(c.config.get("ops"))
+    for kind in ("profiles", "fleets"):
+        if name in (ops.get(kind) or {}):
+            raise ConfigError(f"pod.up --name {name}: invoke.yaml has a {kind[:-1]} of that name, which --host "
+                              f"{name} would mean; pick another name")
+    return {"name": name, "names": names}
+
+
+def _up_fleet(c, want: UpRequest, fleet: dict, *, no_volume: bool, yes: bool) -> dict:
+    """Rent the fleet's pods at once, wait for each, write each alias, record the fleet, then
+    pod.status over it (--host NAME). A pod that fails to start is its own row; the others
+    come up and are recorded."""
+    from . import ssh_config
+    from .operations.lium import open_client, plan_pods, pod_ssh_options
+    import dataclasses
+
+    from .fleet import FleetResult, fleet_document
+
+    task = "pod.up"
+    config_path = ssh_config.default_path()
+    for alias in fleet["names"]:
+        ssh_config.refuse_foreign_block(config_path, alias)
+    if dry_run_requested():
+        report = _up_dry_run(want, config_path)
+        report["would_rent"]["name"] = fleet["names"]
+        report["would_write"] = {"ssh_config": str(config_path), "aliases": fleet["names"], "fleet": fleet["name"]}
+        report["then"] = f"pod.status --host {fleet['name']}"
+        return report
+    _ask_or_refuse(task, yes, "rents billed pods")
+    plans = plan_pods(open_client(task), names=fleet["names"], gpu=want.gpu, count=want.count, country=want.country,
+                      volume_name=want.volume_name, volume_id=want.volume_id)
+    if not yes and any(plan["existing"] is None for plan in plans):
+        _confirm_fleet(plans, want, fleet["name"])
+    wants = {plan["name"]: dataclasses.replace(want, name=plan["name"], alias=plan["name"]) for plan in plans}
+    started = _in_parallel(plans, lambda plan: _start_one(plan, wants[plan["name"]]))
+    ready = {}
+    for plan in plans:  # one writer of ~/.ssh/config at a time
+        result = started[plan["name"]]
+        if result.get("ok"):
+            options = pod_ssh_options(result["pod"], want.key["private"])
+            result["changed"] = ssh_config.set_pod_host(config_path, plan["name"], options, plan["name"],
+                                                        result["pod"]["id"])
+            ready[plan["name"]] = result
+    recorded = records.save_fleet(project_dir_of(c.config), fleet["name"], list(ready)) if ready else None
+    statuses = _fleet_status(c, fleet["name"], not no_volume) if ready else {}
+    rows = []
+    for plan in plans:
+        result, status = started[plan["name"]], statuses.get(plan["name"]) or {}
+        if result.get("ok") and "problems" not in status:  # its check raised: that error is the pod's
+            result = {"ok": False, "error": status.get("error"), "exit_code": status.get("exit_code", 1)}
+        if result.get("ok"):
+            report = _up_report(plan, result["started"], result["pod"], wants[plan["name"]], config_path,
+                                result["changed"], status)
+            # In a fleet's document `pod` is each pod's name (fleet.FleetResult); the Lium pod moves over.
+            rows.append({**report, "pod": plan["name"], "lium_pod": report["pod"]})
+        else:
+            rows.append({"pod": plan["name"], "ok": False, "error": result["error"], "exit_code": result["exit_code"]})
+    extra = {"fleet_name": fleet["name"], "fleet_record": str(recorded) if recorded else None}
+    if len(rows) == 1:  # a fleet of one is the single pod's report
+        if "status" not in rows[0]:
+            raise (ConfigError if rows[0]["exit_code"] == 2 else OpsError)(rows[0]["error"])
+        single = dict(rows[0], pod=rows[0].pop("lium_pod"))
+        return {**single, **extra}
+    return {**fleet_document(FleetResult(rows)), **extra}
+
+
+def _confirm_fleet(plans: list, want: UpRequest, name: str) -> None:
+    new = [plan for plan in plans if plan["existing"] is None]
+    price = sum(plan["executor"]["price_per_hour"] or 0 for plan in new)
+    volume = new[0]["volume"]
+    _confirm(f"Rent {len(new)} pods as fleet {name} ({', '.join(_gpus(p['executor']) for p in new)}) at "
+             f"{_money(price, '/h')} in all, volume {volume['name'] if volume else 'none'} each"
+             f"{f', removed after {want.ttl}' if want.ttl_s else ', no --ttl'}?", "nothing rented")
+
+
+def _in_parallel(plans: list, one) -> dict:
+    """one(plan) for every plan at once (threads: each waits on Lium's API): name -> its result,
+    an expected failure being {"ok": False, "error", "exit_code"} of that pod only. Daemon
+    threads: after Ctrl-C the process ends at once, not when the last wait would have."""
+    import contextvars
+    import threading
+
+    results = {}
+
+    def guarded(plan):
+        try:
+            results[plan["name"]] = one(plan)
+        except OpsError as exc:
+            results[plan["name"]] = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
+
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(guarded, plan), daemon=True,
+                                name=f"pod-up-{plan['name']}") for plan in plans]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+    except KeyboardInterrupt:
+        names = ", ".join(plan["name"] for plan in plans)
+        raise Interrupted(f"interrupted; pods {names} go on starting and billing: run the same pod.up again to "
+                          f"wait, or pod.down --name for each") from None
+    return results
+
+
+def _start_one(plan: dict, want: UpRequest) -> dict:
+    """Rent (or reuse) one pod of the fleet and wait until it is ready; its own client (the
+    SDK's HTTP session is not shared between threads)."""
+    from .operations.lium import open_client, start_pod, wait_ready
+    client = open_client("pod.up")
+    started = start_pod(client, plan, name=want.name, public_key=want.key["public_key"], ttl_s=want.ttl_s)
+    _log_start(plan, want.name, started["id"])
+    pod = wait_ready(client, started["id"], want.name, timeout_s=want.timeout_s, on_poll=PollPrinter(want.name))
+    return {"ok": True, "started": started, "pod": pod}
+
+
+def _fleet_status(c, name: str, volume_required: bool) -> dict:
+    """pod.status of the fleet just recorded, as `--host NAME` finds it: pod name -> its status."""
+    from .operations.pod import pod_status
+    import functools
+
+    from .fleet import fan_out, resolve_hosts
+
+    profiles = resolve_hosts(c.config.get("ops"), name, project_dir_of(c.config))
+    result = fan_out(profiles, functools.partial(pod_status, volume_required=volume_required),
+                     invoke_config=c.config)
+    return {pod["pod"]: {k: v for k, v in pod.items() if k != "pod"} for pod in result.pods}
 
 
 # ---------------------------------------------------------------- pod.ps
@@ -405,13 +563,22 @@ def render_down(data: dict) -> str:
 def _check_runs(c, name: str, host: Optional[str], remote_outputs_dir) -> dict:
     """The teardown check through host: {"checked_on", "check"}, with ok false and an error when
     runs keep the pod; a pod that cannot be checked is refused (--force removes it unchecked)."""
-    from .operations.teardown import teardown_check
     if host is None:
         raise OpsError(f"pod {name} has no SSH address yet, so its runs cannot be checked: "
                        f"pass --force to remove it anyway")
-    target = target_of(c, host)
+    return _check_runs_on(c, name, target_of(c, host), remote_outputs_dir)
+
+
+def _check_runs_on(c, name: str, target, remote_outputs_dir) -> dict:
+    from .operations.teardown import teardown_check
+    from .selection import latest_submission, outputs_root
+
+    host = target.profile.name
+    # The outputs root of the latest submission to the pod (its runs may live elsewhere than the
+    # profile's root), unless --remote-outputs-dir names one.
+    outputs = outputs_root(remote_outputs_dir, latest_submission(c, target), target.profile)
     try:
-        check = teardown_check(target, outputs_dir=remote_outputs_dir or target.profile.outputs_dir,
+        check = teardown_check(target, outputs_dir=outputs,
                                records_dir=records.fetch_records_dir(project_dir_of(c.config)))
     except OpsError as exc:
         raise OpsError(f"cannot check the runs of pod {name} ({exc}): pass --force to remove it "
@@ -429,7 +596,7 @@ def _check_runs(c, name: str, host: Optional[str], remote_outputs_dir) -> dict:
     "name": "The pod to remove: its name (or huid, or id) as pod.ps shows it. Required.",
     "alias": "SSH alias or --host to check its runs through (default: the Host block pod.up wrote for it, "
              "else the pod's own address).",
-    "remote_outputs_dir": "Outputs root on the pod to check (default: the profile's).",
+    "remote_outputs_dir": "Outputs root on the pod to check (default: the latest submission's to it, else the profile's).",
     "force": "Remove it even with runs queued, running or not fetched, or when the pod cannot be checked.",
     "forget": "Also remove the pod's Host block from ~/.ssh/config.",
     "yes": "Remove without asking (required when stdin is not a terminal).",
@@ -445,6 +612,12 @@ def down(c, name=None, alias=None, remote_outputs_dir=None, force=False, forget=
     name = _pod_name(name)
     alias = ssh_config.check_alias(alias) if alias else None
     config_path = ssh_config.default_path()
+    members = records.load_fleet(project_dir_of(c.config), name)
+    if members:
+        if alias:
+            raise ConfigError(f"pod.down --name {name}: a fleet's pods are checked through their own aliases "
+                              f"({', '.join(members)}); --alias names one pod")
+        return _down_fleet(c, name, members, remote_outputs_dir, force=force, forget=forget, yes=yes)
     if dry_run_requested():
         return {"ok": True, "dry_run": True, "lium_base_url": base_url(),
                 "would_remove": name, "would_check_runs": not force,
@@ -476,6 +649,76 @@ def down(c, name=None, alias=None, remote_outputs_dir=None, force=False, forget=
     return report
 
 
+def _down_fleet(c, name: str, members: list, remote_outputs_dir, *, force: bool, forget: bool, yes: bool) -> dict:
+    """pod.down of a fleet pod.up recorded: each pod behind its own teardown check (the pods
+    checked at once, one connection each), one question for all, each removal its own: a pod
+    that is refused or fails is named in its row, and the others are released all the same."""
+    import functools
+
+    from . import ssh_config
+    from .fleet import FleetResult, fan_out, fleet_document, resolve_hosts
+    from .operations.lium import base_url, open_client, remove_pod
+
+    task = "pod.down"
+    config_path = ssh_config.default_path()
+    if dry_run_requested():
+        return {"ok": True, "dry_run": True, "lium_base_url": base_url(), "would_remove": members,
+                "fleet_name": name, "would_check_runs": not force, "would_forget": members if forget else None}
+    _ask_or_refuse(task, yes, "removes pods")
+    client = open_client(task)
+    pods = _fleet_pods(client, config_path, members)
+    profiles = resolve_hosts(c.config.get("ops"), name, project_dir_of(c.config))
+    checked = fan_out(profiles, functools.partial(_down_check, c, pods, remote_outputs_dir, force, config_path),
+                      invoke_config=c.config)
+    rows = {row["pod"]: row for row in checked.pods}
+    going = [alias for alias, row in rows.items() if row.get("ok") is True and row.get("found")]
+    if going and not yes:
+        _confirm(f"Remove pods {', '.join(going)} of fleet {name}?", "nothing removed")
+    for alias in going:
+        try:
+            rows[alias].update(remove_pod(client, pods[alias]))
+        except OpsError as exc:
+            rows[alias].update(ok=False, error=str(exc), exit_code=exc.exit_code)
+    gone = [alias for alias in members if rows[alias].get("removed") or rows[alias].get("found") is False]
+    if forget:
+        forgot, _ = ssh_config.forget_pod_hosts(config_path, gone)
+        for alias in forgot:
+            rows[alias]["forgot"] = [alias]
+    kept = [alias for alias in members if alias not in gone]
+    if kept:  # the fleet's name goes on naming the pods that stay
+        records.save_fleet(project_dir_of(c.config), name, kept)
+    else:
+        records.forget_fleet(project_dir_of(c.config), name)
+    return {**fleet_document(FleetResult([rows[alias] for alias in members])), "fleet_name": name}
+
+
+def _fleet_pods(client, config_path, members: list) -> dict:
+    """alias -> the Lium pod behind it (the pod its Host block names, else the pod of its name)."""
+    from . import ssh_config
+    from .operations.lium import lium_errors
+
+    with lium_errors(client, "listing pods"):
+        listed = client.ps()
+    by_block = {}
+    for pod in listed:
+        for alias in ssh_config.pod_aliases(config_path, pod_id=pod.id):
+            by_block.setdefault(alias, pod)
+    by_name = {pod.name: pod for pod in listed}
+    return {alias: by_block.get(alias) or by_name[alias] for alias in members if alias in by_block or alias in by_name}
+
+
+def _down_check(c, pods: dict, remote_outputs_dir, force: bool, config_path, target) -> dict:
+    """One pod's part of pod.down of a fleet before anything is removed: found, its runs checked."""
+    alias = target.profile.name
+    pod = pods.get(alias)
+    report = {"ok": True, "name": alias, "found": pod is not None, "removed": False, "check": None,
+              "checked_on": None, "ssh_config": str(config_path), "warnings": []}
+    if pod is None:
+        return report
+    report["id"] = pod.id
+    return report if force else {**report, **_check_runs_on(c, alias, target, remote_outputs_dir)}
+
+
 # ---------------------------------------------------------------- preparing a pod
 
 
@@ -495,9 +738,9 @@ def _remote_only(target, task: str):
 
 @ops_task(human=render_steps)
 def bootstrap(c, host=None):
-    """Prepare a pod from its volume: bootstrap-pod.sh, persisted SSH keys, GitHub host keys."""
+    """Prepare a pod (each pod of a fleet) from its volume: bootstrap-pod.sh, SSH keys, GitHub host keys."""
     from .operations.pod import pod_bootstrap
-    return pod_bootstrap(_remote_only(target_of(c, host), "pod.bootstrap"))
+    return on_each_pod(c, host, lambda target: pod_bootstrap(_remote_only(target, "pod.bootstrap")))
 
 
 @ops_task(human=render_steps, help={
@@ -509,9 +752,12 @@ def bootstrap(c, host=None):
     "install": 'Then run this in the repo, e.g. "uv sync" (package caches on the pod\'s disk, HF_HOME on the volume).',
 })
 def sync(c, host=None, remote_repo=None, repo_url=None, branch=None, pr=None, ref=None, install=None):
-    """Bring the repo on the pod to a branch, PR or ref (clone if missing); report the commit."""
+    """Bring the repo on the pod (each pod of a fleet) to a branch, PR or ref (clone if missing)."""
+    return on_each_pod(c, host, lambda target: _sync_on(target, remote_repo, repo_url, branch, pr, ref, install))
+
+
+def _sync_on(target, remote_repo, repo_url, branch, pr, ref, install) -> dict:
     from .operations.pod import pod_sync
-    target = target_of(c, host)
     repo = remote_repo or target.profile.remote_repo
     if not repo:
         raise ConfigError("no repo: pass --remote-repo, set remote_repo in the profile, or export OPS_REMOTE_REPO")
@@ -537,13 +783,12 @@ def render_wandb(data: dict) -> str:
 
 @ops_task(human=render_wandb)
 def wandb(c, host=None):
-    """Make W&B work in non-interactive sessions: ~/.netrc on the pod (the key never printed)."""
+    """Make W&B work in non-interactive sessions: ~/.netrc on the pod, each pod of a fleet (key never printed)."""
     from .operations.pod import pod_wandb
-    target = _remote_only(target_of(c, host), "pod.wandb")
     key = env_value("WANDB_API_KEY")
     if key == MASK:
         raise ConfigError("WANDB_API_KEY is '***': that is a masked value, not a key")
-    return pod_wandb(target, key=key)
+    return on_each_pod(c, host, lambda target: pod_wandb(_remote_only(target, "pod.wandb"), key=key))
 
 
 ns = Collection("pod")

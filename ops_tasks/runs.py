@@ -130,16 +130,41 @@ def _human_value(key, value) -> str:
     return _one_line(value, 80)
 
 
+STATUS_METRIC_COLUMNS = 4  # of the runs' summary_metrics (the pod sends 8 a run): the table stays readable
+
+
+def _metric_columns(runs: list) -> list:
+    """The first STATUS_METRIC_COLUMNS names of the runs' summary_metrics, in the order met."""
+    names = {}
+    for run in runs:
+        metrics = run.get("summary_metrics")
+        for name in metrics if isinstance(metrics, dict) else ():
+            names.setdefault(name, None)
+            if len(names) == STATUS_METRIC_COLUMNS:
+                return list(names)
+    return list(names)
+
+
+def _metric_cell(run: dict, name: str) -> str:
+    """A run's summary value for the table: a number (from the pod: anything else is left blank)."""
+    metrics = run.get("summary_metrics")
+    value = metrics.get(name) if isinstance(metrics, dict) else None
+    return f"{value:.6g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+
+
 def render_table(data: dict) -> str:
+    metric_names = _metric_columns(data["runs"])
     rows = [(r["run_id"], r["state"], r.get("attempt", "-"), _reason(r), _age(_duration(r)), _gpus(r),
+             *(_metric_cell(r, name) for name in metric_names),
              _latest_step(r) or _one_line(r.get("last_line"))) for r in data["runs"]]
     where = f"submission {data['submission_id']}" if data.get("submission_id") else data.get("outputs_dir", "")
     counts = ", ".join(f"{n} {state}" for state, n in sorted(data["counts"].items())) or "no runs"
     lines = [f"{data['host']}: {where}: {counts}"]
     if data["runs"]:
         lines.append(f"progress: {progress_line(data)}")
-    lines += [tabulate(rows, headers=("run", "state", "attempt", "reason", "time", "gpus", "last output"),
-                      tablefmt="simple")]
+    headers = ("run", "state", "attempt", "reason", "time", "gpus", *(_one_line(n, 24) for n in metric_names),
+               "last output")
+    lines += [tabulate(rows, headers=headers, tablefmt="simple")]
     if "supervisor_running" in data and not data["supervisor_running"] and any(
             r["state"] in ACTIVE + ("lost",) for r in data["runs"]):
         lines.append("warning: no supervisor is running on the pod: runs.resume starts one")
@@ -333,8 +358,10 @@ def render_status(data: dict) -> str:
     if data.get("error"):
         lines.append(f"error: {data['error']}")
     if run.get("summary") is not None:
-        lines.append("summary: " + ", ".join(f"{k}={_human_value(k, v)}" for k, v in run["summary"].items()
-                                             if v is not None and not isinstance(v, (dict, list)))[:400])
+        shown = [(k, v) for k, v in run["summary"].items() if v is not None and not isinstance(v, (dict, list))]
+        nested = run.get("summary_metrics") if isinstance(run.get("summary_metrics"), dict) else {}
+        shown += [(k, v) for k, v in nested.items() if "." in str(k)]  # last_eval.val: nested, flattened
+        lines.append("summary: " + ", ".join(f"{_one_line(k, 40)}={_human_value(k, v)}" for k, v in shown)[:400])
     if run.get("stdout_tail"):
         lines += ["--- stdout.log tail ---", run["stdout_tail"]]
     return "\n".join(lines)
@@ -346,10 +373,18 @@ def render_status(data: dict) -> str:
     "watch": "Keep showing the table until the runs end: redrawn in place on a terminal, "
              "else one line per change (one JSON document per change under --json).",
     "interval": f"With --watch: seconds between refreshes, one round trip each (default {WATCH_INTERVAL_S:g}).",
+    "rebuild": "Over a fleet submission: rebuild its ledger (which run is on which pod) from the pods' manifests.",
 })
 def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs_dir=None, tail_lines=None,
-           watch=False, interval=None):
+           watch=False, interval=None, rebuild=False):
     """State of runs: one run in detail (--run-id), or a submission's table; exit 1 if any failed."""
+    if rebuild:
+        from .fleet import rebuild_ledger
+
+        steered = _fleet_submission(c, host, run_id, submission, remote_outputs_dir)
+        if not steered:
+            raise ConfigError("runs.status --rebuild rebuilds a fleet submission's ledger: name its pods with --host")
+        return rebuild_ledger(*steered)
     return on_each_pod(c, host, lambda target: _status_on(c, target, run_id, submission, all, remote_outputs_dir,
                                                           tail_lines, watch, interval))
 
@@ -434,10 +469,11 @@ def _watch(target, selected: dict, interval: float, deadline: Optional[float] = 
     "remote_outputs_dir": RUN_SELECTION_HELP["remote_outputs_dir"],
 })
 def logs(c, run_id, host=None, lines=None, follow=False, submission=None, remote_outputs_dir=None):
-    """Print a run's stdout.log; --follow streams it until the run ends."""
+    """Print a run's stdout.log (over a fleet: from the pod holding it); --follow streams it until the run ends."""
     from .operations.runs import run_logs
     from .targets import LinkDown
-    target = target_of(c, host)
+    fleet = fleet_targets(c, host)
+    target = _pod_holding(c, fleet, run_id, submission) if fleet else target_of(c, host)
     selected = _select(c, target, [run_id], submission, False, remote_outputs_dir)
     count = count_flag("--lines", lines, 100)
     (only,) = selected["run_ids"]
@@ -453,13 +489,132 @@ def logs(c, run_id, host=None, lines=None, follow=False, submission=None, remote
     return None
 
 
+def _pod_holding(c, targets: list, run_id, submission):
+    """The pod of a fleet that holds run_id, by the records of this project (the ledger of a
+    fleet submission, else the manifest naming the run's pod), before any contact; exit 2 when
+    no record places it on one of these pods."""
+    from .records import load_manifest
+    from .selection import latest_submission
+    from .selection import run_ids_flag
+
+    ids = run_ids_flag([run_id])
+    if len(ids) != 1:
+        raise ConfigError(f"runs.logs --run-id {run_id!r}: one run at a time")
+    only, project = ids[0], project_dir_of(c.config)
+    by_identity = {host_identity(t.profile): t for t in targets}
+    if submission:
+        manifests = [load_manifest(project, submission)]
+        if manifests[0] is None:
+            raise ConfigError(f"no submission {submission} is recorded in this project")
+    else:  # each pod's latest submission, newest first: the run's latest placement wins
+        manifests = sorted(filter(None, (latest_submission(c, t) for t in targets)),
+                           key=lambda m: m.get("submitted_at") or 0, reverse=True)
+    for manifest in filter(None, manifests):
+        holder = _holder_in(project, manifest, only)
+        if holder in by_identity:
+            log(f"runs.logs: run {only} is on {by_identity[holder].profile.name} "
+                f"(submission {manifest.get('submission_id')})")
+            return by_identity[holder]
+    names = ", ".join(t.profile.name for t in targets)
+    raise ConfigError(f"runs.logs --run-id {only}: no submission recorded in this project placed it on one of "
+                      f"the fleet's pods ({names}); give its pod with --host")
+
+
+def _holder_in(project, manifest: dict, run_id: str):
+    """The host identity holding run_id in this submission: the ledger's current attempt (a run
+    moved by rebalancing is where it went), else the manifest's own record of its pod."""
+    run = next((r for r in manifest.get("runs") or [] if isinstance(r, dict) and r.get("run_id") == run_id), None)
+    if run is None:
+        return None
+    if manifest.get("fleet"):
+        from .records import Ledger
+
+        current = Ledger(project, manifest["submission_id"]).current(run_id)
+        if current:
+            return current["host_id"]
+    return run.get("host_id") or manifest.get("host_id")
+
+
+FLEET_STEER_HELP = {
+    "lost_after": "Over a fleet submission: seconds a pod may stay unreachable before its unfinished runs "
+                  "are placed on the other pods (default 600).",
+    "no_rebalance": "Over a fleet submission: leave queued runs where they are (no moves to idle pods).",
+}
+
+
 @ops_task(human=render_table, iterable=["run_id"], help={
     **{k: v for k, v in RUN_SELECTION_HELP.items() if k != "all"},
     "timeout": "Seconds to wait at most (default: no limit).",
+    **FLEET_STEER_HELP,
 })
-def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, timeout=None):
+def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, timeout=None, lost_after=None,
+         no_rebalance=False):
     """Wait until a submission's runs end, with a progress bar; exit 1 if any failed."""
+    from .fleet import LOST_AFTER_S
+
+    timeout_s = seconds_flag("--timeout", timeout, None)
+    lost_after_s = seconds_flag("--lost-after", lost_after, LOST_AFTER_S)
+    steered = _fleet_submission(c, host, run_id, submission, remote_outputs_dir)
+    if steered:
+        return _steer(steered, timeout_s=timeout_s, lost_after_s=lost_after_s, rebalance=not no_rebalance)
     return on_each_pod(c, host, lambda target: _wait_on(c, target, run_id, submission, remote_outputs_dir, timeout))
+
+
+@ops_task(human=render_table, help={"submission": RUN_SELECTION_HELP["submission"],
+                                    "lost_after": FLEET_STEER_HELP["lost_after"]})
+def balance(c, host=None, submission=None, lost_after=None):
+    """Over a fleet submission, once: move queued runs to idle pods, place a lost pod's runs again."""
+    from .fleet import LOST_AFTER_S
+
+    lost_after_s = seconds_flag("--lost-after", lost_after, LOST_AFTER_S)
+    steered = _fleet_submission(c, host, None, submission, None)
+    if not steered:
+        raise ConfigError("runs.balance works on a fleet submission: name its pods with --host (a fleet, or a,b,c)")
+    return _steer(steered, once=True, lost_after_s=lost_after_s)
+
+
+def _fleet_submission(c, host, run_id, submission, remote_outputs_dir):
+    """(targets, manifest, project) when the task is over a fleet submission made from this
+    project, all its pods named; else None (each pod waits on its own)."""
+    from .records import load_manifest
+    from .selection import latest_submission
+
+    if run_id or remote_outputs_dir:
+        return None
+    targets = fleet_targets(c, host)
+    if not targets:
+        return None
+    project = project_dir_of(c.config)
+    manifest = load_manifest(project, submission) if submission else latest_submission(c, targets[0])
+    if submission and manifest is None:
+        raise ConfigError(f"no submission {submission} is recorded in this project")
+    named = {host_identity(t.profile) for t in targets}
+    if not (manifest or {}).get("fleet") or not set(manifest.get("host_ids") or []) <= named:
+        return None
+    return targets, manifest, project
+
+
+def _steer(steered, **options) -> dict:
+    """Keep a fleet submission going (fleet.steer), saying each move and lost pod on stderr."""
+    from .fleet import steer
+
+    targets, manifest, project = steered
+    said = {"moves": 0, "replaced": 0, "notes": 0}
+
+    def on_look(steering):
+        for key, lines in (("moves", [f"moved {m['run_id']}: {m['from']} -> {m['to']}" for m in steering.moves]),
+                           ("replaced", [f"placed again {m['run_id']}: {m['from']} (lost) -> {m['to']}"
+                                         for m in steering.replaced]),
+                           ("notes", list(steering.notes))):
+            for line in lines[said[key]:]:
+                log(line)
+            said[key] = len(lines)
+
+    try:
+        return steer(targets, manifest, project, on_look=on_look, **options)
+    except KeyboardInterrupt as exc:
+        raise stopped(exc, f"the runs go on on the pods: wait again with ops runs.wait --host "
+                           f"{','.join(t.profile.name for t in targets)} --submission {manifest['submission_id']}") from None
 
 
 def _wait_on(c, target, run_id, submission, remote_outputs_dir, timeout):
@@ -530,18 +685,21 @@ def _cancel_on(c, target, run_id, submission, remote_outputs_dir):
     "slots": "Runs at a time on a pod without GPUs (default 1).",
 })
 def resume(c, host=None, remote_outputs_dir=None, tmux_session=None, slots=None):
-    """Queue again the runs left `lost` by a dead supervisor (succeeded runs are untouched)."""
+    """Queue again the runs left `lost` by a dead supervisor (each pod of a fleet; succeeded runs untouched)."""
+    cpu_slots = count_flag("--slots", slots, None)
+    return on_each_pod(c, host, lambda target: _resume_on(c, target, remote_outputs_dir, tmux_session, cpu_slots))
+
+
+def _resume_on(c, target, remote_outputs_dir, tmux_session, cpu_slots):
     from .operations.runs import resume_runs
     from .selection import latest_submission, outputs_root
-    target = target_of(c, host)
     latest = latest_submission(c, target) or {}
     outputs = outputs_root(remote_outputs_dir, latest, target.profile)
-    cpu_slots = count_flag("--slots", slots, None)
     return resume_runs(target, outputs_dir=outputs, tmux_session=tmux_session or latest.get("tmux_session") or RUNS_SESSION,
                        slots=cpu_slots)
 
 
 ns = Collection("runs")
-for _task in (submit, status, logs, wait, cancel, resume):
+for _task in (submit, status, logs, wait, balance, cancel, resume):
     ns.add_task(_task)
 ns.add_task(list_, name="list")

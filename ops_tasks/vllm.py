@@ -286,9 +286,14 @@ def _logs_on(target, session, lines, follow):
     "session": f"tmux session of the server, whose recorded port is used (default: {defaults.VLLM_SESSION}).",
 })
 def tunnel(c, host=None, port=None, local_port=None, session=None):
-    """Forward a local port to the pod's vLLM over SSH; prints the OPENAI_API_BASE to use."""
+    """Forward a local port to the pod's vLLM over SSH (one port per pod of a fleet); prints OPENAI_API_BASE."""
     from .operations.vllm import vllm_status
     from .operations.vllm_spec import check_port
+    from .output import fleet_targets
+
+    fleet = fleet_targets(c, host)
+    if fleet:
+        return _fleet_tunnel(fleet, port, local_port, session)
     target = target_of(c, host)
     profile_vllm = dict(target.profile.vllm)
     fixed = port if port is not None else profile_vllm.get("port")
@@ -328,6 +333,114 @@ def tunnel(c, host=None, port=None, local_port=None, session=None):
     except KeyboardInterrupt:
         return None
     raise HostError(f"{target.profile.label}: connection lost; the tunnel is closed")
+
+
+def _fleet_tunnel(targets: list, port, local_port, session):
+    """One local port per pod, in host order from --local-port (default: the first pod's vLLM
+    port, else the built-in one), every port bound before any pod is contacted; the pods are
+    reached at once, and the tunnels that opened serve until Ctrl-C. A pod that cannot be
+    reached is named, and the others' tunnels still open."""
+    from .fleet import fan_out_targets, fleet_document
+    from .operations.vllm_spec import check_port
+    import functools
+
+    remote = {t.profile.name: _fixed_port(port, t.profile) for t in targets}
+    sessions = {t.profile.name: _session_of(session, dict(t.profile.vllm)) for t in targets}
+    first = check_port(local_port if local_port is not None else remote[targets[0].profile.name] or defaults.VLLM_PORT,
+                       "--local-port")
+    if first + len(targets) - 1 > 65535:
+        raise ConfigError(f"--local-port {first}: {len(targets)} pods need ports {first}-{first + len(targets) - 1}, "
+                          f"past 65535")
+    forwards = {}
+    try:
+        for index, target in enumerate(targets):
+            if not target.profile.is_local:
+                forwards[target.profile.name] = LocalForward(first + index, remote[target.profile.name]
+                                                             or defaults.VLLM_PORT)
+        document = fleet_document(fan_out_targets(targets, functools.partial(_open_tunnel, forwards, remote, sessions)))
+    except BaseException:
+        _close_forwards(forwards.values())
+        raise
+    failed = set(document["failed"])
+    _close_forwards(f for name, f in forwards.items() if name in failed or document.get("dry_run"))
+    live = {name: f for name, f in forwards.items() if name not in failed}
+    if document.get("dry_run") or not live:
+        return document
+    announce(document, render_fleet_tunnel(document))
+    return _serve_tunnels(live, {t.profile.name: t for t in targets}, document)
+
+
+def _fixed_port(port, profile):
+    from .operations.vllm_spec import check_port
+    fixed = port if port is not None else dict(profile.vllm).get("port")
+    return check_port(fixed) if fixed is not None else None
+
+
+def _open_tunnel(forwards: dict, remote: dict, sessions: dict, target) -> dict:
+    """One pod's tunnel over its connection (its port found with one round trip when not fixed)."""
+    from .operations.vllm import vllm_status
+    name = target.profile.name
+    remote_port = remote[name]
+    forward = forwards.get(name)
+    if forward is None:  # the local host: nothing to forward
+        return {"ok": True, "host": name, "tunnel": False,
+                "openai_api_base": f"http://127.0.0.1:{remote_port or defaults.VLLM_PORT}/v1"}
+    target.describe(forward=f"127.0.0.1:{forward.port} -> {target.profile.destination} 127.0.0.1:"
+                            f"{remote_port or 'the port vllm.start recorded'}")
+    forward.attach(target.open().transport)
+    result = {"ok": True, "host": name, "tunnel": True, "local_port": forward.port}
+    if remote_port is None:
+        found = vllm_status(target, session=sessions[name], default_port=defaults.VLLM_PORT)
+        remote_port = found["port"]
+        forward.remote = ("127.0.0.1", remote_port)
+        if not found["ok"]:
+            result["warning"] = found["error"]
+    forward.on_refused = lambda exc: log(f"{target.profile.label}: nothing answers on port {remote_port} "
+                                         f"there (is vLLM running?)")
+    return {**result, "remote_port": remote_port, "openai_api_base": f"http://127.0.0.1:{forward.port}/v1"}
+
+
+def render_fleet_tunnel(document: dict) -> str:
+    lines = []
+    for name, pod in document["pods"].items():
+        if pod.get("ok") is True:
+            lines.append(f"{name}: OPENAI_API_BASE={pod['openai_api_base']}"
+                         + (f"  (warning: {pod['warning']})" if pod.get("warning") else ""))
+        else:
+            lines.append(f"{name}: error: {pod.get('error')}")
+    if document.get("error"):
+        lines.append(f"error: {document['error']}")
+    return "\n".join(lines)
+
+
+def _serve_tunnels(live: dict, targets: dict, document: dict) -> None:
+    """Serve every open tunnel until Ctrl-C; a pod whose link drops is named, the others go on."""
+    import threading
+
+    threads = {name: threading.Thread(target=forward.serve, name=f"tunnel-{name}", daemon=True)
+               for name, forward in live.items()}
+    for thread in threads.values():
+        thread.start()
+    log(f"{len(threads)} tunnels open ({', '.join(threads)}); Ctrl-C to close")
+    try:
+        while threads:
+            for name, thread in list(threads.items()):
+                thread.join(0.2)
+                if not thread.is_alive():
+                    log(f"{targets[name].profile.label}: connection lost; its tunnel is closed")
+                    del threads[name]
+    except KeyboardInterrupt:
+        for name in threads:
+            targets[name].close()  # ends its serve loop, which closes its port
+        if document["failed"]:
+            raise HostError(f"tunnels closed; none was opened to {', '.join(document['failed'])}") from None
+        return None
+    raise HostError("the connection to every pod was lost; the tunnels are closed")
+
+
+def _close_forwards(forwards) -> None:
+    for forward in forwards:
+        forward.close()
 
 
 ns = Collection("vllm")
