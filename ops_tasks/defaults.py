@@ -16,6 +16,10 @@ VLLM_START_TIMEOUT_S = 900.0  # vllm.start --wait
 # The run queue
 RUNS_SESSION = "pilots"  # the supervisor's tmux session
 WATCH_INTERVAL_S = 3.0  # runs.status --watch: seconds between refreshes
+RUN_TIMEOUT_S = 24 * 3600.0  # a run's wall-clock budget unless its config says (`timeout: null` opts out)
+RUN_STALL_TIMEOUT_S = 30 * 60.0  # a run silent this long is stalled unless its config says
+RUN_SYNC_INTERVAL_S = 60.0  # out_mode local_sync: the run directory reaches the volume this often
+RUN_LOCAL_DIR = "/tmp/ops-runs"  # out_mode local_sync: runs write under here, on the pod's own disk
 
 # Lium
 LIUM_VOLUME_NAME = "my_volume"

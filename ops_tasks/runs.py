@@ -277,9 +277,12 @@ def _all_cancelled(report: dict) -> dict:
     "fail_fast": "Cancel the submission's queued runs once one of its runs has failed.",
     "wait": "Then wait until the runs end (like runs.wait).",
     "timeout": "With --wait: seconds to wait at most.",
+    "expect_commit": "Start runs only while the pod's repo is at this commit and clean (default: the config's "
+                     "expect_commit, else this checkout's HEAD when the pod's repo has its origin; none: no pin).",
 })
 def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux_session=None, force=False,
-           retry_failed=False, no_tmux=False, slots=None, fail_fast=False, wait=False, timeout=None):
+           retry_failed=False, no_tmux=False, slots=None, fail_fast=False, wait=False, timeout=None,
+           expect_commit=None):
     """Queue runs from a config on the pod (one round trip), or spread over a fleet's pods."""
     from .operations.run_config import load_submission
     from .operations.runs import manifest_of, new_submission_id, submit_runs, wait_runs
@@ -290,6 +293,8 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
     if fleet:
         if wait or no_tmux:
             raise ConfigError("runs.submit over a fleet: --wait and --no-tmux take one host (chain runs.wait)")
+        if expect_commit is not None:
+            raise ConfigError("runs.submit over a fleet: --expect-commit takes one host (set expect_commit in the config)")
         submissions = {t.profile.name: load_submission(config, profile=t.profile, remote_repo=remote_repo,
                                                        outputs_dir=remote_outputs_dir, tmux_session=tmux_session,
                                                        project_dir=project_dir_of(c.config)) for t in fleet}
@@ -308,9 +313,14 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
     cpu_slots = count_flag("--slots", slots, None)  # not given: a live supervisor keeps its own
     timeout_s = seconds_flag("--timeout", timeout, None)
     submission_id = new_submission_id()
+    from .operations.run_config import expected_commit_flag
+    from .operations.runs import laptop_head
+    pin = expected_commit_flag(expect_commit)
+    # The local profile runs in this very checkout: pinning it to its own HEAD would refuse every edit.
+    head = None if pin or target.profile.is_local else laptop_head(project_dir_of(c.config))
     report = submit_runs(target, submission, submission_id=submission_id, force=force, retry_failed=retry_failed,
                          foreground=no_tmux, slots=cpu_slots, fail_fast=fail_fast,
-                         on_stderr=SupervisorEcho() if no_tmux else None)
+                         on_stderr=SupervisorEcho() if no_tmux else None, expect_commit=pin, laptop_head=head)
     manifest = manifest_of(submission, submission_id, target.profile.name)
     manifest.update(queued=report["queued"], skipped=report["skipped"], refused=report["refused"],
                     config=str(config), submitted_at=time.time(), **host_fields(target.profile))

@@ -30,6 +30,7 @@ pod-local disk) and reach a run only through its environment.
 
 import errno
 import fcntl
+import glob
 import json
 import os
 import platform
@@ -124,6 +125,11 @@ PROBE_TIMEOUT_S = 10.0  # the run's interpreter asked for its version and packag
 CONVERT_TIMEOUT_S = 300.0  # a summary_from conversion's deadline unless the run's summary_timeout says
 PACKAGES = ("torch", "vllm", "verifiers", "lm_eval", "transformers")  # versions in run_metadata
 METRICS_CHUNK = 1 << 20  # metrics_from_log reads at most this much new log per look
+EXPECT_KEYS = ("files", "log_matches", "log_not_matches", "wandb_synced")  # run_config.EXPECT_KEYS
+OUT_MODES = ("volume", "local_sync")  # run_config.OUT_MODES
+COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
+# wandb's own end-of-run line when it uploaded (`wandb: Synced 5 W&B file(s), ...`), and `wandb sync`'s.
+WANDB_SYNCED_LINE = re.compile(r"wandb: Synced \d+ W&B file|^Syncing: .* \.\.\. done\.?$")
 
 
 # ---------------------------------------------------------------- small helpers
@@ -771,7 +777,294 @@ def workload_problem(run):
             return "metrics_from_log %r does not compile: %s" % (pattern, exc)
     if run.get("meta") is not None and not isinstance(run["meta"], dict):
         return "meta must be an object"
+    return expect_problem(run.get("expect")) or gate_problem(run)
+
+
+def expect_problem(expect):
+    """Why a run's `expect` cannot be used, or None (the laptop's run_config._expect first)."""
+    if expect is None:
+        return None
+    if not isinstance(expect, dict) or set(expect) - set(EXPECT_KEYS):
+        return "expect must be an object of %s" % ", ".join(EXPECT_KEYS)
+    files = expect.get("files") or []
+    if not isinstance(files, list) or not all(isinstance(f, str) and f and not f.startswith("/")
+                                              and ".." not in f.split("/") for f in files):
+        return "expect.files must be paths inside the run directory"
+    for key in ("log_matches", "log_not_matches"):
+        patterns = expect.get(key) or []
+        if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+            return "expect.%s must be a list of regexes" % key
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                return "expect.%s %r does not compile: %s" % (key, pattern, exc)
+    if not isinstance(expect.get("wandb_synced", False), bool):
+        return "expect.wandb_synced must be a boolean"
     return None
+
+
+def gate_problem(run):
+    """Why a run's expect_commit or out_mode (sync_interval, local_dir) cannot be used, or None."""
+    pinned = run.get("expect_commit")
+    if pinned is not None and not (isinstance(pinned, str) and COMMIT.match(pinned)):
+        return "expect_commit %r is not a commit id" % (pinned,)
+    mode = run.get("out_mode")
+    if mode is None or mode == "volume":
+        return None
+    if mode not in OUT_MODES:
+        return "out_mode %r: one of %s" % (mode, ", ".join(OUT_MODES))
+    interval = run.get("sync_interval")
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not 0 < interval < 1e7:
+        return "sync_interval %r: seconds > 0" % (interval,)
+    local_dir = run.get("local_dir")
+    if not isinstance(local_dir, str) or os.path.normpath(local_dir) != local_dir or not local_dir.startswith("/"):
+        return "local_dir %r: an absolute, normal path" % (local_dir,)
+    problem = outputs_root_problem(local_dir)
+    if problem:
+        return "local_dir %s %s" % (local_dir, problem)
+    return None
+
+
+# ---------------------------------------------------------------- gates: expect, the commit pin, a run's identity
+
+
+def unmet_expectations(entry, run_dir):
+    """What a run that exited 0 did not show of its `expect`, one line each ([]: all met). Read
+    on the volume's run directory: the contract is judged where fetch reads it."""
+    expect = entry.get("expect") or {}
+    unmet = ["no %s in the run directory" % pattern for pattern in expect.get("files") or []
+             if not files_in_run(run_dir, pattern)]
+    log_path = os.path.join(run_dir, "stdout.log")
+    must = expect.get("log_matches") or []
+    must_not = expect.get("log_not_matches") or []
+    if must or must_not:
+        found, forbidden = search_log(log_path, must, must_not)
+        unmet += ["stdout.log has no line matching %r" % pattern for pattern in must if pattern not in found]
+        unmet += ["stdout.log has a line matching %r: %s" % (pattern, line[:160]) for pattern, line in forbidden]
+    if expect.get("wandb_synced") and not wandb_synced(entry, run_dir, log_path):
+        unmet.append("W&B did not say it synced (no `wandb: Synced` line in stdout.log, no .synced mark "
+                     "in the run's wandb directory)")
+    return unmet
+
+
+def files_in_run(run_dir, pattern):
+    """The regular files matching pattern (a glob; ** for any depth) inside run_dir, links
+    resolved: a link out of the run directory proves nothing."""
+    root = os.path.realpath(run_dir)
+    found = []
+    for path in glob.glob(os.path.join(glob.escape(run_dir), pattern), recursive=True):
+        real = os.path.realpath(path)
+        if real.startswith(root + os.sep) and os.path.isfile(real):
+            found.append(path)
+    return found
+
+
+def search_log(log_path, must, must_not):
+    """({pattern of must seen}, [(pattern of must_not, its first line)]), line by line."""
+    wanted = [(p, re.compile(p)) for p in must]
+    unwanted = [(p, re.compile(p)) for p in must_not]
+    found, forbidden = set(), {}
+    try:
+        with open(log_path, "rb") as handle:
+            for raw in handle:
+                line = raw.decode("utf-8", "replace").rstrip("\n")
+                found.update(p for p, rx in wanted if p not in found and rx.search(line))
+                forbidden.update((p, line) for p, rx in unwanted if p not in forbidden and rx.search(line))
+    except OSError:
+        pass
+    return found, sorted(forbidden.items())
+
+
+def wandb_synced(entry, run_dir, log_path):
+    """W&B says it synced: its own end-of-run line in the log (online), or the `.synced` mark
+    `wandb sync` leaves in a run's folder under the run directory or the run's WANDB_DIR."""
+    found, _ = search_log(log_path, [WANDB_SYNCED_LINE.pattern], [])
+    if found:
+        return True
+    roots = [run_dir]
+    wandb_dir = (entry.get("env") or {}).get("WANDB_DIR")
+    if isinstance(wandb_dir, str) and wandb_dir.startswith("/"):
+        roots.append(wandb_dir)
+    for root in roots:
+        for folder in ("wandb/*run-*", "*run-*"):
+            base = os.path.join(glob.escape(root), folder)
+            if glob.glob(os.path.join(base, "*.synced")) or glob.glob(os.path.join(base, ".synced")):
+                return True
+    return False
+
+
+def commit_pin(run, request, facts):
+    """(commit, where the pin comes from) the run's repo must be at, or (None, None): the task's
+    --expect-commit, else the run's expect_commit (null: none), else the laptop's HEAD when the
+    pod's repo has the laptop's origin."""
+    flag = request.get("expect_commit")
+    if flag == "none":
+        return None, None
+    if isinstance(flag, str) and COMMIT.match(flag):
+        return flag, "--expect-commit"
+    if "expect_commit" in run:
+        return run["expect_commit"], "expect_commit"
+    head = request.get("laptop_head")
+    if isinstance(head, dict) and isinstance(head.get("commit"), str) and COMMIT.match(head["commit"]) \
+            and same_origin(head.get("origin"), facts.get("origin")):
+        return head["commit"], "the laptop's HEAD (the pod's repo has its origin)"
+    return None, None
+
+
+def pin_problem(commit, source, facts, repo):
+    """Why a repo is not at its pinned commit (another commit, or uncommitted changes), or None."""
+    if not commit:
+        return None
+    at = facts.get("commit")
+    if at is None:
+        return "pinned to %s (%s), but %s is not a git repository" % (commit[:12], source, repo)
+    if not at.startswith(commit):
+        return "the pod's repo %s is at %s, not at %s (%s)" % (repo, at[:12], commit[:12], source)
+    if facts.get("dirty"):
+        return ("the pod's repo %s is at %s (%s) but has uncommitted changes: commit or stash them on the pod, "
+                "or pin another commit" % (repo, at[:12], source))
+    return None
+
+
+def same_origin(one, other):
+    """Two remote URLs naming one repository (ssh or https spelling, .git or not)."""
+    def plain(url):
+        if not isinstance(url, str) or not url.strip():
+            return None
+        url = re.sub(r"^[a-z+]+://", "", url.strip())
+        url = re.sub(r"^[^@/]*@", "", url)  # a user (or a token) before the host
+        url = url.replace(":", "/", 1) if re.match(r"^[^/]+:[^/0-9]", url) else url
+        return re.sub(r"\.git$", "", url.rstrip("/")).lower()
+
+    return plain(one) is not None and plain(one) == plain(other)
+
+
+def identity_digest(identity):
+    import hashlib
+
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write_identity(entry):
+    """.ops/identity.json: what the run in this directory is (run_config's RunSpec.identity)."""
+    identity = entry.get("identity")
+    if isinstance(identity, dict):
+        makedirs(os.path.join(entry["run_dir"], RECORD_DIR))
+        write_json(record_path(entry["run_dir"], "identity.json"), dict(identity, digest=identity_digest(identity)))
+
+
+def identity_difference(run_dir, identity, queued=None):
+    """How the run in run_dir (its started attempt's .ops/identity.json, else `queued`, its queue
+    entry's) differs from identity (one line), or None: the same run, or one never recorded."""
+    old = read_json(record_path(run_dir, "identity.json"))
+    old = old if isinstance(old, dict) else queued
+    if not isinstance(old, dict) or not isinstance(identity, dict):
+        return None
+    old = {k: v for k, v in old.items() if k != "digest"}
+    if identity_digest(old) == identity_digest(identity):
+        return None
+    before, after = old.get("config"), identity.get("config")
+    before, after = (before if isinstance(before, dict) else {}), (after if isinstance(after, dict) else {})
+    changes = ["%s: %s -> %s" % (key, shown_value(before, key), shown_value(after, key))
+               for key in sorted(set(before) | set(after), key=str)
+               if key not in ("command", "entrypoint") and before.get(key, MISSING_VALUE) != after.get(key, MISSING_VALUE)]
+    names_before = set(old.get("env_names") or []) if isinstance(old.get("env_names"), list) else set()
+    names_after = set(identity.get("env_names") or [])
+    changes += ["env +%s" % n for n in sorted(names_after - names_before, key=str)]
+    changes += ["env -%s" % n for n in sorted(names_before - names_after, key=str)]
+    if not changes:
+        changes = ["command %s -> %s" % (shown_value(old, "command"), shown_value(identity, "command"))]
+    return "; ".join(changes[:6]) + ("; ..." if len(changes) > 6 else "")
+
+
+MISSING_VALUE = object()
+
+
+def shown_value(holder, key):
+    if key not in holder:
+        return "(unset)"
+    text = json.dumps(holder[key], sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+# ---------------------------------------------------------------- out_mode local_sync
+
+
+def work_dir_of(entry):
+    """Where an out_mode local_sync run writes on the pod's own disk (run_config.local_work_dir)."""
+    if entry.get("out_mode") != "local_sync":
+        return None
+    return os.path.join(entry["local_dir"], entry["run_id"])
+
+
+class LocalSync:
+    """out_mode local_sync: the run writes into work_dir (the pod's own disk), and its files are
+    copied into run_dir on the volume every `interval` and once more after it ends, before its
+    verdict: a pod that dies loses at most one interval. Only what changed (size, mtime) is
+    copied, each file atomically; the supervisor's own files there (status.json, .ops/,
+    attempts/) are never written from work_dir."""
+
+    OWN = ("status.json", RECORD_DIR, "attempts")
+
+    def __init__(self, work_dir, run_dir, interval):
+        self.work_dir, self.run_dir, self.interval = work_dir, run_dir, interval
+        self.copied = {}  # relative path -> (size, mtime_ns) or the link's target
+        self.last = time.monotonic()
+        self.count = 0
+
+    def due(self):
+        return time.monotonic() - self.last >= self.interval
+
+    def sync(self):
+        self.last = time.monotonic()
+        for folder, dirs, files in os.walk(self.work_dir):
+            relative = os.path.relpath(folder, self.work_dir)
+            if relative == ".":
+                dirs[:] = [d for d in dirs if d not in self.OWN]
+                files = [f for f in files if f not in self.OWN]
+            for name in dirs + files:
+                self.copy_one(os.path.normpath(os.path.join(relative, name)))
+        self.count += 1
+
+    def copy_one(self, relative):
+        source, target = os.path.join(self.work_dir, relative), os.path.join(self.run_dir, relative)
+        try:
+            info = os.lstat(source)
+        except OSError:
+            return  # gone since the listing
+        if stat_is(info, "S_ISDIR"):
+            makedirs(target)
+            return
+        if stat_is(info, "S_ISLNK"):
+            seen = os.readlink(source)
+        elif stat_is(info, "S_ISREG"):
+            seen = (info.st_size, info.st_mtime_ns)
+        else:
+            return  # a socket or fifo is no file of the contract
+        if self.copied.get(relative) == seen:
+            return
+        makedirs(os.path.dirname(target))
+        temporary = "%s.tmp.%d" % (target, os.getpid())
+        try:
+            if isinstance(seen, str):
+                os.symlink(seen, temporary)
+            else:
+                shutil.copyfile(source, temporary)
+            os.replace(temporary, target)
+        except FileNotFoundError:
+            remove_quietly(temporary)  # the run removed it meanwhile: the next sync sees what is there
+            return
+        except BaseException:
+            remove_quietly(temporary)
+            raise
+        self.copied[relative] = seen
+
+
+def stat_is(info, test):
+    import stat
+
+    return getattr(stat, test)(info.st_mode)
 
 
 def record_path(run_dir, name="record.json"):
@@ -1263,18 +1556,24 @@ def submit(request):
     force, retry_failed = request.get("force"), request.get("retry_failed")
     queued, skipped, refused = [], [], []
     secrets = {}
+    repos = {cwd: git_facts(cwd) for cwd in {run.get("cwd") for run in runs} if isinstance(cwd, str)}
     with store.queue_lock(), BatchedSync():
         supervisor = store.supervisor_alive()
-        waiting = store.waiting_ids()
+        entries = store.queued()
+        waiting = store.waiting_ids(entries)
+        identities = {e["run_id"]: e.get("identity") for e in entries}
         for run in runs:
             run_id, run_dir = run["run_id"], run["run_dir"]
-            decision = admission(run, supervisor, waiting, force, retry_failed)
+            decision = admission(run, supervisor, waiting, force, retry_failed, identities)
             if decision[0] == "skip":
                 skipped.append({"run_id": run_id, "reason": decision[1]})
                 continue
-            if decision[0] == "refuse":
-                refused.append({"run_id": run_id, "reason": decision[1]})
+            pinned, source = commit_pin(run, request, repos.get(run.get("cwd")) or {})
+            problem = pin_problem(pinned, source, repos.get(run.get("cwd")) or {}, run.get("cwd"))
+            if decision[0] == "refuse" or problem:
+                refused.append({"run_id": run_id, "reason": decision[1] or problem})
                 continue
+            run = dict(run, expect_commit=pinned, expect_commit_source=source)
             try:
                 queued.append(queue_run(store, run, request, secrets))
             except OSError as exc:  # a full volume: this run is refused, the others go on
@@ -1387,11 +1686,19 @@ def run_in_foreground(store, request):
     return {"foreground": True, "runs": waited["runs"]}
 
 
-def admission(run, supervisor_alive, waiting, force, retry_failed):
-    """("queue"|"skip"|"refuse", reason) for one run, under the queue lock."""
+def admission(run, supervisor_alive, waiting, force, retry_failed, identities=None):
+    """("queue"|"skip"|"refuse", reason) for one run, under the queue lock. identities: the
+    queue's entries' ({run id: identity}), for a run not started yet."""
     run_dir = run["run_dir"]
     status = read_status(run_dir)
     state = effective_state(status, supervisor_alive, waiting)
+    # A run id names one run: the same id with another command or config is another run, never
+    # "done" (a campaign reusing ids); --force archives the old one and runs the new.
+    difference = None if status is None or force else identity_difference(
+        run_dir, run.get("identity"), (identities or {}).get(run["run_id"]))
+    if difference:
+        return "refuse", ("already on the pod (%s) with another config: %s; give it another run_id, or --force "
+                          "(the old attempt is kept in attempts/)" % (state, difference))
     if state in ACTIVE:
         return "skip", "already %s (attempt %s)" % (state, status.get("attempt"))
     if state == "succeeded" and not force:
@@ -1450,7 +1757,9 @@ class Running:
         self.kill_reason = None  # timeout | stalled | cancelled
         self.kill_deadline = None
         self.stop_stages = stop_stages(entry)  # [(signal, grace after it)]: stop_signal, TERM, KILL
-        self.metrics = MetricsWatch(entry["run_dir"], log_path, entry.get("metrics_from_log"))
+        work_dir = work_dir_of(entry)
+        self.metrics = MetricsWatch(work_dir or entry["run_dir"], log_path, entry.get("metrics_from_log"))
+        self.sync = LocalSync(work_dir, entry["run_dir"], entry["sync_interval"]) if work_dir else None
         self.metrics_at = 0.0  # monotonic time the latest step was last written into status.json
         self.env = {}  # the run's full environment (a summary_from python:... runs in it)
         self.ours = {}  # {contract file: sha256} of what the supervisor wrote
@@ -1681,10 +1990,22 @@ class Supervisor:
             self.end_unstarted(entry, "secrets_missing", "secret env %s is gone from this pod "
                                                          "(~/.ops/runs/env): submit again" % ", ".join(missing))
             return
+        # The repo may have moved since the run was queued (hours ago, by another submission).
+        moved = pin_problem(entry.get("expect_commit"), entry.get("expect_commit_source"), git_facts(entry["cwd"]),
+                            entry["cwd"]) if entry.get("expect_commit") else None
+        if moved:
+            self.end_unstarted(entry, "commit", moved)
+            return
+        work_dir = work_dir_of(entry)
+        if work_dir:
+            shutil.rmtree(work_dir, ignore_errors=True)  # an earlier attempt's: it reached the volume then
+            makedirs(work_dir)
         env = dict(entry["env"])
         env.update(secrets or {})
-        env.update(OPS_RUN_ID=run_id, OPS_RUN_DIR=run_dir, OPS_SUBMISSION_ID=entry["submission_id"],
+        env.update(OPS_RUN_ID=run_id, OPS_RUN_DIR=work_dir or run_dir, OPS_SUBMISSION_ID=entry["submission_id"],
                    PYTHONUNBUFFERED="1")
+        if work_dir:
+            env["OPS_VOLUME_RUN_DIR"] = run_dir
         if self.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
         full_env = dict(os.environ)
@@ -1692,7 +2013,7 @@ class Supervisor:
         interpreter = probe_interpreter(entry, full_env) if os.path.isdir(entry["cwd"]) else {
             "error": "remote_repo %s does not exist" % entry["cwd"]}
         ours, record = write_contract_start(entry, env, gpus, interpreter)
-        log_path = os.path.join(run_dir, "stdout.log")
+        log_path = os.path.join(work_dir or run_dir, "stdout.log")
         if not os.path.isdir(entry["cwd"]):
             with open(log_path, "ab") as log:
                 log.write(("ops-tasks: remote_repo %s does not exist on this pod\n" % entry["cwd"]).encode())
@@ -1758,6 +2079,11 @@ class Supervisor:
             self.finish(running, code)
             return
         self.note_metrics(running)
+        if running.sync is not None and running.sync.due():
+            try:
+                running.sync.sync()
+            except OSError as exc:  # a full or slow volume: tried again at the next interval
+                self.say("%s: local_sync to the volume failed (tried again): %s" % (entry["run_id"], exc))
         if running.kill_reason is None:
             if entry.get("timeout") and time.monotonic() - running.started_mono > entry["timeout"]:
                 self.stop_run(running, "timeout")
@@ -1846,6 +2172,8 @@ class Supervisor:
             del self.running[run_id]
             retried = state in RETRYABLE and self.retry(entry, klass, status)
             self._drop_active(run_id)
+        if running.sync is not None:
+            shutil.rmtree(running.sync.work_dir, ignore_errors=True)  # all of it is on the volume now
         if retried:
             return
         if state in COUNTS_AS_FAILURE and entry.get("fail_fast"):
@@ -1861,9 +2189,12 @@ class Supervisor:
         log when the script wrote none."""
         entry, run_dir = running.entry, running.entry["run_dir"]
         if running.conversion is None:
-            if running.metrics.write_curve():
-                running.ours["metrics.jsonl"] = file_digest(os.path.join(run_dir, "metrics.jsonl"))
+            wrote_curve = running.metrics.write_curve()
             running.metrics.look()
+            if running.sync is not None:
+                running.sync.sync()  # the last copy, before any verdict: the run is judged on the volume
+            if wrote_curve:
+                running.ours["metrics.jsonl"] = file_digest(os.path.join(run_dir, "metrics.jsonl"))
             if running.kill_reason in ("timeout", "stalled"):
                 return running.kill_reason, running.kill_reason, None
             if running.kill_reason == "cancelled":
@@ -1883,6 +2214,9 @@ class Supervisor:
         if problem:
             self.say("%s: %s" % (entry["run_id"], problem))
             return "failed", "bad_output", problem
+        unmet = unmet_expectations(entry, run_dir)
+        if unmet:
+            return "failed", "expectation", "expect: " + "; ".join(unmet)
         ok, klass, _ = summary_verdict(run_dir)
         return ("succeeded" if ok else "failed"), klass, None
 
@@ -1954,6 +2288,11 @@ class Supervisor:
             if running.conversion is not None:
                 running.conversion.stop()
             running.proc.poll()
+            if running.sync is not None:
+                try:
+                    running.sync.sync()  # what it wrote since the last interval
+                except OSError:
+                    pass
             try:
                 set_attempt_state(running.entry, "lost", failure_class="lost", started=running.started,
                                   finished=now(), gpus=running.gpus)
@@ -1982,6 +2321,7 @@ def write_contract_start(entry, env, gpus, interpreter):
     write_text(record_path(run_dir, "command.sh"), replay_script(entry, env), 0o755)
     record = dict(metadata, written_by="ops-tasks supervisor", replay=RECORD_DIR + "/command.sh")
     write_json(record_path(run_dir), record)
+    write_identity(entry)  # each attempt's own: a queued one is known by its queue entry
     write_if_absent(os.path.join(run_dir, "command.sh"), script, 0o755)
     write_if_absent(os.path.join(run_dir, "run_metadata.json"), metadata_text)
     import hashlib
@@ -2064,9 +2404,12 @@ def git_facts(repo):
 
     commit = git("rev-parse", "HEAD")
     if commit is None:
-        return {"commit": None, "branch": None, "dirty": None}
+        return {"commit": None, "branch": None, "dirty": None, "origin": None}
+    origin = git("config", "--get", "remote.origin.url")
     return {"commit": commit, "branch": git("rev-parse", "--abbrev-ref", "HEAD"),
-            "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+            "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+            # A token in an https URL (https://user:TOKEN@host/...) never reaches run_metadata.
+            "origin": re.sub(r"//[^/@]*@", "//", origin) if origin else None}
 
 
 def run_metadata(entry, env, gpus, started, interpreter=None):
@@ -2228,8 +2571,9 @@ def wait(request):
         alive, waiting = store.supervisor_alive(), store.waiting_ids()
         runs = [run_report(store, d, r, alive, waiting) for r, d in selected_runs(store, request)]
         states = [r["state"] for r in runs]
-        # unknown (a damaged status.json) never changes by waiting: it is over, and not ok.
-        done = sum(s in TERMINAL + ("unknown",) for s in states)
+        # unknown (a damaged status.json) never changes by waiting: it is over, and not ok; nor
+        # does missing (a run the submission refused before it had a directory: nothing will run it).
+        done = sum(s in TERMINAL + ("unknown", "missing") for s in states)
         failed = sum(s in COUNTS_AS_FAILURE + ("unknown",) for s in states)
         progress = (done, len(runs), failed, states.count("running"))
         # Said again now and then: the write fails once the laptop is gone (sshd closed our

@@ -477,3 +477,81 @@ def test_what_a_key_is_is_one_rule():
     run = {"seed": 1, "gpus": 1, "meta": {"team": "x"}}
     assert [key_role(key, run) for key in ("seed", "gpus", "meta", "team", "flag_style", "styles")] == [
         "flag", "reserved", "reserved", "metadata", "reserved", "reserved"]
+
+
+# ---------------------------------------------------------------- campaigns' run-side gates (issue 16)
+
+
+def test_every_run_has_a_wall_clock_and_a_stall_budget_unless_it_says_null(tmp_path):
+    plain, set_here, unlimited = runs(tmp_path, {"run_id": "a", "command": "x"},
+                                      {"run_id": "b", "command": "x", "timeout": "2h", "stall_timeout": 60},
+                                      {"run_id": "c", "command": "x", "timeout": None})
+    assert (plain.timeout, plain.stall_timeout) == (24 * 3600.0, 30 * 60.0) and plain.warnings == ()
+    assert (set_here.timeout, set_here.stall_timeout) == (7200.0, 60.0)
+    assert (unlimited.timeout, unlimited.stall_timeout) == (None, 30 * 60.0)
+    assert len(unlimited.warnings) == 1 and "timeout: null" in unlimited.warnings[0] and "('c')" in unlimited.warnings[0]
+    # In defaults, null opts every run out (and each says so).
+    assert [r.timeout for r in runs(tmp_path, {"run_id": "d", "command": "x"}, defaults={"timeout": None})] == [None]
+
+
+@pytest.mark.parametrize("typo, intended", [("expct", "expect"), ("out_mod", "out_mode"),
+                                            ("expect_comit", "expect_commit"), ("sync_intervl", "sync_interval")])
+def test_a_typo_of_a_gate_key_is_refused_naming_it(tmp_path, typo, intended):
+    refused(tmp_path, {"runs": [{"run_id": "r", "command": "x", typo: 1}]}, f"did you mean {intended!r}")
+
+
+def test_expect_is_checked_before_any_contact(tmp_path):
+    def refuses(expect, *text):
+        refused(tmp_path, {"runs": [{"run_id": "r", "command": "x", "expect": expect}]}, *text)
+
+    refuses({"file": ["ckpt.pt"]}, "expect.file is not known")
+    refuses({"files": ["/root/.ssh/id_rsa"]}, "inside the run directory")
+    refuses({"files": ["../other/ckpt.pt"]}, "inside the run directory")
+    refuses({"log_matches": "(unclosed"}, "expect.log_matches '(unclosed' does not compile")
+    refuses({"wandb_synced": "yes"}, "expect.wandb_synced must be true or false")
+    refuses(["ckpt.pt"], "expect must be an object")
+
+
+def test_expect_merges_with_defaults_and_its_regexes_are_never_placeholders(tmp_path):
+    run = one_run(tmp_path, defaults={"expect": {"files": ["ckpt.pt"]}}, command="x",
+                  expect={"log_matches": r"step \d{3}"})
+    assert dict(run.workload)["expect"] == {"files": ["ckpt.pt"], "log_matches": [r"step \d{3}"]}
+
+
+def test_local_sync_gives_the_command_its_folder_on_the_pods_disk_and_keeps_the_run_on_the_volume(tmp_path):
+    run = one_run(tmp_path, out_mode="local_sync", entrypoint="python t.py", command=None)
+    assert run.run_dir == "/profile/outputs/r"
+    assert run.command == "python t.py --run-dir /tmp/ops-runs/r"
+    assert {k: v for k, v in run.workload} == {"out_mode": "local_sync", "sync_interval": 60.0,
+                                               "local_dir": "/tmp/ops-runs"}
+    placed = one_run(tmp_path, out_mode="local_sync", local_dir="/scratch/runs", sync_interval="5m",
+                     command="python t.py --out {run_dir}")
+    assert placed.command == "python t.py --out /scratch/runs/r" and dict(placed.workload)["sync_interval"] == 300.0
+
+
+def test_local_sync_settings_are_refused_where_they_cannot_work(tmp_path):
+    refused(tmp_path, {"runs": [{"run_id": "r", "command": "x", "sync_interval": 5}]}, "local_sync\" only")
+    refused(tmp_path, {"runs": [{"run_id": "r", "command": "x", "out_mode": "s3"}]}, "out_mode must be one of")
+    refused(tmp_path, {"runs": [{"run_id": "r", "command": "x", "out_mode": "local_sync",
+                                 "local_dir": "/profile/outputs/local"}]}, "must be outside the outputs root")
+    refused(tmp_path, {"runs": [{"run_id": "r", "command": "x", "out_mode": "local_sync", "local_dir": "rel"}]},
+            "local_dir must be an absolute path")
+
+
+def test_expect_commit_is_a_commit_id_or_null(tmp_path):
+    assert dict(one_run(tmp_path, command="x", expect_commit="ABCDEF1").workload)["expect_commit"] == "abcdef1"
+    assert dict(one_run(tmp_path, command="x", expect_commit=None).workload) == {"expect_commit": None}
+    refused(tmp_path, {"runs": [{"run_id": "r", "command": "x", "expect_commit": "main"}]},
+            "expect_commit must be a commit id")
+
+
+def test_a_runs_identity_is_what_it_computes_not_how_it_is_watched(tmp_path):
+    base = {"run_id": "r", "command": "python t.py --lr {lr}", "lr": 0.1, "env": {"A": "1", "HF_TOKEN": "s1"}}
+    same = [one_run(tmp_path, **{**base, **change}).identity() for change in
+            ({}, {"timeout": "1h", "retries": 3, "label": "again", "expect": {"files": ["x"]}},
+             {"env": {"A": "1", "HF_TOKEN": "another secret"}})]
+    assert same[0] == same[1] == same[2]
+    assert "s1" not in json.dumps(same[0])
+    other = [one_run(tmp_path, **{**base, **change}).identity() for change in
+             ({"lr": 0.2}, {"env": {"A": "2", "HF_TOKEN": "s1"}}, {"env": {"A": "1", "HF_TOKEN": "s1", "B": "x"}})]
+    assert all(identity != same[0] for identity in other)

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from ..defaults import RUNS_SESSION
+from ..defaults import RUN_LOCAL_DIR, RUN_STALL_TIMEOUT_S, RUN_SYNC_INTERVAL_S, RUN_TIMEOUT_S, RUNS_SESSION
 from ..errors import ConfigError
 from ..names import CONTROL_CHARS, ENV_NAME, RUN_ID, TMUX_SESSION
 from ..secrets import MASK, is_secret_key, is_secret_name
@@ -29,7 +29,17 @@ from ..secrets import MASK, is_secret_key, is_secret_name
 # Keys of a run's workload: where its summary comes from, how it is stopped, its metrics, its own
 # metadata (README, "Run configs"; checked by _workload, and again on the pod by ops_runs.py).
 WORKLOAD_KEYS = ("summary_from", "summary_metric", "summary_timeout", "stop_signal", "stop_grace",
-                 "metrics_from_log", "meta")
+                 "metrics_from_log", "meta",
+                 "expect", "expect_commit", "out_mode", "sync_interval", "local_dir")
+# `expect`: what a run that exited 0 must also show to succeed (ops_runs.unmet_expectations).
+EXPECT_KEYS = ("files", "log_matches", "log_not_matches", "wandb_synced")
+OUT_MODES = ("volume", "local_sync")
+# The keys that say how a run is watched, retried, gated or described, not what it computes: a
+# run id submitted again with only these changed is the same run (RunSpec.identity).
+NOT_IDENTITY = frozenset({"run_id", "run_dir", "label", "meta", "timeout", "stall_timeout", "retries", "retry_on",
+                          "retry_backoff", "expect", "expect_commit", "out_mode", "sync_interval", "local_dir",
+                          "stop_signal", "stop_grace", "metrics_from_log", "summary_metric", "summary_timeout"})
+_COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
 # How values are written on the command line (README, "Rendering values"; checked by _styles).
 STYLE_KEYS = ("flag_style", "value_style", "styles")
 FLAG_STYLES = ("--key value", "--key=value", "key=value")
@@ -42,7 +52,7 @@ RESERVED = frozenset({"run_id", "label", "command", "entrypoint", "env", "gpus",
 MAX_DEPTH = 32
 FAILURE_CLASSES = ("oom", "nccl", "auth", "data", "timeout", "stalled", "killed", "no_summary",
                    "bad_summary", "summary_not_ok", "exit_nonzero", "lost", "unschedulable", "secrets_missing",
-                   "usage", "bad_output")
+                   "usage", "bad_output", "expectation", "commit")
 # A workload key at the top is the whole config's (summary_from for every run), as if under `defaults`.
 TOP_LEVEL_KEYS = ("remote_repo", "remote_outputs_dir", "tmux_session", "defaults", "runs", "runs_csv", "campaign",
                   *WORKLOAD_KEYS)  # campaign: ops campaign's section (servers, sync, report)
@@ -84,8 +94,8 @@ class RunSpec:
     cwd: str  # remote_repo
     env: tuple  # ((NAME, value), ...) real values: they travel on stdin only
     gpus: Optional[int]  # None: all GPUs of the pod; 0: CPU only
-    timeout: Optional[float]  # seconds, wall clock
-    stall_timeout: Optional[float]  # seconds without new output
+    timeout: Optional[float]  # seconds, wall clock; None only when the config says `timeout: null`
+    stall_timeout: Optional[float]  # seconds without new output; None only when the config says null
     retries: int  # extra attempts
     retry_on: Optional[tuple]  # failure classes; None: any
     retry_backoff: float  # seconds before the first retry, doubled each time
@@ -109,7 +119,14 @@ class RunSpec:
             "retry_backoff": self.retry_backoff,
             "config": copy.deepcopy(self.config),
             **copy.deepcopy(dict(self.workload)),
+            "identity": self.identity(),
         }
+
+    def identity(self) -> dict:
+        """What makes this run the run it is: its command line, its env names and its config
+        without the keys of NOT_IDENTITY. The pod refuses a run id it holds with another one."""
+        return {"command": self.command, "env_names": sorted(name for name, _ in self.env),
+                "config": {key: value for key, value in self.config.items() if key not in NOT_IDENTITY}}
 
     def shown(self) -> dict:
         """to_dict() as it may be printed or written to a manifest: secret env values masked."""
@@ -325,7 +342,7 @@ def _root(name: str, candidates: list, missing: str, base: Optional[str] = None)
 def _merge(defaults: dict, run: dict) -> dict:
     """defaults then the run (the run wins); env, meta and styles merged name by name."""
     merged = {**defaults, **run}
-    for key in ("env", "meta", "styles"):
+    for key in ("env", "meta", "styles", "expect"):
         if isinstance(defaults.get(key), dict) and isinstance(run.get(key), dict):
             merged[key] = {**defaults[key], **run[key]}
     return merged
@@ -382,12 +399,15 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime)
     where = f"{shown}: {position} ({run_id!r})"
     sources["run_id"] = run_id
     run_dir = _run_dir(run.get("run_dir"), sources, roots["outputs_dir"], where)
-    sources["run_dir"] = run_dir
+    # local_sync: the command writes into its directory on the pod's own disk; the supervisor
+    # copies it into run_dir on the volume (ops_runs.LocalSync).
+    writes_to = local_work_dir(_out_mode(run, where, roots["outputs_dir"]), run_id) or run_dir
+    sources["run_dir"] = writes_to
 
-    # A regex's braces ({3}, {n,m}) are never placeholders: metrics_from_log is taken as written.
-    filled = {key: value if key == "metrics_from_log" else _fill_deep(value, sources, where, value_styles)
+    # A regex's braces ({3}, {n,m}) are never placeholders: metrics_from_log and expect are taken as written.
+    filled = {key: value if key in ("metrics_from_log", "expect") else _fill_deep(value, sources, where, value_styles)
               for key, value in run.items() if key not in ("run_id", "run_dir", "command", "entrypoint")}
-    command, shown_command = _command(run, filled, sources, run_dir, where, style_of)
+    command, shown_command = _command(run, filled, sources, writes_to, where, style_of)
     env = _env(filled.get("env"), where)
     label = filled.get("label")
     if label is not None and (not isinstance(label, str) or CONTROL_CHARS.search(label)):
@@ -419,20 +439,47 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime)
         cwd=roots["remote_repo"],
         env=env,
         gpus=_count(filled.get("gpus"), "gpus", where),
-        timeout=parse_duration(filled.get("timeout"), "timeout", where),
-        stall_timeout=parse_duration(filled.get("stall_timeout"), "stall_timeout", where),
+        timeout=_budget(filled, "timeout", RUN_TIMEOUT_S, where),
+        stall_timeout=_budget(filled, "stall_timeout", RUN_STALL_TIMEOUT_S, where),
         retries=_count(filled.get("retries"), "retries", where) or 0,
         retry_on=retry_on,
         retry_backoff=DEFAULT_RETRY_BACKOFF if backoff is None else backoff,
         config=config,
-        workload=_workload(filled, where),
-        warnings=tuple(configurator_warnings(run, filled, sources, style_of, where)),
+        workload=_workload(filled, where, roots["outputs_dir"]),
+        warnings=tuple(configurator_warnings(run, filled, sources, style_of, where) + _budget_warnings(run, where)),
     )
 
 
-def _workload(run: dict, where: str) -> tuple:
+def _budget(run: dict, key: str, default: float, where: str) -> Optional[float]:
+    """A run's timeout or stall_timeout: as set, the built-in default when not set at all, None
+    only for an explicit `null` (no limit: _budget_warnings says so at submit)."""
+    if key not in run:
+        return default
+    return parse_duration(run[key], key, where)
+
+
+def _budget_warnings(run: dict, where: str) -> list:
+    return [f"{where}: {key}: null: this run has no {what} limit; it can hold the pod's GPUs for ever"
+            for key, what in (("timeout", "wall-clock"), ("stall_timeout", "stall"))
+            if key in run and run[key] is None]
+
+
+def local_work_dir(workload: dict, run_id: str) -> Optional[str]:
+    """Where an out_mode local_sync run writes on the pod's own disk (ops_runs.work_dir_of), or None."""
+    if workload.get("out_mode") != "local_sync":
+        return None
+    return posixpath.join(workload["local_dir"], run_id)
+
+
+def _workload(run: dict, where: str, outputs_dir: str) -> tuple:
     """The run's WORKLOAD_KEYS, checked: ((key, value), ...) for the pod's supervisor."""
     found = {}
+    if run.get("expect") is not None:
+        found["expect"] = _expect(run["expect"], where)
+    if "expect_commit" in run:
+        # null is said on purpose: no pin for this run, not even the laptop's HEAD.
+        found["expect_commit"] = _expected_commit(run["expect_commit"], f"{where}: expect_commit")
+    found.update(_out_mode(run, where, outputs_dir))
     source = run.get("summary_from")
     if source is not None:
         if not isinstance(source, str) or not (source in SUMMARY_FRAMEWORKS or _PYTHON_SUMMARY.match(source)):
@@ -479,6 +526,87 @@ def _workload(run: dict, where: str) -> tuple:
                               f"pass it in env instead")
         found["meta"] = run["meta"]
     return tuple(found.items())
+
+
+def _expect(value, where: str) -> dict:
+    """`expect`, checked: files (paths in the run directory), log_matches / log_not_matches
+    (regexes, each searched line by line in stdout.log), wandb_synced (a boolean)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expect must be an object of {', '.join(EXPECT_KEYS)}, got {_type(value)}")
+    for key in value:
+        if key not in EXPECT_KEYS:
+            raise ConfigError(f"{where}: expect.{key} is not known (known: {', '.join(EXPECT_KEYS)})")
+    checked = {}
+    files = value.get("files")
+    if files is not None:
+        if not isinstance(files, list) or not all(isinstance(item, str) and item.strip() for item in files):
+            raise ConfigError(f"{where}: expect.files must be a list of paths in the run directory, got {files!r}")
+        for item in files:
+            if item.startswith("/") or ".." in item.split("/") or CONTROL_CHARS.search(item):
+                raise ConfigError(f"{where}: expect.files: {item!r} must be a path inside the run directory "
+                                  f"(relative, no '..')")
+        checked["files"] = list(files)
+    for key in ("log_matches", "log_not_matches"):
+        patterns = value.get(key)
+        if patterns is None:
+            continue
+        patterns = [patterns] if isinstance(patterns, str) else patterns
+        if not isinstance(patterns, list) or not patterns or not all(isinstance(item, str) and item for item in patterns):
+            raise ConfigError(f"{where}: expect.{key} must be a regex or a list of regexes, got {value[key]!r}")
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"{where}: expect.{key} {pattern!r} does not compile: {exc}") from None
+        checked[key] = patterns
+    synced = value.get("wandb_synced")
+    if synced is not None:
+        if not isinstance(synced, bool):
+            raise ConfigError(f"{where}: expect.wandb_synced must be true or false, got {synced!r}")
+        checked["wandb_synced"] = synced
+    return checked
+
+
+def _expected_commit(value, source: str) -> Optional[str]:
+    """A commit to pin the pod's repo to (hex, 7 to 40 digits), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _COMMIT.match(value.strip().lower()):
+        raise ConfigError(f"{source} must be a commit id (7 to 40 hex digits), got {value!r}")
+    return value.strip().lower()
+
+
+def expected_commit_flag(value) -> Optional[str]:
+    """--expect-commit, checked before any contact: a commit id, or `none` (no pin at all)."""
+    if value is None:
+        return None
+    if str(value).lower() == "none":
+        return "none"
+    return _expected_commit(str(value), "--expect-commit")
+
+
+def _out_mode(run: dict, where: str, outputs_dir: str) -> dict:
+    """out_mode and, for local_sync, its sync_interval and local_dir (on the pod's own disk)."""
+    mode = run.get("out_mode")
+    if mode is None or mode == "volume":
+        for key in ("sync_interval", "local_dir"):
+            if run.get(key) is not None:
+                raise ConfigError(f"{where}: {key} applies to out_mode \"local_sync\" only")
+        return {}
+    if mode not in OUT_MODES:
+        raise ConfigError(f"{where}: out_mode must be one of {', '.join(OUT_MODES)}, got {mode!r}")
+    interval = parse_duration(run.get("sync_interval"), "sync_interval", where)
+    local_dir = run.get("local_dir", RUN_LOCAL_DIR)
+    if not isinstance(local_dir, str) or not local_dir.startswith("/") or CONTROL_CHARS.search(local_dir) \
+            or ".." in local_dir.split("/"):
+        raise ConfigError(f"{where}: local_dir must be an absolute path on the pod's own disk, got {local_dir!r}")
+    local_dir = "/" + posixpath.normpath(local_dir).lstrip("/")
+    if local_dir == outputs_dir or local_dir.startswith(outputs_dir.rstrip("/") + "/") \
+            or outputs_dir.startswith(local_dir.rstrip("/") + "/"):
+        raise ConfigError(f"{where}: local_dir {local_dir!r} must be outside the outputs root {outputs_dir} "
+                          f"(local_sync writes to the pod's own disk, then copies to the volume)")
+    return {"out_mode": "local_sync", "sync_interval": RUN_SYNC_INTERVAL_S if interval is None else interval,
+            "local_dir": local_dir}
 
 
 def _check_keys(run: dict, where: str) -> None:

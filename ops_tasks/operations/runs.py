@@ -98,14 +98,18 @@ def call_tool(target, command: str, request: dict, *, on_stderr=None, on_stdout=
 
 
 def submit_runs(target, submission, *, submission_id: str, force: bool = False, retry_failed: bool = False,
-                foreground: bool = False, slots: Optional[int] = None, fail_fast: bool = False, on_stderr=None) -> dict:
-    """Queue a submission's runs on the pod in one round trip; start the supervisor if needed."""
+                foreground: bool = False, slots: Optional[int] = None, fail_fast: bool = False, on_stderr=None,
+                expect_commit: Optional[str] = None, laptop_head: Optional[dict] = None) -> dict:
+    """Queue a submission's runs on the pod in one round trip; start the supervisor if needed.
+    expect_commit ("none": no pin) and laptop_head ({commit, origin}) are the commit pin's
+    (ops_runs.commit_pin)."""
     profile = target.profile
     target.describe(manifest=manifest_of(submission, submission_id, profile.name))
     request = {
         "outputs_dir": submission.outputs_dir, "submission_id": submission_id, "host": profile.name,
         "tmux_session": submission.tmux_session, "tmux_socket": profile.tmux_socket, "slots": slots,
         "force": force, "retry_failed": retry_failed, "foreground": foreground, "fail_fast": fail_fast,
+        "expect_commit": expect_commit, "laptop_head": laptop_head,
         "runs": [run.to_dict() for run in submission.runs],
     }
     answer = call_tool(target, "submit", request, on_stderr=on_stderr)
@@ -124,6 +128,15 @@ def submit_runs(target, submission, *, submission_id: str, force: bool = False, 
         report["error"] = (f"{profile.label}: {len(answer['refused'])} run(s) refused (listed); nothing else "
                            f"changed for them: " + "; ".join(f"{r['run_id']}: {r['reason']}" for r in answer["refused"]))
     return report
+
+
+def laptop_head(folder) -> Optional[dict]:
+    """This checkout's HEAD and origin ({commit, origin}), the default commit pin of a pod's repo
+    of the same origin; None outside a git checkout or without an origin."""
+    facts = _pod_rules().git_facts(str(folder))
+    if not facts.get("commit") or not facts.get("origin"):
+        return None
+    return {"commit": facts["commit"], "origin": facts["origin"]}
 
 
 def manifest_of(submission, submission_id: str, host: str) -> dict:
