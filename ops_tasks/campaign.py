@@ -167,7 +167,7 @@ def _spec(c, config, host, pods, gpu, count, country, volume, ssh_key, teardown,
           wait_timeout, vllm_timeout, idle_release, vllm_bin, campaign_id, CampaignSpec, check_teardown, config_hash):
     """Every flag and the config checked, before anything is contacted or rented."""
     from .fleet import resolve_hosts
-    from .operations.campaign import campaign_id_of
+    from .operations.campaign import campaign_id_of, lium_pod_behind
     from .operations.run_config import load_submission
     from .settings import resolve_profile
 
@@ -190,6 +190,8 @@ def _spec(c, config, host, pods, gpu, count, country, volume, ssh_key, teardown,
         load_submission(config, profile=profile, project_dir=project)
     where = f"lium:{n_pods}x{gpu}x{gpus}x{country}" if n_pods else ",".join(p.name for p in profiles)
     key = _rent_key(ssh_key) if n_pods else {}
+    if policy == "release" and not n_pods and any(lium_pod_behind(p.name) for p in profiles):
+        _lium_credentials()  # a pod.up pod among the hosts is released through Lium: checked now
     return CampaignSpec(
         campaign_id=campaign_id or campaign_id_of(config, content, where), config=str(config),
         config_hash=config_hash(content), hosts=() if n_pods else tuple(p.name for p in profiles), pods=n_pods,
@@ -209,11 +211,17 @@ def _spec(c, config, host, pods, gpu, count, country, volume, ssh_key, teardown,
 
 def _rent_key(ssh_key) -> dict:
     """The SDK, its credentials and the SSH key, checked before anything is rented."""
-    from .operations.lium import load_sdk, open_client, ssh_key_pair
+    from .operations.lium import ssh_key_pair
+
+    _lium_credentials()
+    return ssh_key_pair(ssh_key)
+
+
+def _lium_credentials() -> None:
+    from .operations.lium import load_sdk, open_client
 
     load_sdk("campaign")
     open_client("campaign")  # no key configured: one line, exit 2, nothing contacted
-    return ssh_key_pair(ssh_key)
 
 
 def _env(c, spec, project, Env):

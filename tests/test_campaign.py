@@ -207,7 +207,7 @@ def test_on_an_existing_host_servers_serve_the_runs_and_stop_after_a_failed_run(
     assert "broken" in doc["error"]
     # --idle-release: the host went idle; not the campaign's to release, so it is warned about.
     teardown = next(p for p in doc["phases"] if p["phase"] == "teardown")
-    assert "cpod-a idle for 0.02 min and kept (not rented by this campaign" in teardown["summary"]
+    assert "cpod-a idle for 0.02 min and kept (not a Lium pod that ops rented" in teardown["summary"]
     assert "org/model" in (project / "artifacts" / "pod_logs" / "served" / "models.json").read_text()
     assert pod_pids(pod_a, "ops-vllm-stub", live=True) == []  # the server is stopped
 

@@ -149,10 +149,13 @@ class State:
 
     def price_per_hour(self, host: str) -> Optional[float]:
         """Lium's price of a pod the campaign rented, else the host profile's price_per_hour."""
+        from .costs import price_of
+
         rented = next((p for p in self.record["rented"] if p["alias"] == host), None)
         if rented is not None:
             return rented.get("price_per_hour")
-        return self.env.target(host).profile.price_per_hour
+        price = price_of(self.env.target(host).profile)  # pod.up's record of a Lium pod, else the profile's
+        return price["price_per_hour"] if price else None
 
 
 # ---------------------------------------------------------------- phases
@@ -380,15 +383,16 @@ class Wait(Phase):
     def run(self, state: State) -> dict:
         from .runs import wait_runs
 
-        submission_id = state.record["submission_id"]
         outputs_dir = state.manifest()["outputs_dir"]
 
         def wait_here(target):
-            if not state.runs_on(target):
+            runs = state.runs_on(target)
+            if not runs:
                 return {"ok": True, "host": target.profile.name, "outcome": "done", "runs": [], "counts": {},
                         "note": "no run of the campaign was placed here"}
+            # By run id, not by submission: a run that had succeeded here already was not sent again.
             with target.round_trip_budget(state.spec.wait_timeout_s):
-                return wait_runs(target, outputs_dir=outputs_dir, submission_id=submission_id,
+                return wait_runs(target, outputs_dir=outputs_dir, run_ids=[r["run_id"] for r in runs],
                                  timeout_s=state.spec.wait_timeout_s)
 
         evidence = _over_pods(state, wait_here)
@@ -500,9 +504,13 @@ def _release(state: State) -> dict:
     kept, released = [], []
     for host in state.hosts:
         rented = next((p for p in state.record["rented"] if p["alias"] == host), None)
-        if rented is None:
-            kept.append(_kept(state, host, "not rented by this campaign (-H): release it yourself"))
+        if rented is None and lium_pod_behind(host) is None:
+            kept.append(_kept(state, host, "not a Lium pod that ops rented (no pod.up block for it in "
+                                           "~/.ssh/config): release it yourself"))
             continue
+        if rented is None:  # a -H host pod.up rented: released as pod.down would, and remembered
+            rented = {"alias": host, "name": lium_pod_behind(host), "by": "pod.up"}
+            state.record["rented"].append(rented)
         if rented.get("released"):  # by an earlier teardown of this campaign
             released.append(host)
             continue
@@ -516,6 +524,7 @@ def _release(state: State) -> dict:
             continue
         pod = find_pod(state.env.client(), rented["name"])
         if pod is not None:
+            rented["id"] = pod.id
             remove_pod(state.env.client(), pod)
             records.forget_lium_pod(pod.id)
         ssh_config.forget_pod_hosts(ssh_config.default_path(), [host])
@@ -527,6 +536,18 @@ def _release(state: State) -> dict:
         evidence["error"] = (f"kept {len(kept)} pod(s), costing {_per_hour(kept)}: "
                              + "; ".join(f"{k['host']}: {k['reason']}" for k in kept))
     return evidence
+
+
+def lium_pod_behind(host: str) -> Optional[str]:
+    """The name of the Lium pod whose Host block pod.up wrote for this alias, or None (a host of
+    another kind: a profile, a raw address, a block of the user's own)."""
+    block = ssh_config.find_host(ssh_config.default_path(), host)
+    for comment in (block or {}).get("comments", []):
+        if comment.startswith(ssh_config.POD_MARKER):
+            words = comment[len(ssh_config.POD_MARKER):].split()
+            if words:
+                return words[0]
+    return None
 
 
 def _release_when_idle(state: State, kept: list) -> dict:
@@ -656,8 +677,10 @@ def _summary(name: str, evidence: dict) -> str:
         replaced = sum(a.get("outcome") == "released" for a in evidence.get("attempts", []))
         return f"{', '.join(evidence.get('hosts', []))}" + (f" ({replaced} not ready, replaced)" if replaced else "")
     if name == "submit":
+        already = evidence.get("already_succeeded") or {}
         return f"submission {evidence.get('submission_id')}: " + ", ".join(
-            f"{pod}: {len(ids)} runs" for pod, ids in (evidence.get("placed") or {}).items())
+            [f"{pod}: {len(ids)} runs" for pod, ids in (evidence.get("placed") or {}).items()]
+            + ([f"{len(already)} succeeded before, not sent again"] if already else []))
     if name in ("wait", "fetch"):
         counts = {}
         for pod in (evidence.get("pods") or {}).values():
