@@ -12,7 +12,8 @@ task pays anyway). Then it checks that neither `ops --list`, `ops report --help`
 `ops pod.status --host local --dry-run` imports paramiko or fabric (only a task that connects
 needs them).
 
-Bytecode is written before measuring (PYTHONDONTWRITEBYTECODE is dropped), as it is for a user
+Each figure is a median of wall time and of CPU time (user + system: on a busy machine the
+steadier one). Bytecode is written before measuring (PYTHONDONTWRITEBYTECODE is dropped), as it is for a user
 after the first run: a changed module compiled again in every round is not start-up.
 
     python bench/startup.py [--rounds 20] [--installed-only | --editable-only]
@@ -20,6 +21,7 @@ after the first run: a changed module compiled again in every round is not start
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -36,10 +38,17 @@ CONNECTION_MODULES = ("paramiko", "fabric")
 ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
 
 
-def wall(argv, cwd) -> float:
-    started = time.perf_counter()
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_once(argv, cwd) -> tuple:
+    """(wall time, CPU time) of one run of argv. CPU time (user + system) is the steadier figure
+    on a machine that other work keeps busy: waiting for a core is not in it."""
+    cpu, started = children_cpu(), time.perf_counter()
     subprocess.run(argv, cwd=cwd, env=ENV, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, children_cpu() - cpu
 
 
 def connection_modules_imported(python, argv, cwd) -> list:
@@ -79,22 +88,24 @@ def commands_of(label: str, bin_dir: Path) -> dict:
 
 
 def measure(commands: dict, rounds: int, cwd) -> dict:
+    """{name: (median wall time, median CPU time)}."""
     for argv in commands.values():  # once unmeasured: bytecode written, files in the page cache
-        wall(argv, cwd)
+        run_once(argv, cwd)
     times = {name: [] for name in commands}
     for _ in range(rounds):
         for name, argv in commands.items():
-            times[name].append(wall(argv, cwd))
-    return {name: statistics.median(values) for name, values in times.items()}
+            times[name].append(run_once(argv, cwd))
+    return {name: tuple(statistics.median(column) for column in zip(*values)) for name, values in times.items()}
 
 
 def report(label: str, medians: dict) -> None:
     ops, inv, python = (medians[f"{label}: {what}"] for what in ("ops --list", "inv --version", "python -c pass"))
-    for what, median in (("python -c pass", python), ("inv --version", inv), ("ops --list", ops)):
-        print(f"{label:9} {what:16} median {median * 1000:7.1f} ms")
-    print(f"{label:9} ops --list / inv --version      {ops / inv:.2f}x (target <= {TARGET_RATIO}x)")
-    print(f"{label:9} ops --list / python -c pass     {ops / python:.2f}x")
-    print(f"{label:9} inv --version / python -c pass  {inv / python:.2f}x")
+    for what, (wall, cpu) in (("python -c pass", python), ("inv --version", inv), ("ops --list", ops)):
+        print(f"{label:9} {what:16} median {wall * 1000:7.1f} ms wall, {cpu * 1000:7.1f} ms CPU")
+    for what, column in (("wall", 0), ("CPU", 1)):
+        print(f"{label:9} {what:4} ops --list / inv --version {ops[column] / inv[column]:.2f}x (target <= "
+              f"{TARGET_RATIO}x), ops --list / python -c pass {ops[column] / python[column]:.2f}x, "
+              f"inv --version / python -c pass {inv[column] / python[column]:.2f}x")
 
 
 def main():

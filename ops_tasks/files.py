@@ -1,7 +1,6 @@
 """Local files written whole or not at all: a reader (or a crash) never sees half a file."""
 
 import os
-import uuid
 from pathlib import Path
 
 
@@ -14,7 +13,8 @@ def write_atomic(path, data, mode: int = 0o666, sync: bool = False) -> None:
     """
     target = Path(os.path.realpath(path)) if Path(path).is_symlink() else Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    # os.urandom, not uuid: importing uuid (and platform with it) cost every start-up ~5 ms.
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
