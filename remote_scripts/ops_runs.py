@@ -1323,10 +1323,14 @@ def convert_with_python(entry, env, spec):
     python = run_python(entry, env) or "python3"
     out = record_path(entry["run_dir"], "converted.json")
     try:
-        # No deadline of its own: it runs inside a Conversion, whose deadline stops it and all it started.
+        # Inside a Conversion, whose deadline stops it and all it started; this later one holds
+        # only when no supervisor is left to (it died hard while the function ran).
         done = subprocess.run([python, "-c", PYTHON_CONVERTER, module, function, entry["run_dir"], out],
                               cwd=entry["cwd"], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, universal_newlines=True)
+                              stderr=subprocess.STDOUT, universal_newlines=True,
+                              timeout=convert_deadline(entry) + CHILD_DEADLINE_GRACE_S)
+    except subprocess.TimeoutExpired:
+        raise BadOutput("%s did not return within %.0fs" % (spec, convert_deadline(entry)))
     except OSError as exc:
         raise BadOutput("%s could not run: %s" % (spec, exc))
     if done.returncode != 0:
@@ -1368,6 +1372,9 @@ def convert_summary(entry, env):
     return None
 
 
+CHILD_DEADLINE_GRACE_S = 5.0  # a conversion's own deadlines, after the supervisor's
+
+
 def convert_deadline(entry):
     """Seconds a run's summary_from conversion may take: its summary_timeout, else CONVERT_TIMEOUT_S."""
     return entry.get("summary_timeout") or CONVERT_TIMEOUT_S
@@ -1388,6 +1395,8 @@ def conversion_child(answer_path):
     """In the child: convert_summary of the entry on stdin, its answer into answer_path; a full
     volume is answered as `retry` (the end is judged again later, as before)."""
     request = json.load(sys.stdin)
+    # A backstop: the supervisor ends a conversion at its deadline, unless it is gone itself.
+    signal.alarm(int(convert_deadline(request["entry"]) + 2 * CHILD_DEADLINE_GRACE_S))
     try:
         answer = {"problem": convert_summary(request["entry"], request["env"])}
     except OSError as exc:
