@@ -13,7 +13,7 @@ from pathlib import Path
 
 from invoke import Collection
 
-from . import defaults
+from . import defaults, records
 from .errors import ConfigError
 from .flags import count_flag, seconds_flag
 from .output import dry_run_requested, log, ops_task, stopped
@@ -192,6 +192,8 @@ def _spec(c, config, host, pods, gpu, count, country, volume, ssh_key, teardown,
     key = _rent_key(ssh_key) if n_pods else {}
     if policy == "release" and not n_pods and any(lium_pod_behind(p.name) for p in profiles):
         _lium_credentials()  # a pod.up pod among the hosts is released through Lium: checked now
+    if campaign_id is not None:
+        records.campaign_dir(project, campaign_id)  # the id's shape, checked now
     return CampaignSpec(
         campaign_id=campaign_id or campaign_id_of(config, content, where), config=str(config),
         config_hash=config_hash(content), hosts=() if n_pods else tuple(p.name for p in profiles), pods=n_pods,

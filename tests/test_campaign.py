@@ -186,30 +186,42 @@ def test_a_two_pod_campaign_rents_replaces_resumes_refuses_then_releases(client,
 
 
 @needs_isolation
-def test_on_an_existing_host_servers_serve_the_runs_and_stop_after_a_failed_run(ops_here, pod_a, project):
+def test_on_an_existing_host_servers_serve_the_runs_stop_on_a_failure_and_start_again_on_resume(
+        ops_here, pod_a, project):
     pod_a.install_vllm_stub()
     port = free_port()
     (project / "served.json").write_text(json.dumps({"remote_repo": "/root", "campaign": {
         "servers": [{"session": "cvllm", "model_id": "org/model", "port": port, "vllm_bin": "ops-vllm-stub"}]},
         "runs": [{"run_id": "served", "command": f"curl -sf http://127.0.0.1:{port}/v1/models > "
                                                  f"\"$OPS_RUN_DIR/models.json\" && {WRITE_SUMMARY}"},
-                 {"run_id": "broken", "command": "exit 3"}]}))
+                 {"run_id": "broken", "command": "sleep 2; exit 3"}]}))
+    command = ("campaign", "--config", "served.json", "-H", "cpod-a", "--json")
 
-    code, out, _ = ops_here("campaign", "--config", "served.json", "-H", "cpod-a", "--idle-release", "0.02",
-                            "--json")
+    # The wait's deadline passes: the campaign stops there, and so do the servers it started.
+    code, out, _ = ops_here(*command, "--wait-timeout", "1")
+
+    doc = json.loads(out)
+    outcomes = {p["phase"]: p["outcome"] for p in doc["phases"]}
+    assert code == 1 and doc["stopped_at"] == "wait" and "runs still going after 1s" in doc["error"]
+    assert (outcomes["vllm_start"], outcomes["wait"], outcomes["vllm_stop"], outcomes["fetch"]) == (
+        "stopped", "failed", "ok after the failure", "pending")
+    assert pod_pids(pod_a, "ops-vllm-stub", live=True) == []
+
+    # Resumed: the servers start again, the runs are waited for, and a failed run is still fetched,
+    # validated and reported; --idle-release warns about a host the campaign may not release.
+    code, out, _ = ops_here(*command, "--idle-release", "0.02")
 
     doc = json.loads(out)
     outcomes = {p["phase"]: p["outcome"] for p in doc["phases"]}
     assert code == 1 and doc["hosts"] == ["cpod-a"] and doc["rented"] == []
     assert (outcomes["vllm_start"], outcomes["wait"], outcomes["fetch"], outcomes["validate"]) == (
-        "ok", "not_ok", "ok", "not_ok")  # a failed run: still fetched, validated, reported
+        "ok", "not_ok", "ok", "not_ok")
     assert (outcomes["report"], outcomes["vllm_stop"], outcomes["teardown"]) == ("ok", "ok", "ok")
     assert "broken" in doc["error"]
-    # --idle-release: the host went idle; not the campaign's to release, so it is warned about.
+    assert "org/model" in (project / "artifacts" / "pod_logs" / "served" / "models.json").read_text()
+    assert pod_pids(pod_a, "ops-vllm-stub", live=True) == []
     teardown = next(p for p in doc["phases"] if p["phase"] == "teardown")
     assert "cpod-a idle for 0.02 min and kept (not a Lium pod that ops rented" in teardown["summary"]
-    assert "org/model" in (project / "artifacts" / "pod_logs" / "served" / "models.json").read_text()
-    assert pod_pids(pod_a, "ops-vllm-stub", live=True) == []  # the server is stopped
 
 
 # ---------------------------------------------------------------- bad input, dry run

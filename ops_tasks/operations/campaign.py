@@ -428,7 +428,12 @@ class Validate(Phase):
     def run(self, state: State) -> dict:
         from .validate import validate_root
 
-        return validate_root(records.local_runs_dir(state.env.project_dir), state.run_ids())
+        result = validate_root(records.local_runs_dir(state.env.project_dir), state.run_ids())
+        if not result["ok"]:
+            result.setdefault("error", f"{len(result['failed'])} failed ({', '.join(f['run_id'] for f in result['failed'])})"
+                                       f", {len(result['missing'])} with files missing, "
+                                       f"{len({e['run_id'] for e in result['invalid']})} invalid")
+        return result
 
 
 class Report(Phase):
@@ -666,7 +671,11 @@ def _run_phase(state: State, phase: Phase) -> str:
 def _stop_servers_after_failure(state: State) -> None:
     """A failure keeps the pods, but not the servers the campaign started on them."""
     if state.outcome("vllm_start") == "ok" and state.outcome("vllm_stop") not in DONE:
-        _run_phase(state, PHASES[[p.name for p in PHASES].index("vllm_stop")])
+        outcome = _run_phase(state, PHASES[[p.name for p in PHASES].index("vllm_stop")])
+        # Neither is done now: a resumed campaign starts the servers again, and stops them at its end.
+        state.record["phases"]["vllm_start"]["outcome"] = "stopped"
+        state.record["phases"]["vllm_stop"]["outcome"] = f"{outcome} after the failure"
+        state.save()
 
 
 def _summary(name: str, evidence: dict) -> str:
