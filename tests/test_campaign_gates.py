@@ -45,6 +45,39 @@ def test_an_identity_difference_names_the_key_and_both_values(tmp_path):
     assert pod_tool.identity_difference(str(run_dir), new) is None
 
 
+def test_a_queued_run_is_known_by_its_queue_entry_until_it_starts(tmp_path):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    pod_tool.set_state(str(run_dir), "r", "queued", attempt=1, submission_id="s1", queued_at=1.0)
+    old = {"command": "t --lr 0.1", "env_names": [], "config": {"lr": 0.1}}
+    new = {"command": "t --lr 0.2", "env_names": [], "config": {"lr": 0.2}}
+    run = {"run_id": "r", "run_dir": str(run_dir), "identity": new}
+    decision = pod_tool.admission(run, True, {"r"}, False, False, {"r": old})
+    assert decision[0] == "refuse" and "lr: 0.1 -> 0.2" in decision[1]
+    assert pod_tool.admission(dict(run, identity=old), True, {"r"}, False, False, {"r": old})[0] == "skip"
+
+
+def test_local_sync_never_writes_the_supervisors_own_files_from_the_runs_disk(tmp_path):
+    work, volume = tmp_path / "work", tmp_path / "volume"
+    (work / ".ops").mkdir(parents=True)
+    (work / "sub").mkdir()
+    volume.mkdir()
+    (volume / "status.json").write_text('{"state": "running"}')
+    (work / "status.json").write_text('{"state": "succeeded"}')  # the command's, not a state
+    (work / ".ops" / "record.json").write_text("{}")
+    (work / "sub" / "ckpt.pt").write_bytes(b"weights")
+    (work / "latest").symlink_to("sub/ckpt.pt")
+    sync = pod_tool.LocalSync(str(work), str(volume), 60)
+    sync.sync()
+    assert (volume / "status.json").read_text() == '{"state": "running"}' and not (volume / ".ops").exists()
+    assert (volume / "sub" / "ckpt.pt").read_bytes() == b"weights"
+    assert (volume / "latest").is_symlink() and str((volume / "latest").readlink()) == "sub/ckpt.pt"
+    (work / "sub" / "ckpt.pt").write_bytes(b"weights, step 2")
+    sync.sync()
+    assert (volume / "sub" / "ckpt.pt").read_bytes() == b"weights, step 2"
+    assert not [p for p in volume.rglob("*") if ".tmp." in p.name]
+
+
 # ---------------------------------------------------------------- on a real pod
 
 
