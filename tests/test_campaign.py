@@ -279,6 +279,25 @@ def test_renting_without_lium_credentials_is_refused_before_anything_is_rented(o
     assert len(fake.requests) == requests
 
 
+def test_releasing_a_pod_up_host_needs_lium_credentials_and_is_checked_before_contact(ops_here, client, fake):
+    from ops_tasks import ssh_config
+
+    ssh_config.set_pod_host(client.config, "upod", [("HostName", "127.0.0.1"), ("Port", 9)], "upod", "pod-id-1")
+    try:
+        from ops_tasks.operations.campaign import lium_pod_behind
+
+        code, _, lines = ops_here("campaign", "--config", "sweep.json", "-H", "upod", "--teardown", "release",
+                                  env={"LIUM_API_KEY": ""})
+        kept, _, kept_lines = ops_here("campaign", "--config", "sweep.json", "-H", "upod", "--dry-run",
+                              env={"LIUM_API_KEY": ""})
+
+        assert code == 2 and len(lines) == 1 and "lium init" in lines[0], lines
+        assert kept == 0, kept_lines  # keep: Lium is never asked
+        assert (lium_pod_behind("upod"), lium_pod_behind("local")) == ("upod", None)
+    finally:
+        ssh_config.remove_host(client.config, "upod")
+
+
 def test_dry_run_lists_the_phases_and_rents_nothing(ops_here, fake, project):
     requests = len(fake.requests)
 
