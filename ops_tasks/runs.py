@@ -307,15 +307,15 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
     submission = load_submission(config, profile=target.profile, remote_repo=remote_repo,
                                  outputs_dir=remote_outputs_dir, tmux_session=tmux_session,
                                  project_dir=project_dir_of(c.config))
+    from .operations.run_config import expected_commit_flag
+    pin = expected_commit_flag(expect_commit)  # bad input: one line, before the warnings and any contact
     warnings = [line for run in submission.runs for line in run.warnings]
     for line in warnings:  # before any contact: on stderr, so a --json document stays whole
         log(f"warning: {line}")
     cpu_slots = count_flag("--slots", slots, None)  # not given: a live supervisor keeps its own
     timeout_s = seconds_flag("--timeout", timeout, None)
     submission_id = new_submission_id()
-    from .operations.run_config import expected_commit_flag
     from .operations.runs import laptop_head
-    pin = expected_commit_flag(expect_commit)
     # The local profile runs in this very checkout: pinning it to its own HEAD would refuse every edit.
     head = None if pin or target.profile.is_local else laptop_head(project_dir_of(c.config))
     report = submit_runs(target, submission, submission_id=submission_id, force=force, retry_failed=retry_failed,

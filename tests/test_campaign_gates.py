@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import module_client, module_pod, needs_isolation, ops_argv
+from conftest import module_client, module_pod, needs_isolation, one_line_error, ops_argv
 from test_runs_units import load_pod_tool
 
 pod_tool = load_pod_tool()
@@ -76,6 +76,14 @@ def test_local_sync_never_writes_the_supervisors_own_files_from_the_runs_disk(tm
     sync.sync()
     assert (volume / "sub" / "ckpt.pt").read_bytes() == b"weights, step 2"
     assert not [p for p in volume.rglob("*") if ".tmp." in p.name]
+
+
+def test_a_bad_expect_commit_is_one_line_exit_2_before_any_contact(ops, project):
+    (project / "c.json").write_text(json.dumps({"remote_repo": "/srv/repo", "remote_outputs_dir": "/mnt/o/out",
+                                                "runs": [{"run_id": "a", "command": "x", "timeout": None}]}))
+    result = ops("runs.submit", "--host", "nobody@127.0.0.1:1", "--config", "c.json", "--expect-commit", "main")
+    assert one_line_error(result, 2, "--expect-commit must be a commit id", "'main'")
+    assert "warning" not in result.stderr  # the refusal is the one line
 
 
 # ---------------------------------------------------------------- on a real pod
