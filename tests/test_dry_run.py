@@ -18,6 +18,7 @@ SECRET = "wandb-canary-0c1d2e3f4a5b"
 TASKS = {
     "report": [],
     "validate": [],
+    "campaign": ["--host", POD, "--config", str(CHECKOUT / "configs" / "pilots.json")],
     "artifacts.archive": ["--host", POD, "--run-id", "run-a"],
     "artifacts.fetch": ["--host", POD, "--run-id", "run-a"],
     "pod.bootstrap": ["--host", POD],
