@@ -147,16 +147,15 @@ HELP = {
 def campaign(c, config, host=None, pods=None, gpu=None, count=None, country=None, volume=None, ssh_key=None,
              teardown=None, ready_timeout=None, rent_attempts=None, wait_timeout=None, vllm_timeout=None,
              idle_release=None, vllm_bin=None, campaign=None):
-    """Run a config end to end: rent or reuse, bootstrap, sync, vLLM, submit, wait, fetch, validate, report, teardown."""
-    from .operations.campaign import CampaignSpec, Env, check_teardown, config_hash, run_campaign, would_run
+    """Run a config end to end: rent or reuse, bootstrap, sync, vLLM, runs, fetch, validate, report, teardown."""
+    from .operations.campaign import run_campaign, would_run
 
     spec = _spec(c, config, host, pods, gpu, count, country, volume, ssh_key, teardown, ready_timeout,
-                 rent_attempts, wait_timeout, vllm_timeout, idle_release, vllm_bin, campaign,
-                 CampaignSpec, check_teardown, config_hash)
+                 rent_attempts, wait_timeout, vllm_timeout, idle_release, vllm_bin, campaign)
     project = project_dir_of(c.config)
     if dry_run_requested():
         return would_run(spec, project)
-    env = _env(c, spec, project, Env)
+    env = _env(c, spec, project)
     try:
         return run_campaign(spec, env)
     except KeyboardInterrupt as exc:
@@ -164,10 +163,10 @@ def campaign(c, config, host=None, pods=None, gpu=None, count=None, country=None
 
 
 def _spec(c, config, host, pods, gpu, count, country, volume, ssh_key, teardown, ready_timeout, rent_attempts,
-          wait_timeout, vllm_timeout, idle_release, vllm_bin, campaign_id, CampaignSpec, check_teardown, config_hash):
+          wait_timeout, vllm_timeout, idle_release, vllm_bin, campaign_id):
     """Every flag and the config checked, before anything is contacted or rented."""
     from .fleet import resolve_hosts
-    from .operations.campaign import campaign_id_of, lium_pod_behind
+    from .operations.campaign import CampaignSpec, campaign_id_of, check_teardown, config_hash, lium_pod_behind
     from .operations.run_config import load_submission
     from .settings import resolve_profile
 
@@ -184,8 +183,11 @@ def _spec(c, config, host, pods, gpu, count, country, volume, ssh_key, teardown,
     project = project_dir_of(c.config)
     ops_config = c.config.get("ops")
     # A pod not rented yet is checked as a raw address of no profile (the environment's settings apply).
-    profiles = [resolve_profile(ops_config, RENTED_POD, project)] if n_pods else resolve_hosts(ops_config, host, project)
-    # The config checked against each host's profile (a rented pod's: the default host's) now.
+    if n_pods:
+        profiles = [resolve_profile(ops_config, RENTED_POD, project)]
+    else:
+        profiles = resolve_hosts(ops_config, host, project)
+    # The config checked against each host's profile now, before any contact.
     for profile in profiles:
         load_submission(config, profile=profile, project_dir=project)
     where = f"lium:{n_pods}x{gpu}x{gpus}x{country}" if n_pods else ",".join(p.name for p in profiles)
@@ -226,7 +228,8 @@ def _lium_credentials() -> None:
     open_client("campaign")  # no key configured: one line, exit 2, nothing contacted
 
 
-def _env(c, spec, project, Env):
+def _env(c, spec, project):
+    from .operations.campaign import Env
     from .operations.lium import open_client
     from .operations.run_config import load_submission
     from .settings import resolve_profile

@@ -186,13 +186,20 @@ def test_a_two_pod_campaign_rents_replaces_resumes_refuses_then_releases(client,
 
 
 @needs_isolation
-def test_on_an_existing_host_servers_serve_the_runs_stop_on_a_failure_and_start_again_on_resume(
+def test_on_an_existing_host_the_repo_is_pinned_servers_serve_stop_on_a_failure_and_start_again_on_resume(
         ops_here, pod_a, project):
     pod_a.install_vllm_stub()
     port = free_port()
-    (project / "served.json").write_text(json.dumps({"remote_repo": "/root", "campaign": {
-        "servers": [{"session": "cvllm", "model_id": "org/model", "port": port, "vllm_bin": "ops-vllm-stub"}]},
-        "runs": [{"run_id": "served", "command": f"curl -sf http://127.0.0.1:{port}/v1/models > "
+    # The repo's origin on the pod, two commits on it: the campaign pins the first.
+    commit = "git -c user.email=t@example.com -c user.name=t commit -q --allow-empty -m"
+    pinned = pod_a.sh(f"set -e; git init -q --bare /mnt/origin.git; git init -q /mnt/src; cd /mnt/src; "
+                      f"{commit} one; git rev-parse HEAD; {commit} two; "
+                      f"git push -q /mnt/origin.git HEAD:refs/heads/master").stdout.strip()
+    (project / "served.json").write_text(json.dumps({"remote_repo": "/root/repo", "campaign": {
+        "servers": [{"session": "cvllm", "model_id": "org/model", "port": port, "vllm_bin": "ops-vllm-stub"}],
+        "sync": {"repo_url": "/mnt/origin.git", "ref": pinned}},
+        "runs": [{"run_id": "served", "command": f"git rev-parse HEAD > \"$OPS_RUN_DIR/commit.txt\" && "
+                                                 f"curl -sf http://127.0.0.1:{port}/v1/models > "
                                                  f"\"$OPS_RUN_DIR/models.json\" && {WRITE_SUMMARY}"},
                  {"run_id": "broken", "command": "sleep 2; exit 3"}]}))
     command = ("campaign", "--config", "served.json", "-H", "cpod-a", "--json")
@@ -203,8 +210,8 @@ def test_on_an_existing_host_servers_serve_the_runs_stop_on_a_failure_and_start_
     doc = json.loads(out)
     outcomes = {p["phase"]: p["outcome"] for p in doc["phases"]}
     assert code == 1 and doc["stopped_at"] == "wait" and "runs still going after 1s" in doc["error"]
-    assert (outcomes["vllm_start"], outcomes["wait"], outcomes["vllm_stop"], outcomes["fetch"]) == (
-        "stopped", "failed", "ok after the failure", "pending")
+    assert (outcomes["sync"], outcomes["vllm_start"], outcomes["wait"], outcomes["vllm_stop"], outcomes["fetch"]) == (
+        "ok", "stopped", "failed", "ok after the failure", "pending")
     assert pod_pids(pod_a, "ops-vllm-stub", live=True) == []
 
     # Resumed: the servers start again, the runs are waited for, and a failed run is still fetched,
@@ -219,6 +226,7 @@ def test_on_an_existing_host_servers_serve_the_runs_stop_on_a_failure_and_start_
     assert (outcomes["report"], outcomes["vllm_stop"], outcomes["teardown"]) == ("ok", "ok", "ok")
     assert "broken" in doc["error"]
     assert "org/model" in (project / "artifacts" / "pod_logs" / "served" / "models.json").read_text()
+    assert (project / "artifacts" / "pod_logs" / "served" / "commit.txt").read_text().strip() == pinned
     assert pod_pids(pod_a, "ops-vllm-stub", live=True) == []
     teardown = next(p for p in doc["phases"] if p["phase"] == "teardown")
     assert "cpod-a idle for 0.02 min and kept (not a Lium pod that ops rented" in teardown["summary"]

@@ -430,9 +430,9 @@ class Validate(Phase):
 
         result = validate_root(records.local_runs_dir(state.env.project_dir), state.run_ids())
         if not result["ok"]:
-            result.setdefault("error", f"{len(result['failed'])} failed ({', '.join(f['run_id'] for f in result['failed'])})"
-                                       f", {len(result['missing'])} with files missing, "
-                                       f"{len({e['run_id'] for e in result['invalid']})} invalid")
+            failed = ", ".join(f["run_id"] for f in result["failed"])
+            result.setdefault("error", f"{len(result['failed'])} failed ({failed}), {len(result['missing'])} with "
+                                       f"files missing, {len({e['run_id'] for e in result['invalid']})} invalid")
         return result
 
 
