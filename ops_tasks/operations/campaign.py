@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .. import defaults, records, ssh_config
-from ..errors import ConfigError, OpsError
+from ..errors import ConfigError, Interrupted, OpsError
 from ..settings import host_identity
 
 DONE = ("ok", "skipped", "not_ok")
@@ -236,6 +236,8 @@ def _rent_one(state: State, index: int) -> dict:
             # What Lium said of it (price, GPUs), where operations/costs.py finds a rented pod's price.
             records.save_lium_pod(name, pod, host_identity(state.env.target(name).profile))
             _until_ssh_answers(pod["ssh"], deadline, name, spec.ready_timeout_s)
+        except Interrupted:
+            raise  # Ctrl-C while waiting: the pod is kept (recorded), not released and replaced
         except OpsError as exc:
             reason = str(exc)
             attempt.update(outcome="released", reason=reason, ended_at=time.time())
@@ -649,12 +651,12 @@ def _run_phase(state: State, phase: Phase) -> str:
         state.save()
         state.env.log(f"campaign {campaign_id}: {phase.name}: {phase.title}")
         evidence = phase.run(state)
-    except OpsError as exc:
-        evidence = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         entry.update(outcome="interrupted", ended_at=time.time())
         state.save()
         raise
+    except OpsError as exc:
+        evidence = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
     if evidence.get("skipped"):
         outcome = "skipped"
     elif evidence.get("ok") is True:
