@@ -210,7 +210,8 @@ UP_HELP = {
     "country": "With --gpu: only executors in this country (code such as US, or name).",
     "config": "The executor: its index in the last pod.ls listing, its id or its huid (--gpu/--count/--country "
               "are then ignored).",
-    "name": "Pod name (default: ops-<alias>). A pod of that name that exists already is reused, not rented again.",
+    "name": "Pod name (default: ops-<alias>). A pod of that name that exists already is reused, not rented again. "
+            "With --pods: the fleet's name.",
     "ttl": "Remove the pod after this long: 90m, 12h, 1d (scheduled on Lium right after the rent).",
     "volume": "Lium volume to attach by name (default: $LIUM_DEFAULT_VOLUME, else my_volume).",
     "volume_id": "Lium volume to attach by id (or huid) instead of by name.",
@@ -593,7 +594,8 @@ def _check_runs_on(c, name: str, target, remote_outputs_dir) -> dict:
 
 
 @ops_task(human=render_down, help={
-    "name": "The pod to remove: its name (or huid, or id) as pod.ps shows it. Required.",
+    "name": "The pod to remove: its name (or huid, or id) as pod.ps shows it, or a fleet pod.up --pods named "
+            "(each of its pods). Required.",
     "alias": "SSH alias or --host to check its runs through (default: the Host block pod.up wrote for it, "
              "else the pod's own address).",
     "remote_outputs_dir": "Outputs root on the pod to check (default: the latest submission's to it, else the profile's).",
