@@ -217,17 +217,6 @@ def test_an_absolute_run_dir_is_refused_before_contact(ops, project, pod):
     assert pod.accepted_connections() == 0
 
 
-@pytest.mark.parametrize("argv", [["--list"], ["pod.status", "--host", "local", "--dry-run"],
-                                  ["runs.submit", "--help"]])
-def test_start_up_imports_no_paramiko_unless_a_task_connects(project, client, argv):
-    probe = ("import sys; from ops_tasks.cli import program; program.run(['ops', *sys.argv[1:]], exit=False); "
-             "print('PARAMIKO' if 'paramiko' in sys.modules else 'NO-PARAMIKO', file=sys.stderr)")
-    result = subprocess.run([sys.executable, "-c", probe, *argv], cwd=project, env=client.env(),
-                            capture_output=True, text=True, timeout=60)
-
-    assert result.stderr.strip().splitlines()[-1] == "NO-PARAMIKO", result.stderr
-
-
 # ---------------------------------------------------------------- start-up and completion
 
 
@@ -304,7 +293,7 @@ def test_host_flags_complete_with_profiles_fleets_and_the_pods_pod_up_wrote(ops,
     monkeypatch.chdir(project)
     monkeypatch.setenv("HOME", str(client.home))
     for words, expected in ((["-H"], ["a100", "lium-1", "local", "trio"]),
-                            (["--hosts", "a1"], ["a100", "lium-1", "local", "trio"]),  # the shell keeps a1...
+                            (["--hosts", "a1"], ["a100", "lium-1", "local", "trio"]),  # the shell keeps a1*
                             (["-H", "a100,l"], ["a100,lium-1", "a100,local", "a100,trio"]),
                             (["runs.wait", "--host", "lium-1", "--run-id", "x", "runs.status", "--host"],
                              ["a100", "lium-1", "local", "trio"])):
