@@ -68,6 +68,23 @@ T_LIMITS = "tests/test_supervisor_limits.py::"
 T_OUTCOMES = "tests/test_runs.py::test_outcomes_each_get_their_state_class_and_a_complete_run_directory"
 
 MUTATIONS = [
+    # -- workloads: a conversion beside the loop, the run directory's flag, summary values as columns
+    _m("sup-conversion-blocks-the-loop", "supervisor", RUNS,
+       "        if code is None:\n            if time.monotonic() < self.deadline:",
+       "        if code is None:\n            try:\n                code = self.proc.wait(max(0.0, self.deadline - "
+       "time.monotonic()))\n            except subprocess.TimeoutExpired:\n                pass\n"
+       "        if code is None:\n            if time.monotonic() < self.deadline:",
+       ["tests/test_workloads.py::test_a_hung_converter_ends_at_its_deadline_as_bad_output_while_the_loop_goes_on"],
+       "the supervisor waits on a summary_from conversion: other runs' timeouts wait with it"),
+    _m("config-run-dir-flag-ignored", "config", "ops_tasks/operations/run_config.py",
+       "    flag = run.get(\"run_dir_flag\", \"run_dir\")", "    flag = \"run_dir\"",
+       ["tests/test_workloads.py::test_run_dir_flag_renames_or_drops_the_run_directory_argument"],
+       "run_dir_flag is not applied: the seed's train.py never gets its out_dir="),
+    _m("report-nested-summary-not-columns", "report", REPORT,
+       "            if depth < 3:\n                _collect_leaves(",
+       "            if False:\n                _collect_leaves(",
+       ["tests/test_workloads.py::test_the_pod_and_the_report_take_the_same_summary_values_as_columns"],
+       "nested summary values (last_eval.val) are not report columns"),
     # -- the supervisor (remote_scripts/ops_runs.py): verdicts, limits, retries, killing
     _m("sup-nonzero-exit-with-ok-summary-succeeds", "supervisor", RUNS,
        "            self.finish(running, code)",

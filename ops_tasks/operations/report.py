@@ -24,7 +24,6 @@ Losses (loss, perplexity, error... in the name, or lower_is_better) rank and com
 import csv
 import functools
 import io
-import itertools
 import json
 import math
 import os
@@ -436,16 +435,25 @@ def summary_leaves(summary: dict, limit: int = SUMMARY_COLUMNS) -> list:
     nested keys joined by '.' (`last_eval.val`), three levels deep at most; not booleans, nor
     what is a column already (NOT_EXTRA); the first `limit` (ops_runs.summary_leaves: the same
     rule for runs.status)."""
-    return list(itertools.islice(_leaves(summary, "", 1), limit))
+    found = []
+    _collect_leaves(summary, "", 1, limit, found)
+    return found
 
 
-def _leaves(value: dict, prefix: str, depth: int):
+def _collect_leaves(value: dict, prefix: str, depth: int, limit: int, found: list) -> None:
+    """summary_leaves' walk: a plain loop, not generators (it runs once per run of a report)."""
     for key, item in value.items():
-        if isinstance(item, dict):
-            if depth < 3 and not (depth == 1 and key in NOT_LEAVES):
-                yield from _leaves(item, f"{prefix}{key}.", depth + 1)
-        elif (depth > 1 or key not in NOT_EXTRA) and _number(item) is not None:
-            yield prefix + str(key), item
+        if depth == 1 and (key in NOT_EXTRA or key in NOT_LEAVES):
+            continue
+        if type(item) is dict:
+            if depth < 3:
+                _collect_leaves(item, f"{prefix}{key}.", depth + 1, limit, found)
+        elif _number(item) is None:
+            continue
+        else:
+            found.append((f"{prefix}{key}" if prefix else key, item))
+        if len(found) >= limit:
+            return
 
 
 def _drop_non_finite(row: dict) -> list:
