@@ -53,6 +53,10 @@ def render_status(data: dict) -> str:
         ("home disk", f"{human_bytes(data['disk_free_bytes'])} free of {human_bytes(data.get('disk_size_bytes'))}"),
         ("load", " ".join(str(x) for x in data["load"]) + f" ({data['cpus']} CPUs)"),
     ]
+    if data.get("cost"):  # a Lium pod pod.up rented: what it has cost so far
+        cost = data["cost"]
+        rows.append(("cost", f"{_money(cost['cost_usd'])} so far ({_money(cost['price_per_hour'], '/h')} for "
+                             f"{_duration(cost['uptime_s'])})"))
     lines = [head, tabulate(rows, tablefmt="plain")]
     lines += [f"problem: {p}" for p in data["problems"]]
     lines += [f"warning: {w}" for w in data["warnings"]]
@@ -62,8 +66,19 @@ def render_status(data: dict) -> str:
 @ops_task(human=render_status)
 def status(c, host=None):
     """Check a pod (or each pod of a fleet): reachable, volume mounted at /mnt, GPUs, tools, tmux."""
+    return on_each_pod(c, host, _status_and_cost)
+
+
+def _status_and_cost(target) -> dict:
+    """pod_status, with a Lium pod's running cost from pod.up's record (no round trip of its own)."""
+    from .operations.costs import lium_running_cost
     from .operations.pod import pod_status
-    return on_each_pod(c, host, pod_status)
+
+    data = pod_status(target)
+    cost = lium_running_cost(target.profile)
+    if cost is not None:
+        data["cost"] = cost
+    return data
 
 
 # ---------------------------------------------------------------- Lium: shared
@@ -350,6 +365,7 @@ def up(c, gpu=None, count=None, country=None, config=None, name=None, ttl=None, 
 
     options = pod_ssh_options(pod, want.key["private"])
     changed = ssh_config.set_pod_host(config_path, want.alias, options, want.name, pod["id"])
+    _remember_pod(c, want.alias, pod, plan)
     # --no-volume: no persistent /mnt was asked for, so its absence is not a failure here.
     status = pod_status(target_of(c, want.alias), volume_required=not no_volume)
     return _up_report(plan, started, pod, want, config_path, changed, status)
@@ -505,6 +521,14 @@ def _fleet_status(c, name: str, volume_required: bool) -> dict:
     return {pod["pod"]: {k: v for k, v in pod.items() if k != "pod"} for pod in result.pods}
 
 
+def _remember_pod(c, alias: str, pod: dict, plan: dict) -> None:
+    """Record the pod's price and GPUs under its alias (records.save_lium_pod), for its costs."""
+    from .settings import host_identity
+
+    price = pod.get("price_per_hour") or (plan.get("executor") or {}).get("price_per_hour")
+    records.save_lium_pod(alias, {**pod, "price_per_hour": price}, host_identity(target_of(c, alias).profile))
+
+
 # ---------------------------------------------------------------- pod.ps
 
 
@@ -643,6 +667,7 @@ def down(c, name=None, alias=None, remote_outputs_dir=None, force=False, forget=
         if not yes:
             _confirm(f"Remove pod {name} ({pod.huid}, id {pod.id})?", "nothing removed")
         report.update(remove_pod(client, pod))
+        records.forget_lium_pod(pod.id)  # its address may go to another pod: its price goes with it
     if forget:
         # Only blocks pod.up wrote: a Host block of the user's own is never removed.
         report["forgot"], kept = ssh_config.forget_pod_hosts(config_path, [alias] if alias else marked)

@@ -1,5 +1,5 @@
 """What the laptop keeps, in one place: submission manifests, fetch records, the last pod.ls
-listing, the fleets pod.up named and the ledgers of fleet submissions, and where fetched run
+listing, the Lium pods pod.up rented (their prices), the fleets pod.up named and the ledgers of fleet submissions, and where fetched run
 directories and reports land.
 
 Records are keyed by a host's stable identity (`host_id`: settings.host_identity, e.g.
@@ -157,6 +157,46 @@ def listed_executor(listing: Optional[dict], selector: str) -> Optional[dict]:
         index = int(selector)
         return rows[index - 1] if 1 <= index <= len(rows) else None
     return next((r for r in rows if selector in (r.get("id"), r.get("huid"))), None)
+
+
+# ---------------------------------------------------------------- Lium pods pod.up rented
+
+
+def lium_pods_dir() -> Path:
+    """What pod.up recorded of each pod it rented, one file per alias: beside the listing, since
+    ~/.ssh/config's aliases (which lead to them) are the user's, not one project's."""
+    return listing_path().parent / "lium_pods"
+
+
+def save_lium_pod(alias: str, pod: dict, host_id: str) -> None:
+    """Keep what Lium said of the pod behind an alias (its price, GPUs, creation time), so that
+    costs need not ask Lium again. host_id: the identity the alias resolves to now."""
+    path = _file_in(lium_pods_dir(), alias)
+    if path is None:
+        raise ConfigError(f"refusing to record a Lium pod under {alias!r}: not an alias")
+    keep = ("id", "name", "huid", "gpu_type", "gpu_count", "price_per_hour", "created_at")
+    now = time.time()
+    uptime = pod.get("uptime_s")
+    created = now - uptime if isinstance(uptime, (int, float)) and not isinstance(uptime, bool) else None
+    _write_json(path, {"alias": alias, "host_id": host_id, "recorded_at": now, "created": created,
+                       **{key: pod.get(key) for key in keep}})
+
+
+def lium_pod_of(host_id: str) -> Optional[dict]:
+    """The newest record of a Lium pod that this host identity leads to; None when pod.up rented
+    none there (a host of another kind, or a record forgotten by pod.down)."""
+    folder = lium_pods_dir()
+    found = [_read_json(path) for path in folder.glob("*.json")] if folder.is_dir() else []
+    mine = [r for r in found if r is not None and r.get("host_id") == host_id]
+    return max(mine, key=lambda r: r.get("recorded_at") or 0, default=None)
+
+
+def forget_lium_pod(pod_id: str) -> None:
+    """pod.down removed the pod: its records go (an address Lium hands on must not carry its price)."""
+    folder = lium_pods_dir()
+    for path in folder.glob("*.json") if folder.is_dir() else []:
+        if (_read_json(path) or {}).get("id") == pod_id:
+            path.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------- fleets pod.up rented

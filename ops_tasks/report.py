@@ -146,7 +146,7 @@ def render_report(data: dict) -> str:
         return jsonlib.dumps(data, indent=2, default=str)
     if chosen == "csv":
         if data.get("groups") is not None:
-            text = csv_text(data["groups"], group_columns(data["group_by"], data["metric"]["name"]))
+            text = csv_text(data["groups"], group_columns(data["group_by"], data["metric"]["name"], data["groups"]))
         else:
             text = csv_text(data["rows"], data["columns"])
         return text + ("\n\n" + comparison_markdown(data["comparison"]) if data.get("comparison") else "")

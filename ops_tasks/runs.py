@@ -323,7 +323,8 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
                          on_stderr=SupervisorEcho() if no_tmux else None, expect_commit=pin, laptop_head=head)
     manifest = manifest_of(submission, submission_id, target.profile.name)
     manifest.update(queued=report["queued"], skipped=report["skipped"], refused=report["refused"],
-                    config=str(config), submitted_at=time.time(), **host_fields(target.profile))
+                    config=str(config), submitted_at=time.time(), pricing=report.get("pricing"),
+                    **host_fields(target.profile))
     report["manifest"] = str(save_manifest(project_dir_of(c.config), manifest))
     report["warnings"] = warnings
     c.config.ops_last_submission = submission_id  # chained tasks (runs.wait, artifacts.fetch) take it

@@ -40,6 +40,7 @@ PROFILE_SCHEMA = {
     "tmux_socket": (str,),
     "vllm": (dict,),
     "archive_patterns": (list,),
+    "price_per_hour": (int, float),
 }
 # A profile's `vllm:` defaults for vllm.start (flags win over them).
 VLLM_PROFILE_SCHEMA = {
@@ -60,7 +61,7 @@ VLLM_PROFILE_SCHEMA = {
     "env": (dict,),
 }
 # The range of each numeric key: (low, high, low excluded).
-PROFILE_RANGES = {"connect_timeout": (0, 3600, True)}
+PROFILE_RANGES = {"connect_timeout": (0, 3600, True), "price_per_hour": (0, math.inf, False)}
 VLLM_PROFILE_RANGES = {
     "port": (1, 65535, False),
     "tensor_parallel_size": (1, math.inf, False),
@@ -294,6 +295,8 @@ class Profile:
     tmux_socket: Optional[str] = None  # tmux -L NAME; None: the default socket
     # artifacts.archive: raw eval files at the top of the volume to move into run directories.
     archive_patterns: tuple = ("eval_*",)
+    # What the host costs per hour, for a host not rented on Lium (operations/costs.py); None: unknown.
+    price_per_hour: Optional[float] = field(default=None, hash=False, compare=False)
     # Defaults for vllm.start; not part of the profile's identity (the connection pool key).
     vllm: Mapping = field(default_factory=lambda: MappingProxyType({}), hash=False, compare=False)
 

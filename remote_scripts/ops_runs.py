@@ -1598,6 +1598,8 @@ def submit(request):
         }
         write_json(store.path("submissions", submission_id + ".json"), with_earlier_runs(store, manifest))
     result = {"queued": queued, "skipped": skipped, "refused": refused}
+    if request.get("capacity"):  # the laptop prices runs: their share is of what is handed out here
+        result["capacity"] = pod_capacity(store, request)
     if request.get("foreground"):
         result.update(run_in_foreground(store, request))
     elif queued or store.queued():
@@ -1637,6 +1639,16 @@ def queue_run(store, run, request, secrets):
     if run_secrets:
         secrets[run_id] = run_secrets
     return {"run_id": run_id, "run_dir": run_dir, "archived_attempt": archived}
+
+
+def pod_capacity(store, request):
+    """{"gpus", "slots"} the runs share: the live supervisor's (supervisor.json), else the GPUs
+    nvidia-smi lists and the CPU slots a new supervisor would take."""
+    info = read_json(store.path("supervisor.json")) if store.supervisor_alive() else None
+    if isinstance(info, dict) and isinstance(info.get("slots"), list):
+        return {"gpus": len(info["slots"]) if info.get("gpus") else 0, "slots": len(info["slots"])}
+    gpus = len(detect_gpus())
+    return {"gpus": gpus, "slots": gpus or request.get("slots") or store.read_slots() or 1}
 
 
 def ensure_supervisor(store, request):

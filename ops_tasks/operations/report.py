@@ -37,6 +37,7 @@ from ..errors import ConfigError
 from ..files import write_atomic
 from ..verdicts import UNREADABLE, run_verdict
 from . import stats
+from .costs import group_cost, price_rows, project_of, spent_text, total as total_cost, usage_of
 from .run_config import RUN_ID
 from .validate import (RECORD, RESULTS, BadJsonLine, RunListing, checked_root, json_error, json_lines,
                        run_dirs, winning_attempt, with_supervisor_record)
@@ -394,9 +395,12 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optiona
         metadata = with_supervisor_record(metadata, path, run_id)
     sources = _sources(metadata, summary)
     row = _row_of(run_id, summary, sources, fields, metric)
-    verdict = run_verdict(_status_of(listing, run_id), summary)
+    status = _status_of(listing, run_id)
+    verdict = run_verdict(status, summary)
     row.update(ok=verdict.ok, state=verdict.state, failure_class=verdict.failure_class, reason=verdict.reason)
     row[FACTS] = _facts(sources, metadata)
+    # What the run's cost is worked out from, once its submission's price is looked up (build_report).
+    row[FACTS]["usage"] = usage_of(status, metadata.get("ops") if isinstance(metadata, dict) else None)
     warnings.extend(_drop_non_finite(row))
     results = os.path.join(path, RESULTS)
     scored = listing.is_file(RESULTS) and (verdict.ok or include_failed)
@@ -586,6 +590,7 @@ def group_rows(rows: list, keys: Sequence[str], metric: Optional[Metric] = None,
         group["runs"] = len(members)
         group.update(over_runs([r[metric.name] for r in members if r.get(metric.name) is not None], metric.name))
         group.update(pooled(_run_means(members, results or {}, metric)))
+        group.update(group_cost(members))
         out.append({k: stats.finite(v) for k, v in group.items()})
     return out
 
@@ -759,10 +764,12 @@ def csv_text(records: list, columns: Sequence[str]) -> str:
     return out.getvalue().rstrip("\n")
 
 
-def group_columns(keys: Sequence[str], metric: str = DEFAULT_METRIC) -> list:
+def group_columns(keys: Sequence[str], metric: str = DEFAULT_METRIC, groups: Sequence[dict] = ()) -> list:
+    """The group table's columns; the cost columns only when some group of `groups` has a price."""
+    priced = ["cost", "cost_per_correct"] if any("cost" in g for g in groups) else []
     return [*keys, "runs", f"{metric}_mean", f"{metric}_sd", f"{metric}_n", f"{metric}_ci95_low",
             f"{metric}_ci95_high", "results_mean", "results_se", "results_ci95_low", "results_ci95_high",
-            "results_clusters", "results_n"]
+            "results_clusters", "results_n", *priced]
 
 
 def _p(value) -> str:
@@ -809,7 +816,8 @@ def header_markdown(header: dict) -> list:
             f"- pod repo commit: {_listed(header['commits'], 'not recorded')}",
             f"- models: {_listed(header['models'])}", f"- tasks: {_listed(header['tasks'])}",
             f"- sampling: {sampling}", f"- examples per run: {_listed(header['examples'])}",
-            f"- runs: {header['runs']} ({states})", ""]
+            f"- runs: {header['runs']} ({states})",
+            *([f"- cost: {spent_text(header['cost'])}"] if header.get("cost") else []), ""]
 
 
 def not_succeeded_markdown(doc: dict) -> list:
@@ -864,7 +872,7 @@ def report_markdown(doc: dict) -> str:
     if doc.get("groups") is not None:
         keys = doc["group_by"]
         parts += [f"## Groups by {', '.join(keys)}", "",
-                  markdown_table(doc["groups"], shown_columns(doc["groups"], group_columns(keys, metric["name"]), keys)),
+                  markdown_table(doc["groups"], shown_columns(doc["groups"], group_columns(keys, metric["name"], doc["groups"]), keys)),
                   "",
                   f"{metric['name']}_*: over the runs' summary values; results_*: over their examples; "
                   f"ci95: {INTERVALS['groups']}.", ""]
@@ -1099,6 +1107,7 @@ def build_report(root, *, group_by: Optional[str] = None, compare: Sequence[str]
 
     runs, absent, every_row, errors, warnings, dirs = _read_runs(root, fields, measured, run_ids, include_failed)
     facts = [r.pop(FACTS) for r in every_row]
+    price_rows(every_row, [f.pop("usage") for f in facts], project_of(root))
     failed = _not_succeeded(every_row, absent)
     rows = [r for r in every_row if r["ok"] or include_failed]
     columns, requested = _columns(rows, fields, measured, show_state=include_failed and len(rows) > sum(
@@ -1121,6 +1130,9 @@ def build_report(root, *, group_by: Optional[str] = None, compare: Sequence[str]
            "filters": [f"{k}={v}" for k, v in wanted], "sort": sort,
            "metric": {"name": measured.name, "field": measured.field, "lower_is_better": measured.lower_is_better}}
     doc["header"] = report_header(every_row, facts, failed, scope or f"every run under {root}")
+    spent = total_cost(r.get("cost") for r in every_row)
+    if spent["priced"]:  # no price known: no cost shown at all
+        doc["header"]["cost"] = spent
     if keys:
         doc["group_by"] = keys
         groups = group_rows(rows, keys, measured, results)

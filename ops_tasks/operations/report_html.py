@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Optional
 
+from .costs import spent_text
 from .report import group_columns, models_by_task_rows, shown_columns
 from .validate import RESULTS, BadJsonLine, json_lines
 
@@ -367,6 +368,7 @@ def _header_html(header: dict) -> str:
              ("tasks", listed(header["tasks"])),
              ("sampling", "; ".join(f"{n} {listed(header[n])}" for n in ("temperature", "max_tokens", "rollouts"))),
              ("examples per run", listed(header["examples"])), ("runs", _e(f"{header['runs']} ({states})"))]
+    items += [("cost", _e(spent_text(header["cost"])))] if header.get("cost") else []
     return '<ul class="header">' + "".join(f"<li><b>{k}</b>: {v}</li>" for k, v in items) + "</ul>"
 
 
@@ -395,7 +397,7 @@ def page_parts(doc: dict, run_dirs: Optional[dict] = None) -> tuple:
                         if doc["count"] > ROW_LIMIT else ""))
     if doc.get("groups") is not None:
         keys = doc["group_by"]
-        columns = shown_columns(doc["groups"], group_columns(keys, doc["metric"]["name"]), keys)
+        columns = shown_columns(doc["groups"], group_columns(keys, doc["metric"]["name"], doc["groups"]), keys)
         parts.append(f"<h2>Groups by {_e(', '.join(keys))}</h2>" + table_html(doc["groups"], columns, "groups"))
     if doc.get("comparison"):
         c = doc["comparison"]

@@ -17,6 +17,8 @@ from ..errors import ConfigError, HostError
 from ..run_states import COUNTS_AS_FAILURE, STATES
 from ..verdicts import UNKNOWN, run_verdict
 from ..scripts import parse_document, render_script, scripts_dir
+from ..settings import host_identity
+from .costs import pod_pricing, price_of
 from ..streams import LineBuffer
 
 TOOL = "ops_runs.py"
@@ -105,12 +107,13 @@ def submit_runs(target, submission, *, submission_id: str, force: bool = False, 
     (ops_runs.commit_pin)."""
     profile = target.profile
     target.describe(manifest=manifest_of(submission, submission_id, profile.name))
+    price = price_of(profile)  # from the laptop's records: the pod is asked only what it hands out
     request = {
         "outputs_dir": submission.outputs_dir, "submission_id": submission_id, "host": profile.name,
         "tmux_session": submission.tmux_session, "tmux_socket": profile.tmux_socket, "slots": slots,
         "force": force, "retry_failed": retry_failed, "foreground": foreground, "fail_fast": fail_fast,
         "expect_commit": expect_commit, "laptop_head": laptop_head,
-        "runs": [run.to_dict() for run in submission.runs],
+        "runs": [run.to_dict() for run in submission.runs], "capacity": price is not None,
     }
     answer = call_tool(target, "submit", request, on_stderr=on_stderr)
     report = {
@@ -119,6 +122,8 @@ def submit_runs(target, submission, *, submission_id: str, force: bool = False, 
         "queued": [q["run_id"] for q in answer["queued"]], "skipped": answer["skipped"],
         "refused": answer["refused"], "supervisor": answer.get("supervisor"),
         "archived": {q["run_id"]: q["archived_attempt"] for q in answer["queued"] if q["archived_attempt"]},
+        # For the manifest: what its runs cost is worked out from this later (operations/costs.py).
+        "pricing": {host_identity(profile): pod_pricing(price, answer.get("capacity"))} if price else None,
     }
     if foreground:
         report["runs"] = answer["runs"]
