@@ -9,13 +9,22 @@ wiring, the dry-run check of each pod before contact, the merged document). Prin
 and their ratios (target: at most 1.5). Then runs.submit as a user runs it: 400 runs onto 4 pods
 (probe, placement, each pod's share) against 100 runs onto 1 pod (target: at most 2).
 
+`--sweep` instead runs the issue's sweep: 200 sleep runs of random lengths (1-20 s, seeded) on 4
+pods x 4 fake GPUs, submitted over the fleet (every run with one timeout, so placement cannot
+tell long from short) and waited on (fleet.steer), with and without rebalancing. Reported: GPU-slot
+occupancy while any run is queued anywhere (target >= 90%) and the makespan against the ideal,
+max(longest run, total run time / slots) (target <= 1.15). `--scale 0.1` shortens every run for
+a quick check (the figures to report are at 1).
+
     python bench/fleet.py [--rounds 10] [--pods 8]
+    python bench/fleet.py --sweep [--scale 1] [--runs 200]
 """
 
 import argparse
 import contextlib
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -27,9 +36,13 @@ from types import SimpleNamespace
 from harness import timed
 
 from ops_tasks import targets
-from ops_tasks.fleet import fan_out, resolve_hosts
+from ops_tasks.fleet import fan_out, resolve_hosts, steer, submit_to_fleet
 from ops_tasks.operations.pod import pod_status
+from ops_tasks.operations.run_config import load_submission
+from ops_tasks.operations.runs import new_submission_id
+from ops_tasks.records import load_manifest
 from ops_tasks.testing.delay_proxy import DelayProxy
+from ops_tasks.testing.fake_gpu import gpu
 from ops_tasks.testing.pods import ClientHome, SshPod
 
 ONE_WAY_DELAY_S = 0.05
@@ -83,11 +96,84 @@ def submit_round(hosts: str, runs: int, folder: Path, label: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
+SWEEP_PODS, SWEEP_GPUS = 4, 4
+WRITE_SUMMARY = "printf '{\"ok\": true}' > \"$OPS_RUN_DIR/summary.json\""
+
+
+@contextlib.contextmanager
+def gpu_pods(count: int, gpus: int):
+    """Yield (aliases, folder): count real pods on loopback, each with this many fake GPUs."""
+    with tempfile.TemporaryDirectory(prefix="ops-bench-sweep-") as tmp, contextlib.ExitStack() as stack:
+        client = ClientHome(Path(tmp) / "client")
+        os.environ.update(client.env())
+        aliases = []
+        for index in range(count):
+            pod = SshPod(Path(tmp) / f"pod{index}", f"gpu{index}", client.public_key,
+                         gpus=[gpu(i) for i in range(gpus)]).start()
+            stack.callback(pod.stop)
+            client.add_alias(pod.name, pod)
+            aliases.append(pod.name)
+        stack.callback(targets.close_all)
+        yield aliases, Path(tmp)
+
+
+def sweep_config(folder: Path, label: str, lengths: list) -> Path:
+    """Sleep runs of these lengths, one GPU each, every one with the same timeout."""
+    config = folder / f"{label}.json"
+    timeout = 3 * max(lengths) + 30
+    config.write_text(json.dumps({"remote_repo": "/root", "remote_outputs_dir": f"/mnt/sweep-{label}", "runs": [
+        {"run_id": f"s{i:03d}", "command": f"sleep {length:.2f}; {WRITE_SUMMARY}", "gpus": 1, "timeout": timeout}
+        for i, length in enumerate(lengths)]}))
+    return config
+
+
+def sweep(aliases: list, folder: Path, lengths: list, *, rebalance: bool) -> dict:
+    """Submit the sweep over the fleet and wait on it; occupancy and makespan from the runs' own times."""
+    label = "rebalanced" if rebalance else "placed"
+    config = sweep_config(folder, label, lengths)
+    fleet = [targets.target_for(p) for p in resolve_hosts({}, ",".join(aliases), folder)]
+    submissions = {t.profile.name: load_submission(config, profile=t.profile) for t in fleet}
+    started = time.time()
+    submitted = submit_to_fleet(fleet, submissions, submission_id=new_submission_id(), project_dir=folder,
+                                config=str(config))
+    assert submitted["ok"], submitted.get("error")
+    document = steer(fleet, load_manifest(folder, submitted["submission_id"]), folder, rebalance=rebalance)
+    assert document["ok"], document.get("error")
+    runs = document["runs"]
+    # From the first run queued on a pod (the laptop's submission itself is bench/fleet.py's other figure).
+    started = min((r["queued_at"] for r in runs if isinstance(r.get("queued_at"), (int, float))), default=started)
+    last_start = max(r["started"] for r in runs)  # the last moment a run was queued anywhere
+    slots = SWEEP_PODS * SWEEP_GPUS
+    busy = sum(max(0.0, min(r["finished"], last_start) - max(r["started"], started)) for r in runs)
+    makespan = max(r["finished"] for r in runs) - started
+    ideal = max(max(lengths), sum(lengths) / slots)
+    return {"label": label, "occupancy": busy / (slots * (last_start - started)), "makespan": makespan,
+            "ideal": ideal, "moves": len(document["moves"])}
+
+
+def main_sweep(args) -> None:
+    rng = random.Random(15)
+    lengths = [rng.uniform(1, 20) * args.scale for _ in range(args.runs)]
+    with gpu_pods(SWEEP_PODS, SWEEP_GPUS) as (aliases, folder):
+        results = [sweep(aliases, folder, lengths, rebalance=flag) for flag in (False, True)]
+    print(f"sweep: {args.runs} sleep runs of 1-20 s x {args.scale:g}, {SWEEP_PODS} pods x {SWEEP_GPUS} fake GPUs")
+    for result in results:
+        print(f"  {result['label']:10s}  occupancy while queued {result['occupancy']:6.1%} (target >= 90%)  "
+              f"makespan {result['makespan']:6.1f} s / ideal {result['ideal']:6.1f} s = "
+              f"{result['makespan'] / result['ideal']:.2f} (target <= 1.15)  moves {result['moves']}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="measurements of each side (alternating)")
     parser.add_argument("--pods", type=int, default=8, help="pods in the fleet")
+    parser.add_argument("--sweep", action="store_true", help="the sweep of sleep runs instead (occupancy, makespan)")
+    parser.add_argument("--scale", type=float, default=1.0, help="with --sweep: each run's length times this")
+    parser.add_argument("--runs", type=int, default=200, help="with --sweep: how many runs")
     args = parser.parse_args()
+    if args.sweep:
+        main_sweep(args)
+        return
 
     with far_pods(max(args.pods, SUBMIT_PODS)) as (aliases, folder):
         one = resolve_hosts({}, aliases[0], folder)

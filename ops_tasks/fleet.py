@@ -259,9 +259,7 @@ def submit_to_fleet(targets: list, submissions: dict, *, submission_id: str, pro
     document.update(submission_id=submission_id, ledger=str(ledger.path), already_succeeded=succeeded_on,
                     placed={name: sorted(ids) for name, ids in shares.items()},
                     manifest=str(_save_fleet_manifest(project_dir, submissions, submission_id, fields, held_by,
-                                                      queued=queued, config=config,
-                                                      pricing={host_id: pod for p in by_pod.values()
-                                                               for host_id, pod in (p.get("pricing") or {}).items()})))
+                                                      queued=queued, config=config)))
     return document
 
 
@@ -302,7 +300,7 @@ def _send_share(submissions: dict, shares: dict, target, *, submission_id: str, 
 
 
 def _save_fleet_manifest(project_dir, submissions: dict, submission_id: str, fields: dict, held_by: dict, *,
-                         queued: list, config: str, pricing: Optional[dict] = None):
+                         queued: list, config: str):
     """The local manifest of a fleet submission: every pod (`host_ids`, so each pod's later tasks
     find it), each run with the pod that holds it (fetch takes it from there)."""
     from .operations.runs import manifest_of
@@ -311,7 +309,7 @@ def _save_fleet_manifest(project_dir, submissions: dict, submission_id: str, fie
     manifest["runs"] = [dict(run, **held_by[run["run_id"]]) if run["run_id"] in held_by else run
                         for run in manifest["runs"]]
     manifest.update(fleet=True, hosts=list(fields), host_ids=[pod["host_id"] for pod in fields.values()],
-                    config=config, queued=queued, pricing=pricing or None,
+                    config=config, queued=queued,
                     submitted_at=time.time())
     return records.save_manifest(project_dir, manifest)
 
@@ -378,7 +376,7 @@ def withdraw_runs(target, *, outputs_dir: str, submission_id: str, run_ids: list
 
 
 LOST_AFTER_S = 600.0  # a pod unreachable this long has lost its runs (runs.wait --lost-after)
-STEER_INTERVAL_S = 2.0  # between looks at the fleet while waiting
+STEER_INTERVAL_S = 1.0  # between looks at the fleet while waiting (an idle GPU waits at most this long)
 
 
 class _RunSpecs:
@@ -465,22 +463,16 @@ class FleetSteer:
         self.moves: list = []
         self.replaced: list = []
         self.notes: list = []
-        self._placed_in_manifest()
-
-    def _placed_in_manifest(self) -> None:
-        """A ledger written before this one existed (or lost) is rebuilt from the manifest."""
-        if self.ledger.runs:
-            return
-        self.ledger.place_all((r["run_id"], r["host_id"], r.get("host") or r["host_id"])
-                              for r in self.manifest.get("runs") or []
-                              if isinstance(r, dict) and r.get("host_id") in self.targets and
-                              r["run_id"] in set(self.manifest.get("queued") or []))
+        self.dry_run: Optional[dict] = None  # what a dry run would have sent, once it stopped
 
     # -- one look
 
     def look(self) -> None:
-        """Probe, record, recover, repair and rebalance once."""
+        """Probe, record, recover, repair and rebalance once (a dry run stops at the probe)."""
         self._probe_holders()
+        if any(p.get("dry_run") for p in self.probes.values()):
+            self.dry_run = fleet_document(FleetResult([{**p, "pod": self.names[h]} for h, p in self.probes.items()]))
+            return
         self._record_states()
         self._recover_lost()
         self._repair_missing()
@@ -567,7 +559,9 @@ class FleetSteer:
             if not self._is_lost(hid):
                 continue
             self._probe_the_others()  # where its runs can go
-            orphans = self.ledger.mark_lost(hid)
+            # Unfinished, or `lost` there (its supervisor died): each is placed again.
+            lost_there = [r for r in self.ledger.runs_on(hid) if self.ledger.current(r)["state"] == "lost"]
+            orphans = self.ledger.mark_lost(hid) + lost_there
             self.notes.append(f"{self.names[hid]} lost: {len(orphans)} unfinished run(s) placed again")
             self._place_again(orphans, hid)
 
@@ -729,6 +723,8 @@ def steer(targets: list, manifest: dict, project_dir, *, timeout_s: Optional[flo
     started = time.monotonic()
     while True:
         steering.look()
+        if steering.dry_run is not None:
+            return steering.dry_run
         if on_look is not None:
             on_look(steering)
         if once:
@@ -747,6 +743,8 @@ def rebuild_ledger(targets: list, manifest: dict, project_dir) -> dict:
     ids = [r["run_id"] for r in manifest.get("runs") or [] if isinstance(r, dict) and isinstance(r.get("run_id"), str)]
     result = fan_out_targets(targets, lambda t: probe_pod(t, outputs_dir=manifest["outputs_dir"], run_ids=ids,
                                                           submission_id=submission_id))
+    if any(p.get("dry_run") for p in result.pods):
+        return fleet_document(result)  # a dry run writes nothing
     items = []
     for target, probed in zip(targets, result.pods):
         if probed.get("manifest"):

@@ -571,17 +571,35 @@ def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, ti
     return on_each_pod(c, host, lambda target: _wait_on(c, target, run_id, submission, remote_outputs_dir, timeout))
 
 
-@ops_task(human=render_table, help={"submission": RUN_SELECTION_HELP["submission"],
-                                    "lost_after": FLEET_STEER_HELP["lost_after"]})
+def render_balance(data: dict) -> str:
+    lines = [f"moved {m['run_id']}: {m['from']} -> {m['to']}" for m in data.get("moves") or []]
+    lines += [f"placed again {m['run_id']}: {m['from']} (lost) -> {m['to']}" for m in data.get("replaced") or []]
+    return "\n".join(lines) or f"{data.get('host', 'fleet')}: {data.get('note') or 'nothing to move'}"
+
+
+@ops_task(human=render_balance, help={"submission": RUN_SELECTION_HELP["submission"],
+                                      "lost_after": FLEET_STEER_HELP["lost_after"]})
 def balance(c, host=None, submission=None, lost_after=None):
     """Over a fleet submission, once: move queued runs to idle pods, place a lost pod's runs again."""
     from .fleet import LOST_AFTER_S
 
     lost_after_s = seconds_flag("--lost-after", lost_after, LOST_AFTER_S)
     steered = _fleet_submission(c, host, None, submission, None)
-    if not steered:
-        raise ConfigError("runs.balance works on a fleet submission: name its pods with --host (a fleet, or a,b,c)")
-    return _steer(steered, once=True, lost_after_s=lost_after_s)
+    if steered:
+        return _steer(steered, once=True, lost_after_s=lost_after_s)
+    return on_each_pod(c, host, lambda target: _balance_one(c, target, submission))
+
+
+def _balance_one(c, target, submission):
+    """One pod, or a submission that is not a fleet's: its queue is its own (the probe shows it)."""
+    from .fleet import probe_pod
+    from .records import load_manifest
+    from .selection import latest_submission, outputs_root
+
+    manifest = load_manifest(project_dir_of(c.config), submission) if submission else latest_submission(c, target)
+    probed = probe_pod(target, outputs_dir=outputs_root(None, manifest, target.profile))
+    return {"ok": True, "host": target.profile.name, "moves": [], "replaced": [], "queued": len(probed["queued"]),
+            "note": "not a fleet submission: nothing to move"}
 
 
 def _fleet_submission(c, host, run_id, submission, remote_outputs_dir):

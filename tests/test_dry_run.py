@@ -29,6 +29,7 @@ TASKS = {
     "pod.sync": ["--host", POD, "--remote-repo", "/root/repo", "--branch", "main"],
     "pod.up": ["--gpu", "A100", "--yes"],
     "pod.wandb": ["--host", POD],
+    "runs.balance": ["--host", POD],
     "runs.cancel": ["--host", POD, "--run-id", "run-a"],
     "runs.list": ["--host", POD],
     "runs.logs": ["--host", POD, "--run-id", "run-a"],

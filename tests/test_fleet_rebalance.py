@@ -6,18 +6,19 @@ appends its id to one file outside the pods (the test's own folder, seen by ever
 that ran twice shows as two lines."""
 
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
-import time
-
 from ops_tasks import records, targets
-from ops_tasks.fleet import rebuild_ledger, resolve_hosts, steer, withdraw_runs
+from ops_tasks.fleet import rebuild_ledger, resolve_hosts, steer, submit_to_fleet, withdraw_runs
 from ops_tasks.records import Ledger, load_manifest
 from ops_tasks.testing.fake_gpu import gpu
 from ops_tasks.testing.pods import SshPod
-from conftest import module_client, needs_isolation
+from conftest import module_client, needs_isolation, pod_pids
 
 pytestmark = needs_isolation
 
@@ -176,6 +177,11 @@ def test_a_pod_stopped_mid_sweep_loses_its_runs_to_the_others_and_back_adds_no_d
 
     # rb1 is back (a pod anew) and answers: a look moves nothing and places nothing again.
     fleet = fleet_targets(project, NAMES)
+    ledger_before = ledger.path.read_bytes()
+    for task, extra in (("runs.wait", []), ("runs.balance", []), ("runs.status", ["--rebuild"])):
+        dry = ops(task, "--host", "rb0,rb1,rb2", "--dry-run", "--json", *extra)
+        assert dry.returncode == 0 and dry.json["dry_run"] is True, (task, dry.stdout, dry.stderr)
+    assert ledger.path.read_bytes() == ledger_before  # a dry run writes nothing
     balanced = steer(fleet, load_manifest(project, doc["submission_id"]), project, once=True)
     assert balanced["moves"] == [] and balanced["replaced"] == [] and balanced["ok"] is True
     rebuilt = rebuild_ledger(fleet, load_manifest(project, doc["submission_id"]), project)
@@ -189,10 +195,44 @@ def test_a_pod_stopped_mid_sweep_loses_its_runs_to_the_others_and_back_adds_no_d
     assert ran(shared) == run_ids  # no run ran to its end twice
 
 
-def test_balance_and_rebuild_refuse_what_is_not_a_fleet_submission_before_contact(ops, pods):
-    for task, extra in (("runs.balance", []), ("runs.status", ["--rebuild"])):
-        before = [pod.accepted_connections() for pod in pods]
-        result = ops(task, "--host", "rb0", *extra)
-        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-        assert "fleet submission" in result.stderr
-        assert [pod.accepted_connections() for pod in pods] == before
+def test_a_pod_whose_supervisor_died_leaving_its_runs_lost_has_them_placed_on_the_others(pods, laptop, tmp_path):
+    from ops_tasks.operations.run_config import load_submission
+    from ops_tasks.operations.runs import new_submission_id
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    run_ids = [f"orphan-{i}" for i in range(4)]
+    config = write_config(laptop, "orphan", run_ids, 0.3, shared)
+    pods[1].sh("echo 60 > /mnt/run-seconds")
+    fleet = fleet_targets(laptop, ["rb0", "rb1"])
+    submitted = submit_to_fleet(fleet, {t.profile.name: load_submission(config, profile=t.profile) for t in fleet},
+                                submission_id=new_submission_id(), project_dir=laptop, config=str(config))
+    orphans = submitted["placed"]["rb1"]
+    assert orphans  # four free GPUs there
+    for _ in range(200):
+        states = pods[1].sh("cat /mnt/orphan/*/status.json").stdout
+        if states.count('"running"') == len(orphans):
+            break
+        time.sleep(0.05)
+    (supervisor,) = pod_pids(pods[1], r"^python3 \S*ops_runs\S* supervise", live=True)
+    os.kill(supervisor, signal.SIGKILL)  # its runs go on, unwatched: `lost`
+
+    document = steer(fleet, load_manifest(laptop, submitted["submission_id"]), laptop, interval_s=0.2, timeout_s=60)
+
+    pods[1].sh("rm /mnt/run-seconds")
+    assert document["ok"] is True and document["lost_pods"] == ["rb1"], document
+    assert sorted(r["run_id"] for r in document["replaced"]) == sorted(orphans)
+    assert sorted((r["run_id"], r["pod"], r["state"]) for r in document["runs"]) == [
+        (r, "rb0", "succeeded") for r in run_ids]
+    assert ran(shared) == run_ids
+
+
+def test_rebuild_refuses_what_is_not_a_fleet_submission_and_balance_of_one_pod_moves_nothing(ops, pods):
+    before = [pod.accepted_connections() for pod in pods]
+    refused = ops("runs.status", "--host", "rb0", "--rebuild")
+    assert refused.returncode == 2 and "fleet submission" in refused.stderr and "Traceback" not in refused.stderr
+    assert [pod.accepted_connections() for pod in pods] == before
+
+    alone = ops("runs.balance", "--host", "rb2", "--json")
+    assert alone.returncode == 0, alone.stderr
+    assert alone.json["moves"] == [] and "not a fleet submission" in alone.json["note"]
