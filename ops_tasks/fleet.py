@@ -259,7 +259,9 @@ def submit_to_fleet(targets: list, submissions: dict, *, submission_id: str, pro
     document.update(submission_id=submission_id, ledger=str(ledger.path), already_succeeded=succeeded_on,
                     placed={name: sorted(ids) for name, ids in shares.items()},
                     manifest=str(_save_fleet_manifest(project_dir, submissions, submission_id, fields, held_by,
-                                                      queued=queued, config=config)))
+                                                      queued=queued, config=config,
+                                                      pricing={host_id: pod for p in by_pod.values()
+                                                               for host_id, pod in (p.get("pricing") or {}).items()})))
     return document
 
 
@@ -300,7 +302,7 @@ def _send_share(submissions: dict, shares: dict, target, *, submission_id: str, 
 
 
 def _save_fleet_manifest(project_dir, submissions: dict, submission_id: str, fields: dict, held_by: dict, *,
-                         queued: list, config: str):
+                         queued: list, config: str, pricing: Optional[dict] = None):
     """The local manifest of a fleet submission: every pod (`host_ids`, so each pod's later tasks
     find it), each run with the pod that holds it (fetch takes it from there)."""
     from .operations.runs import manifest_of
@@ -309,7 +311,7 @@ def _save_fleet_manifest(project_dir, submissions: dict, submission_id: str, fie
     manifest["runs"] = [dict(run, **held_by[run["run_id"]]) if run["run_id"] in held_by else run
                         for run in manifest["runs"]]
     manifest.update(fleet=True, hosts=list(fields), host_ids=[pod["host_id"] for pod in fields.values()],
-                    config=config, queued=queued,
+                    config=config, queued=queued, pricing=pricing or None,
                     submitted_at=time.time())
     return records.save_manifest(project_dir, manifest)
 
