@@ -225,6 +225,11 @@ def test_a_pod_whose_supervisor_died_leaving_its_runs_lost_has_them_placed_on_th
     assert sorted((r["run_id"], r["pod"], r["state"]) for r in document["runs"]) == [
         (r, "rb0", "succeeded") for r in run_ids]
     assert ran(shared) == run_ids
+    from ops_tasks.output import render_fleet
+    from ops_tasks.runs import render_table
+
+    text = render_fleet(document, render_table)  # what runs.wait prints for people
+    assert text.startswith("rb0: submission") and "4 succeeded" in text and "rb1:" in text
 
 
 def test_rebuild_refuses_what_is_not_a_fleet_submission_and_balance_of_one_pod_moves_nothing(ops, pods):
