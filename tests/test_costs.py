@@ -155,6 +155,20 @@ def test_the_report_shows_each_runs_cost_its_groups_and_per_correct_example_and_
     assert "<b>cost</b>: $6.00 over 3 runs" in render_html(doc, [])
 
 
+def test_a_fleet_submission_prices_each_run_at_its_own_pods_price():
+    manifest = {"submission_id": "s", "fleet": True, "host_ids": ["root@a:22", "root@b:22"],
+                "runs": [{"run_id": "on_a", "host_id": "root@a:22"}, {"run_id": "on_b", "host_id": "root@b:22"},
+                         {"run_id": "unplaced"}],
+                "pricing": {"root@a:22": {"price_per_hour": 8.0, "gpus": 8, "slots": 8},
+                            "root@b:22": {"price_per_hour": 2.0, "gpus": 1, "slots": 1}}}
+    priced = costs.pricing_of_runs(manifest)
+    an_hour_on_one_gpu = {"submission_id": "s", "started": 1.0, "finished": 1.0 + HOUR, "gpus": 1}
+    assert sorted(priced) == ["on_a", "on_b"]
+    # a: 8 $/h x 1/8 x 1 h; b: 2 $/h x 1/1 x 1 h
+    assert costs.run_cost(an_hour_on_one_gpu, priced["on_a"]) == pytest.approx(1.0)
+    assert costs.run_cost(an_hour_on_one_gpu, priced["on_b"]) == pytest.approx(2.0)
+
+
 def test_a_report_with_no_price_known_shows_no_cost_at_all(tmp_path):
     root = tmp_path / "project" / "artifacts" / "pod_logs"
     _fetched_run(root, "a", submission="s1", started=1_790_000_000.0, took=60, gpus=[0], rewards=[1, 0])
