@@ -76,28 +76,34 @@ def submit(ops, project, host, runs, outputs):
 
 def test_up_rents_a_fleet_at_once_and_down_releases_each_pod_behind_its_own_check(lium_ops, fake, pods, client,
                                                                                  project):
-    for price in (1.0, 1.2, 3.0):
+    for price in (1.0, 1.2, 1.4, 3.0):
         fake.add_executor("NVIDIA A100-SXM4-80GB", 1, price)
     volume = fake.add_volume("my_volume")["id"]
     rented_pods_answer_at(fake, pods)
+    fake.failing_names = {"sweep-3"}
 
-    too_many = lium_ops("pod.up", "--gpu", "A100", "--pods", "4", "--name", "sweep", "--yes")
-    up = lium_ops("pod.up", "--gpu", "A100", "--pods", "2", "--name", "sweep", "--ttl", "2h", "--yes", "--json")
+    too_many = lium_ops("pod.up", "--gpu", "A100", "--pods", "5", "--name", "sweep", "--yes")
+    up = lium_ops("pod.up", "--gpu", "A100", "--pods", "3", "--name", "sweep", "--ttl", "2h", "--yes", "--json")
 
-    one_line_error(too_many, 1, "4 pods to rent, and 3 Lium executor(s) are available", "nothing rented")
-    assert up.returncode == 0, (up.stdout, up.stderr)
+    one_line_error(too_many, 1, "5 pods to rent, and 4 Lium executor(s) are available", "nothing rented")
+    assert up.returncode == 1, (up.stdout, up.stderr)
     doc = up.json
-    assert doc["hosts"] == ["sweep-1", "sweep-2"] and doc["failed"] == [] and doc["fleet_name"] == "sweep"
+    assert doc["hosts"] == ["sweep-1", "sweep-2", "sweep-3"] and doc["fleet_name"] == "sweep"
+    assert doc["failed"] == ["sweep-3"]  # its own row, saying how to release it
+    assert "failed to start" in doc["pods"]["sweep-3"]["error"]
+    assert "remove it with pod.down --name sweep-3" in doc["pods"]["sweep-3"]["error"]
     rents = fake.rents()
-    assert sorted(r["pod_name"] for r in rents) == ["sweep-1", "sweep-2"]
-    assert [r["volume_id"] for r in rents] == [volume, volume]  # a volume each
-    assert sorted(doc["pods"][n]["lium_pod"]["price_per_hour"] for n in doc["hosts"]) == [1.0, 1.2]  # the cheapest
-    assert records.load_fleet(project, "sweep") == ["sweep-1", "sweep-2"]  # --host sweep names them
-    for name in doc["hosts"]:  # ends with pod.status of the fleet (--host sweep), each through its alias
+    assert sorted(r["pod_name"] for r in rents) == ["sweep-1", "sweep-2", "sweep-3"]
+    assert [r["volume_id"] for r in rents] == [volume] * 3  # a volume each
+    assert sorted(p["price"] for p in (fake._pod_json(p) for p in fake.pods.values())) == [1.0, 1.2, 1.4]
+    assert records.load_fleet(project, "sweep") == ["sweep-1", "sweep-2"]  # --host sweep: the pods that came up
+    for name in ("sweep-1", "sweep-2"):  # ends with pod.status of the fleet (--host sweep), each through its alias
         status = doc["pods"][name]["status"]
         assert status["ok"] and status["volume"]["mounted"] and doc["pods"][name]["alias"] == name
-    ports = {ssh_config.find_host(client.config, name)["options"]["port"] for name in doc["hosts"]}
+    ports = {ssh_config.find_host(client.config, name)["options"]["port"] for name in ("sweep-1", "sweep-2")}
     assert ports == {str(pod.port) for pod in pods}
+    failed_pod = next(pod_id for pod_id, pod in fake.pods.items() if pod["pod_name"] == "sweep-3")
+    del fake.pods[failed_pod]  # as pod.down --name sweep-3 would
 
     # A run in an outputs root of its own: the check looks where the pod's latest submission put it.
     submit(lium_ops, project, "sweep-1", [{"run_id": "busy", "command": "sleep 60"}], "down")

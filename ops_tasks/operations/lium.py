@@ -388,13 +388,14 @@ def wait_ready(client, pod_id: str, name: str, *, timeout_s: float,
 
     try:
         with lium_errors(client, f"waiting for pod {name}"):
-            ready = client.wait_ready(pod_id, timeout=max(1, math.ceil(timeout_s)), on_poll=polled)
+            try:
+                ready = client.wait_ready(pod_id, timeout=max(1, math.ceil(timeout_s)), on_poll=polled)
+            except PodStartError as exc:  # a LiumError: named here, before lium_errors makes it generic
+                raise OpsError(f"pod {name} ({pod_id}) failed to start: {_scrub(client, str(exc))}; "
+                               f"if pod.ps still lists it, remove it with pod.down --name {name}") from None
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted; pod {name} ({pod_id}) goes on starting and billing: "
                           f"pod.up --name {name} again to wait, or pod.down --name {name}") from None
-    except PodStartError as exc:
-        raise OpsError(f"pod {name} ({pod_id}) failed to start: {_scrub(client, str(exc))}; "
-                       f"if pod.ps still lists it, remove it with pod.down --name {name}") from None
     if ready is None:
         raise OpsError(f"pod {name} ({pod_id}) is not ready after {timeout_s:.0f}s and is billing: "
                        f"run pod.up again to keep waiting, or pod.down --name {name}")

@@ -54,6 +54,8 @@ class FakeLium:
         self.ssh = dict(ssh or {"user": "root", "host": "127.0.0.1", "port": 22})
         # Where the next rents answer SSH, one each in the order rented (a fleet's pods); then `ssh`.
         self.ssh_queue: list = []
+        # Pod names whose rent never starts (status FAILED at once; no SSH endpoint taken).
+        self.failing_names: set = set()
         self.executors: dict = {}
         self.volumes: dict = {}
         self.pods: dict = {}
@@ -235,10 +237,12 @@ class FakeLium:
         if volume_id and volume_id not in self.volumes:
             return 404, {"detail": "Volume not found"}
         pod_id = str(uuid.uuid4())
+        failing = body.get("pod_name") in self.failing_names
         self.pods[pod_id] = {
             "id": pod_id, "pod_name": body.get("pod_name") or "Your Pod", "executor_id": executor_id,
-            "status": "PENDING" if self.pending_polls else "RUNNING", "polls_left": self.pending_polls,
-            "ssh": dict(self.ssh_queue.pop(0) if self.ssh_queue else self.ssh), "created_at": _now(), "updated_at": _now(), "removal_scheduled_at": None,
+            "status": "FAILED" if failing else "PENDING" if self.pending_polls else "RUNNING",
+            "polls_left": self.pending_polls,
+            "ssh": dict(self.ssh_queue.pop(0) if self.ssh_queue and not failing else self.ssh), "created_at": _now(), "updated_at": _now(), "removal_scheduled_at": None,
             "volume_id": volume_id, "public_keys": list(body["user_public_key"]),
         }
         return 200, {"success": True, "pod_id": pod_id}
