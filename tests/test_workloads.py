@@ -398,7 +398,7 @@ def frameworks(pod, sweep):
     copy = "mkdir -p {{run_dir}}/{dest} && cp -r {source}/. {{run_dir}}/{dest}/"
     path = write_config(sweep["project"], FRAMEWORKS_OUT, [
         # A converter that hangs, and a run whose timeout falls while it does: first, so both start at once.
-        {"run_id": "hung-summary", "summary_from": "python:own_summary:hang", "summary_timeout": "5s",
+        {"run_id": "hung-summary", "summary_from": "python:own_summary:hang", "summary_timeout": "3s",
          "command": "true"},
         {"run_id": "meanwhile", "timeout": "1s", "command": "sleep 30"},
         {"run_id": "vf", "summary_from": "verifiers",
@@ -465,7 +465,7 @@ def test_the_users_own_summary_function_runs_with_the_runs_python(pod, framework
 def test_a_hung_converter_ends_at_its_deadline_as_bad_output_while_the_loop_goes_on(pod, frameworks):
     hung = frameworks["hung-summary"]
     assert (hung["state"], hung["failure_class"]) == ("failed", "bad_output"), hung
-    assert "deadline of 5s (summary_timeout)" in hung["error"]
+    assert "deadline of 3s (summary_timeout)" in hung["error"]
     assert processes_matching(pod, "own_summary hang") == []  # the converter is stopped, not left behind
     assert pod_json(pod, f"{FRAMEWORKS_OUT}/hung-summary/summary.json")["ok"] is False
     # The other run's timeout was acted on while the conversion hung, not after it.
