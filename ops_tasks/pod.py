@@ -434,6 +434,7 @@ def _up_fleet(c, want: UpRequest, fleet: dict, *, no_volume: bool, yes: bool) ->
             options = pod_ssh_options(result["pod"], want.key["private"])
             result["changed"] = ssh_config.set_pod_host(config_path, plan["name"], options, plan["name"],
                                                         result["pod"]["id"])
+            _remember_pod(c, plan["name"], result["pod"], plan)
             ready[plan["name"]] = result
     recorded = records.save_fleet(project_dir_of(c.config), fleet["name"], list(ready)) if ready else None
     statuses = _fleet_status(c, fleet["name"], not no_volume) if ready else {}
@@ -704,6 +705,7 @@ def _down_fleet(c, name: str, members: list, remote_outputs_dir, *, force: bool,
     for alias in going:
         try:
             rows[alias].update(remove_pod(client, pods[alias]))
+            records.forget_lium_pod(pods[alias].id)  # its address may go to another pod: its price goes with it
         except OpsError as exc:
             rows[alias].update(ok=False, error=str(exc), exit_code=exc.exit_code)
     gone = [alias for alias in members if rows[alias].get("removed") or rows[alias].get("found") is False]
