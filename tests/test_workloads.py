@@ -500,3 +500,18 @@ def test_report_compares_a_verifiers_run_and_an_lm_eval_run_on_their_shared_exam
     rows = {r["run_id"]: r for r in report["rows"]}
     assert rows["vf"]["avg_reward"] == pytest.approx(statistics.mean(vf.values()))
     assert rows["lm"]["avg_reward"] == pytest.approx(statistics.mean(lm.values()))
+
+
+def test_a_nested_summary_value_sorts_filters_and_groups_like_any_column(tmp_path):
+    from ops_tasks.operations.report import build_report
+
+    for run_id, lr, val in (("a", 0.1, 3.0), ("b", 0.2, 2.0), ("c", 0.2, 2.5)):
+        (tmp_path / run_id).mkdir()
+        (tmp_path / run_id / "summary.json").write_text(json.dumps(
+            {"ok": True, "learning_rate": lr, **{f"m{i}": i for i in range(8)},  # last_eval.* beyond the columns
+             "last_eval": {"val": val, "train": val - 0.1}}))
+    ranked = build_report(tmp_path, sort="last_eval.val")
+    assert [r["run_id"] for r in ranked["rows"]] == ["b", "c", "a"]
+    assert [r["run_id"] for r in build_report(tmp_path, filters=["last_eval.val=2.5"])["rows"]] == ["c"]
+    grouped = build_report(tmp_path, group_by="last_eval.val", metric="last_eval.train")
+    assert sorted(g["last_eval.val"] for g in grouped["groups"]) == [2.0, 2.5, 3.0]

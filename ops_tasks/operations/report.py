@@ -424,6 +424,9 @@ def _row_of(run_id: str, summary: dict, sources: list, fields: Sequence[str], me
     for name in fields:
         if name not in row:
             row[name] = _field(sources, (name,))
+            if row[name] is None:  # a nested summary key (--sort last_eval.val), however deep in the file
+                nested = lookup(summary, name)
+                row[name] = None if nested is _MISSING or isinstance(nested, (dict, list)) else nested
     for key, value in summary_leaves(summary):
         if key not in row:
             row[key] = value
