@@ -515,3 +515,16 @@ def test_a_nested_summary_value_sorts_filters_and_groups_like_any_column(tmp_pat
     assert [r["run_id"] for r in build_report(tmp_path, filters=["last_eval.val=2.5"])["rows"]] == ["c"]
     grouped = build_report(tmp_path, group_by="last_eval.val", metric="last_eval.train")
     assert sorted(g["last_eval.val"] for g in grouped["groups"]) == [2.0, 2.5, 3.0]
+
+
+def test_one_runs_status_shows_its_nested_summary_values_and_nothing_the_pod_should_not_draw():
+    from ops_tasks.runs import render_status, render_table
+
+    run = {"run_id": "r", "state": "succeeded", "attempt": 1, "summary": {"ok": True, "iter": 5},
+           "summary_metrics": {"iter": 5, "last_eval.val": 1.25, "\x1b[2Jevil": 1, "text": "not a number"}}
+    shown = render_status({"host": "p", "run": run, "runs": [run]})
+    assert "iter=5" in shown and "last_eval.val=1.25" in shown and "\x1b" not in shown
+    table = render_table({"host": "p", "counts": {"succeeded": 1}, "runs": [run]})
+    header = table.splitlines()[2].split()
+    assert header[6:9] == ["iter", "last_eval.val", "evil"] and "\x1b" not in table  # escapes dropped
+    assert "not a number" not in table  # a text where a number belongs is left blank
