@@ -12,6 +12,7 @@ VLLM_SESSION = "vllm"
 VLLM_PORT = 8000
 VLLM_GRACE_S = 30.0  # SIGINT, then this long before TERM and KILL
 VLLM_START_TIMEOUT_S = 900.0  # vllm.start --wait
+WAIT_TIMEOUT_S = 86400.0  # runs.wait, runs.submit --wait: no wait is endless (the runs go on after it)
 
 # The run queue
 RUNS_SESSION = "pilots"  # the supervisor's tmux session
@@ -35,5 +36,5 @@ FETCH_RECORDS_DIR = "artifacts/fetched"  # one record per fetched run id, read b
 CAMPAIGNS_DIR = "artifacts/campaigns"  # one folder per campaign: state, each phase's evidence, checklist
 CAMPAIGN_READY_TIMEOUT_S = 300.0  # a rented pod reachable over SSH within this, else released and replaced
 CAMPAIGN_RENT_ATTEMPTS = 3  # rents per pod before the campaign gives up
-CAMPAIGN_WAIT_TIMEOUT_S = 86400.0  # the runs' wait: never infinite
+CAMPAIGN_WAIT_TIMEOUT_S = WAIT_TIMEOUT_S  # the runs' wait: never infinite
 CAMPAIGN_IDLE_POLL_S = 30.0  # --idle-release: seconds between looks at an idle pod

@@ -9,7 +9,7 @@ from invoke import Collection
 from .tables import tabulate
 
 from .errors import ConfigError
-from .defaults import RUNS_SESSION, WATCH_INTERVAL_S
+from .defaults import RUNS_SESSION, WAIT_TIMEOUT_S, WATCH_INTERVAL_S
 from .flags import count_flag, seconds_flag
 from .output import (LineEmitter, announce, emit, fleet_requested, fleet_targets, is_time_key, json_requested, log,
                      on_each_pod, ops_task, stopped, target_of)
@@ -276,7 +276,7 @@ def _all_cancelled(report: dict) -> dict:
     "slots": "Runs at a time on a pod without GPUs (default 1).",
     "fail_fast": "Cancel the submission's queued runs once one of its runs has failed.",
     "wait": "Then wait until the runs end (like runs.wait).",
-    "timeout": "With --wait: seconds to wait at most.",
+    "timeout": f"With --wait: seconds to wait at most (default {WAIT_TIMEOUT_S:.0f}: 24 h; the runs go on after it).",
     "expect_commit": "Start runs only while the pod's repo is at this commit and clean (default: the config's "
                      "expect_commit, else this checkout's HEAD when the pod's repo has its origin; none: no pin).",
 })
@@ -313,7 +313,7 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
     for line in warnings:  # before any contact: on stderr, so a --json document stays whole
         log(f"warning: {line}")
     cpu_slots = count_flag("--slots", slots, None)  # not given: a live supervisor keeps its own
-    timeout_s = seconds_flag("--timeout", timeout, None)
+    timeout_s = seconds_flag("--timeout", timeout, WAIT_TIMEOUT_S)
     submission_id = new_submission_id()
     from .operations.runs import laptop_head
     # The local profile runs in this very checkout: pinning it to its own HEAD would refuse every edit.
@@ -555,7 +555,7 @@ FLEET_STEER_HELP = {
 
 @ops_task(human=render_table, iterable=["run_id"], help={
     **{k: v for k, v in RUN_SELECTION_HELP.items() if k != "all"},
-    "timeout": "Seconds to wait at most (default: no limit).",
+    "timeout": f"Seconds to wait at most (default {WAIT_TIMEOUT_S:.0f}: 24 h; the runs go on after it).",
     **FLEET_STEER_HELP,
 })
 def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, timeout=None, lost_after=None,
@@ -563,7 +563,7 @@ def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, ti
     """Wait until a submission's runs end, with a progress bar; exit 1 if any failed."""
     from .fleet import LOST_AFTER_S
 
-    timeout_s = seconds_flag("--timeout", timeout, None)
+    timeout_s = seconds_flag("--timeout", timeout, WAIT_TIMEOUT_S)
     lost_after_s = seconds_flag("--lost-after", lost_after, LOST_AFTER_S)
     steered = _fleet_submission(c, host, run_id, submission, remote_outputs_dir)
     if steered:
@@ -650,7 +650,7 @@ def _wait_on(c, target, run_id, submission, remote_outputs_dir, timeout):
     from .operations.runs import wait_runs
     from .targets import LinkDown
     selected = _select(c, target, run_id, submission, False, remote_outputs_dir)
-    timeout_s = seconds_flag("--timeout", timeout, None)
+    timeout_s = seconds_flag("--timeout", timeout, WAIT_TIMEOUT_S)
     bar = ProgressBar(enabled=not fleet_requested())  # several pods' bars cannot share stderr
     try:
         if sys.stdout.isatty() and not json_requested() and not fleet_requested():
@@ -665,8 +665,9 @@ def _wait_on(c, target, run_id, submission, remote_outputs_dir, timeout):
             report = _all_cancelled(wait_runs(target, outputs_dir=selected["outputs_dir"],
                                               submission_id=selected.get("submission_id"), run_ids=selected["run_ids"],
                                               timeout_s=timeout_s, on_progress=bar))
-        if report["outcome"] == "timeout" and timeout is not None:  # the whole wait's limit, not what was left
-            report["error"] = f"{target.profile.label}: runs still going after {float(timeout):.0f}s"
+        if report["outcome"] == "timeout":  # the whole wait's limit, not what was left
+            limit = seconds_flag("--timeout", timeout, WAIT_TIMEOUT_S)
+            report["error"] = f"{target.profile.label}: runs still going after {limit:.0f}s"
         return report
     except LinkDown as lost:
         raise lost.with_hint(_wait_hint(target, selected.get("submission_id"), run_id and selected["run_ids"])) from None

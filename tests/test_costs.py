@@ -5,7 +5,6 @@ worked out here by hand from the inputs; one real sshd pod for the module (the L
 rest in-process."""
 
 import json
-import subprocess
 
 import pytest
 
@@ -16,7 +15,7 @@ from ops_tasks.operations.report import build_report, group_columns
 from ops_tasks.operations.report_html import render_html
 from ops_tasks.pod import render_status
 from ops_tasks.settings import check_ops_config, host_identity, resolve_profile
-from conftest import module_client, module_pod, needs_isolation, one_line_error, ops_argv
+from conftest import module_client, module_pod, needs_isolation, one_line_error, run_ops
 
 client = module_client()
 cpod = module_pod("cpod", gpus=2)
@@ -102,8 +101,7 @@ def test_a_bad_price_per_hour_is_one_clear_error(value, fragment):
 def test_a_bad_price_in_invoke_yaml_exits_2_in_one_line_before_any_contact(project, client):
     (project / "invoke.yaml").write_text("ops:\n  profiles:\n    gpu1:\n      destination: root@127.0.0.1:9\n"
                                          "      price_per_hour: -2.5\n")
-    result = subprocess.run([*ops_argv(), "pod.status", "--host", "gpu1"], cwd=project, env=client.env(),
-                            capture_output=True, text=True, timeout=60)
+    result = run_ops(["pod.status", "--host", "gpu1"], cwd=project, env=client.env(), timeout=60)
     one_line_error(result, 2, "price_per_hour", "-2.5")
 
 
@@ -199,8 +197,7 @@ def lium(client, cpod):
 
 def _ops(client, project, fake, *args):
     env = client.env(**fake.env(), XDG_CACHE_HOME=str(client.home / ".cache"))
-    result = subprocess.run([*ops_argv(), *args], cwd=project, env=env, stdin=subprocess.DEVNULL,
-                            capture_output=True, text=True, timeout=120)
+    result = run_ops(args, cwd=project, env=env)
     assert "Traceback" not in result.stderr, result.stderr
     documents = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     result.json = documents[0] if len(documents) == 1 else documents  # a chain: one document per task

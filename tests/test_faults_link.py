@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import needs_isolation, one_line_error, ops_argv, pod_cmdline, pod_pids
+from conftest import needs_isolation, one_line_error, ops_argv, pod_cmdline, pod_pids, run_ops
 from ops_tasks.settings import parse_destination, resolve_profile
 from ops_tasks.targets import SshTarget
 from ops_tasks.testing.delay_proxy import DelayProxy
@@ -49,8 +49,7 @@ class Laptop:
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def __call__(self, *args, timeout=60):
-        proc = subprocess.run([*ops_argv(), *args], cwd=self.project, env=self.client.env(),
-                              capture_output=True, text=True, timeout=timeout)
+        proc = run_ops(args, cwd=self.project, env=self.client.env(), timeout=timeout)
         try:
             proc.json = json.loads(proc.stdout)
         except ValueError:

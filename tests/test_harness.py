@@ -1,6 +1,8 @@
-"""The test pods themselves: several at once, each with its own volume and home."""
+"""The test harness itself: pods (several at once, each with its own volume and home) and the `ops` runner."""
 
-from conftest import needs_isolation
+import subprocess
+
+from conftest import needs_isolation, ops_argv, run_ops
 
 
 @needs_isolation
@@ -29,3 +31,20 @@ def test_stopping_a_pod_ends_what_ran_inside_it(pod_factory):
     from ops_tasks.testing.pods import _alive
 
     assert not any(_alive(pid) for pid in inside)
+
+
+def test_run_ops_gives_what_the_installed_ops_program_gives(project, client):
+    """The tests' `ops` calls are forked from a process that imported the tool once: each must be
+    the console script's run, exit code, stdout and stderr, whatever the call."""
+    (project / "invoke.yaml").write_text("ops:\n  profiles:\n    p1:\n      destination: root@127.0.0.1:9\n"
+                                         "      price_per_hour: -1\n")
+    calls = [(["--list"], None), (["pod.stauts"], None), (["report", "--json"], None),
+             (["pod.status", "--host", "p1"], None), (["runs.submit", "--help"], None),
+             (["pod.status", "--host", "local", "--dry-run"], "y\n")]
+    for args, stdin in calls:
+        env = client.env(OPS_TESTS_MARK=" ".join(args))
+        forked = run_ops(args, cwd=project, env=env, input=stdin)
+        real = subprocess.run([*ops_argv(), *args], cwd=project, env=env, input=stdin, capture_output=True, text=True,
+                              timeout=120)
+        assert (forked.returncode, forked.stdout, forked.stderr) == (real.returncode, real.stdout, real.stderr), args
+    assert run_ops(["pod.stauts"], cwd=project, env=client.env()).returncode == 2  # not the harness's own 0 or 1

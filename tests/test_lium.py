@@ -8,7 +8,7 @@ import pytest
 
 from ops_tasks import ssh_config
 from ops_tasks.testing.fake_lium import FakeLium
-from conftest import needs_isolation, one_line_error, ops_argv
+from conftest import needs_isolation, one_line_error, run_ops
 
 pytest.importorskip("lium.sdk", reason="the Lium SDK (ops-tasks[lium]) is not installed")
 
@@ -40,8 +40,7 @@ def lium_ops(client, project, fake):
 
     def run(*args, env=None, timeout=120):
         environment = client.env(**{**fake.env(), "XDG_CACHE_HOME": str(client.home / ".cache"), **(env or {})})
-        proc = subprocess.run([*ops_argv(), *args], cwd=project, env=environment,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        proc = run_ops(args, cwd=project, env=environment, timeout=timeout)
         assert "canary" not in proc.stdout + proc.stderr, "the API key was printed"
         assert "Traceback" not in proc.stderr, proc.stderr
         try:

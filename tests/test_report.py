@@ -421,8 +421,8 @@ def test_seeds_pool_their_examples_with_a_clustered_interval_inside_the_range(op
     assert group["results_se"] == pytest.approx(se)
     assert group["results_ci95_high"] == pytest.approx(min(1.0, mean + 2.262157 * se), abs=1e-6)
     assert 0.0 <= group["results_ci95_low"] < mean < group["results_ci95_high"] <= 1.0
-    # Two identical run summaries: no interval, and the report says why.
-    assert group["avg_reward_ci95_low"] is None and "too few runs (2)" in group["avg_reward_interval"]
+    # Two identical run summaries: no spread, so no interval, and the report says why.
+    assert group["avg_reward_ci95_low"] is None and "agree exactly" in group["avg_reward_interval"]
 
 
 @pytest.mark.parametrize("n", [10, 13, 25])

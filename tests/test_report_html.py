@@ -6,11 +6,10 @@ import json
 import os
 import re
 import shutil
-import subprocess
 
 import pytest
 
-from conftest import ops_argv
+from conftest import run_ops
 from test_validate import record_submission
 
 from ops_tasks.operations.report_html import CURVE_POINTS, _json_block, curves_svg
@@ -74,8 +73,7 @@ def report_html(tmp_path_factory):
             json.dumps({"iter": 10 * i, "loss": 4.0 / (i + 1) + number, "tok_per_s": 33495}) + "\n" for i in range(5)))
     record_submission(project, "sub-1", ["run-a", "run-b", "run-c"], 100.0)
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPS_")}
-    proc = subprocess.run([*ops_argv(), "report", "--compare", "run-a,run-b", "--group-by", "model_id", "--json"],
-                          cwd=project, env=env, capture_output=True, text=True, timeout=120)
+    proc = run_ops(["report", "--compare", "run-a,run-b", "--group-by", "model_id", "--json"], cwd=project, env=env)
     assert proc.returncode == 0, proc.stderr
     return project / "artifacts" / "report.html"
 

@@ -9,13 +9,12 @@ import json
 import math
 import shlex
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import module_client, module_pod, needs_isolation, one_line_error, ops_argv
+from conftest import module_client, module_pod, needs_isolation, one_line_error, run_ops
 from test_faults_runs import processes_matching
 from test_runs_units import load_pod_tool
 
@@ -197,8 +196,7 @@ def sweep(pod, client, tmp_path_factory):
     project = tmp_path_factory.mktemp("workloads-project")
 
     def ops(*args):
-        proc = subprocess.run([*ops_argv(), *args], cwd=project, env=client.env(), capture_output=True, text=True,
-                              timeout=120)
+        proc = run_ops(args, cwd=project, env=client.env())
         proc.json = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else None
         return proc
 
@@ -301,7 +299,11 @@ def test_report_groups_by_the_runs_config_from_the_supervisors_record(pod, sweep
         by_seed = [loss(learning_rate, seed, 5, "val") for seed in (1, 2)]
         assert group["last_eval.val_mean"] == pytest.approx(statistics.mean(by_seed))
         assert group["last_eval.val_sd"] == pytest.approx(statistics.stdev(by_seed))
-        assert group["last_eval.val_n"] == 2 and "too few runs (2)" in group["last_eval.val_interval"]
+        # Student's t over the two seeds, t(0.975, 1) = 12.7062: wide, as two seeds are.
+        half = 12.706204736174707 * statistics.stdev(by_seed) / math.sqrt(2)
+        assert group["last_eval.val_n"] == 2 and group["last_eval.val_interval"] == "student t over 2 runs"
+        assert group["last_eval.val_ci95_low"] == pytest.approx(max(0.0, statistics.mean(by_seed) - half))
+        assert group["last_eval.val_ci95_high"] == pytest.approx(statistics.mean(by_seed) + half)
     # A loss (said so: `val` names none): lowest first. Each run's nested summary values are columns, the metric first.
     assert [g["learning_rate"] for g in report.json["groups"]] == [0.2, 0.1]
     rows = {r["run_id"]: r for r in report.json["rows"]}

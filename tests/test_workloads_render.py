@@ -7,11 +7,10 @@ submission of every run."""
 
 import json
 import shlex
-import subprocess
 
 import pytest
 
-from conftest import needs_isolation, ops_argv
+from conftest import needs_isolation, run_ops
 from ops_tasks.testing.pods import ClientHome, SshPod
 
 pytestmark = needs_isolation
@@ -66,8 +65,7 @@ def submitted(pod, tmp_path_factory):
     ]}))
 
     def ops(*args):
-        proc = subprocess.run([*ops_argv(), *args], cwd=project, env=pod.client.env(), capture_output=True,
-                              text=True, timeout=120)
+        proc = run_ops(args, cwd=project, env=pod.client.env())
         proc.json = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else None
         return proc
 

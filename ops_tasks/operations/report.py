@@ -14,7 +14,7 @@ Losses (loss, perplexity, error... in the name, or lower_is_better) rank and com
 - Per group (--group-by): the runs' example scores pooled, with a standard error clustered by
   example (CR1) and a t interval with (examples - 1) degrees of freedom; the number of examples
   (clusters) is shown. Over the runs' summary values: mean, sd and a Student's t interval, from
-  three runs up.
+  two runs up.
 - Paired comparison (--compare A,B; --compare-by FIELD for groups): on the examples both share,
   the mean of B - A with mean +/- t(0.975, n-1) * sd / sqrt(n) (Student's t), McNemar's exact
   test when every paired value is 0 or 1 (else the paired t test), the minimum detectable effect
@@ -62,7 +62,9 @@ LOWER_IS_BETTER = re.compile(r"loss|perplexity|ppl|error|\berr\b|mse|mae|wer|cer
 ALPHA = 0.05
 # The effect a "would need ~N examples" line plans for: 5% of the metric's range (or of its mean).
 PLANNING_EFFECT = 0.05
-MIN_RUNS_FOR_T = 3  # a t interval over two run means (t = 12.7) says nothing an eye cannot
+# One run has no spread to estimate; from two, Student's t holds (t(0.975, 1) = 12.7: the
+# interval of two seeds is wide, and it should be: two seeds say little about a third).
+MIN_RUNS_FOR_T = 2
 BAD_SAMPLES = 5  # bad reward lines named per run
 INTERVALS = {
     "runs": "per-example scores in results.jsonl (an example's lines averaged): Wilson's score "
@@ -1221,7 +1223,7 @@ def report_header(rows: list, facts: list, failed: list, scope: str) -> dict:
 
 def models_by_task(rows: list, metric: Metric) -> Optional[dict]:
     """Rows models, columns tasks (env_id): each cell the mean of its runs' summary metric, with a
-    t interval from three runs up; None unless there are several of either."""
+    t interval from two runs up; None unless there are several of either."""
     models = _distinct(r.get("model_id") for r in rows)
     tasks = _distinct(r.get("env_id") for r in rows)
     if len(models) < 2 and len(tasks) < 2:
