@@ -125,23 +125,47 @@ def fetch(c, host=None, run_id=None, submission=None, all=False, local_root=None
     from .operations.artifacts import checked_patterns
     excluded = checked_patterns("--exclude", exclude)
     included = checked_patterns("--include", include)
-    bar = ByteBar()
+    bar, claims = ByteBar(), RunClaims()
     try:
         result = on_each_pod(c, host, lambda target: _fetch_from(
-            c, target, bar, run_id=run_id, submission=submission, all=all, local_root=local_root,
+            c, target, bar, claims, run_id=run_id, submission=submission, all=all, local_root=local_root,
             remote_outputs_dir=remote_outputs_dir, bwlimit=bwlimit, include=included, exclude=excluded))
     finally:
         bar.close()
-    return _one_copy_each(result) if result.get("fleet") else result
+    return _one_copy_each(result, claims) if result.get("fleet") else result
 
 
-def _fetch_from(c, target, bar: ByteBar, *, run_id, submission, all, local_root, remote_outputs_dir, bwlimit,
-                include, exclude) -> dict:
+class RunClaims:
+    """Which pod of a fleet's fetch takes each run id: the first that named it. Two pods' rsyncs
+    into one run folder at once would delete each other's files (--delete) and fail at random;
+    a run id two pods hold is fetched once, from its first pod, and both pods are named."""
+
+    def __init__(self):
+        self.lock, self.holders = threading.Lock(), {}
+
+    def take(self, pod: str, runs: list) -> list:
+        """The runs of `runs` this pod fetches (those no other pod named first)."""
+        with self.lock:
+            for run in runs:
+                names = self.holders.setdefault(run["run_id"], [])
+                if pod not in names:
+                    names.append(pod)
+            return [run for run in runs if self.holders[run["run_id"]][0] == pod]
+
+    def clashes(self) -> dict:
+        """{run id: [pods]} of the run ids more than one pod holds."""
+        with self.lock:
+            return {run_id: list(names) for run_id, names in self.holders.items() if len(names) > 1}
+
+
+def _fetch_from(c, target, bar: ByteBar, claims: RunClaims, *, run_id, submission, all, local_root,
+                remote_outputs_dir, bwlimit, include, exclude) -> dict:
     from .operations.artifacts import fetch_runs
     from .records import fetch_records_dir
     from .selection import select_runs
     selected = select_runs(c, target, run_id, submission, all, remote_outputs_dir)
-    runs = [] if all else _runs_on(c, target, selected)
+    # --all names its runs on the pod: those clashes are found after the fetch (_one_copy_each).
+    runs = [] if all else claims.take(target.profile.name, _runs_on(c, target, selected))
     limit = count_flag("--bwlimit", bwlimit, None) if bwlimit is not None else None
     if not runs and not all and _runs_of(selected):  # a fleet submission put none of its runs here
         return {"ok": True, "host": target.profile.name, "method": "none", "runs": [], "seconds": 0.0,
@@ -167,15 +191,17 @@ def _runs_on(c, target, selected: dict) -> list:
     return [run for run in runs if run["run_id"] in ours]
 
 
-def _one_copy_each(document: dict) -> dict:
-    """A fleet's fetch lands every run in one folder per run id: a run id that came from two pods
-    has a local copy of one of them, or a mix, and neither pod's fetch is ok."""
+def _one_copy_each(document: dict, claims: RunClaims) -> dict:
+    """A fleet's fetch lands every run in one folder per run id: a run id two pods hold has the
+    local copy of one of them (or, fetched with --all, possibly a mix), and neither pod's fetch is ok."""
     from .fleet import FleetResult, fleet_document
-    fetched_from = {}
+    fetched_from = claims.clashes()
     for name, pod in document["pods"].items():
         for run in pod.get("runs") or []:
-            fetched_from.setdefault(run["run_id"], []).append(name)
-    twice = {run_id: names for run_id, names in fetched_from.items() if len(names) > 1}
+            names = fetched_from.setdefault(run["run_id"], [])
+            if name not in names:
+                names.append(name)
+    twice = {run_id: sorted(names) for run_id, names in fetched_from.items() if len(names) > 1}
     for pod_name in sorted({name for names in twice.values() for name in names}):
         pod = document["pods"][pod_name]
         clash = ", ".join(f"{run_id} (from {' and '.join(names)})" for run_id, names in twice.items()

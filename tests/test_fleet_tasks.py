@@ -295,6 +295,9 @@ def test_one_run_id_fetched_from_two_pods_is_named_and_not_ok(ops, pods, project
     assert fetched.returncode == 1, fetched.stdout + fetched.stderr
     assert fetched.json["failed"] == ["fa0", "fa1"]
     assert "same-id (from fa0 and fa1)" in fetched.json["pods"]["fa0"]["error"]
+    # Fetched once, from the first pod: two rsyncs into one folder would delete each other's files.
+    assert [r["run_id"] for r in fetched.json["pods"]["fa0"]["runs"]] == ["same-id"]
+    assert fetched.json["pods"]["fa1"]["runs"] == []
 
 
 def test_archive_over_a_fleet_runs_on_every_pod(ops, pods, project):
