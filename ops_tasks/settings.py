@@ -41,6 +41,8 @@ PROFILE_SCHEMA = {
     "vllm": (dict,),
     "archive_patterns": (list,),
     "price_per_hour": (int, float),
+    "run_timeout": (int, float),
+    "run_stall_timeout": (int, float),
 }
 # A profile's `vllm:` defaults for vllm.start (flags win over them).
 VLLM_PROFILE_SCHEMA = {
@@ -61,7 +63,8 @@ VLLM_PROFILE_SCHEMA = {
     "env": (dict,),
 }
 # The range of each numeric key: (low, high, low excluded).
-PROFILE_RANGES = {"connect_timeout": (0, 3600, True), "price_per_hour": (0, math.inf, False)}
+PROFILE_RANGES = {"connect_timeout": (0, 3600, True), "price_per_hour": (0, math.inf, False),
+                  "run_timeout": (0, 366 * 86400, True), "run_stall_timeout": (0, 366 * 86400, True)}
 VLLM_PROFILE_RANGES = {
     "port": (1, 65535, False),
     "tensor_parallel_size": (1, math.inf, False),
@@ -297,6 +300,9 @@ class Profile:
     archive_patterns: tuple = ("eval_*",)
     # What the host costs per hour, for a host not rented on Lium (operations/costs.py); None: unknown.
     price_per_hour: Optional[float] = field(default=None, hash=False, compare=False)
+    # Each run's budgets on this host unless its config says (`timeout: null` opts a run out).
+    run_timeout: float = field(default=defaults.RUN_TIMEOUT_S, hash=False, compare=False)
+    run_stall_timeout: float = field(default=defaults.RUN_STALL_TIMEOUT_S, hash=False, compare=False)
     # Defaults for vllm.start; not part of the profile's identity (the connection pool key).
     vllm: Mapping = field(default_factory=lambda: MappingProxyType({}), hash=False, compare=False)
 

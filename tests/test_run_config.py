@@ -494,6 +494,20 @@ def test_every_run_has_a_wall_clock_and_a_stall_budget_unless_it_says_null(tmp_p
     assert [r.timeout for r in runs(tmp_path, {"run_id": "d", "command": "x"}, defaults={"timeout": None})] == [None]
 
 
+def test_a_hosts_profile_sets_its_runs_budgets_and_a_bad_one_is_refused_naming_it(tmp_path):
+    ops = {"profiles": {"slow": {"destination": "root@10.0.0.1:22", "remote_repo": "/r", "run_timeout": 3 * 86400,
+                                 "run_stall_timeout": 7200}}}
+    slow = resolve_profile(ops, "slow", tmp_path)
+    plain, own = load(tmp_path, {"runs": [{"run_id": "a", "command": "x"},
+                                          {"run_id": "b", "command": "x", "timeout": "1h"}]}, profile=slow).runs
+    assert (plain.timeout, plain.stall_timeout) == (3 * 86400.0, 7200.0)  # the host's, not the built-in 24 h
+    assert (own.timeout, own.stall_timeout) == (3600.0, 7200.0)  # a run's own budget wins
+    for key, value in (("run_timeout", 0), ("run_stall_timeout", -5), ("run_timeout", "a day")):
+        with pytest.raises(ConfigError) as caught:
+            resolve_profile({"profiles": {"bad": {"destination": "root@10.0.0.1:22", key: value}}}, "bad", tmp_path)
+        assert key in str(caught.value) and caught.value.exit_code == 2
+
+
 @pytest.mark.parametrize("typo, intended", [("expct", "expect"), ("out_mod", "out_mode"),
                                             ("expect_comit", "expect_commit"), ("sync_intervl", "sync_interval")])
 def test_a_typo_of_a_gate_key_is_refused_naming_it(tmp_path, typo, intended):

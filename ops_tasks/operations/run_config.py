@@ -197,7 +197,9 @@ def load_submission(path, *, profile, remote_repo=None, outputs_dir=None, tmux_s
 
     roots = {"remote_repo": repo, "outputs_dir": outputs}
     stamp = _utc(now)
-    runs = [_build_run(shown, position, run, roots, stamp) for position, run in expanded]
+    # The host's budgets (its profile's run_timeout / run_stall_timeout), else the built-in 24 h and 30 min.
+    budgets = (getattr(profile, "run_timeout", RUN_TIMEOUT_S), getattr(profile, "run_stall_timeout", RUN_STALL_TIMEOUT_S))
+    runs = [_build_run(shown, position, run, roots, stamp, budgets) for position, run in expanded]
     _check_distinct(shown, [position for position, _ in expanded], runs)
     return Submission(remote_repo=repo, outputs_dir=outputs, tmux_session=session, runs=tuple(runs))
 
@@ -374,7 +376,7 @@ def _expand_matrix(run: dict, position: str, where: str) -> list:
 # ---------------------------------------------------------------- one run
 
 
-def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime) -> RunSpec:
+def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime, budgets: tuple) -> RunSpec:
     given = run.get("run_id")
     where = f"{shown}: {position}" + (f" ({given!r})" if isinstance(given, str) else "")
     _check_keys(run, where)
@@ -439,8 +441,8 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime)
         cwd=roots["remote_repo"],
         env=env,
         gpus=_count(filled.get("gpus"), "gpus", where),
-        timeout=_budget(filled, "timeout", RUN_TIMEOUT_S, where),
-        stall_timeout=_budget(filled, "stall_timeout", RUN_STALL_TIMEOUT_S, where),
+        timeout=_budget(filled, "timeout", budgets[0], where),
+        stall_timeout=_budget(filled, "stall_timeout", budgets[1], where),
         retries=_count(filled.get("retries"), "retries", where) or 0,
         retry_on=retry_on,
         retry_backoff=DEFAULT_RETRY_BACKOFF if backoff is None else backoff,
@@ -451,8 +453,9 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime)
 
 
 def _budget(run: dict, key: str, default: float, where: str) -> Optional[float]:
-    """A run's timeout or stall_timeout: as set, the built-in default when not set at all, None
-    only for an explicit `null` (no limit: _budget_warnings says so at submit)."""
+    """A run's timeout or stall_timeout: as set, the host's default (its profile's run_timeout /
+    run_stall_timeout, else the built-in one) when not set at all, None only for an explicit
+    `null` (no limit: _budget_warnings says so at submit)."""
     if key not in run:
         return default
     return parse_duration(run[key], key, where)
