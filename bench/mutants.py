@@ -68,6 +68,28 @@ T_LIMITS = "tests/test_supervisor_limits.py::"
 T_OUTCOMES = "tests/test_runs.py::test_outcomes_each_get_their_state_class_and_a_complete_run_directory"
 
 MUTATIONS = [
+    # -- this round's campaigns, costs, budgets and fleet fetch
+    _m("campaign-release-unchecked", "campaign", "ops_tasks/operations/campaign.py",
+       "        if check[\"active\"] or check[\"unfetched\"]:\n            names = ",
+       "        if False:\n            names = ",
+       ["tests/test_campaign.py::test_a_two_pod_campaign_rents_replaces_resumes_refuses_then_releases"],
+       "a campaign releases a pod whose runs are not fetched"),
+    _m("costs-finished-before-started", "costs", "ops_tasks/operations/costs.py",
+       "            \"finished\": finished if finished is not None and finished >= started else None,",
+       "            \"finished\": finished if finished is not None else None,",
+       ["tests/test_costs.py::test_a_cost_that_cannot_be_known_is_none_never_zero"],
+       "a run the pod says finished before it started gets a (negative) cost"),
+    _m("config-profile-budgets-ignored", "config", "ops_tasks/operations/run_config.py",
+       "    budgets = (getattr(profile, \"run_timeout\", RUN_TIMEOUT_S), getattr(profile, \"run_stall_timeout\", "
+       "RUN_STALL_TIMEOUT_S))",
+       "    budgets = (RUN_TIMEOUT_S, RUN_STALL_TIMEOUT_S)",
+       ["tests/test_run_config.py::test_a_hosts_profile_sets_its_runs_budgets_and_a_bad_one_is_refused_naming_it"],
+       "a host's run_timeout / run_stall_timeout are ignored"),
+    _m("fleet-fetch-twice-into-one-folder", "fleet", "ops_tasks/artifacts.py",
+       "            return [run for run in runs if self.holders[run[\"run_id\"]][0] == pod]",
+       "            return list(runs)",
+       ["tests/test_fleet_tasks.py::test_one_run_id_fetched_from_two_pods_is_named_and_not_ok"],
+       "a run id two pods hold is rsynced from both into one folder at once"),
     # -- workloads: a conversion beside the loop, the run directory's flag, summary values as columns
     _m("sup-conversion-blocks-the-loop", "supervisor", RUNS,
        "        if code is None:\n            if time.monotonic() < self.deadline:",
