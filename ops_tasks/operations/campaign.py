@@ -20,6 +20,7 @@ import json
 import re
 import socket
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -161,7 +162,7 @@ class State:
 # ---------------------------------------------------------------- phases
 
 
-class Phase:
+class Phase(ABC):
     """One step of a campaign. done(state): nothing left to do; run(state): do it, return evidence."""
 
     name = ""
@@ -171,8 +172,9 @@ class Phase:
     def done(self, state: State) -> bool:
         return state.outcome(self.name) in DONE
 
+    @abstractmethod
     def run(self, state: State) -> dict:
-        raise NotImplementedError
+        """Do the phase; its evidence (a dict with `ok`)."""
 
 
 def _over_pods(state: State, operation: Callable, deadline_s: Optional[float] = None) -> dict:

@@ -120,8 +120,11 @@ def _child(request: dict, fds: list, server_side: list) -> int:
     """The call as the `ops` program: its streams, directory, environment and argv; its exit code."""
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    for item in server_side:
-        item.close() if hasattr(item, "close") else os.close(item)
+    for item in server_side:  # the server's sockets and pipe ends: not this call's
+        if isinstance(item, int):
+            os.close(item)
+        else:
+            item.close()
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
