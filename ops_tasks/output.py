@@ -156,8 +156,13 @@ def json_requested() -> bool:
 def emit(text: str, stream=None) -> None:
     """Print text with every known secret masked (flushed: a closed pipe is found here)."""
     stream = stream or sys.stdout
+    text = redact(text, _secrets())
     try:
-        print(redact(text, _secrets()), file=stream, flush=True)
+        try:
+            print(text, file=stream, flush=True)
+        except UnicodeEncodeError:  # a folder name that is not UTF-8, say: shown as escapes, not a traceback
+            encoding = getattr(stream, "encoding", None) or "utf-8"
+            print(text.encode(encoding, "backslashreplace").decode(encoding), file=stream, flush=True)
     except BrokenPipeError:
         quit_on_closed_pipe(stream)
 
@@ -209,24 +214,41 @@ def strict_json(data: dict) -> dict:
     def where(path: tuple) -> str:  # only spelled out for a note: most documents need none
         return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path).lstrip(".")
 
-    def clean(value, path: tuple, depth: int, key=None):
-        kind = type(value)
-        if kind is str or kind is bool or value is None:  # most values: nothing to do
-            return value
-        if kind is float and not math.isfinite(value):
+    def number(value, path: tuple, key):
+        if type(value) is not int and not math.isfinite(value):  # an int has no NaN, and may not fit a float
             notes.append(f"{where(path)} was {value}, written as null")
             return None
-        if (kind is int or kind is float) and value > 0 and is_time_key(key):
+        if value > 0 and is_time_key(key):
             try:
                 return iso_time(value)
             except (OverflowError, OSError, ValueError):
                 return value
+        return value
+
+    def clean(value, path: tuple, depth: int, key=None):
+        """value cleaned; the leaves of a container are looked at in its own loop (a report's
+        document has some 300,000 of them: a call and a path each was most of this walk)."""
+        kind = type(value)
+        if kind is str or kind is bool or value is None:
+            return value
+        if kind is float:
+            return number(value, path, key)
+        if kind is int:
+            return value if value <= 0 or not is_time_key(key) else number(value, path, key)
         if depth > 100:  # deeper than anything a task builds: left to json.dumps as it is
             return value
         if isinstance(value, dict):
-            return {key: clean(item, (*path, key), depth + 1, key) for key, item in value.items()}
+            out = {}
+            for name, item in value.items():
+                kind = type(item)
+                if kind is str or kind is bool or item is None or (kind is int and (item <= 0 or not is_time_key(name))):
+                    out[name] = item
+                else:
+                    out[name] = clean(item, (*path, name), depth + 1, name)
+            return out
         if isinstance(value, (list, tuple)):
-            return [clean(item, (*path, index), depth + 1) for index, item in enumerate(value)]
+            return [item if type(item) is str or item is None else clean(item, (*path, index), depth + 1)
+                    for index, item in enumerate(value)]
         if isinstance(value, float) and not math.isfinite(value):  # a float subclass
             notes.append(f"{where(path)} was {value}, written as null")
             return None

@@ -3,6 +3,7 @@
 Both are local only (no host, no SSH) and top-level tasks: `ops validate`, `ops report`.
 """
 
+import contextlib
 import contextvars
 import json as jsonlib
 from pathlib import Path
@@ -180,6 +181,7 @@ def report(c, root=None, group_by=None, compare=None, sort=None, filter=None, fo
            out_dir=None, metric=None, lower_is_better=None, compare_by=None, submission=None, run_id=None,
            all=False, include_failed=False):
     """Runs with 95% intervals, groups, comparisons; writes artifacts/report.{md,json,html}."""
+    from .operations.examples import ExampleSpool
     from .operations.report import RUN_DIRS, build_report, plot_report, require_matplotlib, write_report
     from .operations.report_html import write_report_html
     chosen = format or "md"
@@ -191,26 +193,28 @@ def report(c, root=None, group_by=None, compare=None, sort=None, filter=None, fo
     scope = scope_of(c, bool(root), submission, run_id, all)
     if plot:
         require_matplotlib()  # before the work: a missing extra is bad input, exit 2
-    doc = build_report(_in_project(c, root or DEFAULT_ROOT), group_by=group_by, compare=ids, sort=sort,
-                       filters=filter or (), metric=metric, lower_is_better=lower_is_better or None,
-                       compare_by=compare_by, run_ids=scope["run_ids"], include_failed=bool(include_failed),
-                       scope=scope["label"])
-    run_dirs = doc.pop(RUN_DIRS)
-    _FORMAT.set(chosen)
-    if dry_run_requested():  # local only, so nothing to contact: a dry run just writes nothing
-        doc["dry_run"], doc["written"] = True, None
-        return doc
-    if plot and doc["rows"]:
-        plot_path = _in_project(c, plot)
-        plot_report(doc, plot_path)
-        doc["plot"] = str(plot_path)
-    if not out_dir and (root or filter or not scope["whole"]):
-        # artifacts/report.* is the deliverable: a partial view (--filter, --root, --run-id) never replaces it.
-        doc["written"] = None
-        log("not saved (a --filter, --root or --run-id report): --out-dir DIR saves it")
-        return doc
-    target_dir = _in_project(c, out_dir or DEFAULT_OUT_DIR)
-    written = write_report(doc, target_dir, html=lambda path: write_report_html(doc, run_dirs, path))
+    # artifacts/report.* is the deliverable: a partial view (--filter, --root, --run-id) never replaces it.
+    saved = not dry_run_requested() and bool(out_dir or not (root or filter or not scope["whole"]))
+    with ExampleSpool() if saved else contextlib.nullcontext() as spool:  # report.html's examples, read once
+        doc = build_report(_in_project(c, root or DEFAULT_ROOT), group_by=group_by, compare=ids, sort=sort,
+                           filters=filter or (), metric=metric, lower_is_better=lower_is_better or None,
+                           compare_by=compare_by, run_ids=scope["run_ids"], include_failed=bool(include_failed),
+                           scope=scope["label"], spool=spool)
+        run_dirs = doc.pop(RUN_DIRS)
+        _FORMAT.set(chosen)
+        if dry_run_requested():  # local only, so nothing to contact: a dry run just writes nothing
+            doc["dry_run"], doc["written"] = True, None
+            return doc
+        if plot and doc["rows"]:
+            plot_path = _in_project(c, plot)
+            plot_report(doc, plot_path)
+            doc["plot"] = str(plot_path)
+        if not saved:
+            doc["written"] = None
+            log("not saved (a --filter, --root or --run-id report): --out-dir DIR saves it")
+            return doc
+        target_dir = _in_project(c, out_dir or DEFAULT_OUT_DIR)
+        written = write_report(doc, target_dir, html=lambda path: write_report_html(doc, run_dirs, path, spool))
     log(f"wrote {written['markdown']}, {written['json']} and {written['html']}"
         + (f" and {doc['plot']}" if doc.get("plot") else ""))
     return doc

@@ -525,7 +525,7 @@ class SshTarget(Target):
         try:
             try:
                 channel = transport.open_session(timeout=self.answer_s)
-            except Exception as exc:
+            except Exception:
                 if transport.is_active():
                     raise NoAnswer(f"no answer from {self.profile.label} within {self.answer_s} s "
                                    f"(opening a session)") from None

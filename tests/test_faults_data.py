@@ -282,3 +282,23 @@ def test_without_pythons_tar_filter_the_projects_check_alone_holds(tmp_path, mon
 
     assert (files, sorted(dropped)) == (1, ["run/out", "run/rnd"])
     assert tree(dest) == {"run": "dir", "run/ok": "file", "run/in": "link"}
+
+
+@needs_isolation
+def test_text_no_utf8_can_hold_is_shown_by_validate_and_report_not_a_traceback(pods, ops, project):
+    # JSON lets a pod write a lone surrogate ("\ud800"): a Python str then holds a character no
+    # UTF-8 file or terminal takes, and report.md, report.html and the printed table stopped there.
+    pod = pods["rsync"]
+    plant_run(pod, "surr1", r"""&& printf '%s' '{"ok": true, "avg_reward": 0.5, "model_id": "m\ud800x"}' > summary.json &&
+        printf '%s\n' '{"id": "q\udfff", "response": "said \ud83d\ude00 \ud800", "reward": 1}' '{"id": "q2", "reward": 0}' \
+        > results.jsonl""")
+    assert ops("artifacts.fetch", "--host", pod.alias, "--run-id", "surr1").returncode == 0
+
+    shown, validated = ops("report"), ops("validate")
+
+    assert shown.returncode == 0 and validated.returncode == 0, shown.stderr + validated.stderr
+    assert "Traceback" not in shown.stderr + validated.stderr
+    assert "m\ufffdx" in shown.stdout and "m\ufffdx" in (project / "artifacts" / "report.md").read_text()
+    page = (project / "artifacts" / "report.html").read_text()
+    assert "said \U0001F600 \ufffd" in page and "q\ufffd" in page  # the pair is one emoji, the lone one U+FFFD
+    assert ops("report", "--json").json["rows"][0]["model_id"] == "m\ufffdx"

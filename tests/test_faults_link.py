@@ -17,7 +17,6 @@ import pytest
 
 from conftest import needs_isolation, one_line_error, ops_argv, pod_cmdline, pod_pids, run_ops
 from ops_tasks.settings import parse_destination, resolve_profile
-from ops_tasks.targets import SshTarget
 from ops_tasks.testing.delay_proxy import DelayProxy
 from ops_tasks.testing.pods import ClientHome, SshPod, free_port
 

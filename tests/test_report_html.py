@@ -12,7 +12,8 @@ import pytest
 from conftest import run_ops
 from test_validate import record_submission
 
-from ops_tasks.operations.report_html import CURVE_POINTS, _json_block, curves_svg
+from ops_tasks.operations.examples import json_block
+from ops_tasks.operations.report_html import CURVE_POINTS, curves_svg, write_report_html
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -79,7 +80,7 @@ def report_html(tmp_path_factory):
 
 
 def test_the_json_block_cannot_be_closed_from_inside():
-    text = _json_block({"answer": HOSTILE + "\u2028&"})
+    text = json_block({"answer": HOSTILE + "\u2028&"})
     assert "<" not in text and ">" not in text and "&" not in text
     assert json.loads(text) == {"answer": HOSTILE + "\u2028&"}
 
@@ -151,3 +152,47 @@ def test_a_hostile_answer_shows_as_text(browser, report_html):
     assert page.locator("#injected").count() == 0 and page.locator("img").count() == 0
     assert page.locator("script").count() == 2  # the data block and the page's own script
     assert seen == {"errors": [], "requests": [], "dialogs": []}
+
+
+def page_examples(path):
+    text = path.read_text()
+    block = text[text.index('id="report-data">') + len('id="report-data">'):text.index("</script>")]
+    return json.loads(block)["examples"]
+
+
+@pytest.mark.parametrize("limits", [{}, {"EXAMPLES_TOTAL": 7}, {"SPOOL_ITEMS": 5}, {"SPOOL_BYTES": 1}])
+def test_the_examples_kept_while_reading_are_the_page_a_second_reading_gives(tmp_path, monkeypatch, limits):
+    # report.html's examples come from the report's one reading of each results.jsonl (in its
+    # worker processes), else (past the spool's share) from reading the file again: one page either way.
+    from ops_tasks.operations import examples, report
+
+    root = tmp_path / "pod_logs"
+    for index in range(6):
+        make_run(root, f"run-{index}", f"m{index % 2}", [(index + k) % 2 for k in range(4)])
+    make_run(root, "run-rollouts", "m0", [1, 0, 0, 1])
+    with (root / "run-rollouts" / "results.jsonl").open("a") as handle:  # q0 again at the end: two passes
+        handle.write(json.dumps({"id": "q0", "question": "again", "response": "2", "reward": 0}) + "\n")
+    make_run(root, "run-crashed", "m1", [1, 1])
+    (root / "run-crashed" / "summary.json").write_text(json.dumps({"ok": False}))
+    make_run(root, "run-torn", "m1", [1])
+    with (root / "run-torn" / "results.jsonl").open("a") as handle:
+        handle.write("{torn\n")
+    monkeypatch.setattr(report, "PARALLEL_FROM", 2)  # read by two worker processes, as 2,000 runs are
+    monkeypatch.setattr(report, "RUNS_PER_WORKER", 4)
+    for name, value in limits.items():
+        monkeypatch.setattr(examples, name, value)
+
+    with examples.ExampleSpool() as spool:
+        doc = report.build_report(root, sort="-avg_reward", spool=spool)  # rows in another order than read
+        dirs = doc.pop(report.RUN_DIRS)
+        spooled = write_report_html(doc, dirs, tmp_path / "spooled.html", spool)
+        again = write_report_html(doc, dirs, tmp_path / "again.html")
+        kept, folder = dict(spool.index), spool.folder
+
+    assert spooled.read_bytes() == again.read_bytes()
+    shown = page_examples(spooled)
+    assert len(shown) == min(6 * 4 + 5, limits.get("EXAMPLES_TOTAL", 100))
+    assert {e[0] for e in shown} <= {r["run_id"] for r in doc["rows"]} and "run-crashed" not in kept
+    spooling = {"SPOOL_ITEMS", "SPOOL_BYTES"} & set(limits)
+    assert 0 < len(kept) < 7 if spooling else len(kept) == 7  # every scored run, unless past the share
+    assert not os.path.exists(folder)

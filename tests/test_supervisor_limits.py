@@ -5,7 +5,6 @@ run's whole process group, also a child that dropped the run's environment (so i
 import json
 import re
 
-import pytest
 
 from conftest import module_client, module_pod, needs_isolation, pod_pids
 

@@ -197,3 +197,26 @@ def test_an_old_failed_run_outside_the_latest_submission_no_longer_blocks_the_ch
     assert by_id.returncode == 1 and by_id.json["missing"] == {"missing-run": ["the run directory (not fetched)"]}
     one_line_error(ops("validate", "--all", "--run-id", "new-run"), 2, "--run-id and --all")
     one_line_error(ops("validate", "--submission", "nope"), 2, "--submission nope", "no such submission")
+
+
+LINES = [b'{"a": 1}\n', b'  {"a": 1}  \r\n', b'{"a": 1} x\n', b'{"a": 1}\x0c\n', b'\n', b' \t\r\n', b'1,2\n',
+         b'\xff\n', b'{"a": "\\u00e9"}\n', b'[1, {"b": null}]', b'NaN\n', b'{"a": 1', b'\xef\xbb\xbf{"bom": 1}\n']
+
+
+def test_results_lines_are_read_as_json_loads_reads_each(tmp_path):
+    from ops_tasks.operations.validate import BadJsonLine, json_lines
+
+    for index, line in enumerate(LINES):
+        path = tmp_path / f"r{index}" / "results.jsonl"
+        path.parent.mkdir()
+        path.write_bytes(b'{"first": true}\n' + line)
+        try:
+            expected = [] if not line.strip() else [(2, json.loads(line))]
+        except ValueError as exc:
+            expected = str(exc)
+        try:
+            got = list(json_lines(str(path), "r"))[1:]
+        except BadJsonLine as bad:
+            assert bad.error["line"] == 2
+            got = bad.error["error"]
+        assert repr(got) == repr(expected) if isinstance(expected, list) else expected.startswith(got), line

@@ -444,16 +444,20 @@ class Report(Phase):
     name, title = "report", "report.md, report.json, report.html"
 
     def run(self, state: State) -> dict:
+        from .examples import ExampleSpool
         from .report import RUN_DIRS, build_report, write_report
         from .report_html import write_report_html
 
         project = state.env.project_dir
-        doc = build_report(records.local_runs_dir(project), group_by=state.spec.group_by, run_ids=state.run_ids(),
-                           scope=f"campaign {state.spec.campaign_id} (submission {state.record['submission_id']})")
-        run_dirs = doc.pop(RUN_DIRS)
-        # The project's deliverable (artifacts/report.*, as `ops report` writes it) and the campaign's own copy.
-        written = [write_report(doc, folder, html=lambda path: write_report_html(doc, run_dirs, path))
-                   for folder in (records.campaign_dir(project, state.spec.campaign_id), records.report_dir(project))]
+        with ExampleSpool() as spool:
+            doc = build_report(records.local_runs_dir(project), group_by=state.spec.group_by, run_ids=state.run_ids(),
+                               scope=f"campaign {state.spec.campaign_id} (submission {state.record['submission_id']})",
+                               spool=spool)
+            run_dirs = doc.pop(RUN_DIRS)
+            # The project's deliverable (artifacts/report.*, as `ops report` writes it) and the campaign's own copy.
+            written = [write_report(doc, folder, html=lambda path: write_report_html(doc, run_dirs, path, spool))
+                       for folder in (records.campaign_dir(project, state.spec.campaign_id),
+                                      records.report_dir(project))]
         return {"ok": True, "runs": len(doc["rows"]), "written": written, "cost": cost_summary(state, doc)}
 
 

@@ -38,6 +38,7 @@ from ..files import write_atomic
 from ..verdicts import UNREADABLE, run_verdict
 from . import stats
 from .costs import group_cost, price_rows, project_of, spent_text, total as total_cost, usage_of
+from .examples import ExampleSpool
 from .run_config import RUN_ID
 from .validate import (RECORD, RESULTS, BadJsonLine, RunListing, checked_root, json_error, json_lines,
                        run_dirs, winning_attempt, with_supervisor_record)
@@ -147,11 +148,14 @@ class Tally:
             self.samples.append(f"line {number}: {json.dumps(value)[:40]}")
 
 
-def scored_lines(path: str, run_id: str, field: str = "reward", tally: Optional[Tally] = None):
+def scored_lines(path: str, run_id: str, field: str = "reward", tally: Optional[Tally] = None, sink=None):
     """(example key, score) of each results.jsonl line with a numeric `field`, streamed; the others
-    go to tally; BadJsonLine at the first line that does not parse."""
+    go to tally; BadJsonLine at the first line that does not parse. sink(number, record) sees every
+    line parsed (report.html's examples are taken from this one reading)."""
     tally = tally if tally is not None else Tally()
     for number, record in json_lines(path, run_id):
+        if sink is not None:
+            sink(number, record)
         value = record[field] if type(record) is dict and field in record else lookup(record, field)
         if value is _MISSING:
             tally.missing += 1
@@ -266,15 +270,16 @@ def interval_stats(acc: stats.Welford, successes: Optional[int], bounds: tuple) 
             "ci95_high": stats.finite(high), "n": acc.n, "interval": method}
 
 
-def reward_stats(path: str, run_id: str, field: str = "reward") -> tuple:
+def reward_stats(path: str, run_id: str, field: str = "reward", sink=None) -> tuple:
     """({n, mean, se, ci95_low, ci95_high, interval, unscored...}, error or None) of results.jsonl.
 
     The sample is the example: an example's lines (rollouts) count once, as their mean, wherever
     they are in the file; counting each line would shrink the interval by up to sqrt(rollouts).
+    sink: see scored_lines (given the first reading only).
     """
     tally, suspects = Tally(), set()
     try:
-        lines = scored_lines(path, run_id, field, tally)
+        lines = scored_lines(path, run_id, field, tally, sink)
         result = _score_stats(_first_pass(lines, SeenKeys(os.path.getsize(path)), suspects))
         if suspects:  # an id seen before (or a Bloom false positive): group those ids exactly
             tally = Tally()
@@ -372,11 +377,13 @@ def _facts(sources: list, metadata) -> dict:
 
 
 def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optional[Metric] = None,
-             include_failed: bool = False, listing: Optional[RunListing] = None) -> tuple:
+             include_failed: bool = False, listing: Optional[RunListing] = None,
+             spool: Optional[ExampleSpool] = None) -> tuple:
     """(row or None, [errors], [warnings]) of one run directory. `fields` are extra run fields
     (group, filter and sort keys) looked up like the identity columns. The row carries the run's
     verdict (state, failure_class, ok); a run that did not succeed has no per-example statistics
-    (its results.jsonl is partial, or an earlier attempt's) unless include_failed."""
+    (its results.jsonl is partial, or an earlier attempt's) unless include_failed. spool: keep the
+    examples of the results read, for report.html."""
     metric = metric or metric_of()
     errors, warnings = [], []
     listing = listing or RunListing(path)
@@ -406,8 +413,11 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optiona
     warnings.extend(_drop_non_finite(row))
     results = os.path.join(path, RESULTS)
     scored = listing.is_file(RESULTS) and (verdict.ok or include_failed)
-    run_stats, error = reward_stats(results, run_id, metric.field) if scored else (None, None)
+    collector = spool.collector(run_id, metric.field) if scored and spool is not None else None
+    run_stats, error = reward_stats(results, run_id, metric.field, collector) if scored else (None, None)
     errors.extend([error] if error else [])
+    if collector is not None and run_stats is not None and run_stats["n"] is not None:
+        spool.keep(collector)
     if run_stats and run_stats.get("unscored"):
         warnings.append({"run_id": run_id, "file": RESULTS, "warning": run_stats.pop("unscored_lines")})
     row.update(run_stats or dict.fromkeys(STAT_COLUMNS))
@@ -1004,15 +1014,19 @@ RUNS_PER_WORKER = 1000
 MAX_WORKERS = 8
 
 
-def _read_runs(root: Path, fields: list, metric: Metric, run_ids=None, include_failed: bool = False) -> tuple:
+def _read_runs(root: Path, fields: list, metric: Metric, run_ids=None, include_failed: bool = False,
+               spool: Optional[ExampleSpool] = None) -> tuple:
     """(runs in scope, run ids without a directory, rows, errors, warnings, {run id: directory read}),
     in run order. Many runs are read by worker processes, a contiguous slice each: reading is
-    independent per run and CPU-bound (JSON), so a 10,000-run report scales with the cores."""
+    independent per run and CPU-bound (JSON), so a 10,000-run report scales with the cores. The
+    examples they spool are indexed in the parent's spool."""
     runs, absent = scoped_runs(root, run_ids)
-    read = functools.partial(_read_some, fields=fields, metric=metric, include_failed=include_failed)
+    read = functools.partial(_read_some, fields=fields, metric=metric, include_failed=include_failed, spool=spool)
     workers = min(os.cpu_count() or 1, MAX_WORKERS, len(runs) // RUNS_PER_WORKER) if len(runs) >= PARALLEL_FROM else 1
     parts = _in_workers(read, runs, workers) if workers > 1 else None
-    rows, errors, warnings, dirs = parts or read(runs)
+    rows, errors, warnings, dirs, spooled = parts or read(runs)
+    if spool is not None:
+        spool.index.update(spooled)
     return runs, absent, rows, errors, warnings, dirs
 
 
@@ -1028,24 +1042,27 @@ def _in_workers(read, runs: list, workers: int) -> Optional[tuple]:
             parts = list(pool.map(read, [runs[i:i + size] for i in range(0, len(runs), size)]))
     except (OSError, NotImplementedError, BrokenProcessPool):
         return None
-    rows, errors, warnings, dirs = [], [], [], {}
-    for part_rows, part_errors, part_warnings, part_dirs in parts:
+    rows, errors, warnings, dirs, spooled = [], [], [], {}, {}
+    for part_rows, part_errors, part_warnings, part_dirs, part_spooled in parts:
         rows += part_rows
         errors += part_errors
         warnings += part_warnings
         dirs.update(part_dirs)
-    return rows, errors, warnings, dirs
+        spooled.update(part_spooled)
+    return rows, errors, warnings, dirs, spooled
 
 
-def _read_some(runs: list, fields: list, metric: Metric, include_failed: bool) -> tuple:
-    """(rows, errors, warnings, {run id: directory read}) of [(run id, directory)]."""
+def _read_some(runs: list, fields: list, metric: Metric, include_failed: bool,
+               spool: Optional[ExampleSpool] = None) -> tuple:
+    """(rows, errors, warnings, {run id: directory read}, {run id: where its examples are spooled})
+    of [(run id, directory)]."""
     rows, errors, warnings, dirs = [], [], [], {}
     for run_id, top in runs:
         # The run's winning attempt: the top of its directory, or its latest earlier success.
         listing = RunListing(top)
         path, attempt, _ = winning_attempt(top, run_id) if listing.has("attempts") else (top, None, None)
         row, run_errors, run_warnings = read_run(run_id, path, fields, metric, include_failed,
-                                                 listing if path == top else None)
+                                                 listing if path == top else None, spool)
         errors.extend(run_errors)
         warnings.extend(run_warnings)
         if row is not None:
@@ -1053,7 +1070,7 @@ def _read_some(runs: list, fields: list, metric: Metric, include_failed: bool) -
                 row["attempt"] = attempt
             rows.append(row)
             dirs[run_id] = path
-    return rows, errors, warnings, dirs
+    return rows, errors, warnings, dirs, spool.index if spool is not None else {}
 
 
 def _columns(rows: list, fields: list, metric: Metric, show_state: bool = False) -> tuple:
@@ -1099,10 +1116,12 @@ def _not_succeeded(rows: list, absent: list) -> list:
 def build_report(root, *, group_by: Optional[str] = None, compare: Sequence[str] = (), sort: Optional[str] = None,
                  filters: Iterable[str] = (), metric: Optional[str] = None, lower_is_better: Optional[bool] = None,
                  compare_by: Optional[str] = None, run_ids: Optional[Sequence[str]] = None,
-                 include_failed: bool = False, scope: Optional[str] = None) -> dict:
+                 include_failed: bool = False, scope: Optional[str] = None,
+                 spool: Optional[ExampleSpool] = None) -> dict:
     """The report document of the runs in scope under root (run_ids; None: every run), nothing
     written (see write_report). A run that did not succeed is listed, and enters no statistic,
-    group, comparison or plot unless include_failed (then its row shows its state)."""
+    group, comparison or plot unless include_failed (then its row shows its state). spool: keep
+    the examples read, for report.html (report_html.write_report_html)."""
     root = checked_root(root)
     _check_flags(group_by, sort, compare, compare_by)
     keys, wanted, measured = _split_keys(group_by), parse_filters(filters), metric_of(metric, lower_is_better)
@@ -1110,7 +1129,7 @@ def build_report(root, *, group_by: Optional[str] = None, compare: Sequence[str]
     by = [compare_by.strip()] if compare_by else []
     fields = list(dict.fromkeys([*keys, *(k for k, _ in wanted), *([sort_key] if sort_key else []), *by]))
 
-    runs, absent, every_row, errors, warnings, dirs = _read_runs(root, fields, measured, run_ids, include_failed)
+    runs, absent, every_row, errors, warnings, dirs = _read_runs(root, fields, measured, run_ids, include_failed, spool)
     facts = [r.pop(FACTS) for r in every_row]
     price_rows(every_row, [f.pop("usage") for f in facts], project_of(root))
     failed = _not_succeeded(every_row, absent)
@@ -1248,7 +1267,7 @@ def write_report(doc: dict, out_dir, html=None) -> dict:
     if html is not None:
         paths["html"] = str(out_dir / "report.html")
     doc["written"] = paths
-    write_atomic(out_dir / "report.md", doc["markdown"].encode())
+    write_atomic(out_dir / "report.md", doc["markdown"])  # a run folder's undecodable name: its own bytes
     if html is not None:
         html(out_dir / "report.html")
     # Compact: json's C encoder only runs without indent (10x faster on 10,000 runs); jq pretty-prints it.

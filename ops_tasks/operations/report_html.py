@@ -10,14 +10,14 @@ model said can close the block, and the page's script shows them with textConten
 """
 
 import html
-import json
 import os
 from pathlib import Path
 from typing import Optional
 
 from .costs import spent_text
+from .examples import ExampleSpool, examples_of, json_block
 from .report import group_columns, models_by_task_rows, shown_columns
-from .validate import RESULTS, BadJsonLine, json_lines
+from .validate import BadJsonLine, json_lines
 
 METRICS = "metrics.jsonl"  # a run's logged steps (the script's, or the supervisor's from metrics_from_log)
 STEP_KEYS = ("iter", "step", "global_step", "epoch")  # the x of a curve, first found; else the line's order
@@ -27,85 +27,8 @@ CURVE_LINES = 200_000  # lines of one metrics.jsonl read at most
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
            "#64b5cd")
 
-# Per-example text fields, first found wins: what the model was asked, what it said, the reference.
-PROMPT_FIELDS = ("prompt", "question", "input", "problem")
-ANSWER_FIELDS = ("response", "completion", "output", "prediction", "model_answer")
-REFERENCE_FIELDS = ("answer", "target", "expected", "ground_truth", "reference")
-TEXT_LIMIT = 4000  # characters of one prompt or answer kept in the file
-EXAMPLES_PER_RUN = 1000
-EXAMPLES_TOTAL = 100_000  # the file stays one a browser opens at once (~6 MiB of short examples)
 PLOT_BARS = 200
 ROW_LIMIT = 5000  # runs drawn in the HTML table (all of them are in report.json)
-
-
-def _text(value) -> str:
-    """A prompt or answer as text: chat messages as 'role: content' lines, other JSON as JSON."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value):
-        text = "\n".join(f"{m.get('role', '')}: {_text(m['content'])}" for m in value)
-    else:
-        text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + " [...]"
-
-
-def _first(record: dict, names) -> Optional[str]:
-    for name in names:
-        value = record.get(name)
-        if value is not None:
-            return value if type(value) is str and len(value) <= TEXT_LIMIT else _text(value)
-    return None
-
-
-def _example_id(record: dict, number: int) -> str:
-    for name in ("id", "example_id", "index"):
-        if record.get(name) is not None:
-            return str(record[name])
-    return f"line {number}"
-
-
-def _reward(record: dict, field: str):
-    value = record.get(field)
-    if isinstance(value, bool):
-        return float(value)
-    return value if isinstance(value, (int, float)) and value == value and abs(value) != float("inf") else None
-
-
-def run_examples(run_id: str, path: str, field: str, limit: int):
-    """[run, id, prompt, answer, reference, reward] of each line of a run's results.jsonl, at most
-    limit, streamed."""
-    count = 0
-    try:
-        for number, record in json_lines(path, run_id):
-            if count >= limit:
-                return
-            if not isinstance(record, dict):
-                continue
-            answer = _first(record, ANSWER_FIELDS)
-            # Without a response field, "answer" is the model's answer; beside one, the reference.
-            reference = _first(record, REFERENCE_FIELDS) if answer is not None else None
-            answer = answer if answer is not None else _first(record, REFERENCE_FIELDS)
-            count += 1
-            yield [run_id, _example_id(record, number), _first(record, PROMPT_FIELDS) or "",
-                   answer or "", reference or "", _reward(record, field)]
-    except (BadJsonLine, OSError):
-        return  # the report lists the file under its errors
-
-
-def examples_of(doc: dict, run_dirs: dict):
-    """The drill-down's examples, of the rows the report counts, within EXAMPLES_TOTAL, streamed."""
-    left, field = EXAMPLES_TOTAL, doc["metric"]["field"]
-    for row in doc["rows"]:
-        if left <= 0:
-            return
-        # A row with per-example statistics (n) had its results.jsonl read: the others have none to show.
-        if row.get("n") is not None and row["run_id"] in run_dirs:
-            path = os.path.join(run_dirs[row["run_id"]], RESULTS)
-            for example in run_examples(row["run_id"], path, field, min(EXAMPLES_PER_RUN, left)):
-                left -= 1
-                yield example
 
 
 # ---------------------------------------------------------------- drawing
@@ -295,13 +218,6 @@ def curves_svg(doc: dict, run_dirs: Optional[dict]) -> str:
             f'the first {CURVE_RUNS} runs)</figcaption></figure>')
 
 
-def _json_block(data) -> str:
-    """JSON that no text inside it can end the <script> element it sits in."""
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
-    return (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
-
-
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.3em}h2{font-size:1.1em;margin-top:1.6em}
@@ -382,7 +298,7 @@ def _models_by_task_html(table: Optional[dict]) -> str:
 def render_html(doc: dict, examples, run_dirs: Optional[dict] = None) -> str:
     """The whole page as one string (write_report_html streams the same parts to the file)."""
     head, tail = page_parts(doc, run_dirs)
-    return head + ",".join(_json_block(e) for e in examples) + tail
+    return head + ",".join(json_block(e) for e in examples) + tail
 
 
 def page_parts(doc: dict, run_dirs: Optional[dict] = None) -> tuple:
@@ -416,7 +332,7 @@ def page_parts(doc: dict, run_dirs: Optional[dict] = None) -> tuple:
         "runs disagree</label> <span id=\"examples-count\"></span></div>"
         "<table class=\"examples\"><thead><tr><th>run</th><th>id</th><th>prompt</th><th>answer</th>"
         "<th>reference</th><th>reward</th></tr></thead><tbody id=\"examples-body\"></tbody></table>")
-    head = _json_block({"compare": compare})[:-1] + ',"examples":['
+    head = json_block({"compare": compare})[:-1] + ',"examples":['
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
             "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">"
@@ -426,24 +342,10 @@ def page_parts(doc: dict, run_dirs: Optional[dict] = None) -> tuple:
         f']}}</script><script>{SCRIPT}</script></body></html>\n'
 
 
-WRITE_CHUNK = 1000  # examples encoded by one json.dumps: one call per example was a third of the page's cost
-
-
-def _chunks(items, size: int):
-    """Lists of at most size items, streamed."""
-    chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
-def write_report_html(doc: dict, run_dirs: dict, path) -> Path:
-    """Write report.html through a temporary file and a rename, the examples streamed into it one
-    at a time: memory stays flat whatever the size of the results files."""
+def write_report_html(doc: dict, run_dirs: dict, path, spool: Optional[ExampleSpool] = None) -> Path:
+    """Write report.html through a temporary file and a rename, the examples streamed into it a run
+    at a time (copied from the spool the report's reading filled, else read again): memory stays
+    flat whatever the size of the results files."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     head, tail = page_parts(doc, run_dirs)
@@ -452,8 +354,8 @@ def write_report_html(doc: dict, run_dirs: dict, path) -> Path:
         with open(partial, "w", encoding="utf-8", errors="surrogateescape") as out:
             out.write(head)
             separator = ""
-            for chunk in _chunks(examples_of(doc, run_dirs), WRITE_CHUNK):
-                out.write(separator + _json_block(chunk)[1:-1])  # the list's items, without its brackets
+            for items, _ in examples_of(doc["rows"], run_dirs, doc["metric"]["field"], spool):
+                out.write(separator + items)
                 separator = ","
             out.write(tail)
         os.replace(partial, path)

@@ -12,6 +12,7 @@ regular file (a FIFO would block), so no laptop file can leak into a report.
 
 import json
 import os
+import re
 import stat
 from pathlib import Path
 from typing import Optional
@@ -58,15 +59,8 @@ class OutsideRunDir(OSError):
     """A run's file that is a link out of its run directory, or not a regular file."""
 
 
-def open_run_file(path: str, *, dir_is_link: Optional[bool] = None, is_link: Optional[bool] = None):
-    """path open for reading (binary), when reading it stays inside its run directory (the folder
-    holding it, itself no link) and reaches a regular file; else OutsideRunDir naming why.
-
-    The common case, a plain file, costs one lstat and an open that refuses a link swapped in
-    meanwhile (O_NOFOLLOW); only a link is resolved, and kept when it stays inside. The type is
-    read from the open file, so a FIFO is refused without blocking on it. dir_is_link and is_link,
-    when a listing (RunListing) already knows them, save their lstat.
-    """
+def _open_run_fd(path: str, dir_is_link: Optional[bool] = None, is_link: Optional[bool] = None) -> tuple:
+    """(fd, size) of path open for reading under open_run_file's rules."""
     run_dir = os.path.dirname(os.path.abspath(path))
     if os.path.islink(run_dir) if dir_is_link is None else dir_is_link:
         raise OutsideRunDir("the run directory is a link: refused")
@@ -78,20 +72,75 @@ def open_run_file(path: str, *, dir_is_link: Optional[bool] = None, is_link: Opt
     else:
         flags |= os.O_NOFOLLOW
     fd = os.open(path, flags)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
         os.close(fd)
         raise OutsideRunDir("not a regular file: refused")
-    return os.fdopen(fd, "rb")
+    return fd, info.st_size
+
+
+def open_run_file(path: str, *, dir_is_link: Optional[bool] = None, is_link: Optional[bool] = None):
+    """path open for reading (binary), when reading it stays inside its run directory (the folder
+    holding it, itself no link) and reaches a regular file; else OutsideRunDir naming why.
+
+    The common case, a plain file, costs one lstat and an open that refuses a link swapped in
+    meanwhile (O_NOFOLLOW); only a link is resolved, and kept when it stays inside. The type is
+    read from the open file, so a FIFO is refused without blocking on it. dir_is_link and is_link,
+    when a listing (RunListing) already knows them, save their lstat.
+    """
+    return os.fdopen(_open_run_fd(path, dir_is_link, is_link)[0], "rb")
+
+
+def read_run_file(path: str, **known) -> bytes:
+    """The whole of a run's file, under open_run_file's rules, without a file object: a report
+    reads two small JSON files of each of thousands of runs."""
+    fd, size = _open_run_fd(path, **known)
+    try:
+        data = os.read(fd, size + 1)
+        if len(data) <= size:
+            return data
+        with os.fdopen(os.dup(fd), "rb") as rest:  # it grew since fstat: read on to its end
+            return data + rest.read()
+    finally:
+        os.close(fd)
 
 
 def load_json(path: str, run_id: str, file: str, **known):
     """(value, None), or (None, error dict) when the file cannot be read, does not parse, or
     lies outside its run directory (open_run_file, given what is `known` of it)."""
     try:
-        with open_run_file(path, **known) as handle:
-            return json.loads(handle.read()), None
+        data = read_run_file(path, **known)
+        return text_safe(json.loads(data), data), None
     except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
         return None, json_error(run_id, file, exc)
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_safe(value, raw: bytes):
+    """A parsed JSON value with every lone surrogate (JSON's "\\ud800", which no UTF-8 text holds)
+    as U+FFFD: a pod's strings go into report.md, report.html and the terminal, where one would
+    stop the report with an encoding error. Looked for only where the raw text has such an escape
+    (a pair, as json.dumps writes an emoji, parses to one character and is left as it is)."""
+    if b"\\u" not in raw or not _SURROGATE_ESCAPE.search(raw):
+        return value
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    stack = [value] if isinstance(value, (dict, list)) else []  # in place, not recursive: JSON nests deeper
+    while stack:
+        node = stack.pop()
+        items = list(node.items()) if isinstance(node, dict) else list(enumerate(node))
+        if isinstance(node, dict):
+            node.clear()
+        for key, item in items:
+            if isinstance(item, str):
+                item = _LONE_SURROGATE.sub("\ufffd", item)
+            elif isinstance(item, (dict, list)):
+                stack.append(item)
+            node[_LONE_SURROGATE.sub("\ufffd", key) if isinstance(key, str) else key] = item
+    return value
 
 
 class RunListing:
@@ -157,13 +206,34 @@ def json_lines(path: str, run_id: str):
         raise BadJsonLine(json_error(run_id, os.path.basename(path), exc)) from None
     with handle:
         for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
             try:
-                value = json.loads(line)
+                value = _json_line(line)
             except ValueError as exc:
                 raise BadJsonLine(json_error(run_id, RESULTS, exc, line=number)) from None
-            yield number, value
+            if value is not _BLANK:
+                yield number, value
+
+
+_BLANK = object()
+JSON_BLANKS = " \t\n\r"  # what JSON allows around a value (str.isspace allows more)
+_raw_decode = json.JSONDecoder().raw_decode
+
+
+def _json_line(line: bytes):
+    """One line's JSON value (_BLANK for a blank line), as json.loads reads it; ValueError
+    (JSONDecodeError, UnicodeDecodeError) when it is not one. The common line, a value and its
+    newline, takes raw_decode alone: half the cost of json.loads, which a report pays per example;
+    any other line gets json.loads' own answer and error."""
+    try:
+        text = line.decode()
+        value, end = _raw_decode(text)
+        if end == len(text) or not text[end:].strip(JSON_BLANKS):
+            return text_safe(value, line)
+    except ValueError:
+        pass
+    if not line.strip():
+        return _BLANK
+    return text_safe(json.loads(line), line)
 
 
 def first_bad_line(path: str, run_id: str) -> Optional[dict]:

@@ -1,0 +1,194 @@
+"""The drill-down's examples: each results.jsonl line as [run, id, prompt, answer, reference,
+reward], encoded as JSON that can sit inside report.html's <script> block, and a spool that keeps
+them from the report's one reading pass of each results file (report.read_run), so that writing
+report.html copies encoded text instead of parsing every file a second time.
+
+The spool is a temporary folder: one file per reading process (the report reads many runs in
+worker processes), each run's examples one block in it. It holds at most SPOOL_ITEMS examples and
+SPOOL_BYTES per process: runs past that are read again when the page is written, so disk use is
+bounded whatever the scope. Nothing in it outlives the report (ExampleSpool is a context manager).
+"""
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from typing import Optional
+
+from .validate import RESULTS, BadJsonLine, json_lines
+
+# Per-example text fields, first found wins: what the model was asked, what it said, the reference.
+PROMPT_FIELDS = ("prompt", "question", "input", "problem")
+ANSWER_FIELDS = ("response", "completion", "output", "prediction", "model_answer")
+REFERENCE_FIELDS = ("answer", "target", "expected", "ground_truth", "reference")
+TEXT_LIMIT = 4000  # characters of one prompt or answer kept in the file
+EXAMPLES_PER_RUN = 1000
+EXAMPLES_TOTAL = 100_000  # the page stays one a browser opens at once (~6 MiB of short examples)
+SPOOL_ITEMS = EXAMPLES_TOTAL  # per reading process: a page never shows more
+SPOOL_BYTES = 64 << 20  # per reading process; examples of long texts beyond it are read again
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate (JSON's \ud800): no UTF-8 spelling
+
+
+def _text(value) -> str:
+    """A prompt or answer as text: chat messages as 'role: content' lines, other JSON as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, list) and all(isinstance(m, dict) and "content" in m for m in value):
+        text = "\n".join(f"{m.get('role', '')}: {_text(m['content'])}" for m in value)
+    else:
+        text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= TEXT_LIMIT else text[:TEXT_LIMIT] + " [...]"
+
+
+def _first(record: dict, names) -> Optional[str]:
+    for name in names:
+        value = record.get(name)
+        if value is not None:
+            return value if type(value) is str and len(value) <= TEXT_LIMIT else _text(value)
+    return None
+
+
+def _example_id(record: dict, number: int) -> str:
+    for name in ("id", "example_id", "index"):
+        if record.get(name) is not None:
+            return str(record[name])
+    return f"line {number}"
+
+
+def _reward(record: dict, field: str):
+    value = record.get(field)
+    if isinstance(value, bool):
+        return float(value)
+    return value if isinstance(value, (int, float)) and value == value and abs(value) != float("inf") else None
+
+
+def example_item(run_id: str, number: int, record: dict, field: str) -> list:
+    """[run, id, prompt, answer, reference, reward] of one results.jsonl line (an object)."""
+    answer = _first(record, ANSWER_FIELDS)
+    # Without a response field, "answer" is the model's answer; beside one, the reference.
+    reference = _first(record, REFERENCE_FIELDS) if answer is not None else None
+    answer = answer if answer is not None else _first(record, REFERENCE_FIELDS)
+    return [run_id, _example_id(record, number), _first(record, PROMPT_FIELDS) or "", answer or "",
+            reference or "", _reward(record, field)]
+
+
+def run_examples(run_id: str, path: str, field: str, limit: int):
+    """example_item of each object line of a run's results.jsonl, at most limit, streamed; what
+    came before a line that does not parse (the report lists the file under its errors)."""
+    count = 0
+    try:
+        for number, record in json_lines(path, run_id):
+            if count >= limit:
+                return
+            if isinstance(record, dict):
+                count += 1
+                yield example_item(run_id, number, record, field)
+    except (BadJsonLine, OSError):
+        return
+
+
+def json_block(data) -> str:
+    """JSON that no text inside it can end the <script> element it sits in, and that encodes as
+    UTF-8 whatever the pod wrote (a lone surrogate stays a \\u escape)."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+    text = (text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) if _SURROGATE.search(text) else text
+
+
+class RunCollector:
+    """One run's examples as its results.jsonl is read (scored_lines' sink): the first
+    EXAMPLES_PER_RUN object lines; kept in the spool only once the run's statistics stand."""
+
+    __slots__ = ("run_id", "field", "items")
+
+    def __init__(self, run_id: str, field: str):
+        self.run_id, self.field, self.items = run_id, field, []
+
+    def __call__(self, number: int, record) -> None:
+        if type(record) is dict and len(self.items) < EXAMPLES_PER_RUN:
+            self.items.append(example_item(self.run_id, number, record, self.field))
+
+
+class ExampleSpool:
+    """Encoded examples of the runs a report read, by run id, in a temporary folder.
+
+    Picklable (the report's worker processes get a copy): each process appends to a file of its
+    own and records where each run's block is in `index`, which the reading returns to the parent
+    (build_report merges it). `items(run_id, limit)` gives the encoded items, or None for a run
+    that was not spooled (read it again)."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="ops-report-examples-")
+        self.index = {}  # run id -> (file name, offset, length, count)
+        self._file, self._items, self._bytes = None, 0, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __getstate__(self):
+        return {"folder": self.folder, "index": {}, "_file": None, "_items": 0, "_bytes": 0}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def collector(self, run_id: str, field: str) -> Optional[RunCollector]:
+        """A sink for one run's lines, or None once this process's share is full."""
+        if self._items >= SPOOL_ITEMS or self._bytes >= SPOOL_BYTES:
+            return None
+        return RunCollector(run_id, field)
+
+    def keep(self, collected: RunCollector) -> None:
+        """Append one run's examples (its statistics were computed from the same lines)."""
+        data = json_block(collected.items).encode()
+        if self._file is None:
+            # Unbuffered: a worker process ends with os._exit, which flushes no Python buffer.
+            self._file = open(os.path.join(self.folder, f"part-{os.getpid()}"), "ab", buffering=0)
+        offset = self._file.seek(0, os.SEEK_END)
+        self._file.write(data)
+        self.index[collected.run_id] = (os.path.basename(self._file.name), offset, len(data), len(collected.items))
+        self._items += len(collected.items)
+        self._bytes += len(data)
+
+    def items(self, run_id: str, limit: int) -> Optional[tuple]:
+        """(encoded items without the list's brackets, count) of a spooled run, at most limit; None
+        when the run was not spooled."""
+        where = self.index.get(run_id)
+        if where is None:
+            return None
+        name, offset, length, count = where
+        with open(os.path.join(self.folder, name), "rb") as handle:
+            handle.seek(offset)
+            block = handle.read(length).decode()
+        if count > limit:  # the page's last run: cut at the page's total
+            block, count = json_block(json.loads(block)[:limit]), limit
+        return block[1:-1], count
+
+
+def examples_of(rows: list, run_dirs: dict, field: str, spool: Optional[ExampleSpool] = None):
+    """The drill-down's encoded items (text, count) of the rows the report counts, within
+    EXAMPLES_TOTAL, in row order: from the spool where it has them, else read again."""
+    left = EXAMPLES_TOTAL
+    for row in rows:
+        if left <= 0:
+            return
+        # A row with per-example statistics (n) had its results.jsonl read: the others have none to show.
+        if row.get("n") is None or row["run_id"] not in run_dirs:
+            continue
+        spooled = spool.items(row["run_id"], min(EXAMPLES_PER_RUN, left)) if spool is not None else None
+        if spooled is None:
+            items = list(run_examples(row["run_id"], os.path.join(run_dirs[row["run_id"]], RESULTS), field,
+                                      min(EXAMPLES_PER_RUN, left)))
+            spooled = (json_block(items)[1:-1], len(items))
+        if spooled[1]:
+            left -= spooled[1]
+            yield spooled
