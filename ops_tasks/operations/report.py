@@ -35,12 +35,12 @@ from ..tables import markdown_table as pipe_table
 
 from ..errors import ConfigError
 from ..files import write_atomic
-from ..verdicts import UNREADABLE, run_verdict
+from ..verdicts import run_verdict
 from . import stats
 from .costs import group_cost, price_rows, project_of, spent_text, total as total_cost, usage_of
 from .examples import ExampleSpool
 from .run_config import RUN_ID
-from .validate import (RECORD, RESULTS, BadJsonLine, RunListing, checked_root, json_error, json_lines,
+from .validate import (RECORD, RESULTS, BadJsonLine, RunListing, checked_root, json_error, json_lines, json_or_unreadable,
                        run_dirs, winning_attempt, with_supervisor_record)
 
 PLOT_INSTALL = "pip install 'ops-tasks[plot]'"
@@ -354,14 +354,6 @@ def _load_object(listing: RunListing, run_id: str, file: str) -> tuple:
     return (None, error) if error else (value, None)
 
 
-def _status_of(listing: RunListing, run_id: str):
-    """status.json parsed, UNREADABLE when it does not parse (or is no file), None when there is none."""
-    if not listing.is_file("status.json"):
-        return UNREADABLE if listing.has("status.json") else None
-    value, error = listing.load_json("status.json", run_id)
-    return UNREADABLE if error else value
-
-
 GIT_COMMIT = re.compile(r"[0-9a-f]{7,64}")  # from the pod: anything else is not shown as a commit
 
 
@@ -404,7 +396,7 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optiona
         metadata = with_supervisor_record(metadata, path, run_id)
     sources = _sources(metadata, summary)
     row = _row_of(run_id, summary, sources, fields, metric)
-    status = _status_of(listing, run_id)
+    status = json_or_unreadable(listing, "status.json", run_id)
     verdict = run_verdict(status, summary)
     row.update(ok=verdict.ok, state=verdict.state, failure_class=verdict.failure_class, reason=verdict.reason)
     row[FACTS] = _facts(sources, metadata)

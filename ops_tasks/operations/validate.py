@@ -251,25 +251,23 @@ def first_bad_line(path: str, run_id: str) -> Optional[dict]:
     return None
 
 
-def parsed_or_unreadable(parsed: dict, path: str, name: str):
-    """What run_verdict is given for a JSON file: its value, UNREADABLE when it is there but does
-    not parse (or is of the wrong kind), None when there is none."""
-    if name in parsed:
-        return parsed[name]
-    return UNREADABLE if os.path.lexists(os.path.join(path, name)) else None
+def json_or_unreadable(listing: RunListing, name: str, run_id: str):
+    """What run_verdict is given for a run's JSON file: its value, UNREADABLE when it is there but
+    does not parse (or is no regular file), None when there is none."""
+    if not listing.is_file(name):
+        return UNREADABLE if listing.has(name) else None
+    value, error = listing.load_json(name, run_id)
+    return UNREADABLE if error else value
+
+
+def listing_verdict(listing: RunListing, run_id: str) -> Verdict:
+    """The verdict of one run directory, from its status.json and summary.json (verdicts.py)."""
+    return run_verdict(json_or_unreadable(listing, "status.json", run_id),
+                       json_or_unreadable(listing, "summary.json", run_id))
 
 
 def dir_verdict(path: str, run_id: str) -> Verdict:
-    """The verdict of one run directory, from its status.json and summary.json (verdicts.py)."""
-    parsed = {}
-    for name in ("status.json", "summary.json"):
-        file_path = os.path.join(path, name)
-        if os.path.isfile(file_path):
-            value, error = load_json(file_path, run_id, name)
-            if error is None:
-                parsed[name] = value
-    return run_verdict(parsed_or_unreadable(parsed, path, "status.json"),
-                       parsed_or_unreadable(parsed, path, "summary.json"))
+    return listing_verdict(RunListing(path), run_id)
 
 
 def attempt_dirs(path: str) -> list:
@@ -311,25 +309,22 @@ def validate_root(root, run_ids=None) -> dict:
         missing.update({run_id: ["the run directory (not fetched)"] for run_id in run_ids if run_id not in present})
     for run_id, top in runs:
         path, attempt, verdict = winning_attempt(top, run_id)
-        absent = [name for name in REQUIRED if not os.path.isfile(os.path.join(path, name))]
+        listing = RunListing(path)
+        absent = [name for name in REQUIRED if not listing.is_file(name)]
         if absent:
             missing[run_id] = absent
-        parsed, bad = {}, []
+        bad = []
         for name in JSON_FILES:
-            file_path = os.path.join(path, name)
-            if name in absent or not os.path.isfile(file_path):
+            if not listing.is_file(name):
                 continue
-            value, error = load_json(file_path, run_id, name)
+            value, error = listing.load_json(name, run_id)
             if error:
                 bad.append(error)
             elif name in ("summary.json", "run_metadata.json") and not isinstance(value, dict):
                 bad.append({"run_id": run_id, "file": name, "line": 1, "column": 1,
                             "error": f"not a JSON object ({type(value).__name__})"})
-            else:
-                parsed[name] = value
-        results = os.path.join(path, RESULTS)
-        if os.path.isfile(results):
-            error = first_bad_line(results, run_id)
+        if listing.is_file(RESULTS):
+            error = first_bad_line(os.path.join(path, RESULTS), run_id)
             if error:
                 bad.append(error)
         invalid.extend(bad)
