@@ -31,9 +31,8 @@ def questions(count: int, seed: int) -> list:
     return items
 
 
-def ask(base_url: str, model: str, question: str, api_key: str, timeout: float) -> str:
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": question}],
-                       "max_tokens": 64, "temperature": 0}).encode()
+def ask(base_url: str, model: str, question: str, api_key: str, timeout: float, sampling: dict) -> str:
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": question}], **sampling}).encode()
     request = urllib.request.Request(base_url.rstrip("/") + "/chat/completions", data=body,
                                      headers={"Content-Type": "application/json",
                                               "Authorization": f"Bearer {api_key}"})
@@ -57,6 +56,8 @@ def main() -> int:
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--base-url", default=os.environ.get("OPENAI_API_BASE", "http://127.0.0.1:8000/v1"))
     parser.add_argument("--timeout", type=float, default=60)
+    parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--raw-dir", help="also write the raw responses here as eval_<run id>.jsonl (as evals "
                                           "on pods write /mnt/eval_*; artifacts.archive moves them)")
     args, unknown = parser.parse_known_args()
@@ -66,11 +67,12 @@ def main() -> int:
     os.makedirs(args.run_dir, exist_ok=True)
     api_key = os.environ.get("OPENAI_API_KEY") or os.environ.get("VLLM_API_KEY") or "EMPTY"
     started = time.time()
+    sampling = {"temperature": args.temperature, "max_tokens": args.max_tokens}
     rewards = []
     with open(os.path.join(args.run_dir, "results.jsonl"), "w") as results:
         for item in questions(args.num_examples, args.seed):
             try:
-                response = ask(args.base_url, args.model_id, item["question"], api_key, args.timeout)
+                response = ask(args.base_url, args.model_id, item["question"], api_key, args.timeout, sampling)
             except (urllib.error.URLError, OSError) as exc:
                 print(f"error: {args.base_url} did not answer: {exc}", file=sys.stderr)
                 return 1

@@ -579,3 +579,38 @@ def test_many_runs_are_read_by_worker_processes_with_the_same_rows_and_errors(tm
     assert in_workers is not None, "the worker processes did not run"
     assert in_workers == alone
     assert len(alone[0]) == 39 and alone[1][0]["run_id"] == "run-07"
+
+
+def test_a_models_by_task_cell_pools_its_seeds_examples_instead_of_a_t_interval_over_two_means(tmp_path):
+    from ops_tasks.operations.report import build_report
+
+    root = tmp_path / "pod_logs"
+    seeds = {0: [1, 1, 0, 1, 0, 1, 1, 0, 1, 1, 1, 0], 1: [1, 0, 0, 1, 1, 1, 1, 0, 1, 0, 1, 1]}  # 12 shared examples
+    for seed, scores in seeds.items():
+        make_run(root, f"big-{seed}", summary={"ok": True, "avg_reward": sum(scores) / 12},
+                 metadata={"model_id": "big", "env_id": "arith", "config": {"seed": seed}},
+                 rewards={f"q{i}": s for i, s in enumerate(scores)})
+    make_run(root, "small-0", summary={"ok": True, "avg_reward": 0.5}, metadata={"model_id": "small", "env_id": "arith"},
+             rewards={f"q{i}": i % 2 for i in range(12)})
+    for seed, value in ((0, 0.40), (1, 0.46)):  # a training task: summary values only
+        make_run(root, f"big-train-{seed}", summary={"ok": True, "avg_reward": value},
+                 metadata={"model_id": "big", "env_id": "train"})
+
+    cells = build_report(root)["models_by_task"]["cells"]
+
+    # Two seeds on the same 12 examples: 24 scores in 12 clusters, CR1 by hand, t with 11 df.
+    pooled = [seeds[0][i] + seeds[1][i] for i in range(12)]
+    mean = sum(pooled) / 24
+    se = math.sqrt(12 / 11 * sum((s - 2 * mean) ** 2 for s in pooled)) / 24
+    big = cells["big"]["arith"]
+    assert big["mean"] == pytest.approx(mean) and big["n"] == 2 and big["clusters"] == 12
+    assert (big["ci95_low"], big["ci95_high"]) == pytest.approx((mean - 2.200985 * se, mean + 2.200985 * se), abs=1e-6)
+    # (Student's t over the two seed means, 0.708 and 0.667, would say [0.44, 0.95].)
+    # One run: its own Wilson interval, as its row shows it.
+    assert (cells["small"]["arith"]["ci95_low"], cells["small"]["arith"]["ci95_high"]) == pytest.approx(
+        wilson_by_hand(6, 12))
+    # No per-example scores: Student's t over the runs' summary values, t(0.975, 1) = 12.706.
+    train = cells["big"]["train"]
+    half = 12.7062047 * 0.03  # sd 0.03 * sqrt(2) over sqrt(2) runs
+    assert train["mean"] == pytest.approx(0.43) and train["ci95_low"] == pytest.approx(max(0.0, 0.43 - half))
+    assert train["ci95_high"] == pytest.approx(min(1.0, 0.43 + half))

@@ -1,16 +1,19 @@
-"""The drill-down's examples: each results.jsonl line as [run, id, prompt, answer, reference,
-reward], encoded as JSON that can sit inside report.html's <script> block, and a spool that keeps
-them from the report's one reading pass of each results file (report.read_run), so that writing
-report.html copies encoded text instead of parsing every file a second time.
+"""What a report's one reading of each run's results.jsonl keeps for later, in a temporary spool:
+the run's per-example means by example id (for groups, the models x tasks table and comparisons,
+which pool or pair runs by example), and report.html's drill-down items, each line as [run, id,
+prompt, answer, reference, reward] encoded as JSON that can sit inside the page's <script>
+block. Without it, each of those read every results file again.
 
 The spool is a temporary folder: one file per reading process (the report reads many runs in
-worker processes), each run's examples one block in it. It holds at most SPOOL_ITEMS examples and
-SPOOL_BYTES per process: runs past that are read again when the page is written, so disk use is
-bounded whatever the scope. Nothing in it outlives the report (ExampleSpool is a context manager).
+worker processes), a block per run and kind in it. It holds at most SPOOL_ITEMS drill-down items
+and SPOOL_BYTES per process, and a run's means only up to MEANS_PER_RUN examples: what is past
+that is read again when it is needed, so disk use is bounded whatever the scope. Nothing in it
+outlives the report (ExampleSpool is a context manager).
 """
 
 import json
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -27,6 +30,7 @@ EXAMPLES_PER_RUN = 1000
 EXAMPLES_TOTAL = 100_000  # the page stays one a browser opens at once (~6 MiB of short examples)
 SPOOL_ITEMS = EXAMPLES_TOTAL  # per reading process: a page never shows more
 SPOOL_BYTES = 64 << 20  # per reading process; examples of long texts beyond it are read again
+MEANS_PER_RUN = 200_000  # examples of one run whose means are kept (a larger run is read again)
 _SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate (JSON's \ud800): no UTF-8 spelling
 
 
@@ -113,17 +117,42 @@ class RunCollector:
             self.items.append(example_item(self.run_id, number, record, self.field))
 
 
-class ExampleSpool:
-    """Encoded examples of the runs a report read, by run id, in a temporary folder.
+class MeansCollector:
+    """One run's per-example sums as its scored lines stream by (reward_stats' tee); `means()` the
+    mean of each example's lines (rollouts), or None past MEANS_PER_RUN examples."""
 
-    Picklable (the report's worker processes get a copy): each process appends to a file of its
-    own and records where each run's block is in `index`, which the reading returns to the parent
-    (build_report merges it). `items(run_id, limit)` gives the encoded items, or None for a run
-    that was not spooled (read it again)."""
+    __slots__ = ("sums",)
 
     def __init__(self):
+        self.sums = {}
+
+    def tee(self, lines):
+        sums = self.sums
+        for key, score in lines:
+            if sums is not None:
+                total, count = sums.get(key, (0.0, 0))
+                sums[key] = (total + score, count + 1)
+                if len(sums) > MEANS_PER_RUN:
+                    sums = self.sums = None
+            yield key, score
+
+    def means(self) -> Optional[dict]:
+        return None if self.sums is None else {key: total / count for key, (total, count) in self.sums.items()}
+
+
+class ExampleSpool:
+    """What the reading of each run kept, by run id, in a temporary folder: `means(run_id)` and,
+    when made with drill_down, `items(run_id, limit)`; each None for a run that was not kept (read
+    it again).
+
+    Picklable (the report's worker processes get a copy): each process appends to a file of its
+    own and records where each run's blocks are in `index`, which the reading returns to the parent
+    (`merge`)."""
+
+    def __init__(self, drill_down: bool = True):
         self.folder = tempfile.mkdtemp(prefix="ops-report-examples-")
-        self.index = {}  # run id -> (file name, offset, length, count)
+        self.drill_down = drill_down
+        self.index = {"items": {}, "means": {}}  # kind -> run id -> (file name, offset, length, count)
         self._file, self._items, self._bytes = None, 0, 0
 
     def __enter__(self):
@@ -136,42 +165,70 @@ class ExampleSpool:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __getstate__(self):
-        return {"folder": self.folder, "index": {}, "_file": None, "_items": 0, "_bytes": 0}
+        return {"folder": self.folder, "drill_down": self.drill_down, "index": {"items": {}, "means": {}},
+                "_file": None, "_items": 0, "_bytes": 0}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
 
+    def merge(self, index: dict) -> None:
+        """Take in what a reading process kept (its `index`)."""
+        for kind, runs in index.items():
+            self.index[kind].update(runs)
+
     def collector(self, run_id: str, field: str) -> Optional[RunCollector]:
-        """A sink for one run's lines, or None once this process's share is full."""
-        if self._items >= SPOOL_ITEMS or self._bytes >= SPOOL_BYTES:
+        """A sink for one run's drill-down items, or None (no page, or this process's share is full)."""
+        if not self.drill_down or self._items >= SPOOL_ITEMS or self._bytes >= SPOOL_BYTES:
             return None
         return RunCollector(run_id, field)
 
+    def means_collector(self) -> Optional[MeansCollector]:
+        return MeansCollector() if self._bytes < SPOOL_BYTES else None
+
     def keep(self, collected: RunCollector) -> None:
-        """Append one run's examples (its statistics were computed from the same lines)."""
-        data = json_block(collected.items).encode()
+        """Append one run's drill-down items (its statistics were computed from the same lines)."""
+        self._append("items", collected.run_id, json_block(collected.items).encode(), len(collected.items))
+        self._items += len(collected.items)
+
+    def keep_means(self, run_id: str, collected: MeansCollector) -> None:
+        means = collected.means()
+        if means is not None:  # pickle: a key is a str or ("line", n), which JSON would not give back
+            self._append("means", run_id, pickle.dumps(means, pickle.HIGHEST_PROTOCOL), len(means))
+
+    def _append(self, kind: str, run_id: str, data: bytes, count: int) -> None:
         if self._file is None:
             # Unbuffered: a worker process ends with os._exit, which flushes no Python buffer.
             self._file = open(os.path.join(self.folder, f"part-{os.getpid()}"), "ab", buffering=0)
         offset = self._file.seek(0, os.SEEK_END)
         self._file.write(data)
-        self.index[collected.run_id] = (os.path.basename(self._file.name), offset, len(data), len(collected.items))
-        self._items += len(collected.items)
+        self.index[kind][run_id] = (os.path.basename(self._file.name), offset, len(data), count)
         self._bytes += len(data)
 
-    def items(self, run_id: str, limit: int) -> Optional[tuple]:
-        """(encoded items without the list's brackets, count) of a spooled run, at most limit; None
-        when the run was not spooled."""
-        where = self.index.get(run_id)
+    def _block(self, kind: str, run_id: str) -> Optional[tuple]:
+        where = self.index[kind].get(run_id)
         if where is None:
             return None
         name, offset, length, count = where
         with open(os.path.join(self.folder, name), "rb") as handle:
             handle.seek(offset)
-            block = handle.read(length).decode()
+            return handle.read(length), count
+
+    def means(self, run_id: str) -> Optional[dict]:
+        """{example key: mean of its lines} of a run, as report.example_means reads it; None when
+        it was not kept."""
+        block = self._block("means", run_id)
+        return None if block is None else pickle.loads(block[0])  # our own file, written above
+
+    def items(self, run_id: str, limit: int) -> Optional[tuple]:
+        """(encoded drill-down items without the list's brackets, count) of a run, at most limit;
+        None when they were not kept."""
+        block = self._block("items", run_id)
+        if block is None:
+            return None
+        text, count = block[0].decode(), block[1]
         if count > limit:  # the page's last run: cut at the page's total
-            block, count = json_block(json.loads(block)[:limit]), limit
-        return block[1:-1], count
+            text, count = json_block(json.loads(text)[:limit]), limit
+        return text[1:-1], count
 
 
 def examples_of(rows: list, run_dirs: dict, field: str, spool: Optional[ExampleSpool] = None):

@@ -38,7 +38,7 @@ from ..files import write_atomic
 from ..verdicts import run_verdict
 from . import stats
 from .costs import group_cost, price_rows, project_of, spent_text, total as total_cost, usage_of
-from .examples import ExampleSpool
+from .examples import ExampleSpool, MeansCollector
 from .run_config import RUN_ID
 from .validate import (RECORD, RESULTS, BadJsonLine, RunListing, checked_root, json_error, json_lines, json_or_unreadable,
                        run_dirs, winning_attempt, with_supervisor_record)
@@ -67,6 +67,9 @@ PLANNING_EFFECT = 0.05
 # interval of two seeds is wide, and it should be: two seeds say little about a third).
 MIN_RUNS_FOR_T = 2
 BAD_SAMPLES = 5  # bad reward lines named per run
+MODELS_BY_TASK = ("a cell's runs' per-example scores pooled, the interval clustered by example as for groups "
+                  "(one run: its own interval); without per-example scores, the runs' summary values with "
+                  "Student's t")
 INTERVALS = {
     "runs": "per-example scores in results.jsonl (an example's lines averaged): Wilson's score "
             "interval when every example scores 0 or 1, else mean +/- 1.96 * se (normal approximation), "
@@ -270,16 +273,19 @@ def interval_stats(acc: stats.Welford, successes: Optional[int], bounds: tuple) 
             "ci95_high": stats.finite(high), "n": acc.n, "interval": method}
 
 
-def reward_stats(path: str, run_id: str, field: str = "reward", sink=None) -> tuple:
+def reward_stats(path: str, run_id: str, field: str = "reward", sink=None,
+                 means: Optional[MeansCollector] = None) -> tuple:
     """({n, mean, se, ci95_low, ci95_high, interval, unscored...}, error or None) of results.jsonl.
 
     The sample is the example: an example's lines (rollouts) count once, as their mean, wherever
     they are in the file; counting each line would shrink the interval by up to sqrt(rollouts).
-    sink: see scored_lines (given the first reading only).
+    sink: see scored_lines; means: collects each example's mean on the way (both see the first
+    reading only).
     """
     tally, suspects = Tally(), set()
     try:
         lines = scored_lines(path, run_id, field, tally, sink)
+        lines = means.tee(lines) if means is not None else lines
         result = _score_stats(_first_pass(lines, SeenKeys(os.path.getsize(path)), suspects))
         if suspects:  # an id seen before (or a Bloom false positive): group those ids exactly
             tally = Tally()
@@ -374,8 +380,8 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optiona
     """(row or None, [errors], [warnings]) of one run directory. `fields` are extra run fields
     (group, filter and sort keys) looked up like the identity columns. The row carries the run's
     verdict (state, failure_class, ok); a run that did not succeed has no per-example statistics
-    (its results.jsonl is partial, or an earlier attempt's) unless include_failed. spool: keep the
-    examples of the results read, for report.html."""
+    (its results.jsonl is partial, or an earlier attempt's) unless include_failed. spool: keep
+    what the results read tell of each example (its mean; for report.html its text)."""
     metric = metric or metric_of()
     errors, warnings = [], []
     listing = listing or RunListing(path)
@@ -405,11 +411,15 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optiona
     warnings.extend(_drop_non_finite(row))
     results = os.path.join(path, RESULTS)
     scored = listing.is_file(RESULTS) and (verdict.ok or include_failed)
-    collector = spool.collector(run_id, metric.field) if scored and spool is not None else None
-    run_stats, error = reward_stats(results, run_id, metric.field, collector) if scored else (None, None)
+    collector, means = (spool.collector(run_id, metric.field), spool.means_collector()) if scored and spool \
+        else (None, None)
+    run_stats, error = reward_stats(results, run_id, metric.field, collector, means) if scored else (None, None)
     errors.extend([error] if error else [])
-    if collector is not None and run_stats is not None and run_stats["n"] is not None:
-        spool.keep(collector)
+    if run_stats is not None and run_stats["n"] is not None:  # the row has statistics: its examples count
+        if collector is not None:
+            spool.keep(collector)
+        if means is not None:
+            spool.keep_means(run_id, means)
     if run_stats and run_stats.get("unscored"):
         warnings.append({"run_id": run_id, "file": RESULTS, "warning": run_stats.pop("unscored_lines")})
     row.update(run_stats or dict.fromkeys(STAT_COLUMNS))
@@ -572,11 +582,16 @@ def pooled(means_of_runs: Iterable[dict]) -> dict:
             "results_clusters": groups, "results_n": result["n"], "results_interval": method}
 
 
-def _run_means(members: list, results: dict, metric: Metric):
-    """Each member run's {example: mean score}, skipping runs without (readable) results."""
+def _run_means(members: list, results: dict, metric: Metric, spool: Optional[ExampleSpool] = None):
+    """Each member run's {example: mean score} (kept by the reading, else read again), skipping
+    runs without (readable) results."""
     for row in members:
         path = results.get(row["run_id"])
         if path is None or row.get("n") is None:
+            continue
+        kept = spool.means(row["run_id"]) if spool is not None else None
+        if kept is not None:
+            yield kept
             continue
         try:
             yield example_means(path, row["run_id"], metric.field)
@@ -584,7 +599,8 @@ def _run_means(members: list, results: dict, metric: Metric):
             continue  # listed under errors already
 
 
-def group_rows(rows: list, keys: Sequence[str], metric: Optional[Metric] = None, results: Optional[dict] = None) -> list:
+def group_rows(rows: list, keys: Sequence[str], metric: Optional[Metric] = None, results: Optional[dict] = None,
+               spool: Optional[ExampleSpool] = None) -> list:
     """Per distinct value of keys: runs; over the runs, mean/sd/n/t-interval of the summary metric;
     pooled over the runs' examples, the mean with a clustered interval."""
     metric = metric or metric_of()
@@ -596,7 +612,7 @@ def group_rows(rows: list, keys: Sequence[str], metric: Optional[Metric] = None,
         group = {k: members[0].get(k) for k in keys}
         group["runs"] = len(members)
         group.update(over_runs([r[metric.name] for r in members if r.get(metric.name) is not None], metric.name))
-        group.update(pooled(_run_means(members, results or {}, metric)))
+        group.update(pooled(_run_means(members, results or {}, metric, spool)))
         group.update(group_cost(members))
         out.append({k: stats.finite(v) for k, v in group.items()})
     return out
@@ -623,7 +639,10 @@ def _run_results(root: Path, run_id: str, dirs: Optional[dict] = None) -> Path:
     return path
 
 
-def _means_or_refuse(path: Path, run_id: str, metric: Metric) -> dict:
+def _means_or_refuse(path: Path, run_id: str, metric: Metric, spool: Optional[ExampleSpool] = None) -> dict:
+    kept = spool.means(run_id) if spool is not None else None
+    if kept is not None:
+        return kept
     try:
         return example_means(str(path), run_id, metric.field)
     except BadJsonLine as bad:
@@ -631,18 +650,19 @@ def _means_or_refuse(path: Path, run_id: str, metric: Metric) -> dict:
 
 
 def compare_runs(root: Path, run_a: str, run_b: str, metric: Optional[Metric] = None,
-                 dirs: Optional[dict] = None) -> dict:
+                 dirs: Optional[dict] = None, spool: Optional[ExampleSpool] = None) -> dict:
     """The paired difference B - A on the examples both runs share (see the module docstring)."""
     metric = metric or metric_of()
     paths = [_run_results(root, run_id, dirs) for run_id in (run_a, run_b)]
-    a, b = (_means_or_refuse(path, run_id, metric) for path, run_id in zip(paths, (run_a, run_b)))
+    a, b = (_means_or_refuse(path, run_id, metric, spool) for path, run_id in zip(paths, (run_a, run_b)))
     if not set(a) & set(b):
         raise ConfigError(f"--compare: runs {run_a} and {run_b} share no example ids")
     return paired(a, b, run_a, run_b, metric)
 
 
 def compare_groups(root: Path, rows: list, by: str, value_a: str, value_b: str,
-                   metric: Optional[Metric] = None, dirs: Optional[dict] = None) -> dict:
+                   metric: Optional[Metric] = None, dirs: Optional[dict] = None,
+                   spool: Optional[ExampleSpool] = None) -> dict:
     """B - A where A and B are the runs whose `by` field reads value_a and value_b: each side's
     example score is its mean over that side's runs (seeds), so an example counts once."""
     metric = metric or metric_of()
@@ -652,7 +672,7 @@ def compare_groups(root: Path, rows: list, by: str, value_a: str, value_b: str,
         if not members:
             raise ConfigError(f"--compare-by {by}: no run with {by}={value} has per-example results")
         means = [_means_or_refuse(Path((dirs or {}).get(r["run_id"], root / r["run_id"])) / RESULTS, r["run_id"],
-                                  metric) for r in members]
+                                  metric, spool) for r in members]
         sides.append({key: total / count for key, (total, count) in _sum_by_key(means).items()})
     if not set(sides[0]) & set(sides[1]):
         raise ConfigError(f"--compare-by {by}: {value_a} and {value_b} share no example ids")
@@ -856,8 +876,9 @@ def models_by_task_rows(table: dict) -> list:
 def models_by_task_markdown(table: Optional[dict]) -> list:
     if not table:
         return []
-    return [f"## {table['metric']}: models x tasks (mean over runs)", "",
-            markdown_table(models_by_task_rows(table), ["model_id", *table["tasks"]]), ""]
+    return [f"## {table['metric']}: models x tasks", "",
+            markdown_table(models_by_task_rows(table), ["model_id", *table["tasks"]]), "",
+            f"mean [95% interval] (runs): {MODELS_BY_TASK}.", ""]
 
 
 def report_markdown(doc: dict) -> str:
@@ -1016,9 +1037,9 @@ def _read_runs(root: Path, fields: list, metric: Metric, run_ids=None, include_f
     read = functools.partial(_read_some, fields=fields, metric=metric, include_failed=include_failed, spool=spool)
     workers = min(os.cpu_count() or 1, MAX_WORKERS, len(runs) // RUNS_PER_WORKER) if len(runs) >= PARALLEL_FROM else 1
     parts = _in_workers(read, runs, workers) if workers > 1 else None
-    rows, errors, warnings, dirs, spooled = parts or read(runs)
-    if spool is not None:
-        spool.index.update(spooled)
+    rows, errors, warnings, dirs, kept = parts or read(runs)
+    for index in kept if spool is not None else ():
+        spool.merge(index)
     return runs, absent, rows, errors, warnings, dirs
 
 
@@ -1034,20 +1055,20 @@ def _in_workers(read, runs: list, workers: int) -> Optional[tuple]:
             parts = list(pool.map(read, [runs[i:i + size] for i in range(0, len(runs), size)]))
     except (OSError, NotImplementedError, BrokenProcessPool):
         return None
-    rows, errors, warnings, dirs, spooled = [], [], [], {}, {}
-    for part_rows, part_errors, part_warnings, part_dirs, part_spooled in parts:
+    rows, errors, warnings, dirs, kept = [], [], [], {}, []
+    for part_rows, part_errors, part_warnings, part_dirs, part_kept in parts:
         rows += part_rows
         errors += part_errors
         warnings += part_warnings
         dirs.update(part_dirs)
-        spooled.update(part_spooled)
-    return rows, errors, warnings, dirs, spooled
+        kept += part_kept
+    return rows, errors, warnings, dirs, kept
 
 
 def _read_some(runs: list, fields: list, metric: Metric, include_failed: bool,
                spool: Optional[ExampleSpool] = None) -> tuple:
-    """(rows, errors, warnings, {run id: directory read}, {run id: where its examples are spooled})
-    of [(run id, directory)]."""
+    """(rows, errors, warnings, {run id: directory read}, [what the spool kept: its index]) of
+    [(run id, directory)]."""
     rows, errors, warnings, dirs = [], [], [], {}
     for run_id, top in runs:
         # The run's winning attempt: the top of its directory, or its latest earlier success.
@@ -1062,7 +1083,7 @@ def _read_some(runs: list, fields: list, metric: Metric, include_failed: bool,
                 row["attempt"] = attempt
             rows.append(row)
             dirs[run_id] = path
-    return rows, errors, warnings, dirs, spool.index if spool is not None else {}
+    return rows, errors, warnings, dirs, [spool.index] if spool is not None else []
 
 
 def _columns(rows: list, fields: list, metric: Metric, show_state: bool = False) -> tuple:
@@ -1105,15 +1126,23 @@ def _not_succeeded(rows: list, absent: list) -> list:
     return listed
 
 
-def build_report(root, *, group_by: Optional[str] = None, compare: Sequence[str] = (), sort: Optional[str] = None,
-                 filters: Iterable[str] = (), metric: Optional[str] = None, lower_is_better: Optional[bool] = None,
-                 compare_by: Optional[str] = None, run_ids: Optional[Sequence[str]] = None,
-                 include_failed: bool = False, scope: Optional[str] = None,
-                 spool: Optional[ExampleSpool] = None) -> dict:
+def build_report(root, *, spool: Optional[ExampleSpool] = None, **options) -> dict:
     """The report document of the runs in scope under root (run_ids; None: every run), nothing
     written (see write_report). A run that did not succeed is listed, and enters no statistic,
-    group, comparison or plot unless include_failed (then its row shows its state). spool: keep
-    the examples read, for report.html (report_html.write_report_html)."""
+    group, comparison or plot unless include_failed (then its row shows its state). spool: where
+    the reading keeps each run's example means (and, for report.html, its examples: see
+    report_html.write_report_html); without one, a spool of the means lives as long as this call."""
+    if spool is not None:
+        return _build_report(root, spool, **options)
+    with ExampleSpool(drill_down=False) as own:
+        return _build_report(root, own, **options)
+
+
+def _build_report(root, spool: ExampleSpool, *, group_by: Optional[str] = None, compare: Sequence[str] = (),
+                  sort: Optional[str] = None, filters: Iterable[str] = (), metric: Optional[str] = None,
+                  lower_is_better: Optional[bool] = None, compare_by: Optional[str] = None,
+                  run_ids: Optional[Sequence[str]] = None, include_failed: bool = False,
+                  scope: Optional[str] = None) -> dict:
     root = checked_root(root)
     _check_flags(group_by, sort, compare, compare_by)
     keys, wanted, measured = _split_keys(group_by), parse_filters(filters), metric_of(metric, lower_is_better)
@@ -1151,14 +1180,15 @@ def build_report(root, *, group_by: Optional[str] = None, compare: Sequence[str]
         doc["header"]["cost"] = spent
     if keys:
         doc["group_by"] = keys
-        groups = group_rows(rows, keys, measured, results)
+        groups = group_rows(rows, keys, measured, results, spool)
         doc["groups"] = sort_rows(groups, sort or best_first(measured, f"{measured.name}_mean")) \
             if (sort or metric is not None) else sorted(groups, key=lambda g: [natural_key(g[k]) for k in keys])
-    doc["models_by_task"] = models_by_task(rows, measured)
+    doc["models_by_task"] = models_by_task(rows, measured, results, spool)
     if compare and compare_by:
-        doc["comparison"] = compare_groups(root, rows, by[0], compare[0], compare[1], measured, dirs)
+        doc["comparison"] = compare_groups(root, rows, by[0], compare[0], compare[1], measured, dirs, spool)
     elif compare:
-        doc["comparison"] = compare_runs(root, compare[0], compare[1], measured, _compared_dirs(rows, dirs, failed))
+        doc["comparison"] = compare_runs(root, compare[0], compare[1], measured, _compared_dirs(rows, dirs, failed),
+                                         spool)
     if not runs and not absent:
         doc["error"] = f"no run directories under {root}"
     elif not rows and total:
@@ -1232,22 +1262,34 @@ def report_header(rows: list, facts: list, failed: list, scope: str) -> dict:
             "runs": sum(states.values()), "states": dict(sorted(states.items()))}
 
 
-def models_by_task(rows: list, metric: Metric) -> Optional[dict]:
-    """Rows models, columns tasks (env_id): each cell the mean of its runs' summary metric, with a
-    t interval from two runs up; None unless there are several of either."""
+def models_by_task(rows: list, metric: Metric, results: Optional[dict] = None,
+                   spool: Optional[ExampleSpool] = None) -> Optional[dict]:
+    """Rows models, columns tasks (env_id); None unless there are several of either. A cell is the
+    group of its runs (group_rows): where they have per-example scores, their examples pooled with
+    the interval clustered by example (one run: that run's own interval), else the mean of their
+    summary metric with a Student's t interval from two runs up."""
     models = _distinct(r.get("model_id") for r in rows)
     tasks = _distinct(r.get("env_id") for r in rows)
     if len(models) < 2 and len(tasks) < 2:
         return None
-    cells = {}
+    members = {}
     for row in rows:
-        if row.get(metric.name) is not None:
-            key = (cell_text(row.get("model_id")), cell_text(row.get("env_id")))
-            cells.setdefault(key, []).append(row[metric.name])
+        members.setdefault((cell_text(row.get("model_id")), cell_text(row.get("env_id"))), []).append(row)
     table = {}
-    for (model, task), values in cells.items():
-        summary = {k.split("_", 1)[1] if k.startswith("m_") else k: v for k, v in over_runs(values, "m").items()}
-        table.setdefault(model, {})[task] = {k: stats.finite(v) for k, v in summary.items()}
+    for group in group_rows(rows, ("model_id", "env_id"), metric, results, spool):
+        model, task = cell_text(group["model_id"]), cell_text(group["env_id"])
+        runs = members[(model, task)]
+        scored = [r for r in runs if r.get("mean") is not None]
+        if len(runs) == 1 and scored:
+            cell = {"mean": scored[0]["mean"], "ci95_low": scored[0]["ci95_low"],
+                    "ci95_high": scored[0]["ci95_high"], "interval": scored[0]["interval"]}
+        elif group["results_mean"] is not None:
+            cell = {k: group[f"results_{k}"] for k in ("mean", "ci95_low", "ci95_high", "interval", "clusters")}
+        elif group[f"{metric.name}_mean"] is not None:
+            cell = {k: group[f"{metric.name}_{k}"] for k in ("mean", "ci95_low", "ci95_high", "interval", "sd")}
+        else:
+            continue
+        table.setdefault(model, {})[task] = {**cell, "n": len(runs)}
     return {"models": models or [""], "tasks": tasks or [""], "cells": table, "metric": metric.name}
 
 

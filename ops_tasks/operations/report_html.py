@@ -16,7 +16,7 @@ from typing import Optional
 
 from .costs import spent_text
 from .examples import ExampleSpool, examples_of, json_block
-from .report import group_columns, models_by_task_rows, shown_columns
+from .report import MODELS_BY_TASK, group_columns, models_by_task_rows, shown_columns
 from .validate import BadJsonLine, json_lines
 
 METRICS = "metrics.jsonl"  # a run's logged steps (the script's, or the supervisor's from metrics_from_log)
@@ -291,8 +291,9 @@ def _header_html(header: dict) -> str:
 def _models_by_task_html(table: Optional[dict]) -> str:
     if not table:
         return ""
-    return (f"<h2>{_e(table['metric'])}: models x tasks (mean over runs)</h2>"
-            + table_html(models_by_task_rows(table), ["model_id", *table["tasks"]], "models-by-task"))
+    return (f"<h2>{_e(table['metric'])}: models x tasks</h2>"
+            + table_html(models_by_task_rows(table), ["model_id", *table["tasks"]], "models-by-task")
+            + f"<p>mean [95% interval] (runs): {_e(MODELS_BY_TASK)}.</p>")
 
 
 def render_html(doc: dict, examples, run_dirs: Optional[dict] = None) -> str:
