@@ -108,6 +108,14 @@ def load_manifest(project_dir, submission_id: str) -> Optional[dict]:
     return _read_json(_file_in(manifests_dir(project_dir), submission_id))
 
 
+def manifest_order(manifest: dict) -> tuple:
+    """A manifest's place among the project's submissions: its time (0 unless a number: a file edited
+    by hand must not stop every task that looks for the newest), then its id."""
+    submitted = manifest.get("submitted_at")
+    submitted = submitted if isinstance(submitted, (int, float)) and not isinstance(submitted, bool) else 0
+    return submitted, str(manifest.get("submission_id", ""))
+
+
 def latest_manifest(project_dir, host: str, host_id: Optional[str] = None) -> Optional[dict]:
     """The newest submission made to this host from this project (by the time it was made)."""
     folder = manifests_dir(project_dir)
@@ -116,7 +124,7 @@ def latest_manifest(project_dir, host: str, host_id: Optional[str] = None) -> Op
         manifest = _read_json(path)
         if manifest is None or not _manifest_is_for(manifest, host, host_id):
             continue
-        key = (manifest.get("submitted_at") or 0, manifest.get("submission_id", ""))
+        key = manifest_order(manifest)
         if newest is None or key > newest[0]:
             newest = (key, manifest)
     return newest[1] if newest else None
@@ -352,9 +360,7 @@ class Ledger:
             manifest = item.get("manifest")
             if not isinstance(manifest, dict) or manifest.get("submission_id") != self.submission_id:
                 continue
-            submitted_at = manifest.get("submitted_at")
-            order = submitted_at if isinstance(submitted_at, (int, float)) and not isinstance(submitted_at, bool) else 0
-            entries.append((order, item, _manifest_run_ids(manifest)))
+            entries.append((manifest_order(manifest)[0], item, _manifest_run_ids(manifest)))
         events = []
         attempts: dict = {}
         for _, item, run_ids in sorted(entries, key=lambda e: e[0]):

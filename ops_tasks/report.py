@@ -30,6 +30,19 @@ def _in_project(c, path) -> Path:
     return path if path.is_absolute() else project_dir_of(c.config) / path
 
 
+YES, NO = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+def _yes_no(value):
+    """--lower-is-better's value: True, False, or None (not given: the metric's name decides)."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in YES or text in NO:
+        return text in YES
+    raise ConfigError(f"--lower-is-better {value!r}: expected true or false")
+
+
 # ---------------------------------------------------------------- scope
 
 
@@ -54,7 +67,7 @@ def latest_project_manifest(c):
         manifest = records.load_manifest(project, path.stem)
         if manifest is None or not isinstance(manifest.get("runs"), list):
             continue
-        key = (manifest.get("submitted_at") or 0, str(manifest.get("submission_id", "")))
+        key = records.manifest_order(manifest)
         if newest is None or key > newest[0]:
             newest = (key, manifest)
     return newest[1] if newest else None
@@ -109,7 +122,7 @@ def render_validate(data: dict) -> str:
             f"{len(data['complete'])} complete, {len(data['missing'])} missing files, "
             f"{len({e['run_id'] for e in data['invalid']})} invalid, {len(data['failed'])} failed")
     if data.get("error"):
-        return f"{head}\nerror: {data['error']}"
+        head += f"\nerror: {data['error']}"
     unfinished = set(data.get("unfinished", ()))
     rows = []
     for run_id, files in data["missing"].items():
@@ -166,8 +179,8 @@ def render_report(data: dict) -> str:
                   "(e.g. model_id), each example's scores averaged over a side's runs.",
     "metric": "The summary.json value to report, group, rank and compare (default avg_reward; nested "
               "keys as last_eval.val); per example, results.jsonl's reward, else the lines' own value.",
-    "lower_is_better": "The metric is a loss: lower ranks first (automatic for names with loss, "
-                       "perplexity, error...).",
+    "lower_is_better": "true: the metric is a loss, lower ranks first; false: higher ranks first (default: "
+                       "true for names with the word loss, perplexity, ppl, error, nll, mse..., e.g. val_loss).",
     "sort": "Sort rows by this column, ascending; -COLUMN for descending (missing values last).",
     "filter": "key=value: keep rows whose field reads value, numbers compared as numbers (repeatable; "
               "all must match). A filtered report is printed, not saved, unless --out-dir is given.",
@@ -187,6 +200,7 @@ def report(c, root=None, group_by=None, compare=None, sort=None, filter=None, fo
     chosen = format or "md"
     if chosen not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    lower = _yes_no(lower_is_better)
     ids = [part.strip() for value in compare or [] for part in value.split(",") if part.strip()]
     if compare and len(ids) != 2:
         raise ConfigError(f"--compare takes two run ids, RUN_A,RUN_B, got {len(ids)}: {' '.join(ids) or '-'}")
@@ -197,7 +211,7 @@ def report(c, root=None, group_by=None, compare=None, sort=None, filter=None, fo
     saved = not dry_run_requested() and bool(out_dir or not (root or filter or not scope["whole"]))
     with ExampleSpool() if saved else contextlib.nullcontext() as spool:  # report.html's examples, read once
         doc = build_report(_in_project(c, root or DEFAULT_ROOT), group_by=group_by, compare=ids, sort=sort,
-                           filters=filter or (), metric=metric, lower_is_better=lower_is_better or None,
+                           filters=filter or (), metric=metric, lower_is_better=lower,
                            compare_by=compare_by, run_ids=scope["run_ids"], include_failed=bool(include_failed),
                            scope=scope["label"], spool=spool)
         run_dirs = doc.pop(RUN_DIRS)
@@ -212,6 +226,10 @@ def report(c, root=None, group_by=None, compare=None, sort=None, filter=None, fo
         if not saved:
             doc["written"] = None
             log("not saved (a --filter, --root or --run-id report): --out-dir DIR saves it")
+            return doc
+        if not (doc["total"] or doc["not_succeeded"] or doc["errors"]):  # an empty scope replaces nothing
+            doc["written"] = None
+            log("not saved: no run in scope (the saved report is left as it was)")
             return doc
         target_dir = _in_project(c, out_dir or DEFAULT_OUT_DIR)
         written = write_report(doc, target_dir, html=lambda path: write_report_html(doc, run_dirs, path, spool))

@@ -504,7 +504,7 @@ def _pod_holding(c, targets: list, run_id, submission):
     """The pod of a fleet that holds run_id, by the records of this project (the ledger of a
     fleet submission, else the manifest naming the run's pod), before any contact; exit 2 when
     no record places it on one of these pods."""
-    from .records import load_manifest
+    from .records import load_manifest, manifest_order
     from .selection import latest_submission
     from .selection import run_ids_flag
 
@@ -519,7 +519,7 @@ def _pod_holding(c, targets: list, run_id, submission):
             raise ConfigError(f"no submission {submission} is recorded in this project")
     else:  # each pod's latest submission, newest first: the run's latest placement wins
         manifests = sorted(filter(None, (latest_submission(c, t) for t in targets)),
-                           key=lambda m: m.get("submitted_at") or 0, reverse=True)
+                           key=manifest_order, reverse=True)
     for manifest in filter(None, manifests):
         holder = _holder_in(project, manifest, only)
         if holder in by_identity:

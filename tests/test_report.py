@@ -46,10 +46,13 @@ def wilson_by_hand(successes, n, z=1.959963984540054):
 
 
 def interval(values):
-    """mean, se and the normal 95% interval, computed the textbook way (not streamed)."""
+    """mean, se and Student's t 95% interval, computed the textbook way (not streamed; scipy's t)."""
+    from scipy.stats import t
+
     mean = statistics.fmean(values)
     se = statistics.stdev(values) / math.sqrt(len(values))
-    return mean, se, mean - Z * se, mean + Z * se
+    critical = t.ppf(0.975, len(values) - 1)
+    return mean, se, mean - critical * se, mean + critical * se
 
 
 # ---------------------------------------------------------------- the math
@@ -87,16 +90,22 @@ def test_compare_pairs_by_id_and_averages_repeated_ids(tmp_path):
         {"example_id": "q1", "reward": 1}, {"example_id": "q1", "reward": 0},  # two rollouts: 0.5
         {"example_id": "q2", "reward": 0.25}, {"example_id": "only-a", "reward": 1}]))
     make_run(tmp_path, "b", results="".join(json.dumps(r) + "\n" for r in [
+        {"example_id": "q2", "reward": 1.0}, {"example_id": "q1", "reward": 1}]))
+    make_run(tmp_path, "c", results="".join(json.dumps(r) + "\n" for r in [
         {"example_id": "q2", "reward": 0.75}, {"example_id": "q1", "reward": 1}]))
 
     result = compare_runs(tmp_path, "a", "b")
 
     assert (result["n"], result["only_a"], result["only_b"]) == (2, 1, 0)
-    diffs = [1 - 0.5, 0.75 - 0.25]
-    assert result["mean_diff"] == pytest.approx(0.5)
+    diffs = [1 - 0.5, 1.0 - 0.25]
+    assert result["mean_diff"] == pytest.approx(0.625)
     t_1 = 12.706205  # t(0.975) with 1 degree of freedom, from a table
-    assert result["ci95_low"] == pytest.approx(0.5 - t_1 * statistics.stdev(diffs) / math.sqrt(2), rel=1e-4)
+    assert result["ci95_low"] == pytest.approx(0.625 - t_1 * statistics.stdev(diffs) / math.sqrt(2), rel=1e-4)
     assert result["binary"] is False and result["mcnemar"] is None
+    # The same difference (0.5) on every shared example: no spread, so no zero-width interval and no p = 0.
+    same = compare_runs(tmp_path, "a", "c")
+    assert same["mean_diff"] == pytest.approx(0.5) and same["ci95_low"] is None and same["p_value"] is None
+    assert same["verdict"] == "c - a is exactly 0.5 on every one of the 2 shared examples (no spread: no interval or p-value)"
 
 
 # ---------------------------------------------------------------- the command
@@ -124,8 +133,8 @@ def test_report_rows_intervals_and_files(ops, project, root):
     low, high = wilson_by_hand(6, 8)
     assert rows["run-a"]["mean"] == pytest.approx(mean) and rows["run-a"]["se"] == pytest.approx(se)
     assert rows["run-a"]["ci95_low"] == pytest.approx(low) and rows["run-a"]["ci95_high"] == pytest.approx(high)
-    _, _, low_b, high_b = interval(b)  # rewards between 0 and 1: the normal interval
-    assert rows["run-b"]["ci95_low"] == pytest.approx(low_b) and rows["run-b"]["ci95_high"] == pytest.approx(high_b)
+    _, _, low_b, high_b = interval(b)  # rewards between 0 and 1, not all 0/1: Student's t, 3 df
+    assert rows["run-b"]["ci95_low"] == pytest.approx(low_b) and rows["run-b"]["ci95_high"] == min(1.0, high_b)
     assert rows["run-a"]["n"] == 8
     # run_metadata.json wins, then summary.json's run_metadata object, then summary.json
     assert (rows["run-b"]["model_id"], rows["run-b"]["env_id"], rows["run-b"]["num_examples"]) == ("m2", "gsm8k", 4)
@@ -219,7 +228,8 @@ def test_compare_gives_the_paired_difference_and_mcnemar(ops, root):
 
     again = ops("report", "--compare", "model-a", "--compare", "model-b")
     assert again.returncode == 0
-    assert "McNemar exact test: b (A right, B wrong) = 1, c (A wrong, B right) = 6, p = 0.125" in again.stdout
+    assert "McNemar exact test: b (A 1 and B 0: A right, B wrong) = 1, c (A 0 and B 1: A wrong, B right) = 6, p = 0.125" \
+        in again.stdout
 
 
 def test_compare_refuses_bad_runs_inone_line_error(ops, root):

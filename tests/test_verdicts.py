@@ -185,3 +185,56 @@ def test_a_commit_from_the_pod_that_is_not_one_is_not_shown(tmp_path):
     doc = build_report(tmp_path)
 
     assert doc["header"]["commits"] == [] and "injected" not in doc["markdown"]
+
+
+def test_a_run_that_wrote_no_summary_yet_is_listed_by_its_status_not_as_an_unreadable_file(tmp_path):
+    make_run(tmp_path, "done", rewards=[1, 0])
+    for run_id, state in (("running", "running"), ("lost", "lost"), ("crashed", "failed")):
+        run = make_run(tmp_path, run_id, status={"state": state, "failure_class": "oom" if state == "failed" else None})
+        (run / "summary.json").unlink()
+
+    doc = build_report(tmp_path)
+
+    assert {f["run_id"]: f["state"] for f in doc["not_succeeded"]} == {"running": "unfinished", "lost": "lost",
+                                                                       "crashed": "failed"}
+    assert doc["errors"] == [] and doc["header"]["states"] == {"failed": 1, "lost": 1, "succeeded": 1, "unfinished": 1}
+    assert [r["run_id"] for r in doc["rows"]] == ["done"]
+
+
+def test_a_rerun_still_running_is_unfinished_whatever_an_earlier_attempt_said(tmp_path):
+    top = make_run(tmp_path, "again", rewards=[0, 0], status={"state": "running", "attempt": 2})
+    first = top / "attempts" / "1"
+    first.mkdir(parents=True)
+    for name in ("command.sh", "stdout.log", "run_metadata.json"):
+        (first / name).write_text((top / name).read_text())
+    (first / "summary.json").write_text(json.dumps({"ok": True}))
+    (first / "status.json").write_text(json.dumps({"state": "succeeded", "attempt": 1}))
+
+    checked, doc = validate_root(tmp_path), build_report(tmp_path)
+
+    assert checked["ok"] is False and checked["unfinished"] == ["again"] and checked["earlier_attempts"] == {}
+    assert doc["rows"] == [] and doc["not_succeeded"][0]["state"] == "unfinished"
+
+
+def test_an_empty_scope_leaves_the_saved_report_and_names_what_was_not_fetched(ops, project):
+    from test_validate import record_submission
+
+    root = project / "artifacts" / "pod_logs"
+    make_run(root, "kept", rewards=[1, 0])
+    record_submission(project, "first", ["kept"], 100.0)
+    assert ops("report").returncode == 0
+    saved = (project / "artifacts" / "report.md").read_text()
+    (project / "artifacts" / "submissions" / "first.json").write_text(json.dumps(
+        {"submission_id": "first", "submitted_at": "2025-01-01", "runs": [{"run_id": "kept"}]}))  # edited by hand
+    record_submission(project, "empty", [], 200.0)
+
+    empty = ops("report")  # the latest submission names no run
+    unfetched = ops("validate", "--submission", "first")
+    record_submission(project, "later", ["never-fetched"], 300.0)
+    missing = ops("validate")
+
+    assert empty.returncode == 1 and "Traceback" not in empty.stderr
+    assert (project / "artifacts" / "report.md").read_text() == saved
+    assert unfetched.returncode == 0, unfetched.stdout + unfetched.stderr
+    assert missing.returncode == 1 and "none of the 1 runs in scope is under" in missing.stdout
+    assert "never-fetched" in missing.stdout  # the run is named, not only the count

@@ -25,10 +25,15 @@ MAX_GPUS = 4096  # a GPU count from a pod above this is not one
 
 
 def _number(value) -> Optional[float]:
-    """A finite, non-negative number, else None (values come from pods and files)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    """A finite, non-negative number, else None (values come from pods and files: an integer past
+    any float too)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
 
 
 def _count(value) -> Optional[int]:

@@ -59,7 +59,11 @@ FACTS = "_facts"
 RUN_DIRS = "_run_dirs"  # doc key: where each row's files are (the HTML reads them; never in output)  # a row's header facts, taken out of the row before it is shown
 NOT_EXTRA = {"state", "failure_class", "reason", "attempt", "rollouts_per_example", "rollouts", "num_examples", "best_of", "run_id", "env_id", "model_id",
              "exit_code", "signal", *METRIC_COLUMNS, *STAT_COLUMNS}
-LOWER_IS_BETTER = re.compile(r"loss|perplexity|ppl|error|\berr\b|mse|mae|wer|cer\b|regret|latency", re.I)
+# Words that make a metric a loss (lower is better), as whole words of its name: val_loss, eval/ppl,
+# word_error_rate; never inside another word (answer_accuracy holds "wer", apples "ppl").
+LOSS_WORDS = frozenset({"loss", "losses", "perplexity", "ppl", "error", "errors", "err", "mse", "rmse", "mae",
+                        "nll", "bpb", "bpc", "wer", "cer", "regret", "latency"})
+_NAME_WORDS = re.compile(r"[a-z]+")
 ALPHA = 0.05
 # The effect a "would need ~N examples" line plans for: 5% of the metric's range (or of its mean).
 PLANNING_EFFECT = 0.05
@@ -72,11 +76,13 @@ MODELS_BY_TASK = ("a cell's runs' per-example scores pooled, the interval cluste
                   "Student's t")
 INTERVALS = {
     "runs": "per-example scores in results.jsonl (an example's lines averaged): Wilson's score "
-            "interval when every example scores 0 or 1, else mean +/- 1.96 * se (normal approximation), "
-            "se = sample sd / sqrt(n); inside the metric's range",
+            "interval when every example scores 0 or 1, else mean +/- t(0.975, n-1) * se (Student's t), "
+            "se = sample sd / sqrt(n); inside the metric's range (a loss has no upper bound); none where "
+            "every example scores the same",
     "groups": "the group's per-example scores pooled over its runs: mean +/- t(0.975, G-1) * clustered se "
-              "(CR1, clustered by example, G examples); Wilson's interval on the G examples when all score 0 "
-              "or all score 1. Over the runs' summary values: mean +/- t(0.975, n-1) * sd / sqrt(n) "
+              "(CR1, clustered by example, G examples; an example is its task and id); Wilson's interval on the "
+              "G examples when all score 0 or all score 1; a group of one run, that run's interval. Over the "
+              "runs' summary values: mean +/- t(0.975, n-1) * sd / sqrt(n) "
               f"(Student's t, from {MIN_RUNS_FOR_T} runs)",
     "comparison": "paired B - A on shared example ids: mean +/- t(0.975, n-1) * sd / sqrt(n) (Student's t); "
                   "McNemar's exact two-sided binomial test when every score is 0 or 1, else the paired t test; "
@@ -98,8 +104,14 @@ def metric_of(name: Optional[str] = None, lower_is_better: Optional[bool] = None
     if not name:
         raise ConfigError("--metric: expected a summary.json key, e.g. avg_reward or last_eval.val")
     field = "reward" if name == DEFAULT_METRIC else name
-    lower = bool(LOWER_IS_BETTER.search(name)) if lower_is_better is None else lower_is_better
-    return Metric(name, field, lower)
+    return Metric(name, field, is_loss(name) if lower_is_better is None else bool(lower_is_better))
+
+
+def is_loss(name: str) -> bool:
+    """Lower is better for a metric whose name has a loss word (LOSS_WORDS) among its words, split
+    at anything not a letter and at camelCase (valLoss); an error-free rate is not one."""
+    words = _NAME_WORDS.findall(re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower())
+    return any(word in LOSS_WORDS for word in words) and "free" not in words
 
 
 # ---------------------------------------------------------------- per-example scores
@@ -109,10 +121,22 @@ _MISSING = object()
 
 
 def _number(value) -> Optional[float]:
-    """A finite int/float (bools are not numbers here), else None."""
+    """A finite int/float (bools are not numbers here), else None; so is an integer past any float
+    (JSON has no limit: a 400-digit one would stop every sum it entered)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    return value if math.isfinite(value) else None
+    try:
+        return value if math.isfinite(value) else None
+    except OverflowError:
+        return None
+
+
+def _measured(value):
+    """A summary value for a metric column: a number, finite or not (_drop_non_finite names and
+    blanks the others), None when it is no number at all."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value if _number(value) is not None or isinstance(value, float) else math.inf
 
 
 def _score(value) -> Optional[float]:
@@ -242,7 +266,7 @@ def _grouped_means(segments, repeated: set):
         yield total / count
 
 
-def _score_stats(means) -> Optional[dict]:
+def _score_stats(means, loss: bool = False) -> Optional[dict]:
     acc, successes, binary = stats.Welford(), 0, True
     low, high = math.inf, -math.inf
     for value in means:
@@ -257,24 +281,30 @@ def _score_stats(means) -> Optional[dict]:
             binary = False
     if not acc.n:
         return None
-    return interval_stats(acc, successes if binary else None, stats.metric_range(low, high))
+    return interval_stats(acc, successes if binary else None, stats.metric_range(low, high, loss))
+
+
+NO_SPREAD = "no spread to estimate an interval from"
 
 
 def interval_stats(acc: stats.Welford, successes: Optional[int], bounds: tuple) -> dict:
     """n, mean, se and the 95% interval of one run's example scores (successes: 0/1 scores only)."""
     mean, se = acc.mean, acc.se
+    low = high = None
     if successes is not None:
         (low, high), method = stats.wilson(successes, acc.n), "wilson"
     elif se is None:
-        (low, high), method = (None, None), f"too few examples ({acc.n}) for an interval"
+        method = f"too few examples ({acc.n}) for an interval" if acc.n < 2 else "the scores overflow a float"
+    elif se == 0:
+        method = f"every example scores the same: {NO_SPREAD}"
     else:
-        (low, high), method = stats.normal_interval(mean, se, bounds), "normal"
+        (low, high), method = stats.t_interval(mean, se, acc.n - 1, bounds), "student t"
     return {"mean": stats.finite(mean), "se": stats.finite(se), "ci95_low": stats.finite(low),
             "ci95_high": stats.finite(high), "n": acc.n, "interval": method}
 
 
 def reward_stats(path: str, run_id: str, field: str = "reward", sink=None,
-                 means: Optional[MeansCollector] = None) -> tuple:
+                 means: Optional[MeansCollector] = None, loss: bool = False) -> tuple:
     """({n, mean, se, ci95_low, ci95_high, interval, unscored...}, error or None) of results.jsonl.
 
     The sample is the example: an example's lines (rollouts) count once, as their mean, wherever
@@ -286,10 +316,10 @@ def reward_stats(path: str, run_id: str, field: str = "reward", sink=None,
     try:
         lines = scored_lines(path, run_id, field, tally, sink)
         lines = means.tee(lines) if means is not None else lines
-        result = _score_stats(_first_pass(lines, SeenKeys(os.path.getsize(path)), suspects))
+        result = _score_stats(_first_pass(lines, SeenKeys(os.path.getsize(path)), suspects), loss)
         if suspects:  # an id seen before (or a Bloom false positive): group those ids exactly
             tally = Tally()
-            result = _score_stats(_grouped_means(_segments(scored_lines(path, run_id, field, tally)), suspects))
+            result = _score_stats(_grouped_means(_segments(scored_lines(path, run_id, field, tally)), suspects), loss)
     except BadJsonLine as bad:
         return None, bad.error
     except OSError as exc:
@@ -385,12 +415,16 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optiona
     metric = metric or metric_of()
     errors, warnings = [], []
     listing = listing or RunListing(path)
-    if not listing.is_file("summary.json"):
+    status = json_or_unreadable(listing, "status.json", run_id)
+    if listing.is_file("summary.json"):
+        summary, error = _load_object(listing, run_id, "summary.json")
+        if error:
+            return None, [error], warnings
+    elif status is None or run_verdict(status, None).ok:
         return None, [{"run_id": run_id, "file": "summary.json", "line": None, "column": None,
                        "error": "missing (run not finished, or not fetched)"}], warnings
-    summary, error = _load_object(listing, run_id, "summary.json")
-    if error:
-        return None, [error], warnings
+    else:  # queued, running, lost, failed before it wrote one: the supervisor's status says which
+        summary = {}
     metadata = None
     if listing.is_file("run_metadata.json"):
         metadata, error = _load_object(listing, run_id, "run_metadata.json")
@@ -402,8 +436,7 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optiona
         metadata = with_supervisor_record(metadata, path, run_id)
     sources = _sources(metadata, summary)
     row = _row_of(run_id, summary, sources, fields, metric)
-    status = json_or_unreadable(listing, "status.json", run_id)
-    verdict = run_verdict(status, summary)
+    verdict = run_verdict(status, summary or None)
     row.update(ok=verdict.ok, state=verdict.state, failure_class=verdict.failure_class, reason=verdict.reason)
     row[FACTS] = _facts(sources, metadata)
     # What the run's cost is worked out from, once its submission's price is looked up (build_report).
@@ -413,7 +446,8 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optiona
     scored = listing.is_file(RESULTS) and (verdict.ok or include_failed)
     collector, means = (spool.collector(run_id, metric.field), spool.means_collector()) if scored and spool \
         else (None, None)
-    run_stats, error = reward_stats(results, run_id, metric.field, collector, means) if scored else (None, None)
+    run_stats, error = reward_stats(results, run_id, metric.field, collector, means, metric.lower_is_better) \
+        if scored else (None, None)
     errors.extend([error] if error else [])
     if run_stats is not None and run_stats["n"] is not None:  # the row has statistics: its examples count
         if collector is not None:
@@ -431,10 +465,10 @@ def _row_of(run_id: str, summary: dict, sources: list, fields: Sequence[str], me
     for column in ID_COLUMNS[1:]:
         row[column] = _field(sources, FIELD_NAMES[column])
     for column in METRIC_COLUMNS:
-        row[column] = _number(summary.get(column))
+        row[column] = _measured(summary.get(column))
     if metric.name not in row:
         value = lookup(summary, metric.name)
-        row[metric.name] = None if value is _MISSING else _number(value)
+        row[metric.name] = None if value is _MISSING else _measured(value)
     for name in fields:
         if name not in row:
             row[name] = _field(sources, (name,))
@@ -442,11 +476,13 @@ def _row_of(run_id: str, summary: dict, sources: list, fields: Sequence[str], me
                 nested = lookup(summary, name)
                 row[name] = None if nested is _MISSING or isinstance(nested, (dict, list)) else nested
     for key, value in summary_leaves(summary):
+        key = f"summary.{key}" if key in PRICED else key  # the run's own cost measure is not its price
         if key not in row:
             row[key] = value
     return row
 
 
+PRICED = ("cost", "cost_per_correct")  # what costs.price_rows and group_cost write in a row
 SUMMARY_COLUMNS = 8  # a run's summary values shown as columns: the table stays readable
 NOT_LEAVES = ("run_metadata", "ops")  # objects of a summary that describe the run, not measure it
 
@@ -484,7 +520,7 @@ def _drop_non_finite(row: dict) -> list:
         if isinstance(value, float) and not math.isfinite(value):
             row[key] = None
             notes.append({"run_id": row["run_id"], "file": "summary.json",
-                          "warning": f"{key} is {value!r} (not a finite number): shown as null"})
+                          "warning": f"{key} is not a finite number: shown as null"})
     return notes
 
 
@@ -544,25 +580,28 @@ def best_first(metric: Metric, column: str) -> str:
     return column if metric.lower_is_better else f"-{column}"
 
 
-def over_runs(values: list, prefix: str) -> dict:
+def over_runs(values: list, prefix: str, loss: bool = False) -> dict:
     """mean, sd, n and a Student's t interval of one summary value over a group's runs."""
     acc = stats.of(values)
     low = high = None
     if acc.n < MIN_RUNS_FOR_T:
         method = f"too few runs ({acc.n}) for an interval"
+    elif acc.sd is None:
+        method = "the values overflow a float"
     elif acc.sd == 0:
-        method = "the runs agree exactly: no spread to estimate an interval from"
+        method = f"the runs agree exactly: {NO_SPREAD}"
     else:
         critical = stats.t975(acc.n - 1)
-        low, high = stats.clip(*acc.interval(critical), stats.metric_range(min(values), max(values)))
+        low, high = stats.clip(*acc.interval(critical), stats.metric_range(min(values), max(values), loss))
         method = f"student t over {acc.n} runs"
     return {f"{prefix}_mean": acc.mean, f"{prefix}_sd": acc.sd, f"{prefix}_n": acc.n,
             f"{prefix}_ci95_low": low, f"{prefix}_ci95_high": high, f"{prefix}_interval": method}
 
 
-def pooled(means_of_runs: Iterable[dict]) -> dict:
+def pooled(means_of_runs: Iterable[dict], loss: bool = False) -> dict:
     """Per-example scores of several runs pooled, with the SE clustered by example."""
-    clusters = _sum_by_key(means_of_runs)
+    runs = list(means_of_runs)
+    clusters = _sum_by_key(runs)
     if not clusters:
         return dict.fromkeys(("results_mean", "results_se", "results_ci95_low", "results_ci95_high",
                               "results_clusters", "results_n", "results_interval"))
@@ -571,32 +610,38 @@ def pooled(means_of_runs: Iterable[dict]) -> dict:
     low = high = None
     if se is None:
         method = f"too few examples ({groups}) for an interval"
-    elif se == 0 and mean in (0.0, 1.0):  # every score 0, or every score 1: no spread to cluster
+    elif not math.isfinite(se) or mean is None or not math.isfinite(mean):
+        method = "the scores overflow a float"
+    elif se == 0 and mean in (0.0, 1.0) and all(v in (0.0, 1.0) for run in runs for v in run.values()):
+        # Every score 0, or every score 1: clustering has no spread to work with, Wilson does.
         (low, high), method = stats.wilson(groups if mean == 1.0 else 0, groups), f"wilson on {groups} examples"
+    elif se == 0:
+        method = f"every example's pooled score is the same: {NO_SPREAD}"
     else:
         values = [total / count for total, count in clusters.values()]
-        bounds = stats.metric_range(min(values), max(values))
-        low, high = stats.clip(mean - stats.t975(groups - 1) * se, mean + stats.t975(groups - 1) * se, bounds)
+        bounds = stats.metric_range(min(values), max(values), loss)
+        low, high = stats.t_interval(mean, se, groups - 1, bounds)
         method = f"clustered by example, {groups} clusters"
     return {"results_mean": mean, "results_se": se, "results_ci95_low": low, "results_ci95_high": high,
             "results_clusters": groups, "results_n": result["n"], "results_interval": method}
 
 
-def _run_means(members: list, results: dict, metric: Metric, spool: Optional[ExampleSpool] = None):
+def _run_means(members: list, results: dict, metric: Metric, spool: Optional[ExampleSpool] = None,
+               by_task: bool = False):
     """Each member run's {example: mean score} (kept by the reading, else read again), skipping
-    runs without (readable) results."""
+    runs without (readable) results; by_task: keyed by (env_id, example)."""
     for row in members:
         path = results.get(row["run_id"])
         if path is None or row.get("n") is None:
             continue
-        kept = spool.means(row["run_id"]) if spool is not None else None
-        if kept is not None:
-            yield kept
-            continue
-        try:
-            yield example_means(path, row["run_id"], metric.field)
-        except (BadJsonLine, OSError):
-            continue  # listed under errors already
+        means = spool.means(row["run_id"]) if spool is not None else None
+        if means is None:
+            try:
+                means = example_means(path, row["run_id"], metric.field)
+            except (BadJsonLine, OSError):
+                continue  # listed under errors already
+        task = cell_text(row.get("env_id"))
+        yield {(task, key): value for key, value in means.items()} if by_task else means
 
 
 def group_rows(rows: list, keys: Sequence[str], metric: Optional[Metric] = None, results: Optional[dict] = None,
@@ -606,16 +651,32 @@ def group_rows(rows: list, keys: Sequence[str], metric: Optional[Metric] = None,
     metric = metric or metric_of()
     groups = {}
     for row in rows:
-        groups.setdefault(tuple(cell_text(row.get(k)) for k in keys), []).append(row)
+        groups.setdefault(tuple(value_key(row.get(k)) for k in keys), []).append(row)
     out = []
     for members in groups.values():
         group = {k: members[0].get(k) for k in keys}
         group["runs"] = len(members)
-        group.update(over_runs([r[metric.name] for r in members if r.get(metric.name) is not None], metric.name))
-        group.update(pooled(_run_means(members, results or {}, metric, spool)))
+        group.update(over_runs([r[metric.name] for r in members if r.get(metric.name) is not None], metric.name,
+                               metric.lower_is_better))
+        # Runs of several tasks may number their examples alike (q0, q1...): an example is (task, id) then.
+        by_task = len({value_key(r.get("env_id")) for r in members}) > 1
+        group.update(pooled(_run_means(members, results or {}, metric, spool, by_task), metric.lower_is_better))
+        scored = [r for r in members if r.get("n") is not None]
+        if len(scored) == 1 and group["results_mean"] is not None:  # one run: its own interval, as its row shows
+            group.update(results_ci95_low=scored[0]["ci95_low"], results_ci95_high=scored[0]["ci95_high"],
+                         results_interval=f"one run: {scored[0]['interval']}")
         group.update(group_cost(members))
         out.append({k: stats.finite(v) for k, v in group.items()})
     return out
+
+
+def value_key(value):
+    """What groups and lists of distinct values compare a field by: a number by its value (0 and
+    0.0 are one temperature), anything else by its text."""
+    if type(value) is str:
+        return ("text", value)
+    number = _number(value)
+    return ("number", float(number)) if number is not None else ("text", cell_text(value))
 
 
 # ---------------------------------------------------------------- comparison
@@ -671,8 +732,11 @@ def compare_groups(root: Path, rows: list, by: str, value_a: str, value_b: str,
         members = [r for r in rows if matches(r.get(by), value) and r.get("n")]
         if not members:
             raise ConfigError(f"--compare-by {by}: no run with {by}={value} has per-example results")
+        by_task = len({value_key(r.get("env_id")) for r in members}) > 1  # as group_rows: (task, id)
         means = [_means_or_refuse(Path((dirs or {}).get(r["run_id"], root / r["run_id"])) / RESULTS, r["run_id"],
                                   metric, spool) for r in members]
+        means = [{(cell_text(r.get("env_id")), k): v for k, v in m.items()} if by_task else m
+                 for r, m in zip(members, means)]
         sides.append({key: total / count for key, (total, count) in _sum_by_key(means).items()})
     if not set(sides[0]) & set(sides[1]):
         raise ConfigError(f"--compare-by {by}: {value_a} and {value_b} share no example ids")
@@ -707,7 +771,7 @@ def paired(a: dict, b: dict, name_a: str, name_b: str, metric: Metric) -> dict:
             c_count += x == 0.0 and y == 1.0
         else:
             binary = False
-    bounds = stats.metric_range(low_value, high_value)
+    bounds = stats.metric_range(low_value, high_value, metric.lower_is_better)
     comparison = {
         "run_a": name_a, "run_b": name_b, "metric": metric.name, "lower_is_better": metric.lower_is_better,
         "n": diff.n, "only_a": len(a) - diff.n, "only_b": len(b) - diff.n,
@@ -715,13 +779,15 @@ def paired(a: dict, b: dict, name_a: str, name_b: str, metric: Metric) -> dict:
         "se_diff": diff.se, "ci95_low": None, "ci95_high": None, "binary": binary, "mcnemar": None,
         "test": None, "p_value": None, "mde80": None, "target_effect": None, "examples_needed": None,
     }
-    if diff.n > 1:
+    if diff.n > 1 and diff.sd == 0:  # the same difference on every shared example: nothing to test it against
+        comparison["test"] = "none: every shared example differs by exactly the same amount"
+    elif diff.n > 1 and diff.sd is not None:
         critical = stats.t975(diff.n - 1)
         low, high = diff.interval(critical)
         comparison["ci95_low"], comparison["ci95_high"] = stats.clip(low, high, stats.difference_range(bounds))
         comparison["test"], comparison["p_value"] = "paired t", stats.t_test_p(diff.mean, diff.se, diff.n - 1)
         comparison.update(_power(diff.sd, diff.n, bounds, mean_a.mean, mean_b.mean))
-    if binary:
+    if binary and diff.n:
         p_value = stats.mcnemar_exact_p(b_count, c_count)
         comparison["mcnemar"] = {"b": b_count, "c": c_count, "p_value": p_value}
         comparison["test"], comparison["p_value"] = "mcnemar exact", p_value
@@ -740,8 +806,15 @@ def _power(sd: float, n: int, bounds: tuple, mean_a: float, mean_b: float) -> di
 
 def verdict(c: dict) -> str:
     """The comparison in plain words: which side is better, by how much, how sure."""
-    if c["n"] < 2 or c["p_value"] is None:
+    if c["n"] < 2:
         return f"too few shared examples ({c['n']}) to compare"
+    if c["p_value"] is None:
+        if c["mean_diff"] == 0:
+            return f"no difference: the same score on every one of the {c['n']} shared examples"
+        if c["sd_diff"] == 0:
+            return (f"{c['run_b']} - {c['run_a']} is exactly {c['mean_diff']:.3g} on every one of the {c['n']} shared "
+                    "examples (no spread: no interval or p-value)")
+        return f"the scores overflow a float: no comparison of {c['n']} shared examples"
     sign = -1 if c["lower_is_better"] else 1
     gain = sign * c["mean_diff"]
     if c["p_value"] < ALPHA and gain != 0:
@@ -751,6 +824,10 @@ def verdict(c: dict) -> str:
         return (f"{winner} better than {loser} by {abs(c['mean_diff']):.3g} "
                 f"[{bounds[0]:.3g}, {bounds[1]:.3g}], p = {c['p_value']:.2g} ({c['test']})")
     text = f"no detectable difference (p = {c['p_value']:.2g}, {c['test']})"
+    if c["ci95_low"] is not None and (c["ci95_low"] > 0 or c["ci95_high"] < 0):
+        # McNemar's exact test and the t interval, an approximation, can fall either side of 5%.
+        text += (f"; borderline: the approximate interval [{c['ci95_low']:.3g}, {c['ci95_high']:.3g}] "
+                 "leaves out 0")
     if c["examples_needed"]:
         text += (f": {c['n']} examples detect {c['mde80']:.3g} at 80% power; would need "
                  f"~{c['examples_needed']} examples to see {c['target_effect']:.3g}")
@@ -760,7 +837,8 @@ def verdict(c: dict) -> str:
 # ---------------------------------------------------------------- rendering and writing
 
 
-def _cell(value) -> str:
+def table_cell(value) -> str:
+    """A value as a table shows it: floats to 4 places, JSON spelling for bools, '' for missing."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -772,12 +850,13 @@ def _time_cell(value) -> str:
     number = _number(value)
     if number is not None and EPOCH_RANGE[0] <= number < EPOCH_RANGE[1]:
         return human_time(number)
-    return _cell(value)
+    return table_cell(value)
 
 
-def markdown_table(records: list, columns: Sequence[str]) -> str:
-    # Epoch seconds in a time column read as dates.
-    cells = [_time_cell if TIME_COLUMN.search(c) else _cell for c in columns]
+def markdown_table(records: list, columns: Sequence[str], plain: Sequence[str] = ()) -> str:
+    """The records as a Markdown table: floats to 4 places, epoch seconds in a time column as dates,
+    the plain columns (a group's own values: temperature 0.7) as they are."""
+    cells = [cell_text if c in plain else _time_cell if TIME_COLUMN.search(c) else table_cell for c in columns]
     body = [[cell(r.get(c)) for cell, c in zip(cells, columns)] for r in records]
     return pipe_table(body, columns)
 
@@ -803,26 +882,35 @@ def _p(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def comparison_markdown(comparison: dict) -> str:
-    c = comparison
+def comparison_title(c: dict) -> str:
     what = f" ({c['compare_by']})" if c.get("compare_by") else ""
-    lines = [f"## Comparison{what}: {c['run_b']} - {c['run_a']}, {c['metric']}"
-             + (" (lower is better)" if c["lower_is_better"] else ""), "",
-             f"- **{c['verdict']}**",
-             f"- shared examples: {c['n']} (only in {c['run_a']}: {c['only_a']}, only in {c['run_b']}: {c['only_b']})",
-             f"- mean {c['run_a']}: {_p(c['mean_a'])}, mean {c['run_b']}: {_p(c['mean_b'])}",
-             f"- mean difference (B - A): {_p(c['mean_diff'])}, 95% interval "
+    return f"Comparison{what}: {c['run_b']} - {c['run_a']}, {c['metric']}" + (
+        " (lower is better)" if c["lower_is_better"] else "")
+
+
+def comparison_lines(c: dict) -> list:
+    """The comparison as lines of text, the verdict first, each formula named (markdown and html)."""
+    lines = [c["verdict"],
+             f"shared examples: {c['n']} (only in {c['run_a']}: {c['only_a']}, only in {c['run_b']}: {c['only_b']})",
+             f"on the shared examples: mean {c['run_a']} {_p(c['mean_a'])}, mean {c['run_b']} {_p(c['mean_b'])}",
+             f"mean difference (B - A): {_p(c['mean_diff'])}, 95% interval "
              f"[{_p(c['ci95_low'])}, {_p(c['ci95_high'])}] (mean +/- t(0.975, n-1) * sd / sqrt(n), Student's t)"]
     if c["mcnemar"]:
         m = c["mcnemar"]
-        lines.append(f"- McNemar exact test: b (A right, B wrong) = {m['b']}, c (A wrong, B right) = {m['c']}, "
-                     f"p = {m['p_value']:.4g}")
+        one, zero = ("wrong", "right") if c["lower_is_better"] else ("right", "wrong")  # an error metric's 1 is wrong
+        lines.append(f"McNemar exact test: b (A 1 and B 0: A {one}, B {zero}) = {m['b']}, "
+                     f"c (A 0 and B 1: A {zero}, B {one}) = {m['c']}, p = {m['p_value']:.4g}")
     elif c["p_value"] is not None:
-        lines.append(f"- paired t test (scores are not all 0/1, so no McNemar): p = {c['p_value']:.4g}")
+        lines.append(f"paired t test (scores are not all 0/1, so no McNemar): p = {c['p_value']:.4g}")
     if c["mde80"] is not None:
-        lines.append(f"- minimum detectable effect at 80% power, 5% two-sided, n = {c['n']}: {c['mde80']:.4g} "
+        lines.append(f"minimum detectable effect at 80% power, 5% two-sided, n = {c['n']}: {c['mde80']:.4g} "
                      "((z_0.975 + z_0.80) * sd / sqrt(n))")
-    return "\n".join(lines)
+    return lines
+
+
+def comparison_markdown(comparison: dict) -> str:
+    verdict_line, *rest = comparison_lines(comparison)
+    return "\n".join([f"## {comparison_title(comparison)}", "", f"- **{verdict_line}**", *(f"- {line}" for line in rest)])
 
 
 def _warnings_markdown(warnings: list) -> list:
@@ -900,7 +988,8 @@ def report_markdown(doc: dict) -> str:
     if doc.get("groups") is not None:
         keys = doc["group_by"]
         parts += [f"## Groups by {', '.join(keys)}", "",
-                  markdown_table(doc["groups"], shown_columns(doc["groups"], group_columns(keys, metric["name"], doc["groups"]), keys)),
+                  markdown_table(doc["groups"], shown_columns(doc["groups"], group_columns(keys, metric["name"], doc["groups"]),
+                                                              keys), plain=keys),
                   "",
                   f"{metric['name']}_*: over the runs' summary values; results_*: over their examples; "
                   f"ci95: {INTERVALS['groups']}.", ""]
@@ -933,30 +1022,40 @@ def require_matplotlib():
     return plt
 
 
-def _group_bars(doc: dict) -> tuple:
-    """(bars, interval method) of each group: pooled examples where the runs have them, else the
-    runs' summary values."""
-    bars, methods, name = [], set(), doc["metric"]["name"]
-    for g in doc["groups"]:
-        label = " / ".join(cell_text(g[k]) for k in doc["group_by"])
-        for prefix, method in (("results", "clustered by example"), (name, "Student's t over runs")):
-            if g[f"{prefix}_mean"] is not None:
-                bars.append((label, g[f"{prefix}_mean"], g[f"{prefix}_ci95_low"], g[f"{prefix}_ci95_high"]))
-                methods.add(method if g[f"{prefix}_ci95_low"] is not None else "none")
-                break
-    return bars, methods
+def method_name(interval: Optional[str]) -> Optional[str]:
+    """The name of the formula an interval's method text names (None: no interval)."""
+    text = (interval or "").removeprefix("one run: ")
+    for start, name in (("wilson", "Wilson"), ("clustered", "clustered by example"),
+                        ("student t over", "Student's t over runs"), ("student t", "Student's t")):
+        if text.startswith(start):
+            return name
+    return None
 
 
-def _run_bars(doc: dict) -> tuple:
+def plot_bars(doc: dict) -> tuple:
+    """([(label, mean, low, high)], [the interval methods used, by name]) of each group (pooled
+    examples where its runs have them, else the runs' summary values), else of each run; what
+    the PNG plot and report.html's chart both draw."""
     bars, methods, name = [], set(), doc["metric"]["name"]
-    for r in doc["rows"]:
-        if r.get("mean") is not None:
-            bars.append((r["run_id"], r["mean"], r["ci95_low"], r["ci95_high"]))
-            methods.add({"wilson": "Wilson", "normal": "normal approximation"}.get(r.get("interval"), "none"))
-        elif r.get(name) is not None:
-            bars.append((r["run_id"], r[name], None, None))
-            methods.add("none")
-    return bars, methods
+    if doc.get("groups") is not None:
+        for g in doc["groups"]:
+            label = " / ".join(cell_text(g[k]) for k in doc["group_by"])
+            for prefix in ("results", name):
+                if g.get(f"{prefix}_mean") is not None:
+                    low, high = g.get(f"{prefix}_ci95_low"), g.get(f"{prefix}_ci95_high")
+                    bars.append((label, g[f"{prefix}_mean"], low, high))
+                    methods.add(method_name(g.get(f"{prefix}_interval")) if low is not None else None)
+                    break
+    else:
+        for r in doc["rows"]:
+            if r.get("mean") is not None:
+                bars.append((r["run_id"], r["mean"], r["ci95_low"], r["ci95_high"]))
+                methods.add(method_name(r.get("interval")) if r["ci95_low"] is not None else None)
+            elif r.get(name) is not None:
+                bars.append((r["run_id"], r[name], None, None))
+                methods.add(None)
+    named = sorted(m for m in methods if m)
+    return bars, named + (["none on some bars"] if None in methods and named else [] if named else ["no interval"])
 
 
 def _short(label: str, width: int = 32) -> str:
@@ -967,15 +1066,15 @@ def plot_report(doc: dict, path: Path) -> None:
     """A PNG bar chart: each group's (else each run's) mean with its 95% interval as error bars
     where there is one; the axis names the metric and the interval method."""
     plt = require_matplotlib()
-    bars, methods = _group_bars(doc) if doc.get("groups") is not None else _run_bars(doc)
+    bars, methods = plot_bars(doc)
     if not bars:
         raise ConfigError(f"--plot: no run or group has a {doc['metric']['name']} to plot")
     heights = [b[1] for b in bars]
     # An interval holds its mean; max(0, ...) keeps rounding from ever making a negative error bar.
-    low = [max(0.0, b[1] - b[2]) if b[2] is not None else 0.0 for b in bars]
-    high = [max(0.0, b[3] - b[1]) if b[3] is not None else 0.0 for b in bars]
-    named = sorted(m for m in methods if m != "none") or ["no interval"]
-    ylabel = f"{doc['metric']['name']}: mean, 95% interval ({', '.join(named)})"
+    # A bar without an interval gets none drawn (NaN), not a flat cap that reads as certainty.
+    low = [max(0.0, b[1] - b[2]) if b[2] is not None else math.nan for b in bars]
+    high = [max(0.0, b[3] - b[1]) if b[3] is not None else math.nan for b in bars]
+    ylabel = f"{doc['metric']['name']}: mean, 95% interval ({', '.join(methods)})"
     figure, axes = plt.subplots(figsize=(min(48.0, max(6.0, 0.45 * len(bars) + 2)), 5.2))
     try:
         axes.bar(range(len(bars)), heights, yerr=[low, high], capsize=3, color="#4c72b0")
@@ -1238,8 +1337,17 @@ EPOCH_RANGE = (1e9, 1e10)  # 2001..2286: a number of seconds since 1970 that is 
 
 
 def _distinct(values, width: int = 60) -> list:
-    """The distinct values as text (each at most width characters: they come from the pod)."""
-    return sorted({cell_text(v)[:width] for v in values if v is not None}, key=natural_key)
+    """The distinct values as text (a number once whatever its spelling: 0 and 0.0), naturally
+    sorted; each at most width characters (they come from the pod)."""
+    seen = {}
+    for value in values:
+        if value is not None:
+            seen.setdefault(value_key(value), value)
+    return sorted({_shown(v, width) for v in seen.values()}, key=natural_key)
+
+
+def _shown(value, width: int = 60) -> str:
+    return cell_text(value)[:width]
 
 
 def report_header(rows: list, facts: list, failed: list, scope: str) -> dict:
@@ -1272,24 +1380,13 @@ def models_by_task(rows: list, metric: Metric, results: Optional[dict] = None,
     tasks = _distinct(r.get("env_id") for r in rows)
     if len(models) < 2 and len(tasks) < 2:
         return None
-    members = {}
-    for row in rows:
-        members.setdefault((cell_text(row.get("model_id")), cell_text(row.get("env_id"))), []).append(row)
     table = {}
     for group in group_rows(rows, ("model_id", "env_id"), metric, results, spool):
-        model, task = cell_text(group["model_id"]), cell_text(group["env_id"])
-        runs = members[(model, task)]
-        scored = [r for r in runs if r.get("mean") is not None]
-        if len(runs) == 1 and scored:
-            cell = {"mean": scored[0]["mean"], "ci95_low": scored[0]["ci95_low"],
-                    "ci95_high": scored[0]["ci95_high"], "interval": scored[0]["interval"]}
-        elif group["results_mean"] is not None:
-            cell = {k: group[f"results_{k}"] for k in ("mean", "ci95_low", "ci95_high", "interval", "clusters")}
-        elif group[f"{metric.name}_mean"] is not None:
-            cell = {k: group[f"{metric.name}_{k}"] for k in ("mean", "ci95_low", "ci95_high", "interval", "sd")}
-        else:
+        prefix = "results" if group["results_mean"] is not None else metric.name
+        if group[f"{prefix}_mean"] is None:
             continue
-        table.setdefault(model, {})[task] = {**cell, "n": len(runs)}
+        cell = {k: group.get(f"{prefix}_{k}") for k in ("mean", "ci95_low", "ci95_high", "interval", "clusters")}
+        table.setdefault(_shown(group["model_id"]), {})[_shown(group["env_id"])] = {**cell, "n": group["runs"]}
     return {"models": models or [""], "tasks": tasks or [""], "cells": table, "metric": metric.name}
 
 

@@ -16,7 +16,8 @@ from typing import Optional
 
 from .costs import spent_text
 from .examples import ExampleSpool, examples_of, json_block
-from .report import MODELS_BY_TASK, group_columns, models_by_task_rows, shown_columns
+from .report import (MODELS_BY_TASK, cell_text, comparison_lines, comparison_title, group_columns, models_by_task_rows,
+                     plot_bars, shown_columns, table_cell)
 from .validate import BadJsonLine, json_lines
 
 METRICS = "metrics.jsonl"  # a run's logged steps (the script's, or the supervisor's from metrics_from_log)
@@ -38,46 +39,21 @@ def _e(value) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _cell(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def table_html(records: list, columns, css_class: str = "") -> str:
+def table_html(records: list, columns, css_class: str = "", plain=()) -> str:
+    """An escaped table: floats to 4 places, the plain columns (a group's own values) as they are."""
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_e(_cell(r.get(c)))}</td>" for c in columns) + "</tr>" for r in records)
+    cells = [cell_text if c in plain else table_cell for c in columns]
+    body = "".join("<tr>" + "".join(f"<td>{_e(cell(r.get(c)))}</td>" for cell, c in zip(cells, columns)) + "</tr>"
+                   for r in records)
     return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-def bars_of(doc: dict) -> tuple:
-    """[(label, mean, low, high)] of the groups (else the runs), and what the interval is."""
-    name = doc["metric"]["name"]
-    if doc.get("groups") is not None:
-        bars = []
-        for g in doc["groups"]:
-            label = " / ".join(_cell(g.get(k)) for k in doc["group_by"])
-            for prefix in ("results", name):
-                if g.get(f"{prefix}_mean") is not None:
-                    bars.append((label, g[f"{prefix}_mean"], g.get(f"{prefix}_ci95_low"), g.get(f"{prefix}_ci95_high")))
-                    break
-        return bars, "per group: examples pooled, clustered by example (else Student's t over runs)"
-    bars = [(r["run_id"], r["mean"], r.get("ci95_low"), r.get("ci95_high")) for r in doc["rows"]
-            if r.get("mean") is not None]
-    bars += [(r["run_id"], r[name], None, None) for r in doc["rows"] if r.get("mean") is None and r.get(name) is not None]
-    return bars, "per run: Wilson's interval for 0/1 scores, else the normal approximation"
 
 
 def plot_svg(doc: dict) -> str:
     """A bar per group (or run) with its 95% interval as a whisker, on an axis that holds them all."""
-    bars, method = bars_of(doc)
-    if not bars:
+    every, methods = plot_bars(doc)
+    if not every:
         return ""
-    bars = bars[:PLOT_BARS]
+    bars = every[:PLOT_BARS]
     values = [v for b in bars for v in b[1:] if v is not None]
     low, high = min(0.0, *values), max(1.0 if max(values) <= 1 else max(values), *values)
     width, height, left, bottom, step = max(420, 60 + 34 * len(bars)), 300, 50, 90, 34
@@ -106,8 +82,10 @@ def plot_svg(doc: dict) -> str:
         parts.append(f'<text x="{x + 4}" y="{height - bottom + 12}" class="label" '
                      f'transform="rotate(40 {x + 4} {height - bottom + 12})">{_e(short)}</text>')
     parts.append("</svg>")
-    note = f"{_e(doc['metric']['name'])}: mean and 95% interval ({_e(method)})"
-    if len(bars_of(doc)[0]) > PLOT_BARS:
+    what = "per group: its runs' examples pooled (else their summary values)" if doc.get("groups") is not None \
+        else "per run"
+    note = f"{_e(doc['metric']['name'])}: mean and 95% interval, {what} ({_e(', '.join(methods))})"
+    if len(every) > PLOT_BARS:
         note += f"; the first {PLOT_BARS} shown"
     return f'<figure>{"".join(parts)}<figcaption>{note}</figcaption></figure>'
 
@@ -168,7 +146,7 @@ def curves_of(doc: dict, run_dirs: dict) -> tuple:
             break
         path = os.path.join(run_dirs.get(row["run_id"], ""), METRICS)
         if row["run_id"] in run_dirs and os.path.isfile(path):
-            label = " / ".join(_cell(row.get(k)) for k in doc.get("group_by") or ["run_id"])
+            label = " / ".join(table_cell(row.get(k)) for k in doc.get("group_by") or ["run_id"])
             runs.append((row["run_id"], label, _steps(row["run_id"], path)))
     metric = _curve_metric(doc, runs)
     if metric is None:
@@ -315,10 +293,11 @@ def page_parts(doc: dict, run_dirs: Optional[dict] = None) -> tuple:
     if doc.get("groups") is not None:
         keys = doc["group_by"]
         columns = shown_columns(doc["groups"], group_columns(keys, doc["metric"]["name"], doc["groups"]), keys)
-        parts.append(f"<h2>Groups by {_e(', '.join(keys))}</h2>" + table_html(doc["groups"], columns, "groups"))
+        parts.append(f"<h2>Groups by {_e(', '.join(keys))}</h2>" + table_html(doc["groups"], columns, "groups", keys))
     if doc.get("comparison"):
-        c = doc["comparison"]
-        parts.append(f"<h2>Comparison: {_e(c['run_b'])} - {_e(c['run_a'])}</h2><p><b>{_e(c['verdict'])}</b></p>")
+        verdict_line, *rest = comparison_lines(doc["comparison"])
+        parts.append(f"<h2>{_e(comparison_title(doc['comparison']))}</h2><ul class=\"comparison\">"
+                     f"<li><b>{_e(verdict_line)}</b></li>" + "".join(f"<li>{_e(line)}</li>" for line in rest) + "</ul>")
     if doc["not_succeeded"]:
         parts.append(f"<h2>Not succeeded ({len(doc['not_succeeded'])})</h2>"
                      + table_html(doc["not_succeeded"], ("run_id", "state", "failure_class", "reason"), "failed"))

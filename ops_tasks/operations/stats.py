@@ -44,8 +44,11 @@ class Welford:
 
     @property
     def sd(self) -> Optional[float]:
-        """Sample standard deviation (n - 1); None below two values."""
-        return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else None
+        """Sample standard deviation (n - 1); None below two values, or where the sum of squares
+        overflowed (inf - inf, from values near the float limit, is no spread)."""
+        if self.n < 2 or not self.m2 >= 0:
+            return None
+        return math.sqrt(self.m2 / (self.n - 1))
 
     @property
     def se(self) -> Optional[float]:
@@ -72,10 +75,11 @@ def finite(value):
 # ---------------------------------------------------------------- ranges and intervals
 
 
-def metric_range(minimum: float, maximum: float) -> tuple:
+def metric_range(minimum: float, maximum: float, loss: bool = False) -> tuple:
     """The range a metric's mean may take, judged from the values seen: [0, 1] when all lie in it
-    (rewards, accuracies), [0, inf) when none is negative (losses, perplexities), else unbounded."""
-    if minimum >= 0 and maximum <= 1:
+    (rewards, accuracies), [0, inf) when none is negative, else unbounded. A loss (lower is
+    better) has no upper bound, whatever values this eval happened to give."""
+    if minimum >= 0 and maximum <= 1 and not loss:
         return (0.0, 1.0)
     return (0.0, math.inf) if minimum >= 0 else UNBOUNDED
 
@@ -105,6 +109,13 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple:
 def normal_interval(mean: float, se: float, bounds: tuple = UNBOUNDED, z: float = Z95) -> tuple:
     """mean +/- z * se, inside the metric's range."""
     return clip(mean - z * se, mean + z * se, bounds)
+
+
+def t_interval(mean: float, se: float, df: int, bounds: tuple = UNBOUNDED) -> tuple:
+    """mean +/- t(0.975, df) * se, inside the metric's range: at 1,000 examples the same as
+    1.96 se, at a handful honestly wider."""
+    critical = t975(df)
+    return clip(mean - critical * se, mean + critical * se, bounds)
 
 
 # ---------------------------------------------------------------- Student's t

@@ -286,9 +286,10 @@ def attempt_dirs(path: str) -> list:
 def winning_attempt(path: str, run_id: str) -> tuple:
     """(directory, attempt number or None, verdict) that stands for a run: the latest attempt
     (the top of its directory) unless it did not succeed and an earlier attempt did, so a run id
-    counts once, by its latest success."""
+    counts once, by its latest success. A latest attempt still queued or running stands itself
+    (unfinished): a re-run in flight is not done, whatever an earlier attempt said."""
     verdict = dir_verdict(path, run_id)
-    if verdict.ok:
+    if verdict.ok or verdict.state == UNFINISHED:
         return path, None, verdict
     for number, attempt in attempt_dirs(path):
         earlier = dir_verdict(attempt, run_id)
@@ -342,5 +343,7 @@ def validate_root(root, run_ids=None) -> dict:
               "invalid": invalid, "failed": failed, "unfinished": unfinished,
               "earlier_attempts": earlier}
     if not runs:
-        report["error"] = f"no run directories under {root}"
+        report["error"] = (f"none of the {len(missing)} runs in scope is under {root} (not fetched?)" if missing
+                           else "no run in scope: the submission names none" if run_ids is not None
+                           else f"no run directories under {root}")
     return report
