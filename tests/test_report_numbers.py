@@ -172,3 +172,30 @@ def test_a_summarys_own_cost_is_not_the_price_of_the_run(tmp_path):
 
     assert doc["rows"][0]["summary.cost"] == 123.45 and "cost" not in doc["rows"][0]
     assert "cost" not in doc["header"]
+
+
+def test_sorting_nested_keys_ids_and_what_a_compare_cannot_pair(tmp_path):
+    from ops_tasks.errors import ConfigError
+
+    for run_id, model, lr in (("r1", "Qwen3-32B", 0.1), ("r2", "Qwen3-4B", 0.2), ("r10", "Qwen3-0.6B", 0.1)):
+        make_run(tmp_path, run_id, summary={"ok": True, "avg_reward": 0.5, "timing": {"finished": 1.75e9}},
+                 metadata={"model_id": model, "config": {"optim": {"lr": lr}}},
+                 results="".join(json.dumps({"id": "", "reward": i % 2}) + "\n" for i in range(6)))
+    make_run(tmp_path, "scored-otherwise", summary={"ok": True}, metadata={"model_id": "other"},
+             results='{"id": "q1", "score": 1}\n')
+
+    doc = build_report(tmp_path, sort="model_id", group_by="config.optim.lr")
+    rows = {r["run_id"]: r for r in doc["rows"]}
+
+    assert [r["run_id"] for r in doc["rows"] if r["run_id"] in rows and r["model_id"] != "other"] == [
+        "r10", "r2", "r1"]  # 0.6B, 4B, 32B
+    assert sorted((g["config.optim.lr"], g["runs"]) for g in doc["groups"] if g["config.optim.lr"]) == [(0.1, 2), (0.2, 1)]
+    assert rows["r1"]["n"] == 6  # an empty id is no id: each line is its own example
+    assert "2025-06-15" in doc["markdown"]  # timing.finished is a time column
+    assert {"run_id": "scored-otherwise", "file": "results.jsonl",
+            "warning": "no line of 1 has a reward: no per-example statistics"} in doc["warnings"]
+    assert "6" in doc["header"]["examples"]  # num_examples unknown: the examples counted
+    with pytest.raises(ConfigError, match="compared with itself"):
+        build_report(tmp_path, compare=["r1", "r1"])
+    with pytest.raises(ConfigError, match="run scored-otherwise has no per-example reward"):
+        build_report(tmp_path, compare=["r1", "scored-otherwise"])

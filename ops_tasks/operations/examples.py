@@ -56,9 +56,11 @@ def _first(record: dict, names) -> Optional[str]:
 
 
 def _example_id(record: dict, number: int) -> str:
+    """The example's id as the report pairs it (report.example_key), a line number as text."""
     for name in ("id", "example_id", "index"):
-        if record.get(name) is not None:
-            return str(record[name])
+        value = record.get(name)
+        if value is not None and value != "":
+            return str(value)
     return f"line {number}"
 
 

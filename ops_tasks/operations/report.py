@@ -195,10 +195,12 @@ def scored_lines(path: str, run_id: str, field: str = "reward", tally: Optional[
 
 
 def example_key(record: dict, number: int):
-    """An example's id: `id`, else `example_id`, else `index`, else its line number."""
+    """An example's id: `id`, else `example_id`, else `index` (an empty one is none), else its line
+    number. Compared as text: 1 and "1" are one example (frameworks spell ids either way)."""
     for name in ("id", "example_id", "index"):
-        if record.get(name) is not None:
-            return str(record[name])
+        value = record.get(name)
+        if value is not None and value != "":
+            return str(value)
     return ("line", number)
 
 
@@ -325,6 +327,9 @@ def reward_stats(path: str, run_id: str, field: str = "reward", sink=None,
     except OSError as exc:
         return None, json_error(run_id, RESULTS, exc)
     if result is None and not tally.bad:
+        if tally.missing and field == "reward":  # rewards named otherwise (score?): say so, not a blank row
+            return {**dict.fromkeys(STAT_COLUMNS), "unscored": tally.missing,
+                    "unscored_lines": f"no line of {tally.missing} has a {field}: no per-example statistics"}, None
         return None, None
     result = result or dict.fromkeys(STAT_COLUMNS)
     unscored = tally.bad + (tally.missing if result["n"] else 0)
@@ -472,9 +477,12 @@ def _row_of(run_id: str, summary: dict, sources: list, fields: Sequence[str], me
     for name in fields:
         if name not in row:
             row[name] = _field(sources, (name,))
-            if row[name] is None:  # a nested summary key (--sort last_eval.val), however deep in the file
-                nested = lookup(summary, name)
-                row[name] = None if nested is _MISSING or isinstance(nested, (dict, list)) else nested
+            # A nested key (--sort last_eval.val, --group-by config.lr): the summary's, else the metadata's.
+            for source in ([summary, *sources] if row[name] is None and "." in name else ()):
+                nested = lookup(source, name)
+                if nested is not _MISSING and not isinstance(nested, (dict, list)) and nested is not None:
+                    row[name] = nested
+                    break
     for key, value in summary_leaves(summary):
         key = f"summary.{key}" if key in PRICED else key  # the run's own cost measure is not its price
         if key not in row:
@@ -567,10 +575,10 @@ def sort_rows(rows: list, key: str) -> list:
     present = [r for r in rows if r.get(name) is not None]
     absent = [r for r in rows if r.get(name) is None]
 
-    def order(row):
+    def order(row):  # numbers first, by value; then text, naturally (Qwen3-4B before Qwen3-32B)
         value = row[name]
         number = _number(value)
-        return (0, number, "") if number is not None else (1, 0, cell_text(value))
+        return (0, number, ()) if number is not None else (1, 0, natural_key(value))
 
     return sorted(present, key=order, reverse=descending) + absent
 
@@ -716,6 +724,9 @@ def compare_runs(root: Path, run_a: str, run_b: str, metric: Optional[Metric] = 
     metric = metric or metric_of()
     paths = [_run_results(root, run_id, dirs) for run_id in (run_a, run_b)]
     a, b = (_means_or_refuse(path, run_id, metric, spool) for path, run_id in zip(paths, (run_a, run_b)))
+    for run_id, means in ((run_a, a), (run_b, b)):
+        if not means:
+            raise ConfigError(f"--compare: run {run_id} has no per-example {metric.field} in its {RESULTS}")
     if not set(a) & set(b):
         raise ConfigError(f"--compare: runs {run_a} and {run_b} share no example ids")
     return paired(a, b, run_a, run_b, metric)
@@ -1106,6 +1117,8 @@ def _check_flags(group_by, sort, compare, compare_by) -> None:
         raise ConfigError("--sort: expected a column name (prefix '-' for descending)")
     if compare and len(compare) != 2:
         raise ConfigError(f"--compare takes two run ids (RUN_A,RUN_B), got {len(compare)}")
+    if compare and compare[0] == compare[1]:
+        raise ConfigError(f"--compare {compare[0]},{compare[1]}: a run compared with itself says nothing")
     if compare_by is not None and not compare:
         raise ConfigError("--compare-by FIELD needs --compare VALUE_A,VALUE_B (two values of FIELD)")
 
@@ -1332,7 +1345,7 @@ def human_time(epoch) -> str:
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-TIME_COLUMN = re.compile(r"(^|_)(at|started|finished|updated|time|timestamp|heartbeat)$")
+TIME_COLUMN = re.compile(r"(^|[_.])(at|started|finished|updated|time|timestamp|heartbeat)$")
 EPOCH_RANGE = (1e9, 1e10)  # 2001..2286: a number of seconds since 1970 that is a date
 
 
@@ -1366,7 +1379,8 @@ def report_header(rows: list, facts: list, failed: list, scope: str) -> dict:
             "temperature": _distinct(f["temperature"] for f in facts),
             "max_tokens": _distinct(f["max_tokens"] for f in facts),
             "rollouts": _distinct(r.get("rollouts") for r in rows),
-            "examples": _distinct(r.get("num_examples") for r in rows),
+            "examples": _distinct(r.get("num_examples") if r.get("num_examples") is not None else r.get("n")
+                                  for r in rows),
             "runs": sum(states.values()), "states": dict(sorted(states.items()))}
 
 
