@@ -1165,8 +1165,8 @@ def _in_workers(read, runs: list, workers: int) -> Optional[tuple]:
     try:
         with ProcessPoolExecutor(workers) as pool:
             parts = list(pool.map(read, [runs[i:i + size] for i in range(0, len(runs), size)]))
-    except (OSError, NotImplementedError, BrokenProcessPool):
-        return None
+    except (OSError, RuntimeError, BrokenProcessPool):  # RuntimeError: a platform without working semaphores
+        return None  # (what a bug in `read` raises, the caller's own reading raises again)
     rows, errors, warnings, dirs, kept = [], [], [], {}, []
     for part_rows, part_errors, part_warnings, part_dirs, part_kept in parts:
         rows += part_rows
