@@ -55,13 +55,20 @@ def _first(record: dict, names) -> Optional[str]:
     return None
 
 
-def _example_id(record: dict, number: int) -> str:
-    """The example's id as the report pairs it (report.example_key), a line number as text."""
+def example_key(record: dict, number: int):
+    """An example's id, as the report pools and pairs it: `id`, else `example_id`, else `index` (an
+    empty one is none), else its line number. Compared as text: 1 and "1" are one example
+    (frameworks spell ids either way)."""
     for name in ("id", "example_id", "index"):
         value = record.get(name)
         if value is not None and value != "":
             return str(value)
-    return f"line {number}"
+    return ("line", number)
+
+
+def _example_id(record: dict, number: int) -> str:
+    key = example_key(record, number)
+    return key if isinstance(key, str) else f"line {number}"
 
 
 def _reward(record: dict, field: str):

@@ -38,7 +38,7 @@ from ..files import write_atomic
 from ..verdicts import run_verdict
 from . import stats
 from .costs import group_cost, price_rows, project_of, spent_text, total as total_cost, usage_of
-from .examples import ExampleSpool, MeansCollector
+from .examples import ExampleSpool, MeansCollector, example_key
 from .run_config import RUN_ID
 from .validate import (RECORD, RESULTS, BadJsonLine, RunListing, checked_root, json_error, json_lines, json_or_unreadable,
                        run_dirs, winning_attempt, with_supervisor_record)
@@ -192,16 +192,6 @@ def scored_lines(path: str, run_id: str, field: str = "reward", tally: Optional[
             tally.add_bad(number, value)
             continue
         yield example_key(record, number), score
-
-
-def example_key(record: dict, number: int):
-    """An example's id: `id`, else `example_id`, else `index` (an empty one is none), else its line
-    number. Compared as text: 1 and "1" are one example (frameworks spell ids either way)."""
-    for name in ("id", "example_id", "index"):
-        value = record.get(name)
-        if value is not None and value != "":
-            return str(value)
-    return ("line", number)
 
 
 def _segments(lines):
