@@ -193,11 +193,14 @@ def test_a_run_that_wrote_no_summary_yet_is_listed_by_its_status_not_as_an_unrea
         run = make_run(tmp_path, run_id, status={"state": state, "failure_class": "oom" if state == "failed" else None})
         (run / "summary.json").unlink()
 
+    make_run(tmp_path, "empty", summary={})  # a summary, empty, and no status: not a success
+
     doc = build_report(tmp_path)
 
     assert {f["run_id"]: f["state"] for f in doc["not_succeeded"]} == {"running": "unfinished", "lost": "lost",
-                                                                       "crashed": "failed"}
-    assert doc["errors"] == [] and doc["header"]["states"] == {"failed": 1, "lost": 1, "succeeded": 1, "unfinished": 1}
+                                                                       "crashed": "failed", "empty": "bad_summary"}
+    assert doc["errors"] == [] and doc["header"]["states"] == {"bad_summary": 1, "failed": 1, "lost": 1,
+                                                               "succeeded": 1, "unfinished": 1}
     assert [r["run_id"] for r in doc["rows"]] == ["done"]
 
 

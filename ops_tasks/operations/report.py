@@ -419,7 +419,7 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optiona
         return None, [{"run_id": run_id, "file": "summary.json", "line": None, "column": None,
                        "error": "missing (run not finished, or not fetched)"}], warnings
     else:  # queued, running, lost, failed before it wrote one: the supervisor's status says which
-        summary = {}
+        summary = None
     metadata = None
     if listing.is_file("run_metadata.json"):
         metadata, error = _load_object(listing, run_id, "run_metadata.json")
@@ -430,8 +430,8 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optiona
     if listing.has(RECORD[0]):
         metadata = with_supervisor_record(metadata, path, run_id)
     sources = _sources(metadata, summary)
-    row = _row_of(run_id, summary, sources, fields, metric)
-    verdict = run_verdict(status, summary or None)
+    row = _row_of(run_id, summary or {}, sources, fields, metric)
+    verdict = run_verdict(status, summary)
     row.update(ok=verdict.ok, state=verdict.state, failure_class=verdict.failure_class, reason=verdict.reason)
     row[FACTS] = _facts(sources, metadata)
     # What the run's cost is worked out from, once its submission's price is looked up (build_report).
