@@ -171,6 +171,9 @@ class ExampleSpool:
         self.close()
 
     def close(self) -> None:
+        if self._file is not None:  # this process's part (a report read in one process wrote here)
+            self._file.close()
+            self._file = None
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __getstate__(self):

@@ -638,8 +638,17 @@ def _run_means(members: list, results: dict, metric: Metric, spool: Optional[Exa
                 means = example_means(path, row["run_id"], metric.field)
             except (BadJsonLine, OSError):
                 continue  # listed under errors already
-        task = cell_text(row.get("env_id"))
-        yield {(task, key): value for key, value in means.items()} if by_task else means
+        yield _keyed_by_task(row, means) if by_task else means
+
+
+def _spans_tasks(members: list) -> bool:
+    """Runs of several tasks may number their examples alike (q0, q1...): an example is (task, id) then."""
+    return len({value_key(r.get("env_id")) for r in members}) > 1
+
+
+def _keyed_by_task(row: dict, means: dict) -> dict:
+    task = cell_text(row.get("env_id"))
+    return {(task, key): value for key, value in means.items()}
 
 
 def group_rows(rows: list, keys: Sequence[str], metric: Optional[Metric] = None, results: Optional[dict] = None,
@@ -656,9 +665,8 @@ def group_rows(rows: list, keys: Sequence[str], metric: Optional[Metric] = None,
         group["runs"] = len(members)
         group.update(over_runs([r[metric.name] for r in members if r.get(metric.name) is not None], metric.name,
                                metric.lower_is_better))
-        # Runs of several tasks may number their examples alike (q0, q1...): an example is (task, id) then.
-        by_task = len({value_key(r.get("env_id")) for r in members}) > 1
-        group.update(pooled(_run_means(members, results or {}, metric, spool, by_task), metric.lower_is_better))
+        group.update(pooled(_run_means(members, results or {}, metric, spool, _spans_tasks(members)),
+                            metric.lower_is_better))
         scored = [r for r in members if r.get("n") is not None]
         if len(scored) == 1 and group["results_mean"] is not None:  # one run: its own interval, as its row shows
             group.update(results_ci95_low=scored[0]["ci95_low"], results_ci95_high=scored[0]["ci95_high"],
@@ -733,11 +741,10 @@ def compare_groups(root: Path, rows: list, by: str, value_a: str, value_b: str,
         members = [r for r in rows if matches(r.get(by), value) and r.get("n")]
         if not members:
             raise ConfigError(f"--compare-by {by}: no run with {by}={value} has per-example results")
-        by_task = len({value_key(r.get("env_id")) for r in members}) > 1  # as group_rows: (task, id)
+        by_task = _spans_tasks(members)  # as group_rows: an example is (task, id)
         means = [_means_or_refuse(Path((dirs or {}).get(r["run_id"], root / r["run_id"])) / RESULTS, r["run_id"],
                                   metric, spool) for r in members]
-        means = [{(cell_text(r.get("env_id")), k): v for k, v in m.items()} if by_task else m
-                 for r, m in zip(members, means)]
+        means = [_keyed_by_task(r, m) if by_task else m for r, m in zip(members, means)]
         sides.append({key: total / count for key, (total, count) in _sum_by_key(means).items()})
     if not set(sides[0]) & set(sides[1]):
         raise ConfigError(f"--compare-by {by}: {value_a} and {value_b} share no example ids")

@@ -106,11 +106,6 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple:
     return max(0.0, low), min(1.0, high)
 
 
-def normal_interval(mean: float, se: float, bounds: tuple = UNBOUNDED, z: float = Z95) -> tuple:
-    """mean +/- z * se, inside the metric's range."""
-    return clip(mean - z * se, mean + z * se, bounds)
-
-
 def t_interval(mean: float, se: float, df: int, bounds: tuple = UNBOUNDED) -> tuple:
     """mean +/- t(0.975, df) * se, inside the metric's range: at 1,000 examples the same as
     1.96 se, at a handful honestly wider."""
