@@ -2,18 +2,12 @@
 (docs/ARCHITECTURE.md, "Quoting, ids and secrets")."""
 
 import os
-import re
 
-SECRET_NAMES = frozenset({"WANDB_API_KEY", "HF_TOKEN", "OPENAI_API_KEY"})
-_SECRET_PARTS = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASS|CREDENTIAL", re.IGNORECASE)
-MASK = "***"
+from .runtime.contract import MASK, SECRET_NAMES
+from .runtime.contract import is_secret as is_secret_name  # env names: the pod's rule, one copy
+
 # Values this short would mask ordinary words ("1", "yes") all over the output.
 _MIN_MASKED_LENGTH = 4
-
-
-def is_secret_name(name: str) -> bool:
-    """True for env names whose values must never be shown."""
-    return name.upper() in SECRET_NAMES or bool(_SECRET_PARTS.search(name))
 
 
 # Run-config keys are judged by whole words: `max_tokens` and `tokenizer` are ordinary eval flags,

@@ -11,9 +11,11 @@ import time
 import pytest
 
 from conftest import module_client, module_pod, needs_isolation, one_line_error, ops_argv
-from test_runs_units import load_pod_tool
+from ops_tasks.runtime import gates as rt_gates
+from ops_tasks.runtime import local_sync as rt_local_sync
+from ops_tasks.runtime import rundir as rt_rundir
+from ops_tasks.runtime import submit as rt_submit
 
-pod_tool = load_pod_tool()
 
 client = module_client()
 pod = module_pod("gpod")
@@ -26,7 +28,7 @@ GIT = ["git", "-c", "user.name=ops-test", "-c", "user.email=ops@test", "-c", "in
 
 
 def test_two_spellings_of_one_remote_are_one_origin_and_a_token_is_not_part_of_it():
-    same = pod_tool.same_origin
+    same = rt_gates.same_origin
     assert same("git@github.com:team/repo.git", "https://github.com/team/repo")
     assert same("https://user:tok3n@github.com/team/repo.git", "ssh://git@github.com/team/repo/")
     assert not same("git@github.com:team/repo.git", "git@github.com:team/other.git")
@@ -36,25 +38,25 @@ def test_two_spellings_of_one_remote_are_one_origin_and_a_token_is_not_part_of_i
 def test_an_identity_difference_names_the_key_and_both_values(tmp_path):
     run_dir = tmp_path / "r"
     old = {"command": "python t.py --lr 0.1", "env_names": ["A"], "config": {"lr": 0.1, "seed": 1}}
-    pod_tool.write_identity({"run_dir": str(run_dir), "identity": old})
-    assert pod_tool.identity_difference(str(run_dir), old) is None
+    rt_gates.write_identity({"run_dir": str(run_dir), "identity": old})
+    assert rt_gates.identity_difference(str(run_dir), old) is None
     new = {"command": "python t.py --lr 0.2", "env_names": ["A", "B"], "config": {"lr": 0.2, "seed": 1}}
-    assert pod_tool.identity_difference(str(run_dir), new) == "lr: 0.1 -> 0.2; env +B"
+    assert rt_gates.identity_difference(str(run_dir), new) == "lr: 0.1 -> 0.2; env +B"
     # A file of the wrong shape on the pod proves nothing either way.
     (run_dir / ".ops" / "identity.json").write_text("[1, 2]")
-    assert pod_tool.identity_difference(str(run_dir), new) is None
+    assert rt_gates.identity_difference(str(run_dir), new) is None
 
 
 def test_a_queued_run_is_known_by_its_queue_entry_until_it_starts(tmp_path):
     run_dir = tmp_path / "r"
     run_dir.mkdir()
-    pod_tool.set_state(str(run_dir), "r", "queued", attempt=1, submission_id="s1", queued_at=1.0)
+    rt_rundir.set_state(str(run_dir), "r", "queued", attempt=1, submission_id="s1", queued_at=1.0)
     old = {"command": "t --lr 0.1", "env_names": [], "config": {"lr": 0.1}}
     new = {"command": "t --lr 0.2", "env_names": [], "config": {"lr": 0.2}}
     run = {"run_id": "r", "run_dir": str(run_dir), "identity": new}
-    decision = pod_tool.admission(run, True, {"r"}, False, False, {"r": old})
+    decision = rt_submit.admission(run, True, {"r"}, False, False, {"r": old})
     assert decision[0] == "refuse" and "lr: 0.1 -> 0.2" in decision[1]
-    assert pod_tool.admission(dict(run, identity=old), True, {"r"}, False, False, {"r": old})[0] == "skip"
+    assert rt_submit.admission(dict(run, identity=old), True, {"r"}, False, False, {"r": old})[0] == "skip"
 
 
 def test_local_sync_never_writes_the_supervisors_own_files_from_the_runs_disk(tmp_path):
@@ -67,7 +69,7 @@ def test_local_sync_never_writes_the_supervisors_own_files_from_the_runs_disk(tm
     (work / ".ops" / "record.json").write_text("{}")
     (work / "sub" / "ckpt.pt").write_bytes(b"weights")
     (work / "latest").symlink_to("sub/ckpt.pt")
-    sync = pod_tool.LocalSync(str(work), str(volume), 60)
+    sync = rt_local_sync.LocalSync(str(work), str(volume), 60)
     sync.sync()
     assert (volume / "status.json").read_text() == '{"state": "running"}' and not (volume / ".ops").exists()
     assert (volume / "sub" / "ckpt.pt").read_bytes() == b"weights"

@@ -151,7 +151,7 @@ def test_runs_wait_returns_while_the_connections_sshd_is_stopped(laptop, pod):
     assert wait_for(lambda: pod.sessions() > sessions)
     # Stop the link only once the pod-side wait runs (its start mark sent): a stop before that
     # is the hung-login-shell case, tested on its own above.
-    assert wait_for(lambda: any("wait" in pod_cmdline(p) for p in pod_processes(pod, "ops_runs")))
+    assert wait_for(lambda: any("wait" in pod_cmdline(p) for p in pod_processes(pod, "ops_runtime")))
     # The sshd processes serving that connection (not the listener, which the test needs later).
     serving = [p for p in pod_processes(pod, "sshd") if p != pod.proc.pid]
     for pid in serving:
@@ -192,15 +192,15 @@ def test_a_connection_cut_during_runs_wait_is_named_and_the_run_goes_on(laptop, 
         submission = submit(laptop, host, "cut1", "sleep 3; printf '{\"ok\": true}' > \"$OPS_RUN_DIR/summary.json\"")
         sessions = pod.sessions()
         waiting = laptop.popen("runs.wait", "--host", host, "--submission", submission)
-        assert wait_for(lambda: pod.sessions() > sessions and pod_processes(pod, "ops_runs"))
-        assert wait_for(lambda: [p for p in pod_processes(pod, " wait") if p in pod_processes(pod, "ops_runs")])
+        assert wait_for(lambda: pod.sessions() > sessions and pod_processes(pod, "ops_runtime"))
+        assert wait_for(lambda: [p for p in pod_processes(pod, " wait") if p in pod_processes(pod, "ops_runtime")])
         proxy.cut()
         result = ends_while(waiting, lambda: True)
 
     line = link_error(result, 1, "connection to cutwait lost")
     assert "P|" not in line and f"ops runs.wait --host cutwait --submission {submission}" in line
     # The pod-side wait noticed its laptop gone and stopped polling; the run itself goes on.
-    assert wait_for(lambda: not [p for p in pod_processes(pod, "ops_runs") if p in pod_processes(pod, " wait")], 15)
+    assert wait_for(lambda: not [p for p in pod_processes(pod, "ops_runtime") if p in pod_processes(pod, " wait")], 15)
     waited = laptop("runs.wait", "--host", "quick", "--submission", submission, "--timeout", "30", "--json")
     assert waited.returncode == 0, waited.stdout
     assert [r["state"] for r in waited.json["runs"]] == ["succeeded"]

@@ -4,7 +4,6 @@ that leave their process group, slots changed under a live supervisor, and the v
 careless supervisor gets wrong. Each test uses its own outputs root, so its supervisor and
 queue are its own."""
 
-import importlib.util
 import json
 import re
 import shlex
@@ -14,11 +13,12 @@ import time
 import pytest
 
 from conftest import module_client, module_pod, needs_isolation, one_line_error, ops_argv, pod_pids
-from ops_tasks.scripts import scripts_dir
+from ops_tasks.runtime import python_argv
+from ops_tasks.runtime.contract import CONTRACT_VERSION
+from ops_tasks.runtime.store import BadRequest, check_outputs_root
 
 pytestmark = needs_isolation
 
-TOOL = scripts_dir() / "ops_runs.py"
 SUMMARY = "printf '{\"ok\": true, \"avg_reward\": 1}' > \"$OPS_RUN_DIR/summary.json\""
 
 
@@ -44,8 +44,9 @@ def submit_and_wait(ops, pod, path, *extra):
 def pod_tool(pod, command, request) -> dict:
     """The pod's own run tool, asked directly (as a laptop that skipped its checks would)."""
     path = pod.root / f"request-{time.monotonic_ns()}.json"
-    path.write_text(json.dumps(request) + "\n")
-    done = pod.sh(f"python3 {shlex.quote(str(TOOL))} {command} < {path}", check=False)
+    path.write_text(json.dumps({"contract": CONTRACT_VERSION, **request}) + "\n")
+    argv = python_argv("python3", "commands", "main", command)
+    done = pod.sh(" ".join(shlex.quote(a) for a in argv) + f" < {path}", check=False)
     return json.loads(done.stdout)
 
 
@@ -91,11 +92,8 @@ def test_a_system_folder_as_outputs_root_is_refused_before_contact(pod, ops, roo
     # --dry-run: a tool that failed to refuse still contacts nothing (the machine's real /etc).
     one_line_error(ops("runs.list", "--host", pod.alias, "--remote-outputs-dir", root, "--dry-run"), 2,
                    "outputs root")
-    spec = importlib.util.spec_from_file_location("ops_runs_faults", TOOL)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    with pytest.raises(tool.BadRequest, match="outputs root"):
-        tool.check_outputs_root(root)
+    with pytest.raises(BadRequest, match="outputs root"):
+        check_outputs_root(root)
 
 
 def test_a_link_to_a_folder_outside_the_root_is_no_run_directory(pod):
@@ -172,7 +170,7 @@ def test_one_damaged_status_json_is_unknown_and_every_other_run_still_listed(pod
     for name, text in (("list", "[1]"), ("text", '"x"'), ("state", '{"state": [1]}'), ("attempt", '{"state": "failed", "attempt": "2"}')):
         pod.sh(f"mkdir -p {out}/{name} && echo {shlex.quote(text)} > {out}/{name}/status.json")
     # and damaged bookkeeping beside them: skipped, never a crash of the listing
-    pod.sh(f"echo '[1]' > {out}/.ops/queue/0-list.json && echo '{{\"run_id\": \"zz\"}}' > {out}/.ops/active/zz.json")
+    pod.sh(f"echo '[1]' > {out}/.ops/pending/0-list.json && echo '{{\"run_id\": \"zz\"}}' > {out}/.ops/active/zz.json")
 
     listed = ops("runs.list", "--host", pod.alias, "--remote-outputs-dir", out, "--json")
 

@@ -362,16 +362,6 @@ def test_a_bad_workload_value_is_refused_naming_it(tmp_path, key, value, expecte
     refused(tmp_path, {"runs": [{"run_id": "a", "command": "x", key: value}]}, "run 0 ('a')", expected)
 
 
-def test_the_pod_refuses_the_same_bad_workload_values_whatever_the_laptop_sent():
-    from test_runs_units import pod
-
-    for run in ({"summary_from": "evil"}, {"stop_signal": "KILL"}, {"stop_grace": -1}, {"metrics_from_log": "("},
-                {"metrics_from_log": "x"}, {"meta": "m"}):
-        assert pod.workload_problem(run), run
-    assert pod.workload_problem({"summary_from": "verifiers", "stop_signal": "INT", "stop_grace": 5.0,
-                                 "metrics_from_log": "(?P<x>\\d)", "meta": {}}) is None
-
-
 def test_a_workload_key_at_the_top_is_every_runs_unless_a_run_says_otherwise(tmp_path):
     first, second = load(tmp_path, {"summary_from": "verifiers", "stop_signal": "INT", "runs": [
         {"run_id": "a", "command": "x"}, {"run_id": "b", "command": "x", "summary_from": "lm_eval"}]}).runs

@@ -1,33 +1,27 @@
 """One table of run states on both sides, and one door for state changes on the pod."""
 
 import ast
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from ops_tasks import run_states as laptop
+from ops_tasks.runtime import contract as rt_contract
+from ops_tasks.runtime import rundir as rt_rundir
 
-POD_TOOL = Path(__file__).resolve().parents[1] / "remote_scripts" / "ops_runs.py"
+RUNTIME = Path(__file__).resolve().parents[1] / "ops_tasks" / "runtime"
 DERIVED = ("ACTIVE", "TERMINAL", "FAILED", "COUNTS_AS_FAILURE")
 THE_DOOR = "set_state"
 
 
-def load_pod_tool():
-    spec = importlib.util.spec_from_file_location("ops_runs_states", POD_TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pod = load_pod_tool()
-
-
 def pod_functions():
-    """{name: node} of every function (and method) in the pod tool."""
-    tree = ast.parse(POD_TOOL.read_text())
-    return {node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)}
+    """{name: node} of every function (and method) in the pod runtime."""
+    found = {}
+    for path in sorted(RUNTIME.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        found.update({node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)})
+    return found
 
 
 def names_used(node):
@@ -35,10 +29,10 @@ def names_used(node):
 
 
 def test_both_sides_hold_the_same_table_and_classes():
-    assert pod.STATES == laptop.STATES
-    assert list(pod.STATES) == list(laptop.STATES)  # the derived tuples keep the table's order
+    assert rt_contract.STATES == laptop.STATES
+    assert list(rt_contract.STATES) == list(laptop.STATES)  # the derived tuples keep the table's order
     for name in DERIVED:
-        assert getattr(pod, name) == getattr(laptop, name), name
+        assert getattr(rt_contract, name) is getattr(laptop, name), name  # one table: the laptop reads the pod's
 
 
 def test_the_classes_are_what_the_tools_have_always_meant():
@@ -46,7 +40,7 @@ def test_the_classes_are_what_the_tools_have_always_meant():
     assert laptop.TERMINAL == ("succeeded", "failed", "timeout", "stalled", "cancelled", "lost")
     assert laptop.COUNTS_AS_FAILURE == ("failed", "timeout", "stalled", "lost")  # a cancel was asked for
     assert set(laptop.FAILED) == set(laptop.COUNTS_AS_FAILURE) | {"cancelled"}
-    assert pod.RETRYABLE == ("failed", "timeout", "stalled")  # a lost run is runs.resume's
+    assert rt_contract.RETRYABLE == ("failed", "timeout", "stalled")  # a lost run is runs.resume's
 
 
 @pytest.mark.parametrize("state, expected", [
@@ -92,7 +86,7 @@ def read(run_dir, name):
 
 def test_the_door_writes_a_checked_status_atomically(tmp_path):
     queued = entry(tmp_path)
-    written = pod.set_attempt_state(queued, "queued", queued_at=1.0)
+    written = rt_rundir.set_attempt_state(queued, "queued", queued_at=1.0)
     on_disk = read(queued["run_dir"], "status.json")
     assert on_disk == written
     assert {k: on_disk[k] for k in ("run_id", "state", "attempt", "submission_id", "queued_at")} == {
@@ -103,29 +97,29 @@ def test_the_door_writes_a_checked_status_atomically(tmp_path):
 
 def test_each_step_starts_afresh_unless_a_status_is_kept(tmp_path):
     run = entry(tmp_path)
-    pod.set_attempt_state(run, "running", pid=123, pgid=123, started=5.0)
-    pod.set_attempt_state(run, "failed", failure_class="oom", finished=9.0)
+    rt_rundir.set_attempt_state(run, "running", pid=123, pgid=123, started=5.0)
+    rt_rundir.set_attempt_state(run, "failed", failure_class="oom", finished=9.0)
     assert "pgid" not in read(run["run_dir"], "status.json")  # an ended run's pid means nothing
-    pod.set_attempt_state(run, "running", pid=123, pgid=123, started=5.0)
+    rt_rundir.set_attempt_state(run, "running", pid=123, pgid=123, started=5.0)
     running = read(run["run_dir"], "status.json")
-    pod.set_state(run["run_dir"], "r1", "cancelled", kept=running, finished=9.0)
+    rt_rundir.set_state(run["run_dir"], "r1", "cancelled", kept=running, finished=9.0)
     cancelled = read(run["run_dir"], "status.json")
     assert cancelled["state"] == "cancelled" and cancelled["pgid"] == 123 and cancelled["finished"] == 9.0
 
 
 def test_an_ended_run_gets_its_summary_and_keeps_one_it_wrote(tmp_path):
     run = entry(tmp_path)
-    pod.set_attempt_state(run, "timeout", failure_class="timeout", finished=3.0)
+    rt_rundir.set_attempt_state(run, "timeout", failure_class="timeout", finished=3.0)
     summary = read(run["run_dir"], "summary.json")
     assert summary["ok"] is False and summary["state"] == "timeout" and summary["run_id"] == "r1"
     (Path(run["run_dir"]) / "summary.json").write_text('{"ok": true}')
-    pod.set_attempt_state(run, "succeeded", finished=4.0)
+    rt_rundir.set_attempt_state(run, "succeeded", finished=4.0)
     assert read(run["run_dir"], "summary.json") == {"ok": True}
 
 
 def test_an_active_state_writes_no_summary(tmp_path):
     run = entry(tmp_path)
-    pod.set_attempt_state(run, "running", started=1.0)
+    rt_rundir.set_attempt_state(run, "running", started=1.0)
     assert not (Path(run["run_dir"]) / "summary.json").exists()
 
 
@@ -138,5 +132,5 @@ def test_an_active_state_writes_no_summary(tmp_path):
 ])
 def test_the_door_refuses_a_status_the_state_machine_has_no_place_for(tmp_path, state, fields, kept, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        pod.set_state(str(tmp_path), "r1", state, kept=kept, **fields)
+        rt_rundir.set_state(str(tmp_path), "r1", state, kept=kept, **fields)
     assert not (tmp_path / "status.json").exists()

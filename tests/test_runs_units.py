@@ -1,29 +1,20 @@
 """The pod-side run tool's pure parts, and its agreement with the laptop side."""
 
-import importlib.util
-
 import pytest
 
 from ops_tasks.operations.run_config import FAILURE_CLASSES
-from ops_tasks.scripts import scripts_dir
 from ops_tasks.secrets import is_secret_name
-
-
-def load_pod_tool():
-    spec = importlib.util.spec_from_file_location("ops_runs", scripts_dir() / "ops_runs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-pod = load_pod_tool()
+from ops_tasks.runtime import contract as rt_contract
+from ops_tasks.runtime import files as rt_files
+from ops_tasks.runtime import rundir as rt_rundir
+from ops_tasks.runtime import store as rt_store
 
 
 def test_both_sides_agree_on_secrets_and_failure_classes():
     # The states' agreement is tests/test_run_states.py's.
     for name in ("WANDB_API_KEY", "HF_TOKEN", "MY_PASSWORD", "db_pass", "CREDENTIALS", "PATH", "SEED", "HF_HOME"):
-        assert pod.is_secret(name) == is_secret_name(name), name
-    classes = {name for name, _ in pod.FAILURE_PATTERNS} | {"timeout", "stalled", "killed", "no_summary",
+        assert rt_contract.is_secret(name) == is_secret_name(name), name
+    classes = {name for name, _ in rt_rundir.FAILURE_PATTERNS} | {"timeout", "stalled", "killed", "no_summary",
                                                              "bad_summary", "summary_not_ok", "exit_nonzero",
                                                              "lost", "unschedulable", "secrets_missing", "bad_output"}
     assert classes <= set(FAILURE_CLASSES)  # every class the pod writes can be named in retry_on
@@ -50,7 +41,7 @@ def test_both_sides_agree_on_secrets_and_failure_classes():
     ("bash: line 1: trainer: command not found", 127, "usage"),
 ])
 def test_failure_classes_read_the_last_error(log, code, expected):
-    assert pod.failure_class(code, log) == expected
+    assert rt_rundir.failure_class(code, log) == expected
 
 
 @pytest.mark.parametrize("command, log, expected", [
@@ -67,40 +58,40 @@ def test_failure_classes_read_the_last_error(log, code, expected):
      "FileNotFoundError: [Errno 2] No such file or directory: 'data/x.jsonl'", "data"),
 ])
 def test_a_missing_file_is_usage_when_it_is_the_commands_own_program_else_data(command, log, expected):
-    assert pod.failure_class(1, log, command) == expected
+    assert rt_rundir.failure_class(1, log, command) == expected
 
 
 def test_a_state_nobody_stands_behind_is_lost():
     queued = {"run_id": "a", "state": "queued"}
     running = {"run_id": "a", "state": "running"}
-    assert pod.effective_state(queued, supervisor_alive=True, waiting={"a"}) == "queued"
-    assert pod.effective_state(queued, supervisor_alive=True, waiting=set()) == "lost"
-    assert pod.effective_state(running, supervisor_alive=False, waiting={"a"}) == "lost"
-    assert pod.effective_state({"run_id": "a", "state": "succeeded"}, False, set()) == "succeeded"
+    assert rt_rundir.effective_state(queued, supervisor_alive=True, waiting={"a"}) == "queued"
+    assert rt_rundir.effective_state(queued, supervisor_alive=True, waiting=set()) == "lost"
+    assert rt_rundir.effective_state(running, supervisor_alive=False, waiting={"a"}) == "lost"
+    assert rt_rundir.effective_state({"run_id": "a", "state": "succeeded"}, False, set()) == "succeeded"
 
 
 def test_archiving_keeps_every_attempt(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "stdout.log").write_text("first")
-    assert pod.archive_attempt(str(run_dir)) == 1
+    assert rt_rundir.archive_attempt(str(run_dir)) == 1
     (run_dir / "stdout.log").write_text("second")
-    assert pod.archive_attempt(str(run_dir)) == 2
+    assert rt_rundir.archive_attempt(str(run_dir)) == 2
     assert (run_dir / "attempts" / "1" / "stdout.log").read_text() == "first"
     assert (run_dir / "attempts" / "2" / "stdout.log").read_text() == "second"
-    assert pod.archive_attempt(str(run_dir)) is None  # nothing left to keep
+    assert rt_rundir.archive_attempt(str(run_dir)) is None  # nothing left to keep
 
 
 def test_a_summary_the_command_wrote_is_never_overwritten(tmp_path):
     (tmp_path / "summary.json").write_text('{"ok": true, "avg_reward": 0.5}')
-    pod.write_missing_summary(str(tmp_path), "r", {"state": "failed"})
+    rt_rundir.write_missing_summary(str(tmp_path), "r", {"state": "failed"})
     assert (tmp_path / "summary.json").read_text() == '{"ok": true, "avg_reward": 0.5}'
 
 
 @pytest.mark.parametrize("root", ["/mnt/pod_artifacts/outputs", "/workspace/out", "/root/project/outputs",
                                   "/tmp/pytest-of-x/volume/outputs", "/mnt/data/ssh_logs"])
 def test_an_outputs_root_below_the_volume_or_a_home_is_accepted(root):
-    assert pod.outputs_root_problem(root, home="/root") is None
+    assert rt_contract.outputs_root_problem(root, home="/root") is None
 
 
 @pytest.mark.parametrize("root, why", [
@@ -110,7 +101,7 @@ def test_an_outputs_root_below_the_volume_or_a_home_is_accepted(root):
     ("//etc", "system"), ("/mnt/x/../../etc", "system"),
 ])
 def test_an_outputs_root_that_is_no_place_for_runs_says_why(root, why):
-    problem = pod.outputs_root_problem(root, home="/root")
+    problem = rt_contract.outputs_root_problem(root, home="/root")
     assert problem and why in problem, problem
 
 
@@ -119,12 +110,12 @@ def test_an_outputs_root_that_is_no_place_for_runs_says_why(root, why):
     ("r", "/mnt/o/.ops"), ("r", "/mnt/o/.ops/queue"), ("r", "relative/r"), ("r", "/mnt/o/../o2/r"), (["r"], "/mnt/o/r"),
 ])
 def test_a_run_outside_its_outputs_root_is_refused(run_id, run_dir):
-    with pytest.raises(pod.BadRequest):
-        pod.check_run(run_id, run_dir, "/mnt/o")
+    with pytest.raises(rt_store.BadRequest):
+        rt_store.check_run(run_id, run_dir, "/mnt/o")
 
 
 def test_a_run_below_its_outputs_root_is_taken():
-    assert pod.check_run("r1", "/mnt/o/sweep/r1", "/mnt/o") == ("r1", "/mnt/o/sweep/r1")
+    assert rt_store.check_run("r1", "/mnt/o/sweep/r1", "/mnt/o") == ("r1", "/mnt/o/sweep/r1")
 
 
 @pytest.mark.parametrize("text, ok, klass", [
@@ -134,13 +125,13 @@ def test_a_run_below_its_outputs_root_is_taken():
 ])
 def test_a_summary_ok_must_be_a_json_boolean(tmp_path, text, ok, klass):
     (tmp_path / "summary.json").write_text(text)
-    assert pod.summary_verdict(str(tmp_path))[:2] == (ok, klass)
+    assert rt_rundir.summary_verdict(str(tmp_path))[:2] == (ok, klass)
 
 
 @pytest.mark.parametrize("status", [[1], "x", 3, {"state": [1]}, {"state": "exploded"}, {"state": "failed", "attempt": "2"},
                                     {"state": "running", "pid": True}, {"state": "failed", "finished": "soon"}])
 def test_a_status_of_the_wrong_shape_is_named(status):
-    assert pod.status_shape_problem(status)
+    assert rt_rundir.status_shape_problem(status)
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
@@ -150,7 +141,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     def full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pod.os, "fsync", full)
+    monkeypatch.setattr(rt_files.os, "fsync", full)
     with pytest.raises(OSError):
-        pod.write_json(str(path), {"new": 1})
+        rt_files.write_json(str(path), {"new": 1})
     assert path.read_text() == '{"old": 1}' and [p.name for p in tmp_path.iterdir()] == ["status.json"]

@@ -16,7 +16,10 @@ import pytest
 
 from conftest import module_client, module_pod, needs_isolation, one_line_error, run_ops
 from test_faults_runs import processes_matching
-from test_runs_units import load_pod_tool
+from ops_tasks.runtime import contract as rt_contract
+from ops_tasks.runtime import converters as rt_converters
+from ops_tasks.runtime import interpreter as rt_interpreter
+from ops_tasks.runtime import metrics as rt_metrics
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 WORKLOADS = CHECKOUT / "tests" / "workloads"
@@ -25,7 +28,6 @@ TRAIN = WORKLOADS / "train_like.py"
 LOSS_LINE = r"iter (?P<iter>\d+): loss (?P<loss>[\d.]+)"
 
 
-pod_tool = load_pod_tool()
 
 
 # ---------------------------------------------------------------- what the fixtures say, by hand
@@ -56,7 +58,7 @@ def test_verifiers_output_becomes_one_result_per_example_with_its_rollouts_group
     by_hand = traces_by_example(FIXTURES / "verifiers" / "arith-10x2" / "traces.jsonl")
     means = {key: sum(r) / len(r) for key, r in by_hand.items()}
 
-    summary, results = pod_tool.convert_verifiers(str(FIXTURES / "verifiers" / "arith-10x2"))
+    summary, results = rt_converters.convert_verifiers(str(FIXTURES / "verifiers" / "arith-10x2"))
 
     assert {r["id"]: r["reward"] for r in results} == means  # the task's id, not the rollout's
     assert all(r["n_rollouts"] == 2 for r in results) and len(results) == 10
@@ -66,7 +68,7 @@ def test_verifiers_output_becomes_one_result_per_example_with_its_rollouts_group
 
 
 def test_verifiers_rollouts_that_errored_make_the_summary_not_ok_though_vf_eval_exited_0():
-    summary, results = pod_tool.convert_verifiers(str(FIXTURES / "verifiers" / "arith-errored"))
+    summary, results = rt_converters.convert_verifiers(str(FIXTURES / "verifiers" / "arith-errored"))
     assert summary["ok"] is False and summary["errored_rollouts"] == 6 and summary["num_examples"] == 3
     assert all(r["reward"] is None and r["rollouts"][0]["errors"] == ["ProviderError"] for r in results)
 
@@ -75,7 +77,7 @@ def test_lm_eval_output_becomes_the_metric_with_its_stderr_and_the_documents_own
     results_file, samples = lm_eval_files()
     scores = [s["exact_match"] for s in samples]
 
-    summary, results = pod_tool.convert_lm_eval(str(FIXTURES / "lm_eval"))
+    summary, results = rt_converters.convert_lm_eval(str(FIXTURES / "lm_eval"))
 
     assert summary["avg_reward"] == pytest.approx(statistics.mean(scores))
     assert summary["metric_stderr"] == pytest.approx(statistics.stdev(scores) / math.sqrt(len(scores)))
@@ -86,34 +88,34 @@ def test_lm_eval_output_becomes_the_metric_with_its_stderr_and_the_documents_own
 
 
 def test_both_frameworks_give_the_same_example_ids_and_scores():
-    _, verifiers = pod_tool.convert_verifiers(str(FIXTURES / "verifiers" / "arith-10x2"))
-    _, lm_eval = pod_tool.convert_lm_eval(str(FIXTURES / "lm_eval"))
+    _, verifiers = rt_converters.convert_verifiers(str(FIXTURES / "verifiers" / "arith-10x2"))
+    _, lm_eval = rt_converters.convert_lm_eval(str(FIXTURES / "lm_eval"))
     assert {r["id"]: r["reward"] for r in verifiers} == {r["id"]: r["reward"] for r in lm_eval}
 
 
 def test_a_metric_lm_eval_did_not_compute_is_bad_output_naming_the_ones_it_did():
-    with pytest.raises(pod_tool.BadOutput, match="exact_match,strict-match"):
-        pod_tool.convert_lm_eval(str(FIXTURES / "lm_eval"), "f1")
+    with pytest.raises(rt_converters.BadOutput, match="exact_match,strict-match"):
+        rt_converters.convert_lm_eval(str(FIXTURES / "lm_eval"), "f1")
 
 
 def test_a_damaged_traces_file_is_bad_output_naming_the_line(tmp_path):
     lines = (FIXTURES / "verifiers" / "arith-10x2" / "traces.jsonl").read_text().splitlines()
     (tmp_path / "traces.jsonl").write_text("\n".join(lines[:3] + [lines[3][:50]]) + "\n")
-    with pytest.raises(pod_tool.BadOutput, match="line 4"):
-        pod_tool.convert_verifiers(str(tmp_path))
+    with pytest.raises(rt_converters.BadOutput, match="line 4"):
+        rt_converters.convert_verifiers(str(tmp_path))
 
 
 def test_the_latest_step_of_a_metrics_file_is_read_whole_however_many_metrics_it_holds(tmp_path):
     step = {"iter": 7, **{f"metric_{i}": i * 0.5 for i in range(40)}}
     (tmp_path / "metrics.jsonl").write_text(json.dumps({"iter": 6}) + "\n" + json.dumps(step) + "\n")
     assert len(json.dumps(step)) > 300
-    assert pod_tool.MetricsWatch(str(tmp_path), str(tmp_path / "stdout.log"), None).look() == step
+    assert rt_metrics.MetricsWatch(str(tmp_path), str(tmp_path / "stdout.log"), None).look() == step
 
 
 def test_metrics_from_log_gives_the_last_match_and_numbers(tmp_path):
     log = tmp_path / "stdout.log"
     log.write_text("warmup\niter 0: loss 4.0000\niter 1: loss 3.5000\nstep done\niter 2: lo")
-    watch = pod_tool.MetricsWatch(str(tmp_path), str(log), LOSS_LINE)
+    watch = rt_metrics.MetricsWatch(str(tmp_path), str(log), LOSS_LINE)
     assert watch.look() == {"iter": 1, "loss": 3.5}  # the partial last line is not a step yet
     with log.open("a") as handle:
         handle.write("ss 3.2500\n")
@@ -267,7 +269,7 @@ def test_run_metadata_names_the_runs_own_python(pod, sweep):
     python = pod.sh("python3 -c 'import platform, sys; print(platform.python_version(), sys.executable)'").stdout.split()
     record = pod_json(pod, f"{SWEEP_OUT}/train-lr0.1-s1/.ops/record.json")
     assert [record["python"], record["python_executable"]] == python
-    assert set(record["packages"]) <= set(pod_tool.PACKAGES)
+    assert set(record["packages"]) <= set(rt_interpreter.PACKAGES)
 
 
 @needs_isolation
@@ -335,10 +337,10 @@ def test_the_pod_and_the_report_take_the_same_summary_values_as_columns():
     summary = {"ok": True, "avg_reward": 0.5, "run_id": "a", "exit_code": 1, "iter": 7, "flag": True, "name": "x",
                "last_eval": {"val": 3.0, "deep": {"a": 1, "deeper": {"b": 2}}}, "run_metadata": {"seed": 1},
                "nan": float("nan"), **{f"m{i}": i for i in range(10)}}
-    on_pod = pod_tool.summary_leaves(summary, limit=100)
+    on_pod = rt_contract.summary_leaves(summary, limit=100)
     assert on_pod[:4] == [("avg_reward", 0.5), ("iter", 7), ("last_eval.val", 3.0), ("last_eval.deep.a", 1)]
     assert [leaf for leaf in on_pod if leaf[0] != "avg_reward"] == summary_leaves(summary, limit=100)
-    assert len(pod_tool.summary_leaves(summary)) == len(summary_leaves(summary)) == 8
+    assert len(rt_contract.summary_leaves(summary)) == len(summary_leaves(summary)) == 8
 
 
 @needs_isolation

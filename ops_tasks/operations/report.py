@@ -39,7 +39,8 @@ from ..verdicts import run_verdict
 from . import stats
 from .costs import group_cost, price_rows, project_of, spent_text, total as total_cost, usage_of
 from .examples import ExampleSpool, MeansCollector, example_key
-from .run_config import RUN_ID
+from ..names import RUN_ID
+from ..runtime.contract import SUMMARY_COLUMNS, natural_key as text_natural_key, summary_leaves as contract_leaves
 from .validate import (RECORD, RESULTS, BadJsonLine, RunListing, checked_root, json_error, json_lines, json_or_unreadable,
                        run_dirs, winning_attempt, with_supervisor_record)
 
@@ -481,34 +482,14 @@ def _row_of(run_id: str, summary: dict, sources: list, fields: Sequence[str], me
 
 
 PRICED = ("cost", "cost_per_correct")  # what costs.price_rows and group_cost write in a row
-SUMMARY_COLUMNS = 8  # a run's summary values shown as columns: the table stays readable
-NOT_LEAVES = ("run_metadata", "ops")  # objects of a summary that describe the run, not measure it
+# A run's summary values shown as columns: the pod's rule (runtime.contract.summary_leaves, also
+# runs.status's columns), without what is a column of the report already (NOT_EXTRA).
+_NOT_LEAF_COLUMNS = frozenset(NOT_EXTRA)
 
 
 def summary_leaves(summary: dict, limit: int = SUMMARY_COLUMNS) -> list:
-    """[(name, number)] of a summary's measurements, as columns: its numeric leaves in file order,
-    nested keys joined by '.' (`last_eval.val`), three levels deep at most; not booleans, nor
-    what is a column already (NOT_EXTRA); the first `limit` (ops_runs.summary_leaves: the same
-    rule for runs.status)."""
-    found = []
-    _collect_leaves(summary, "", 1, limit, found)
-    return found
-
-
-def _collect_leaves(value: dict, prefix: str, depth: int, limit: int, found: list) -> None:
-    """summary_leaves' walk: a plain loop, not generators (it runs once per run of a report)."""
-    for key, item in value.items():
-        if depth == 1 and (key in NOT_EXTRA or key in NOT_LEAVES):
-            continue
-        if type(item) is dict:
-            if depth < 3:
-                _collect_leaves(item, f"{prefix}{key}.", depth + 1, limit, found)
-        elif _number(item) is None:
-            continue
-        else:
-            found.append((f"{prefix}{key}" if prefix else key, item))
-        if len(found) >= limit:
-            return
+    """[(name, number)] of a summary's measurements, as columns (contract.summary_leaves)."""
+    return contract_leaves(summary, limit, _NOT_LEAF_COLUMNS)
 
 
 def _drop_non_finite(row: dict) -> list:
@@ -1322,18 +1303,15 @@ def _compared_dirs(rows: list, dirs: dict, failed: list) -> dict:
 # ---------------------------------------------------------------- header, natural order, times
 
 
-_NUMBER_PART = re.compile(r"(\d+(?:\.\d+)?)")
-
-
 def natural_key(value) -> tuple:
-    """Text with its numbers compared as numbers: Qwen3-0.6B < Qwen3-4B < Qwen3-32B; missing last."""
+    """Text with its numbers compared as numbers (contract.natural_key): Qwen3-0.6B < Qwen3-4B <
+    Qwen3-32B; a number as a number; missing last."""
     if value is None:
         return ((2, 0.0, ""),)
     number = _number(value)
     if number is not None:
         return ((0, float(number), ""),)
-    parts = _NUMBER_PART.split(cell_text(value))
-    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p.lower()) for i, p in enumerate(parts) if p)
+    return text_natural_key(cell_text(value))
 
 
 def human_time(epoch) -> str:

@@ -24,42 +24,25 @@ from typing import Optional
 from ..defaults import RUN_LOCAL_DIR, RUN_STALL_TIMEOUT_S, RUN_SYNC_INTERVAL_S, RUN_TIMEOUT_S, RUNS_SESSION
 from ..errors import ConfigError
 from ..names import CONTROL_CHARS, ENV_NAME, RUN_ID, TMUX_SESSION
+from ..runtime.contract import COMMIT, FAILURE_CLASSES
+from ..runtime.keys import NOT_IDENTITY, RESERVED, WORKLOAD_KEYS, check_expect, check_local_dir, value_problem
 from ..secrets import MASK, is_secret_key, is_secret_name
 
-# Keys of a run's workload: where its summary comes from, how it is stopped, its metrics, its own
-# metadata (README, "Run configs"; checked by _workload, and again on the pod by ops_runs.py).
-WORKLOAD_KEYS = ("summary_from", "summary_metric", "summary_timeout", "stop_signal", "stop_grace",
-                 "metrics_from_log", "meta",
-                 "expect", "expect_commit", "out_mode", "sync_interval", "local_dir")
-# `expect`: what a run that exited 0 must also show to succeed (ops_runs.unmet_expectations).
-EXPECT_KEYS = ("files", "log_matches", "log_not_matches", "wandb_synced")
-OUT_MODES = ("volume", "local_sync")
-# The keys that say how a run is watched, retried, gated or described, not what it computes: a
-# run id submitted again with only these changed is the same run (RunSpec.identity).
-NOT_IDENTITY = frozenset({"run_id", "run_dir", "label", "meta", "timeout", "stall_timeout", "retries", "retry_on",
-                          "retry_backoff", "expect", "expect_commit", "out_mode", "sync_interval", "local_dir",
-                          "stop_signal", "stop_grace", "metrics_from_log", "summary_metric", "summary_timeout"})
-_COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
+# Every run key is a row of runtime/keys.py's RUN_KEYS: the sets below are made from it (README,
+# "Run configs"; docs/reference/run-keys.md). WORKLOAD_KEYS: what the supervisor does with a run's
+# files (checked here, and again on the pod by the same rows' checks). NOT_IDENTITY: keys that say
+# how a run is watched, retried, gated or described, not what it computes: a run id submitted
+# again with only these changed is the same run (RunSpec.identity). RESERVED: keys that configure
+# the run itself; every other key of a run is a flag of its entrypoint.
 # How values are written on the command line (README, "Rendering values"; checked by _styles).
-STYLE_KEYS = ("flag_style", "value_style", "styles")
 FLAG_STYLES = ("--key value", "--key=value", "key=value")
 VALUE_STYLES = ("json", "python", "flag")
-# Keys that configure the run itself; every other key of a run is a flag of its entrypoint.
-RESERVED = frozenset({"run_id", "label", "command", "entrypoint", "env", "gpus", "timeout", "stall_timeout",
-                      "retries", "retry_on", "retry_backoff", "matrix", "run_dir", "run_dir_flag", "flags",
-                      *WORKLOAD_KEYS, *STYLE_KEYS})
 # A config deeper than this is a mistake (or an attack on the recursion limit), not a sweep.
 MAX_DEPTH = 32
-FAILURE_CLASSES = ("oom", "nccl", "auth", "data", "timeout", "stalled", "killed", "no_summary",
-                   "bad_summary", "summary_not_ok", "exit_nonzero", "lost", "unschedulable", "secrets_missing",
-                   "usage", "bad_output", "expectation", "commit")
 # A workload key at the top is the whole config's (summary_from for every run), as if under `defaults`.
 TOP_LEVEL_KEYS = ("remote_repo", "remote_outputs_dir", "tmux_session", "defaults", "runs", "runs_csv", "campaign",
                   *WORKLOAD_KEYS)  # campaign: ops campaign's section (servers, sync, report)
 DEFAULT_RETRY_BACKOFF = 10.0
-SUMMARY_FRAMEWORKS = ("verifiers", "lm_eval")  # summary_from; the converters are ops_runs.py's
-STOP_SIGNALS = ("INT", "TERM", "HUP", "QUIT", "USR1", "USR2")  # ops_runs.STOP_SIGNALS
-_PYTHON_SUMMARY = re.compile(r"^python:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 # A matrix typo (a list of 1000 where 10 was meant) should not queue a million runs.
 MAX_RUNS = 10000
 
@@ -475,7 +458,9 @@ def local_work_dir(workload: dict, run_id: str) -> Optional[str]:
 
 
 def _workload(run: dict, where: str, outputs_dir: str) -> tuple:
-    """The run's WORKLOAD_KEYS, checked: ((key, value), ...) for the pod's supervisor."""
+    """The run's WORKLOAD_KEYS, parsed (durations in seconds, signal names without SIG, log
+    patterns as lists) and checked by their rows of the key table (runtime/keys.py, which the pod
+    applies again): ((key, value), ...) for the pod's supervisor."""
     found = {}
     if run.get("expect") is not None:
         found["expect"] = _expect(run["expect"], where)
@@ -483,98 +468,50 @@ def _workload(run: dict, where: str, outputs_dir: str) -> tuple:
         # null is said on purpose: no pin for this run, not even the laptop's HEAD.
         found["expect_commit"] = _expected_commit(run["expect_commit"], f"{where}: expect_commit")
     found.update(_out_mode(run, where, outputs_dir))
-    source = run.get("summary_from")
-    if source is not None:
-        if not isinstance(source, str) or not (source in SUMMARY_FRAMEWORKS or _PYTHON_SUMMARY.match(source)):
-            raise ConfigError(f"{where}: summary_from must be {', '.join(SUMMARY_FRAMEWORKS)} or "
-                              f"python:module:function, got {source!r}")
-        found["summary_from"] = source
+    for key in ("summary_from", "meta"):
+        if run.get(key) is not None:
+            found[key] = run[key]
     if run.get("summary_metric") is not None:
-        if not isinstance(run["summary_metric"], str) or not run["summary_metric"].strip():
-            raise ConfigError(f"{where}: summary_metric must be a metric name (or metric,filter), "
-                              f"got {run['summary_metric']!r}")
-        found["summary_metric"] = run["summary_metric"].strip()
-    deadline = parse_duration(run.get("summary_timeout"), "summary_timeout", where)
-    if deadline is not None:  # the conversion's own deadline on the pod (ops_runs.Conversion)
-        if deadline >= 1e7:
-            raise ConfigError(f"{where}: summary_timeout must be less than 10^7 seconds, got {run['summary_timeout']!r}")
-        found["summary_timeout"] = deadline
+        found["summary_metric"] = run["summary_metric"].strip() if isinstance(run["summary_metric"], str) \
+            else run["summary_metric"]
+    for key in ("summary_timeout", "stop_grace"):
+        seconds = parse_duration(run.get(key), key, where)
+        if seconds is not None:
+            found[key] = seconds
     if run.get("stop_signal") is not None:
-        name = run["stop_signal"].upper().removeprefix("SIG") if isinstance(run["stop_signal"], str) else None
-        if name not in STOP_SIGNALS:
-            raise ConfigError(f"{where}: stop_signal must be one of {', '.join(STOP_SIGNALS)} "
-                              f"(TERM, then KILL, follow it), got {run['stop_signal']!r}")
-        found["stop_signal"] = name
-    grace = parse_duration(run.get("stop_grace"), "stop_grace", where)
-    if grace is not None:
-        if grace >= 1e7:
-            raise ConfigError(f"{where}: stop_grace must be less than 10^7 seconds, got {run['stop_grace']!r}")
-        found["stop_grace"] = grace
-    pattern = run.get("metrics_from_log")
-    if pattern is not None:
-        try:
-            compiled = re.compile(pattern) if isinstance(pattern, str) else None
-        except re.error as exc:
-            raise ConfigError(f"{where}: metrics_from_log {pattern!r} does not compile: {exc}") from None
-        if compiled is None or not compiled.groupindex:
-            raise ConfigError(f"{where}: metrics_from_log must be a regex with named groups, "
-                              f"e.g. 'iter (?P<iter>\\d+): loss (?P<loss>[\\d.]+)', got {pattern!r}")
-        found["metrics_from_log"] = pattern
-    if run.get("meta") is not None:
-        if not isinstance(run["meta"], dict):
-            raise ConfigError(f"{where}: meta must be an object (kept in run_metadata.json), got {_type(run['meta'])}")
-        secret = next((key for key in run["meta"] if is_secret_key(key)), None)
-        if secret is not None:
-            raise ConfigError(f"{where}: meta.{secret} names a secret: meta is written into run_metadata.json; "
-                              f"pass it in env instead")
-        found["meta"] = run["meta"]
+        signal = run["stop_signal"]
+        found["stop_signal"] = signal.upper().removeprefix("SIG") if isinstance(signal, str) else signal
+    if run.get("metrics_from_log") is not None:
+        found["metrics_from_log"] = run["metrics_from_log"]
+    for key, value in found.items():
+        problem = value_problem(key, value)
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
+    secret = next((key for key in found.get("meta") or {} if is_secret_key(key)), None)
+    if secret is not None:
+        raise ConfigError(f"{where}: meta.{secret} names a secret: meta is written into run_metadata.json; "
+                          f"pass it in env instead")
     return tuple(found.items())
 
 
 def _expect(value, where: str) -> dict:
-    """`expect`, checked: files (paths in the run directory), log_matches / log_not_matches
-    (regexes, each searched line by line in stdout.log), wandb_synced (a boolean)."""
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where}: expect must be an object of {', '.join(EXPECT_KEYS)}, got {_type(value)}")
-    for key in value:
-        if key not in EXPECT_KEYS:
-            raise ConfigError(f"{where}: expect.{key} is not known (known: {', '.join(EXPECT_KEYS)})")
-    checked = {}
-    files = value.get("files")
-    if files is not None:
-        if not isinstance(files, list) or not all(isinstance(item, str) and item.strip() for item in files):
-            raise ConfigError(f"{where}: expect.files must be a list of paths in the run directory, got {files!r}")
-        for item in files:
-            if item.startswith("/") or ".." in item.split("/") or CONTROL_CHARS.search(item):
-                raise ConfigError(f"{where}: expect.files: {item!r} must be a path inside the run directory "
-                                  f"(relative, no '..')")
-        checked["files"] = list(files)
-    for key in ("log_matches", "log_not_matches"):
-        patterns = value.get(key)
-        if patterns is None:
-            continue
-        patterns = [patterns] if isinstance(patterns, str) else patterns
-        if not isinstance(patterns, list) or not patterns or not all(isinstance(item, str) and item for item in patterns):
-            raise ConfigError(f"{where}: expect.{key} must be a regex or a list of regexes, got {value[key]!r}")
-        for pattern in patterns:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ConfigError(f"{where}: expect.{key} {pattern!r} does not compile: {exc}") from None
-        checked[key] = patterns
-    synced = value.get("wandb_synced")
-    if synced is not None:
-        if not isinstance(synced, bool):
-            raise ConfigError(f"{where}: expect.wandb_synced must be true or false, got {synced!r}")
-        checked["wandb_synced"] = synced
-    return checked
+    """`expect` as the pod takes it (a log pattern given as one string becomes a list of one),
+    checked by its row of the key table: files (paths in the run directory), log_matches /
+    log_not_matches (regexes, each searched line by line in stdout.log), wandb_synced."""
+    if isinstance(value, dict):
+        value = {key: [item] if key in ("log_matches", "log_not_matches") and isinstance(item, str) else item
+                 for key, item in value.items() if item is not None}
+    problem = check_expect(value)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
+    return value
 
 
 def _expected_commit(value, source: str) -> Optional[str]:
     """A commit to pin the pod's repo to (hex, 7 to 40 digits), or None."""
     if value is None:
         return None
-    if not isinstance(value, str) or not _COMMIT.match(value.strip().lower()):
+    if not isinstance(value, str) or not COMMIT.match(value.strip().lower()):
         raise ConfigError(f"{source} must be a commit id (7 to 40 hex digits), got {value!r}")
     return value.strip().lower()
 
@@ -596,13 +533,11 @@ def _out_mode(run: dict, where: str, outputs_dir: str) -> dict:
             if run.get(key) is not None:
                 raise ConfigError(f"{where}: {key} applies to out_mode \"local_sync\" only")
         return {}
-    if mode not in OUT_MODES:
-        raise ConfigError(f"{where}: out_mode must be one of {', '.join(OUT_MODES)}, got {mode!r}")
     interval = parse_duration(run.get("sync_interval"), "sync_interval", where)
     local_dir = run.get("local_dir", RUN_LOCAL_DIR)
-    if not isinstance(local_dir, str) or not local_dir.startswith("/") or CONTROL_CHARS.search(local_dir) \
-            or ".." in local_dir.split("/"):
-        raise ConfigError(f"{where}: local_dir must be an absolute path on the pod's own disk, got {local_dir!r}")
+    problem = value_problem("out_mode", mode) or check_local_dir(local_dir)
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
     local_dir = "/" + posixpath.normpath(local_dir).lstrip("/")
     if local_dir == outputs_dir or local_dir.startswith(outputs_dir.rstrip("/") + "/") \
             or outputs_dir.startswith(local_dir.rstrip("/") + "/"):

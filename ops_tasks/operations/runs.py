@@ -1,50 +1,30 @@
 """Run operations: submit runs to the pod's queue, read their state, wait, cancel, resume, logs.
 
-The pod side is one Python file, remote_scripts/ops_runs.py (stdlib only), shipped with every
-call on the channel's stdin and kept on the pod under its content hash; a running supervisor
-keeps its own version. Every operation is one round trip: `bash runs.sh` + the tool + a request.
+The pod side is the runtime package (ops_tasks/runtime, stdlib only), shipped as an archive to a
+pod that does not hold its version yet and kept there under its hash (operations/runtime.py); a
+running supervisor keeps its own version. Every operation is one round trip: `bash runs.sh` (+
+the archive, when the pod lacks it) + a request.
 """
 
-import hashlib
-import importlib.util
-import json
 import time
 import uuid
-from functools import lru_cache
 from typing import Callable, Optional
 
 from ..errors import ConfigError, HostError
 from ..run_states import COUNTS_AS_FAILURE, STATES
 from ..verdicts import UNKNOWN, run_verdict
-from ..scripts import parse_document, render_script, scripts_dir
+from ..runtime.contract import outputs_root_problem
+from ..runtime.rundir import git_facts
+from .runtime import run_command
 from ..settings import host_identity
 from .costs import pod_pricing, price_of
 from ..streams import LineBuffer
 
-TOOL = "ops_runs.py"
-
-
-@lru_cache(maxsize=1)
-def _tool() -> tuple:
-    """(file name on the pod, source bytes) of the run tool."""
-    source = (scripts_dir() / TOOL).read_bytes()
-    return f"ops_runs-{hashlib.sha256(source).hexdigest()[:12]}.py", source
-
-
-@lru_cache(maxsize=1)
-def _pod_rules():
-    """The pod tool loaded as a module, for the rules both sides apply (the outputs root's):
-    one copy of each rule, the one that travels to the pod."""
-    spec = importlib.util.spec_from_file_location("ops_runs_rules", scripts_dir() / TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def check_outputs_root(outputs_dir, label: str) -> None:
     """ConfigError (exit 2, before any contact) for an outputs root that is no place for run
-    directories: /, a system folder, a home directory, a folder of keys. The pod checks again."""
-    problem = _pod_rules().outputs_root_problem(outputs_dir)
+    directories: /, a system folder, a home directory, a folder of keys. The pod checks again,
+    by the same rule (runtime.contract)."""
+    problem = outputs_root_problem(outputs_dir)
     if problem:
         raise ConfigError(f"{label}: outputs root {outputs_dir!r} {problem}")
 
@@ -76,18 +56,13 @@ def new_submission_id() -> str:
 
 def call_tool(target, command: str, request: dict, *, on_stderr=None, on_stdout=None, hold_stdin=False,
               parse: bool = True) -> Optional[dict]:
-    """Run one command of the pod's run tool; its JSON answer (HostError for an error answer)."""
+    """Run one command of the pod runtime; its JSON answer (HostError for an error answer)."""
     profile = target.profile
     check_outputs_root(request["outputs_dir"], profile.label)
-    name, source = _tool()
-    script = render_script("runs.sh", tool_name=name, tool_bytes=len(source), command=command,
-                           outputs_dir=request["outputs_dir"])
-    payload = source + json.dumps(request, separators=(",", ":")).encode() + b"\n"
-    result = target.run_script(script, stdin_payload=payload, on_stderr=on_stderr, on_stdout=on_stdout,
-                               hold_stdin=hold_stdin)
+    answer = run_command(target, command, request, label=profile.label, on_stderr=on_stderr, on_stdout=on_stdout,
+                         hold_stdin=hold_stdin, parse=parse)
     if not parse:
         return None
-    answer = parse_document(result, profile.label, f"runs {command}")
     if "error" in answer:
         error = ConfigError if answer.get("bad_input") else HostError
         raise error(f"{profile.label}: {answer['error']}")
@@ -138,7 +113,7 @@ def submit_runs(target, submission, *, submission_id: str, force: bool = False, 
 def laptop_head(folder) -> Optional[dict]:
     """This checkout's HEAD and origin ({commit, origin}), the default commit pin of a pod's repo
     of the same origin; None outside a git checkout or without an origin."""
-    facts = _pod_rules().git_facts(str(folder))
+    facts = git_facts(str(folder))
     if not facts.get("commit") or not facts.get("origin"):
         return None
     return {"commit": facts["commit"], "origin": facts["origin"]}

@@ -1,0 +1,110 @@
+"""Shipping the pod runtime (ops_tasks/runtime) and calling one of its commands.
+
+The runtime travels as a gzipped tar of the package, made the same byte for byte from the same
+sources, named by its hash (`runtime_id`). The pod unpacks it once per id under
+~/.ops/runtime/<id>/ (runtime/boot.py), so an upgrade never touches a supervisor running an older
+one. The laptop remembers which hosts hold which ids (`~/.cache/ops-tasks/runtimes.json`, by host
+identity) and sends the archive only to a host it has not seen hold it: then a call is the
+request alone, still one round trip. A host that lost it (a new pod at an old address) answers
+`need_runtime`, and the same call is made again with the archive.
+"""
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+import threading
+from functools import lru_cache
+from pathlib import Path
+
+from ..runtime.contract import CONTRACT_VERSION
+from ..scripts import parse_document, render_script
+from ..settings import host_identity
+
+PACKAGE_DIR = Path(__file__).resolve().parent.parent / "runtime"
+POD_PACKAGE = "ops_runtime"  # runtime/boot.py's PACKAGE: the name it has on the pod
+_known_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def runtime_archive() -> tuple:
+    """(runtime id, archive bytes): the package's .py files, in name order, with fixed metadata."""
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, compresslevel=9) as packed:
+        with tarfile.open(fileobj=packed, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for path in sorted(PACKAGE_DIR.glob("*.py")):
+                data = path.read_bytes()
+                info = tarfile.TarInfo(f"{POD_PACKAGE}/{path.name}")
+                info.size, info.mode, info.mtime = len(data), 0o644, 0
+                tar.addfile(info, io.BytesIO(data))
+    archive = buffer.getvalue()
+    return hashlib.sha256(archive).hexdigest()[:16], archive
+
+
+@lru_cache(maxsize=1)
+def boot_source() -> str:
+    return (PACKAGE_DIR / "boot.py").read_text()
+
+
+def _known_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ops-tasks" / "runtimes.json"
+
+
+def _read_known() -> dict:
+    try:
+        known = json.loads(_known_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def host_has_runtime(identity: str, runtime_id: str) -> bool:
+    held = _read_known().get(identity)
+    return isinstance(held, list) and runtime_id in held
+
+
+def remember_runtime(identity: str, runtime_id: str) -> None:
+    """The host holds this runtime: later calls send the request alone. The file is replaced
+    whole (two processes racing lose an entry at worst: one more archive sent)."""
+    with _known_lock:
+        known = _read_known()
+        held = [i for i in known.get(identity, []) if isinstance(i, str) and i != runtime_id][-4:]
+        known[identity] = held + [runtime_id]
+        path = _known_path()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}")
+            temporary.write_text(json.dumps(known, sort_keys=True))
+            os.replace(temporary, path)
+        except OSError:
+            pass  # a read-only home: every call sends the archive, nothing else changes
+
+
+def run_command(target, command: str, request: dict, *, label: str, on_stderr=None, on_stdout=None,
+                hold_stdin: bool = False, parse: bool = True):
+    """One command of the pod runtime, in one round trip: its JSON answer (None when not parsed)."""
+    runtime_id, archive = runtime_archive()
+    identity = host_identity(target.profile)
+    request = dict(request, contract=CONTRACT_VERSION)
+    line = json.dumps(request, separators=(",", ":")).encode() + b"\n"
+    # A followed log is not parsed: its need_runtime would be shown, not read. It always ships.
+    send = not parse or not host_has_runtime(identity, runtime_id)
+    for attempt in (1, 2):
+        shipped = archive if send else b""
+        script = render_script("runs.sh", runtime_id=runtime_id, runtime_bytes=len(shipped), command=command,
+                               boot=boot_source())
+        result = target.run_script(script, stdin_payload=shipped + line, on_stderr=on_stderr, on_stdout=on_stdout,
+                                   hold_stdin=hold_stdin)
+        if not parse:
+            return None
+        answer = parse_document(result, label, f"runs {command}")
+        if answer.get("need_runtime") == runtime_id and not send:
+            send = True  # the host lost it (a new pod at an old address): once more, with it
+            continue
+        if send:
+            remember_runtime(identity, runtime_id)
+        return answer
+    return answer
