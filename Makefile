@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 # program:Debian package, for what the test pods need on this machine.
 SYSTEM_TOOLS := sshd:openssh-server ssh:openssh-client rsync:rsync tmux:tmux curl:curl git:git unshare:util-linux nsenter:util-linux chromium:chromium
 
-.PHONY: demo test bench mutants install system-deps clean
+.PHONY: demo test bench mutants docs install system-deps clean
 
 # The main job on the `local` profile: see examples/demo.sh.
 demo: $(STAMP) system-deps
@@ -32,6 +32,10 @@ bench: $(STAMP) system-deps
 # it: the share caught per area, exit 1 below 90%. Several minutes; not part of `make test`.
 mutants: $(STAMP) system-deps
 	$(BIN)/python bench/mutants.py
+
+# The documentation made from the code: the run-key reference from the key table.
+docs: $(STAMP)
+	$(BIN)/python -m ops_tasks.runtime.keys > docs/reference/run-keys.md
 
 install: $(STAMP)
 

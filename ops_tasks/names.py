@@ -2,9 +2,8 @@
 
 import re
 
-from .runtime.contract import RUN_ID
+from .runtime.contract import ENV_NAME, RUN_ID
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # RUN_ID (the pod's contract): run ids name directories on the pod and on the laptop: no '/', no
 # leading '.' or '-'.
 # tmux session names: '.' and ':' are target syntax in tmux, so neither is allowed.

@@ -20,6 +20,7 @@ from . import defaults
 from .errors import ConfigError, OpsError
 from .files import write_atomic
 from .names import RUN_ID
+from .run_states import TERMINAL
 from .settings import host_identity
 
 
@@ -250,7 +251,7 @@ def forget_fleet(project_dir, name: str) -> None:
 # ---------------------------------------------------------------- the ledger of a fleet submission
 
 LEDGERS_DIR = "artifacts/ledgers"  # one append-only log per fleet submission
-FINISHED_STATES = ("succeeded", "failed", "timeout", "stalled", "cancelled", "lost")
+FINISHED_STATES = TERMINAL
 
 
 def ledgers_dir(project_dir) -> Path:

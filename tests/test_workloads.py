@@ -332,15 +332,15 @@ def test_runs_status_shows_each_runs_nested_summary_values_as_columns(pod, sweep
 
 
 def test_the_pod_and_the_report_take_the_same_summary_values_as_columns():
-    from ops_tasks.operations.report import summary_leaves
+    from ops_tasks.operations.report import summary_columns
 
     summary = {"ok": True, "avg_reward": 0.5, "run_id": "a", "exit_code": 1, "iter": 7, "flag": True, "name": "x",
                "last_eval": {"val": 3.0, "deep": {"a": 1, "deeper": {"b": 2}}}, "run_metadata": {"seed": 1},
                "nan": float("nan"), **{f"m{i}": i for i in range(10)}}
     on_pod = rt_contract.summary_leaves(summary, limit=100)
     assert on_pod[:4] == [("avg_reward", 0.5), ("iter", 7), ("last_eval.val", 3.0), ("last_eval.deep.a", 1)]
-    assert [leaf for leaf in on_pod if leaf[0] != "avg_reward"] == summary_leaves(summary, limit=100)
-    assert len(rt_contract.summary_leaves(summary)) == len(summary_leaves(summary)) == 8
+    assert [leaf for leaf in on_pod if leaf[0] != "avg_reward"] == summary_columns(summary, limit=100)
+    assert len(rt_contract.summary_leaves(summary)) == len(summary_columns(summary)) == 8
 
 
 @needs_isolation

@@ -474,7 +474,7 @@ def _row_of(run_id: str, summary: dict, sources: list, fields: Sequence[str], me
                 if nested is not _MISSING and not isinstance(nested, (dict, list)) and nested is not None:
                     row[name] = nested
                     break
-    for key, value in summary_leaves(summary):
+    for key, value in summary_columns(summary):
         key = f"summary.{key}" if key in PRICED else key  # the run's own cost measure is not its price
         if key not in row:
             row[key] = value
@@ -487,7 +487,7 @@ PRICED = ("cost", "cost_per_correct")  # what costs.price_rows and group_cost wr
 _NOT_LEAF_COLUMNS = frozenset(NOT_EXTRA)
 
 
-def summary_leaves(summary: dict, limit: int = SUMMARY_COLUMNS) -> list:
+def summary_columns(summary: dict, limit: int = SUMMARY_COLUMNS) -> list:
     """[(name, number)] of a summary's measurements, as columns (contract.summary_leaves)."""
     return contract_leaves(summary, limit, _NOT_LEAF_COLUMNS)
 
@@ -549,7 +549,7 @@ def sort_rows(rows: list, key: str) -> list:
     def order(row):  # numbers first, by value; then text, naturally (Qwen3-4B before Qwen3-32B)
         value = row[name]
         number = _number(value)
-        return (0, number, ()) if number is not None else (1, 0, natural_key(value))
+        return (0, number, ()) if number is not None else (1, 0, natural_order(value))
 
     return sorted(present, key=order, reverse=descending) + absent
 
@@ -1255,7 +1255,7 @@ def _build_report(root, spool: ExampleSpool, *, group_by: Optional[str] = None, 
     for key, value in wanted:
         rows = [r for r in rows if matches(r.get(key), value)]
     rows = sort_rows(rows, sort or best_first(measured, measured.name)) if (sort or metric is not None) \
-        else sorted(rows, key=lambda r: natural_key(r["run_id"]))
+        else sorted(rows, key=lambda r: natural_order(r["run_id"]))
     results = {r["run_id"]: os.path.join(dirs[r["run_id"]], RESULTS) for r in rows if r.get("n")}
 
     doc = {"ok": not errors and bool(rows), "root": str(root), "count": len(rows), "total": total,
@@ -1272,7 +1272,7 @@ def _build_report(root, spool: ExampleSpool, *, group_by: Optional[str] = None, 
         doc["group_by"] = keys
         groups = group_rows(rows, keys, measured, results, spool)
         doc["groups"] = sort_rows(groups, sort or best_first(measured, f"{measured.name}_mean")) \
-            if (sort or metric is not None) else sorted(groups, key=lambda g: [natural_key(g[k]) for k in keys])
+            if (sort or metric is not None) else sorted(groups, key=lambda g: [natural_order(g[k]) for k in keys])
     doc["models_by_task"] = models_by_task(rows, measured, results, spool)
     if compare and compare_by:
         doc["comparison"] = compare_groups(root, rows, by[0], compare[0], compare[1], measured, dirs, spool)
@@ -1303,7 +1303,7 @@ def _compared_dirs(rows: list, dirs: dict, failed: list) -> dict:
 # ---------------------------------------------------------------- header, natural order, times
 
 
-def natural_key(value) -> tuple:
+def natural_order(value) -> tuple:
     """Text with its numbers compared as numbers (contract.natural_key): Qwen3-0.6B < Qwen3-4B <
     Qwen3-32B; a number as a number; missing last."""
     if value is None:
@@ -1331,7 +1331,7 @@ def _distinct(values, width: int = 60) -> list:
     for value in values:
         if value is not None:
             seen.setdefault(value_key(value), value)
-    return sorted({_shown(v, width) for v in seen.values()}, key=natural_key)
+    return sorted({_shown(v, width) for v in seen.values()}, key=natural_order)
 
 
 def _shown(value, width: int = 60) -> str:

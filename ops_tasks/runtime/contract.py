@@ -40,6 +40,7 @@ COUNTS_AS_FAILURE = tuple(s for s in FAILED if s != "cancelled")
 # supervisor is gone; runs.resume queues it again.
 RETRYABLE = tuple(s for s in COUNTS_AS_FAILURE if s != "lost")
 RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a run id: also a folder name on both sides
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # an environment variable's name (and a run key's)
 # Folders that are never an outputs root nor hold one: the system's, and where keys live.
 SYSTEM_DIRS = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
                "/sbin", "/srv", "/sys", "/usr", "/var/lib", "/var/log", "/var/run", "/var/spool", "/var/cache")

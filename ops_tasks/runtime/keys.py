@@ -13,7 +13,7 @@ import os
 import re
 from collections import namedtuple
 
-from .contract import (COMMIT, CONTRACT_VERSION, EXPECT_KEYS, FAILURE_CLASSES, OUT_MODES, PYTHON_SUMMARY,
+from .contract import (COMMIT, CONTRACT_VERSION, ENV_NAME, EXPECT_KEYS, FAILURE_CLASSES, OUT_MODES, PYTHON_SUMMARY,
                        STOP_SIGNALS, SUMMARY_FRAMEWORKS, outputs_root_problem)
 
 # kind: "run" (how the run is started, watched and retried), "workload" (what the supervisor does
@@ -50,8 +50,13 @@ def _text(name):
 
 
 def _check_env(value):
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        return "env must be an object of strings, got %r" % (type(value).__name__,)
+    if not isinstance(value, dict):
+        return "env must be an object of NAME: value, got %s" % type(value).__name__
+    for name, item in value.items():
+        if not isinstance(name, str) or not ENV_NAME.match(name):
+            return "env: %r is not a valid environment variable name" % (name,)
+        if not isinstance(item, str):
+            return "env.%s must be a string, got %s" % (name, type(item).__name__)
     return None
 
 
@@ -157,7 +162,7 @@ def check_local_dir(value):
 LAPTOP, BOTH = "laptop", "laptop and pod"
 RUN_KEYS = (
     # -- the run
-    Key("run_id", "run", "string", "generated: <time>_<env>_<model>_n<N>_r<R>", BOTH, False, True, 2,
+    Key("run_id", "run", "string", "<timestamp>_<env_id>_<model_id>_n<num_examples>_r<rollouts>_b<best_of>_seed<seed>", BOTH, False, True, 2,
         "The run's name and its folder under the outputs root; {placeholders} allowed.", None),
     Key("label", "run", "string", None, BOTH, False, True, 2, "One line shown beside the run id.", None),
     Key("command", "run", "string", None, BOTH, True, True, 2,
@@ -166,8 +171,8 @@ RUN_KEYS = (
         "A program; the run's other keys become its --flags (instead of command).", None),
     Key("env", "run", "object of strings", "{}", BOTH, True, True, 2,
         "Environment of the run; secret names (KEY, TOKEN, ...) travel on stdin, never in a file.", _check_env),
-    Key("gpus", "run", "integer >= 0", "1 on a pod with GPUs", BOTH, True, True, 2,
-        "GPUs the run holds (CUDA_VISIBLE_DEVICES); 0 runs beside GPU runs on a CPU slot.", _count("gpus")),
+    Key("gpus", "run", "integer >= 0", "all the pod's GPUs (one run at a time)", BOTH, True, True, 2,
+        "GPUs the run holds (its own CUDA_VISIBLE_DEVICES); without GPUs, a run takes a CPU slot.", _count("gpus")),
     Key("timeout", "run", "duration or null", "profile run_timeout, else 24h", BOTH, False, True, 2,
         "Wall-clock limit: the run is stopped and ends `timeout`. null: no limit (warned).", _seconds("timeout")),
     Key("stall_timeout", "run", "duration or null", "profile run_stall_timeout, else 30m", BOTH, False, True, 2,
@@ -271,10 +276,27 @@ def run_problem(run):
     return None
 
 
+REFERENCE_HEAD = """# Run keys
+
+<!-- Made from ops_tasks/runtime/keys.py (RUN_KEYS) by `make docs`; tests/test_contract.py fails when it differs. -->
+
+Every key a run of a config may set (README, "Run configs"). A key a run sets that is not here is
+a flag of its `entrypoint` (and a `{placeholder}` name). "Checked on": the laptop refuses a bad
+value before anything is contacted; "laptop and pod": the pod's runtime applies the same check to
+every request and queue entry, and a supervisor fails an entry holding a field it does not know as
+`bad_input`. Durations are seconds or `1h30m`-style text.
+
+"""
+
+
 def reference_markdown():
     """The documentation's key reference: one row per key of RUN_KEYS."""
     lines = ["| key | type | default | checked on | what it does |", "|---|---|---|---|---|"]
     for key in RUN_KEYS:
         cells = (key.name, key.type, key.default or "", key.checked, key.doc)
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    return "\n".join(lines) + "\n"
+    return REFERENCE_HEAD + "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # make docs
+    print(reference_markdown(), end="")
