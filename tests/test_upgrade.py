@@ -170,7 +170,7 @@ def test_a_contract_2_supervisor_hands_its_queue_to_a_newer_one(pod, ops, projec
 
 def test_an_entry_with_a_field_this_supervisor_does_not_know_fails_as_bad_input(pod, ops, project):
     clean(pod)
-    config = write_config(project, [{"run_id": "known", "gpus": 0, "command": "sleep 4"}], name="k.json")
+    config = write_config(project, [{"run_id": "known", "gpus": 0, "command": "true"}], name="k.json")
     assert ops("runs.submit", "--host", pod.alias, "--config", config, "--json").returncode == 0
     spec = pod_json(pod, f"{OUT}/.ops/specs/known.json")
     # A newer laptop's entry, with a gate this supervisor has never heard of.
@@ -179,6 +179,7 @@ def test_an_entry_with_a_field_this_supervisor_does_not_know_fails_as_bad_input(
     path = pod.root / "future.json"
     path.write_text(json.dumps(entry))
     pod.sh(f"mkdir -p {OUT}/future && cp {path} {OUT}/.ops/pending/0000000000.000000-future.json")
+    assert ops("runs.resume", "--host", pod.alias, "--json").returncode == 0  # sees a supervisor runs for the queue
     waited = ops("runs.wait", "--host", pod.alias, "--run-id", "future", "--timeout", "30", "--json")
     future = waited.json["runs"][0]
     assert (future["state"], future["failure_class"]) == ("failed", "bad_input"), future
