@@ -185,3 +185,43 @@ def test_an_entry_with_a_field_this_supervisor_does_not_know_fails_as_bad_input(
     assert (future["state"], future["failure_class"]) == ("failed", "bad_input"), future
     assert "expect_gpu_hours" in future["error"]
     assert waited.returncode == 1
+
+
+@pytest.fixture(scope="module")
+def second(tmp_path_factory, client):
+    """A second pod, for a fleet: no supervisor on it yet."""
+    from ops_tasks.testing.pods import SshPod
+
+    started = SshPod(tmp_path_factory.mktemp("upod2") / "pod", "upod2", client.public_key).start()
+    client.add_alias("upod2", started)
+    started.alias = "upod2"
+    yield started
+    started.stop()
+
+
+def test_over_a_fleet_each_pod_hands_over_for_itself(pod, second, ops, project):
+    clean(pod)
+    clean(second)
+    legacy_submit(pod, "0e41775", "long", 6)
+    runs = [{"run_id": f"g{i}", "gpus": 0, "command": counting_command(f"g{i}", 0),
+             "expect": {"files": ["never-written.txt"]}} for i in range(4)]
+    config = write_config(project, runs, name="fleet.json")
+    fleet = f"{pod.alias},{second.alias}"
+    submitted = ops("runs.submit", "-H", fleet, "--config", config, "--json")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    per_pod = submitted.json["pods"]  # {pod name: its submission}
+    assert per_pod[pod.alias]["queued"], per_pod  # the older pod was given runs: it had to hand over
+    assert "handing over" in per_pod[pod.alias]["supervisor"]
+    assert "handing over" not in (per_pod[second.alias].get("supervisor") or "")
+
+    # The fleet's wait may move queued runs to the idle pod; wherever each ran, it ran once, gated.
+    waited = ops("runs.wait", "-H", fleet, "--timeout", "90", "--json")
+    ended = {r["run_id"]: r for r in waited.json["runs"]}
+    assert sorted(ended) == ["g0", "g1", "g2", "g3"]
+    assert {(r["state"], r["failure_class"]) for r in ended.values()} == {("failed", "expectation")}, ended
+    for run_id in ended:
+        assert starts(pod, run_id) + starts(second, run_id) == 1, run_id
+    assert wait_for(lambda: pod_json(pod, f"{OUT}/long/status.json")["state"] == "succeeded")
+    assert starts(pod, "long") == 1
+    # The older pod's queue went to a supervisor of this contract once its own run ended.
+    assert wait_for(lambda: (pod_json(pod, f"{OUT}/.ops/supervisor.json") or {}).get("contract") == CONTRACT_VERSION)

@@ -96,6 +96,9 @@ def submit_runs(target, submission, *, submission_id: str, force: bool = False, 
         "outputs_dir": submission.outputs_dir, "tmux_session": submission.tmux_session,
         "queued": [q["run_id"] for q in answer["queued"]], "skipped": answer["skipped"],
         "refused": answer["refused"], "supervisor": answer.get("supervisor"),
+        # The pod runtime's contract, the one these runs need and the live supervisor's (it handed
+        # over when older: docs/ARCHITECTURE.md, "The pod runtime").
+        "contract": answer.get("contract"),
         "archived": {q["run_id"]: q["archived_attempt"] for q in answer["queued"] if q["archived_attempt"]},
         # For the manifest: what its runs cost is worked out from this later (operations/costs.py).
         "pricing": {host_identity(profile): pod_pricing(price, answer.get("capacity"))} if price else None,
