@@ -24,6 +24,7 @@ One module per role, imports pointing down:
 
 import os
 
+
 PACKAGE = __name__
 # The folder holding the top-level package: the runtime's own folder on the pod, the checkout
 # (or site-packages) on the laptop.

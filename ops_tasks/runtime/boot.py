@@ -16,6 +16,7 @@ import sys
 import tarfile
 import tempfile
 
+
 PACKAGE = "ops_runtime"
 
 

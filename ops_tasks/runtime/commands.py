@@ -13,10 +13,12 @@ from .entry import read_entry
 from .files import BatchedSync, now, read_json, remove_quietly, write_json, write_text
 from .procs import KILL_GRACE_S
 from .reading import logs, run_report, selected_runs, status, wait
-from .rundir import archive_attempt, attempts_done, effective_state, end_as_cancelled, has_files, read_status, restore_attempt, set_attempt_state, set_state, status_path, stop_leftover_group
+from .rundir import (archive_attempt, attempts_done, effective_state, end_as_cancelled, has_files, read_status,
+    restore_attempt, set_attempt_state, set_state, status_path, stop_leftover_group)
 from .store import BadRequest, Store
 from .submit import ensure_supervisor, submit
 from .supervisor import stop_stages, supervise
+
 
 def cancel(request):
     """Cancel runs: a queued one at once, a running one through its supervisor (which stops its

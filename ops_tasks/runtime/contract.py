@@ -13,6 +13,7 @@ import math
 import os
 import re
 
+
 # 1: every release before the contract had a number (their supervisors wrote "ops-tasks-runs/1",
 #    whatever keys they knew). 2: versioned requests and entries, the hand-over, bad_input.
 CONTRACT_VERSION = 2

@@ -17,6 +17,7 @@ from .files import read_json, record_path, remove_quietly, tail_text, write_json
 from .interpreter import run_python
 from .procs import kill_group
 
+
 CONVERT_TIMEOUT_S = 300.0  # a summary_from conversion's deadline unless the run's summary_timeout says
 
 

@@ -1,4 +1,6 @@
-"""files"""
+"""Files on the volume: JSON read whatever it holds, every write atomic (a temporary, then a
+rename; none left behind when it fails), syncs batched, the end of a log read without reading it all.
+"""
 
 import json
 import os
@@ -6,6 +8,7 @@ import re
 import time
 
 from .contract import RECORD_DIR
+
 
 WRITE_RETRY_S = 2.0  # a bookkeeping write that failed (a full volume) is tried again this often
 TAIL_BYTES = 256 * 1024

@@ -1,4 +1,6 @@
-"""gates"""
+"""What a run must show besides exiting 0 (expect), the commit its repo must be at (the commit
+pin), and a run's identity (the same run id with another config is another run).
+"""
 
 import glob
 import json
@@ -7,6 +9,7 @@ import re
 
 from .contract import COMMIT, RECORD_DIR
 from .files import makedirs, read_json, record_path, write_json
+
 
 # wandb's own end-of-run line when it uploaded (`wandb: Synced 5 W&B file(s), ...`), and `wandb sync`'s.
 WANDB_SYNCED_LINE = re.compile(r"wandb: Synced \d+ W&B file|^Syncing: .* \.\.\. done\.?$")

@@ -1,4 +1,6 @@
-"""interpreter"""
+"""The run's own python: run in the run's environment, asked once at start for its version and
+the versions of the packages a report names (run_metadata.json).
+"""
 
 import json
 import os

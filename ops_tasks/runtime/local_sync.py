@@ -1,4 +1,6 @@
-"""local_sync"""
+"""out_mode local_sync: the run writes on the pod's own disk; what changed is copied into its run
+directory on the volume as it goes and once more before any verdict.
+"""
 
 import os
 import shutil
@@ -6,6 +8,7 @@ import time
 
 from .contract import RECORD_DIR
 from .files import makedirs, remove_quietly, stat_is
+
 
 def work_dir_of(entry):
     """Where an out_mode local_sync run writes on the pod's own disk (run_config.local_work_dir)."""

@@ -1,10 +1,13 @@
-"""metrics"""
+"""A run's latest step for status.json: the last line of its metrics.jsonl, or a match of its
+metrics_from_log over the new part of its log (read incrementally).
+"""
 
 import json
 import os
 import re
 
 from .files import write_text
+
 
 METRICS_CHUNK = 1 << 20  # metrics_from_log reads at most this much new log per look
 

@@ -1,10 +1,13 @@
-"""procs"""
+"""Processes, process groups and signals: is it still the process we started (its start time),
+stopping a whole group in stages, and finding a run's processes by their owner marker.
+"""
 
 import os
 import signal
 import time
 
 from .files import now
+
 
 KILL_GRACE_S = 10.0  # TERM, then KILL this long after
 

@@ -1,4 +1,6 @@
-"""reading"""
+"""Reading state: a run's report (its state as the supervisor sees it), status, wait (progress
+lines on stderr until a submission's runs end) and logs (a tail, or followed until the run ends).
+"""
 
 import os
 import sys
@@ -8,6 +10,7 @@ from .contract import COUNTS_AS_FAILURE, RUN_ID, TERMINAL, summary_leaves
 from .files import last_line, now, read_json, record_path, tail_text
 from .rundir import attempts_done, effective_state, has_files, read_status
 from .store import BadRequest, Store, check_run
+
 
 WAIT_HEARTBEAT_S = 2.0  # runs.wait repeats its progress line this often (to notice the laptop gone)
 

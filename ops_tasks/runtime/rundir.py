@@ -1,4 +1,7 @@
-"""rundir"""
+"""A run directory: status.json (set_state is the one door), attempts kept under attempts/<n>/,
+the contract files the supervisor writes where the command did not, its own record in .ops/, and
+the failure class read from a failed run's log.
+"""
 
 import json
 import os
@@ -9,10 +12,12 @@ import signal
 import socket
 import subprocess
 
-from .contract import ACTIVE, CONTRACT_FILES, MASK, RECORD_DIR, STATES, TERMINAL, TOOL_VERSION, is_secret, masked_env
+from .contract import (ACTIVE, CONTRACT_FILES, MASK, RECORD_DIR, STATES, TERMINAL, TOOL_VERSION, is_secret,
+    masked_env)
 from .files import file_digest, makedirs, now, read_json, record_path, write_if_absent, write_json, write_text
 from .gates import write_identity
 from .procs import group_alive, kill_group_fully, kill_marked, owner_marker, pid_alive
+
 
 # Every field a status.json may hold: set_state refuses others (a misspelt field would be lost).
 STATUS_FIELDS = frozenset({

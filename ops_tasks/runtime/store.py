@@ -13,6 +13,7 @@ from .contract import RUN_ID, outputs_root_problem
 from .entry import read_entry
 from .files import TEMPORARY, makedirs, now, read_json, write_json, write_text
 
+
 QUEUE = "pending"
 LEGACY_QUEUE = "queue"
 

@@ -8,16 +8,19 @@ import subprocess
 import sys
 import time
 
-from .contract import ACTIVE, CONTRACT_VERSION, FAILED, is_secret, masked_env
+from .contract import ACTIVE, CONTRACT_VERSION, FAILED, is_secret
+from .entry import new_entry
 from .files import BatchedSync, makedirs, now, read_json, remove_quietly, write_json
 from .gates import commit_pin, identity_difference, pin_problem
 from .keys import needed_contract, run_problem
 from .handover import ask_to_hand_over, describe, live_supervisor, successor_waiting
 from . import python_argv
 from .reading import wait
-from .rundir import archive_attempt, attempts_done, effective_state, git_facts, has_files, owned_by_tool, read_status, restore_attempt, set_attempt_state, stop_leftover_group
+from .rundir import (archive_attempt, attempts_done, effective_state, git_facts, has_files, owned_by_tool,
+    read_status, restore_attempt, set_attempt_state, stop_leftover_group)
 from .store import BadRequest, Store, check_run
 from .supervisor import detect_gpus, supervise
+
 
 def submit(request):
     runs = [dict(run, run_id=check_run(run.get("run_id"), run.get("run_dir"), request["outputs_dir"])[0])
@@ -100,10 +103,7 @@ def queue_run(store, run, request, secrets):
     # A lost run's processes may still run (its supervisor was killed): stop them first.
     stop_leftover_group(read_status(run_dir) or {})
     archived = archive_attempt(run_dir)
-    entry = dict(run, env=masked_env(run["env"]), contract=CONTRACT_VERSION, submission_id=request["submission_id"],
-                 fail_fast=bool(request.get("fail_fast")), retries_used=0,
-                 attempt=attempts_done(run_dir) + 1, queued_at=now(), not_before=0,
-                 host=request.get("host"), tmux_session=request.get("tmux_session"))
+    entry = new_entry(run, request, attempts_done(run_dir) + 1)
     queue_file = None
     try:
         queue_file = store.enqueue(entry)

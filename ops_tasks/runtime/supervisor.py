@@ -1,4 +1,8 @@
-"""supervisor"""
+"""The supervisor: one long-lived process per outputs root (it holds supervisor.lock) that
+claims queued runs under the queue lock, starts them on free GPUs or CPU slots, watches their
+timeouts, stalls and cancels, judges their end and retries them; a newer one takes its queue
+over when asked (handover.py).
+"""
 
 import os
 import re
@@ -18,9 +22,12 @@ from .gates import pin_problem, unmet_expectations
 from .interpreter import probe_interpreter
 from .local_sync import LocalSync, work_dir_of
 from .metrics import MetricsWatch
-from .procs import KILL_GRACE_S, group_alive, kill_group, kill_group_fully, kill_marked, marked_pids, owner_marker, signal_quietly, start_ticks_of
-from .rundir import archive_attempt, attempts_done, failure_class, git_facts, read_status, restore_attempt, set_attempt_state, set_state, stop_leftover_group, summary_verdict, write_contract_start, write_record_end
+from .procs import (KILL_GRACE_S, group_alive, kill_group, kill_group_fully, kill_marked, marked_pids,
+    owner_marker, signal_quietly, start_ticks_of)
+from .rundir import (archive_attempt, attempts_done, failure_class, git_facts, read_status, restore_attempt,
+    set_attempt_state, set_state, stop_leftover_group, summary_verdict, write_contract_start, write_record_end)
 from .store import Lock, Store
+
 
 HEARTBEAT_S = 5.0
 POLL_S = 0.25
