@@ -11,7 +11,7 @@ and their ratios (target: at most 1.5). Then runs.submit as a user runs it: 400 
 
 `--sweep` instead runs the issue's sweep: 200 sleep runs of random lengths (1-20 s, seeded) on 4
 pods x 4 fake GPUs, submitted over the fleet (every run with one timeout, so placement cannot
-tell long from short) and waited on (fleet.steer), with and without rebalancing. Reported: GPU-slot
+tell long from short) and waited on (fleet_runs.steer), with and without rebalancing. Reported: GPU-slot
 occupancy while any run is queued anywhere (target >= 90%) and the makespan against the ideal,
 max(longest run, total run time / slots) (target <= 1.15). `--scale 0.1` shortens every run for
 a quick check (the figures to report are at 1).
@@ -36,7 +36,8 @@ from types import SimpleNamespace
 from harness import timed
 
 from ops_tasks import targets
-from ops_tasks.fleet import fan_out, resolve_hosts, steer, submit_to_fleet
+from ops_tasks.fleet import fan_out, resolve_hosts
+from ops_tasks.operations.fleet_runs import steer, submit_to_fleet
 from ops_tasks.operations.pod import pod_status
 from ops_tasks.operations.run_config import load_submission
 from ops_tasks.operations.runs import new_submission_id

@@ -16,10 +16,9 @@ from .tables import tabulate
 
 from . import defaults, records
 from .errors import ConfigError, OpsError
-from .errors import Interrupted
 from .flags import count_flag, seconds_flag
 from .names import POD_NAME
-from .output import target_of, dry_run_requested, log, on_each_pod, ops_task
+from .output import target_of, dry_run_requested, log, on_each_pod, ops_task, stopped
 from .secrets import MASK
 from .settings import env_value, project_dir_of
 # The operations and ssh_config are imported by the functions that use them: `ops --list` and
@@ -469,33 +468,19 @@ def _confirm_fleet(plans: list, want: UpRequest, name: str) -> None:
 
 
 def _in_parallel(plans: list, one) -> dict:
-    """one(plan) for every plan at once (threads: each waits on Lium's API): name -> its result,
-    an expected failure being {"ok": False, "error", "exit_code"} of that pod only. Daemon
-    threads: after Ctrl-C the process ends at once, not when the last wait would have."""
-    import contextvars
-    import threading
+    """one(plan) for every plan at once (fleet.at_once: a thread each, as each waits on Lium's
+    API): name -> its result, an expected failure being {"ok": False, "error", "exit_code"} of
+    that pod only. Daemon threads: after Ctrl-C the process ends at once, not when the last wait
+    would have, and says the pods go on starting."""
+    from .fleet import at_once
 
-    results = {}
-
-    def guarded(plan):
-        try:
-            results[plan["name"]] = one(plan)
-        except OpsError as exc:
-            results[plan["name"]] = {"ok": False, "error": str(exc), "exit_code": exc.exit_code}
-
-    threads = [threading.Thread(target=contextvars.copy_context().run, args=(guarded, plan), daemon=True,
-                                name=f"pod-up-{plan['name']}") for plan in plans]
-    for thread in threads:
-        thread.start()
     try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)
-    except KeyboardInterrupt:
+        results = at_once(plans, one, max_workers=max(1, len(plans)), name="pod-up")
+    except KeyboardInterrupt as exc:
         names = ", ".join(plan["name"] for plan in plans)
-        raise Interrupted(f"interrupted; pods {names} go on starting and billing: run the same pod.up again to "
-                          f"wait, or pod.down --name for each") from None
-    return results
+        raise stopped(exc, f"pods {names} go on starting and billing: run the same pod.up again to wait, "
+                           f"or pod.down --name for each") from None
+    return {plan["name"]: result for plan, result in zip(plans, results)}
 
 
 def _start_one(plan: dict, want: UpRequest) -> dict:

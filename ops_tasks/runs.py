@@ -284,9 +284,9 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
            retry_failed=False, no_tmux=False, slots=None, fail_fast=False, wait=False, timeout=None,
            expect_commit=None):
     """Queue runs from a config on the pod (one round trip), or spread over a fleet's pods."""
+    from .operations.fleet_runs import submit_to_fleet
     from .operations.run_config import load_submission
     from .operations.runs import manifest_of, new_submission_id, submit_runs, wait_runs
-    from .fleet import submit_to_fleet
     from .records import host_fields, save_manifest
     from .targets import LinkDown
     fleet = fleet_targets(c, host)
@@ -390,7 +390,7 @@ def status(c, host=None, run_id=None, submission=None, all=False, remote_outputs
            watch=False, interval=None, rebuild=False):
     """State of runs: one run in detail (--run-id), or a submission's table; exit 1 if any failed."""
     if rebuild:
-        from .fleet import rebuild_ledger
+        from .operations.fleet_runs import rebuild_ledger
 
         steered = _fleet_submission(c, host, run_id, submission, remote_outputs_dir)
         if not steered:
@@ -561,7 +561,7 @@ FLEET_STEER_HELP = {
 def wait(c, host=None, run_id=None, submission=None, remote_outputs_dir=None, timeout=None, lost_after=None,
          no_rebalance=False):
     """Wait until a submission's runs end, with a progress bar; exit 1 if any failed."""
-    from .fleet import LOST_AFTER_S
+    from .operations.fleet_runs import LOST_AFTER_S
 
     timeout_s = seconds_flag("--timeout", timeout, WAIT_TIMEOUT_S)
     lost_after_s = seconds_flag("--lost-after", lost_after, LOST_AFTER_S)
@@ -581,7 +581,7 @@ def render_balance(data: dict) -> str:
                                       "lost_after": FLEET_STEER_HELP["lost_after"]})
 def balance(c, host=None, submission=None, lost_after=None):
     """Over a fleet submission, once: move queued runs to idle pods, place a lost pod's runs again."""
-    from .fleet import LOST_AFTER_S
+    from .operations.fleet_runs import LOST_AFTER_S
 
     lost_after_s = seconds_flag("--lost-after", lost_after, LOST_AFTER_S)
     steered = _fleet_submission(c, host, None, submission, None)
@@ -592,7 +592,7 @@ def balance(c, host=None, submission=None, lost_after=None):
 
 def _balance_one(c, target, submission):
     """One pod, or a submission that is not a fleet's: its queue is its own (the probe shows it)."""
-    from .fleet import probe_pod
+    from .operations.fleet_runs import probe_pod
     from .records import load_manifest
     from .selection import latest_submission, outputs_root
 
@@ -624,8 +624,8 @@ def _fleet_submission(c, host, run_id, submission, remote_outputs_dir):
 
 
 def _steer(steered, **options) -> dict:
-    """Keep a fleet submission going (fleet.steer), saying each move and lost pod on stderr."""
-    from .fleet import steer
+    """Keep a fleet submission going (fleet_runs.steer), saying each move and lost pod on stderr."""
+    from .operations.fleet_runs import steer
 
     targets, manifest, project = steered
     said = {"moves": 0, "replaced": 0, "notes": 0}

@@ -3,19 +3,25 @@
 Naming is checked without contact (aliases in the client's ~/.ssh/config, no pod behind them);
 fan_out runs against three real sshd pods shared by the module."""
 
+import contextvars
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from ops_tasks import records, targets
 from ops_tasks.errors import ConfigError, HostError
-from ops_tasks.fleet import FleetResult, fan_out, host_names, merged_rows, resolve_hosts, totals
+from ops_tasks.fleet import FleetResult, at_once, fan_out, host_names, merged_rows, resolve_hosts, totals
 from ops_tasks.operations.pod import pod_status
 from ops_tasks.settings import check_ops_config, resolve_profile
 from ops_tasks.testing.fake_gpu import gpu
 from ops_tasks.testing.pods import ClientHome, SshPod
 from conftest import needs_isolation
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------- naming a fleet (no contact)
@@ -167,6 +173,67 @@ def test_a_bug_in_an_operation_is_raised_after_every_pod_finished(tmp_path):
     with pytest.raises(KeyError):
         fan_out(unreachable_profiles(3, tmp_path), operation)
     assert len(finished) == 2
+
+
+def test_at_once_gives_each_item_its_own_result_in_order_at_most_max_workers_at_a_time():
+    """fleet.at_once, under fan_out and pod.up alike: a failure is that item's, the caller's
+    context reaches every call, and no more than max_workers run at once."""
+    flag = contextvars.ContextVar("flag")
+    flag.set("the task's")
+    together = threading.Barrier(3, timeout=30)  # the first three run at once, or this breaks
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def one(item):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        if item < 3:
+            together.wait()
+        with lock:
+            running[0] -= 1
+        if item == 4:
+            raise HostError("pod 4 is down")
+        return {"ok": True, "item": item, "flag": flag.get()}
+
+    results = at_once(range(8), one, max_workers=3)
+    assert results[4] == {"ok": False, "error": "pod 4 is down", "exit_code": 1}
+    assert [r["item"] for r in results if r["ok"]] == [0, 1, 2, 3, 5, 6, 7]
+    assert {r["flag"] for r in results if r["ok"]} == {"the task's"} and peak[0] == 3
+
+
+AT_ONCE_INTERRUPTED = """
+import os, signal, threading, time
+from ops_tasks.fleet import at_once
+
+started, stops, handled = [], [], threading.Event()
+
+def one(item):
+    started.append(item)
+    if item == 1:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while item 0 is in flight
+        handled.wait(30)
+        return {"ok": True}
+    threading.Event().wait()  # a call nothing ends (pod.up's wait on Lium): never returns
+
+def on_stop():
+    stops.append(True)
+    handled.set()
+
+try:
+    at_once(range(5), one, max_workers=2, on_stop=on_stop)
+except KeyboardInterrupt:
+    time.sleep(0.3)  # room for a worker that wrongly takes the next item
+    print(sorted(started), stops, flush=True)
+"""
+
+
+def test_ctrl_c_reaches_the_caller_at_once_starts_nothing_more_and_leaves_no_thread_to_wait_for():
+    """Item 0 never returns: the process still ends (daemon threads), item 1's worker takes no
+    more items, and on_stop ran (fan_out closes its connections there)."""
+    done = subprocess.run([sys.executable, "-c", AT_ONCE_INTERRUPTED], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0, 1] [True]"
 
 
 def test_a_dry_run_records_each_pods_script_and_contacts_nothing(tmp_path):

@@ -1,4 +1,4 @@
-"""Keeping a fleet submission going (ops_tasks/fleet.py, FleetSteer; remote_scripts/ops_runs.py,
+"""Keeping a fleet submission going (ops_tasks/operations/fleet_runs.py, FleetSteer; ops_tasks/runtime,
 probe and withdraw): queued runs move to idle pods, a lost pod's runs are placed again, a move
 cut short by a crash is repaired, the ledger is rebuilt from the pods. Three real sshd pods shared
 by the module: rb0 with two fake GPUs, rb1 with four, rb2 with none (CPU slots). Every run
@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from ops_tasks import records, targets
-from ops_tasks.fleet import rebuild_ledger, resolve_hosts, steer, submit_to_fleet, withdraw_runs
+from ops_tasks.fleet import resolve_hosts
+from ops_tasks.operations.fleet_runs import rebuild_ledger, steer, submit_to_fleet, withdraw_runs
 from ops_tasks.records import Ledger, load_manifest
 from ops_tasks.testing.fake_gpu import gpu
 from ops_tasks.testing.pods import SshPod
@@ -214,7 +215,7 @@ def test_a_pod_whose_supervisor_died_leaving_its_runs_lost_has_them_placed_on_th
         if states.count('"running"') == len(orphans):
             break
         time.sleep(0.05)
-    (supervisor,) = pod_pids(pods[1], r"^python3 \S*ops_runs\S* supervise", live=True)
+    (supervisor,) = pod_pids(pods[1], r"^python3 -c .* ops_runtime\.commands main supervise", live=True)
     os.kill(supervisor, signal.SIGKILL)  # its runs go on, unwatched: `lost`
 
     document = steer(fleet, load_manifest(laptop, submitted["submission_id"]), laptop, interval_s=0.2, timeout_s=60)

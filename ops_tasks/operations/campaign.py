@@ -366,7 +366,7 @@ class Submit(Phase):
                                                              state.record.get("submission_id") or "") is not None
 
     def run(self, state: State) -> dict:
-        from ..fleet import submit_to_fleet
+        from .fleet_runs import submit_to_fleet
         from .runs import new_submission_id
 
         targets = state.targets()
