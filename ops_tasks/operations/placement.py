@@ -5,7 +5,7 @@ A pod is {name, free_gpus, gpu_count, slots, queued_seconds_estimate} and option
 `run_ids` (the runs of this submission it has already) and, for rebalance, `queued` (its runs not
 started yet, in the order it will start them). A run is {run_id, gpus, expected_s}.
 
-A pod's capacity is what its supervisor hands out (remote_scripts/ops_runs.py, claim_ready):
+A pod's capacity is what its supervisor hands out (runtime/supervisor.py, claim_ready):
 its GPUs, or on a pod without GPUs its CPU slots. A run needs `gpus` of them (None: all of a
 pod's GPUs), or one slot on a pod without GPUs, which takes no run that asks for a GPU.
 """

@@ -385,7 +385,7 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime,
     sources["run_id"] = run_id
     run_dir = _run_dir(run.get("run_dir"), sources, roots["outputs_dir"], where)
     # local_sync: the command writes into its directory on the pod's own disk; the supervisor
-    # copies it into run_dir on the volume (ops_runs.LocalSync).
+    # copies it into run_dir on the volume (runtime.local_sync.LocalSync).
     writes_to = local_work_dir(_out_mode(run, where, roots["outputs_dir"]), run_id) or run_dir
     sources["run_dir"] = writes_to
 
@@ -451,7 +451,7 @@ def _budget_warnings(run: dict, where: str) -> list:
 
 
 def local_work_dir(workload: dict, run_id: str) -> Optional[str]:
-    """Where an out_mode local_sync run writes on the pod's own disk (ops_runs.work_dir_of), or None."""
+    """Where an out_mode local_sync run writes on the pod's own disk (runtime.local_sync.work_dir_of), or None."""
     if workload.get("out_mode") != "local_sync":
         return None
     return posixpath.join(workload["local_dir"], run_id)

@@ -79,7 +79,7 @@ def submit_runs(target, submission, *, submission_id: str, force: bool = False, 
                 expect_commit: Optional[str] = None, laptop_head: Optional[dict] = None) -> dict:
     """Queue a submission's runs on the pod in one round trip; start the supervisor if needed.
     expect_commit ("none": no pin) and laptop_head ({commit, origin}) are the commit pin's
-    (ops_runs.commit_pin)."""
+    (runtime.gates.commit_pin)."""
     profile = target.profile
     target.describe(manifest=manifest_of(submission, submission_id, profile.name))
     price = price_of(profile)  # from the laptop's records: the pod is asked only what it hands out

@@ -17,14 +17,15 @@ import stat
 from pathlib import Path
 from typing import Optional
 
+from ..runtime.contract import RECORD_DIR
 from ..errors import ConfigError
 from ..verdicts import UNFINISHED, UNREADABLE, Verdict, run_verdict
 
 REQUIRED = ("command.sh", "run_metadata.json", "summary.json", "stdout.log")
 JSON_FILES = ("run_metadata.json", "summary.json", "status.json")
 RESULTS = "results.jsonl"
-# The supervisor's own record of a run, where no script writes (ops_runs.py, RECORD_DIR).
-RECORD = (".ops", "record.json")
+# The supervisor's own record of a run, where no script writes.
+RECORD = (RECORD_DIR, "record.json")
 
 
 def checked_root(root) -> Path:
