@@ -202,3 +202,16 @@ def test_the_key_reference_is_made_from_the_table():
     assert shown == keys.reference_markdown(), "docs/reference/run-keys.md is stale: run `make docs`"
     for key in keys.RUN_KEYS:
         assert f"| {key.name} |" in shown
+
+
+def test_the_runtime_refuses_a_request_of_another_contract(tmp_path):
+    import subprocess
+
+    from ops_tasks.runtime import python_argv
+
+    request = {"contract": contract.CONTRACT_VERSION + 1, "outputs_dir": str(tmp_path / "out")}
+    done = subprocess.run(python_argv(sys.executable, "commands", "main", "status"), input=json.dumps(request) + "\n",
+                          capture_output=True, text=True, check=True)
+    answer = json.loads(done.stdout)
+    assert answer["bad_input"] and f"contract {contract.CONTRACT_VERSION}" in answer["error"], answer
+    assert not (tmp_path / "out").exists()  # refused before anything
