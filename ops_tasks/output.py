@@ -407,6 +407,10 @@ def _summarised(script: str) -> str:
         if text and text in script:
             lines = text.count("\n") + 1
             script = script.replace(text, f"# ({name}: the shared helpers, {lines} lines; --verbose shows them)", 1)
+    if "runs.sh" in script:
+        from .operations.runtime import boot_as_shown
+        for text, shown in boot_as_shown().items():
+            script = script.replace(f"boot={text}", shown, 1)
     return script
 
 

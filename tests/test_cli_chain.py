@@ -241,6 +241,16 @@ def test_dry_run_shows_the_script_and_one_line_for_lib_sh(ops):
     assert len(short.stdout.splitlines()) < len(full.stdout.splitlines()) - 40
 
 
+def test_dry_run_of_a_runs_task_shows_the_runtime_loader_as_one_line(ops):
+    from ops_tasks.operations.runtime import boot_source
+
+    short = ops("runs.list", "--host", "local", "--dry-run")
+    full = ops("runs.list", "--host", "local", "--dry-run", "--verbose")
+    assert "# (boot: ops_tasks/runtime/boot.py, the runtime's loader" in short.stdout and "runs.sh" in short.stdout
+    assert "def unpack(" not in short.stdout and "def unpack(" in full.stdout
+    assert boot_source().splitlines()[-1] in full.stdout
+
+
 def test_wait_on_a_terminal_redraws_the_table_in_place(ops, project, pod, client):
     import pty
     (project / "c.json").write_text(json.dumps({"remote_repo": "/root", "runs": [

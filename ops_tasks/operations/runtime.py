@@ -9,6 +9,7 @@ request alone, still one round trip. A host that lost it (a new pod at an old ad
 `need_runtime`, and the same call is made again with the archive.
 """
 
+import ast
 import gzip
 import hashlib
 import io
@@ -20,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..runtime.contract import CONTRACT_VERSION
-from ..scripts import parse_document, render_script
+from ..scripts import parse_document, render_script, shell_value
 from ..settings import host_identity
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "runtime"
@@ -45,7 +46,19 @@ def runtime_archive() -> tuple:
 
 @lru_cache(maxsize=1)
 def boot_source() -> str:
-    return (PACKAGE_DIR / "boot.py").read_text()
+    """runtime/boot.py as sent in every runs script: its code without docstrings or comments."""
+    tree = ast.parse((PACKAGE_DIR / "boot.py").read_text())
+    for node in [tree, *ast.walk(tree)]:
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree) + "\n"
+
+
+def boot_as_shown() -> dict:
+    """{text in a rendered runs script: what a dry run shows instead} for the loader."""
+    return {shell_value(boot_source()): "# (boot: ops_tasks/runtime/boot.py, the runtime's loader; --verbose shows it)"}
 
 
 def _known_path() -> Path:
