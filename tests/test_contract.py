@@ -215,3 +215,30 @@ def test_the_runtime_refuses_a_request_of_another_contract(tmp_path):
     answer = json.loads(done.stdout)
     assert answer["bad_input"] and f"contract {contract.CONTRACT_VERSION}" in answer["error"], answer
     assert not (tmp_path / "out").exists()  # refused before anything
+
+
+def test_a_hand_over_binds_while_its_successor_starts_or_waits_and_never_after(tmp_path):
+    import time
+
+    from ops_tasks.runtime.handover import HANDOVER_START_S, handover_asked, successor_lock
+    from ops_tasks.runtime.store import Store
+
+    store = Store(str(tmp_path / "outputs"), create=True)
+    newer = contract.CONTRACT_VERSION + 1
+
+    def asked(age):
+        (tmp_path / "outputs" / ".ops" / "handover.json").write_text(
+            json.dumps({"contract": newer, "asked_at": time.time() - age}))
+        return handover_asked(store)
+
+    assert asked(1) == newer  # just asked: its successor is being started
+    assert asked(HANDOVER_START_S + 60) is None  # never met (the successor died): the queue is not held for ever
+    waiting = successor_lock(store)
+    assert waiting.acquire(blocking=False)
+    try:
+        assert asked(HANDOVER_START_S + 60) == newer  # a successor waits: however long it has been
+    finally:
+        waiting.release()
+    (tmp_path / "outputs" / ".ops" / "handover.json").write_text(json.dumps({"contract": contract.CONTRACT_VERSION,
+                                                                            "asked_at": time.time()}))
+    assert handover_asked(store) is None  # not newer: nothing to hand over

@@ -47,21 +47,27 @@ def pod_json(pod, path):
         return None
 
 
-def counting_command(name, seconds):
-    """A run that notes each start in the volume (so a second start shows) and succeeds."""
-    return (f"echo start >> /mnt/starts-{name}; sleep {seconds}; "
+def counting_command(name, seconds=0, held=False):
+    """A run that notes each start in the volume (so a second start shows) and succeeds; a held
+    one ends only once the test lets it go (release), however slow the machine."""
+    hold = f"until [ -e /mnt/release-{name} ]; do sleep 0.1; done; " if held else ""
+    return (f"echo start >> /mnt/starts-{name}; sleep {seconds}; {hold}"
             f"printf '{{\"ok\": true}}' > {OUT}/{name}/summary.json")
 
 
-def legacy_submit(pod, release, run_id, seconds):
+def release(pod, name):
+    pod.sh(f"touch /mnt/release-{name}")
+
+
+def legacy_submit(pod, commit, run_id):
     """An older release's laptop submits one run: its own tool, its own request, its supervisor."""
-    tool = pod.root / f"ops_runs-{release}.py"
-    shutil.copy(LEGACY / f"ops_runs-{release}.py", tool)
-    request = {"outputs_dir": OUT, "submission_id": f"old-{release}", "host": pod.alias, "tmux_session": "pilots",
-               "runs": [{"run_id": run_id, "run_dir": f"{OUT}/{run_id}", "command": counting_command(run_id, seconds),
+    tool = pod.root / f"ops_runs-{commit}.py"
+    shutil.copy(LEGACY / f"ops_runs-{commit}.py", tool)
+    request = {"outputs_dir": OUT, "submission_id": f"old-{commit}", "host": pod.alias, "tmux_session": "pilots",
+               "runs": [{"run_id": run_id, "run_dir": f"{OUT}/{run_id}", "command": counting_command(run_id, held=True),
                          "cwd": "/root", "env": {}, "gpus": None, "timeout": 600, "stall_timeout": 600,
                          "retries": 0, "retry_on": None, "retry_backoff": 10, "config": {"run_id": run_id}}]}
-    path = pod.root / f"request-{release}.json"
+    path = pod.root / f"request-{commit}.json"
     path.write_text(json.dumps(request) + "\n")
     answer = json.loads(pod.sh(f"cd /root && python3 {shlex.quote(str(tool))} submit < {path}").stdout)
     assert answer["queued"][0]["run_id"] == run_id, answer
@@ -80,13 +86,13 @@ def starts(pod, name) -> int:
 
 
 def clean(pod):
-    pod.sh(f"rm -rf {OUT} /mnt/starts-*; tmux kill-server 2>/dev/null || true", check=False)
+    pod.sh(f"rm -rf {OUT} /mnt/starts-* /mnt/release-*; tmux kill-server 2>/dev/null || true", check=False)
 
 
-@pytest.mark.parametrize("release", ["0e41775", "3024989"])
-def test_an_older_supervisor_never_drops_a_gate_and_finishes_its_own_run_once(pod, ops, project, release):
+@pytest.mark.parametrize("commit", ["0e41775", "3024989"])
+def test_an_older_supervisor_never_drops_a_gate_and_finishes_its_own_run_once(pod, ops, project, commit):
     clean(pod)
-    old = legacy_submit(pod, release, "long", 6)
+    old = legacy_submit(pod, commit, "long")
     config = write_config(project, [{"run_id": "gate", "gpus": 0, "command": counting_command("gate", 0),
                                      "expect": {"files": ["never-written.txt"]}}])
 
@@ -97,6 +103,7 @@ def test_an_older_supervisor_never_drops_a_gate_and_finishes_its_own_run_once(po
     now = pod_json(pod, f"{OUT}/long/status.json")
     assert (now["state"], now["pid"], now["attempt"]) == ("running", old["pid"], 1)
     assert pod_json(pod, f"{OUT}/gate/status.json")["state"] == "queued"
+    release(pod, "long")
 
     waited = ops("runs.wait", "--host", pod.alias, "--timeout", "90", "--json")
     gate = {r["run_id"]: r for r in waited.json["runs"]}["gate"]
@@ -113,7 +120,7 @@ def test_an_older_supervisor_never_drops_a_gate_and_finishes_its_own_run_once(po
 
 def test_no_tmux_under_an_older_supervisor_is_refused_naming_both_versions(pod, ops, project):
     clean(pod)
-    legacy_submit(pod, "3024989", "long", 3)
+    legacy_submit(pod, "3024989", "long")
     config = write_config(project, [{"run_id": "fg", "gpus": 0, "command": "true"}], name="fg.json")
     refused = ops("runs.submit", "--host", pod.alias, "--config", config, "--no-tmux")
     assert refused.returncode == 2
@@ -121,6 +128,7 @@ def test_no_tmux_under_an_older_supervisor_is_refused_naming_both_versions(pod, 
     assert "contract 1" in line and f"contract {CONTRACT_VERSION}" in line and "runs.wait" in line, line
     assert "Traceback" not in refused.stderr
     assert pod.sh(f"test -e {OUT}/fg", check=False).returncode == 1  # nothing queued
+    release(pod, "long")
 
 
 def newer_runtime(folder: Path) -> Path:
@@ -136,7 +144,7 @@ def newer_runtime(folder: Path) -> Path:
 
 def test_a_contract_2_supervisor_hands_its_queue_to_a_newer_one(pod, ops, project):
     clean(pod)
-    config = write_config(project, [{"run_id": "now", "gpus": 0, "command": counting_command("now", 5)}], name="a.json")
+    config = write_config(project, [{"run_id": "now", "gpus": 0, "command": counting_command("now", held=True)}], name="a.json")
     assert ops("runs.submit", "--host", pod.alias, "--config", config, "--json").returncode == 0
     assert wait_for(lambda: (pod_json(pod, f"{OUT}/now/status.json") or {}).get("pid"))
     running = pod_json(pod, f"{OUT}/now/status.json")
@@ -160,6 +168,7 @@ def test_a_contract_2_supervisor_hands_its_queue_to_a_newer_one(pod, ops, projec
     time.sleep(1.5)
     assert pod_json(pod, f"{OUT}/later/status.json")["state"] == "queued"
     assert pod_json(pod, f"{OUT}/now/status.json")["pid"] == running["pid"]
+    release(pod, "now")
     waited = ops("runs.wait", "--host", pod.alias, "--timeout", "60", "--json")
     assert waited.returncode == 0, waited.stdout
     assert starts(pod, "now") == 1 and starts(pod, "later") == 1
@@ -202,7 +211,7 @@ def second(tmp_path_factory, client):
 def test_over_a_fleet_each_pod_hands_over_for_itself(pod, second, ops, project):
     clean(pod)
     clean(second)
-    legacy_submit(pod, "0e41775", "long", 6)
+    legacy_submit(pod, "0e41775", "long")
     runs = [{"run_id": f"g{i}", "gpus": 0, "command": counting_command(f"g{i}", 0),
              "expect": {"files": ["never-written.txt"]}} for i in range(4)]
     config = write_config(project, runs, name="fleet.json")
@@ -213,6 +222,7 @@ def test_over_a_fleet_each_pod_hands_over_for_itself(pod, second, ops, project):
     assert per_pod[pod.alias]["queued"], per_pod  # the older pod was given runs: it had to hand over
     assert "handing over" in per_pod[pod.alias]["supervisor"]
     assert "handing over" not in (per_pod[second.alias].get("supervisor") or "")
+    release(pod, "long")
 
     # The fleet's wait may move queued runs to the idle pod; wherever each ran, it ran once, gated.
     waited = ops("runs.wait", "-H", fleet, "--timeout", "90", "--json")

@@ -84,11 +84,21 @@ def ask_to_hand_over(store, live, submission_id):
         "asked_at": now(), "submission_id": submission_id})
 
 
+# A successor is started within seconds of being asked for (submit.ensure_supervisor waits 5 s
+# for it); a request older than this with no successor waiting was never met (the successor
+# died, the pod rebooted) and binds no one.
+HANDOVER_START_S = 60.0
+
+
 def handover_asked(store):
     """The contract a newer supervisor waits with (a hand-over asked of this one), or None."""
     asked = read_json(store.path("handover.json"))
     contract = contract_of(asked) if isinstance(asked, dict) and "contract" in asked else None
-    return contract if contract is not None and contract > CONTRACT_VERSION else None
+    if contract is None or contract <= CONTRACT_VERSION:
+        return None
+    asked_at = asked.get("asked_at")
+    recent = isinstance(asked_at, (int, float)) and 0 <= now() - asked_at < HANDOVER_START_S
+    return contract if recent or successor_waiting(store) else None
 
 
 def handover_done(store):

@@ -51,8 +51,6 @@ def submit(request):
                 "--no-tmux cannot hand its queue over; wait for its runs to end (runs.wait), or submit "
                 "without --no-tmux: a contract %d supervisor then takes the queue once its runs end"
                 % (describe(live), need, CONTRACT_VERSION))
-        if behind:
-            ask_to_hand_over(store, live, submission_id)
         entries = store.queued()
         waiting = store.waiting_ids(entries)
         identities = {e["run_id"]: e.get("identity") for e in entries}
@@ -72,6 +70,11 @@ def submit(request):
                 queued.append(queue_run(store, run, request, secrets))
             except OSError as exc:  # a full volume: this run is refused, the others go on
                 refused.append({"run_id": run_id, "reason": "could not be queued: %s" % exc})
+        # Still under the queue lock the older supervisor claims under: it never sees these entries
+        # claimable. Asked only when something was queued (nothing else needs a successor).
+        behind = behind and bool(queued)
+        if behind:
+            ask_to_hand_over(store, live, submission_id)
         store.save_secret_env(submission_id, secrets)
         if request.get("slots") and not request.get("foreground"):
             store.write_slots(request["slots"])
