@@ -19,6 +19,7 @@ from typing import Mapping, Optional
 import yaml
 
 from . import defaults
+from .runtime.keys import LONGEST_BUDGET_S
 from .errors import ConfigError
 from .names import POD_NAME
 
@@ -64,7 +65,8 @@ VLLM_PROFILE_SCHEMA = {
 }
 # The range of each numeric key: (low, high, low excluded).
 PROFILE_RANGES = {"connect_timeout": (0, 3600, True), "price_per_hour": (0, math.inf, False),
-                  "run_timeout": (0, 366 * 86400, True), "run_stall_timeout": (0, 366 * 86400, True)}
+                  # a run's own budget may reach as far (the key table's rule)
+                  "run_timeout": (0, LONGEST_BUDGET_S, True), "run_stall_timeout": (0, LONGEST_BUDGET_S, True)}
 VLLM_PROFILE_RANGES = {
     "port": (1, 65535, False),
     "tensor_parallel_size": (1, math.inf, False),

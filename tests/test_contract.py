@@ -242,3 +242,13 @@ def test_a_hand_over_binds_while_its_successor_starts_or_waits_and_never_after(t
     (tmp_path / "outputs" / ".ops" / "handover.json").write_text(json.dumps({"contract": contract.CONTRACT_VERSION,
                                                                             "asked_at": time.time()}))
     assert handover_asked(store) is None  # not newer: nothing to hand over
+
+
+def test_a_value_the_laptops_parsing_lets_through_is_still_refused_by_the_table(tmp_path):
+    # timeout: "400d" parses as a duration; the key table bounds a run's budget where a profile's is.
+    with pytest.raises(ConfigError, match="timeout must be a duration of more than 0 and at most 3.16224e"):
+        load_one(tmp_path, timeout="400d")
+    assert load_one(tmp_path, timeout="366d").runs[0].timeout == keys.LONGEST_BUDGET_S
+    from ops_tasks.settings import PROFILE_RANGES
+
+    assert PROFILE_RANGES["run_timeout"][1] == keys.LONGEST_BUDGET_S

@@ -25,7 +25,8 @@ from ..defaults import RUN_LOCAL_DIR, RUN_STALL_TIMEOUT_S, RUN_SYNC_INTERVAL_S, 
 from ..errors import ConfigError
 from ..names import CONTROL_CHARS, ENV_NAME, RUN_ID, TMUX_SESSION
 from ..runtime.contract import COMMIT, FAILURE_CLASSES
-from ..runtime.keys import NOT_IDENTITY, RESERVED, WORKLOAD_KEYS, check_expect, check_local_dir, value_problem
+from ..runtime.keys import (NOT_IDENTITY, RESERVED, WORKLOAD_KEYS, check_expect, check_local_dir, run_problem,
+                            value_problem)
 from ..secrets import MASK, is_secret_key, is_secret_name
 
 # Every run key is a row of runtime/keys.py's RUN_KEYS: the sets below are made from it (README,
@@ -416,7 +417,7 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime,
         elif key not in ("run_id", "run_dir"):
             config[key] = filled[key]
     config["run_dir"] = run_dir
-    return RunSpec(
+    spec = RunSpec(
         run_id=run_id,
         label=label,
         run_dir=run_dir,
@@ -433,6 +434,12 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime,
         workload=_workload(filled, where, roots["outputs_dir"]),
         warnings=tuple(configurator_warnings(run, filled, sources, style_of, where) + _budget_warnings(run, where)),
     )
+    # What the pod will be sent, checked by the key table as the pod checks it: a value the
+    # parsing above let through is refused here, before contact, not on the pod.
+    problem = run_problem(spec.to_dict())
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
+    return spec
 
 
 def _budget(run: dict, key: str, default: float, where: str) -> Optional[float]:

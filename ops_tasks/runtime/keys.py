@@ -25,10 +25,14 @@ from .contract import (COMMIT, CONTRACT_VERSION, ENV_NAME, EXPECT_KEYS, FAILURE_
 Key = namedtuple("Key", "name kind type default checked identity sent since doc check")
 
 
-def _seconds(name):
+# A run's budgets reach as far as a host's profile may set them (run_timeout: 366 days at most).
+LONGEST_BUDGET_S = 366 * 86400
+
+
+def _seconds(name, most=1e7):
     def check(value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e7:
-            return "%s must be a duration of more than 0 and less than 10^7 seconds, got %r" % (name, value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= most:
+            return "%s must be a duration of more than 0 and at most %g seconds, got %r" % (name, most, value)
         return None
     return check
 
@@ -174,9 +178,11 @@ RUN_KEYS = (
     Key("gpus", "run", "integer >= 0", "all the pod's GPUs (one run at a time)", BOTH, True, True, 2,
         "GPUs the run holds (its own CUDA_VISIBLE_DEVICES); without GPUs, a run takes a CPU slot.", _count("gpus")),
     Key("timeout", "run", "duration or null", "profile run_timeout, else 24h", BOTH, False, True, 2,
-        "Wall-clock limit: the run is stopped and ends `timeout`. null: no limit (warned).", _seconds("timeout")),
+        "Wall-clock limit: the run is stopped and ends `timeout`. null: no limit (warned).",
+        _seconds("timeout", LONGEST_BUDGET_S)),
     Key("stall_timeout", "run", "duration or null", "profile run_stall_timeout, else 30m", BOTH, False, True, 2,
-        "Stopped as `stalled` after this long without output. null: no limit (warned).", _seconds("stall_timeout")),
+        "Stopped as `stalled` after this long without output. null: no limit (warned).",
+        _seconds("stall_timeout", LONGEST_BUDGET_S)),
     Key("retries", "run", "integer >= 0", "0", BOTH, False, True, 2,
         "Attempts after a failure (each kept under attempts/<n>/).", _count("retries")),
     Key("retry_on", "run", "list of failure classes", "every class", BOTH, False, True, 2,
