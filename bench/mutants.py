@@ -58,6 +58,7 @@ STATS = "ops_tasks/operations/stats.py"
 REPORT = "ops_tasks/operations/report.py"
 T_FAULTS = "tests/test_faults_runs.py::"
 T_UPGRADE = "tests/test_upgrade.py::"
+T_BADRUN = "tests/test_bad_day_runs.py::"
 T_VERDICTS = T_FAULTS + "test_verdicts_a_careless_supervisor_gets_wrong"
 T_GROUP_KILL = T_FAULTS + "test_a_timeout_or_stall_kills_the_whole_process_group"
 VALIDATE = "ops_tasks/operations/validate.py"
@@ -167,6 +168,41 @@ MUTATIONS = [
        "        if answer.get(\"need_runtime\") == runtime_id and not send:",
        "        if False:",
        ["tests/test_runtime_shipping.py"], "a pod that lost the runtime is never sent it again"),
+    # -- a run that misbehaves (issue 22): judged, named, never wedging the queue
+    _m("badrun-login-files-read", "supervisor", RT + "supervisor.py",
+       "    for name in LOGIN_ONLY:\n        os.environ.pop(name, None)",
+       "    for name in ():\n        os.environ.pop(name, None)",
+       [T_BADRUN + "test_a_run_reads_no_login_files_even_when_the_supervisor_came_from_a_login"],
+       "every run's bash sources the pod's ~/.bashrc (SSH_CLIENT kept from the login)"),
+    _m("badrun-evidence-not-restored", "supervisor", RT + "supervisor.py",
+       "            running.restored = restore_contract(running)",
+       "            running.restored = []",
+       [T_BADRUN + "test_a_run_that_cleans_its_folder_first_keeps_the_evidence",
+        T_BADRUN + "test_a_run_that_deletes_its_own_directory_is_judged_and_the_next_one_runs"],
+       "a run that cleans its folder loses stdout.log, command.sh, run_metadata.json and .ops/"),
+    _m("badrun-daemon-outlives-its-run", "supervisor", RT + "supervisor.py",
+       "        self.note_processes()\n", "",
+       [T_BADRUN + "test_a_daemon_that_leaves_its_group_and_environment_stops_with_its_run"],
+       "a setsid + env -i daemon keeps writing into its finished run"),
+    _m("badrun-fifo-blocks", "supervisor", RT + "files.py",
+       "    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, \"O_CLOEXEC\", 0))",
+       "    fd = os.open(path, os.O_RDONLY | getattr(os, \"O_CLOEXEC\", 0))",
+       [T_BADRUN + "test_a_summary_no_reader_can_take_is_judged_and_never_wedges_the_queue"],
+       "a FIFO where a summary belongs blocks the supervisor"),
+    _m("badrun-huge-summary-read", "supervisor", RT + "files.py",
+       "            if os.fstat(handle.fileno()).st_size > limit:\n                return default\n", "",
+       [T_BADRUN + "test_a_summary_no_reader_can_take_is_judged_and_never_wedges_the_queue"],
+       "a summary past the limit is read (64 MB of it) into the supervisor's memory"),
+    _m("badrun-no-status-is-unknown", "supervisor", RT + "reading.py",
+       "    if status is None and supervisor_alive and waiting is not None and run_id in waiting:",
+       "    if False:",
+       [T_BADRUN + "test_a_run_that_cleans_its_folder_first_keeps_the_evidence"],
+       "a running run whose status.json it removed reads unknown: the wait ends before it"),
+    _m("badrun-deep-json-traceback", "report", VALIDATE,
+       "    except RecursionError:\n        return None, json_error(run_id, file, ValueError(\"nested deeper than a JSON parser takes\"))",
+       "",
+       [T_BADRUN + "test_the_laptop_reads_what_such_runs_leave_in_one_line_each"],
+       "validate and report stop with a traceback on a summary nested 200,000 deep"),
     # -- the supervisor (ops_tasks/runtime/): verdicts, limits, retries, killing
     _m("sup-nonzero-exit-with-ok-summary-succeeds", "supervisor", RT + "supervisor.py",
        "            self.finish(running, code)",

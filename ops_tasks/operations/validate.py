@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 from typing import Optional
 
-from ..runtime.contract import RECORD_DIR
+from ..runtime.contract import MAX_JSON_BYTES, RECORD_DIR
 from ..errors import ConfigError
 from ..verdicts import UNFINISHED, UNREADABLE, Verdict, run_verdict
 
@@ -92,10 +92,13 @@ def open_run_file(path: str, *, dir_is_link: Optional[bool] = None, is_link: Opt
     return os.fdopen(_open_run_fd(path, dir_is_link, is_link)[0], "rb")
 
 
-def read_run_file(path: str, **known) -> bytes:
+def read_run_file(path: str, limit: Optional[int] = None, **known) -> bytes:
     """The whole of a run's file, under open_run_file's rules, without a file object: a report
-    reads two small JSON files of each of thousands of runs."""
+    reads two small JSON files of each of thousands of runs. Past `limit` bytes: TooLarge."""
     fd, size = _open_run_fd(path, **known)
+    if limit is not None and size > limit:
+        os.close(fd)
+        raise TooLarge(f"{size / 2**20:.0f} MiB: larger than the {limit // 2**20} MiB a run's JSON file may be; not read")
     try:
         data = os.read(fd, size + 1)
         if len(data) <= size:
@@ -106,14 +109,21 @@ def read_run_file(path: str, **known) -> bytes:
         os.close(fd)
 
 
+class TooLarge(ValueError):
+    """A run's JSON file past contract.MAX_JSON_BYTES: the pod reads it as unreadable too."""
+
+
 def load_json(path: str, run_id: str, file: str, **known):
-    """(value, None), or (None, error dict) when the file cannot be read, does not parse, or
-    lies outside its run directory (open_run_file, given what is `known` of it)."""
+    """(value, None), or (None, error dict) when the file cannot be read, does not parse (nested
+    past what the parser takes, too), is larger than a run's JSON file may be, or lies outside its
+    run directory (open_run_file, given what is `known` of it)."""
     try:
-        data = read_run_file(path, **known)
+        data = read_run_file(path, MAX_JSON_BYTES, **known)
         return text_safe(json.loads(data), data), None
-    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError and UnicodeDecodeError
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError, TooLarge
         return None, json_error(run_id, file, exc)
+    except RecursionError:
+        return None, json_error(run_id, file, ValueError("nested deeper than a JSON parser takes"))
 
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
@@ -232,9 +242,14 @@ def _json_line(line: bytes):
             return text_safe(value, line)
     except ValueError:
         pass
+    except RecursionError:
+        raise ValueError("nested deeper than a JSON parser takes") from None
     if not line.strip():
         return _BLANK
-    return text_safe(json.loads(line), line)
+    try:
+        return text_safe(json.loads(line), line)
+    except RecursionError:
+        raise ValueError("nested deeper than a JSON parser takes") from None
 
 
 def first_bad_line(path: str, run_id: str) -> Optional[dict]:

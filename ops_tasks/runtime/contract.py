@@ -61,6 +61,9 @@ PYTHON_SUMMARY = re.compile(r"^python:([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z
 EXPECT_KEYS = ("files", "log_matches", "log_not_matches", "wandb_synced")
 OUT_MODES = ("volume", "local_sync")
 COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
+# A run's status, summary or queue entry larger than this is unreadable, on the pod and on the
+# laptop alike (a 500 MB summary.json would take the supervisor's memory, and a report's, with it).
+MAX_JSON_BYTES = 64 * 1024 * 1024
 # Every failure class a run can end with (rundir.failure_class and the supervisor write them;
 # a run's retry_on names them).
 FAILURE_CLASSES = ("oom", "nccl", "auth", "data", "timeout", "stalled", "killed", "no_summary",

@@ -3,6 +3,7 @@ summary and results out), the user's python:module:function, and Conversion, whi
 a child process so that the supervisor's loop never waits on it."""
 
 import errno
+import io
 import json
 import os
 import re
@@ -13,7 +14,7 @@ import time
 
 from . import python_argv
 from .contract import PYTHON_SUMMARY, RECORD_DIR, natural_key, number
-from .files import read_json, record_path, remove_quietly, tail_text, write_json, write_text
+from .files import open_regular, read_json, record_path, remove_quietly, tail_text, write_json, write_text
 from .interpreter import run_python
 from .procs import kill_group
 
@@ -45,7 +46,7 @@ def files_below(run_dir, name_pattern):
 
 def json_lines_of(path):
     rows = []
-    with open(path, encoding="utf-8") as handle:
+    with open_regular(path) as binary, io.TextIOWrapper(binary, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
             if line.strip():
                 try:

@@ -2,28 +2,63 @@
 rename; none left behind when it fails), syncs batched, the end of a log read without reading it all.
 """
 
+import errno
 import json
 import os
 import re
+import stat
 import time
 
-from .contract import RECORD_DIR
+from .contract import MAX_JSON_BYTES, RECORD_DIR
 
 
 WRITE_RETRY_S = 2.0  # a bookkeeping write that failed (a full volume) is tried again this often
 TAIL_BYTES = 256 * 1024
+# A log is searched line by line in pieces of at most this much: one line of 1 GB (a `\r` progress
+# bar, no newline) costs a piece, not a gigabyte.
+LINE_PIECE = 1024 * 1024
 
 
 def now():
     return time.time()
 
 
-def read_json(path, default=None):
+def open_regular(path):
+    """path opened for reading in binary when it is a regular file (links followed); a FIFO, a
+    socket or a device in its place is an OSError at once: a run that leaves one where its status,
+    summary or log belongs never blocks the supervisor or a reader."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        with open(path) as handle:
-            return json.load(handle)
-    except (OSError, ValueError):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_json(path, default=None, limit=MAX_JSON_BYTES):
+    """A JSON file's value; `default` when it is missing, not a regular file, larger than `limit`,
+    not JSON, or nested past what the parser takes (a summary 200,000 levels deep)."""
+    try:
+        with open_regular(path) as handle:
+            if os.fstat(handle.fileno()).st_size > limit:
+                return default
+            data = handle.read(limit + 1)
+        if len(data) > limit:  # it grew since
+            return default
+        return json.loads(data)
+    except (OSError, ValueError, RecursionError):
         return default
+
+
+def pieces(handle, size=LINE_PIECE):
+    """A file's lines, each in pieces of at most `size` bytes (a longer line is several pieces)."""
+    while True:
+        piece = handle.readline(size)
+        if not piece:
+            return
+        yield piece
 
 
 class BatchedSync:
@@ -79,7 +114,7 @@ def remove_quietly(path):
 def tail_text(path, lines):
     """The last `lines` lines of a file, reading at most TAIL_BYTES from its end."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
             handle.seek(max(0, size - TAIL_BYTES))
@@ -93,7 +128,7 @@ def tail_text(path, lines):
 def last_line(path):
     """The last non-empty line of a file (read from its last 2 KiB), for the status table."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - 2048))
             lines = [line for line in handle.read().decode("utf-8", "replace").splitlines() if line.strip()]
@@ -124,8 +159,11 @@ def write_if_absent(path, text, mode=0o644):
 def file_digest(path):
     import hashlib
 
+    digest = hashlib.sha256()
     try:
-        with open(path, "rb") as handle:
-            return hashlib.sha256(handle.read()).hexdigest()
+        with open_regular(path) as handle:
+            for block in iter(lambda: handle.read(LINE_PIECE), b""):
+                digest.update(block)
     except OSError:
         return None
+    return digest.hexdigest()

@@ -8,7 +8,7 @@ import os
 import re
 
 from .contract import COMMIT, RECORD_DIR
-from .files import makedirs, read_json, record_path, write_json
+from .files import makedirs, open_regular, pieces, read_json, record_path, write_json
 
 
 # wandb's own end-of-run line when it uploaded (`wandb: Synced 5 W&B file(s), ...`), and `wandb sync`'s.
@@ -52,8 +52,8 @@ def search_log(log_path, must, must_not):
     unwanted = [(p, re.compile(p)) for p in must_not]
     found, forbidden = set(), {}
     try:
-        with open(log_path, "rb") as handle:
-            for raw in handle:
+        with open_regular(log_path) as handle:
+            for raw in pieces(handle):
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 found.update(p for p, rx in wanted if p not in found and rx.search(line))
                 forbidden.update((p, line) for p, rx in unwanted if p not in forbidden and rx.search(line))

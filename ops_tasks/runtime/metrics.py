@@ -6,7 +6,7 @@ import json
 import os
 import re
 
-from .files import write_text
+from .files import open_regular, pieces, write_text
 
 
 METRICS_CHUNK = 1 << 20  # metrics_from_log reads at most this much new log per look
@@ -16,7 +16,7 @@ def last_json_line(path, window=64 * 1024):
     """The last non-empty line of a JSON-lines file (from its last `window` bytes), whole: a step
     with many metrics is longer than last_line's 300 characters."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             handle.seek(0, os.SEEK_END)
             handle.seek(max(0, handle.tell() - window))
             lines = [line for line in handle.read().split(b"\n") if line.strip()]
@@ -60,14 +60,14 @@ class MetricsWatch:
         if self.pattern is None:
             return self.latest
         try:
-            with open(self.log_path, "rb") as handle:
+            with open_regular(self.log_path) as handle:
                 handle.seek(self.offset)
                 chunk = handle.read(METRICS_CHUNK)
         except OSError:
             return self.latest
         self.offset += len(chunk)
         lines = (self.partial + chunk).split(b"\n")
-        self.partial = lines.pop()
+        self.partial = lines.pop()[-METRICS_CHUNK:]  # a line with no end in sight is kept as its last MiB
         for line in reversed(lines):
             match = self.pattern.search(line.decode("utf-8", "replace"))
             if match:
@@ -81,8 +81,8 @@ class MetricsWatch:
         if self.pattern is None or os.path.lexists(path):
             return False
         steps = []
-        with open(self.log_path, "rb") as handle:
-            for line in handle:
+        with open_regular(self.log_path) as handle:
+            for line in pieces(handle):
                 match = self.pattern.search(line.decode("utf-8", "replace"))
                 if match:
                     steps.append(json.dumps(metric_step(match), sort_keys=True) + "\n")

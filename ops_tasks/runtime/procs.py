@@ -115,3 +115,47 @@ def signal_quietly(pid, sig):
         os.kill(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def process_table():
+    """{pid: (parent pid, start ticks)} of the processes this user can see (one pass of /proc)."""
+    table = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % name) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            table[int(name)] = (int(fields[1]), int(fields[19]))
+        except (OSError, IndexError, ValueError):
+            continue
+    return table
+
+
+def descendants(table, root):
+    """{pid: start ticks} of root's descendants in a process_table (root left out)."""
+    children = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    found, stack = {}, list(children.get(root, ()))
+    while stack:
+        pid = stack.pop()
+        if pid not in found:
+            found[pid] = table[pid][1]
+            stack.extend(children.get(pid, ()))
+    return found
+
+
+def stop_pids(pids, grace=2.0):
+    """TERM each (pid, start ticks) still the process it was, KILL what is left after grace;
+    the pids that were stopped."""
+    alive = [(pid, ticks) for pid, ticks in pids if pid_alive(pid, ticks)]
+    for pid, _ in alive:
+        signal_quietly(pid, signal.SIGTERM)
+    deadline = now() + grace
+    while now() < deadline and any(pid_alive(pid, ticks) for pid, ticks in alive):
+        time.sleep(0.05)
+    for pid, ticks in alive:
+        if pid_alive(pid, ticks):
+            signal_quietly(pid, signal.SIGKILL)
+    return [pid for pid, _ in alive]

@@ -7,7 +7,7 @@ import sys
 import time
 
 from .contract import COUNTS_AS_FAILURE, RUN_ID, TERMINAL, summary_leaves
-from .files import last_line, now, read_json, record_path, tail_text
+from .files import last_line, now, open_regular, read_json, record_path, tail_text
 from .rundir import attempts_done, effective_state, has_files, read_status
 from .store import BadRequest, Store, check_run
 
@@ -17,6 +17,11 @@ WAIT_HEARTBEAT_S = 2.0  # runs.wait repeats its progress line this often (to not
 
 def run_report(store, run_dir, run_id, supervisor_alive, waiting, tail_lines=0):
     status, problem = read_status(run_dir, with_problem=True)
+    if status is None and supervisor_alive and waiting is not None and run_id in waiting:
+        # The run removed (or spoilt) its own status.json while its supervisor holds it: it is what
+        # its queue or active entry says, and its end is written when it ends.
+        claimed = os.path.exists(store.path("active", run_id + ".json"))
+        status, problem = {"run_id": run_id, "state": "running" if claimed else "queued"}, None
     state = effective_state(status, supervisor_alive, waiting) if status else (
         "unknown" if problem or has_files(run_dir) else "missing")
     report = {"run_id": run_id, "run_dir": run_dir, "state": state}
@@ -173,7 +178,7 @@ def follow_log(store, run_dir, path, lines):
                 inode, offset = current, 0
                 out.write(b"--- a new attempt's stdout.log ---\n")
             if size > offset:
-                with open(path, "rb") as handle:
+                with open_regular(path) as handle:
                     handle.seek(offset)
                     chunk = handle.read(min(size - offset, 1 << 20))  # a MiB at a time: flat memory
                 offset += len(chunk)

@@ -312,7 +312,8 @@ def write_contract_start(entry, env, gpus, interpreter):
 
     digests = {"command.sh": hashlib.sha256(script.encode()).hexdigest(),
                "run_metadata.json": hashlib.sha256(metadata_text.encode()).hexdigest()}
-    return digests, record
+    return digests, dict(record, _texts={"command.sh": script, "run_metadata.json": metadata_text,
+                                         "replay": replay_script(entry, env)})
 
 
 def write_record_end(running, status):
@@ -321,10 +322,11 @@ def write_record_end(running, status):
     summary = read_json(os.path.join(run_dir, "summary.json"))
     if isinstance(summary, dict) and str(summary.get("written_by", "")).startswith("ops-tasks supervisor"):
         running.ours["summary.json"] = file_digest(os.path.join(run_dir, "summary.json"))
-    record = dict(running.record, state=status["state"], exit_code=status.get("exit_code"),
+    record = dict({k: v for k, v in running.record.items() if k != "_texts"}, state=status["state"], exit_code=status.get("exit_code"),
                   signal=status.get("signal"), failure_class=status.get("failure_class"),
                   error=status.get("error"), finished_at=status.get("finished"),
                   metrics_last=running.metrics.latest, survivors=running.survivors,
+                  left_behind=running.left_behind, restored=running.restored,
                   files=files_written_by(run_dir, running.ours))
     makedirs(os.path.join(run_dir, RECORD_DIR))
     write_json(record_path(run_dir), record)
@@ -425,3 +427,34 @@ def stop_leftover_group(status):
         return bool(marked)
     kill_group_fully(pgid, grace=5)
     return True
+
+
+def restore_contract(running):
+    """After the command ended: what it removed of its own run directory (`rm -rf {run_dir}` at a
+    run's start is a common idiom) written again: the folder, stdout.log from the supervisor's own
+    handle on it, command.sh and run_metadata.json, the .ops/ record. Returns what was restored."""
+    entry = running.entry
+    run_dir, texts = entry["run_dir"], running.record.get("_texts") or {}
+    restored = []
+    for folder in {run_dir, os.path.dirname(running.log_path)}:
+        if not os.path.isdir(folder):
+            makedirs(folder)
+            restored.append(folder)
+    if running.log_fd is not None and not os.path.lexists(running.log_path):
+        with open(running.log_path, "wb") as log:
+            os.lseek(running.log_fd, 0, os.SEEK_SET)
+            for block in iter(lambda: os.read(running.log_fd, 1 << 20), b""):
+                log.write(block)
+        restored.append("stdout.log")
+    for name, mode in (("command.sh", 0o755), ("run_metadata.json", 0o644)):
+        path = os.path.join(run_dir, name)
+        if name in texts and not os.path.lexists(path):
+            write_text(path, texts[name], mode)
+            restored.append(name)
+    if not os.path.isdir(os.path.join(run_dir, RECORD_DIR)):
+        makedirs(os.path.join(run_dir, RECORD_DIR))
+        if "replay" in texts:
+            write_text(record_path(run_dir, "command.sh"), texts["replay"], 0o755)
+        write_identity(entry)
+        restored.append(RECORD_DIR)
+    return restored

@@ -11,7 +11,7 @@ import os
 
 from .contract import RUN_ID, outputs_root_problem
 from .entry import read_entry
-from .files import TEMPORARY, makedirs, now, read_json, write_json, write_text
+from .files import TEMPORARY, makedirs, now, open_regular, read_json, write_json, write_text
 
 
 QUEUE = "pending"
@@ -178,8 +178,8 @@ class Store:
 
     def read_slots(self):
         try:
-            with open(self.path("slots")) as handle:
-                value = int(handle.read().strip())
+            with open_regular(self.path("slots")) as handle:
+                value = int(handle.read(64).strip())
         except (OSError, ValueError):
             return None
         return value if value >= 1 else None

@@ -22,10 +22,11 @@ from .gates import pin_problem, unmet_expectations
 from .interpreter import probe_interpreter
 from .local_sync import LocalSync, work_dir_of
 from .metrics import MetricsWatch
-from .procs import (KILL_GRACE_S, group_alive, kill_group, kill_group_fully, kill_marked, marked_pids,
-    owner_marker, signal_quietly, start_ticks_of)
+from .procs import (KILL_GRACE_S, descendants, group_alive, kill_group, kill_group_fully, kill_marked,
+    marked_pids, owner_marker, process_table, signal_quietly, start_ticks_of, stop_pids)
 from .rundir import (archive_attempt, attempts_done, failure_class, git_facts, read_status, restore_attempt,
-    set_attempt_state, set_state, stop_leftover_group, summary_verdict, write_contract_start, write_record_end)
+    restore_contract, set_attempt_state, set_state, stop_leftover_group, summary_verdict, write_contract_start,
+    write_record_end)
 from .store import Lock, Store
 
 
@@ -63,6 +64,10 @@ class Running:
         self.conversion = None  # its summary_from Conversion, once the command exited 0
         self.judged = None  # (state, failure class, error), once judged
         self.survivors = []
+        self.seen = {}  # {pid: start ticks} of every process seen below the run while it ran
+        self.left_behind = []  # pids of those that outlived it (a setsid + env -i daemon), stopped
+        self.restored = []  # what the run removed of its own directory, written again
+        self.log_fd = None  # the supervisor's own handle on stdout.log: its content outlives an rm -rf
 
 
 class Supervisor:
@@ -359,12 +364,19 @@ class Supervisor:
         # The marker every process of this attempt inherits, even one that leaves its group.
         full_env["OPS_RUN_OWNER"] = owner_marker(run_id, entry["submission_id"], entry["attempt"])
         with open(log_path, "ab", buffering=0) as log:
-            proc = subprocess.Popen(["bash", "-c", entry["command"]], cwd=entry["cwd"], env=full_env,
-                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True)
+            # The supervisor's own handle on the log, taken before the run can remove it.
+            log_fd = os.open(log_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                proc = subprocess.Popen(["bash", "-c", entry["command"]], cwd=entry["cwd"], env=full_env,
+                                        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True, close_fds=True)
+            except BaseException:
+                os.close(log_fd)
+                raise
         remove_quietly(entry["_file"])  # started: from now on its active entry and status say so
         entry = {k: v for k, v in entry.items() if k != "_file"}
         running = Running(entry, proc, slots, log_path)
+        running.log_fd = log_fd
         running.env, running.ours, running.record = run_env, ours, record
         self.running[run_id] = running
         self.claim_after.pop(run_id, None)
@@ -388,6 +400,7 @@ class Supervisor:
     # -- watching
 
     def watch(self):
+        self.note_processes()
         for run_id, running in list(self.running.items()):
             try:
                 self.watch_one(running)
@@ -428,6 +441,22 @@ class Supervisor:
         elif time.monotonic() > running.kill_deadline:
             self.next_stop_stage(running)
         self.heartbeat(running)
+
+    def note_processes(self):
+        """Each running run's process tree, remembered: a process that leaves its group and its
+        environment (setsid, env -i) is still found, and stopped, when the run ends."""
+        live = [r for r in self.running.values() if r.ended is None]
+        if live:
+            table = process_table()
+            for running in live:
+                running.seen.update(descendants(table, running.proc.pid))
+
+    def stop_left_behind(self, running):
+        left = stop_pids([(pid, ticks) for pid, ticks in running.seen.items() if pid != running.proc.pid])
+        if left:
+            self.say("%s: stopped %d process(es) it left behind (outside its group and environment): pids %s" % (
+                running.entry["run_id"], len(left), ", ".join(map(str, left))))
+        return left
 
     def note_metrics(self, running):
         """The run's latest logged step into status.json (at most once a second), so runs.status
@@ -486,7 +515,12 @@ class Supervisor:
             if group_alive(running.proc.pid):
                 kill_group_fully(running.proc.pid, grace=2)
             self.stop_marked(running)
+            running.left_behind = self.stop_left_behind(running)
             running.survivors = self.survivors(running)
+            running.restored = restore_contract(running)
+            if running.restored:
+                self.say("%s: it removed %s of its run directory: written again" % (
+                    run_id, ", ".join(running.restored)))
             running.ended = (code, now(), tail_text(running.log_path, 200))
         code, finished, log_tail = running.ended
         exit_code = code if code >= 0 else None
@@ -506,6 +540,7 @@ class Supervisor:
             write_record_end(running, status)
             remove_quietly(self.store.path("cancel", run_id))
             del self.running[run_id]
+            close_quietly(running)
             retried = state in RETRYABLE and self.retry(entry, klass, status)
             self._drop_active(run_id)
         if running.sync is not None:
@@ -635,7 +670,17 @@ class Supervisor:
             except OSError:
                 pass  # its status says running, and no supervisor runs: it reads as lost anyway
             self._drop_active(run_id)
+            close_quietly(running)
             self.say("%s: lost (the supervisor stopped; runs.resume queues it again)" % run_id)
+
+
+def close_quietly(running):
+    if running.log_fd is not None:
+        try:
+            os.close(running.log_fd)
+        except OSError:
+            pass
+        running.log_fd = None
 
 
 def stop_stages(entry):
@@ -661,7 +706,15 @@ def detect_gpus():
     return [int(m.group(1)) for m in re.finditer(r"^GPU (\d+):", out.stdout, re.MULTILINE)]
 
 
+# Set by sshd in the login that started the supervisor (and kept in tmux's environment): with
+# SSH_CLIENT set, bash reads ~/.bashrc even for `bash -c`, so every run would source the pod's
+# login files (a hanging conda init would hang every run).
+LOGIN_ONLY = ("SSH_CLIENT", "SSH2_CLIENT", "SSH_CONNECTION", "SSH_TTY")
+
+
 def supervise(request):  # the tmux window's command
+    for name in LOGIN_ONLY:
+        os.environ.pop(name, None)
     store = Store(request["outputs_dir"], create=True)
     try:
         return Supervisor(store, slots=request.get("slots") or 1, foreground=request.get("foreground"),
