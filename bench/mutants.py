@@ -203,6 +203,11 @@ MUTATIONS = [
        "",
        [T_BADRUN + "test_the_laptop_reads_what_such_runs_leave_in_one_line_each"],
        "validate and report stop with a traceback on a summary nested 200,000 deep"),
+    _m("secret-nested-in-a-flag", "masking", "ops_tasks/operations/run_config.py",
+       "        secret = nested_secret(value, key) if key not in RESERVED or key == \"meta\" else None",
+       "        secret = None",
+       ["tests/test_contract.py::test_a_secret_inside_a_structured_flag_is_refused_before_it_reaches_argv"],
+       "a secret inside a structured flag (model_args.api_key) reaches argv, command.sh and the manifest"),
     # -- the supervisor (ops_tasks/runtime/): verdicts, limits, retries, killing
     _m("sup-nonzero-exit-with-ok-summary-succeeds", "supervisor", RT + "supervisor.py",
        "            self.finish(running, code)",

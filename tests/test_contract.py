@@ -252,3 +252,24 @@ def test_a_value_the_laptops_parsing_lets_through_is_still_refused_by_the_table(
     from ops_tasks.settings import PROFILE_RANGES
 
     assert PROFILE_RANGES["run_timeout"][1] == keys.LONGEST_BUDGET_S
+
+
+@pytest.mark.parametrize("value, named", [
+    ({"model": "m", "api_key": "sk-abc"}, "model_args.api_key"),
+    ({"client": {"auth": {"hf_token": "hf_x"}}}, "model_args.client.auth.hf_token"),
+    ([{"name": "a"}, {"password": "p"}], "model_args[1].password"),
+    ("pretrained=m,api_key=sk-abc", "model_args (api_key=...)"),
+    ("base_url=http://h/v1?token=abc", "model_args (token=...)"),
+])
+def test_a_secret_inside_a_structured_flag_is_refused_before_it_reaches_argv(tmp_path, value, named):
+    # lm-eval's style: --model_args '{..."api_key": ...}' would put the key in ps, command.sh, the manifest.
+    with pytest.raises(ConfigError, match=re.escape(named) + ".*pass it in env"):
+        load_one(tmp_path, model_args=value)
+    with pytest.raises(ConfigError, match="names a secret"):
+        load_one(tmp_path, meta={"owner": {"api_key": "x"}})
+
+
+def test_ordinary_structured_flags_stay_flags(tmp_path):
+    spec = load_one(tmp_path, model_args={"model": "m", "max_tokens": 5, "tokenizer": "t"},
+                    gen_kwargs="temperature=0,max_gen_toks=64").runs[0]
+    assert spec.config["model_args"]["max_tokens"] == 5 and spec.config["gen_kwargs"] == "temperature=0,max_gen_toks=64"

@@ -564,8 +564,43 @@ def _check_keys(run: dict, where: str) -> None:
         problem = run_key_problem(key, declared)
         if problem:
             raise ConfigError(f"{where}: {problem}")
+        # A flag's (or meta's) structured value: the run settings' own values are checked by their rows.
+        secret = nested_secret(value, key) if key not in RESERVED or key == "meta" else None
+        if secret:
+            raise ConfigError(f"{where}: {secret} names a secret: inside {key} it would be written into the command "
+                              f"line (visible in ps) and the run's files; pass it in env instead, which reaches the "
+                              f"pod on stdin only, and let the command read it from there")
         if _has_nul(value):
             raise ConfigError(f"{where}: {key}: a value contains a NUL byte")
+
+
+# `key=value` pairs inside a string value (lm-eval's --model_args "pretrained=m,api_key=sk-...").
+_PAIR_KEY = re.compile(r"(?:^|[,\s;&?])([A-Za-z_][A-Za-z0-9_.-]*)=")
+
+
+def nested_secret(value, path: str, depth: int = 0) -> Optional[str]:
+    """The path of a secret inside a structured value (a nested key, or a key=value pair of a
+    string, named by the word rule of secrets.is_secret_key), or None."""
+    if depth > MAX_DEPTH:
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = str(key)
+            if is_secret_key(name.replace("-", "_")):
+                return f"{path}.{name}"
+            found = nested_secret(item, f"{path}.{name}", depth + 1)
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = nested_secret(item, f"{path}[{index}]", depth + 1)
+            if found:
+                return found
+    elif isinstance(value, str) and "=" in value:
+        for name in _PAIR_KEY.findall(value):
+            if is_secret_key(name.replace("-", "_").replace(".", "_")):
+                return f"{path} ({name}=...)"
+    return None
 
 
 def run_key_problem(key: str, declared_flags=frozenset()) -> Optional[str]:
