@@ -697,15 +697,28 @@ def render_cancel(data: dict) -> str:
 })
 def cancel(c, host=None, run_id=None, submission=None, remote_outputs_dir=None):
     """Cancel queued or running runs (their whole process group); state cancelled."""
-    return on_each_pod(c, host, lambda target: _cancel_on(c, target, run_id, submission, remote_outputs_dir))
+    result = on_each_pod(c, host, lambda target: _cancel_on(c, target, run_id, submission, remote_outputs_dir))
+    return _found_somewhere(result) if result.get("fleet") else result
 
 
 def _cancel_on(c, target, run_id, submission, remote_outputs_dir):
     from .operations.runs import cancel_runs
+    from .output import fleet_requested
     if not run_id and not submission:
         raise ConfigError("runs.cancel needs --run-id or --submission")
     selected = _select(c, target, run_id, submission, False, remote_outputs_dir)
-    return cancel_runs(target, **selected)
+    return cancel_runs(target, **selected, missing_ok=fleet_requested())
+
+
+def _found_somewhere(document: dict) -> dict:
+    """A fleet's cancel: a run id is on one pod, so it is missing on the others; it is not ok only
+    when no pod holds it."""
+    held = {r["run_id"] for r in document["runs"] if r.get("state") != "missing"}
+    nowhere = sorted({r["run_id"] for r in document["runs"] if r.get("state") == "missing"} - held)
+    if nowhere:
+        document.update(ok=False, exit_code=max(document.get("exit_code") or 0, 1))
+        document["error"] = "; ".join(filter(None, [document.get("error"), f"on no pod: {', '.join(nowhere)}"]))
+    return document
 
 
 @ops_task(human=lambda d: f"{d['host']}: resumed {len(d['resumed'])} lost run(s): {', '.join(d['resumed']) or '-'}"

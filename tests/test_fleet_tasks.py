@@ -206,6 +206,41 @@ def test_runs_cancel_over_a_fleet_cancels_the_run_on_every_pod(ops, pods, projec
     assert [cancelled.json["pods"][name]["runs"][0]["state"] for name in NAMES] == ["cancelled"] * 3
 
 
+def test_two_checkouts_naming_one_fleet_in_either_order_run_each_run_once(pods, client, tmp_path):
+    import subprocess
+
+    from conftest import ops_argv
+
+    runs = [{"run_id": f"twice-{i}", "gpus": 0, "command": "sleep 1"} for i in range(8)]
+    started = []
+    for number, fleet in enumerate((FLEET, ",".join(reversed(NAMES)))):  # a colleague's `-H fa2,fa1,fa0`
+        checkout = tmp_path / f"checkout{number}"
+        checkout.mkdir()
+        (checkout / "runs.json").write_text(json.dumps({"remote_repo": "/root", "remote_outputs_dir": "/mnt/twice",
+                                                        "runs": runs}))
+        started.append(subprocess.Popen([*ops_argv(), "runs.submit", "--host", fleet, "--config", "runs.json",
+                                          "--slots", "4", "--json"], cwd=checkout, env=client.env(),
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for process in started:
+        out, err = process.communicate(timeout=90)
+        assert process.returncode == 0, out + err
+    held = {run["run_id"]: [pod.alias for pod in pods if pod.sh(f"test -d /mnt/twice/{run['run_id']}",
+                                                                 check=False).returncode == 0] for run in runs}
+    assert all(len(where) == 1 for where in held.values()), held  # on one pod each: queued there once
+
+
+def test_runs_cancel_of_a_run_on_one_pod_of_a_fleet_is_ok_and_a_run_on_none_is_named(ops, pods, project):
+    submit(ops, project, "fa1", [{"run_id": "only-here", "command": "sleep 300"}], "cancel1")
+
+    cancelled = ops("runs.cancel", "--host", FLEET, "--run-id", "only-here", "--remote-outputs-dir", "/mnt/cancel1",
+                    "--json")
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr  # the others simply do not hold it
+    assert cancelled.json["pods"]["fa1"]["runs"][0]["state"] == "cancelled"
+
+    nowhere = ops("runs.cancel", "--host", FLEET, "--run-id", "no-such-run", "--remote-outputs-dir", "/mnt/cancel1")
+    assert nowhere.returncode == 1 and "on no pod: no-such-run" in nowhere.stdout + nowhere.stderr
+
+
 @pytest.mark.parametrize("task, flags, fragment", [
     ("runs.wait", ["--run-id", "x", "--timeout", "-1"], "--timeout"),
     ("runs.status", ["--run-id", "x", "--watch"], "runs.status --watch redraws one pod's table"),

@@ -22,7 +22,7 @@ from ..names import RUN_ID
 
 def submit_to_fleet(targets: list, submissions: dict, *, submission_id: str, project_dir, config: str,
                     force: bool = False, retry_failed: bool = False, slots: Optional[int] = None,
-                    fail_fast: bool = False) -> dict:
+                    fail_fast: bool = False, ids_at: Optional[float] = None) -> dict:
     """One submission spread over the pods (docs/ARCHITECTURE.md, "Fleets"), in two fan-outs
     whatever the number of pods and runs: each pod is probed (its GPUs, units in use and what it
     has of these run ids: one round trip, probe_pod), the runs are placed
@@ -30,7 +30,9 @@ def submit_to_fleet(targets: list, submissions: dict, *, submission_id: str, pro
     sent again unless force), then each pod gets its share under the one submission id (one
     round trip; a pod with no share is not contacted again). The Ledger records which run went
     to which pod, and the local manifest names each run's pod.
-    submissions: pod name -> that pod's Submission (each pod's profile fills its own defaults)."""
+    submissions: pod name -> that pod's Submission (each pod's profile fills its own defaults).
+    ids_at: the time the config's generated run ids were stamped with (load_submission's now),
+    kept in the manifest so that a run placed again is loaded under the same id."""
     probed = fan_out_targets(targets, functools.partial(_probe, submissions, slots))
     if any(p.get("dry_run") for p in probed.pods):
         return fleet_document(probed)
@@ -38,14 +40,15 @@ def submit_to_fleet(targets: list, submissions: dict, *, submission_id: str, pro
            for p in probed.pods if p.get("ok") is True}
     succeeded_on = {} if force else {run_id: pod for pod, states in has.items() for run_id, state in states.items()
                                      if state == "succeeded"}
-    shares = _placement(probed.pods, has, next(iter(submissions.values())).runs, succeeded_on, slots)
+    # Each pod's record fields once: a host's identity reads its ssh config (milliseconds, per run).
+    fields = {t.profile.name: records.host_fields(t.profile) for t in targets}
+    shares = _placement(probed.pods, has, next(iter(submissions.values())).runs, succeeded_on, slots,
+                        order={name: f["host_id"] for name, f in fields.items()})
     reachable = [t for t in targets if t.profile.name in has]
     send = functools.partial(_send_share, submissions, shares, submission_id=submission_id, force=force,
                              retry_failed=retry_failed, slots=slots, fail_fast=fail_fast)
     by_pod = {p["pod"]: p for p in probed.pods if p.get("ok") is not True}
     by_pod.update((p["pod"], p) for p in fan_out_targets(reachable, send).pods)
-    # Each pod's record fields once: a host's identity reads its ssh config (milliseconds, per run).
-    fields = {t.profile.name: records.host_fields(t.profile) for t in targets}
     held_by = {run_id: fields[name] for name in has for run_id in by_pod[name].get("queued") or []}
     ledger = records.Ledger(project_dir, submission_id)
     ledger.place_all((run_id, pod["host_id"], pod["host"]) for run_id, pod in held_by.items())
@@ -55,7 +58,7 @@ def submit_to_fleet(targets: list, submissions: dict, *, submission_id: str, pro
     document.update(submission_id=submission_id, ledger=str(ledger.path), already_succeeded=succeeded_on,
                     placed={name: sorted(ids) for name, ids in shares.items()},
                     manifest=str(_save_fleet_manifest(project_dir, submissions, submission_id, fields, held_by,
-                                                      queued=queued, config=config,
+                                                      queued=queued, config=config, ids_at=ids_at,
                                                       pricing={host_id: pod for p in by_pod.values()
                                                                for host_id, pod in (p.get("pricing") or {}).items()})))
     return document
@@ -69,14 +72,19 @@ def _probe(submissions: dict, slots: Optional[int], target) -> dict:
                      run_dirs={run.run_id: run.run_dir for run in submission.runs}, slots=slots)
 
 
-def _placement(probed: list, has: dict, runs: tuple, succeeded_on: dict, slots: Optional[int]) -> dict:
-    """{pod: set of run ids} for the runs not already succeeded somewhere, over the pods that answered."""
+def _placement(probed: list, has: dict, runs: tuple, succeeded_on: dict, slots: Optional[int],
+               order: Optional[dict] = None) -> dict:
+    """{pod: set of run ids} for the runs not already succeeded somewhere, over the pods that answered.
+    The pods are placed on in the order of their host identities (`order`), not as the fleet was
+    spelt: two checkouts naming one fleet `-H a,b` and `-H b,a` place each run on the same pod, whose
+    queue then keeps it once."""
     from .placement import place
 
     to_place = [run for run in runs if run.run_id not in succeeded_on]
     wanted = {run.run_id for run in to_place}
+    answered = sorted((p for p in probed if p["pod"] in has), key=lambda p: (order or {}).get(p["pod"], p["pod"]))
     pods = [dict(placement_pod(p["pod"], p, slots=slots), run_ids=[r for r in has[p["pod"]] if r in wanted])
-            for p in probed if p["pod"] in has]
+            for p in answered]
     if not pods or not to_place:
         return {}
     placed = place([{"run_id": r.run_id, "gpus": r.gpus, "expected_s": r.timeout} for r in to_place], pods)
@@ -98,7 +106,7 @@ def _send_share(submissions: dict, shares: dict, target, *, submission_id: str, 
 
 
 def _save_fleet_manifest(project_dir, submissions: dict, submission_id: str, fields: dict, held_by: dict, *,
-                         queued: list, config: str, pricing: Optional[dict] = None):
+                         queued: list, config: str, pricing: Optional[dict] = None, ids_at: Optional[float] = None):
     """The local manifest of a fleet submission: every pod (`host_ids`, so each pod's later tasks
     find it), each run with the pod that holds it (fetch takes it from there)."""
     from .runs import manifest_of
@@ -108,7 +116,7 @@ def _save_fleet_manifest(project_dir, submissions: dict, submission_id: str, fie
                         for run in manifest["runs"]]
     manifest.update(fleet=True, hosts=list(fields), host_ids=[pod["host_id"] for pod in fields.values()],
                     config=config, queued=queued, pricing=pricing or None,
-                    submitted_at=time.time())
+                    submitted_at=time.time(), **({"ids_at": ids_at} if ids_at is not None else {}))
     return records.save_manifest(project_dir, manifest)
 
 
@@ -198,7 +206,7 @@ class _RunSpecs:
                 self.loaded[name] = load_submission(
                     self.manifest.get("config"), profile=target.profile, remote_repo=self.manifest.get("remote_repo"),
                     outputs_dir=self.manifest["outputs_dir"], tmux_session=self.manifest.get("tmux_session"),
-                    project_dir=self.project_dir)
+                    project_dir=self.project_dir, now=self.manifest.get("ids_at"))
             except (OpsError, TypeError):
                 self.loaded[name] = None
         loaded = self.loaded[name]
@@ -243,10 +251,16 @@ class FleetSteer:
     the pods say in the Ledger, places again the runs of a pod that is lost, queues again a run
     its pod does not have (a move or a placement cut short by a crash), and moves queued runs
     from pods with a backlog to pods with idle units (withdrawn under the source's queue lock
-    first, recorded, then queued on the target: never on two pods at once)."""
+    first, recorded, then queued on the target: never on two pods at once).
+
+    For an unattended campaign (operations/campaign.py), two options: `resume` takes up in place
+    the runs of a pod that answers with no supervisor (rebooted: runs.resume's operation, before
+    it could count as lost); `keep_alone` never marks lost a pod whose runs no other pod could
+    take (`stranded` says why), so its runs stay its own for when it answers again."""
 
     def __init__(self, targets: list, manifest: dict, project_dir, *, lost_after_s: float = LOST_AFTER_S,
-                 rebalance: bool = True, slots: Optional[int] = None, clock=time.monotonic):
+                 rebalance: bool = True, slots: Optional[int] = None, clock=time.monotonic,
+                 resume: bool = False, keep_alone: bool = False):
         self.targets = {records.host_fields(t.profile)["host_id"]: t for t in targets}
         self.names = {hid: t.profile.name for hid, t in self.targets.items()}
         self.manifest, self.project_dir = manifest, project_dir
@@ -254,6 +268,9 @@ class FleetSteer:
         self.outputs_dir = manifest["outputs_dir"]
         self.ledger = records.Ledger(project_dir, self.submission_id)
         self.lost_after_s, self.rebalance, self.slots, self.clock = lost_after_s, rebalance, slots, clock
+        self.resume, self.keep_alone = resume, keep_alone
+        self.resumed: list = []  # [{pod, runs, supervisor}]: what `resume` took up
+        self.stranded: dict = {}  # pod name -> why it would be lost, with no pod to take its runs (keep_alone)
         self.specs = _RunSpecs(manifest, project_dir)
         self.unreachable_since: dict = {}
         self.probes: dict = {}  # host_id -> its latest probe (or its error)
@@ -272,6 +289,8 @@ class FleetSteer:
             self.dry_run = fleet_document(FleetResult([{**p, "pod": self.names[h]} for h, p in self.probes.items()]))
             return
         self._record_states()
+        if self.resume:
+            self._resume_unattended()
         self._recover_lost()
         self._repair_missing()
         if self.rebalance:
@@ -349,6 +368,7 @@ class FleetSteer:
         """A pod lost: its unfinished runs are new attempts on the pods that answer (placed as a
         submission places runs); a lost pod that answers again has its queued runs withdrawn,
         so none of them runs a second time there."""
+        self.stranded = {}
         for hid in list(self.targets):
             if hid in self.ledger.lost_pods:
                 if hid in self._answering():
@@ -357,11 +377,59 @@ class FleetSteer:
             if not self._is_lost(hid):
                 continue
             self._probe_the_others()  # where its runs can go
+            if self.keep_alone and not [h for h in self._live_pods() if h != hid]:
+                self.stranded[self.names[hid]] = self._why_lost(hid)
+                continue
             # Unfinished, or `lost` there (its supervisor died): each is placed again.
             lost_there = [r for r in self.ledger.runs_on(hid) if self.ledger.current(r)["state"] == "lost"]
             orphans = self.ledger.mark_lost(hid) + lost_there
             self.notes.append(f"{self.names[hid]} lost: {len(orphans)} unfinished run(s) placed again")
             self._place_again(orphans, hid)
+
+    def _why_lost(self, hid: str) -> str:
+        since = self.unreachable_since.get(hid)
+        if since is not None:
+            return f"no answer for {self.clock() - since:.0f} s"
+        return "no supervisor, and its runs lost"
+
+    def _resume_unattended(self) -> None:
+        """A pod that answers with no supervisor while runs of ours wait or were lost there (its tmux
+        server and supervisor gone: a reboot) has them queued again and a supervisor started
+        (runs.resume's operation, on our runs only), then is looked at again."""
+        from ..defaults import RUNS_SESSION
+        from .runs import resume_runs
+
+        left = {}
+        for hid in self._live_pods():
+            probed = self.probes[hid]
+            ours = [r["run_id"] for r in probed["runs"] if r.get("state") in ("queued", "lost")
+                    and (self.ledger.current(r["run_id"]) or {}).get("host_id") == hid]
+            if ours and not probed.get("supervisor_running"):
+                left[hid] = ours
+        if not left:
+            return
+        run_dirs = {r["run_id"]: r["run_dir"] for r in self.manifest.get("runs") or []
+                    if isinstance(r, dict) and isinstance(r.get("run_dir"), str)}
+        by_name = {t.profile.name: hid for hid, t in self.targets.items()}
+
+        def one(target):
+            ids = left[by_name[target.profile.name]]
+            return resume_runs(target, outputs_dir=self.outputs_dir, slots=self.slots,
+                               tmux_session=self.manifest.get("tmux_session") or RUNS_SESSION,
+                               submission_id=self.submission_id, run_ids=ids,
+                               run_dirs={r: run_dirs[r] for r in ids if r in run_dirs})
+
+        for answer in fan_out_targets([self.targets[hid] for hid in left], one).pods:
+            if answer.get("ok") is True:
+                self.resumed.append({"pod": answer["pod"], "runs": answer["resumed"],
+                                     "supervisor": answer.get("supervisor")})
+                self.notes.append(f"{answer['pod']}: no supervisor: resumed {len(answer['resumed'])} lost run(s)"
+                                  + (f" ({', '.join(answer['resumed'])})" if answer["resumed"] else "")
+                                  + f"; supervisor {answer.get('supervisor') or 'not started'}")
+            else:
+                self.notes.append(f"{answer['pod']}: no supervisor, and resuming failed: {answer.get('error')}")
+        self._probe(list(left))
+        self._record_states()
 
     def _withdraw_returned(self, hid: str) -> None:
         probed = self.probes[hid]
@@ -503,7 +571,7 @@ class FleetSteer:
                              "outcome": outcome})
         document = fleet_document(FleetResult(pods))
         document.update(submission_id=self.submission_id, outcome=outcome, ledger=str(self.ledger.path),
-                        moves=self.moves, replaced=self.replaced,
+                        moves=self.moves, replaced=self.replaced, resumed=self.resumed, stranded=self.stranded,
                         lost_pods=sorted(self.names[h] for h in self.ledger.lost_pods if h in self.names),
                         notes=self.notes)
         if outcome == "timeout":

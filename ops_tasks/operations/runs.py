@@ -189,13 +189,16 @@ class _ProgressLines:
                 self.on_progress(*(int(p) for p in parts[1:]))
 
 
-def cancel_runs(target, *, outputs_dir: str, run_ids=None, run_dirs=None, submission_id=None) -> dict:
+def cancel_runs(target, *, outputs_dir: str, run_ids=None, run_dirs=None, submission_id=None,
+                missing_ok: bool = False) -> dict:
+    """Cancel runs on one pod. missing_ok: a run this pod does not hold is not this pod's failure
+    (over a fleet a run is on one pod; the task asks that each was found on some pod)."""
     request = {"outputs_dir": outputs_dir, "run_ids": run_ids or [], "run_dirs": run_dirs or {},
                "submission_id": submission_id}
     answer = call_tool(target, "cancel", request)
     runs = answer["runs"]
     # A run that was waiting or running and is not cancelled now, or no run at all: not ok.
-    missed = [r["run_id"] for r in runs if r["state"] == "missing"
+    missed = [r["run_id"] for r in runs if (r["state"] == "missing" and not missing_ok)
               or (r["was"] in ("queued", "running", "lost") and r["state"] != "cancelled")]
     report = {"ok": not missed, "host": target.profile.name, "runs": runs}
     if missed:
@@ -203,10 +206,13 @@ def cancel_runs(target, *, outputs_dir: str, run_ids=None, run_dirs=None, submis
     return report
 
 
-def resume_runs(target, *, outputs_dir: str, tmux_session: str, slots: Optional[int] = None, submission_id=None) -> dict:
-    """Queue again the runs a dead supervisor left `lost`, and start a supervisor."""
+def resume_runs(target, *, outputs_dir: str, tmux_session: str, slots: Optional[int] = None, submission_id=None,
+                run_ids=None, run_dirs=None) -> dict:
+    """Queue again the runs a dead supervisor left `lost` (of run_ids when given, else of the
+    submission, else every run under the outputs root), and start a supervisor."""
     request = {"outputs_dir": outputs_dir, "submission_id": submission_id, "tmux_session": tmux_session,
-               "tmux_socket": target.profile.tmux_socket, "slots": slots}
+               "tmux_socket": target.profile.tmux_socket, "slots": slots, "run_ids": run_ids or [],
+               "run_dirs": run_dirs or {}}
     answer = call_tool(target, "resume", request)
     return {"ok": True, "host": target.profile.name, "resumed": answer["resumed"],
             "stopped_leftovers": answer["stopped_leftovers"], "supervisor": answer.get("supervisor")}
