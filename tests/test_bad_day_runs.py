@@ -130,3 +130,44 @@ def test_the_laptop_reads_what_such_runs_leave_in_one_line_each(tmp_path, ops, p
         done = ops(*task)
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         assert "deep" in done.stdout + done.stderr and "big" in done.stdout + done.stderr
+
+
+def test_a_pod_turned_hostile_answers_every_read_at_once_and_leaves_nothing_blocked(pod, ops, project):
+    runs = [{"run_id": f"h{i}", "gpus": 0, "command": SUMMARY_OK} for i in range(3)]
+    submit_and_wait(ops, pod, project, runs, "hostile")
+    root = f"{OUT}/hostile"
+    # After the runs: FIFOs where its files were, a socket as a log, links to the pod's own secrets.
+    pod.sh(f"rm -f {root}/h0/status.json {root}/h0/stdout.log {root}/h1/summary.json {root}/h2/stdout.log; "
+           f"mkfifo {root}/h0/status.json {root}/h0/stdout.log {root}/h1/summary.json; "
+           f"python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); s.bind('{root}/h2/stdout.log')\"; "
+           f"ln -sf /etc/shadow {root}/h1/results.jsonl; echo '{{\"ok\": true}}' > {root}/h1/done.json")
+    for task in (["runs.status", "--all"], ["runs.list"], ["runs.logs", "--run-id", "h0"],
+                 ["runs.logs", "--run-id", "h2"], ["runs.status", "--run-id", "h1", "--json"]):
+        done = ops(*task, "--host", pod.alias, "--remote-outputs-dir", root)
+        assert "Traceback" not in done.stderr, (task, done.stderr)
+        assert done.returncode in (0, 1), (task, done.stdout, done.stderr)
+    assert not pod_pids(pod, "ops_runtime", live=True) or all(
+        "supervise" in pod.sh(f"cat /proc/{p}/cmdline | tr '\\0' ' '", check=False).stdout
+        for p in pod_pids(pod, "ops_runtime", live=True))  # no reader left blocked on a FIFO
+
+
+def test_after_a_reboot_a_cancel_takes_the_secrets_off_the_pod(pod, ops, project):
+    path = project / "secret.json"
+    path.write_text(json.dumps({"remote_repo": "/root", "runs": [
+        {"run_id": "holds", "gpus": 0, "command": "sleep 300", "env": {"HF_TOKEN": "hf_canary_reboot"}},
+        {"run_id": "waits", "gpus": 0, "command": "sleep 300", "env": {"HF_TOKEN": "hf_canary_reboot"}}]}))
+    submitted = ops("runs.submit", "--host", pod.alias, "--config", str(path), "--remote-outputs-dir", f"{OUT}/reboot",
+                    "--json")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    env_file = f"/root/.ops/runs/env/{submitted.json['submission_id']}.json"
+    assert pod.sh(f"test -s {env_file}", check=False).returncode == 0
+    # A reboot: tmux, the supervisor and the run gone at once (kill -9).
+    for pid in pod_pids(pod, r"ops_runtime|sleep 300|tmux", live=True):
+        pod.sh(f"kill -9 {pid}", check=False)
+    cancelled = ops("runs.cancel", "--host", pod.alias, "--remote-outputs-dir", f"{OUT}/reboot", "--submission",
+                    submitted.json["submission_id"], "--json")
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert {r["state"] for r in cancelled.json["runs"]} == {"cancelled"}
+    assert pod.sh(f"ls {OUT}/reboot/.ops/pending {OUT}/reboot/.ops/active").stdout.split() == [
+        f"{OUT}/reboot/.ops/active:", f"{OUT}/reboot/.ops/pending:"]  # nothing a later supervisor would start
+    assert pod.sh(f"test -e {env_file}", check=False).returncode == 1  # nothing left to run: the secret is gone

@@ -24,7 +24,7 @@ def cancel(request):
     """Cancel runs: a queued one at once, a running one through its supervisor (which stops its
     process group), a lost one by stopping what is left of it."""
     store = Store(request["outputs_dir"])
-    results, waiting_on = [], []
+    results, waiting_on, ended = [], [], set()
     if not os.path.isdir(store.ops):
         return {"runs": [{"run_id": r, "was": "missing", "state": "missing"} for r, _ in selected_runs(store, request)]}
     with store.queue_lock(), BatchedSync():
@@ -46,12 +46,22 @@ def cancel(request):
                 waiting_on.append((run_id, run_dir))
             elif state == "lost":
                 stop_leftover_group(status)
+                # Claimed but not started when its supervisor died: its queue entry is still there,
+                # and a later supervisor would start a cancelled run.
+                for queue_file in queue_files.get(run_id, ()):
+                    remove_quietly(queue_file)
                 remove_quietly(store.path("active", run_id + ".json"))
                 end_as_cancelled(run_dir, run_id, status)
                 results.append({"run_id": run_id, "was": "lost", "state": "cancelled"})
             else:
                 shown = state or ("unknown" if has_files(run_dir) else "missing")
                 results.append({"run_id": run_id, "was": shown, "state": shown})
+            if state in ("queued", "lost"):
+                ended.add(status.get("submission_id"))
+        # Nothing of theirs left to run: their secrets leave the pod (a running one's supervisor
+        # does this when it ends).
+        for submission_id in ended:
+            store.forget_secrets_if_done(submission_id)
     # As long as the slowest run's stop takes: its stop_signal and TERM, each with its grace.
     stops = [read_entry(store.path("active", run_id + ".json")) or {} for run_id, _ in waiting_on]
     deadline = now() + max([sum(g for _, g in stop_stages(e)) for e in stops] or [KILL_GRACE_S]) + 5

@@ -184,6 +184,18 @@ class Store:
             return None
         return value if value >= 1 else None
 
+    def forget_secrets_if_done(self, submission_id):
+        """Under the queue lock: a submission's secret env file goes once none of its runs is
+        queued or claimed (a resume after that asks for a new submission, which brings them)."""
+        if not isinstance(submission_id, str) or not RUN_ID.match(submission_id):
+            return
+        if any(e.get("submission_id") == submission_id for e in self.queued() + self.active()):
+            return
+        try:
+            os.remove(os.path.join(self.private, "env", submission_id + ".json"))
+        except OSError:
+            pass
+
     def save_secret_env(self, submission_id, secrets):
         if not secrets:
             return

@@ -633,9 +633,7 @@ class Supervisor:
         if any(r.entry["submission_id"] == submission_id for r in self.running.values()):
             return
         with self.store.queue_lock():
-            if any(e.get("submission_id") == submission_id for e in self.store.queued()):
-                return
-            remove_quietly(os.path.join(self.store.private, "env", submission_id + ".json"))
+            self.store.forget_secrets_if_done(submission_id)
 
     def cancel_submission(self, submission_id, failed_run):
         """--fail-fast: the submission's runs still queued are cancelled, never started."""
