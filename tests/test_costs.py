@@ -66,6 +66,19 @@ def test_idle_time_is_the_window_less_the_time_any_run_ran():
     assert costs.idle_time([], t, t + 100) == pytest.approx(100)
 
 
+def test_a_pod_an_hour_ahead_has_the_same_idle_time_once_its_clock_is_set_against_ours():
+    t = 1_790_000_000
+    runs = [{"started": t + 10, "finished": t + 30}, {"started": t + 60, "finished": t + 90}]
+    ahead = [{key: value + 3600 for key, value in run.items()} for run in runs]
+    assert costs.idle_time(ahead, t, t + 100, clock_offset=3600.2) == pytest.approx(100 - 50, abs=0.5)
+    assert costs.idle_time(ahead, t, t + 100) == pytest.approx(100)  # unset against ours: every run "outside"
+
+
+def test_runs_status_says_how_far_the_pods_clock_is_ahead(ops, pod):
+    listed = ops("runs.status", "--host", pod.alias, "--all", "--json")
+    assert abs(listed.json["clock_offset"]) < 5  # the same machine: within the round trip
+
+
 # ---------------------------------------------------------------- where a price comes from
 
 

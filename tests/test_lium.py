@@ -332,12 +332,27 @@ def test_a_host_block_of_the_users_own_is_never_replaced_nor_removed(lium_ops, f
     assert client.config.read_bytes() == before  # --forget leaves the user's own block alone
 
 
-def test_a_fetch_record_of_another_host_does_not_count():
+def test_a_fetch_record_of_another_host_does_not_count(tmp_path):
     from ops_tasks.operations.teardown import unfetched_reason
 
-    run = {"run_id": "r", "run_dir": f"{OUT}/r", "finished": 10.0}
-    record = {"destination": "lium-b", "remote_dir": f"{OUT}/r", "fetched_at": 20.0}
+    (tmp_path / "status.json").write_text(json.dumps({"run_id": "r", "state": "succeeded", "attempt": 1,
+                                                      "finished": 10.0}))
+    run = {"run_id": "r", "run_dir": f"{OUT}/r", "finished": 10.0, "attempt": 1}
+    record = {"destination": "lium-b", "remote_dir": f"{OUT}/r", "fetched_at": 20.0, "local_dir": str(tmp_path)}
     assert unfetched_reason(run, record, "lium-a").startswith("the fetched copy came from another host")
     assert unfetched_reason(run, record, "lium-b") is None
     assert unfetched_reason(dict(run, finished=30.0), record, "lium-b") == "finished again after it was fetched"
+    assert unfetched_reason(dict(run, attempt=2), record, "lium-b") == "finished again after it was fetched"
     assert unfetched_reason(run, None, "lium-b") == "never fetched"
+
+
+def test_a_pod_whose_clock_is_an_hour_off_keeps_its_fetched_runs_fetched(tmp_path):
+    from ops_tasks.operations.teardown import unfetched_reason
+
+    ahead = 1_800_000_000.0 + 3600  # the pod's clock; the laptop fetched at its own 1_800_000_000
+    (tmp_path / "status.json").write_text(json.dumps({"run_id": "r", "state": "succeeded", "attempt": 1,
+                                                      "finished": ahead}))
+    record = {"destination": "lium-b", "remote_dir": f"{OUT}/r", "fetched_at": 1_800_000_000.0,
+              "local_dir": str(tmp_path)}
+    run = {"run_id": "r", "run_dir": f"{OUT}/r", "finished": ahead, "attempt": 1}
+    assert unfetched_reason(run, record, "lium-b") is None  # not "finished again": the pod would be kept, billed

@@ -193,16 +193,19 @@ def spent_text(spent: dict) -> str:
 # ---------------------------------------------------------------- pods
 
 
-def idle_time(runs: Iterable[dict], start: float, end: float) -> float:
-    """Seconds of [start, end] in which no run ran on the pod, from the runs' `started` and
-    `finished` (epoch seconds; a run not finished runs to `end`, one never started is left out).
+def idle_time(runs: Iterable[dict], start: float, end: float, clock_offset: Optional[float] = None) -> float:
+    """Seconds of [start, end] (the laptop's clock) in which no run ran on the pod, from the runs'
+    `started` and `finished` (the pod's clock, `clock_offset` seconds ahead of the laptop's:
+    runs_status measures it; a run not finished runs to `end`, one never started is left out).
     Overlapping runs count once: the pod is idle only when nothing runs."""
+    shift = _number(clock_offset) or 0.0
     spans = []
     for run in runs:
         began = _number(run.get("started"))
         if began is None:
             continue
         ended = _number(run.get("finished"))
+        began, ended = began - shift, None if ended is None else ended - shift
         spans.append((max(began, start), min(end if ended is None else ended, end)))
     busy, reached = 0.0, start
     for began, ended in sorted(spans):

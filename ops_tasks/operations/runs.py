@@ -147,10 +147,16 @@ def runs_status(target, *, outputs_dir: str, run_ids=None, run_dirs=None, submis
     request = {"outputs_dir": outputs_dir, "run_ids": run_ids or [], "run_dirs": run_dirs or {},
                "submission_id": submission_id, "tail_lines": tail_lines}
     answer = call_tool(target, "status", request)
+    received = time.time()
     runs = answer["runs"]
+    pod_now = answer.get("now")
+    # How far the pod's clock is ahead of this one (within the round trip): its runs' times minus
+    # this are the laptop's times (operations/costs.idle_time). None from a pod that did not say.
+    offset = pod_now - received if isinstance(pod_now, (int, float)) and not isinstance(pod_now, bool) else None
     return {"ok": not any(not_ok(r["state"]) for r in runs), "host": target.profile.name,
             "outputs_dir": answer["outputs_dir"], "submission_id": submission_id,
-            "supervisor_running": answer["supervisor_running"], "counts": count_states(runs), "runs": runs}
+            "supervisor_running": answer["supervisor_running"], "counts": count_states(runs), "runs": runs,
+            "clock_offset": offset}
 
 
 def wait_runs(target, *, outputs_dir: str, submission_id=None, run_ids=None, timeout_s=None,

@@ -31,13 +31,27 @@ def unfetched_reason(run: dict, record: Optional[dict], destination: Optional[st
         return f"the fetched copy came from another host ({record.get('host_id') or record.get('destination')})"
     if not _same_dir(record.get("remote_dir", ""), run.get("run_dir", "")):
         return f"the fetched copy came from {record.get('remote_dir')}"
-    finished, fetched = run.get("finished"), record.get("fetched_at")
-    if isinstance(finished, (int, float)) and isinstance(fetched, (int, float)) and finished > fetched:
+    # The pod's times against the pod's times: the fetched copy's status.json, never the laptop's
+    # clock (a pod an hour ahead would have every run "finished after it was fetched", and be kept).
+    fetched = _fetched_status(record)
+    if fetched is not None and (run.get("finished"), run.get("attempt")) != (fetched.get("finished"),
+                                                                             fetched.get("attempt")):
         return "finished again after it was fetched"
     if on_pod is not None and (on_pod["files"], on_pod["bytes"]) != (record.get("files"), record.get("bytes")):
         return (f"changed after it was fetched ({on_pod['files']} files, {on_pod['bytes']} bytes on the pod; "
                 f"{record.get('files')} files, {record.get('bytes')} bytes fetched)")
     return None
+
+
+def _fetched_status(record: dict) -> Optional[dict]:
+    """The status.json of the run's fetched copy, or None."""
+    from .validate import load_json
+
+    local = record.get("local_dir")
+    if not isinstance(local, str):
+        return None
+    value, error = load_json(str(Path(local) / "status.json"), record.get("run_id") or "", "status.json")
+    return value if error is None and isinstance(value, dict) else None
 
 
 def teardown_check(target, *, outputs_dir: str, records_dir: Path) -> dict:

@@ -101,7 +101,8 @@ def status(request):
     alive, waiting = store.supervisor_alive(), store.waiting_ids()
     runs = [run_report(store, run_dir, run_id, alive, waiting, request.get("tail_lines", 0))
             for run_id, run_dir in selected_runs(store, request)]
-    return {"runs": runs, "supervisor_running": alive, "outputs_dir": store.root}
+    # The pod's clock, for a laptop that sets the runs' times against its own (idle time, costs).
+    return {"runs": runs, "supervisor_running": alive, "outputs_dir": store.root, "now": now()}
 
 
 def wait(request):
