@@ -215,7 +215,10 @@ def test_a_pod_whose_supervisor_died_leaving_its_runs_lost_has_them_placed_on_th
         if states.count('"running"') == len(orphans):
             break
         time.sleep(0.05)
-    (supervisor,) = pod_pids(pods[1], r"^python3 -c .* ops_runtime\.commands main supervise", live=True)
+    # This outputs root's supervisor (another test's, of another root, may still be winding down).
+    supervisor = json.loads(pods[1].sh("cat /mnt/orphan/.ops/supervisor.json").stdout)["pid"]
+    assert supervisor in pod_pids(pods[1], r"^python3 -c .* ops_runtime\.commands main supervise .*/mnt/orphan",
+                                  live=True)
     os.kill(supervisor, signal.SIGKILL)  # its runs go on, unwatched: `lost`
 
     document = steer(fleet, load_manifest(laptop, submitted["submission_id"]), laptop, interval_s=0.2, timeout_s=60)

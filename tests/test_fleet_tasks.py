@@ -405,8 +405,12 @@ def test_a_fleet_submission_places_each_run_once_then_waits_fetches_and_skips_wh
     assert waited.returncode == 0, waited.stdout + waited.stderr + "".join(
         f"\n{pod.alias} supervisor.log:\n" + pod.sh("tail -n 30 /mnt/spread/.ops/supervisor.log", check=False).stdout
         for pod in pods[:2])
-    assert sorted((r["pod"], r["run_id"]) for r in waited.json["runs"]) == sorted(
-        [("fa0", r) for r in placed["fa0"]] + [("fa1", r) for r in placed["fa1"]])
+    # Each run once, where the ledger says it ran: the wait may move a queued run to an idle pod
+    # (rebalancing), so "where it was placed" is not a promise; "once, and recorded where" is.
+    ended = [(r["pod"], r["run_id"]) for r in waited.json["runs"]]
+    assert sorted(run_id for _, run_id in ended) == [r["run_id"] for r in runs]
+    ledger = Ledger(project, submission_id)
+    assert all(ledger.current(run_id)["host"] == pod for pod, run_id in ended), (ended, placed)
 
     fetched = ops("artifacts.fetch", "--host", "fa0,fa1", "--json")
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
@@ -417,7 +421,7 @@ def test_a_fleet_submission_places_each_run_once_then_waits_fetches_and_skips_wh
     assert again.returncode == 0, again.stdout + again.stderr
     assert sorted(again.json["already_succeeded"]) == [r["run_id"] for r in runs]
     manifest = json.loads(Path(again.json["manifest"]).read_text())
-    assert manifest["queued"] == [] and {r["host"] for r in manifest["runs"]} == {"fa0", "fa1"}
+    assert manifest["queued"] == [] and {r["host"] for r in manifest["runs"]} <= {"fa0", "fa1"}
     assert all(not again.json["pods"][name]["queued"] for name in ("fa0", "fa1"))
 
 
