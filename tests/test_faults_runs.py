@@ -160,6 +160,23 @@ def test_a_full_volume_leaves_every_run_with_its_real_end_once_space_is_back(pod
     assert ops("runs.wait", "--host", pod.alias, "--timeout", "60", "--json").json["outcome"] == "done"
 
 
+def test_a_volume_already_full_at_submit_is_named_and_nothing_is_half_queued(pod, ops, project):
+    out = "/mnt/t-fullnow/out"
+    path = config(project, out, [{"run_id": "first", "command": SUMMARY}, {"run_id": "second", "command": SUMMARY}])
+    pod.sh(f"mkdir -p {out}; dd if=/dev/zero of=/mnt/t-fullnow/fill bs=1M count=200 2>/dev/null; true")
+    try:
+        refused = ops("runs.submit", "--host", pod.alias, "--config", path, "--json")
+    finally:
+        pod.sh("rm -f /mnt/t-fullnow/fill")
+    assert refused.returncode in (1, 2) and "Traceback" not in refused.stderr
+    said = json.dumps(refused.json)
+    assert "is full" in said and out in said, said  # the disk named, not only "Errno 28"
+    assert pod.sh(f"ls {out}/.ops/pending 2>/dev/null | wc -l").stdout.strip() in ("", "0")  # nothing half-queued
+    again = ops("runs.submit", "--host", pod.alias, "--config", path, "--json")
+    assert again.returncode == 0 and sorted(again.json["queued"]) == ["first", "second"], again.stdout
+    assert ops("runs.wait", "--host", pod.alias, "--timeout", "60", "--json").returncode == 0
+
+
 # ---------------------------------------------------------------- damaged status files
 
 

@@ -10,7 +10,7 @@ import time
 from .contract import CONTRACT_VERSION, RUN_ID
 from .handover import ask_to_hand_over, live_supervisor
 from .entry import read_entry
-from .files import BatchedSync, now, read_json, remove_quietly, write_json, write_text
+from .files import BatchedSync, now, read_json, remove_quietly, write_failure, write_json, write_text
 from .procs import KILL_GRACE_S
 from .reading import logs, run_report, selected_runs, status, wait
 from .rundir import (archive_attempt, attempts_done, effective_state, end_as_cancelled, has_files, read_status,
@@ -77,8 +77,8 @@ def resume(request):
     store = Store(request["outputs_dir"], create=True)
     resumed, leftovers = [], []
     with store.queue_lock():
-        live, waiting = live_supervisor(store), store.waiting_ids()
-        alive = live is not None
+        live, queued = live_supervisor(store), store.queued()
+        alive, waiting = live is not None, store.waiting_ids(queued)
         for run_id, run_dir in selected_runs(store, request):
             status = read_status(run_dir) or {}
             if effective_state(status, alive, waiting) != "lost":
@@ -88,6 +88,11 @@ def resume(request):
                 continue
             if stop_leftover_group(status):
                 leftovers.append(run_id)
+            # Claimed but not started when its supervisor died: its queue entry is still there, and
+            # would start it a second time beside the attempt queued here.
+            for left in queued:
+                if left["run_id"] == run_id:
+                    remove_quietly(left["_file"])
             remove_quietly(store.path("active", run_id + ".json"))
             set_state(run_dir, run_id, "lost", kept=status, failure_class="lost",
                       finished=status.get("finished") or now())
@@ -241,7 +246,8 @@ def main(argv=None):
     except (LookupError, BadRequest) as exc:
         result = {"error": str(exc), "bad_input": True}
     except OSError as exc:  # the outputs root cannot be created or written (a full volume)
-        result = {"error": "outputs root %s: %s" % (request.get("outputs_dir"), exc)}
+        root = request.get("outputs_dir")
+        result = {"error": "outputs root %s: %s" % (root, write_failure(exc, root))}
     if result is not None:
         print(json.dumps(result, default=str), flush=True)
     return 0

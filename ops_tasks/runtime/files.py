@@ -99,6 +99,14 @@ def write_text(path, text, mode=0o644, sync=False):
         raise
 
 
+def write_failure(exc, where):
+    """An OSError of a write, as people read it: a full volume is named as such, with where."""
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+        return "the volume holding %s is full (%s): free space there, then submit again" % (
+            where, os.strerror(exc.errno))
+    return str(exc)
+
+
 def makedirs(path, mode=0o755):
     os.makedirs(path, mode=mode, exist_ok=True)
 

@@ -10,7 +10,7 @@ import time
 
 from .contract import ACTIVE, CONTRACT_VERSION, FAILED, is_secret
 from .entry import new_entry
-from .files import BatchedSync, makedirs, now, read_json, remove_quietly, write_json
+from .files import BatchedSync, write_failure, makedirs, now, read_json, remove_quietly, write_json
 from .gates import commit_pin, identity_difference, pin_problem
 from .keys import needed_contract, run_problem
 from .handover import ask_to_hand_over, describe, live_supervisor, successor_waiting
@@ -69,7 +69,8 @@ def submit(request):
             try:
                 queued.append(queue_run(store, run, request, secrets))
             except OSError as exc:  # a full volume: this run is refused, the others go on
-                refused.append({"run_id": run_id, "reason": "could not be queued: %s" % exc})
+                reason = "could not be queued: %s" % write_failure(exc, store.root)
+                refused.append({"run_id": run_id, "reason": reason})
         # Still under the queue lock the older supervisor claims under: it never sees these entries
         # claimable. Asked only when something was queued (nothing else needs a successor).
         behind = behind and bool(queued)
