@@ -240,8 +240,8 @@ def _env(c, spec, project):
     def target(name):
         return target_for(resolve_profile(ops_config, name, project), invoke_config=c.config)
 
-    def submission(profile):
-        return load_submission(spec.config, profile=profile, project_dir=project)
+    def submission(profile, now=None):
+        return load_submission(spec.config, profile=profile, project_dir=project, now=now)
 
     return Env(project_dir=project, target=target, submission=submission,
                lium=lambda: open_client("campaign"), log=log)

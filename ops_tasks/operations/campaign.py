@@ -15,8 +15,11 @@ pods are kept; `failed`: the campaign stops there (the servers it started are st
 its pods; `interrupted` / a phase left `running`: not done, run again on resume.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import re
 import socket
 import time
@@ -27,6 +30,7 @@ from typing import Callable, Optional
 
 from .. import defaults, records, ssh_config
 from ..errors import ConfigError, Interrupted, OpsError
+from ..run_states import COUNTS_AS_FAILURE
 from ..settings import host_identity
 
 DONE = ("ok", "skipped", "not_ok")
@@ -74,7 +78,7 @@ class Env:
 
     project_dir: Path
     target: Callable  # host name -> Target
-    submission: Callable  # Profile -> Submission
+    submission: Callable  # (Profile, now=None) -> Submission; now stamps generated run ids
     lium: Callable = None  # () -> the SDK's client
     log: Callable = lambda line: None
     _client: object = field(default=None, repr=False)
@@ -114,7 +118,7 @@ class State:
         if record is None:
             record = {"campaign_id": spec.campaign_id, "config": spec.config, "config_hash": spec.config_hash,
                       "created_at": time.time(), "hosts": list(spec.hosts), "rented": [], "rent_attempts": [],
-                      "submission_id": None, "phases": {}}
+                      "submission_id": None, "ids_at": None, "phases": {}}
         return cls(spec, env, record)
 
     def save(self) -> None:
@@ -370,14 +374,16 @@ class Submit(Phase):
         from .runs import new_submission_id
 
         targets = state.targets()
-        submissions = {t.profile.name: state.env.submission(t.profile) for t in targets}
-        # The id is kept before the runs are sent: a submit cut short is sent again under the same id.
-        if not state.record.get("submission_id"):
-            state.record["submission_id"] = new_submission_id()
+        # Kept before the runs are sent: a submit cut short is sent again as the same runs, under the
+        # same id; run ids the config leaves to be generated (<timestamp>_...) are stamped with ids_at.
+        if not state.record.get("submission_id") or state.record.get("ids_at") is None:
+            state.record["submission_id"] = state.record.get("submission_id") or new_submission_id()
+            state.record["ids_at"] = time.time()
             state.save()
-        report = submit_to_fleet(targets, submissions, submission_id=state.record["submission_id"],
-                                 project_dir=state.env.project_dir, config=state.spec.config)
-        return report
+        ids_at = state.record["ids_at"]
+        submissions = {t.profile.name: state.env.submission(t.profile, now=ids_at) for t in targets}
+        return submit_to_fleet(targets, submissions, submission_id=state.record["submission_id"],
+                               project_dir=state.env.project_dir, config=state.spec.config, ids_at=ids_at)
 
 
 class Wait(Phase):
@@ -385,25 +391,103 @@ class Wait(Phase):
     gate = True
 
     def run(self, state: State) -> dict:
-        from .runs import wait_runs
+        """The runs kept going as runs.wait keeps a fleet submission going (fleet_runs.FleetSteer),
+        unattended: a pod that answers with no supervisor (rebooted) has its runs resumed there; a
+        pod that does not answer is waited for up to --ready-timeout, then its runs are placed on
+        the other pods, or, with none to take them, the campaign stops here saying so (a rerun
+        waits again); every look within --wait-timeout."""
+        from .fleet_runs import STEER_INTERVAL_S, FleetSteer
 
-        outputs_dir = state.manifest()["outputs_dir"]
+        spec, targets = state.spec, state.targets()
+        adopted = _adopt_runs(state, targets)
+        steering = FleetSteer(targets, state.manifest(), state.env.project_dir, lost_after_s=spec.ready_timeout_s,
+                              resume=True, keep_alone=True)
+        started, outages, said = time.monotonic(), {}, 0
+        while True:
+            steering.look()
+            for hid, since in steering.unreachable_since.items():
+                name = steering.names[hid]
+                outages[name] = round(max(outages.get(name, 0.0), time.monotonic() - since), 1)
+            for note in steering.notes[said:]:
+                state.env.log(f"campaign {spec.campaign_id}: wait: {note}")
+            said = len(steering.notes)
+            if steering.done():
+                outcome = "done"
+            elif steering.stranded:
+                outcome = "stranded"
+            elif time.monotonic() - started >= spec.wait_timeout_s:
+                outcome = "timeout"
+            else:
+                time.sleep(STEER_INTERVAL_S)
+                continue
+            break
+        return _wait_evidence(state, steering, steering.document(outcome), outcome, outages, adopted)
 
-        def wait_here(target):
-            runs = state.runs_on(target)
-            if not runs:
-                return {"ok": True, "host": target.profile.name, "outcome": "done", "runs": [], "counts": {},
-                        "note": "no run of the campaign was placed here"}
-            # By run id, not by submission: a run that had succeeded here already was not sent again.
-            with target.round_trip_budget(state.spec.wait_timeout_s):
-                return wait_runs(target, outputs_dir=outputs_dir, run_ids=[r["run_id"] for r in runs],
-                                 timeout_s=state.spec.wait_timeout_s)
 
-        evidence = _over_pods(state, wait_here)
-        # Failed runs are the gate's not-ok (fetch and report them); runs still going, or a pod
-        # that did not answer, stop the campaign here.
-        evidence["finished"] = all(pod.get("outcome") == "done" for pod in evidence["pods"].values())
-        return evidence
+def _adopt_runs(state: State, targets: list) -> list:
+    """The campaign's runs its record places on no pod, taken where a pod holds them (its one
+    round trip, the probe): a pod had them already (queued or run by a submit of this campaign
+    cut short, or by another checkout's), so this submission's own queued none of them. Each
+    goes into the submission's Ledger and manifest, and is waited for, fetched and reported here."""
+    from ..fleet import answered, fan_out_targets
+    from .fleet_runs import probe_pod
+
+    project, manifest = state.env.project_dir, state.manifest()
+    ledger = records.Ledger(project, manifest["submission_id"])
+    unplaced = {r["run_id"]: r.get("run_dir") for r in manifest["runs"] if r["run_id"] not in ledger.runs}
+    if not unplaced:
+        return []
+    result = fan_out_targets(targets, lambda target: probe_pod(
+        target, outputs_dir=manifest["outputs_dir"], run_ids=list(unplaced),
+        run_dirs={r: d for r, d in unplaced.items() if isinstance(d, str)}))
+    held: dict = {}
+    for target, probed in zip(targets, result.pods):
+        for run in probed.get("runs") or [] if answered(probed) else []:
+            if run.get("state") not in (None, "missing", "unknown") and run["run_id"] in unplaced and (
+                    run["run_id"] not in held or run["state"] == "succeeded"):
+                held[run["run_id"]] = records.host_fields(target.profile)
+    silent = [p["pod"] for p in result.pods if not answered(p)]
+    if silent and len(held) < len(unplaced):
+        raise OpsError(f"campaign {state.spec.campaign_id}: cannot tell where runs "
+                       f"{', '.join(sorted(set(unplaced) - set(held)))} are: {', '.join(silent)} did not answer "
+                       f"({'; '.join(p.get('error') or 'no answer' for p in result.pods if not answered(p))}); "
+                       f"run the same command again to resume")
+    ledger.place_all((run_id, pod["host_id"], pod["host"]) for run_id, pod in held.items())
+    for run in manifest["runs"]:
+        if run["run_id"] in held:
+            run.update(held[run["run_id"]])
+    records.save_manifest(project, manifest)
+    return sorted(held)
+
+
+def _wait_evidence(state: State, steering, doc: dict, outcome: str, outages: dict, adopted: list) -> dict:
+    """The steering's document as the wait's evidence: ok, `finished` (every run's current attempt
+    over: failed runs are the gate's not_ok, anything else stops the campaign), and an error
+    saying what is left and how to go on."""
+    from ..records import FINISHED_STATES
+
+    spec = state.spec
+    current = {run_id: steering.ledger.current(run_id) for run_id in steering.ledger.runs}
+    unfinished = sorted(r for r, attempt in current.items() if attempt["state"] not in FINISHED_STATES)
+    failed = sorted(r["run_id"] for r in doc["runs"] if r.get("state") in COUNTS_AS_FAILURE)
+    evidence = {**doc, "outcome": outcome, "finished": outcome == "done" and not unfinished,
+                "outages": outages, "adopted": adopted}
+    evidence["ok"] = evidence["finished"] and not failed
+    errors = []
+    if outcome == "timeout":
+        errors.append(f"runs still going after {spec.wait_timeout_s:.0f}s (--wait-timeout): {', '.join(unfinished)}")
+    for pod, why in sorted(steering.stranded.items()):
+        errors.append(f"{pod}: {why} (--ready-timeout {spec.ready_timeout_s:g} s) and no other pod to take its "
+                      f"runs: they go on there; run the same command again to resume")
+    if outcome == "done" and unfinished:
+        errors.append(f"runs no pod could take: {', '.join(unfinished)} ({'; '.join(steering.notes) or 'lost'})")
+    if failed:
+        errors.append(f"{len(failed)} of {len(current)} runs failed: {', '.join(failed)}")
+    if errors:
+        evidence["error"] = "; ".join(errors)
+    else:
+        evidence.pop("error", None)
+    return evidence
 
 
 class Fetch(Phase):
@@ -633,19 +717,55 @@ def _evidence(state: State, phase: str) -> dict:
 
 def run_campaign(spec: CampaignSpec, env: Env) -> dict:
     """Every phase not done yet, in order, each recorded before and after it runs; the campaign's
-    document (its phases, pods, what was kept or released, the first failure)."""
-    state = State.load(spec, env)
-    state.save()
-    stopped_at = None
-    for phase in PHASES:
-        if phase.done(state):
-            continue
-        outcome = _run_phase(state, phase)
-        if outcome == "failed":
-            stopped_at = phase.name
-            _stop_servers_after_failure(state)
-            break
-    return document(state, stopped_at)
+    document (its phases, pods, what was kept or released, the first failure). One at a time:
+    the same campaign started again while it runs (a second terminal, cron) is refused."""
+    with _running_alone(spec, env.project_dir):
+        state = State.load(spec, env)
+        state.save()
+        stopped_at = None
+        for phase in PHASES:
+            if phase.done(state):
+                continue
+            outcome = _run_phase(state, phase)
+            if outcome == "failed":
+                stopped_at = phase.name
+                _stop_servers_after_failure(state)
+                break
+        return document(state, stopped_at)
+
+
+@contextlib.contextmanager
+def _running_alone(spec: CampaignSpec, project_dir):
+    """The campaign's lock (running.lock in its folder, held while it runs; the kernel lets go of
+    it when the process ends, however it ends), with who holds it written in it: a second start
+    of the same campaign from this checkout is refused, naming the first one's pid and host."""
+    if project_dir is None:
+        yield
+        return
+    folder = records.campaign_dir(project_dir, spec.campaign_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / "running.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = _lock_holder(fd)
+            raise OpsError(f"campaign {spec.campaign_id} is already running (pid {holder.get('pid', '?')} on "
+                           f"{holder.get('host', '?')}, since {_clock(holder['since']) if holder.get('since') else '?'}): "
+                           f"let it end or stop it, then run the same command again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _lock_holder(fd: int) -> dict:
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except ValueError:
+        return {}
+    return holder if isinstance(holder, dict) else {}
 
 
 def _run_phase(state: State, phase: Phase) -> str:
@@ -704,7 +824,13 @@ def _summary(name: str, evidence: dict) -> str:
             for run in pod.get("runs") or []:
                 key = run.get("state") or "fetched"
                 counts[key] = counts.get(key, 0) + 1
-        return ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no runs"
+        # What the wait did on its own to get there (an unattended campaign says so).
+        done = [f"{pod} unreachable for {s:g} s" for pod, s in sorted((evidence.get("outages") or {}).items())]
+        done += [f"resumed {', '.join(r['runs']) or 'nothing lost'} on {r['pod']} (no supervisor)"
+                 for r in evidence.get("resumed") or []]
+        done += [f"placed again {m['run_id']}: {m['from']} (lost) -> {m['to']}" for m in evidence.get("replaced") or []]
+        done += [f"took up {len(evidence['adopted'])} run(s) a pod held already"] if evidence.get("adopted") else []
+        return "; ".join([", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no runs", *done])
     if name == "validate":
         return f"{evidence.get('runs')} runs, {len(evidence.get('complete') or [])} complete"
     if name == "report":
