@@ -44,8 +44,9 @@ def new_project(tmp_path, name="project"):
 
 def write_config(project, name, shared, runs, outputs=None) -> str:
     """A config of these runs (each a dict of keys; the command is added): each holds until
-    shared/go exists (at most 60 s), then says it ran."""
-    command = (f"for i in $(seq 1200); do [ -e {shared}/go ] && break; sleep 0.05; done; "
+    shared/go (or shared/go-<its run id>) exists (at most 60 s), then says it ran."""
+    command = (f"for i in $(seq 1200); do [ -e {shared}/go ] || [ -e {shared}/go-$OPS_RUN_ID ] && break; "
+               "sleep 0.05; done; "
                f"echo \"$OPS_RUN_ID\" >> {shared}/ran.txt; "
                "printf '{\"ok\": true, \"score\": 1}' > \"$OPS_RUN_DIR/summary.json\"")
     path = project / f"{name}.json"
@@ -334,16 +335,21 @@ def test_a_two_pod_campaign_that_loses_a_pod_for_good_places_its_runs_on_the_oth
 
     proc = started(client, project, "--config", config, "-H", "bd-a,bd-lost", "--ready-timeout", "2")
     until(phase_is(project, "wait", "running"), "the campaign waits", proc)
-    on_lost = [r for r in run_ids if run_state(lost, outputs, r)]
-    assert on_lost and len(on_lost) < len(run_ids)
-    until(lambda: "running" in [run_state(lost, outputs, r) for r in on_lost], "a run of the lost pod runs", proc)
-    lost.stop()  # gone for good, with its volume: its runs never end there
+    on_lost = sorted(r for r in run_ids if run_state(lost, outputs, r))
+    assert len(on_lost) == 2, on_lost  # one CPU slot on each pod: two runs each
+    # One of them ends there (its results on that pod only, not fetched yet), the other starts.
+    first_done = next(r for r in on_lost if run_state(lost, outputs, r) == "running")
+    (shared / f"go-{first_done}").write_text("")
+    until(lambda: [run_state(lost, outputs, r) for r in on_lost].count("running") == 1
+          and run_state(lost, outputs, first_done) == "succeeded", "one run ended on the pod, the other runs", proc)
+    lost.stop()  # gone for good, with its volume
     (shared / "go").write_text("")
 
     done = finished(proc)
 
     assert done.returncode == 0, done.stdout_text + done.stderr_text
-    assert ran(shared) == run_ids and reported(project) == run_ids
+    assert ran(shared) == sorted(run_ids + [first_done])  # it ran again: what it wrote went with its pod
+    assert reported(project) == run_ids
     wait = evidence(project, "wait")
     assert wait["lost_pods"] == ["bd-lost"] and sorted(r["run_id"] for r in wait["replaced"]) == on_lost
     assert sorted(p.name for p in (project / "artifacts" / "pod_logs").iterdir()) == run_ids

@@ -394,14 +394,21 @@ class Wait(Phase):
         """The runs kept going as runs.wait keeps a fleet submission going (fleet_runs.FleetSteer),
         unattended: a pod that answers with no supervisor (rebooted) has its runs resumed there; a
         pod that does not answer is waited for up to --ready-timeout, then its runs are placed on
-        the other pods, or, with none to take them, the campaign stops here saying so (a rerun
-        waits again); every look within --wait-timeout."""
+        the other pods (with those that ended there and are not fetched yet: their results went
+        with it), or, with none to take them, the campaign stops here saying so (a rerun waits
+        again); every look within --wait-timeout."""
         from .fleet_runs import STEER_INTERVAL_S, FleetSteer
 
         spec, targets = state.spec, state.targets()
         adopted = _adopt_runs(state, targets)
+        fetched = records.fetch_records_dir(state.env.project_dir)
+
+        def only_there(run_id, host_id):  # a run that ended on the pod, not fetched from it: only there
+            record = records.load_fetch_record(fetched, run_id)
+            return not (isinstance(record, dict) and records.fetched_from(record, host_id))
+
         steering = FleetSteer(targets, state.manifest(), state.env.project_dir, lost_after_s=spec.ready_timeout_s,
-                              resume=True, keep_alone=True)
+                              resume=True, keep_alone=True, only_there=only_there)
         started, outages, said = time.monotonic(), {}, 0
         while True:
             steering.look()

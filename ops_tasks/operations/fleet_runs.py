@@ -256,11 +256,13 @@ class FleetSteer:
     For an unattended campaign (operations/campaign.py), two options: `resume` takes up in place
     the runs of a pod that answers with no supervisor (rebooted: runs.resume's operation, before
     it could count as lost); `keep_alone` never marks lost a pod whose runs no other pod could
-    take (`stranded` says why), so its runs stay its own for when it answers again."""
+    take (`stranded` says why), so its runs stay its own for when it answers again;
+    `only_there(run_id, host_id)` says a run that ended on a pod has its results there alone (not
+    fetched yet): when that pod is lost, such a run (unless cancelled) is placed again too."""
 
     def __init__(self, targets: list, manifest: dict, project_dir, *, lost_after_s: float = LOST_AFTER_S,
                  rebalance: bool = True, slots: Optional[int] = None, clock=time.monotonic,
-                 resume: bool = False, keep_alone: bool = False):
+                 resume: bool = False, keep_alone: bool = False, only_there: Optional[Callable] = None):
         self.targets = {records.host_fields(t.profile)["host_id"]: t for t in targets}
         self.names = {hid: t.profile.name for hid, t in self.targets.items()}
         self.manifest, self.project_dir = manifest, project_dir
@@ -268,7 +270,7 @@ class FleetSteer:
         self.outputs_dir = manifest["outputs_dir"]
         self.ledger = records.Ledger(project_dir, self.submission_id)
         self.lost_after_s, self.rebalance, self.slots, self.clock = lost_after_s, rebalance, slots, clock
-        self.resume, self.keep_alone = resume, keep_alone
+        self.resume, self.keep_alone, self.only_there = resume, keep_alone, only_there
         self.resumed: list = []  # [{pod, runs, supervisor}]: what `resume` took up
         self.stranded: dict = {}  # pod name -> why it would be lost, with no pod to take its runs (keep_alone)
         self.specs = _RunSpecs(manifest, project_dir)
@@ -383,7 +385,10 @@ class FleetSteer:
             # Unfinished, or `lost` there (its supervisor died): each is placed again.
             lost_there = [r for r in self.ledger.runs_on(hid) if self.ledger.current(r)["state"] == "lost"]
             orphans = self.ledger.mark_lost(hid) + lost_there
-            self.notes.append(f"{self.names[hid]} lost: {len(orphans)} unfinished run(s) placed again")
+            if self.only_there is not None:  # ended there, its results not fetched: gone with the pod
+                orphans += [r for r in self.ledger.runs_on(hid) if r not in orphans and self.ledger.current(r)[
+                    "state"] != "cancelled" and self.only_there(r, hid)]
+            self.notes.append(f"{self.names[hid]} lost: {len(orphans)} run(s) placed again")
             self._place_again(orphans, hid)
 
     def _why_lost(self, hid: str) -> str:
