@@ -333,7 +333,8 @@ def test_a_two_pod_campaign_that_loses_a_pod_for_good_places_its_runs_on_the_oth
     run_ids = [f"tw{n}" for n in range(4)]
     config = write_config(project, "two", shared, [{"run_id": r} for r in run_ids], outputs=outputs)
 
-    proc = started(client, project, "--config", config, "-H", "bd-a,bd-lost", "--ready-timeout", "2")
+    proc = started(client, project, "--config", config, "-H", "bd-a,bd-lost", "--ready-timeout", "2",
+                   "--idle-release", "0.01")
     until(phase_is(project, "wait", "running"), "the campaign waits", proc)
     on_lost = sorted(r for r in run_ids if run_state(lost, outputs, r))
     assert len(on_lost) == 2, on_lost  # one CPU slot on each pod: two runs each
@@ -352,6 +353,10 @@ def test_a_two_pod_campaign_that_loses_a_pod_for_good_places_its_runs_on_the_oth
     assert reported(project) == run_ids
     wait = evidence(project, "wait")
     assert wait["lost_pods"] == ["bd-lost"] and sorted(r["run_id"] for r in wait["replaced"]) == on_lost
+    # The phases after the wait leave the lost pod be (it never answers again) and say so.
+    teardown = next(p for p in done.json["phases"] if p["phase"] == "teardown")
+    assert teardown["outcome"] == "ok" and "bd-lost" in teardown["summary"], teardown
+    assert "lost during the wait" in teardown["summary"]
     assert sorted(p.name for p in (project / "artifacts" / "pod_logs").iterdir()) == run_ids
 
 

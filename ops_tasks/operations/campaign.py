@@ -152,6 +152,15 @@ class State:
     def run_ids(self) -> list:
         return [r["run_id"] for r in self.manifest()["runs"]]
 
+    def lost_hosts(self) -> list:
+        """The pods the wait gave up on, their runs placed on the others (the submission's Ledger
+        keeps it): the phases after it leave them be, and say so."""
+        submission_id = self.record.get("submission_id")
+        if not submission_id or self.env.project_dir is None:
+            return []
+        lost = records.Ledger(self.env.project_dir, submission_id).lost_pods
+        return [h for h in self.hosts if host_identity(self.env.target(h).profile) in lost] if lost else []
+
     def price_per_hour(self, host: str) -> Optional[float]:
         """Lium's price of a pod the campaign rented, else the host profile's price_per_hour."""
         from .costs import price_of
@@ -181,12 +190,17 @@ class Phase(ABC):
         """Do the phase; its evidence (a dict with `ok`)."""
 
 
-def _over_pods(state: State, operation: Callable, deadline_s: Optional[float] = None) -> dict:
-    """operation(target) on each of the campaign's pods at once: {"ok", "pods": {name: result}}."""
+def _over_pods(state: State, operation: Callable, deadline_s: Optional[float] = None, skip=()) -> dict:
+    """operation(target) on each of the campaign's pods at once (but those in skip):
+    {"ok", "pods": {name: result}}."""
     from ..fleet import fan_out_targets
 
-    result = fan_out_targets(state.targets(), operation, deadline_s=deadline_s)
+    result = fan_out_targets([t for t in state.targets() if t.profile.name not in skip], operation,
+                             deadline_s=deadline_s)
     evidence = {"ok": result.ok, "pods": {p["pod"]: p for p in result.pods}}
+    if skip:
+        evidence["left_alone"] = {host: "lost during the wait: its runs were placed on the other pods"
+                                  for host in skip}
     if not result.ok:
         evidence["error"] = "; ".join(f"{p['pod']}: {p.get('error') or 'not ok'}" for p in result.pods
                                       if p.get("ok") is not True)
@@ -348,7 +362,7 @@ def _on_each_server(state: State, call: Callable, none: str) -> dict:
         return {"ok": not failed, "servers": results,
                 **({"error": "; ".join(r.get("error") or r["session"] for r in failed)} if failed else {})}
 
-    return _over_pods(state, every_server)
+    return _over_pods(state, every_server, skip=state.lost_hosts())
 
 
 class VllmStart(Phase):
@@ -606,8 +620,13 @@ def _release(state: State) -> dict:
 
     project = state.env.project_dir
     kept, released = [], []
+    lost = state.lost_hosts()
     for host in state.hosts:
         rented = next((p for p in state.record["rented"] if p["alias"] == host), None)
+        if host in lost:
+            kept.append(_kept(state, host, "lost during the wait (no answer; its runs were placed on the other "
+                                           "pods): not checked, so not released; release it yourself"))
+            continue
         if rented is None and lium_pod_behind(host) is None:
             kept.append(_kept(state, host, "not a Lium pod that ops rented (no pod.up block for it in "
                                            "~/.ssh/config): release it yourself"))
@@ -619,8 +638,12 @@ def _release(state: State) -> dict:
             released.append(host)
             continue
         target = state.env.target(host)
-        check = teardown_check(target, outputs_dir=target.profile.outputs_dir,
-                               records_dir=records.fetch_records_dir(project))
+        try:
+            check = teardown_check(target, outputs_dir=target.profile.outputs_dir,
+                                   records_dir=records.fetch_records_dir(project))
+        except OpsError as exc:
+            kept.append(_kept(state, host, f"the teardown check did not answer ({exc})"))
+            continue
         if check["active"] or check["unfetched"]:
             names = [f"{r['run_id']} ({r['state']})" for r in check["active"]] + [
                 f"{r['run_id']} ({r['reason']})" for r in check["unfetched"]]
@@ -660,13 +683,16 @@ def _release_when_idle(state: State, kept: list) -> dict:
     from .runs import runs_status
 
     spec = state.spec
-    idle_since = {host: time.monotonic() for host in state.hosts}
+    idle_since = {host: time.monotonic() for host in state.hosts if host not in state.lost_hosts()}
     deadline = time.monotonic() + spec.wait_timeout_s
     while time.monotonic() < deadline:
         for host in list(idle_since):
             target = state.env.target(host)
-            busy = any(r["state"] in ("queued", "running")
-                       for r in runs_status(target, outputs_dir=target.profile.outputs_dir)["runs"])
+            try:
+                busy = any(r["state"] in ("queued", "running")
+                           for r in runs_status(target, outputs_dir=target.profile.outputs_dir)["runs"])
+            except OpsError:
+                busy = True  # not answering: not known to be idle
             if busy:
                 idle_since[host] = time.monotonic()
         idle = [h for h, since in idle_since.items() if time.monotonic() - since >= spec.idle_release_s]
