@@ -131,7 +131,8 @@ HELP = {
     "volume": "With --pods: Lium volume to attach (default: $LIUM_DEFAULT_VOLUME, else my_volume).",
     "ssh_key": "With --pods: private SSH key to authorize on the pods (default: the SDK's).",
     "teardown": "release (only once every run is fetched, validated and reported) or keep (default).",
-    "ready_timeout": f"Seconds a rented pod has to answer SSH before it is released and another rented "
+    "ready_timeout": f"Seconds a rented pod has to answer SSH before it is released and another rented, and a "
+                     f"pod that stops answering during the wait before its runs go to the other pods "
                      f"(default {defaults.CAMPAIGN_READY_TIMEOUT_S:.0f}).",
     "rent_attempts": f"Rents per pod before giving up (default {defaults.CAMPAIGN_RENT_ATTEMPTS}).",
     "wait_timeout": f"Seconds to wait for the runs (default {defaults.CAMPAIGN_WAIT_TIMEOUT_S:.0f}: 24 h).",
