@@ -455,6 +455,25 @@ MUTATIONS = [
        "                pass",
        ["tests/test_connect.py::test_first_contact_saves_the_host_key_and_later_ones_check_it"],
        "a key trusted on first use is not remembered"),
+    # -- hostile strings (issue 22): a pod's strings never reach what people read raw
+    _m("hostile-text-output-raw", "hostile", "ops_tasks/output.py",
+       "    _write(inert(redact(text, _secrets())), stream)",
+       "    _write(redact(text, _secrets()), stream)",
+       ["tests/test_hostile_strings.py::test_report_and_validate_print_no_terminal_control",
+        "tests/test_hostile_strings.py::test_runs_status_list_and_logs_print_what_a_run_wrote_inert"],
+       "terminal escapes from a pod (OSC 52, CSI 2J, C1) reach the terminal through a task's text output"),
+    _m("hostile-markdown-raw-html", "hostile", "ops_tasks/tables.py",
+       "    text = _BACKSLASHED.sub(r\"\\\\\\g<0>\", text).replace(\"<\", \"&lt;\")",
+       "    text = _BACKSLASHED.sub(r\"\\\\\\g<0>\", text)",
+       ["tests/test_hostile_strings.py::test_markdown_writer_escapes_what_would_act",
+        "tests/test_hostile_strings.py::test_report_md_keeps_every_value_in_its_cell_as_inert_text"],
+       "a model id's raw HTML (<img>, <script>, an autolink) is HTML in report.md"),
+    _m("hostile-csv-formula-kept", "hostile", "ops_tasks/operations/report.py",
+       "    if _FORMULA_LED.match(text) and not _PLAIN_NUMBER.fullmatch(text):",
+       "    if False:",
+       ["tests/test_hostile_strings.py::test_csv_writer_neutralises_each_led_cell",
+        "tests/test_hostile_strings.py::test_report_csv_neutralises_formula_cells"],
+       "report --format csv writes a pod's =HYPERLINK(...) as a formula a spreadsheet runs"),
 ]
 
 

@@ -21,6 +21,7 @@ import inspect
 import json as jsonlib
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from invoke import Exit, task
-from .tables import tabulate
+from .tables import inert, tabulate
 
 from .errors import ConfigError, Interrupted, OpsError
 from .secrets import redact, secret_values
@@ -154,9 +155,15 @@ def json_requested() -> bool:
 
 
 def emit(text: str, stream=None) -> None:
-    """Print text with every known secret masked (flushed: a closed pipe is found here)."""
+    """Print text with every known secret masked and nothing in it acting on the terminal
+    (tables.inert: the one rule for every line a task prints, its result, its errors quoting a
+    pod's string, its progress), flushed: a closed pipe is found here."""
+    _write(inert(redact(text, _secrets())), stream)
+
+
+def _write(text: str, stream=None) -> None:
+    """Print text as it is (emit and log_line made it safe), flushed; a closed pipe ends quietly."""
     stream = stream or sys.stdout
-    text = redact(text, _secrets())
     try:
         try:
             print(text, file=stream, flush=True)
@@ -260,15 +267,39 @@ def strict_json(data: dict) -> dict:
     return cleaned
 
 
+# SGR: colours and bold, the only escape sequence a followed log may keep (see log_line).
+_COLOUR = re.compile(r"(\x1b\[[0-9;:]*m)")
+
+
+def log_line(line: str) -> str:
+    """One line of a followed log (a run's or vLLM's own output, runs.logs/vllm.logs --follow) as
+    it is printed: the log is shown as the program wrote it, as `tail -f` would, but the terminal
+    stays the user's. Colours (SGR) pass, as `less -R` lets them, reset at the line's end so none
+    outlives it; a line a progress bar rewrote with CR shows what a terminal would have drawn, its
+    last state (not thousands of visible `\\r`); every other control (OSC 52 setting the
+    clipboard, a title, a hidden link, a screen clear, the C1 controls) is shown as a visible
+    escape, as in all other output. The exact bytes are the run's stdout.log (artifacts.fetch)."""
+    line = line.rstrip("\r")
+    if "\r" in line:
+        line = line.rsplit("\r", 1)[1]
+    if "\x1b[" not in line:
+        return inert(line)
+    parts = _COLOUR.split(line)  # text, colour, text, ...: the colours at the odd places
+    coloured = any(parts[1::2])
+    return "".join(part if index % 2 else inert(part) for index, part in enumerate(parts)) + (
+        "\x1b[0m" if coloured else "")
+
+
 class LineEmitter:
-    """Streamed text (a followed log) to stdout, whole lines at a time, secrets masked."""
+    """Streamed text (a followed log) to stdout, whole lines at a time, secrets masked, each line
+    as log_line shows it."""
 
     def __init__(self):
         self.lines = LineBuffer()
 
     def __call__(self, chunk: bytes) -> None:
         for line in self.lines.feed(chunk):
-            emit(line)
+            _write(log_line(redact(line, _secrets())))
 
 
 def announce(data: dict, text: str) -> None:

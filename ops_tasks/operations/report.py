@@ -21,7 +21,6 @@ Losses (loss, perplexity, error... in the name, or lower_is_better) rank and com
   at 80% power, and a verdict in words.
 """
 
-import csv
 import functools
 import io
 import json
@@ -31,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Iterable, NamedTuple, Optional, Sequence
 
-from ..tables import markdown_table as pipe_table
+from ..tables import markdown_table as pipe_table, markdown_text as md
 
 from ..errors import ConfigError
 from ..files import write_atomic
@@ -850,13 +849,36 @@ def markdown_table(records: list, columns: Sequence[str], plain: Sequence[str] =
     return pipe_table(body, columns)
 
 
+# A cell a spreadsheet would run as a formula (OWASP, "CSV Injection"): led by = + - @ (after any
+# spaces), or by a tab, CR, LF or NUL. A plain number (-0.25, 1e-05) is data, and stays one.
+_FORMULA_LED = re.compile(r"\s*[=+\-@]|[\t\r\n\x00]")
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_cell(text: str) -> str:
+    """A CSV cell a spreadsheet shows as text: one that would start a formula (a model id
+    `=HYPERLINK(...)` from a pod) gets a leading ', which spreadsheets take as "text" and hide."""
+    if _FORMULA_LED.match(text) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
+def _csv_field(text: str) -> str:
+    """One field as RFC 4180 writes it, quoted when it holds a comma, a quote or a line break. Not
+    csv.writer's: with lines ending in LF it leaves a field holding a CR unquoted (Python 3.11), and
+    a spreadsheet starts a row there, whose next cell (`x\r=HYPERLINK(...)`) no csv_cell saw."""
+    text = csv_cell(text)
+    if "," in text or '"' in text or "\n" in text or "\r" in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
 def csv_text(records: list, columns: Sequence[str]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
+    """The records as CSV, the header too, every cell through csv_cell (the one CSV writer)."""
+    lines = [",".join(_csv_field(str(c)) for c in columns)]
     for record in records:
-        writer.writerow(["" if record.get(c) is None else cell_text(record.get(c)) for c in columns])
-    return out.getvalue().rstrip("\n")
+        lines.append(",".join("" if record.get(c) is None else _csv_field(cell_text(record.get(c))) for c in columns))
+    return "\n".join(lines)
 
 
 def group_columns(keys: Sequence[str], metric: str = DEFAULT_METRIC, groups: Sequence[dict] = ()) -> list:
@@ -898,6 +920,11 @@ def comparison_lines(c: dict) -> list:
 
 
 def comparison_markdown(comparison: dict) -> str:
+    """The comparison's section; the names compared (run ids, or values of --compare-by) as inert text."""
+    names = {key: md(str(comparison[key])) for key in ("run_a", "run_b", "metric", "compare_by") if comparison.get(key)}
+    if names:
+        comparison = {**comparison, **names}
+        comparison["verdict"] = verdict(comparison)
     verdict_line, *rest = comparison_lines(comparison)
     return "\n".join([f"## {comparison_title(comparison)}", "", f"- **{verdict_line}**", *(f"- {line}" for line in rest)])
 
@@ -906,17 +933,18 @@ def _warnings_markdown(warnings: list) -> list:
     scored = [w for w in warnings if w["file"] != "run_metadata.json"]
     if not scored:
         return []
-    return ["## Warnings", "", *(f"- {w['run_id']}: {w['file']}: {w['warning']}" for w in scored), ""]
+    return ["## Warnings", "", *(f"- {md(w['run_id'])}: {md(w['file'])}: {md(w['warning'])}" for w in scored), ""]
 
 
 def _listed(values: list, none: str = "-") -> str:
-    return ", ".join(values) if values else none
+    """Values from the runs (models, tasks, sampling settings) on one Markdown line, each inert."""
+    return ", ".join(md(str(value)) for value in values) if values else none
 
 
 def header_markdown(header: dict) -> list:
-    states = ", ".join(f"{n} {state}" for state, n in header["states"].items()) or "none"
+    states = ", ".join(f"{n} {md(state)}" for state, n in header["states"].items()) or "none"
     sampling = "; ".join(f"{name} {_listed(header[name])}" for name in ("temperature", "max_tokens", "rollouts"))
-    return [f"- generated: {header['generated']}", f"- scope: {header['scope']}",
+    return [f"- generated: {header['generated']}", f"- scope: {md(header['scope'])}",
             f"- pod repo commit: {_listed(header['commits'], 'not recorded')}",
             f"- models: {_listed(header['models'])}", f"- tasks: {_listed(header['tasks'])}",
             f"- sampling: {sampling}", f"- examples per run: {_listed(header['examples'])}",
@@ -953,20 +981,23 @@ def models_by_task_rows(table: dict) -> list:
 def models_by_task_markdown(table: Optional[dict]) -> list:
     if not table:
         return []
-    return [f"## {table['metric']}: models x tasks", "",
+    return [f"## {md(table['metric'])}: models x tasks", "",
             markdown_table(models_by_task_rows(table), ["model_id", *table["tasks"]]), "",
             f"mean [95% interval] (runs): {MODELS_BY_TASK}.", ""]
 
 
 def report_markdown(doc: dict) -> str:
-    parts = [f"# Report: {doc['root']}", "", *header_markdown(doc["header"])]
+    """report.md. Every value from the runs is inert Markdown text (tables.markdown_text): in a
+    table through markdown_table, on a line of its own through md; nothing of a pod's can start
+    a line, a heading, an image, a link or an HTML tag."""
+    parts = [f"# Report: {md(str(doc['root']))}", "", *header_markdown(doc["header"])]
     count = f"{doc['count']} run{'s' if doc['count'] != 1 else ''} in the table"
     if doc["count"] != doc["total"]:
         count += f" of {doc['total']} (filtered)"
     if doc["errors"]:
         count += f", {len(doc['errors'])} error{'s' if len(doc['errors']) != 1 else ''}"
     if doc["not_succeeded"]:
-        count += f", {len(doc['not_succeeded'])} not succeeded ({', '.join(doc['failed'][:10])}" + \
+        count += f", {len(doc['not_succeeded'])} not succeeded ({', '.join(map(md, doc['failed'][:10]))}" + \
                  (", ..." if len(doc["failed"]) > 10 else "") + ")"
     parts += [count, ""]
     metric = doc["metric"]
@@ -976,7 +1007,7 @@ def report_markdown(doc: dict) -> str:
                   f"mean, se, ci95 ({metric['field']} per example): {INTERVALS['runs']}.", ""]
     if doc.get("groups") is not None:
         keys = doc["group_by"]
-        parts += [f"## Groups by {', '.join(keys)}", "",
+        parts += [f"## Groups by {md(', '.join(keys))}", "",
                   markdown_table(doc["groups"], shown_columns(doc["groups"], group_columns(keys, metric["name"], doc["groups"]),
                                                               keys), plain=keys),
                   "",
@@ -984,7 +1015,7 @@ def report_markdown(doc: dict) -> str:
                   f"ci95: {INTERVALS['groups']}.", ""]
         notes = sorted({g[k] for g in doc["groups"] for k in g if k.endswith("_interval") and g[k]
                         and g[k].startswith(("too few", "the runs agree"))})
-        parts += ["No interval shown where:", "", *(f"- {note}" for note in notes), ""] if notes else []
+        parts += ["No interval shown where:", "", *(f"- {md(note)}" for note in notes), ""] if notes else []
     if doc.get("comparison") is not None:
         parts += [comparison_markdown(doc["comparison"]), ""]
     parts += not_succeeded_markdown(doc)
@@ -994,7 +1025,7 @@ def report_markdown(doc: dict) -> str:
         for e in doc["errors"]:
             where = e["file"] + (f" line {e['line']}" if e.get("line") else "") + \
                     (f" column {e['column']}" if e.get("column") else "")
-            parts.append(f"- {e['run_id']}: {where}: {e['error']}")
+            parts.append(f"- {md(e['run_id'])}: {md(where)}: {md(str(e['error']))}")
         parts.append("")
     return "\n".join(parts)
 
