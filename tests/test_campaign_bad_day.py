@@ -128,8 +128,12 @@ def run_state(pod, outputs, run_id) -> str:
     return json.loads(text)["state"] if text.strip() else ""
 
 
-def outcomes(doc) -> dict:
-    return {p["phase"]: p["outcome"] for p in doc["phases"]}
+def ledger_state(project, run_id):
+    """What the campaign's ledger last recorded of run_id (None before it heard anything)."""
+    (path,) = (project / "artifacts" / "ledgers").glob("*.jsonl")
+    states = [e.get("state") for e in map(json.loads, path.read_text().splitlines())
+              if e.get("event") == "state" and e.get("run_id") == run_id]
+    return states[-1] if states else None
 
 
 # ---------------------------------------------------------------- 1. generated run ids
@@ -343,6 +347,7 @@ def test_a_two_pod_campaign_that_loses_a_pod_for_good_places_its_runs_on_the_oth
     (shared / f"go-{first_done}").write_text("")
     until(lambda: [run_state(lost, outputs, r) for r in on_lost].count("running") == 1
           and run_state(lost, outputs, first_done) == "succeeded", "one run ended on the pod, the other runs", proc)
+    until(lambda: ledger_state(project, first_done) == "succeeded", "the campaign saw it end", proc)
     lost.stop()  # gone for good, with its volume
     (shared / "go").write_text("")
 
