@@ -46,7 +46,14 @@ def render_campaign(data: dict) -> str:
     if data.get("error"):
         lines.append(f"error: {data['error']}")
     if not data["ok"]:
-        lines.append("run the same command again to resume at the first phase not done")
+        outcomes = {r["phase"]: r["outcome"] for r in data["phases"]}
+        if any(o not in ("ok", "skipped", "not_ok") for o in outcomes.values()):
+            lines.append("run the same command again to resume at the first phase not done")
+        elif outcomes.get("wait") == "not_ok":
+            lines.append("every phase has run; runs that failed stay failed: run the same command with "
+                         "--retry-failed to run them again (then fetch, validate, report and teardown again)")
+        else:
+            lines.append("every phase has run: what is not ok is said above")
     return "\n".join(lines)
 
 
@@ -141,18 +148,24 @@ HELP = {
                     "minutes after its work is fetched; warn about a host that is not the campaign's.",
     "vllm_bin": "The vLLM program for every server of the config (e.g. a stand-in).",
     "campaign": "Name the campaign explicitly instead of deriving its id from the config and hosts.",
+    "retry_failed": "Run the campaign's failed runs again (not cancelled ones), each on its pod, then fetch, "
+                    "validate, report and teardown again.",
 }
 
 
 @ops_task(human=render_campaign, help=HELP)
 def campaign(c, config, host=None, pods=None, gpu=None, count=None, country=None, volume=None, ssh_key=None,
              teardown=None, ready_timeout=None, rent_attempts=None, wait_timeout=None, vllm_timeout=None,
-             idle_release=None, vllm_bin=None, campaign=None):
+             idle_release=None, vllm_bin=None, campaign=None, retry_failed=False):
     """Run a config end to end: rent or reuse, bootstrap, sync, vLLM, runs, fetch, validate, report, teardown."""
     from .operations.campaign import run_campaign, would_run
 
     spec = _spec(c, config, host, pods, gpu, count, country, volume, ssh_key, teardown, ready_timeout,
                  rent_attempts, wait_timeout, vllm_timeout, idle_release, vllm_bin, campaign)
+    if retry_failed:
+        from dataclasses import replace
+
+        spec = replace(spec, retry_failed=True)
     project = project_dir_of(c.config)
     if dry_run_requested():
         return would_run(spec, project)

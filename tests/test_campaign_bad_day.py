@@ -408,3 +408,34 @@ def test_one_campaign_from_two_checkouts_at_once_runs_each_run_once_and_both_rep
     assert [d.returncode for d in done] == [0, 0], [d.stdout_text + d.stderr_text for d in done]
     assert ran(shared) == run_ids  # each run ran once, on the pod's queue
     assert [reported(p) for p in laptops] == [run_ids, run_ids]
+
+
+# ---------------------------------------------------------------- 6. failed runs taken up again
+
+
+def test_a_campaign_whose_run_failed_runs_it_again_with_retry_failed_and_goes_on(client, pod_a, shared, tmp_path):
+    project = new_project(tmp_path)
+    outputs = "/mnt/bd-retry"
+    ok = f"echo \"$OPS_RUN_ID\" >> {shared}/ran.txt; printf '{{\"ok\": true, \"score\": 1}}' > \"$OPS_RUN_DIR/summary.json\""
+    (project / "retry.json").write_text(json.dumps({"remote_repo": "/root", "remote_outputs_dir": outputs, "runs": [
+        {"run_id": "steady", "command": ok},
+        {"run_id": "flaky", "command": f"if [ -e {shared}/failed-once ]; then {ok}; else touch {shared}/failed-once; "
+                                       f"exit 3; fi"}]}))
+    command = ("campaign", "--config", "retry.json", "-H", "bd-a")
+
+    first = run_ops(command, cwd=project, env=client_env(client), timeout=150)
+    again = campaign(client, project, *command[1:])
+
+    assert first.returncode == 1 and "--retry-failed" in first.stdout.strip().splitlines()[-1], first.stdout
+    assert again.returncode == 1 and json.loads(pod_text(pod_a, f"cat {outputs}/flaky/status.json"))["attempt"] == 1
+
+    retried = campaign(client, project, *command[1:], "--retry-failed")
+
+    assert retried.returncode == 0, retried.stdout + retried.stderr
+    assert ran(shared) == ["flaky", "steady"] and reported(project) == ["flaky", "steady"]
+    attempts = {r: json.loads(pod_text(pod_a, f"cat {outputs}/{r}/status.json"))["attempt"] for r in ("steady", "flaky")}
+    assert attempts == {"steady": 1, "flaky": 2}  # only the failed run ran again
+    submit = next(p for p in retried.json["phases"] if p["phase"] == "submit")
+    assert "sent again 1 failed run(s) (--retry-failed): bd-a: flaky" in submit["summary"]
+    assert [sorted(e) for e in state_of(project)["earlier"]] == [
+        ["fetch", "report", "submit", "teardown", "validate", "vllm_stop", "wait"]]

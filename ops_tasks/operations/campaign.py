@@ -62,6 +62,7 @@ class CampaignSpec:
     wait_timeout_s: float = defaults.CAMPAIGN_WAIT_TIMEOUT_S
     vllm_timeout_s: float = defaults.VLLM_START_TIMEOUT_S
     idle_release_s: Optional[float] = None
+    retry_failed: bool = False  # --retry-failed: the failed runs sent again, the phases after submit run again
     servers: tuple = ()  # ServerSpec, started on every pod
     sync: Optional[dict] = None  # pod_sync's arguments (ref, branch, repo_url, install)
     group_by: Optional[str] = None  # the report's
@@ -387,6 +388,8 @@ class Submit(Phase):
         from .fleet_runs import submit_to_fleet
         from .runs import new_submission_id
 
+        if state.record.get("retry"):
+            return _send_failed_again(state)
         targets = state.targets()
         # Kept before the runs are sent: a submit cut short is sent again as the same runs, under the
         # same id; run ids the config leaves to be generated (<timestamp>_...) are stamped with ids_at.
@@ -398,6 +401,48 @@ class Submit(Phase):
         submissions = {t.profile.name: state.env.submission(t.profile, now=ids_at) for t in targets}
         return submit_to_fleet(targets, submissions, submission_id=state.record["submission_id"],
                                project_dir=state.env.project_dir, config=state.spec.config, ids_at=ids_at)
+
+
+def _send_failed_again(state: State) -> dict:
+    """--retry-failed: each run the retry names is queued again on the pod whose attempt failed
+    (runs.submit --retry-failed of those runs, under the campaign's submission id), a new attempt
+    in the Ledger; the manifest is unchanged. Sent again after a kill: the pod skips what it
+    queued already."""
+    from dataclasses import replace
+
+    from ..fleet import fan_out_targets
+    from .runs import submit_runs
+
+    project, submission_id = state.env.project_dir, state.record["submission_id"]
+    ledger = records.Ledger(project, submission_id)
+    targets = [t for t in state.targets() if t.profile.name not in state.lost_hosts()]
+    names = {host_identity(t.profile): t.profile.name for t in targets}
+    wanted: dict = {}
+    for run_id in state.record["retry"]["runs"]:
+        pod = names.get((ledger.current(run_id) or {}).get("host_id"))
+        if pod is not None:
+            wanted.setdefault(pod, []).append(run_id)
+
+    def one(target):
+        submission = state.env.submission(target.profile, now=state.record.get("ids_at"))
+        share = tuple(run for run in submission.runs if run.run_id in wanted[target.profile.name])
+        return submit_runs(target, replace(submission, runs=share), submission_id=submission_id, retry_failed=True)
+
+    result = fan_out_targets([t for t in targets if t.profile.name in wanted], one)
+    fields = {t.profile.name: records.host_fields(t.profile) for t in targets}
+    queued = {p["pod"]: p.get("queued") or [] for p in result.pods}
+    ledger.place_all((run_id, fields[pod]["host_id"], fields[pod]["host"]) for pod, ids in queued.items() for run_id in ids)
+    placed = {pod: sorted(ids) for pod, ids in wanted.items()}
+    missed = sorted(set(state.record["retry"]["runs"]) - {r for ids in wanted.values() for r in ids})
+    evidence = {"ok": result.ok and not missed, "submission_id": submission_id, "retried": queued, "placed": placed,
+                "pods": {p["pod"]: p for p in result.pods},
+                "note": f"sent again {sum(map(len, placed.values()))} failed run(s) (--retry-failed): "
+                        + ", ".join(f"{pod}: {', '.join(ids)}" for pod, ids in placed.items())}
+    errors = [f"{p['pod']}: {p.get('error') or 'not ok'}" for p in result.pods if p.get("ok") is not True]
+    errors += [f"{', '.join(missed)}: on no pod of the campaign that answers"] if missed else []
+    if errors:
+        evidence["error"] = "; ".join(errors)
+    return evidence
 
 
 class Wait(Phase):
@@ -754,6 +799,8 @@ def run_campaign(spec: CampaignSpec, env: Env) -> dict:
     the same campaign started again while it runs (a second terminal, cron) is refused."""
     with _running_alone(spec, env.project_dir):
         state = State.load(spec, env)
+        if spec.retry_failed:
+            _ask_for_retry(state)
         state.save()
         stopped_at = None
         for phase in PHASES:
@@ -765,6 +812,27 @@ def run_campaign(spec: CampaignSpec, env: Env) -> dict:
                 _stop_servers_after_failure(state)
                 break
         return document(state, stopped_at)
+
+
+def _ask_for_retry(state: State) -> None:
+    """--retry-failed: the campaign's runs whose attempt failed (the wait's word for them; not
+    cancelled ones) are to be sent again: submit and every phase after it run again (the servers
+    too, stopped at the campaign's end); each phase's earlier entry is kept under `earlier`."""
+    if state.outcome("wait") not in DONE:
+        return  # not waited for yet: the campaign goes on as it is
+    runs = [run for pod in (_evidence(state, "wait").get("pods") or {}).values() for run in pod.get("runs") or []]
+    failed = sorted({run["run_id"] for run in runs if run.get("state") in COUNTS_AS_FAILURE})
+    if not failed:
+        state.env.log(f"campaign {state.spec.campaign_id}: --retry-failed: no run of it failed: nothing to run again")
+        return
+    again = ["submit", "wait", "fetch", "validate", "report", "vllm_stop", "teardown"]
+    if state.spec.servers:
+        again.append("vllm_start")
+    state.record.setdefault("earlier", []).append(
+        {phase: state.record["phases"].pop(phase) for phase in again if phase in state.record["phases"]})
+    state.record["retry"] = {"runs": failed, "asked_at": time.time()}
+    state.env.log(f"campaign {state.spec.campaign_id}: --retry-failed: {len(failed)} failed run(s) to run again: "
+                  f"{', '.join(failed)}")
 
 
 @contextlib.contextmanager
