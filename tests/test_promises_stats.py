@@ -39,3 +39,34 @@ def test_mcnemar_stays_exact_with_more_disagreements_than_a_float_can_count():
     n = b + c
     exact = min(Fraction(1), 2 * Fraction(sum(math.comb(n, i) for i in range(b + 1)), 2 ** n))
     assert stats.mcnemar_exact_p(b, c) == float(exact)
+
+
+def test_examples_that_all_score_the_same_fraction_have_no_spread():
+    # Promise: three examples each scoring 0.1 have mean 0.1 and SE exactly 0 ("every example scores the same").
+    acc = stats.of([0.1, 0.1, 0.1])
+    assert math.isclose(acc.mean, 0.1)
+    assert acc.se == 0.0
+    assert stats.of([1e-20, 1e-20]).se == 0.0
+
+
+def test_a_non_finite_number_is_written_as_null_and_a_finite_one_as_itself():
+    # Promise: the report's JSON never carries NaN or Infinity: such a number becomes null.
+    assert stats.finite(math.nan) is None
+    assert stats.finite(math.inf) is None
+    assert stats.finite(-math.inf) is None
+    assert stats.finite(0.25) == 0.25
+    assert stats.finite(None) is None
+
+
+def test_a_metric_s_range_is_judged_from_the_values_seen():
+    # Promise: the interval is clipped to [0, 1] only for values all in [0, 1] (not a loss), to
+    # [0, inf) when none is negative, and not at all otherwise.
+    assert stats.metric_range(0.0, 1.0) == (0.0, 1.0)
+    assert stats.metric_range(0.0, 1.0, loss=False) == (0.0, 1.0)
+    assert stats.metric_range(0.0, 1.0, loss=True) == (0.0, math.inf)
+    assert stats.metric_range(0.2, 0.7) == (0.0, 1.0)
+    assert stats.metric_range(0.0, 1.5) == (0.0, math.inf)
+    assert stats.metric_range(0.5, 2.0) == (0.0, math.inf)
+    assert stats.metric_range(0.0, 5.0) == (0.0, math.inf)
+    assert stats.metric_range(-1.0, 2.0) == stats.UNBOUNDED
+    assert stats.metric_range(-0.5, 0.5) == stats.UNBOUNDED
