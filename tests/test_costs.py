@@ -74,9 +74,23 @@ def test_a_pod_an_hour_ahead_has_the_same_idle_time_once_its_clock_is_set_agains
     assert costs.idle_time(ahead, t, t + 100) == pytest.approx(100)  # unset against ours: every run "outside"
 
 
-def test_runs_status_says_how_far_the_pods_clock_is_ahead(ops, pod):
-    listed = ops("runs.status", "--host", pod.alias, "--all", "--json")
+def test_runs_status_and_the_fleets_probe_say_how_far_the_pods_clock_is_ahead(ops, cpod, client):
+    from ops_tasks.operations.fleet_runs import probe_pod
+    from ops_tasks.settings import resolve_profile
+    from ops_tasks.targets import target_for
+
+    listed = ops("runs.status", "--host", cpod.alias, "--all", "--json")
     assert abs(listed.json["clock_offset"]) < 5  # the same machine: within the round trip
+    import os
+
+    home = os.environ.get("HOME")
+    os.environ["HOME"] = str(client.home)
+    try:
+        target = target_for(resolve_profile({}, cpod.alias, client.home))
+        probed = probe_pod(target, outputs_dir="/mnt/pod_artifacts/outputs")
+    finally:
+        os.environ["HOME"] = home
+    assert abs(probed["clock_offset"]) < 5  # what a campaign's idle time sets the runs' times against
 
 
 # ---------------------------------------------------------------- where a price comes from

@@ -772,8 +772,9 @@ def cost_summary(state: State, doc: dict) -> dict:
     for host in state.hosts:
         rented = next((p for p in state.record["rented"] if p["alias"] == host), None)
         since = (rented or {}).get("ready_at") or state.record["created_at"]
-        runs = ((wait.get("pods") or {}).get(host) or {}).get("runs") or []
-        idle = idle_time(runs, since, now)
+        waited = (wait.get("pods") or {}).get(host) or {}
+        # The runs' times are the pod's clock: set against ours (a pod an hour off, idle > wall time).
+        idle = idle_time(waited.get("runs") or [], since, now, clock_offset=waited.get("clock_offset"))
         price = state.price_per_hour(host)
         pods[host] = {"price_per_hour": price, "since": since, "idle_s": round(idle, 1),
                       "idle_cost_usd": cost_of_time(idle, price)}

@@ -133,6 +133,7 @@ def probe_pod(target, *, outputs_dir: str, run_ids=(), run_dirs=None, submission
 
     answer = call_tool(target, "probe", {"outputs_dir": outputs_dir, "run_ids": list(run_ids),
                                          "run_dirs": run_dirs or {}, "submission_id": submission_id, "slots": slots})
+    pod_now, received = answer.get("now"), time.time()
     gpus = [g for g in answer.get("gpus") or [] if isinstance(g, dict)] if isinstance(answer.get("gpus"), list) else []
     capacity = _count(answer.get("capacity"), 1)
     queued = [q for q in answer.get("queued") or [] if isinstance(q, dict) and isinstance(q.get("run_id"), str)
@@ -141,7 +142,10 @@ def probe_pod(target, *, outputs_dir: str, run_ids=(), run_dirs=None, submission
             "capacity": capacity, "units_in_use": min(capacity, _count(answer.get("units_in_use"), 0)),
             "queued": queued, "runs": answer.get("runs") or [],
             "supervisor_running": answer.get("supervisor_running") is True,
-            "manifest": answer.get("manifest") if isinstance(answer.get("manifest"), dict) else None}
+            "manifest": answer.get("manifest") if isinstance(answer.get("manifest"), dict) else None,
+            # the pod's clock ahead of this one (runs_status's clock_offset): for idle time
+            "clock_offset": pod_now - received if isinstance(pod_now, (int, float))
+            and not isinstance(pod_now, bool) else None}
 
 
 def _count(value, default: int) -> int:
@@ -573,7 +577,7 @@ class FleetSteer:
                 pods.append({"pod": target.profile.name, "ok": not any(not_ok(r["state"]) for r in runs),
                              "host": target.profile.name, "submission_id": self.submission_id,
                              "outputs_dir": self.outputs_dir, "runs": runs, "counts": count_states(runs),
-                             "outcome": outcome})
+                             "outcome": outcome, "clock_offset": probed.get("clock_offset")})
         document = fleet_document(FleetResult(pods))
         document.update(submission_id=self.submission_id, outcome=outcome, ledger=str(self.ledger.path),
                         moves=self.moves, replaced=self.replaced, resumed=self.resumed, stranded=self.stranded,

@@ -163,7 +163,7 @@ def probe(request):
         manifest = read_json(store.path("submissions", request["submission_id"] + ".json"))
     return {"runs": runs, "supervisor_running": alive, "outputs_dir": store.root, "gpus": gpus,
             "capacity": capacity, "units_in_use": min(in_use, capacity), "queued": waiting_runs,
-            "manifest": manifest if isinstance(manifest, dict) else None}
+            "manifest": manifest if isinstance(manifest, dict) else None, "now": now()}
 
 
 def withdraw(request):
