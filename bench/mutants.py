@@ -68,6 +68,8 @@ T_REDACTION = "tests/test_redaction.py::"
 T_HOST_KEYS = "tests/test_host_keys.py::"
 T_LIMITS = "tests/test_supervisor_limits.py::"
 T_OUTCOMES = "tests/test_runs.py::test_outcomes_each_get_their_state_class_and_a_complete_run_directory"
+ARTIFACTS_OP = "ops_tasks/operations/artifacts.py"
+T_FETCH_BAD = "tests/test_fetch_bad_day.py::"
 
 MUTATIONS = [
     # -- this round's campaigns, costs, budgets and fleet fetch
@@ -621,6 +623,53 @@ MUTATIONS = [
        "\"withdrawn\": by_source[by_name[t.profile.name]] or withdraw_runs(\n",
        ["tests/test_promises_pods.py::test_a_queued_run_moved_to_an_idle_pod_runs_once_and_leaves_the_first_pods_queue"],
        "a move recorded and queued on the idle pod without the withdraw: the run is queued on two pods"),
+    # -- fetch on a bad day (issue 22): what the laptop holds stays, a fetch ends by its deadlines
+    _m("fetch-another-hosts-copy-replaced", "fetch", ARTIFACTS_OP,
+       "    return {\"copy\": current} if going or _holds_files(local) else None",
+       "    return None",
+       [T_FETCH_BAD + "test_a_run_fetched_from_another_pod_is_refused_naming_both_and_the_ways_to_keep_both",
+        T_FETCH_BAD + "test_every_caller_of_the_fetch_operation_keeps_the_first_pods_copy"],
+       "a run fetched from a second pod replaces (rsync --delete) the copy the first pod sent"),
+    _m("fetch-claim-not-kept", "fetch", "ops_tasks/records.py",
+       "        if refuse(current):\n            return False, current",
+       "        if False:\n            return False, current",
+       [T_FETCH_BAD + "test_a_fleets_fetch_of_every_run_keeps_one_pods_copy_of_a_run_id_both_hold"],
+       "two pods of a fleet fetched with --all write one run id's folder at once (a mix of both)"),
+    _m("fetch-users-file-replaced", "fetch", ARTIFACTS_OP,
+       "    if local.exists() and not local.is_dir():\n        return {\"user\":",
+       "    if False:\n        return {\"user\":",
+       [T_FETCH_BAD + "test_a_file_or_link_of_the_users_named_like_a_run_is_never_replaced_nor_followed"],
+       "a file of the user's named like a run is replaced by the fetched folder"),
+    _m("fetch-users-link-replaced", "fetch", ARTIFACTS_OP,
+       "    if local.is_symlink():\n        return {\"user\":",
+       "    if False:\n        return {\"user\":",
+       [T_FETCH_BAD + "test_a_file_or_link_of_the_users_named_like_a_run_is_never_replaced_nor_followed"],
+       "a link of the user's named like a run is removed (or written through) by the fetch"),
+    _m("fetch-rsync-outlives-its-fetch", "fetch", ARTIFACTS_OP,
+       "        pass\n    rsync.terminate()\n",
+       "        pass\n    return\n",
+       [T_FETCH_BAD + "test_a_killed_fetch_stops_its_rsync_and_the_next_fetch_leaves_nothing_of_it"],
+       "a killed fetch's rsync goes on writing into the run folder (a rerun races it)"),
+    _m("fetch-stale-partials-kept", "fetch", ARTIFACTS_OP,
+       "            elif entry.name == PARTIAL_DIR and entry.is_dir(follow_symlinks=False):",
+       "            elif False:",
+       [T_FETCH_BAD + "test_a_killed_fetch_stops_its_rsync_and_the_next_fetch_leaves_nothing_of_it"],
+       "a partial folder an interrupted fetch left stays in the run folder after a fetch that ended"),
+    _m("fetch-killed-leftovers-kept", "fetch", ARTIFACTS_OP,
+       "            if match is None or _alive(int(match.group(1) or match.group(2))):",
+       "            if True:",
+       [T_FETCH_BAD + "test_a_killed_fetch_stops_its_rsync_and_the_next_fetch_leaves_nothing_of_it"],
+       "the rsync log a SIGKILLed fetch left beside the run folders stays for good"),
+    _m("fetch-rsync-start-not-awaited", "fetch", ARTIFACTS_OP,
+       "        start_s = getattr(target, \"bulk_start_s\", None)",
+       "        start_s = None",
+       [T_FETCH_BAD + "test_a_login_that_hangs_only_for_rsyncs_session_ends_the_fetch_naming_the_pod"],
+       "a login that hangs only for rsync's session hangs the fetch for good"),
+    _m("fetch-silent-link-never-noticed", "fetch", "ops_tasks/targets.py",
+       "\"-o\", f\"ServerAliveInterval={self.answer_s}\",",
+       "\"-o\", \"ServerAliveInterval=0\",",
+       [T_FETCH_BAD + "test_a_link_that_goes_silent_mid_fetch_ends_it_in_bounded_time_and_a_rerun_resumes"],
+       "a link that goes silent mid-fetch (no RST) hangs it until TCP gives up (hours)"),
 ]
 
 

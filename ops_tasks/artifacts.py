@@ -117,9 +117,11 @@ class ByteBar:
     "bwlimit": "Cap the transfer at this many KiB/s (a shared link).",
     "exclude": "Leave files or directories of this name on the pod, e.g. '*.pt' (a glob, no '/'; repeatable).",
     "include": "Fetch files or directories of this name even where an --exclude matches (repeatable).",
+    "replace": "A run folder holding another host's copy of the run takes this host's (else refused: "
+               "keep both with --local-root).",
 })
 def fetch(c, host=None, run_id=None, submission=None, all=False, local_root=None, remote_outputs_dir=None,
-          bwlimit=None, exclude=None, include=None):
+          bwlimit=None, exclude=None, include=None, replace=False):
     """Fetch run directories from the pod (each pod of a fleet at once): rsync over OpenSSH,
     incremental and resumable."""
     from .operations.artifacts import checked_patterns
@@ -129,7 +131,8 @@ def fetch(c, host=None, run_id=None, submission=None, all=False, local_root=None
     try:
         result = on_each_pod(c, host, lambda target: _fetch_from(
             c, target, bar, claims, run_id=run_id, submission=submission, all=all, local_root=local_root,
-            remote_outputs_dir=remote_outputs_dir, bwlimit=bwlimit, include=included, exclude=excluded))
+            remote_outputs_dir=remote_outputs_dir, bwlimit=bwlimit, include=included, exclude=excluded,
+            replace=replace))
     finally:
         bar.close()
     return _one_copy_each(result, claims) if result.get("fleet") else result
@@ -159,7 +162,7 @@ class RunClaims:
 
 
 def _fetch_from(c, target, bar: ByteBar, claims: RunClaims, *, run_id, submission, all, local_root,
-                remote_outputs_dir, bwlimit, include, exclude) -> dict:
+                remote_outputs_dir, bwlimit, include, exclude, replace) -> dict:
     from .operations.artifacts import fetch_runs
     from .records import fetch_records_dir
     from .selection import select_runs
@@ -176,7 +179,7 @@ def _fetch_from(c, target, bar: ByteBar, claims: RunClaims, *, run_id, submissio
     return fetch_runs(target, runs=runs, outputs_dir=selected["outputs_dir"], all_runs=all,
                       local_root=_local_path(c, local_root, LOCAL_RUNS_DIR),
                       records_dir=fetch_records_dir(project_dir_of(c.config)), bwlimit=limit,
-                      on_progress=bar.of(target.profile.name), include=include, exclude=exclude)
+                      on_progress=bar.of(target.profile.name), include=include, exclude=exclude, replace=replace)
 
 
 def _runs_on(c, target, selected: dict) -> list:
@@ -193,7 +196,8 @@ def _runs_on(c, target, selected: dict) -> list:
 
 def _one_copy_each(document: dict, claims: RunClaims) -> dict:
     """A fleet's fetch lands every run in one folder per run id: a run id two pods hold has the
-    local copy of one of them (or, fetched with --all, possibly a mix), and neither pod's fetch is ok."""
+    local copy of one of them, and neither pod's fetch is ok. (With --all, fetch_runs keeps the
+    copy of the pod that claimed it first and refuses the other's: that pod is the one not ok.)"""
     from .fleet import FleetResult, fleet_document
     fetched_from = claims.clashes()
     for name, pod in document["pods"].items():

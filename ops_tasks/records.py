@@ -9,12 +9,13 @@ user@host:port it leads to find the same records. Each record also keeps what wa
 (manifests) or on their `destination` (fetch records). Every write is atomic.
 """
 
+import contextlib
 import fcntl
 import json
 import os
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from . import defaults
 from .errors import ConfigError, OpsError
@@ -132,18 +133,115 @@ def latest_manifest(project_dir, host: str, host_id: Optional[str] = None) -> Op
 
 
 # ---------------------------------------------------------------- fetch records
+#
+# artifacts/fetched/<run_id>.json: the run's latest complete fetch (host, remote and local
+# directory, files, bytes, time, patterns: what the check before a pod goes reads), and `copies`:
+# for each local folder the run was fetched into, that folder's latest fetch (a claim while one
+# runs: its host and run directory, `fetched_at` null, its pid), so that a fetch from another
+# host never replaces them unasked (docs/ARCHITECTURE.md, "Fetched run directories").
+
+ORIGIN_KEYS = ("host", "host_id", "destination", "remote_dir")
 
 
 def save_fetch_record(records_dir, record: dict) -> None:
-    """What artifacts.fetch brought over for one run: the check before a pod goes reads it."""
-    path = _file_in(Path(records_dir), record["run_id"])
+    """What artifacts.fetch brought over for one run: the check before a pod goes reads it. The
+    copies of the run in other local folders stay recorded beside it."""
+    path = _fetch_record_path(records_dir, record["run_id"])
+    with _records_locked(records_dir):
+        copies = _copies(_read_json(path), records_dir)
+        copies[_copy_key(records_dir, record["local_dir"])] = {k: v for k, v in record.items() if k != "copies"}
+        _write_json(path, {**record, "copies": copies})
+
+
+def load_fetch_record(records_dir, run_id: str, host_id: Optional[str] = None,
+                      destination: Optional[str] = None) -> Optional[dict]:
+    """The run's latest complete fetch (None when none ended: a fetch begun and stopped counts as
+    none); given a host, its latest complete fetch from that host (a copy kept in another local
+    folder beside another host's counts), else None."""
+    record = _read_json(_file_in(Path(records_dir), run_id))
+    if record is None or (host_id is None and destination is None):
+        return record if record is not None and record.get("fetched_at") is not None else None
+    mine = [copy for copy in _copies(record, records_dir).values()
+            if isinstance(copy.get("fetched_at"), (int, float)) and fetched_from(copy, host_id, destination)]
+    return max(mine, key=lambda copy: copy["fetched_at"], default=None)
+
+
+def fetch_origin(records_dir, run_id: str, local_dir) -> Optional[dict]:
+    """Where the files of the local folder local_dir came from (its latest fetch's record: host,
+    host_id, destination, remote_dir, fetched_at, which is None while that fetch has not ended),
+    or None when no fetch of run_id into it is recorded."""
+    return _copies(_read_json(_file_in(Path(records_dir), run_id)), records_dir).get(_copy_key(records_dir, local_dir))
+
+
+def claim_fetch(records_dir, run_id: str, local_dir, origin: dict, refuse: Callable) -> tuple:
+    """Note, before a fetch writes into local_dir, where the files it brings come from (origin,
+    fetched_at None, the pid of the fetch), unless refuse(the folder's recorded origin or None)
+    says no. (claimed, the origin recorded before). One fetch at a time decides (a lock on the
+    folder of records): two pods fetching one run id into one folder at once never both go ahead."""
+    path = _fetch_record_path(records_dir, run_id)
+    with _records_locked(records_dir):
+        record = _read_json(path) or {"run_id": run_id}
+        copies = _copies(record, records_dir)
+        key = _copy_key(records_dir, local_dir)
+        current = copies.get(key)
+        if refuse(current):
+            return False, current
+        copies[key] = {**{k: origin.get(k) for k in ORIGIN_KEYS}, "fetched_at": None, "pid": os.getpid()}
+        _write_json(path, {**record, "copies": copies})
+    return True, current
+
+
+def release_fetch_claim(records_dir, run_id: str, local_dir) -> None:
+    """Forget a claim whose fetch brought nothing (the run directory was not on the pod)."""
+    path = _fetch_record_path(records_dir, run_id)
+    with _records_locked(records_dir):
+        record = _read_json(path)
+        copies = _copies(record, records_dir)
+        key = _copy_key(records_dir, local_dir)
+        if record is None or key not in copies or copies[key].get("fetched_at") is not None:
+            return
+        del copies[key]
+        if copies or record.get("fetched_at") is not None:
+            _write_json(path, {**record, "copies": copies})
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _fetch_record_path(records_dir, run_id: str) -> Path:
+    path = _file_in(Path(records_dir), run_id)
     if path is None:
-        raise OpsError(f"refusing to record a fetch of {record['run_id']!r}: not a run id")
-    _write_json(path, record)
+        raise OpsError(f"refusing to record a fetch of {run_id!r}: not a run id")
+    return path
 
 
-def load_fetch_record(records_dir, run_id: str) -> Optional[dict]:
-    return _read_json(_file_in(Path(records_dir), run_id))
+def _copy_key(records_dir, local_dir) -> str:
+    """A local folder as the records name it: relative to the folder of records, so that a
+    project moved whole keeps them true."""
+    return os.path.relpath(os.path.realpath(local_dir), os.path.realpath(records_dir))
+
+
+def _copies(record: Optional[dict], records_dir) -> dict:
+    """A record's copies by local folder; a record older than copies names its own folder."""
+    if record is None:
+        return {}
+    copies = record.get("copies")
+    copies = {k: v for k, v in copies.items() if isinstance(v, dict)} if isinstance(copies, dict) else {}
+    if not copies and isinstance(record.get("local_dir"), str) and record.get("fetched_at") is not None:
+        copies[_copy_key(records_dir, record["local_dir"])] = dict(record)
+    return copies
+
+
+@contextlib.contextmanager
+def _records_locked(records_dir):
+    """flock on the folder of fetch records itself (no lock file among the records)."""
+    folder = Path(records_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------- the last pod.ls listing

@@ -302,7 +302,10 @@ class ConnectionLost(LinkDown):
 # Printed by the exec command before `bash -s` starts reading the script: once it arrives, the
 # login shell (~/.bashrc and all) is through. Cut out of stderr before anyone sees it.
 STARTED_MARK = b"\x1eops-tasks:started\x1e"
-EXEC_COMMAND = "printf '\\036ops-tasks:started\\036' >&2; exec bash -s"
+_PRINT_MARK = "printf '\\036ops-tasks:started\\036' >&2"
+EXEC_COMMAND = f"{_PRINT_MARK}; exec bash -s"
+# rsync's remote command (--rsync-path) starts the same way: the mark, once the login shell is through.
+RSYNC_PATH = f"{_PRINT_MARK}; exec rsync"
 KEEPALIVE_S = 15  # transport keepalives between round trips (NAT, idle tunnels)
 _KEPT_STDERR = 1 << 20  # of a pod's stderr, the last MiB is kept (trust nothing from the pod)
 
@@ -496,6 +499,15 @@ class SshTarget(Target):
                      "-o", f"GlobalKnownHostsFile={_ssh_file_list(settings.global_files)}"]
         return argv + [parse_destination(self.profile.destination).host]
 
+    @property
+    def bulk_start_s(self) -> float:
+        """How long OpenSSH may take to start a bulk transfer's remote command (rsync, through
+        RSYNC_PATH's mark): connecting (its ConnectTimeout), then the login shell, answer_s each.
+        After the start, its ServerAliveInterval/CountMax end a link that stops answering within
+        3 x answer_s; they cannot see a login shell that hangs while sshd answers: the caller
+        waits for the mark this long."""
+        return 2 * self.answer_s
+
     @contextlib.contextmanager
     def round_trip_budget(self, seconds: Optional[float]):
         """Round trips in this block end by `seconds` plus the answer time, whatever the link does."""
@@ -651,7 +663,7 @@ class _Liveness:
         threading.Thread(target=ask, name="ssh-keepalive", daemon=True).start()
 
 
-class _StartMark:
+class StartMark:
     """Cuts STARTED_MARK out of the stderr stream; what the login shell printed before it passes on."""
 
     def __init__(self):
@@ -677,7 +689,7 @@ def _drain(channel, on_stdout: Sink, on_stderr: Sink, watch: _Liveness):
     200 MB log must not grow the laptop's memory); stderr keeps its last MiB for messages."""
     out = []
     err = bytearray()
-    mark = _StartMark()
+    mark = StartMark()
     while True:
         # The channel's fileno is readable when stdout or stderr has data, or at EOF.
         select.select([channel], [], [], 0.25)

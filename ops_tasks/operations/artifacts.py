@@ -15,10 +15,13 @@ FIFOs and sockets are dropped and named in a warning. A local run directory mirr
 import fnmatch
 import json
 import os
+import posixpath
 import re
 import shlex
 import shutil
+import signal
 import subprocess
+import sys
 import tarfile
 import tempfile
 import threading
@@ -27,9 +30,9 @@ from pathlib import Path, PurePosixPath
 from typing import Callable, Optional
 
 from ..errors import ConfigError, HostError, OpsError
-from ..records import host_fields, save_fetch_record
+from ..records import claim_fetch, fetch_origin, fetched_from, host_fields, release_fetch_claim, save_fetch_record
 from ..scripts import parse_document, render_script
-from ..targets import ConnectionLost
+from ..targets import RSYNC_PATH, ConnectionLost, NoAnswer, StartMark
 
 Progress = Optional[Callable[[int, int], None]]  # (bytes done, bytes in all)
 _PROGRESS2 = re.compile(rb"^\s*([\d,]+)\s+(\d+)%")
@@ -116,27 +119,59 @@ def link_leaves_run(link_path: PurePosixPath, target: str) -> bool:
 
 def fetch_runs(target, *, runs: list, outputs_dir: str, local_root: Path, records_dir: Path,
                all_runs: bool = False, bwlimit: Optional[int] = None, on_progress: Progress = None,
-               include=(), exclude=()) -> dict:
+               include=(), exclude=(), replace: bool = False) -> dict:
     """Fetch run directories into local_root/<run_id>/; record each fetch in records_dir.
 
     Named runs: rsync goes first, alone (one OpenSSH connection, no listing round trip). --all
     lists the pod's run directories first: only what is on the pod is fetched and recorded.
     Where rsync is missing (here, or on the pod): a listing and a tar stream over the connection.
     include/exclude: name patterns (checked_patterns) of what stays on the pod; include wins.
+
+    What the laptop holds is never replaced unasked (`_clashes`): a run folder holding another
+    host's copy of the run is refused unless `replace` (this host's copy wins); a file or link of
+    the user's where a run folder goes, always. Named runs are refused before any contact
+    (ConfigError, nothing fetched); each run is claimed in the records before anything is written
+    into its folder (`claim`), which with --all is where a clash is found, the others fetched.
     """
     profile = target.profile
     chosen = {"include": list(include), "exclude": list(exclude)}
+    local_root = Path(local_root)
+    if local_root.exists() and not local_root.is_dir():
+        raise ConfigError(f"--local-root {_shown(local_root)} is not a folder")
+    origin = {**host_fields(profile), "destination": profile.destination}
     started = time.monotonic()
+    refused = []
     if all_runs:
         listing = list_remote(target, dirs=[], outputs_dir=outputs_dir, all_runs=True)
         runs = [{"run_id": PurePosixPath(e["dir"]).name, "run_dir": e["dir"]} for e in listing["runs"]]
         if not runs:
             return {"ok": False, "host": profile.name, "local_root": str(local_root), "runs": [], "missing": [],
                     "error": f"{profile.label}: no run directories under {outputs_dir}"}
+    else:  # named runs: refused before any contact (--all's are, by the claim, once listed)
+        clashes = _clashes(runs, local_root, records_dir, origin, replace)
+        if clashes:
+            raise ConfigError(_refusal(clashes, profile.name, "nothing fetched"))
+
+    def claim(entries: list) -> list:
+        """The entries this fetch may write, each noted in the records as coming from this host
+        first; one another fetch claimed meanwhile (a fleet's other pod, another `ops`) is refused."""
+        mine = []
+        for entry in entries:
+            local = local_root / entry["run_id"]
+            claimed, current = claim_fetch(
+                records_dir, entry["run_id"], local, dict(origin, remote_dir=entry["run_dir"]),
+                lambda now: _clash(now, local, origin, entry["run_dir"], replace) is not None)
+            if claimed:
+                mine.append(entry)
+            else:
+                refused.append({"run_id": entry["run_id"], "local_dir": str(local),
+                                "why": _clash(current, local, origin, entry["run_dir"], replace)})
+        return mine
+
     method, moved, missing, warnings = "rsync", None, [], []
     if shutil.which("rsync"):
         try:
-            moved, missing, warnings = _rsync(target, runs, local_root, bwlimit, on_progress, chosen)
+            moved, missing, warnings = _rsync(target, runs, local_root, bwlimit, on_progress, chosen, claim)
         except RemoteRsyncMissing:
             method = "tar"
     else:
@@ -147,23 +182,106 @@ def fetch_runs(target, *, runs: list, outputs_dir: str, local_root: Path, record
                               filters={d: chosen for d in dirs} if chosen["exclude"] else None)
         sizes = {e["dir"]: e["bytes"] for e in listing["runs"] if e["exists"]}
         missing = [r for r in runs if r["run_dir"] not in sizes]
-        found = [dict(r, bytes=sizes[r["run_dir"]]) for r in runs if r["run_dir"] in sizes]
+        found = claim([dict(r, bytes=sizes[r["run_dir"]]) for r in runs if r["run_dir"] in sizes])
         moved = {"files": 0, "bytes": 0, "literal_bytes": 0}
         if found:
             moved, warnings = _tar_fetch(target, found, local_root, on_progress, chosen)
     gone = {m["run_dir"] for m in missing}
-    present = [r for r in runs if r["run_dir"] not in gone]
+    for entry in missing:
+        release_fetch_claim(records_dir, entry["run_id"], local_root / entry["run_id"])
+    kept_out = {c["run_id"] for c in refused}
+    present = [r for r in runs if r["run_dir"] not in gone and r["run_id"] not in kept_out]
     fetched = _record_fetches(records_dir, profile, present, local_root, method, chosen)
     report = {
-        "ok": not missing, "host": profile.name, "method": method, "local_root": str(local_root),
+        "ok": not missing and not refused, "host": profile.name, "method": method, "local_root": str(local_root),
         "seconds": round(time.monotonic() - started, 3), "runs": fetched, "transferred": moved,
         "missing": [{"run_id": m["run_id"], "remote_dir": m["run_dir"]} for m in missing], "warnings": warnings,
         **{key: value for key, value in chosen.items() if value},
     }
+    errors = []
     if missing:
-        report["error"] = f"{profile.label}: no run directory " + ", ".join(m["run_dir"] for m in missing) + (
-            f" (the other {len(present)} fetched)" if present else "")
+        errors.append(f"{profile.label}: no run directory " + ", ".join(m["run_dir"] for m in missing) + (
+            f" (the other {len(present)} fetched)" if present else ""))
+    if refused:
+        report["refused"] = [{k: c[k] for k in ("run_id", "local_dir")} for c in refused]
+        errors.append(_refusal(refused, profile.name, f"not fetched (the other {len(present)} fetched)"
+                               if present else "nothing fetched"))
+    if errors:
+        report["error"] = "; ".join(errors)
     return report
+
+
+# ---------------------------------------------------------------- what the laptop already holds
+
+
+def _clashes(runs: list, local_root: Path, records_dir: Path, origin: dict, replace: bool) -> list:
+    """The runs this fetch must not write, each with why: [{run_id, local_dir, why}]."""
+    found = []
+    for run in runs:
+        local = local_root / run["run_id"]
+        why = _clash(fetch_origin(records_dir, run["run_id"], local), local, origin, run["run_dir"], replace)
+        if why is not None:
+            found.append({"run_id": run["run_id"], "local_dir": str(local), "why": why})
+    return found
+
+
+def _clash(current: Optional[dict], local: Path, origin: dict, run_dir: str, replace: bool) -> Optional[dict]:
+    """Why local (a run's folder) must not take this host's copy of the run, or None.
+
+    {"user": ...}: a file or a link is there (the user's own: no fetch makes one), never replaced,
+    never written through, whatever `replace` says. {"copy": origin}: its recorded origin is
+    another host (or run directory), and the folder holds that copy's files, or that fetch is
+    still going (its pid alive): refused unless replace. A folder no fetch recorded, or emptied
+    since, is taken as it is."""
+    if local.is_symlink():
+        return {"user": f"{_shown(local)} is a link (to {os.readlink(local)}), not a run folder a fetch made"}
+    if local.exists() and not local.is_dir():
+        return {"user": f"{_shown(local)} is a file, not a run folder a fetch made"}
+    if replace or current is None:
+        return None
+    same_dir = posixpath.normpath(current.get("remote_dir") or "") == posixpath.normpath(run_dir)
+    if fetched_from(current, origin["host_id"], origin["destination"]) and same_dir:
+        return None
+    going = current.get("fetched_at") is None and isinstance(current.get("pid"), int) and _alive(current["pid"])
+    return {"copy": current} if going or _holds_files(local) else None
+
+
+def _holds_files(local: Path) -> bool:
+    """Does the run folder hold anything but rsync's partial folder?"""
+    try:
+        with os.scandir(local) as entries:
+            return any(entry.name != PARTIAL_DIR for entry in entries)
+    except OSError:
+        return False
+
+
+def _refusal(clashes: list, host: str, outcome: str) -> str:
+    """One line: each refused run and why, what came of it, and the ways on."""
+    reasons, ways = [], []
+    for clash in clashes:
+        why = clash["why"]
+        if "user" in why:
+            reasons.append(why["user"])
+        else:
+            was = why["copy"]
+            state = "fetched" if was.get("fetched_at") is not None else "being fetched (not finished)"
+            reasons.append(f"{_shown(Path(clash['local_dir']))} holds run {clash['run_id']} as {state} from "
+                           f"{was.get('host')} ({was.get('host_id') or was.get('destination')}, {was.get('remote_dir')})")
+    if any("copy" in c["why"] for c in clashes):
+        ways.append(f"fetching {host}'s copy would replace it: keep both with --local-root DIR (a folder of its "
+                    f"own for {host}'s copy), or let {host}'s copy win with --replace")
+    if any("user" in c["why"] for c in clashes):
+        ways.append("nothing of yours is replaced or written through: move it away, or fetch into another "
+                    "--local-root")
+    return f"{'; '.join(reasons)}: refused, {outcome}; {'; '.join(ways)}"
+
+
+def _shown(path: Path) -> str:
+    """A local path as people read it: relative to the current folder when inside it."""
+    try:
+        return str(Path(path).absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 class RemoteRsyncMissing(Exception):
@@ -177,28 +295,34 @@ _RSYNC_SUMMARY = re.compile(r"^rsync (error|warning):|^rsync: \[generator\]|^\s*
 
 _DROPPED_BY_RSYNC = re.compile(
     r'^(?:\S+ \S+ \[\d+\] )?(?:ignoring unsafe symlink "(.*?)" -> "|skipping non-regular file "(.*)"$)')
+PARTIAL_DIR = ".rsync-partial"  # where rsync keeps an interrupted file, for the next fetch to resume
 
 
-def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress, chosen: dict) -> tuple:
+def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress, chosen: dict,
+           claim: Callable[[list], list]) -> tuple:
     """rsync the run directories: one connection for those named by their run id (the usual
     layout), one more for each run directory named otherwise. (stats, missing runs, warnings).
 
     As strict as the tar stream: no devices or specials, no link leading out of the transfer
     (--safe-links, enforced by the receiver, here), then _sweep for links to a sibling run;
     --delete inside each run directory, so stale files of an earlier attempt do not linger.
-    rsync names what it skipped in a log file of its own (stdout is its stats and progress)."""
+    rsync names what it skipped in a log file of its own (stdout is its stats and progress).
+    Each batch's runs are claimed (`claim`) once the command is about to run, never in a dry run."""
     options = ["rsync", "-a", "--no-devices", "--no-specials", "--safe-links", "--delete", "--partial",
-               "--partial-dir=.rsync-partial", "--stats", "--info=name1", "--log-file-format="]
+               f"--partial-dir={PARTIAL_DIR}", "--stats", "--info=name1", "--log-file-format="]
     if on_progress is not None:
         options += ["--info=progress2", "--no-inc-recursive"]  # a whole-transfer total, for the ETA
     if bwlimit:
         options.append(f"--bwlimit={bwlimit}")
     remote = not target.profile.is_local
-    host = None
+    host, start_s = None, None
     if remote:
         ssh = target.openssh_command()
         host = ssh[-1] if ":" not in ssh[-1] else f"[{ssh[-1]}]"
-        options += ["-e", shlex.join(ssh[:-1])]
+        # The remote command says when the login shell is through (a ~/.bashrc that hangs only
+        # sshd's keepalives would answer for): _run_rsync waits for that mark so long only.
+        options += ["-e", shlex.join(ssh[:-1]), f"--rsync-path={RSYNC_PATH}"]
+        start_s = getattr(target, "bulk_start_s", None)
     plain = [r for r in runs if PurePosixPath(r["run_dir"]).name == r["run_id"]]
     custom = [r for r in runs if r not in plain]
     # The run directories themselves are always taken: a pattern matches what is inside them.
@@ -207,24 +331,34 @@ def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress,
     # Plain ones: each directory lands under its own name; custom ones: their contents into <run_id>/.
     batches = ([(plain, str(local_root) + "/", "")] if plain else []) + [
         ([r], str(local_root / r["run_id"]) + "/", "/") for r in custom]
-    moved = {"files": 0, "bytes": 0, "literal_bytes": 0}
-    missing, warnings = [], []
-    for entries, dest, trailing in batches:
+    # rsync's log of what it skipped: a dotfile beside the run directories (not a run), made
+    # only once rsync runs, so a dry run writes nothing.
+    log = local_root / f".rsync-{os.getpid()}-{threading.get_native_id()}.log"  # pods fetch at once
+
+    def command(entries: list, dest: str, trailing: str) -> list:
         sources = [e["run_dir"].rstrip("/") + trailing for e in entries]
         if remote:
             sources = [f"{host}:{sources[0]}"] + [f":{s}" for s in sources[1:]]
-        # rsync's log of what it skipped: a dotfile beside the run directories (not a run), made
-        # only once rsync runs, so a dry run writes nothing.
-        log = local_root / f".rsync-{os.getpid()}-{threading.get_native_id()}.log"  # pods fetch at once
-        argv = options + [f"--log-file={log}"] + sources + [dest]
-        target.before_command(argv)  # a dry run records the command and stops here
+        return options + [f"--log-file={log}"] + sources + [dest]
+
+    moved = {"files": 0, "bytes": 0, "literal_bytes": 0}
+    missing, warnings = [], []
+    for entries, dest, trailing in batches:
+        target.before_command(command(entries, dest, trailing))  # a dry run records the command and stops here
         # Only now: a dry run stops before it, and must leave no folder behind.
         local_root.mkdir(parents=True, exist_ok=True)
-        for entry in entries:
-            _unlink_if_link(local_root / entry["run_id"])  # rsync must write into a real directory
+        _clear_leftovers(local_root)
+        entries = claim(entries)
+        if not entries:
+            continue
+        folders = [local_root / e["run_id"] for e in entries]
         try:
-            stats, absent, warning = _run_rsync(argv, on_progress, label=target.profile.label)
+            stats, absent, warning = _run_rsync(command(entries, dest, trailing), on_progress,
+                                                label=target.profile.label, start_s=start_s)
             skipped = _skipped_by_rsync(log)
+        except BaseException:
+            _remove_empty_partials(folders)  # what is in them is kept: the next fetch resumes from it
+            raise
         finally:
             log.unlink(missing_ok=True)
         missing += [e for e in entries if e["run_dir"].rstrip("/") in absent]
@@ -237,12 +371,56 @@ def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress,
             run_local = local_root / entry["run_id"]
             mine = [name[len(prefix[entry["run_id"]]):] for name in skipped
                     if name.startswith(prefix[entry["run_id"]])]
+            if run_local.is_symlink():  # the pod's run directory was itself a link: made just now
+                run_local.unlink()
+                dropped.append(entry["run_id"])
+                continue
             dropped += [f"{entry['run_id']}/{name}" for name in _sweep(run_local, mine)]
         if dropped:
             warnings.append(_dropped_warning(dropped))
         for key in moved:
             moved[key] += stats[key]
     return moved, missing, warnings
+
+
+_LEFTOVER = re.compile(r"^\.rsync-(\d+)-\d+\.log$|^\.tar-(\d+)-")
+
+
+def _clear_leftovers(local_root: Path) -> None:
+    """Remove what a fetch killed outright left beside the run folders (its rsync log, its tar
+    folder): those of processes that are gone. Only these names of ours; links never followed."""
+    with os.scandir(local_root) as entries:
+        for entry in entries:
+            match = _LEFTOVER.match(entry.name)
+            if match is None or _alive(int(match.group(1) or match.group(2))):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                Path(entry.path).unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_empty_partials(folders: list) -> None:
+    """After an interrupted rsync: its partial folders that hold nothing to resume from."""
+    for folder in folders:
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for path in [folder / PARTIAL_DIR, *folder.rglob(PARTIAL_DIR)]:
+            if path.is_dir() and not path.is_symlink():
+                try:
+                    path.rmdir()  # only when empty
+                except OSError:
+                    pass
 
 
 def _skipped_by_rsync(log: Path) -> list:
@@ -261,16 +439,12 @@ def _skipped_by_rsync(log: Path) -> list:
     return names
 
 
-def _unlink_if_link(path: Path) -> None:
-    if path.is_symlink():
-        path.unlink()
-
-
 def _sweep(run_local: Path, skipped: list) -> list:
     """Make a fetched run directory hold only what both planes keep: remove links that could lead
     out of it (to a sibling run, say: --safe-links judges the whole transfer), anything neither
-    file, directory nor link, and a stale local entry where the pod's was refused. The names
-    (relative to the run directory) of what the pod had and the laptop does not keep."""
+    file, directory nor link, and a stale local entry where the pod's was refused; and rsync's
+    partial folders, stale once a transfer ended (what it resumed from is gone from them). The
+    names (relative to the run directory) of what the pod had and the laptop does not keep."""
     dropped = []
     for name in skipped:
         rel = PurePosixPath(name)
@@ -291,6 +465,9 @@ def _sweep_folder(folder: str, rel: PurePosixPath) -> list:
             path = rel / entry.name
             if entry.is_symlink():
                 unsafe = link_leaves_run(path, os.readlink(entry.path))
+            elif entry.name == PARTIAL_DIR and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+                continue
             elif entry.is_dir(follow_symlinks=False):
                 dropped += _sweep_folder(entry.path, path)
                 continue
@@ -317,27 +494,28 @@ def _dropped_warning(dropped: list) -> str:
             f"FIFO(s) or socket(s): {shown}{more}")
 
 
-def _run_rsync(argv: list, on_progress: Progress, label: str = "localhost") -> tuple:
-    """Run rsync; (its --stats, the source directories that do not exist, a warning or None)."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    errors = []
-    # stderr on its own thread: rsync blocks once a pipe we do not read fills up.
-    reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
-    reader.start()
+def _run_rsync(argv: list, on_progress: Progress, label: str = "localhost", start_s: Optional[float] = None) -> tuple:
+    """Run rsync; (its --stats, the source directories that do not exist, a warning or None).
+
+    start_s: how long its remote command may take to start (RSYNC_PATH's mark): a login shell
+    that hangs ends it as NoAnswer, naming the pod and how to pick up again."""
+    session = _RsyncSession(argv, start_s)
+    proc = session.guard
     out = bytearray()
     try:
         for chunk in iter(lambda: proc.stdout.read1(65536), b""):
             out += chunk
             if on_progress is not None:
                 _report_progress(chunk, on_progress)
-    except BaseException:
-        # Ctrl-C: rsync keeps what it has in .rsync-partial on TERM, for the next fetch to resume.
-        proc.terminate()
         proc.wait()
+    except BaseException:
+        session.stop()  # Ctrl-C: rsync keeps what it has in .rsync-partial, for the next fetch to resume
         raise
-    proc.wait()
-    reader.join()
-    err = b"".join(errors).decode(errors="replace")
+    err = session.end()
+    if session.late:
+        raise NoAnswer(f"no answer from {label} within {start_s:g} s: the login shell did not start rsync (a "
+                       f"~/.bashrc that waits, such as a conda or module init on a network file system?) or the "
+                       f"host stopped answering; fetch again once it answers: it resumes where it stopped")
     absent = {path.rstrip("/") for path in _MISSING_SOURCE.findall(err)}
     if proc.returncode in (12, 127) and ("command not found" in err or "rsync: not found" in err):
         raise RemoteRsyncMissing()
@@ -358,6 +536,85 @@ def _run_rsync(argv: list, on_progress: Progress, label: str = "localhost") -> t
     stats = {key: int(m.group(1).replace(",", "")) if (m := pattern.search(text)) else 0
              for key, pattern in _STATS.items()}
     return stats, absent, warning
+
+
+# rsync never outlives the fetch that started it, however that fetch ends (Ctrl-C, a deadline,
+# SIGKILL): it runs under this guard, in a session of its own with its ssh. The guard stops them
+# once its stdin ends: when the fetch closes it, or dies. TERM first (rsync keeps its partial
+# file), then the rest of the group (an ssh waiting on a login that hangs outlives its rsync).
+_GUARD = """
+import os, signal, subprocess, sys, threading
+rsync = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL)
+def stop():
+    while os.read(0, 4096):
+        pass
+    rsync.terminate()
+    try:
+        rsync.wait(5)
+    except subprocess.TimeoutExpired:
+        rsync.kill()
+threading.Thread(target=stop, daemon=True).start()
+code = rsync.wait()
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+os.killpg(0, signal.SIGTERM)
+os._exit(code if code >= 0 else 128 - code)
+"""
+
+
+class _RsyncSession:
+    """One rsync under its guard: stderr read on its own thread (rsync blocks once a pipe we do
+    not read fills up), RSYNC_PATH's mark cut out of it, and the start's deadline kept."""
+
+    def __init__(self, argv: list, start_s: Optional[float]):
+        self.guard = subprocess.Popen([sys.executable, "-I", "-S", "-c", _GUARD, *argv], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        self.mark = StartMark() if start_s else None
+        self.err = bytearray()
+        self.late = False
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, name="rsync-stderr", daemon=True)
+        self.reader.start()
+        self.timer = threading.Timer(start_s, self._too_late) if start_s else None
+        if self.timer is not None:
+            self.timer.daemon = True
+            self.timer.start()
+
+    def _read(self) -> None:
+        for chunk in iter(lambda: self.guard.stderr.read1(65536), b""):
+            if self.mark is not None:
+                chunk = self.mark.feed(chunk)
+                if self.mark.found and self.timer is not None:
+                    self.timer.cancel()
+            self.err += chunk
+
+    def _too_late(self) -> None:
+        if not self.mark.found:
+            self.late = True
+            self.release()
+
+    def release(self) -> None:
+        """The guard's stdin ends: it stops rsync, if rsync still runs."""
+        with self.lock:
+            if not self.guard.stdin.closed:
+                self.guard.stdin.close()
+
+    def stop(self) -> None:
+        self.release()
+        try:
+            self.guard.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.guard.pid, signal.SIGKILL)
+            self.guard.wait()
+        self.end()
+
+    def end(self) -> str:
+        """rsync's stderr, the mark cut out (what came before a mark that never came kept)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.release()
+        self.reader.join(timeout=10)
+        pending = bytes(self.mark.pending) if self.mark is not None and not self.mark.found else b""
+        return (bytes(self.err) + pending).decode(errors="replace")
 
 
 RSYNC_LINK_EXITS = (12, 255)  # the stream to the pod broke, or ssh itself failed
@@ -400,7 +657,8 @@ def _tar_fetch(target, present: list, local_root: Path, on_progress: Progress, c
     local_root.mkdir(parents=True, exist_ok=True)
     script = render_script("artifacts_tar.sh", dirs=[f["run_dir"].rstrip("/") for f in present],
                            includes=chosen["include"], excludes=chosen["exclude"])
-    with tempfile.TemporaryDirectory(dir=local_root, prefix=".tar-") as tmp:
+    _clear_leftovers(local_root)
+    with tempfile.TemporaryDirectory(dir=local_root, prefix=f".tar-{os.getpid()}-") as tmp:
         archive = Path(tmp) / "runs.tar"
         received = [0]
         with archive.open("wb") as sink:
@@ -440,8 +698,10 @@ def _ignored_by_tar(stderr: str, tops: set) -> list:
 
 def _mirror(source: Path, local: Path, chosen: dict) -> None:
     """Make local hold what source holds: what the pod no longer has goes (what the patterns
-    left on the pod stays), an entry of another kind is replaced, never written through."""
-    _unlink_if_link(local)
+    left on the pod stays), an entry of another kind is replaced, never written through. A link
+    at local itself was refused before (_clash): none is written through here either."""
+    if local.is_symlink():
+        raise OpsError(f"{_shown(local)} became a link during the fetch: not written through")
     local.mkdir(parents=True, exist_ok=True)
     for folder, dirs, files in os.walk(local):
         for name in list(dirs) + files:
