@@ -59,7 +59,11 @@ def teardown_check(target, *, outputs_dir: str, records_dir: Path) -> dict:
     that artifacts.fetch has not recorded (or that changed after it did). Two round trips: the
     runs' states, then what their directories hold."""
     status = runs_status(target, outputs_dir=outputs_dir)
-    records = {run["run_id"]: load_fetch_record(records_dir, run["run_id"]) for run in status["runs"]}
+    host_id, destination = host_identity(target.profile), target.profile.destination
+    # This pod's copy of each run (kept beside another pod's with --local-root), else the latest
+    # copy, whose host then says why it does not count.
+    records = {run["run_id"]: load_fetch_record(records_dir, run["run_id"], host_id, destination)
+               or load_fetch_record(records_dir, run["run_id"]) for run in status["runs"]}
     # What each run directory holds now, against what the fetch recorded (an archive after it...),
     # counted with the fetch's own --include/--exclude: what it left on purpose is not unfetched.
     filters = {run["run_dir"]: {"include": record.get("include") or [], "exclude": record.get("exclude")}
@@ -67,7 +71,6 @@ def teardown_check(target, *, outputs_dir: str, records_dir: Path) -> dict:
     listing = list_remote(target, dirs=[run["run_dir"] for run in status["runs"]], outputs_dir=outputs_dir,
                           filters=filters)
     on_pod = {entry["dir"]: entry for entry in listing["runs"] if entry["exists"]}
-    host_id = host_identity(target.profile)
     active, unfetched = [], []
     for run in status["runs"]:
         if is_unfinished(run_verdict(run, None)):  # one judgement of a run: verdicts.py
