@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -26,6 +27,9 @@ from .settings import host_identity
 
 
 # ---------------------------------------------------------------- where things are
+
+
+_runtimes_lock = threading.Lock()  # a fleet's threads remember their pods at once
 
 
 def local_runs_dir(project_dir) -> Path:
@@ -70,6 +74,30 @@ def _read_json(path: Optional[Path]) -> Optional[dict]:
 
 def _write_json(path: Path, data: dict, sort_keys: bool = True) -> None:
     write_atomic(path, json.dumps(data, indent=1, sort_keys=sort_keys) + "\n")
+
+
+# ---------------------------------------------------------------- the pod runtime each host holds
+
+RUNTIMES_FILE = "artifacts/runtimes.json"  # {host identity: [runtime ids it was seen to hold]}
+
+
+def runtimes_held(project_dir, identity: str) -> list:
+    """The pod runtime versions (operations/runtime.py) this host was seen to hold."""
+    held = (_read_json(Path(project_dir) / RUNTIMES_FILE) or {}).get(identity)
+    return [i for i in held if isinstance(i, str)] if isinstance(held, list) else []
+
+
+def remember_runtime(project_dir, identity: str, runtime_id: str) -> None:
+    """The host holds this runtime: later calls send the request alone. Replaced whole; two
+    processes racing lose an entry at worst (one more archive sent). The last few per host."""
+    path = Path(project_dir) / RUNTIMES_FILE
+    with _runtimes_lock:
+        known = _read_json(path) or {}
+        known[identity] = [i for i in runtimes_held(project_dir, identity) if i != runtime_id][-4:] + [runtime_id]
+        try:
+            _write_json(path, known)
+        except OSError:
+            pass  # a read-only project: every call sends the archive, nothing else changes
 
 
 # ---------------------------------------------------------------- hosts

@@ -26,16 +26,17 @@ def call(ops, pod):
     return pod.sessions() - before
 
 
-def known_hosts_of_runtimes(client) -> dict:
-    path = client.home / ".cache" / "ops-tasks" / "runtimes.json"
+def known_hosts_of_runtimes(project) -> dict:
+    path = project / "artifacts" / "runtimes.json"  # the project's records, nothing outside them
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def test_the_runtime_is_sent_once_kept_under_its_id_and_sent_again_to_a_host_that_lost_it(pod, ops, client):
+def test_the_runtime_is_sent_once_kept_under_its_id_and_sent_again_to_a_host_that_lost_it(pod, ops, client, project):
     pod.sh("rm -rf /root/.ops/runtime")
     assert call(ops, pod) == 1  # the first call ships it, in the same round trip
     assert pod.sh(f"test -f {runtime_dir()}/{POD_PACKAGE}/commands.py", check=False).returncode == 0
-    assert any(runtime_archive()[0] in ids for ids in known_hosts_of_runtimes(client).values())
+    assert any(runtime_archive()[0] in ids for ids in known_hosts_of_runtimes(project).values())
+    assert not (client.home / ".cache" / "ops-tasks" / "runtimes.json").exists()
 
     assert call(ops, pod) == 1  # the request alone: the pod holds it
     assert pod.sh(f"ls {runtime_dir()}/{POD_PACKAGE}/__pycache__ | grep -c pyc").stdout.strip() != "0"

@@ -3,10 +3,11 @@
 The runtime travels as a gzipped tar of the package, made the same byte for byte from the same
 sources, named by its hash (`runtime_id`). The pod unpacks it once per id under
 ~/.ops/runtime/<id>/ (runtime/boot.py), so an upgrade never touches a supervisor running an older
-one. The laptop remembers which hosts hold which ids (`~/.cache/ops-tasks/runtimes.json`, by host
-identity) and sends the archive only to a host it has not seen hold it: then a call is the
-request alone, still one round trip. A host that lost it (a new pod at an old address) answers
-`need_runtime`, and the same call is made again with the archive.
+one. The project remembers which hosts hold which ids (records.remember_runtime:
+artifacts/runtimes.json, by host identity) and the archive is sent only to a host not seen to
+hold it: then a call is the request alone, still one round trip. A host that lost it (a new pod
+at an old address) answers `need_runtime`, and the same call is made again with the archive. A
+target without the project's config (a library caller) always sends it.
 """
 
 import ast
@@ -14,19 +15,17 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import tarfile
-import threading
 from functools import lru_cache
 from pathlib import Path
 
 from ..runtime.contract import CONTRACT_VERSION
 from ..scripts import parse_document, render_script, shell_value
-from ..settings import host_identity
+from ..records import remember_runtime, runtimes_held
+from ..settings import host_identity, project_dir_of
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "runtime"
 POD_PACKAGE = "ops_runtime"  # runtime/boot.py's PACKAGE: the name it has on the pod
-_known_lock = threading.Lock()
 
 
 @lru_cache(maxsize=1)
@@ -61,50 +60,17 @@ def boot_as_shown() -> dict:
     return {shell_value(boot_source()): "# (boot: ops_tasks/runtime/boot.py, the runtime's loader; --verbose shows it)"}
 
 
-def _known_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ops-tasks" / "runtimes.json"
-
-
-def _read_known() -> dict:
-    try:
-        known = json.loads(_known_path().read_text())
-    except (OSError, ValueError):
-        return {}
-    return known if isinstance(known, dict) else {}
-
-
-def host_has_runtime(identity: str, runtime_id: str) -> bool:
-    held = _read_known().get(identity)
-    return isinstance(held, list) and runtime_id in held
-
-
-def remember_runtime(identity: str, runtime_id: str) -> None:
-    """The host holds this runtime: later calls send the request alone. The file is replaced
-    whole (two processes racing lose an entry at worst: one more archive sent)."""
-    with _known_lock:
-        known = _read_known()
-        held = [i for i in known.get(identity, []) if isinstance(i, str) and i != runtime_id][-4:]
-        known[identity] = held + [runtime_id]
-        path = _known_path()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}")
-            temporary.write_text(json.dumps(known, sort_keys=True))
-            os.replace(temporary, path)
-        except OSError:
-            pass  # a read-only home: every call sends the archive, nothing else changes
-
-
 def run_command(target, command: str, request: dict, *, label: str, on_stderr=None, on_stdout=None,
                 hold_stdin: bool = False, parse: bool = True):
     """One command of the pod runtime, in one round trip: its JSON answer (None when not parsed)."""
     runtime_id, archive = runtime_archive()
+    config = getattr(target, "invoke_config", None)
+    project = project_dir_of(config) if config is not None else None
     identity = host_identity(target.profile)
     request = dict(request, contract=CONTRACT_VERSION)
     line = json.dumps(request, separators=(",", ":")).encode() + b"\n"
     # A followed log is not parsed: its need_runtime would be shown, not read. It always ships.
-    send = not parse or not host_has_runtime(identity, runtime_id)
+    send = not parse or project is None or runtime_id not in runtimes_held(project, identity)
     for attempt in (1, 2):
         shipped = archive if send else b""
         script = render_script("runs.sh", runtime_id=runtime_id, runtime_bytes=len(shipped), command=command,
@@ -117,7 +83,7 @@ def run_command(target, command: str, request: dict, *, label: str, on_stderr=No
         if answer.get("need_runtime") == runtime_id and not send:
             send = True  # the host lost it (a new pod at an old address): once more, with it
             continue
-        if send:
-            remember_runtime(identity, runtime_id)
+        if send and project is not None and "could not unpack" not in str(answer.get("error", "")):
+            remember_runtime(project, identity, runtime_id)
         return answer
     return answer
