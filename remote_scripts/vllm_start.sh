@@ -57,8 +57,15 @@ start_main() {
   # A tmux server started here passes its environment on to the server: the login's locale.
   # The owner marker is in the pane's environment from its first exec on (the launcher sets
   # it again for the server): a later stop knows the pane for ours.
-  pid=$(restore_locale; tmux_cmd new-session -d -s "$session" -x 200 -y 50 -P -F '#{pane_pid}' \
-    "exec env OPS_VLLM_OWNER=$owner_q bash $launcher_q $env_q")
+  # Tried again once: a tmux server whose last session is closing at this instant refuses new
+  # clients ("server exited unexpectedly"); the next one starts a server of its own.
+  local try
+  for try in 1 2; do
+    pid=$(restore_locale; tmux_cmd new-session -d -s "$session" -x 200 -y 50 -P -F '#{pane_pid}' \
+      "exec env OPS_VLLM_OWNER=$owner_q bash $launcher_q $env_q")
+    [ -n "$pid" ] && break
+    sleep 0.3
+  done
   if [ -z "$pid" ]; then
     forget_env_file
     printf '{"started":false,"refused":"tmux","error":"tmux new-session did not start the server"}\n'

@@ -177,14 +177,19 @@ def start_in_tmux(store, request, successor=False):
     args = json.dumps({"outputs_dir": store.root, "slots": request.get("slots") or store.read_slots() or 1,
                        "successor": successor})
     command = "exec " + " ".join(shlex.quote(a) for a in python_argv("python3", "commands", "main", "supervise", args))
+    new_window = tmux + ["new-window", "-d", "-t", "=" + session + ":", "-n", "supervisor", command]
+    new_session = tmux + ["new-session", "-d", "-s", session, "-n", "supervisor", command]
     try:
         exists = subprocess.run(tmux + ["has-session", "-t", "=" + session], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL).returncode == 0
-        if exists:
-            argv = tmux + ["new-window", "-d", "-t", "=" + session + ":", "-n", "supervisor", command]
-        else:
-            argv = tmux + ["new-session", "-d", "-s", session, "-n", "supervisor", command]
-        return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+        # The session may end between the two calls (its last window, an idle supervisor of another
+        # outputs root, exiting), or appear (a racing submission): each way is tried in turn.
+        for argv in ([new_window, new_session, new_window] if exists else [new_session, new_window, new_session]):
+            started = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+            if started.returncode == 0:
+                return started
+            time.sleep(0.2)
+        return started
     except OSError as exc:
         return "failed to start: %s" % exc
 

@@ -19,7 +19,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+import weakref
 from pathlib import Path
 from typing import Optional
 
@@ -324,8 +326,10 @@ class ClientHome:
         self.config = self.ssh_dir / "config"
         self.known_hosts = self.ssh_dir / "known_hosts"
         self.config.touch(mode=0o600)
-        self.tmux_dir = self.home / ".tmux"
-        self.tmux_dir.mkdir(mode=0o700, exist_ok=True)
+        # Short, under /tmp: tmux's socket (TMUX_TMPDIR/tmux-UID/NAME) must fit a Unix socket's
+        # 107 bytes, and pytest's own folders (pytest-NNNN/popen-gwN/<test name>) grow past it.
+        self.tmux_dir = Path(tempfile.mkdtemp(prefix="ops-tmux-"))
+        weakref.finalize(self, shutil.rmtree, str(self.tmux_dir), True)
 
     @property
     def public_key(self) -> str:
