@@ -226,6 +226,12 @@ MUTATIONS = [
        "        for submission_id in ():\n            store.forget_secrets_if_done(submission_id)",
        [T_BADRUN + "test_after_a_reboot_a_cancel_takes_the_secrets_off_the_pod"],
        "after a reboot and a cancel the secret env file stays on the pod"),
+    _m("contract-starting-supervisor-taken-for-legacy", "contract", RT + "handover.py",
+       "        info = {\"pid\": holder, **runtime_of(holder)}",
+       "        info = {\"pid\": holder}",
+       ["tests/test_faults_runs.py::test_racing_submissions_report_the_supervisor_truthfully",
+        "tests/test_contract.py::test_a_supervisor_that_has_not_yet_said_its_version_is_known_by_its_runtime"],
+       "a submission racing a supervisor's start takes it for a release before contract 2 and hands its queue over"),
     # -- the supervisor (ops_tasks/runtime/): verdicts, limits, retries, killing
     _m("sup-nonzero-exit-with-ok-summary-succeeds", "supervisor", RT + "supervisor.py",
        "            self.finish(running, code)",

@@ -5,6 +5,7 @@ reference the docs show."""
 
 import ast
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -273,3 +274,25 @@ def test_ordinary_structured_flags_stay_flags(tmp_path):
     spec = load_one(tmp_path, model_args={"model": "m", "max_tokens": 5, "tokenizer": "t"},
                     gen_kwargs="temperature=0,max_gen_toks=64").runs[0]
     assert spec.config["model_args"]["max_tokens"] == 5 and spec.config["gen_kwargs"] == "temperature=0,max_gen_toks=64"
+
+
+def test_a_supervisor_that_has_not_yet_said_its_version_is_known_by_its_runtime(tmp_path):
+    # A submission racing a supervisor's start (the lock taken, supervisor.json not yet written)
+    # must not take it for a release before contract 2 and hand its queue over.
+    import subprocess
+    import time
+
+    from ops_tasks.runtime import python_argv
+    from ops_tasks.runtime.handover import runtime_of
+
+    argv = python_argv(sys.executable, "commands", "main", "supervise", "{}")
+    argv[2] = "import time; time.sleep(30)"  # a process with a supervisor's argv, that does nothing
+    process = subprocess.Popen(argv)
+    try:
+        time.sleep(0.2)
+        assert runtime_of(process.pid) == {"contract": contract.CONTRACT_VERSION,
+                                           "tool": f"ops-tasks-runs/{contract.CONTRACT_VERSION}"}
+    finally:
+        process.kill()
+        process.wait()
+    assert runtime_of(os.getpid()) == {}  # anything else is not one of ours

@@ -11,6 +11,7 @@ the one supervisor that holds the supervisor lock.
 """
 
 import os
+import re
 
 from .contract import CONTRACT_VERSION, LEGACY_CONTRACT
 from .files import now, read_json, remove_quietly, write_json
@@ -37,6 +38,29 @@ def lock_holder(path):
     return None
 
 
+VERSION_LINE = re.compile(r"^CONTRACT_VERSION = (\d+)$", re.M)
+
+
+def runtime_of(pid):
+    """{"contract", "tool"} of a supervisor process of this package (its argv names the folder it
+    was imported from: python_argv), read from that runtime's own contract.py; {} for anything
+    else (a release before contract 2 ran a single file)."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as handle:
+            argv = handle.read().decode("utf-8", "replace").split("\0")
+        root, module = argv[3], argv[4]
+        if argv[1] != "-c" or not module.endswith(".commands") or "supervise" not in argv[5:7]:
+            return {}
+        path = os.path.join(root, *module.split(".")[:-1]) + os.sep + "contract.py"
+        with open(path) as handle:
+            found = VERSION_LINE.search(handle.read(1 << 16))
+    except (OSError, IndexError, ValueError):
+        return {}
+    if not found:
+        return {}
+    return {"contract": int(found.group(1)), "tool": "ops-tasks-runs/%s" % found.group(1)}
+
+
 def contract_of(info):
     """The contract a supervisor.json says its supervisor speaks: before contract 2 none was
     written (its tool said ops-tasks-runs/1, whatever it knew): LEGACY_CONTRACT."""
@@ -54,7 +78,9 @@ def live_supervisor(store):
     info = info if isinstance(info, dict) else {}
     holder = lock_holder(store.path("supervisor.lock"))
     if holder is not None and info.get("pid") != holder:
-        info = {"pid": holder}
+        # Not yet written (a supervisor that has just taken the lock), or an older supervisor's
+        # file: the holder's own command line says which runtime it runs.
+        info = {"pid": holder, **runtime_of(holder)}
     elif holder is None and not (isinstance(info.get("pid"), int) and pid_alive(info["pid"])):
         info = {}
     return {"pid": info.get("pid"), "contract": contract_of(info), "tool": info.get("tool")}
