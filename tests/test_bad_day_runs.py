@@ -84,7 +84,7 @@ def test_a_summary_no_reader_can_take_is_judged_and_never_wedges_the_queue(pod, 
 
 def test_a_daemon_that_leaves_its_group_and_environment_stops_with_its_run(pod, ops, project):
     daemon = "setsid env -i /bin/bash -c 'while true; do echo tick >> {run_dir}/daemon.log; sleep 0.2; done' &"
-    runs = [{"run_id": "forks", "gpus": 0, "command": f"{daemon} sleep 1; {SUMMARY_OK}"}]
+    runs = [{"run_id": "forks", "gpus": 0, "command": f"{daemon} sleep 2; {SUMMARY_OK}"}]  # seen by a look (1 s)
     ended, _ = submit_and_wait(ops, pod, project, runs, "forks")
     assert ended["forks"]["state"] == "succeeded"
     run_dir = f"{OUT}/forks/forks"

@@ -32,6 +32,7 @@ from .store import Lock, Store
 
 HEARTBEAT_S = 5.0
 POLL_S = 0.25
+PROCESS_LOOK_S = 1.0  # how often the runs' process trees are looked at (note_processes)
 IDLE_EXIT_S = 2.0  # an idle supervisor lingers this long for a submission racing its exit
 
 
@@ -76,6 +77,7 @@ class Supervisor:
         self.successor = successor
         self.handing_over = None  # the newer contract this one hands its queue to
         self.honoured = set()  # queue files whose entry this contract knows whole
+        self.processes_noted = 0.0  # monotonic time of the last look at the runs' process trees
         self.lock = Lock(store.path("supervisor.lock"))
         self.slots = slots
         self.gpu_ids, self.capacity = [], []
@@ -446,7 +448,9 @@ class Supervisor:
         """Each running run's process tree, remembered: a process that leaves its group and its
         environment (setsid, env -i) is still found, and stopped, when the run ends."""
         live = [r for r in self.running.values() if r.ended is None]
-        if live:
+        # Once a second at most: a pass reads every process's stat (a busy pod has thousands).
+        if live and time.monotonic() - self.processes_noted >= PROCESS_LOOK_S:
+            self.processes_noted = time.monotonic()
             table = process_table()
             for running in live:
                 running.seen.update(descendants(table, running.proc.pid))
