@@ -229,8 +229,8 @@ MUTATIONS = [
     _m("contract-starting-supervisor-taken-for-legacy", "contract", RT + "handover.py",
        "        info = {\"pid\": holder, **runtime_of(holder)}",
        "        info = {\"pid\": holder}",
-       ["tests/test_faults_runs.py::test_racing_submissions_report_the_supervisor_truthfully",
-        "tests/test_contract.py::test_a_supervisor_that_has_not_yet_said_its_version_is_known_by_its_runtime"],
+       ["tests/test_contract.py::test_a_submission_racing_a_supervisors_start_sees_this_contract",
+        "tests/test_faults_runs.py::test_racing_submissions_report_the_supervisor_truthfully"],
        "a submission racing a supervisor's start takes it for a release before contract 2 and hands its queue over"),
     # -- the supervisor (ops_tasks/runtime/): verdicts, limits, retries, killing
     _m("sup-nonzero-exit-with-ok-summary-succeeds", "supervisor", RT + "supervisor.py",

@@ -296,3 +296,26 @@ def test_a_supervisor_that_has_not_yet_said_its_version_is_known_by_its_runtime(
         process.kill()
         process.wait()
     assert runtime_of(os.getpid()) == {}  # anything else is not one of ours
+
+
+def test_a_submission_racing_a_supervisors_start_sees_this_contract(tmp_path):
+    # The lock is held, supervisor.json not written yet: live_supervisor asks the holder's runtime.
+    import subprocess
+    import time
+
+    from ops_tasks.runtime import python_argv
+    from ops_tasks.runtime.handover import live_supervisor
+    from ops_tasks.runtime.store import Store
+
+    store = Store(str(tmp_path / "outputs"), create=True)
+    argv = python_argv(sys.executable, "commands", "main", "supervise", store.path("supervisor.lock"))
+    argv[2] = ("import fcntl, sys, time; h = open(sys.argv[5], 'a'); fcntl.flock(h, fcntl.LOCK_EX); "
+               "print('held', flush=True); time.sleep(30)")
+    holder = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        live = live_supervisor(store)
+        assert (live["pid"], live["contract"]) == (holder.pid, contract.CONTRACT_VERSION)
+    finally:
+        holder.kill()
+        holder.wait()

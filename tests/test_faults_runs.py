@@ -230,6 +230,10 @@ def test_a_timeout_or_stall_kills_the_whole_process_group(pod, ops, project, lim
     _, runs, _ = submit_and_wait(ops, pod, path)
     assert runs["grp"]["state"] == state
     assert processes_matching(pod, f"sleep {seconds}") == []
+    # Stopped as a group at the limit: nothing was left for the later sweeps (the owner marker,
+    # the remembered process tree), which exist for what leaves the group.
+    log = pod.sh(f"cat /mnt/t-group-{limit}/out/.ops/supervisor.log").stdout
+    assert "outside its process group" not in log and "left behind" not in log, log
 
 
 # ---------------------------------------------------------------- verdicts

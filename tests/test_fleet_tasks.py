@@ -333,6 +333,8 @@ def test_one_run_id_fetched_from_two_pods_is_named_and_not_ok(ops, pods, project
     # Fetched once, from the first pod: two rsyncs into one folder would delete each other's files.
     assert [r["run_id"] for r in fetched.json["pods"]["fa0"]["runs"]] == ["same-id"]
     assert fetched.json["pods"]["fa1"]["runs"] == []
+    # fa1 never even tried it (the fetch's own claim would refuse a second writer, by luck of timing).
+    assert not fetched.json["pods"]["fa1"].get("refused") and not fetched.json["pods"]["fa0"].get("refused")
 
 
 def test_archive_over_a_fleet_runs_on_every_pod(ops, pods, project):
