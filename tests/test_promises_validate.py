@@ -857,3 +857,16 @@ def test_open_run_file_uses_what_the_caller_knows(tmp_path):
         open_run_file(str(run / "real.json"), dir_is_link=True)
     with open_run_file(str(run / "summary.json"), dir_is_link=False, is_link=True) as handle:
         assert handle.read() == b"{}"
+
+
+def test_an_attempts_entry_with_a_unicode_digit_is_not_an_attempt(tmp_path):
+    # A pod's `attempts/²/` (str.isdigit is true, int() refuses it) is no attempt, on either side.
+    from ops_tasks.runtime.contract import attempt_number
+    from ops_tasks.runtime.rundir import attempts_done
+
+    run = make_run(tmp_path, "run", summary={"ok": False})
+    (run / "attempts" / "²").mkdir(parents=True)
+    (run / "attempts" / "2").mkdir()
+    assert [number for number, _ in attempt_dirs(str(run))] == [2]
+    assert validate_root(tmp_path)["failed"][0]["run_id"] == "run"
+    assert attempts_done(str(run)) == 2 and attempt_number("²") is None and attempt_number("10") == 10

@@ -52,3 +52,7 @@ def test_a_timeout_stops_a_child_that_dropped_the_runs_environment(pod, ops, pro
 
     assert runs["bare-child"]["state"] == "timeout"
     assert live_pod_processes(pod, "sleep 306") == []
+    # Stopped by its group's signal at the timeout, not found later by the supervisor's sweeps of
+    # what it remembered (those exist for what leaves the group).
+    log = pod.sh("cat /mnt/limits-group/out/.ops/supervisor.log").stdout
+    assert "left behind" not in log and "outside its process group" not in log, log

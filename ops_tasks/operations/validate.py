@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 from typing import Optional
 
-from ..runtime.contract import MAX_JSON_BYTES, RECORD_DIR
+from ..runtime.contract import MAX_JSON_BYTES, RECORD_DIR, attempt_number
 from ..errors import ConfigError
 from ..verdicts import UNFINISHED, UNREADABLE, Verdict, run_verdict
 
@@ -294,8 +294,9 @@ def attempt_dirs(path: str) -> list:
     found = []
     with os.scandir(folder) as entries:
         for entry in entries:
-            if entry.name.isdigit() and entry.is_dir(follow_symlinks=False):
-                found.append((int(entry.name), entry.path))
+            number = attempt_number(entry.name)
+            if number is not None and entry.is_dir(follow_symlinks=False):
+                found.append((number, entry.path))
     return sorted(found, reverse=True)
 
 

@@ -71,6 +71,15 @@ FAILURE_CLASSES = ("oom", "nccl", "auth", "data", "timeout", "stalled", "killed"
                    "usage", "bad_output", "expectation", "commit", "bad_input")
 
 
+ATTEMPT_NAME = re.compile(r"^[0-9]{1,9}$")
+
+
+def attempt_number(name):
+    """The attempt an `attempts/<n>/` folder's name says, or None (only ASCII digits: a pod's `²`
+    passes str.isdigit and would stop int())."""
+    return int(name) if isinstance(name, str) and ATTEMPT_NAME.match(name) else None
+
+
 def is_secret(name):
     """An env name whose value is a secret (HF_TOKEN, MY_API_KEY, DB_PASSWORD)."""
     return name.upper() in SECRET_NAMES or bool(SECRET_PARTS.search(name))

@@ -12,8 +12,8 @@ import signal
 import socket
 import subprocess
 
-from .contract import (ACTIVE, CONTRACT_FILES, MASK, RECORD_DIR, STATES, TERMINAL, TOOL_VERSION, is_secret,
-    masked_env)
+from .contract import (ACTIVE, CONTRACT_FILES, MASK, RECORD_DIR, STATES, TERMINAL, TOOL_VERSION, attempt_number,
+    is_secret, masked_env)
 from .files import file_digest, makedirs, now, read_json, record_path, write_if_absent, write_json, write_text
 from .gates import write_identity
 from .procs import group_alive, kill_group_fully, kill_marked, owner_marker, pid_alive
@@ -134,7 +134,7 @@ def checked_status(run_id, state, kept, fields):
 def attempts_done(run_dir):
     folder = os.path.join(run_dir, "attempts")
     try:
-        return max([int(n) for n in os.listdir(folder) if n.isdigit()] or [0])
+        return max([attempt_number(n) for n in os.listdir(folder) if attempt_number(n) is not None] or [0])
     except OSError:
         return 0
 
