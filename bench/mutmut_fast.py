@@ -77,7 +77,14 @@ FAST_TESTS = [
     "tests/test_contract_rules.py",
 ]
 # Not meant for a mutant: a test of the tree's own source (it reads the mutated copy's files).
-DESELECT = ["tests/test_contract.py::test_the_runtime_is_stdlib_only_relative_imports_and_python_3_8"]
+DESELECT = [
+    # mutmut's rewritten copy imports mutmut: not the standard library, by design of the copy.
+    "tests/test_contract.py::test_the_runtime_is_stdlib_only_relative_imports_and_python_3_8",
+    # A child process Ctrl-C'd while its threads run: under mutmut's stats pass (every call
+    # recorded) the child passed its own 30 s deadline and stopped the whole run; it tests
+    # fleet.py, none of the modules mutated here.
+    "tests/test_fleet.py::test_ctrl_c_reaches_the_caller_at_once_starts_nothing_more_and_leaves_no_thread_to_wait_for",
+]
 
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
 FRESH_TIMEOUT_S = 300
