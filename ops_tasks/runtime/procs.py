@@ -98,16 +98,7 @@ def marked_pids(marker):
 
 def kill_marked(marker, grace=2.0):
     """Stop every process carrying the run's marker (TERM, KILL after grace). Returns their pids."""
-    pids = marked_pids(marker)
-    for pid in pids:
-        signal_quietly(pid, signal.SIGTERM)
-    deadline = now() + grace
-    while now() < deadline and any(pid_alive(p) for p in pids):
-        time.sleep(0.05)
-    for pid in pids:
-        if pid_alive(pid):
-            signal_quietly(pid, signal.SIGKILL)
-    return pids
+    return stop_pids([(pid, None) for pid in marked_pids(marker)], grace)
 
 
 def signal_quietly(pid, sig):
