@@ -32,7 +32,7 @@ bench: $(STAMP) system-deps
 # it: the share caught per area, exit 1 below 90%. Then bench/mutmut_fast.py: mutmut (installed into
 # the venv on first use) makes every mutant of the fast modules in a temporary copy and runs their
 # fast tests: a score per module, exit 1 below 85% or when a live mutant is not answered in
-# bench/mutmut_answers.txt. Both run even when the first fails. Many minutes; not part of `make test`.
+# bench/mutmut_answers/<module>.txt. Both run even when the first fails. Many minutes; not part of `make test`.
 mutants: $(STAMP) system-deps
 	@status=0; $(BIN)/python bench/mutants.py || status=1; \
 	$(BIN)/python bench/mutmut_fast.py || status=1; exit $$status

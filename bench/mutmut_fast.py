@@ -26,7 +26,7 @@ hit recorder patched) and runs each such mutant that did not die again in a fres
 MUTANT_UNDER_TEST set, over all the fast tests.
 
 Then a score per module (killed / all mutants; timeouts and crashes count as killed, "no tests"
-as alive) and overall. Every mutant left alive must be answered in bench/mutmut_answers.txt
+as alive) and overall. Every mutant left alive must be answered in bench/mutmut_answers/<module>.txt
 ("<mutant name> <one-line reason it is equivalent>"); one that is killed by a test is not listed.
 Exit 1 when the overall score is below --target (85%) or a live mutant has no answer; answers
 naming mutants that no longer live are listed as stale (a warning: renumbered after a code change,
@@ -46,7 +46,7 @@ from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 VENV_PYTHON = CHECKOUT / ".venv" / "bin" / "python"
-ANSWERS = CHECKOUT / "bench" / "mutmut_answers.txt"
+ANSWERS = CHECKOUT / "bench" / "mutmut_answers"  # one <module>.txt per short name
 MUTMUT = "mutmut==3.8.1"
 
 # Short name -> the module mutated. Their tests (FAST_TESTS, filtered by the hook) run in seconds.
@@ -254,8 +254,8 @@ def diffs(copy: Path, wanted: list) -> dict:
 
 def read_answers() -> dict:
     answers = {}
-    if ANSWERS.exists():
-        for line in ANSWERS.read_text().splitlines():
+    for path in sorted(ANSWERS.glob("*.txt")):
+        for line in path.read_text().splitlines():
             line = line.strip()
             if line and not line.startswith("#"):
                 name, _, reason = line.partition(" ")
@@ -336,7 +336,7 @@ def main() -> int:
               f"(answers file: {len(answers)} line(s); {time.monotonic() - started:.0f} s)")
 
         if unanswered:
-            print(f"\n{len(unanswered)} live mutant(s) without an answer in {ANSWERS.relative_to(CHECKOUT)}:")
+            print(f"\n{len(unanswered)} live mutant(s) without an answer in {ANSWERS.relative_to(CHECKOUT)}/<module>.txt:")
             shown = diffs(copy, [(n, MODULES[live[n][0]]) for n in unanswered]) if options.show else {}
             for name in unanswered:
                 print(f"  {name}  ({live[name][1]})")
