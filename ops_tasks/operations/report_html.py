@@ -16,8 +16,8 @@ from typing import Optional
 
 from .costs import spent_text
 from .examples import ExampleSpool, examples_of, json_block
-from .report import (MODELS_BY_TASK, cell_text, comparison_lines, comparison_title, group_columns, models_by_task_rows,
-                     plot_bars, shown_columns, table_cell)
+from .report import (MODELS_BY_TASK, TIME_COLUMN, _time_cell, cell_text, comparison_lines, comparison_title,
+                     group_columns, models_by_task_rows, plot_bars, shown_columns, table_cell)
 from .validate import BadJsonLine, json_lines
 
 METRICS = "metrics.jsonl"  # a run's logged steps (the script's, or the supervisor's from metrics_from_log)
@@ -40,9 +40,10 @@ def _e(value) -> str:
 
 
 def table_html(records: list, columns, css_class: str = "", plain=()) -> str:
-    """An escaped table: floats to 4 places, the plain columns (a group's own values) as they are."""
+    """An escaped table: floats to 4 places, epoch seconds in a time column as dates (as report.md),
+    the plain columns (a group's own values) as they are."""
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    cells = [cell_text if c in plain else table_cell for c in columns]
+    cells = [cell_text if c in plain else _time_cell if TIME_COLUMN.search(c) else table_cell for c in columns]
     body = "".join("<tr>" + "".join(f"<td>{_e(cell(r.get(c)))}</td>" for cell, c in zip(cells, columns)) + "</tr>"
                    for r in records)
     return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
@@ -146,7 +147,7 @@ def curves_of(doc: dict, run_dirs: dict) -> tuple:
             break
         path = os.path.join(run_dirs.get(row["run_id"], ""), METRICS)
         if row["run_id"] in run_dirs and os.path.isfile(path):
-            label = " / ".join(table_cell(row.get(k)) for k in doc.get("group_by") or ["run_id"])
+            label = " / ".join(cell_text(row.get(k)) for k in doc.get("group_by") or ["run_id"])  # as the plot's
             runs.append((row["run_id"], label, _steps(row["run_id"], path)))
     metric = _curve_metric(doc, runs)
     if metric is None:
