@@ -510,6 +510,27 @@ def test_lone_surrogates_become_replacement_characters(tmp_path, raw, expected):
     assert json.dumps(value, ensure_ascii=False).encode("utf-8")  # writable as UTF-8
 
 
+@pytest.mark.parametrize("raw", [
+    b'{"id": "a\xed\xa0\x80b"}',  # a surrogate written as UTF-8 bytes: json.loads passes it (surrogatepass)
+    b'{"id": "\\u00e9 a\xed\xb2\x80b"}',  # the same beside an escape that is no surrogate
+    '{"id": "a\\ud800b"}'.encode("utf-16-le"),  # a UTF-16 file (json.loads detects it) with the escape
+    '{"id": "a\\ud800b"}'.encode("utf-32"),
+    '{"id": "a\ud800b"}'.encode("utf-16-le", "surrogatepass"),  # a lone UTF-16 code unit
+])
+def test_a_lone_surrogate_in_any_encoding_json_loads_reads_becomes_a_replacement_character(tmp_path, raw):
+    # Promise: whatever bytes held it, a lone surrogate cannot stop a report (report.md, report.html,
+    # the terminal) with an encoding error: summary.json and every results.jsonl line alike.
+    path = tmp_path / "summary.json"
+    path.write_bytes(raw)
+    value, error = load_json(str(path), "r", "summary.json")
+    assert error is None and value["id"].endswith("a\ufffdb"), value
+    assert json.dumps(value, ensure_ascii=False).encode("utf-8")
+    lines = tmp_path / "results.jsonl"
+    lines.write_bytes(raw)
+    [(number, line)] = json_lines(str(lines), "r")
+    assert number == 1 and line == value
+
+
 def test_lone_surrogates_keep_key_order_and_values(tmp_path):
     # Promise: replacing surrogates keeps the object as written (order of keys, every value).
     raw = b'{"b": 1, "\\ud800": "\\udc00", "a": [true, "\\ud800"], "c": {"\\udfff": null}}'

@@ -126,16 +126,18 @@ def load_json(path: str, run_id: str, file: str, **known):
         return None, json_error(run_id, file, ValueError("nested deeper than a JSON parser takes"))
 
 
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# A surrogate as an escape, or as UTF-8 bytes (json.loads reads bytes with surrogatepass: b"\xed\xa0\x80").
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def text_safe(value, raw: bytes):
     """A parsed JSON value with every lone surrogate (JSON's "\\ud800", which no UTF-8 text holds)
     as U+FFFD: a pod's strings go into report.md, report.html and the terminal, where one would
-    stop the report with an encoding error. Looked for only where the raw text has such an escape
-    (a pair, as json.dumps writes an emoji, parses to one character and is left as it is)."""
-    if b"\\u" not in raw or not _SURROGATE_ESCAPE.search(raw):
+    stop the report with an encoding error. Looked for only where the raw text may hold one: such
+    an escape, a surrogate written as UTF-8 bytes, or a NUL byte (UTF-16 or UTF-32, which json.loads
+    detects); a pair, as json.dumps writes an emoji, parses to one character and is left as it is."""
+    if b"\0" not in raw and (b"\\u" not in raw and b"\xed" not in raw or not _SURROGATE_ESCAPE.search(raw)):
         return value
     if isinstance(value, str):
         return _LONE_SURROGATE.sub("\ufffd", value)

@@ -72,7 +72,7 @@ def _check_retry_on(value):
 
 def _check_backoff(value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e7:
-        return "retry_backoff must be a duration of 0 or more seconds, got %r" % (value,)
+        return "retry_backoff must be a duration of 0 or more seconds and less than 1e+07, got %r" % (value,)
     return None
 
 
