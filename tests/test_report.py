@@ -58,16 +58,24 @@ def interval(values):
 # ---------------------------------------------------------------- the math
 
 
-def test_reward_stats_stream_with_flat_memory(tmp_path):
+def test_reward_stats_memory_does_not_grow_with_the_examples(tmp_path, monkeypatch):
+    """Streamed: past MEANS_IN_MEMORY examples a run's means go to parts on disk, so memory is
+    bounded by that limit (made small here), not by the file; rollouts of an example far apart in
+    the file still count as one example."""
+    from ops_tasks.operations import example_means
+
+    monkeypatch.setattr(example_means, "MEANS_IN_MEMORY", 1000)
+    monkeypatch.setattr(example_means, "BATCH", 1000)
     rng = random.Random(1)
     path = tmp_path / "results.jsonl"
-    rewards = []
+    scores = {}
     with path.open("w") as handle:
-        for index in range(30_000):
-            reward = rng.random() < 0.3
-            rewards.append(float(reward))
-            handle.write(json.dumps({"id": index, "response": "x" * 50, "reward": reward}) + "\n")
-    assert path.stat().st_size > 2_000_000
+        for rollout in range(2):  # the second rollout of every example 30,000 lines after its first
+            for index in range(30_000):
+                reward = rng.random() < 0.3
+                scores.setdefault(index, []).append(float(reward))
+                handle.write(json.dumps({"id": index, "response": "x" * 50, "reward": reward}) + "\n")
+    assert path.stat().st_size > 5_000_000
 
     tracemalloc.start()
     try:
@@ -77,12 +85,53 @@ def test_reward_stats_stream_with_flat_memory(tmp_path):
         tracemalloc.stop()
 
     assert error is None
-    mean, se, _, _ = interval(rewards)
-    low, high = wilson_by_hand(int(sum(rewards)), len(rewards))  # 0/1 rewards: Wilson's interval
-    assert stats["n"] == 30_000 and stats["interval"] == "wilson"
+    mean, se, low, high = interval([sum(v) / len(v) for v in scores.values()])  # 0, 0.5, 1: Student's t
+    assert stats["n"] == 30_000 and stats["interval"] == "student t"
     assert stats["mean"] == pytest.approx(mean) and stats["se"] == pytest.approx(se)
     assert (stats["ci95_low"], stats["ci95_high"]) == (pytest.approx(low), pytest.approx(high))
-    assert peak < 1_000_000, f"reward_stats held {peak} bytes for a {path.stat().st_size} byte file"
+    assert peak < 1_500_000, f"reward_stats held {peak} bytes for a {path.stat().st_size} byte file"
+
+
+def _numbers_of(value):
+    """The numbers of a report's document, rounded to 12 digits (parts sum in another order)."""
+    if isinstance(value, float):
+        return round(value, 12)
+    if isinstance(value, dict):
+        return {k: _numbers_of(v) for k, v in value.items() if k not in ("markdown", "generated")}
+    if isinstance(value, list):
+        return [_numbers_of(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("workers", [False, True])
+@pytest.mark.parametrize("compare", [{"compare": ["a0", "b0"]}, {"compare": ["m/a", "m/b"], "compare_by": "model_id"}])
+def test_runs_of_many_examples_pool_and_pair_as_runs_held_in_memory(tmp_path, monkeypatch, compare, workers):
+    """A run past MEANS_IN_MEMORY examples is read back in parts: the groups, the models x tasks
+    cells (runs of two tasks keyed by task) and the comparison are those of runs held whole,
+    also when worker processes read them (large results files) and hand the parts over."""
+    from ops_tasks.operations import example_means, report
+    from ops_tasks.operations.report import build_report
+
+    rng = random.Random(7)
+    root = tmp_path / "pod_logs"
+    for run_id, model, task in [("a0", "m/a", "t1"), ("a1", "m/a", "t2"), ("b0", "m/b", "t1"), ("b1", "m/b", "t2")]:
+        lines = [{"id": f"q{i}", "reward": float(rng.random() < 0.6)} for i in range(60)]
+        lines += [{"id": f"q{i}", "reward": rng.random()} for i in range(0, 60, 7)]  # rollouts, far apart
+        lines += [{"reward": 1.0}, {"reward": 0.0}]  # no id: the line number is the example
+        make_run(root, run_id, summary={"ok": True, "avg_reward": 0.5},
+                 metadata={"run_id": run_id, "model_id": model, "env_id": task},
+                 results="".join(json.dumps(line) + "\n" for line in lines))
+
+    whole = build_report(root, group_by="model_id", **compare)
+    monkeypatch.setattr(example_means, "MEANS_IN_MEMORY", 5)
+    monkeypatch.setattr(example_means, "BATCH", 3)
+    if workers:
+        monkeypatch.setattr(report, "PARALLEL_BYTES", 1)
+    in_parts = build_report(root, group_by="model_id", **compare)
+
+    assert whole["comparison"]["n"] > 0 and whole["models_by_task"] is not None
+    for key in ("rows", "groups", "models_by_task", "comparison"):
+        assert _numbers_of(in_parts[key]) == _numbers_of(whole[key]), key
 
 
 def test_compare_pairs_by_id_and_averages_repeated_ids(tmp_path):

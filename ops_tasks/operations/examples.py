@@ -6,9 +6,9 @@ block. Without it, each of those read every results file again.
 
 The spool is a temporary folder: one file per reading process (the report reads many runs in
 worker processes), a block per run and kind in it. It holds at most SPOOL_ITEMS drill-down items
-and SPOOL_BYTES per process, and a run's means only up to MEANS_PER_RUN examples: what is past
-that is read again when it is needed, so disk use is bounded whatever the scope. Nothing in it
-outlives the report (ExampleSpool is a context manager).
+and SPOOL_BYTES per process (what is past that is read again when it is needed), and each run's
+means: a dict, or for a run of many examples its parts (example_means). Nothing in it outlives the
+report (ExampleSpool is a context manager).
 """
 
 import json
@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from typing import Optional
 
+from .example_means import RunMeans, from_dict
 from .validate import RESULTS, BadJsonLine, json_lines
 
 # Per-example text fields, first found wins: what the model was asked, what it said, the reference.
@@ -30,7 +31,6 @@ EXAMPLES_PER_RUN = 1000
 EXAMPLES_TOTAL = 100_000  # the page stays one a browser opens at once (~6 MiB of short examples)
 SPOOL_ITEMS = EXAMPLES_TOTAL  # per reading process: a page never shows more
 SPOOL_BYTES = 64 << 20  # per reading process; examples of long texts beyond it are read again
-MEANS_PER_RUN = 200_000  # examples of one run whose means are kept (a larger run is read again)
 _SURROGATE = re.compile("[\ud800-\udfff]")  # a lone surrogate (JSON's \ud800): no UTF-8 spelling
 
 
@@ -126,29 +126,6 @@ class RunCollector:
             self.items.append(example_item(self.run_id, number, record, self.field))
 
 
-class MeansCollector:
-    """One run's per-example sums as its scored lines stream by (reward_stats' tee); `means()` the
-    mean of each example's lines (rollouts), or None past MEANS_PER_RUN examples."""
-
-    __slots__ = ("sums",)
-
-    def __init__(self):
-        self.sums = {}
-
-    def tee(self, lines):
-        sums = self.sums
-        for key, score in lines:
-            if sums is not None:
-                total, count = sums.get(key, (0.0, 0))
-                sums[key] = (total + score, count + 1)
-                if len(sums) > MEANS_PER_RUN:
-                    sums = self.sums = None
-            yield key, score
-
-    def means(self) -> Optional[dict]:
-        return None if self.sums is None else {key: total / count for key, (total, count) in self.sums.items()}
-
-
 class ExampleSpool:
     """What the reading of each run kept, by run id, in a temporary folder: `means(run_id)` and,
     when made with drill_down, `items(run_id, limit)`; each None for a run that was not kept (read
@@ -161,7 +138,8 @@ class ExampleSpool:
     def __init__(self, drill_down: bool = True):
         self.folder = tempfile.mkdtemp(prefix="ops-report-examples-")
         self.drill_down = drill_down
-        self.index = {"items": {}, "means": {}}  # kind -> run id -> (file name, offset, length, count)
+        # kind -> run id -> (file name, offset, length, count); "spilled": run id -> RunMeans in parts
+        self.index = {"items": {}, "means": {}, "spilled": {}}
         self._file, self._items, self._bytes = None, 0, 0
 
     def __enter__(self):
@@ -177,8 +155,8 @@ class ExampleSpool:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __getstate__(self):
-        return {"folder": self.folder, "drill_down": self.drill_down, "index": {"items": {}, "means": {}},
-                "_file": None, "_items": 0, "_bytes": 0}
+        return {"folder": self.folder, "drill_down": self.drill_down,
+                "index": {"items": {}, "means": {}, "spilled": {}}, "_file": None, "_items": 0, "_bytes": 0}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -194,17 +172,22 @@ class ExampleSpool:
             return None
         return RunCollector(run_id, field)
 
-    def means_collector(self) -> Optional[MeansCollector]:
-        return MeansCollector() if self._bytes < SPOOL_BYTES else None
+    def means_collector(self) -> RunMeans:
+        """Where one run's example means are gathered as its results are read (keep_means keeps them)."""
+        return RunMeans(self.folder)
 
     def keep(self, collected: RunCollector) -> None:
         """Append one run's drill-down items (its statistics were computed from the same lines)."""
         self._append("items", collected.run_id, json_block(collected.items).encode(), len(collected.items))
         self._items += len(collected.items)
 
-    def keep_means(self, run_id: str, collected: MeansCollector) -> None:
-        means = collected.means()
-        if means is not None:  # pickle: a key is a str or ("line", n), which JSON would not give back
+    def keep_means(self, run_id: str, collected: RunMeans) -> None:
+        """Keep one run's means: spilled ones where they are (their parts' files are in this spool's
+        folder), a dict in this process's file while SPOOL_BYTES allow (past it: read again)."""
+        if collected.spilled:
+            self.index["spilled"][run_id] = collected
+        elif self._bytes < SPOOL_BYTES:  # pickle: a key is a str or ("line", n), which JSON would not give back
+            means = collected.means()
             self._append("means", run_id, pickle.dumps(means, pickle.HIGHEST_PROTOCOL), len(means))
 
     def _append(self, kind: str, run_id: str, data: bytes, count: int) -> None:
@@ -225,11 +208,12 @@ class ExampleSpool:
             handle.seek(offset)
             return handle.read(length), count
 
-    def means(self, run_id: str) -> Optional[dict]:
-        """{example key: mean of its lines} of a run, as report.example_means reads it; None when
-        it was not kept."""
+    def means(self, run_id: str) -> Optional[RunMeans]:
+        """A run's example means, as report.example_means reads them; None when they were not kept."""
+        if run_id in self.index["spilled"]:
+            return self.index["spilled"][run_id]
         block = self._block("means", run_id)
-        return None if block is None else pickle.loads(block[0])  # our own file, written above
+        return None if block is None else from_dict(pickle.loads(block[0]))  # our own file, written above
 
     def items(self, run_id: str, limit: int) -> Optional[tuple]:
         """(encoded drill-down items without the list's brackets, count) of a run, at most limit;

@@ -10,7 +10,8 @@ Losses (loss, perplexity, error... in the name, or lower_is_better) rank and com
   Wilson's score interval when every example scores 0 or 1, else mean +/- 1.96 * se (normal
   approximation), inside the metric's range. An example is its `id` (else `example_id`, `index`,
   the line number): its lines (rollouts) are averaged, wherever they are in the file. Streamed:
-  one pass, Welford's update; a second pass only for ids that come back later in the file.
+  one pass, Welford's update; where an id comes back later in the file, the examples' means that
+  the same pass gathered (example_means.py: on disk in parts past 200,000 examples) are used.
 - Per group (--group-by): the runs' example scores pooled, with a standard error clustered by
   example (CR1) and a t interval with (examples - 1) degrees of freedom; the number of examples
   (clusters) is shown. Over the runs' summary values: mean, sd and a Student's t interval, from
@@ -37,7 +38,8 @@ from ..files import write_atomic
 from ..verdicts import run_verdict
 from . import stats
 from .costs import group_cost, price_rows, project_of, spent_text, total as total_cost, usage_of
-from .examples import ExampleSpool, MeansCollector, example_key
+from .example_means import Parts, RunMeans
+from .examples import ExampleSpool, example_key
 from ..names import RUN_ID
 from ..runtime.contract import SUMMARY_COLUMNS, natural_key as text_natural_key, summary_leaves as contract_leaves
 from .validate import (RECORD, RESULTS, BadJsonLine, RunListing, checked_root, json_error, json_lines, json_or_unreadable,
@@ -194,38 +196,28 @@ def scored_lines(path: str, run_id: str, field: str = "reward", tally: Optional[
         yield example_key(record, number), score
 
 
-def _segments(lines):
-    """(key, sum, count) of each stretch of consecutive lines with one example key."""
+def _first_pass(lines, seen: "SeenKeys", repeated: list):
+    """Each stretch of consecutive lines with one example key, as its mean; `repeated` gets a key
+    that may have come before (reward_stats then takes each example's mean from the means it
+    gathered). One generator, not two stacked: this loop is most of a report's time."""
     current, total, count = None, 0.0, 0
     for key, score in lines:
         if key != current and count:
-            yield current, total, count
-            total, count = 0.0, 0
-        current, total, count = key, total + score, count + 1
-    if count:
-        yield current, total, count
-
-
-def _first_pass(lines, seen: "SeenKeys", suspects: set):
-    """Each stretch's mean (as _segments), noting keys that may have come before: a later pass
-    groups those. One generator, not two stacked: this loop is most of a report's time."""
-    current, total, count = None, 0.0, 0
-    for key, score in lines:
-        if key != current and count:
-            if seen.add(current):
-                suspects.add(current)
+            if seen.add(current) and not repeated:
+                repeated.append(current)
             yield total / count
             total, count = 0.0, 0
         current, total, count = key, total + score, count + 1
     if count:
-        if seen.add(current):
-            suspects.add(current)
+        if seen.add(current) and not repeated:
+            repeated.append(current)
         yield total / count
 
 
 class SeenKeys:
     """A Bloom filter of example keys: no false negatives, so a key it has never seen is new for
-    sure, in at most 256 KiB whatever the number of examples (a false alarm costs a second pass)."""
+    sure, in at most 256 KiB whatever the number of examples (a false alarm costs a pass over the
+    gathered means instead of the running total)."""
 
     def __init__(self, size_hint: int):
         self.bits = min(1 << 21, max(1 << 13, 1 << max(0, 2 * size_hint).bit_length()))
@@ -243,19 +235,6 @@ class SeenKeys:
         table[b] |= bit_b
         table[c] |= bit_c
         return bool(seen)
-
-
-def _grouped_means(segments, repeated: set):
-    """Each example's mean: stretches of keys in `repeated` are summed and yielded last."""
-    later = {}
-    for key, total, count in segments:
-        if key in repeated:
-            previous = later.get(key, (0.0, 0))
-            later[key] = (previous[0] + total, previous[1] + count)
-        else:
-            yield total / count
-    for total, count in later.values():
-        yield total / count
 
 
 def _score_stats(means, loss: bool = False) -> Optional[dict]:
@@ -296,22 +275,23 @@ def interval_stats(acc: stats.Welford, successes: Optional[int], bounds: tuple) 
 
 
 def reward_stats(path: str, run_id: str, field: str = "reward", sink=None,
-                 means: Optional[MeansCollector] = None, loss: bool = False) -> tuple:
+                 means: Optional[RunMeans] = None, loss: bool = False) -> tuple:
     """({n, mean, se, ci95_low, ci95_high, interval, unscored...}, error or None) of results.jsonl.
 
     The sample is the example: an example's lines (rollouts) count once, as their mean, wherever
     they are in the file; counting each line would shrink the interval by up to sqrt(rollouts).
-    sink: see scored_lines; means: collects each example's mean on the way (both see the first
-    reading only).
+    sink: see scored_lines; means: where each example's mean is gathered on the way (one is made
+    when none is given). The file is read once: where an id may have come before (lines of one
+    example apart, or a Bloom false positive), each example's mean is taken from those gathered.
     """
-    tally, suspects = Tally(), set()
+    tally, repeated = Tally(), []
+    means = means if means is not None else RunMeans()
     try:
-        lines = scored_lines(path, run_id, field, tally, sink)
-        lines = means.tee(lines) if means is not None else lines
-        result = _score_stats(_first_pass(lines, SeenKeys(os.path.getsize(path)), suspects), loss)
-        if suspects:  # an id seen before (or a Bloom false positive): group those ids exactly
-            tally = Tally()
-            result = _score_stats(_grouped_means(_segments(scored_lines(path, run_id, field, tally)), suspects), loss)
+        lines = means.add_lines(scored_lines(path, run_id, field, tally, sink))
+        result = _score_stats(_first_pass(lines, SeenKeys(os.path.getsize(path)), repeated), loss)
+        means.close()
+        if repeated:
+            result = _score_stats((value for dicts in Parts([means]) for value in dicts[0].values()), loss)
     except BadJsonLine as bad:
         return None, bad.error
     except OSError as exc:
@@ -338,13 +318,13 @@ def _unscored_text(tally: Tally, field: str, partial: bool) -> str:
     return "; ".join(parts) + ": left out of n and the mean"
 
 
-def example_means(path: str, run_id: str, field: str = "reward") -> dict:
-    """{example key: mean score of its lines} of a results.jsonl; BadJsonLine if it does not parse."""
-    sums = {}
-    for key, score in scored_lines(path, run_id, field):
-        total, count = sums.get(key, (0.0, 0))
-        sums[key] = (total + score, count + 1)
-    return {key: total / count for key, (total, count) in sums.items()}
+def example_means(path: str, run_id: str, field: str = "reward", folder: Optional[str] = None) -> RunMeans:
+    """The mean score of each example's lines in a results.jsonl (spilled to parts under folder
+    when they are many: example_means.py); BadJsonLine if it does not parse."""
+    means = RunMeans(folder)
+    for _ in means.add_lines(scored_lines(path, run_id, field)):
+        pass
+    return means.close()
 
 
 # ---------------------------------------------------------------- reading runs
@@ -445,10 +425,10 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optiona
         if scored else (None, None)
     errors.extend([error] if error else [])
     if run_stats is not None and run_stats["n"] is not None:  # the row has statistics: its examples count
-        if collector is not None:
-            spool.keep(collector)
         if means is not None:
             spool.keep_means(run_id, means)
+        if collector is not None:
+            spool.keep(collector)
     if run_stats and run_stats.get("unscored"):
         warnings.append({"run_id": run_id, "file": RESULTS, "warning": run_stats.pop("unscored_lines")})
     row.update(run_stats or dict.fromkeys(STAT_COLUMNS))
@@ -576,28 +556,37 @@ def over_runs(values: list, prefix: str, loss: bool = False) -> dict:
             f"{prefix}_ci95_low": low, f"{prefix}_ci95_high": high, f"{prefix}_interval": method}
 
 
-def pooled(means_of_runs: Iterable[dict], loss: bool = False) -> dict:
-    """Per-example scores of several runs pooled, with the SE clustered by example."""
-    runs = list(means_of_runs)
-    clusters = _sum_by_key(runs)
-    if not clusters:
+def pooled(parts: Parts, loss: bool = False) -> dict:
+    """Per-example scores of several runs pooled, with the SE clustered by example. parts: the
+    runs' {example: score}, part by part (read again for each pass when they are many)."""
+    def clusters():
+        for dicts in parts:
+            yield _sum_by_key(dicts).values()
+
+    held = list(clusters()) if parts.single else None
+    again = (lambda: held) if held is not None else clusters
+    result = stats.clustered_in_parts(again)
+    if not result["clusters"]:
         return dict.fromkeys(("results_mean", "results_se", "results_ci95_low", "results_ci95_high",
                               "results_clusters", "results_n", "results_interval"))
-    result = stats.clustered(clusters.values())
     mean, se, groups = result["mean"], result["se"], result["clusters"]
     low = high = None
     if se is None:
         method = f"too few examples ({groups}) for an interval"
     elif not math.isfinite(se) or mean is None or not math.isfinite(mean):
         method = "the scores overflow a float"
-    elif se == 0 and mean in (0.0, 1.0) and all(v in (0.0, 1.0) for run in runs for v in run.values()):
+    elif se == 0 and mean in (0.0, 1.0) and all(v in (0.0, 1.0) for dicts in parts for d in dicts
+                                                for v in d.values()):
         # Every score 0, or every score 1: clustering has no spread to work with, Wilson does.
         (low, high), method = stats.wilson(groups if mean == 1.0 else 0, groups), f"wilson on {groups} examples"
     elif se == 0:
         method = f"every example's pooled score is the same: {NO_SPREAD}"
     else:
-        values = [total / count for total, count in clusters.values()]
-        bounds = stats.metric_range(min(values), max(values), loss)
+        low, high = math.inf, -math.inf
+        for part in again():
+            for total, count in part:
+                low, high = min(low, total / count), max(high, total / count)
+        bounds = stats.metric_range(low, high, loss)
         low, high = stats.t_interval(mean, se, groups - 1, bounds)
         method = f"clustered by example, {groups} clusters"
     return {"results_mean": mean, "results_se": se, "results_ci95_low": low, "results_ci95_high": high,
@@ -605,9 +594,10 @@ def pooled(means_of_runs: Iterable[dict], loss: bool = False) -> dict:
 
 
 def _run_means(members: list, results: dict, metric: Metric, spool: Optional[ExampleSpool] = None,
-               by_task: bool = False):
-    """Each member run's {example: mean score} (kept by the reading, else read again), skipping
-    runs without (readable) results; by_task: keyed by (env_id, example)."""
+               by_task: bool = False) -> Parts:
+    """The member runs' example means (kept by the reading, else read again), skipping runs
+    without (readable) results; by_task: keyed by (env_id, example)."""
+    runs, keyed = [], []
     for row in members:
         path = results.get(row["run_id"])
         if path is None or row.get("n") is None:
@@ -615,10 +605,16 @@ def _run_means(members: list, results: dict, metric: Metric, spool: Optional[Exa
         means = spool.means(row["run_id"]) if spool is not None else None
         if means is None:
             try:
-                means = example_means(path, row["run_id"], metric.field)
+                means = example_means(path, row["run_id"], metric.field, spool.folder if spool else None)
             except (BadJsonLine, OSError):
                 continue  # listed under errors already
-        yield _keyed_by_task(row, means) if by_task else means
+        runs.append(means)
+        keyed.append(functools.partial(_keyed_by_task, row) if by_task else _same)
+    return Parts(runs, keyed)
+
+
+def _same(means: dict) -> dict:
+    return means
 
 
 def _spans_tasks(members: list) -> bool:
@@ -686,12 +682,12 @@ def _run_results(root: Path, run_id: str, dirs: Optional[dict] = None) -> Path:
     return path
 
 
-def _means_or_refuse(path: Path, run_id: str, metric: Metric, spool: Optional[ExampleSpool] = None) -> dict:
+def _means_or_refuse(path: Path, run_id: str, metric: Metric, spool: Optional[ExampleSpool] = None) -> RunMeans:
     kept = spool.means(run_id) if spool is not None else None
     if kept is not None:
         return kept
     try:
-        return example_means(str(path), run_id, metric.field)
+        return example_means(str(path), run_id, metric.field, spool.folder if spool else None)
     except BadJsonLine as bad:
         raise ConfigError(f"--compare: {run_id}/{RESULTS} line {bad.error['line']}: {bad.error['error']}") from None
 
@@ -703,11 +699,12 @@ def compare_runs(root: Path, run_a: str, run_b: str, metric: Optional[Metric] = 
     paths = [_run_results(root, run_id, dirs) for run_id in (run_a, run_b)]
     a, b = (_means_or_refuse(path, run_id, metric, spool) for path, run_id in zip(paths, (run_a, run_b)))
     for run_id, means in ((run_a, a), (run_b, b)):
-        if not means:
+        if not means.count:
             raise ConfigError(f"--compare: run {run_id} has no per-example {metric.field} in its {RESULTS}")
-    if not set(a) & set(b):
+    comparison = paired(Parts([a, b]), run_a, run_b, metric)
+    if not comparison["n"]:
         raise ConfigError(f"--compare: runs {run_a} and {run_b} share no example ids")
-    return paired(a, b, run_a, run_b, metric)
+    return comparison
 
 
 def compare_groups(root: Path, rows: list, by: str, value_a: str, value_b: str,
@@ -716,21 +713,27 @@ def compare_groups(root: Path, rows: list, by: str, value_a: str, value_b: str,
     """B - A where A and B are the runs whose `by` field reads value_a and value_b: each side's
     example score is its mean over that side's runs (seeds), so an example counts once."""
     metric = metric or metric_of()
-    sides = []
+    runs, keyed, sizes = [], [], []
     for value in (value_a, value_b):
         members = [r for r in rows if matches(r.get(by), value) and r.get("n")]
         if not members:
             raise ConfigError(f"--compare-by {by}: no run with {by}={value} has per-example results")
         by_task = _spans_tasks(members)  # as group_rows: an example is (task, id)
-        means = [_means_or_refuse(Path((dirs or {}).get(r["run_id"], root / r["run_id"])) / RESULTS, r["run_id"],
+        runs += [_means_or_refuse(Path((dirs or {}).get(r["run_id"], root / r["run_id"])) / RESULTS, r["run_id"],
                                   metric, spool) for r in members]
-        means = [_keyed_by_task(r, m) if by_task else m for r, m in zip(members, means)]
-        sides.append({key: total / count for key, (total, count) in _sum_by_key(means).items()})
-    if not set(sides[0]) & set(sides[1]):
+        keyed += [functools.partial(_keyed_by_task, r) if by_task else _same for r in members]
+        sizes.append(len(members))
+    # Each side's example score is its mean over that side's runs, part by part.
+    sides = ((_side_means(dicts[:sizes[0]]), _side_means(dicts[sizes[0]:])) for dicts in Parts(runs, keyed))
+    comparison = paired(sides, value_a, value_b, metric)
+    if not comparison["n"]:
         raise ConfigError(f"--compare-by {by}: {value_a} and {value_b} share no example ids")
-    comparison = paired(sides[0], sides[1], value_a, value_b, metric)
     comparison["compare_by"] = by
     return comparison
+
+
+def _side_means(dicts: list) -> dict:
+    return {key: total / count for key, (total, count) in _sum_by_key(dicts).items()}
 
 
 def _sum_by_key(dicts: Iterable[dict]) -> dict:
@@ -742,27 +745,32 @@ def _sum_by_key(dicts: Iterable[dict]) -> dict:
     return sums
 
 
-def paired(a: dict, b: dict, name_a: str, name_b: str, metric: Metric) -> dict:
-    """The paired comparison of two {example: score} on their shared keys."""
-    shared = [key for key in a if key in b]
+def paired(parts: Iterable[tuple], name_a: str, name_b: str, metric: Metric) -> dict:
+    """The paired comparison of two {example: score} on their shared keys. parts: the two, as
+    (a, b) pairs of dicts part by part (one pair when they fit in memory)."""
     diff, mean_a, mean_b = stats.Welford(), stats.Welford(), stats.Welford()
     binary, b_count, c_count = True, 0, 0
     low_value, high_value = math.inf, -math.inf
-    for key in shared:
-        x, y = a[key], b[key]
-        diff.add(y - x)
-        mean_a.add(x)
-        mean_b.add(y)
-        low_value, high_value = min(low_value, x, y), max(high_value, x, y)
-        if binary and x in (0.0, 1.0) and y in (0.0, 1.0):
-            b_count += x == 1.0 and y == 0.0
-            c_count += x == 0.0 and y == 1.0
-        else:
-            binary = False
+    size_a = size_b = 0
+    for a, b in parts:
+        size_a, size_b = size_a + len(a), size_b + len(b)
+        for key in a:
+            if key not in b:
+                continue
+            x, y = a[key], b[key]
+            diff.add(y - x)
+            mean_a.add(x)
+            mean_b.add(y)
+            low_value, high_value = min(low_value, x, y), max(high_value, x, y)
+            if binary and x in (0.0, 1.0) and y in (0.0, 1.0):
+                b_count += x == 1.0 and y == 0.0
+                c_count += x == 0.0 and y == 1.0
+            else:
+                binary = False
     bounds = stats.metric_range(low_value, high_value, metric.lower_is_better)
     comparison = {
         "run_a": name_a, "run_b": name_b, "metric": metric.name, "lower_is_better": metric.lower_is_better,
-        "n": diff.n, "only_a": len(a) - diff.n, "only_b": len(b) - diff.n,
+        "n": diff.n, "only_a": size_a - diff.n, "only_b": size_b - diff.n,
         "mean_a": mean_a.mean, "mean_b": mean_b.mean, "mean_diff": diff.mean, "sd_diff": diff.sd,
         "se_diff": diff.se, "ci95_low": None, "ci95_high": None, "binary": binary, "mcnemar": None,
         "test": None, "p_value": None, "mde80": None, "target_effect": None, "examples_needed": None,
@@ -1146,22 +1154,35 @@ def scoped_runs(root: Path, run_ids: Optional[Sequence[str]]) -> tuple:
 PARALLEL_FROM = 2000  # runs: fewer are read in this process (starting workers would cost more than they save)
 RUNS_PER_WORKER = 1000
 MAX_WORKERS = 8
+PARALLEL_BYTES = 64 << 20  # of results.jsonl: fewer runs than PARALLEL_FROM are read by workers too (JSON-bound)
 
 
 def _read_runs(root: Path, fields: list, metric: Metric, run_ids=None, include_failed: bool = False,
                spool: Optional[ExampleSpool] = None) -> tuple:
     """(runs in scope, run ids without a directory, rows, errors, warnings, {run id: directory read}),
-    in run order. Many runs are read by worker processes, a contiguous slice each: reading is
-    independent per run and CPU-bound (JSON), so a 10,000-run report scales with the cores. The
-    examples they spool are indexed in the parent's spool."""
+    in run order. Many runs (or a few of large results files) are read by worker processes, a
+    contiguous slice each: reading is independent per run and CPU-bound (JSON), so a 10,000-run
+    report scales with the cores. The examples they spool are indexed in the parent's spool."""
     runs, absent = scoped_runs(root, run_ids)
     read = functools.partial(_read_some, fields=fields, metric=metric, include_failed=include_failed, spool=spool)
-    workers = min(os.cpu_count() or 1, MAX_WORKERS, len(runs) // RUNS_PER_WORKER) if len(runs) >= PARALLEL_FROM else 1
+    workers = min(os.cpu_count() or 1, MAX_WORKERS, len(runs) // RUNS_PER_WORKER) if len(runs) >= PARALLEL_FROM \
+        else min(os.cpu_count() or 1, MAX_WORKERS, len(runs)) if _results_bytes(runs) >= PARALLEL_BYTES else 1
     parts = _in_workers(read, runs, workers) if workers > 1 else None
     rows, errors, warnings, dirs, kept = parts or read(runs)
     for index in kept if spool is not None else ():
         spool.merge(index)
     return runs, absent, rows, errors, warnings, dirs
+
+
+def _results_bytes(runs: list) -> int:
+    """The size of the runs' top results.jsonl files (a few runs of millions of lines are worth workers)."""
+    total = 0
+    for _, top in runs:
+        try:
+            total += os.stat(os.path.join(top, RESULTS)).st_size
+        except OSError:
+            pass
+    return total
 
 
 def _in_workers(read, runs: list, workers: int) -> Optional[tuple]:

@@ -12,7 +12,7 @@ heaviest dependency for two functions. tests/test_stats.py checks them against s
 import math
 from functools import lru_cache
 from statistics import NormalDist
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 Z95 = NormalDist().inv_cdf(0.975)  # two-sided 95%
 Z_POWER80 = NormalDist().inv_cdf(0.80)  # one-sided 80% power
@@ -193,13 +193,23 @@ def clustered(clusters: Iterable[tuple]) -> dict:
     example are not independent samples of the eval, so they cannot shrink the SE like new examples.
     """
     clusters = list(clusters)
-    total = sum(s for s, _ in clusters)
-    count = sum(n for _, n in clusters)
-    groups = len(clusters)
+    return clustered_in_parts(lambda: (clusters,))
+
+
+def clustered_in_parts(parts: Callable[[], Iterable]) -> dict:
+    """clustered over clusters held in parts, each a sized collection of (sum, count): parts() gives
+    them again for the second pass (pooled examples too many for memory, read part by part)."""
+    total, count, groups = 0.0, 0, 0
+    for part in parts():
+        total += sum(s for s, _ in part)
+        count += sum(n for _, n in part)
+        groups += len(part)
     mean = total / count if count else None
     if groups < 2:
         return {"mean": mean, "se": None, "clusters": groups, "n": count}
-    squares = sum((s - n * mean) ** 2 for s, n in clusters)
+    squares = 0.0
+    for part in parts():
+        squares += sum((s - n * mean) ** 2 for s, n in part)
     se = math.sqrt(groups / (groups - 1) * squares) / count
     return {"mean": mean, "se": se, "clusters": groups, "n": count}
 
