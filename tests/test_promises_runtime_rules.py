@@ -47,6 +47,13 @@ def test_a_refused_value_is_named_with_what_the_key_wants_and_what_it_got(key, v
     assert run_problem({"command": "true", key: value}) == message
 
 
+def test_zero_is_a_count_and_a_word_is_a_command():
+    # Promise: "integer >= 0" (docs/reference/run-keys.md): gpus 0 is a CPU run, retries 0 no retry.
+    for key in ("gpus", "retries"):
+        assert value_problem(key, 0) is None and value_problem(key, 3) is None
+    assert value_problem("command", "true") is None
+
+
 def test_a_field_the_supervisor_does_not_know_says_how_to_get_past_it():
     # Promise: an entry of a newer contract is refused naming the field, the version and the way out.
     assert run_problem({"command": "x", "zz": 1}) == (
