@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from invoke import Exit, task
-from .tables import inert, tabulate
+from .tables import inert, one_line, tabulate
 
 from .errors import ConfigError, Interrupted, OpsError
 from .secrets import redact, secret_values
@@ -514,7 +514,7 @@ def _run_and_print(body, human, c, args, kwargs, helps):
     except DryRunStop as stop:
         data, render = _dry_run_report(stop.target), _render_dry_run
     except OpsError as exc:
-        message = str(exc)
+        message = one_line(str(exc))  # one line, whatever a pod's names in it hold
         emit(f"error: {message}", sys.stderr)
         if as_json:
             _emit_document({"ok": False, "error": message, "exit_code": exc.exit_code}, pretty)
@@ -542,7 +542,7 @@ def render_fleet(data: dict, human: Optional[Callable[[dict], str]]) -> str:
         if pod.get("dry_run"):
             sections.append(_render_dry_run(pod))
         elif set(pod) <= RAISED_KEYS:  # the pod raised: only its error
-            sections.append(f"{name}: error: {pod.get('error')}")
+            sections.append(f"{name}: error: {one_line(str(pod.get('error')))}")
         elif human is not None:
             section = human(pod)
             # A section that does not say whose it is (a log's text) gets the pod's name above it.
@@ -572,7 +572,7 @@ def _fleet_summary(data: dict) -> str:
         line += f"; runs: {_by_state(fleet['runs_by_state'])}"
     lines = [tabulate(rows, headers=list(shown), tablefmt="simple"), line]
     if data.get("error"):
-        lines.append(f"error: {data['error']}")
+        lines.append(f"error: {one_line(str(data['error']))}")
     return "\n".join(lines)
 
 

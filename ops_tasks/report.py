@@ -30,17 +30,16 @@ def _in_project(c, path) -> Path:
     return path if path.is_absolute() else project_dir_of(c.config) / path
 
 
-YES, NO = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
-
-
 def _yes_no(value):
     """--lower-is-better's value: True, False, or None (not given: the metric's name decides)."""
-    if value is None or isinstance(value, bool):
+    if value is None:
         return value
-    text = str(value).strip().lower()
-    if text in YES or text in NO:
-        return text in YES
-    raise ConfigError(f"--lower-is-better {value!r}: expected true or false")
+    from .operations.report import yes_no
+
+    known = yes_no(value)
+    if known is None:
+        raise ConfigError(f"--lower-is-better {value!r}: expected true or false")
+    return known
 
 
 # ---------------------------------------------------------------- scope

@@ -42,11 +42,15 @@ def inert(text: str) -> str:
     return _ACTING.sub(_visible, text) if _ACTING.search(text) else text
 
 
+def one_line(text: str) -> str:
+    """inert, and on one line: line breaks and tabs too as visible escapes (a table cell; an error
+    line that names what a pod sent)."""
+    return _ACTING_IN_CELL.sub(_visible, text) if _ACTING_IN_CELL.search(text) else text
+
+
 def _cell(value):
-    """A table cell's value on one line: a text's line breaks and tabs too as visible escapes."""
-    if isinstance(value, str) and _ACTING_IN_CELL.search(value):
-        return _ACTING_IN_CELL.sub(_visible, value)
-    return value
+    """A table cell's value on one line."""
+    return one_line(value) if isinstance(value, str) else value
 
 
 def tabulate(rows, *args, **kwargs) -> str:

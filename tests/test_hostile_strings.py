@@ -20,7 +20,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from conftest import needs_isolation
+from conftest import needs_isolation, one_line_error
 from test_report import make_run
 
 # ---------------------------------------------------------------- the payloads
@@ -215,10 +215,14 @@ def test_report_groups_of_hostile_values_stay_one_row_each(ops, project, root):
     assert raw_controls(result.stdout) == []
 
     # A comparison names what it compares (here model ids, by --compare-by) in its heading and verdict.
-    compared = ops("report", "--compare-by", "model_id", "--compare", f"{MARKDOWN['html']},{MARKDOWN['image']}")
+    compared = ops("report", "--compare-by", "model_id", "--compare", f"{MARKDOWN['html']},{MARKDOWN['link']}")
     assert compared.returncode == 0, compared.stderr
     assert_markdown_is_inert(compared.stdout)
-    assert "## Comparison (model_id): !\\[x\\](http://evil.example/pixel.png) - &lt;img" in compared.stdout
+    assert "## Comparison (model_id): \\[click\\](http://evil.example/) - &lt;img" in compared.stdout
+    # Models that ran different (hostile) tasks are refused on one line naming them, inert.
+    refused = ops("report", "--compare-by", "model_id", "--compare", f"{MARKDOWN['html']},{MARKDOWN['image']}")
+    line = one_line_error(refused, 2, "share no stratum of env_id", "<b>task</b>\\n# t: only model_id=<img")
+    assert raw_controls(line) == []
 
     exact = ops("report", "--json")  # --json: the exact strings (JSON escapes the controls itself)
     assert {row["run_id"]: row["model_id"] for row in exact.json["rows"]} == {

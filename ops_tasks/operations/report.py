@@ -376,7 +376,27 @@ def _facts(sources: list, metadata) -> dict:
     commit = git.get("commit") if isinstance(git, dict) else None
     return {"temperature": _field(sources, ("temperature",)), "max_tokens": _field(sources, ("max_tokens",)),
             "commit": commit if isinstance(commit, str) and GIT_COMMIT.fullmatch(commit) else None,
-            "dirty": bool(git.get("dirty")) if isinstance(git, dict) else False}
+            "dirty": is_dirty(git.get("dirty")) if isinstance(git, dict) else False}
+
+
+YES, NO = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+def yes_no(value) -> Optional[bool]:
+    """True or False for a boolean, or its spelling as text ("false", "0", "no", "off"...); None otherwise."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    return True if text in YES else False if text in NO else None
+
+
+def is_dirty(value) -> bool:
+    """A run_metadata git.dirty: true, 1 or "true"; also any other text (`git status` lines a script
+    wrote); not false, 0, "false", "no", "" or null (scripts write booleans as text: train.py's "false")."""
+    if value is None or value == "" or value == 0:
+        return False
+    known = yes_no(value)
+    return True if known is None else known
 
 
 def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optional[Metric] = None,
@@ -701,35 +721,74 @@ def compare_runs(root: Path, run_a: str, run_b: str, metric: Optional[Metric] = 
     for run_id, means in ((run_a, a), (run_b, b)):
         if not means.count:
             raise ConfigError(f"--compare: run {run_id} has no per-example {metric.field} in its {RESULTS}")
-    comparison = paired(Parts([a, b]), run_a, run_b, metric)
+    comparison = paired(lambda: Parts([a, b]), run_a, run_b, metric)
     if not comparison["n"]:
         raise ConfigError(f"--compare: runs {run_a} and {run_b} share no example ids")
     return comparison
 
 
+STRATA = ("model_id", "env_id")  # what --compare-by pairs within, beside the report's --group-by keys
+
+
 def compare_groups(root: Path, rows: list, by: str, value_a: str, value_b: str,
                    metric: Optional[Metric] = None, dirs: Optional[dict] = None,
-                   spool: Optional[ExampleSpool] = None) -> dict:
-    """B - A where A and B are the runs whose `by` field reads value_a and value_b: each side's
-    example score is its mean over that side's runs (seeds), so an example counts once."""
+                   spool: Optional[ExampleSpool] = None, strata: Sequence[str] = ()) -> dict:
+    """B - A where A and B are the runs whose `by` field reads value_a and value_b, like with like:
+    runs are paired within strata (model, task and the report's --group-by keys other than `by`), an
+    example of a stratum scored on each side as its mean over that side's runs there (seeds). A
+    stratum one side has and the other lacks is left out and named (pooling it would compare mixes
+    of models, not values of `by`); none shared is refused. Over several strata, the differences are
+    clustered by example id (one question answered by several models is one cluster)."""
     metric = metric or metric_of()
-    runs, keyed, sizes = [], [], []
+    keys = [k for k in dict.fromkeys([*STRATA, *strata]) if k != by]
+    sides = []
     for value in (value_a, value_b):
         members = [r for r in rows if matches(r.get(by), value) and r.get("n")]
         if not members:
             raise ConfigError(f"--compare-by {by}: no run with {by}={value} has per-example results")
-        by_task = _spans_tasks(members)  # as group_rows: an example is (task, id)
-        runs += [_means_or_refuse(Path((dirs or {}).get(r["run_id"], root / r["run_id"])) / RESULTS, r["run_id"],
-                                  metric, spool) for r in members]
-        keyed += [functools.partial(_keyed_by_task, r) if by_task else _same for r in members]
-        sizes.append(len(members))
-    # Each side's example score is its mean over that side's runs, part by part.
-    sides = ((_side_means(dicts[:sizes[0]]), _side_means(dicts[sizes[0]:])) for dicts in Parts(runs, keyed))
-    comparison = paired(sides, value_a, value_b, metric)
+        by_stratum = {}
+        for row in members:
+            by_stratum.setdefault(tuple(value_key(row.get(k)) for k in keys), []).append(row)
+        sides.append(by_stratum)
+    left_out = _unmatched(by, keys, (value_a, value_b), sides)
+    strata_order = [stratum for stratum in sides[0] if stratum in sides[1]]
+    if not strata_order:
+        raise ConfigError(f"--compare-by {by}: {value_a} and {value_b} share no stratum of {', '.join(keys)} "
+                          f"({'; '.join(left_out[:4])}): a comparison across them would compare mixes, not {by}")
+    runs, keyed, where = [], [], []  # where: (side, stratum index) of each run
+    for side, by_stratum in enumerate(sides):
+        for index, stratum in enumerate(strata_order):
+            for row in by_stratum[stratum]:
+                runs.append(_means_or_refuse(Path((dirs or {}).get(row["run_id"], root / row["run_id"])) / RESULTS,
+                                             row["run_id"], metric, spool))
+                keyed.append(functools.partial(_in_stratum, index))
+                where.append(side)
+
+    def pairs():  # each side's (stratum, example) means, part by part
+        for dicts in Parts(runs, keyed):
+            yield tuple(_side_means([d for d, s in zip(dicts, where) if s == side]) for side in (0, 1))
+
+    clustered = len(strata_order) > 1
+    comparison = paired(pairs, value_a, value_b, metric, cluster_of=_example_of if clustered else None)
     if not comparison["n"]:
         raise ConfigError(f"--compare-by {by}: {value_a} and {value_b} share no example ids")
-    comparison["compare_by"] = by
+    comparison.update(compare_by=by, strata=len(strata_order), stratified_by=keys, strata_left_out=left_out)
     return comparison
+
+
+def _in_stratum(index: int, means: dict) -> dict:
+    return {(index, key): value for key, value in means.items()}
+
+
+def _example_of(key: tuple):
+    """The cluster of a (stratum, example) pair: the example (its id is one question for every model)."""
+    return key[1]
+
+
+def _unmatched(by: str, keys: list, values: tuple, sides: list) -> list:
+    """The strata one side ran and the other did not, named ("env_id=gsm8k: only model_id=A")."""
+    return [f"{', '.join(f'{k}={cell_text(v[1])}' for k, v in zip(keys, stratum)) or 'all runs'}: "
+            f"only {by}={values[side]}" for side in (0, 1) for stratum in sides[side] if stratum not in sides[1 - side]]
 
 
 def _side_means(dicts: list) -> dict:
@@ -745,14 +804,16 @@ def _sum_by_key(dicts: Iterable[dict]) -> dict:
     return sums
 
 
-def paired(parts: Iterable[tuple], name_a: str, name_b: str, metric: Metric) -> dict:
-    """The paired comparison of two {example: score} on their shared keys. parts: the two, as
-    (a, b) pairs of dicts part by part (one pair when they fit in memory)."""
+def paired(parts, name_a: str, name_b: str, metric: Metric, cluster_of=None) -> dict:
+    """The paired comparison of two {example: score} on their shared keys. parts(): the two, as
+    (a, b) pairs of dicts part by part (one pair when they fit in memory). cluster_of(key): the
+    cluster of a key (a part holds whole clusters): the interval and test are then clustered (CR1,
+    t with clusters - 1 degrees of freedom), not McNemar's or the paired t."""
     diff, mean_a, mean_b = stats.Welford(), stats.Welford(), stats.Welford()
     binary, b_count, c_count = True, 0, 0
     low_value, high_value = math.inf, -math.inf
     size_a = size_b = 0
-    for a, b in parts:
+    for a, b in parts():
         size_a, size_b = size_a + len(a), size_b + len(b)
         for key in a:
             if key not in b:
@@ -774,6 +835,7 @@ def paired(parts: Iterable[tuple], name_a: str, name_b: str, metric: Metric) -> 
         "mean_a": mean_a.mean, "mean_b": mean_b.mean, "mean_diff": diff.mean, "sd_diff": diff.sd,
         "se_diff": diff.se, "ci95_low": None, "ci95_high": None, "binary": binary, "mcnemar": None,
         "test": None, "p_value": None, "mde80": None, "target_effect": None, "examples_needed": None,
+        "clusters": None,
     }
     if diff.n > 1 and diff.sd == 0:  # the same difference on every shared example: nothing to test it against
         comparison["test"] = "none: every shared example differs by exactly the same amount"
@@ -783,13 +845,43 @@ def paired(parts: Iterable[tuple], name_a: str, name_b: str, metric: Metric) -> 
         comparison["ci95_low"], comparison["ci95_high"] = stats.clip(low, high, stats.difference_range(bounds))
         comparison["test"], comparison["p_value"] = "paired t", stats.t_test_p(diff.mean, diff.se, diff.n - 1)
         comparison.update(_power(diff.sd, diff.n, bounds, mean_a.mean, mean_b.mean))
-    if binary and diff.n:
+    if cluster_of is not None:
+        comparison.update(_clustered_difference(parts, cluster_of, bounds, mean_a.mean, mean_b.mean))
+    elif binary and diff.n:
         p_value = stats.mcnemar_exact_p(b_count, c_count)
         comparison["mcnemar"] = {"b": b_count, "c": c_count, "p_value": p_value}
         comparison["test"], comparison["p_value"] = "mcnemar exact", p_value
     comparison = {k: stats.finite(v) for k, v in comparison.items()}
     comparison["verdict"] = verdict(comparison)
     return comparison
+
+
+def _clustered_difference(parts, cluster_of, bounds: tuple, mean_a: float, mean_b: float) -> dict:
+    """The paired differences' mean, CR1 standard error over clusters, t interval and test (G - 1
+    degrees of freedom): pairs of one cluster are not independent evidence."""
+    def clusters():
+        for a, b in parts():
+            sums = {}
+            for key in a:
+                if key in b:
+                    total, count = sums.get(cluster_of(key), (0.0, 0))
+                    sums[cluster_of(key)] = (total + b[key] - a[key], count + 1)
+            yield sums.values()
+
+    result = stats.clustered_in_parts(clusters)
+    groups, se = result["clusters"], result["se"]
+    found = {"clusters": groups, "ci95_low": None, "ci95_high": None, "p_value": None, "mde80": None,
+             "target_effect": None, "examples_needed": None}
+    if se is None or not math.isfinite(se):
+        return {**found, "test": f"none: too few clusters ({groups}) for a clustered test"}
+    if se == 0:
+        return {**found, "test": "none: every cluster's difference is the same"}
+    low, high = stats.t_interval(result["mean"], se, groups - 1)
+    low, high = stats.clip(low, high, stats.difference_range(bounds))
+    effective_sd = se * math.sqrt(result["n"])  # the sd an unclustered sample of this precision would have
+    return {**found, "ci95_low": low, "ci95_high": high, "p_value": stats.t_test_p(result["mean"], se, groups - 1),
+            "test": f"clustered t (CR1, {groups} clusters)", "se_diff": se,
+            **_power(effective_sd, result["n"], bounds, mean_a, mean_b)}
 
 
 def _power(sd: float, n: int, bounds: tuple, mean_a: float, mean_b: float) -> dict:
@@ -804,9 +896,9 @@ def verdict(c: dict) -> str:
     """The comparison in plain words: which side is better, by how much, how sure."""
     if c["n"] < 2:
         return f"too few shared examples ({c['n']}) to compare"
+    if c["mean_diff"] == 0 and c["sd_diff"] == 0:
+        return f"no difference: the same score on every one of the {c['n']} shared examples"
     if c["p_value"] is None:
-        if c["mean_diff"] == 0:
-            return f"no difference: the same score on every one of the {c['n']} shared examples"
         if c["sd_diff"] == 0:
             return (f"{c['run_b']} - {c['run_a']} is exactly {c['mean_diff']:.3g} on every one of the {c['n']} shared "
                     "examples (no spread: no interval or p-value)")
@@ -815,6 +907,9 @@ def verdict(c: dict) -> str:
     gain = sign * c["mean_diff"]
     if c["p_value"] < ALPHA and gain != 0:
         winner, loser = (c["run_b"], c["run_a"]) if gain > 0 else (c["run_a"], c["run_b"])
+        if c["ci95_low"] is None:  # McNemar's test on pairs that all differ alike: no spread for an interval
+            return (f"{winner} better than {loser} by {abs(c['mean_diff']):.3g} on every one of the {c['n']} "
+                    f"shared examples, p = {c['p_value']:.2g} ({c['test']})")
         towards_winner = sign if gain > 0 else -sign  # the interval of winner - loser
         bounds = sorted(towards_winner * v for v in (c["ci95_low"], c["ci95_high"]))
         return (f"{winner} better than {loser} by {abs(c['mean_diff']):.3g} "
@@ -824,9 +919,11 @@ def verdict(c: dict) -> str:
         # McNemar's exact test and the t interval, an approximation, can fall either side of 5%.
         text += (f"; borderline: the approximate interval [{c['ci95_low']:.3g}, {c['ci95_high']:.3g}] "
                  "leaves out 0")
-    if c["examples_needed"]:
-        text += (f": {c['n']} examples detect {c['mde80']:.3g} at 80% power; would need "
-                 f"~{c['examples_needed']} examples to see {c['target_effect']:.3g}")
+    if c["examples_needed"] and c["examples_needed"] > c["n"]:
+        text += (f": {c['n']} examples detect {c['mde80']:.2g} at 80% power; would need "
+                 f"~{c['examples_needed']} examples to see {c['target_effect']:.2g}")
+    elif c["mde80"] is not None:
+        text += f": {c['n']} examples detect {c['mde80']:.2g} at 80% power"
     return text
 
 
@@ -909,12 +1006,22 @@ def comparison_title(c: dict) -> str:
 
 def comparison_lines(c: dict) -> list:
     """The comparison as lines of text, the verdict first, each formula named (markdown and html)."""
+    clustered = bool(c.get("clusters"))
+    formula = (f"mean +/- t(0.975, G-1) * se, se clustered by example (CR1), G = {c['clusters']} examples"
+               if clustered else "mean +/- t(0.975, n-1) * sd / sqrt(n), Student's t")
     lines = [c["verdict"],
              f"shared examples: {c['n']} (only in {c['run_a']}: {c['only_a']}, only in {c['run_b']}: {c['only_b']})",
              f"on the shared examples: mean {c['run_a']} {_p(c['mean_a'])}, mean {c['run_b']} {_p(c['mean_b'])}",
              f"mean difference (B - A): {_p(c['mean_diff'])}, 95% interval "
-             f"[{_p(c['ci95_low'])}, {_p(c['ci95_high'])}] (mean +/- t(0.975, n-1) * sd / sqrt(n), Student's t)"]
-    if c["mcnemar"]:
+             f"[{_p(c['ci95_low'])}, {_p(c['ci95_high'])}] ({formula})"]
+    if c.get("strata"):
+        lines.insert(1, f"paired like with like: within {c['strata']} strata of {', '.join(c['stratified_by'])}, "
+                        "an example scored on each side as its mean over that side's runs there (seeds)"
+                        + (f"; left out, run on one side only: {'; '.join(c['strata_left_out'])}"
+                           if c["strata_left_out"] else ""))
+    if clustered:
+        lines.append(f"{c['test']}: p = {c['p_value']:.2g}" if c["p_value"] is not None else c["test"])
+    elif c["mcnemar"]:
         m = c["mcnemar"]
         one, zero = ("wrong", "right") if c["lower_is_better"] else ("right", "wrong")  # an error metric's 1 is wrong
         lines.append(f"McNemar exact test: b (A 1 and B 0: A {one}, B {zero}) = {m['b']}, "
@@ -922,14 +1029,16 @@ def comparison_lines(c: dict) -> list:
     elif c["p_value"] is not None:
         lines.append(f"paired t test (scores are not all 0/1, so no McNemar): p = {c['p_value']:.4g}")
     if c["mde80"] is not None:
-        lines.append(f"minimum detectable effect at 80% power, 5% two-sided, n = {c['n']}: {c['mde80']:.4g} "
-                     "((z_0.975 + z_0.80) * sd / sqrt(n))")
+        lines.append(f"minimum detectable effect at 80% power, 5% two-sided, n = {c['n']}: {c['mde80']:.2g} "
+                     + ("((z_0.975 + z_0.80) * clustered se)" if clustered else "((z_0.975 + z_0.80) * sd / sqrt(n))"))
     return lines
 
 
 def comparison_markdown(comparison: dict) -> str:
     """The comparison's section; the names compared (run ids, or values of --compare-by) as inert text."""
     names = {key: md(str(comparison[key])) for key in ("run_a", "run_b", "metric", "compare_by") if comparison.get(key)}
+    names.update({key: [md(str(v)) for v in comparison[key]] for key in ("stratified_by", "strata_left_out")
+                  if comparison.get(key)})
     if names:
         comparison = {**comparison, **names}
         comparison["verdict"] = verdict(comparison)
@@ -1327,7 +1436,7 @@ def _build_report(root, spool: ExampleSpool, *, group_by: Optional[str] = None, 
             if (sort or metric is not None) else sorted(groups, key=lambda g: [natural_order(g[k]) for k in keys])
     doc["models_by_task"] = models_by_task(rows, measured, results, spool)
     if compare and compare_by:
-        doc["comparison"] = compare_groups(root, rows, by[0], compare[0], compare[1], measured, dirs, spool)
+        doc["comparison"] = compare_groups(root, rows, by[0], compare[0], compare[1], measured, dirs, spool, keys)
     elif compare:
         doc["comparison"] = compare_runs(root, compare[0], compare[1], measured, _compared_dirs(rows, dirs, failed),
                                          spool)

@@ -1,0 +1,120 @@
+"""Comparisons on the same footing (../shared/cases/numbers.md): --compare-by pairs like with like,
+a one-sided sweep is a verdict and not a crash, power sentences that add up, a clean repo is clean."""
+
+import json
+import random
+
+import pytest
+
+from test_report import make_run
+
+from ops_tasks.errors import ConfigError
+from ops_tasks.operations.report import build_report, report_markdown
+
+
+def sweep(root, runs):
+    """runs: (run_id, model, task, temperature, {example: reward})."""
+    for run_id, model, task, temperature, rewards in runs:
+        make_run(root, run_id, summary={"ok": True, "avg_reward": sum(rewards.values()) / len(rewards)},
+                 metadata={"run_id": run_id, "model_id": model, "env_id": task, "temperature": temperature},
+                 rewards=rewards)
+
+
+def scores(seed, n=40, p=0.6):
+    rng = random.Random(seed)
+    return {f"q{i}": float(rng.random() < p) for i in range(n)}
+
+
+def test_a_confounded_compare_by_pairs_within_models_and_names_what_it_left_out(tmp_path):
+    # The server ignores temperature: each model's results are the same at 0.0 and 0.7. The weak
+    # model's 0.7 run was cancelled: pooled, 0.0 (strong + weak) looked worse than 0.7 (strong).
+    strong, weak = scores(1, p=0.9), scores(2, p=0.2)
+    sweep(tmp_path, [("s0", "m/strong", "t", 0.0, strong), ("s7", "m/strong", "t", 0.7, strong),
+                     ("w0", "m/weak", "t", 0.0, weak)])
+
+    c = build_report(tmp_path, compare_by="temperature", compare=["0.0", "0.7"])["comparison"]
+
+    assert c["mean_diff"] == 0 and c["verdict"].startswith("no difference"), c["verdict"]
+    assert c["n"] == 40 and c["strata"] == 1
+    assert c["strata_left_out"] == ["model_id=m/weak, env_id=t: only temperature=0.0"]
+
+
+def test_compare_by_a_model_that_also_ran_another_task_compares_the_shared_task(tmp_path):
+    a1, b1 = scores(3), scores(4)
+    sweep(tmp_path, [("a1", "m/a", "t1", 0, a1), ("a2", "m/a", "t2", 0, scores(5)), ("b1", "m/b", "t1", 0, b1)])
+
+    c = build_report(tmp_path, compare_by="model_id", compare=["m/a", "m/b"])["comparison"]
+
+    assert c["n"] == 40 and c["mean_diff"] == pytest.approx((sum(b1.values()) - sum(a1.values())) / 40)
+    assert c["strata_left_out"] == ["env_id=t2: only model_id=m/a"]
+
+
+def test_compare_by_with_no_stratum_in_common_is_refused_naming_them(tmp_path):
+    sweep(tmp_path, [("a1", "m/a", "t1", 0, scores(3)), ("b2", "m/b", "t2", 0, scores(4))])
+
+    with pytest.raises(ConfigError) as refused:
+        build_report(tmp_path, compare_by="model_id", compare=["m/a", "m/b"])
+
+    assert "share no stratum of env_id" in str(refused.value)
+    assert "env_id=t1: only model_id=m/a" in str(refused.value) and "env_id=t2: only model_id=m/b" in str(refused.value)
+
+
+def test_over_several_models_the_difference_is_clustered_by_example_as_statsmodels(tmp_path):
+    sm = pytest.importorskip("statsmodels.api")
+    import numpy as np
+
+    rng = random.Random(11)
+    runs, diffs, groups = [], [], []
+    for model in ("m/a", "m/b", "m/c"):
+        cold = {f"q{i}": rng.random() for i in range(25)}
+        hot = {key: min(1.0, max(0.0, value + rng.gauss(0.03, 0.1))) for key, value in cold.items()}
+        runs += [(f"{model[-1]}-cold", model, "t", 0.0, cold), (f"{model[-1]}-hot", model, "t", 1.0, hot)]
+        for index, key in enumerate(cold):
+            diffs.append(hot[key] - cold[key])
+            groups.append(index)  # one question, answered by three models: one cluster
+    sweep(tmp_path, runs)
+
+    c = build_report(tmp_path, compare_by="temperature", compare=["0.0", "1.0"])["comparison"]
+    fit = sm.OLS(np.array(diffs), np.ones(len(diffs))).fit(cov_type="cluster", cov_kwds={"groups": np.array(groups)},
+                                                            use_t=True)
+
+    assert c["strata"] == 3 and c["clusters"] == 25 and c["mcnemar"] is None
+    assert c["mean_diff"] == pytest.approx(fit.params[0], abs=1e-12)
+    assert c["se_diff"] == pytest.approx(fit.bse[0], rel=1e-10)
+    assert c["p_value"] == pytest.approx(fit.pvalues[0], rel=1e-8)
+    assert (c["ci95_low"], c["ci95_high"]) == (pytest.approx(fit.conf_int()[0][0], rel=1e-9),
+                                               pytest.approx(fit.conf_int()[0][1], rel=1e-9))
+    assert c["test"] == "clustered t (CR1, 25 clusters)"
+    assert "se clustered by example (CR1), G = 25 examples" in report_markdown(
+        build_report(tmp_path, compare_by="temperature", compare=["0.0", "1.0"]))
+
+
+def test_one_sided_disagreement_on_every_example_is_a_verdict(tmp_path):
+    sweep(tmp_path, [("a", "m/a", "t", 0, {f"q{i}": 0.0 for i in range(10)}),
+                     ("b", "m/b", "t", 0, {f"q{i}": 1.0 for i in range(10)})])
+
+    c = build_report(tmp_path, compare=["a", "b"])["comparison"]
+
+    assert c["verdict"] == "b better than a by 1 on every one of the 10 shared examples, p = 0.002 (mcnemar exact)"
+
+
+def test_the_examples_it_would_need_are_said_only_when_more_than_were_run(tmp_path):
+    rng = random.Random(5)
+    a = {f"q{i}": rng.random() for i in range(2000)}
+    b = {key: min(1.0, max(0.0, value + rng.gauss(0, 0.2))) for key, value in a.items()}
+    sweep(tmp_path, [("a", "m/a", "t", 0, a), ("b", "m/b", "t", 0, b)])
+
+    c = build_report(tmp_path, compare=["a", "b"])["comparison"]
+
+    assert c["p_value"] > 0.05 and c["examples_needed"] < 2000
+    assert "would need" not in c["verdict"] and "2000 examples detect" in c["verdict"]
+
+
+@pytest.mark.parametrize("dirty, shown", [(False, False), ("false", False), ("0", False), (0, False), (None, False),
+                                          ("", False), (True, True), ("true", True), (1, True), (" M train.py", True)])
+def test_a_repo_is_dirty_only_when_the_run_says_so(tmp_path, dirty, shown):
+    make_run(tmp_path, "r", summary={"ok": True}, metadata={"run_id": "r", "git": {"commit": "a" * 40, "dirty": dirty}})
+
+    header = "\n".join(build_report(tmp_path)["markdown"].splitlines()[:12])
+
+    assert ("a" * 12 + " (dirty)" in header) is shown and "a" * 12 in header
