@@ -14,6 +14,7 @@ from conftest import one_line_error
 from test_validate import record_submission
 
 from ops_tasks.operations.report import compare_runs, reward_stats
+from ops_tasks.operations.stats import mcnemar_exact_p
 
 Z = 1.959963984540054
 
@@ -507,7 +508,17 @@ def test_compare_says_which_is_better_and_what_it_could_detect(ops, root):
 
     assert c["test"] == "mcnemar exact" and c["p_value"] < 0.001
     assert c["verdict"].startswith("tuned better than base by ")
-    assert c["mde80"] == pytest.approx(2.8015852 * c["sd_diff"] / math.sqrt(200), rel=1e-6)
+    # The power of the test used: exact McNemar at the observed discordance, which a simulation
+    # of pairs that discordant, with that difference, rejects 80% of the time (not the z formula).
+    discordant = (c["mcnemar"]["b"] + c["mcnemar"]["c"]) / 200
+    effect, rejected = c["mde80"], 0
+    for _ in range(1000):
+        draws = [rng.random() for _ in range(200)]
+        b_count = sum(u < (discordant - effect) / 2 for u in draws)
+        c_count = sum((discordant - effect) / 2 <= u < discordant for u in draws)
+        rejected += mcnemar_exact_p(b_count, c_count) < 0.05
+    assert abs(rejected / 1000 - 0.8) < 3 * math.sqrt(0.8 * 0.2 / 1000), rejected
+    assert effect > 2.8015852 * c["sd_diff"] / math.sqrt(200)  # the z formula promised a smaller one
     one_line_error(ops("report", "--compare", "base,base"), 2, "a run compared with itself says nothing")
 
 
