@@ -5,6 +5,7 @@ run receives (its command line, env, budgets, workload keys) and the defaults it
 
 import json
 import shlex
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -24,7 +25,7 @@ from ops_tasks.operations.run_config import (
     run_key_problem,
 )
 from ops_tasks.runtime.contract import FAILURE_CLASSES
-from ops_tasks.settings import Profile
+from ops_tasks.settings import Profile, resolve_profile
 from test_run_config import NOW, PROFILE, clean_env  # noqa: F401 (clean_env: its autouse fixture, here too)
 
 
@@ -148,6 +149,12 @@ def test_csv_cells_are_typed_as_a_user_means_them(tmp_path):
     assert [run.run_id for run in mixed.runs] == ["j", "r1", "r2"]
 
 
+def test_a_csv_with_old_mac_line_ends_loads_and_a_missing_one_is_named(tmp_path):
+    (tmp_path / "s.csv").write_bytes(b"run_id,command\ra,x\rb,y\r")
+    assert [run.command for run in load_submission(tmp_path / "s.csv", profile=PROFILE, now=NOW).runs] == ["x", "y"]
+    assert message(tmp_path, {"runs_csv": "gone.csv"}) == f"{tmp_path / 'gone.csv'}: no such file"
+
+
 def test_a_bad_csv_row_is_named_by_its_run_number_file_and_line(tmp_path):
     (tmp_path / "s.csv").write_text("run_id,command\nok,x\n\nbad id,x\n")
     with pytest.raises(ConfigError) as caught:
@@ -228,6 +235,12 @@ def test_a_matrix_of_exactly_the_limit_expands_and_one_run_more_is_refused(tmp_p
         "FILE: run 0: matrix makes more than 6 runs")
 
 
+def test_a_matrix_run_holds_its_values_not_the_matrix(tmp_path):
+    first, second = load(tmp_path, {"runs": [{"run_id": "s{seed}", "command": "x", "matrix": {"seed": [1, 2]}}]}).runs
+    assert (first.config, second.config["seed"]) == ({"run_id": "s1", "command": "x", "seed": 1,
+                                                      "run_dir": "/profile/outputs/s1"}, 2)
+
+
 def test_a_matrix_run_is_named_by_its_values(tmp_path):
     assert message(tmp_path, {"runs": [{"run_id": "k", "command": "x",
                                         "matrix": {"seed": [1, 2], "on": [True]}}]}) == (
@@ -250,7 +263,7 @@ def test_a_matrix_run_is_named_by_its_values(tmp_path):
     ({"retry_backoff": "0s"}, "FILE: run 0 ('r'): retry_backoff must be a number of seconds > 0 or a duration such as "
                               "90s, 30m, 2h or 1h30m, got '0s'"),
     ({"env": ["A=1"]}, "FILE: run 0 ('r'): env must be an object of NAME: value, got a list"),
-    ({"env": {"A": None}}, "FILE: run 0 ('r'): env.A must be a string, number or boolean, got null"),
+    ({"env": {"A": [1]}}, "FILE: run 0 ('r'): env.A must be a string, number or boolean, got a list"),
     ({"env": {"1A": "x"}}, "FILE: run 0 ('r'): env: '1A' is not a valid environment variable name"),
 ])
 def test_a_bad_run_setting_is_refused_naming_the_run_and_the_setting(tmp_path, run, expected):
@@ -423,6 +436,7 @@ def test_local_sync_defaults_and_where_its_folder_may_be(tmp_path):
     ("retrys", "did you mean 'retries'?"),  # two edits between long names
     ("envs", "did you mean 'env'?"),
     ("xenv", None),  # another first letter
+    ("retry_ab", "did you mean 'retry_on'?"),  # two edits, 3/4 of the letters alike: the least that is a typo
     ("lbl", None), ("metric", None), ("commnads", "did you mean 'command'?"),  # two edits: long and alike only
     ("api_key", "key 'api_key' names a secret: as a flag or placeholder it would be written into the command line "
                 "and the run's files; pass it in env instead (env: {\"API_KEY\": ...}), which reaches the pod on "
@@ -654,5 +668,149 @@ def test_configurator_warnings_name_the_run_the_key_and_the_fix(tmp_path):
         one(tmp_path, command=["python", "train.py", "a={x!json}"], x=True),
     ]
     assert [run.warnings for run in quiet] == [()] * len(quiet)
+    assert one(tmp_path, entrypoint="python train.py", value_style="json", compile=True).warnings == ()  # argparse's
+    later = [one(tmp_path, command="python train.py {n} wandb_log={w}", n=1, w=False),
+             one(tmp_path, command="python train.py a={p} b={w}", p=True, w=False, styles={"p": {"value_style": "python"}})]
+    assert [len(run.warnings) for run in later] == [1, 1] and all("w is written 'false'" in run.warnings[0] for run in later)
     named = one(tmp_path, command=["python", "configurator.py", "{x}"], x=True, y=1, value_style="flag")
     assert len(named.warnings) == 1 and "x is written 'true' ({x})" in named.warnings[0]
+
+
+def test_a_quoted_csv_cell_keeps_its_line_breaks_as_written(tmp_path):
+    (tmp_path / "s.csv").write_bytes(b'run_id,command,prompt\r\na,x,"one\r\ntwo"\r\n')
+    (run,) = load_submission(tmp_path / "s.csv", profile=PROFILE, now=NOW).runs
+    assert run.config["prompt"] == "one\r\ntwo"
+
+
+def test_paths_keep_every_letter_of_their_roots(tmp_path):
+    run = one(tmp_path, command="x {run_dir}", run_dir="d", out_mode="local_sync", local_dir="/XL/runs")
+    assert (run.run_dir, dict(run.workload)["local_dir"], run.command) == ("/profile/outputs/d", "/XL/runs", "x /XL/runs/r")
+    sub = load(tmp_path, {"runs": [{"run_id": "r", "command": "x", "run_dir": "d"}]}, outputs_dir="/Xo")
+    assert sub.runs[0].run_dir == "/Xo/d"
+
+
+def test_log_patterns_are_taken_as_written_and_every_other_value_fills_its_placeholders_in_its_style(tmp_path):
+    run = one(tmp_path, command="x", seed=1, on=True, off=False, styles={"on": {"value_style": "python"}},
+              note="{on} {off} {seed} {text}", text="a b", cfg={"k": ["{on}"], "j": {"i": "{on}"}},
+              metrics_from_log=r"step {seed} (?P<loss>\d+)", expect={"log_matches": "done {seed}"})
+    assert run.config["note"] == "True false 1 a b" and run.config["cfg"] == {"k": ["True"], "j": {"i": "True"}}
+    assert dict(run.workload)["metrics_from_log"] == r"step {seed} (?P<loss>\d+)"
+    assert dict(run.workload)["expect"] == {"log_matches": ["done {seed}"]}
+    listed = one(tmp_path, command=["x", "--on={on}", "{off}"], on=True, off=False, value_style="python")
+    assert listed.command == "x --on=True False"
+    entry = one(tmp_path, entrypoint="e --v={v} {script}", script="a b.py", meta={"v": True}, value_style="python",
+                run_dir_flag=None)
+    assert entry.command == "e --v=True 'a b.py' --script 'a b.py'"
+    assert entry.config["entrypoint"] == "e --v=True a b.py"  # filled, as the config reads
+
+
+@pytest.mark.parametrize("run", [
+    {"command": ["echo", "{nope}"]},
+    {"command": None, "entrypoint": "python {nope}"},
+    {"command": None, "entrypoint": 'echo "$"{nope}'},
+    {"run_id": "r{nope}"},
+    {"note": ["{nope}"]},
+    {"note": {"k": "{nope}"}},
+])
+def test_an_unknown_placeholder_anywhere_is_refused_naming_the_run(tmp_path, run):
+    text = run_message(tmp_path, **run)
+    assert text.startswith("FILE: run 0 (") and "): unknown placeholder {nope} (known: " in text
+
+
+def test_a_run_id_placeholder_of_an_empty_value_leaves_nothing(tmp_path):
+    assert one(tmp_path, run_id="r{suffix}", suffix="", command="x").run_id == "r"
+
+
+@pytest.mark.parametrize("run, expected", [
+    ({"retry_on": 5}, f"retry_on must be a list of failure classes ({', '.join(FAILURE_CLASSES)}), got 5"),
+    ({"command": ["x", {"k": "{nope}"}]}, "command must be a string or a non-empty list of strings"),
+    ({"command": None, "entrypoint": ["{nope}"]}, "entrypoint must be a string, got a list"),
+])
+def test_a_value_of_the_wrong_type_is_refused_for_its_type(tmp_path, run, expected):
+    assert run_message(tmp_path, **run) == f"FILE: run 0 ('r'): {expected}"
+
+
+def test_a_deep_value_after_a_plain_one_is_still_refused(tmp_path):
+    deep = '{"runs": [{"command": "x", "deep": ' + "[" * 32 + "]" * 32 + ', "z": 1}]}'
+    assert message(tmp_path, deep) == "FILE: nested deeper than 32 levels"
+
+
+def test_a_config_of_only_a_csv_of_runs_loads_it(tmp_path):
+    (tmp_path / "s.csv").write_text("run_id,command\na,x\n")
+    assert [run.run_id for run in load(tmp_path, {"runs_csv": "s.csv"}).runs] == ["a"]
+
+
+def test_styles_in_defaults_and_in_the_run_merge_key_by_key(tmp_path):
+    run = one(tmp_path, defaults={"styles": {"a": {"value_style": "python"}}}, entrypoint="e", a=True, b=None,
+              styles={"b": {"value_style": "json"}}, run_dir_flag=None)
+    assert run.command == "e --a True --b null"
+
+
+@pytest.mark.parametrize("local_dir, outputs_dir, refused", [
+    ("/mnt/dX", "/mnt/d/out", False), ("/mnt/d ", "/mnt/d/out", False), ("/mnt/d/runs", "/mnt/dX", False),
+    ("/mnt/d", "/mnt/d/out", True), ("/tmp/ops-runs", "/", True),
+])
+def test_local_dir_and_the_outputs_root_are_compared_as_whole_folders(tmp_path, local_dir, outputs_dir, refused):
+    data = {"runs": [{"run_id": "r", "command": "x", "out_mode": "local_sync", "local_dir": local_dir}]}
+    if refused:
+        assert message(tmp_path, data, outputs_dir=outputs_dir) == (
+            f"FILE: run 0 ('r'): local_dir {local_dir!r} must be outside the outputs root {outputs_dir} (local_sync "
+            f"writes to the pod's own disk, then copies to the volume)")
+    else:
+        assert dict(load(tmp_path, data, outputs_dir=outputs_dir).runs[0].workload)["local_dir"] == local_dir
+    assert run_message(tmp_path, out_mode="local_sync", sync_interval="often") == (
+        "FILE: run 0 ('r'): sync_interval must be a number of seconds > 0 or a duration such as 90s, 30m, 2h or "
+        "1h30m, got 'often'")
+
+
+def test_a_run_directory_fills_its_placeholders_as_written_and_never_holds_the_repo(tmp_path):
+    assert one(tmp_path, command="x", group="my runs", run_dir="{group}/x").run_dir == "/profile/outputs/my runs/x"
+    assert run_message(tmp_path, run_dir="{nope}/x").startswith("FILE: run 0 ('r'): unknown placeholder {nope}")
+    data = {"remote_repo": "/out/sub/repo", "remote_outputs_dir": "/out",
+            "runs": [{"run_id": "r", "command": "x", "run_dir": "sub"}]}
+    assert message(tmp_path, data) == ("FILE: run 0 ('r'): run_dir '/out/sub' holds /out/sub/repo: a run directory "
+                                       "must be a folder of its own")
+
+
+def test_an_unreadable_config_says_why(tmp_path):
+    (tmp_path / "loop.json").symlink_to(tmp_path / "loop.json")
+    with pytest.raises(ConfigError) as caught:
+        load_submission(tmp_path / "loop.json", profile=PROFILE)
+    assert str(caught.value) == f"{tmp_path / 'loop.json'}: cannot read: Too many levels of symbolic links"
+
+
+def test_on_the_local_profile_a_relative_remote_repo_is_taken_from_the_project(tmp_path):
+    local = resolve_profile({}, "local", tmp_path)
+    for repo, expected in (("sub/dir", tmp_path.resolve() / "sub" / "dir"), ("/abs/repo", "/abs/repo")):
+        path = write(tmp_path, {"remote_repo": repo, "runs": [{"run_id": "a", "command": "x"}]})
+        assert load_submission(path, profile=local, project_dir=tmp_path).remote_repo == str(expected)
+
+
+@pytest.fixture
+def far_from_utc(monkeypatch):
+    """This machine's local time 9 hours ahead of UTC, for the length of a test."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_generated_run_ids_are_stamped_in_utc_whatever_the_local_time(far_from_utc):
+    assert generate_run_id({}, datetime(2025, 3, 4, 7, 6, 7, tzinfo=timezone(timedelta(hours=2)))) == "20250304-050607"
+    assert generate_run_id({}, datetime(2025, 3, 4, 5, 6, 7)) == "20250304-050607"  # naive: UTC, not local
+    assert generate_run_id({}, int(NOW.timestamp())) == "20250304-050607"
+    before = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = generate_run_id({}, None)
+    assert stamp in (before, datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
+
+
+def test_a_local_sync_folder_with_placeholders_is_the_same_folder_for_the_command_and_the_pod(tmp_path):
+    run = one(tmp_path, command="x {run_dir}", user="bob", out_mode="{mode}", mode="local_sync",
+              local_dir="/scratch/{user}", sync_interval="{every}", every="5m")
+    assert run.command == "x /scratch/bob/r"
+    assert dict(run.workload) == {"out_mode": "local_sync", "sync_interval": 300.0, "local_dir": "/scratch/bob"}
+    assert run_message(tmp_path, out_mode="local_sync", local_dir="/scratch/{run_dir}").startswith(
+        "FILE: run 0 ('r'): unknown placeholder {run_dir}")
+    assert run_message(tmp_path, out_mode="local_sync", local_dir="/scratch/{sub}", sub="../etc") == (
+        "FILE: run 0 ('r'): local_dir must be an absolute path on the pod's own disk, got '/scratch/../etc'")

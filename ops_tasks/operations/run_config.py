@@ -25,7 +25,7 @@ from ..defaults import RUN_LOCAL_DIR, RUN_STALL_TIMEOUT_S, RUN_SYNC_INTERVAL_S, 
 from ..errors import ConfigError
 from ..names import CONTROL_CHARS, ENV_NAME, RUN_ID, TMUX_SESSION
 from ..runtime.contract import COMMIT, FAILURE_CLASSES
-from ..runtime.keys import (NOT_IDENTITY, RESERVED, WORKLOAD_KEYS, check_expect, check_local_dir, run_problem,
+from ..runtime.keys import (NOT_IDENTITY, RESERVED, WORKLOAD_KEYS, check_local_dir, run_problem,
                             value_problem)
 from ..secrets import MASK, is_secret_key, is_secret_name
 
@@ -315,8 +315,8 @@ def _root(name: str, candidates: list, missing: str, base: Optional[str] = None)
     With base (a folder of this machine), a relative value is taken from there."""
     for value, source in candidates:
         if value:
-            if base and isinstance(value, str) and not value.startswith("/"):
-                value = posixpath.join(base, value)
+            if base and isinstance(value, str):
+                value = posixpath.join(base, value)  # an absolute value stays itself
             if not isinstance(value, str) or not value.startswith("/") or CONTROL_CHARS.search(value):
                 raise ConfigError(f"{name} {value!r} (from {source}) must be an absolute path "
                                   f"without control characters")
@@ -386,8 +386,12 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime,
     sources["run_id"] = run_id
     run_dir = _run_dir(run.get("run_dir"), sources, roots["outputs_dir"], where)
     # local_sync: the command writes into its directory on the pod's own disk; the supervisor
-    # copies it into run_dir on the volume (runtime.local_sync.LocalSync).
-    writes_to = local_work_dir(_out_mode(run, where, roots["outputs_dir"]), run_id) or run_dir
+    # copies it into run_dir on the volume (runtime.local_sync.LocalSync). Their placeholders are
+    # filled first (not {run_dir}: it is made from them), so the command and the pod name one folder.
+    out_keys = {key: _fill_deep(run[key], sources, where, value_styles)
+                for key in ("out_mode", "sync_interval", "local_dir") if key in run}
+    out_mode = _out_mode(out_keys, where, roots["outputs_dir"])
+    writes_to = local_work_dir(out_mode, run_id) or run_dir
     sources["run_dir"] = writes_to
 
     # A regex's braces ({3}, {n,m}) are never placeholders: metrics_from_log and expect are taken as written.
@@ -411,7 +415,7 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime,
         if key == "command":
             config[key] = shown_command
         elif key == "entrypoint":
-            config[key] = fill_placeholders(value, sources, quote=False, where=where)
+            config[key] = fill_placeholders(value, sources, quote=False, where=where, value_styles=value_styles)
         elif key == "env":
             config[key] = _masked_env(dict(env))
         elif key not in ("run_id", "run_dir"):
@@ -431,7 +435,7 @@ def _build_run(shown: str, position: str, run: dict, roots: dict, now: datetime,
         retry_on=retry_on,
         retry_backoff=DEFAULT_RETRY_BACKOFF if backoff is None else backoff,
         config=config,
-        workload=_workload(filled, where, roots["outputs_dir"]),
+        workload=_workload(filled, where, out_mode),
         warnings=tuple(configurator_warnings(run, filled, sources, style_of, where) + _budget_warnings(run, where)),
     )
     # What the pod will be sent, checked by the key table as the pod checks it: a value the
@@ -464,17 +468,17 @@ def local_work_dir(workload: dict, run_id: str) -> Optional[str]:
     return posixpath.join(workload["local_dir"], run_id)
 
 
-def _workload(run: dict, where: str, outputs_dir: str) -> tuple:
+def _workload(run: dict, where: str, out_mode: dict) -> tuple:
     """The run's WORKLOAD_KEYS, parsed (durations in seconds, signal names without SIG, log
-    patterns as lists) and checked by their rows of the key table (runtime/keys.py, which the pod
-    applies again): ((key, value), ...) for the pod's supervisor."""
+    patterns as lists; out_mode's keys as _out_mode made them) and checked by their rows of the key
+    table (runtime/keys.py, which the pod applies again): ((key, value), ...) for the pod's supervisor."""
     found = {}
     if run.get("expect") is not None:
-        found["expect"] = _expect(run["expect"], where)
+        found["expect"] = _expect(run["expect"])
     if "expect_commit" in run:
         # null is said on purpose: no pin for this run, not even the laptop's HEAD.
         found["expect_commit"] = _expected_commit(run["expect_commit"], f"{where}: expect_commit")
-    found.update(_out_mode(run, where, outputs_dir))
+    found.update(out_mode)
     for key in ("summary_from", "meta"):
         if run.get(key) is not None:
             found[key] = run[key]
@@ -494,23 +498,16 @@ def _workload(run: dict, where: str, outputs_dir: str) -> tuple:
         problem = value_problem(key, value)
         if problem:
             raise ConfigError(f"{where}: {problem}")
-    secret = next((key for key in found.get("meta") or {} if is_secret_key(key)), None)
-    if secret is not None:
-        raise ConfigError(f"{where}: meta.{secret} names a secret: meta is written into run_metadata.json; "
-                          f"pass it in env instead")
     return tuple(found.items())
 
 
-def _expect(value, where: str) -> dict:
-    """`expect` as the pod takes it (a log pattern given as one string becomes a list of one),
-    checked by its row of the key table: files (paths in the run directory), log_matches /
+def _expect(value):
+    """`expect` as the pod takes it (a log pattern given as one string becomes a list of one), to be
+    checked by its row of the key table (_workload): files (paths in the run directory), log_matches /
     log_not_matches (regexes, each searched line by line in stdout.log), wandb_synced."""
     if isinstance(value, dict):
         value = {key: [item] if key in ("log_matches", "log_not_matches") and isinstance(item, str) else item
                  for key, item in value.items() if item is not None}
-    problem = check_expect(value)
-    if problem:
-        raise ConfigError(f"{where}: {problem}")
     return value
 
 
@@ -756,13 +753,13 @@ def _run_dir(value, sources: dict, outputs_dir: str, where: str) -> str:
     path = "/" + posixpath.normpath(posixpath.join(outputs_dir, text)).lstrip("/")
     # The outputs root (or /) as a run directory would mix every run's files together; and a
     # --force moves whatever a run directory holds into attempts/: never the queue's own files.
-    if path in ("/", outputs_dir):
+    if path == outputs_dir:
         raise ConfigError(f"{where}: run_dir {text!r} is the outputs root itself, not a run directory")
     queue = posixpath.join(outputs_dir, ".ops")
     if path == queue or path.startswith(queue + "/"):
         raise ConfigError(f"{where}: run_dir {path!r} is the run queue's own folder")
-    for other in (outputs_dir, sources.get("remote_repo") or "/"):
-        if other == path or other.startswith(path.rstrip("/") + "/"):
+    for other in (outputs_dir, sources["remote_repo"]):
+        if other == path or other.startswith(path + "/"):
             raise ConfigError(f"{where}: run_dir {path!r} holds {other}: a run directory must be a folder of its own")
     return path
 
@@ -932,7 +929,7 @@ def configurator_warnings(run: dict, filled: dict, sources: dict, style_of, wher
                 found.append(_configurator_warning(where, key, value, flag_style))
         return found
     command = run.get("command")
-    texts = [command] if isinstance(command, str) else command if isinstance(command, list) else []
+    texts = [command] if isinstance(command, str) else command  # _command let only these through
     for text in (item for item in texts if isinstance(item, str)):
         for match in _PLACEHOLDER.finditer(text):
             name = match.group(2)
@@ -1046,5 +1043,6 @@ def _utc(now) -> datetime:
 
 
 def _type(value) -> str:
+    """A JSON (or CSV) value's kind, as a config's author would name it."""
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number" if isinstance(value, (int, float)) else type(value).__name__)
+        type(value), "a number")
