@@ -98,6 +98,19 @@ def table(node: Node) -> tuple:
     return head, [[td.text for td in tr.all("td")] for tr in node.one("tbody").all("tr")]
 
 
+BLOCKS = {"html", "head", "body", "ul", "table", "thead", "tbody", "tr", "svg", "figure", "select", "div"}
+
+
+def stray_text(page: Node) -> list:
+    """Text a reader would see between the page's blocks (in a list, a table, a chart, a legend), where
+    the page writes only elements."""
+    stray = [t for e in page.elements() if e.tag in BLOCKS for t in e.children if isinstance(t, str) and t.strip()]
+    for caption in page.all("figcaption"):
+        legend = caption.children[:next((i for i, c in enumerate(caption.children) if getattr(c, "tag", "") == "br"), 0)]
+        stray += [c for c in legend if isinstance(c, str)]
+    return stray
+
+
 def data_of(page: Node) -> dict:
     return json.loads(page.one("script", id="report-data").text)
 
@@ -137,7 +150,7 @@ def write_run(root, run_id, *, model, task="arith", rewards=(1, 0, 1, 1), summar
 
 
 def renamed(value, names: dict):
-    """The document with each run id of names spelled as its new name (a pod's run ids are its own)."""
+    """The document with each old string of names spelled as its new one (run ids, the payload for TOKEN)."""
     if isinstance(value, dict):
         return {renamed(k, names): renamed(v, names) for k, v in value.items()}
     if isinstance(value, list):
@@ -148,28 +161,54 @@ def renamed(value, names: dict):
     return value
 
 
-def hostile_report(tmp_path, payload: str) -> tuple:
-    """(doc, run dirs) of three runs of two models on two tasks, compared, grouped by model, one
-    failed run: the payload in every string a pod writes (run ids, model and task names, a summary
-    column, a logged metric, a failure class, prompts and answers) and in the scope."""
-    root = tmp_path / "pod_logs"
+# 20 examples a run (13, 15 and 5 right): a and b disagree on some, as a comparison's pairs do.
+REWARDS = {"a": tuple(0 if i % 3 == 1 else 1 for i in range(20)), "b": tuple(0 if i % 4 == 3 else 1 for i in range(20)),
+           "c": tuple(1 if i % 4 == 2 else 0 for i in range(20))}
+
+
+TOKEN = "PAYLOAD"  # stands for the payload in the report built once (a comparison's power takes seconds)
+
+
+def write_runs(root, payload: str) -> None:
+    """Three runs of two models on two tasks, one failed run: the payload in every string a pod
+    writes (model and task names, a summary column, a logged metric, a failure class, prompts and
+    answers)."""
     steps = [{"iter": 10 * i, f"loss{payload}": 4.0 / (i + 1)} for i in range(3)]
-    write_run(root, "run-a", model=f"m-4B{payload}", rewards=(1, 0, 1, 1), extra={f"col{payload}": 0.5},
+    write_run(root, "run-a", model=f"m-4B{payload}", rewards=REWARDS["a"], extra={f"col{payload}": 0.5},
               texts={1: (f"Q{payload}", f"A{payload}")}, steps=steps)
-    write_run(root, "run-b", model=f"m-32B{payload}", task=f"t{payload}", rewards=(1, 1, 1, 0), steps=steps)
-    write_run(root, "run-c", model=f"m-4B{payload}", rewards=(0, 0, 1, 0))
+    write_run(root, "run-b", model=f"m-32B{payload}", task=f"t{payload}", rewards=REWARDS["b"], steps=steps)
+    write_run(root, "run-c", model=f"m-4B{payload}", rewards=REWARDS["c"])
     write_run(root, "run-x", model="m-1B", summary={"ok": False, "failure_class": f"oom{payload}"})
-    doc = build_report(root, group_by="model_id", compare=["run-a", "run-b"], scope=f"scope{payload}")
-    dirs = doc.pop(RUN_DIRS)
-    names = {f"run-{k}": f"run-{k}{payload}" for k in "abcx"}
-    doc = renamed(doc, names)
-    doc["root"] = f"root{payload}"
-    return doc, {names[k]: v for k, v in dirs.items()}
+
+
+@pytest.fixture(scope="module")
+def token_report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("token") / "pod_logs"
+    write_runs(root, TOKEN)
+    doc = build_report(root, group_by="model_id", compare=["run-a", "run-b"], scope=f"scope{TOKEN}")
+    doc.pop(RUN_DIRS)
+    return doc
+
+
+@pytest.fixture
+def hostile_report(tmp_path, token_report):
+    """(doc, run dirs) of write_runs' report, grouped by model and comparing run-a with run-b, as
+    build_report makes it: the payload in each string from the pod, in the run ids and the scope."""
+
+    def report(payload: str) -> tuple:
+        root = tmp_path / "pod_logs"
+        write_runs(root, payload)  # the files the page reads itself: examples and curves
+        names = {TOKEN: payload, **{f"run-{k}": f"run-{k}{payload}" for k in "abcx"}}
+        doc = renamed(token_report, names)
+        doc["root"] = f"root{payload}"
+        return doc, {names[f"run-{k}"]: str(root / f"run-{k}") for k in "abc"}
+
+    return report
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)
-def test_every_string_from_a_pod_is_text_in_each_place_it_shows(tmp_path, payload):
-    doc, dirs = hostile_report(tmp_path, payload)
+def test_every_string_from_a_pod_is_text_in_each_place_it_shows(tmp_path, hostile_report, payload):
+    doc, dirs = hostile_report(payload)
     path = write_report_html(doc, dirs, tmp_path / "out" / "report.html")
     text = path.read_text(encoding="utf-8")
     page = parse(text)
@@ -182,6 +221,7 @@ def test_every_string_from_a_pod_is_text_in_each_place_it_shows(tmp_path, payloa
         "span", "br", "div", "label", "select", "option", "input", "script"}
     assert [s.attrs.get("type") for s in page.all("script")] == ["application/json", None]
     assert not [a for e in page.elements() for a in e.attrs if a.startswith("on")]
+    assert stray_text(page) == []
 
     assert page.one("head").one("title").text == page.one("h1").text == f"Report: root{payload}"
     header = header_items(page)
@@ -218,7 +258,7 @@ def test_every_string_from_a_pod_is_text_in_each_place_it_shows(tmp_path, payloa
     assert [s.text for s in page.all("span", cls="legend")] == [f"m-4B{payload}", f"m-32B{payload}"]
     # The comparison names the runs; the failed run its failure class.
     lines = [li.text for li in page.one("ul", cls="comparison").all("li")]
-    assert lines[1].startswith(f"shared examples: 4 (only in {run['a']}: 0, only in {run['b']}: 0)")
+    assert lines[1].startswith(f"shared examples: 20 (only in {run['a']}: 0, only in {run['b']}: 0)")
     head, rows = table(page.one("table", cls="failed"))
     assert rows == [[run["x"], "failed", f"oom{payload}", f"summary.json says ok: false, failure_class oom{payload}"]]
     # The examples' JSON: nothing in it ends the block, and it reads back as the pod wrote it.
@@ -227,7 +267,7 @@ def test_every_string_from_a_pod_is_text_in_each_place_it_shows(tmp_path, payloa
     data = json.loads(raw)
     assert data["compare"] == [run["a"], run["b"]]
     assert [run["a"], "q1", f"Q{payload}", f"A{payload}", "2", 0] in data["examples"]
-    assert {e[0] for e in data["examples"]} == {run["a"], run["b"], run["c"]} and len(data["examples"]) == 12
+    assert {e[0] for e in data["examples"]} == {run["a"], run["b"], run["c"]} and len(data["examples"]) == 60
     # No URL is loaded: the one http in the page is the SVG namespace's name.
     urls = [(e.tag, k, v) for e in page.elements() for k, v in e.attrs.items() if v and "http" in v.lower()]
     assert {(tag, key) for tag, key, _ in urls} <= {("svg", "xmlns"), ("meta", "http-equiv")}
@@ -256,6 +296,7 @@ def test_the_page_is_one_self_contained_document_that_loads_nothing():
     assert text.startswith("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">") and text.endswith(
         "</html>\n")
     page = parse(text)
+    assert stray_text(page) == []
     assert page.one("html").attrs == {"lang": "en"} and page.one("head").one("meta", charset="utf-8")
     policy = page.one("meta", http_equiv="Content-Security-Policy").attrs["content"]
     assert policy == "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
@@ -328,14 +369,14 @@ def test_the_runs_table_shows_rounded_numbers_dates_and_the_first_rows_only(monk
     assert parse(render_html(small_doc(rows=[], count=0), [])).all("table", cls="runs") == []
 
 
-def test_groups_comparison_models_by_task_and_failed_runs_each_have_their_section(tmp_path):
-    doc, dirs = hostile_report(tmp_path, "")
+def test_groups_comparison_models_by_task_and_failed_runs_each_have_their_section(tmp_path, hostile_report):
+    doc, dirs = hostile_report("")
     page = parse(render_html(doc, [], dirs))
     # Groups: the group's own values as they are (plain), its numbers to 4 places.
     assert section(page, "Groups by model_id") is page.one("table", cls="groups")
     head, rows = table(page.one("table", cls="groups"))
     assert head[:4] == ["model_id", "runs", "avg_reward_mean", "avg_reward_sd"] and "results_mean" in head
-    assert [(r[0], r[1], r[head.index("results_mean")]) for r in rows] == [("m-4B", "2", "0.5000"), ("m-32B", "1", "0.7500")]
+    assert [(r[0], r[1], r[head.index("results_mean")]) for r in rows] == [("m-4B", "2", "0.4500"), ("m-32B", "1", "0.7500")]
     # The comparison: its title, the verdict in bold, then each line with its formula.
     lines = page.one("ul", cls="comparison").all("li")
     assert section(page, "Comparison: run-b - run-a, avg_reward") is page.one("ul", cls="comparison")
@@ -354,7 +395,9 @@ def test_groups_comparison_models_by_task_and_failed_runs_each_have_their_sectio
         ["run-x", "failed", "oom", "summary.json says ok: false, failure_class oom"]])
 
     # Sides of --compare-by are groups, not two runs: the drill-down has no pair to filter on.
-    root = tmp_path / "pod_logs"
+    root = tmp_path / "same_task"
+    for run_id, model, rewards in (("p1", "m-4B", REWARDS["a"]), ("p2", "m-32B", REWARDS["b"])):
+        write_run(root, run_id, model=model, rewards=rewards)
     by = build_report(root, compare=["m-4B", "m-32B"], compare_by="model_id")
     dirs = by.pop(RUN_DIRS)
     page = parse(render_html(by, [], dirs))
@@ -368,6 +411,15 @@ def test_groups_comparison_models_by_task_and_failed_runs_each_have_their_sectio
     assert table(page.one("table", cls="groups")) == (
         ["lr", "runs", "avg_reward_mean"], [["0.1", "2", "0.5000"], ["2", "1", "0.3333"]])
     assert section(page, "Groups by lr") is page.one("table", cls="groups")
+    # Grouped by two keys, one of them no run has: both columns stay (a group is named by them); priced
+    # groups add their cost columns.
+    doc = small_doc(group_by=["lr", "seed"], groups=[
+        {"lr": 0.1, "seed": None, "runs": 2, "avg_reward_mean": 0.5, "cost": 1.5, "cost_per_correct": 0.75},
+        {"lr": 0.2, "seed": None, "runs": 1, "avg_reward_mean": 0.25}])
+    page = parse(render_html(doc, []))
+    assert table(page.one("table", cls="groups")) == (["lr", "seed", "runs", "avg_reward_mean", "cost", "cost_per_correct"], [
+        ["0.1", "", "2", "0.5000", "1.5000", "0.7500"], ["0.2", "", "1", "0.2500", "", ""]])
+    assert section(page, "Groups by lr, seed") is page.one("table", cls="groups")
     # Nothing grouped, compared or failed: no such section.
     page = parse(render_html(small_doc(), []))
     assert [h.text for h in page.all("h2")] == ["Runs (2)", "Examples"]
@@ -420,6 +472,8 @@ def test_each_bar_and_whisker_sits_at_its_value_on_the_axis_its_ticks_label(bars
     svg = parse(report_html.plot_svg({"metric": {"name": "avg_reward"}, "rows": run_rows(*bars)})).one("svg")
     read = chart(svg)
     assert read["ticks"] == ticks and read["axis_flat"]
+    # Whatever the range, the axis spans the plot area: its low end on the axis line, its high end at the top.
+    assert [(t.attrs["y"], t.text) for t in svg.all("text", cls="tick")][::2] == [("214.0", ticks[0]), ("24.0", ticks[2])]
     low = float(ticks[0])
     assert read["axis"] == pytest.approx(low, abs=0.01)
     assert read["whiskers"] == 3 * len(bars)
@@ -459,6 +513,23 @@ def test_the_chart_s_layout_labels_and_caption():
     assert len(svg.all("line", cls="ci")) == 6
     assert figure.one("figcaption").text == (
         "avg_reward: mean and 95% interval, per run (Wilson, none on some bars)")
+
+
+def test_a_bar_whose_interval_passes_a_float_is_drawn_without_one(tmp_path):
+    # Scores near the largest float: the interval's upper end overflows (ci95_high None, ci95_low 0.0).
+    # The page still builds (it stopped with a TypeError), the bar with its mean and no whisker.
+    root = tmp_path / "pod_logs"
+    for run_id, model in (("run-a", "m1"), ("run-b", "m2")):
+        write_run(root, run_id, model=model, rewards=(1.70e308, 1.78e308, 1.60e308, 1.79e308))
+    doc = build_report(root)
+    assert [(r["ci95_low"], r["ci95_high"]) for r in doc["rows"]] == [(0.0, None)] * 2
+    svg = parse(render_html(doc, [], doc.pop(RUN_DIRS))).all("figure")[0].one("svg")
+    assert [r.one("title").text.split(": ")[1] for r in svg.all("rect")] == [f"{1.7175e308:.4f}"] * 2
+    assert svg.all("line", cls="ci") == []
+    rows = run_rows((0.5, 0.25, None, 0.5), (0.5, None, 0.75, 0.5))
+    svg = parse(report_html.plot_svg({"metric": {"name": "m"}, "rows": rows})).one("svg")
+    assert [r.one("title").text for r in svg.all("rect")] == ["run-0: 0.5000", "run-1: 0.5000"]
+    assert svg.all("line", cls="ci") == []
 
 
 @pytest.mark.parametrize("count, width, shown", [(10, 420, 10), (11, 434, 11), (200, 6860, 200), (201, 6860, 200)])
@@ -503,7 +574,7 @@ def logged(tmp_path, runs: dict) -> dict:
 
 def test_a_curve_s_x_is_the_first_step_key_it_logs_else_its_line_and_its_y_the_report_s_metric(tmp_path):
     dirs = logged(tmp_path, {"r1": [
-        {"iter": 5, "step": 50, "global_step": 500, "epoch": 0.1, "avg_reward": 0.1, "loss": 9},
+        {"iter": 5, "step": 50, "global_step": 500, "epoch": 0.1, "loss": 9, "avg_reward": 0.1},
         {"step": 60, "global_step": 600, "epoch": 0.2, "avg_reward": 0.2},
         {"global_step": 700, "epoch": 0.3, "avg_reward": 0.3},
         {"epoch": 0.4, "avg_reward": 0.4},
@@ -617,15 +688,15 @@ def test_a_curve_of_one_point_or_a_flat_one_stays_on_the_axes(tmp_path):
 # ---------------------------------------------------------------- writing the file
 
 
-def test_the_page_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
-    doc, dirs = hostile_report(tmp_path, "")
+def test_the_page_is_written_whole_or_not_at_all(tmp_path, monkeypatch, hostile_report):
+    doc, dirs = hostile_report("")
     target = tmp_path / "new" / "artifacts" / "report.html"
     with ExampleSpool() as spool:
-        spooled = build_report(tmp_path / "pod_logs", group_by="model_id", compare=["run-a", "run-b"], spool=spool)
+        spooled = build_report(tmp_path / "pod_logs", group_by="model_id", spool=spool)
         spooled_dirs = spooled.pop(RUN_DIRS)
         assert write_report_html(spooled, spooled_dirs, target, spool) == target  # its folders made
     data = data_of(parse(target.read_text()))
-    assert [e[:2] for e in data["examples"]] == [[r, f"q{i}"] for r in ("run-a", "run-b", "run-c") for i in range(4)]
+    assert [e[:2] for e in data["examples"]] == [[r, f"q{i}"] for r in ("run-a", "run-b", "run-c") for i in range(20)]
     # Again over the same file (the folder is there): the new page, nothing else beside it.
     first = target.read_text()
     write_report_html(spooled, spooled_dirs, target)
@@ -660,3 +731,24 @@ def test_a_local_root_that_is_not_utf_8_still_gets_its_page(tmp_path):
     doc = small_doc(root="/data/caf\udce9/pod_logs")  # os.fsdecode of a Latin-1 file name
     path = write_report_html(doc, {}, tmp_path / "report.html")
     assert b"<h1>Report: /data/caf\xe9/pod_logs</h1>" in path.read_bytes()
+
+
+def test_the_examples_are_those_the_report_read_though_the_run_was_fetched_again_since(tmp_path):
+    write_run(tmp_path / "pod_logs", "run-a", model="m", rewards=(1, 0))
+    with ExampleSpool() as spool:
+        doc = build_report(tmp_path / "pod_logs", spool=spool)
+        (tmp_path / "pod_logs" / "run-a" / "results.jsonl").write_text(
+            json.dumps({"id": "q9", "question": "new", "reward": 1}) + "\n")
+        path = write_report_html(doc, doc.pop(RUN_DIRS), tmp_path / "report.html", spool)
+    assert [e[:2] for e in data_of(parse(path.read_text()))["examples"]] == [["run-a", "q0"], ["run-a", "q1"]]
+
+
+def test_the_page_is_utf_8_whatever_the_locale(tmp_path, monkeypatch):
+    import builtins
+
+    def latin_1_locale(file, mode="r", encoding=None, **options):  # open() on a laptop whose locale is Latin-1
+        return builtins.open(file, mode, encoding=encoding or "latin-1", **options)
+
+    monkeypatch.setattr(report_html, "open", latin_1_locale, raising=False)
+    path = write_report_html(small_doc(root="/données/вычисления"), {}, tmp_path / "report.html")
+    assert "<h1>Report: /données/вычисления</h1>" in path.read_bytes().decode("utf-8")

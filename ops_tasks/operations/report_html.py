@@ -71,10 +71,11 @@ def plot_svg(doc: dict) -> str:
     for index, (label, mean, ci_low, ci_high) in enumerate(bars):
         x = left + 10 + index * step
         top = y(max(mean, low))
+        whisker = ci_low is not None and ci_high is not None  # a bound past a float is None: no interval drawn
         parts.append(f'<rect x="{x}" y="{top:.1f}" width="{step - 10}" height="{max(0.0, y(low) - top):.1f}" '
                      f'class="bar"><title>{_e(label)}: {mean:.4f}'
-                     + (f' [{ci_low:.4f}, {ci_high:.4f}]' if ci_low is not None else '') + '</title></rect>')
-        if ci_low is not None and ci_high is not None:
+                     + (f' [{ci_low:.4f}, {ci_high:.4f}]' if whisker else '') + '</title></rect>')
+        if whisker:
             middle = x + (step - 10) / 2
             parts.append(f'<line x1="{middle}" y1="{y(ci_low):.1f}" x2="{middle}" y2="{y(ci_high):.1f}" class="ci"/>')
             for end in (ci_low, ci_high):
