@@ -118,3 +118,15 @@ def test_a_repo_is_dirty_only_when_the_run_says_so(tmp_path, dirty, shown):
     header = "\n".join(build_report(tmp_path)["markdown"].splitlines()[:12])
 
     assert ("a" * 12 + " (dirty)" in header) is shown and "a" * 12 in header
+
+
+def test_a_shift_that_rounding_leaves_almost_constant_is_a_verdict_not_a_hang(tmp_path):
+    # B = A + 0.25 on every example: in floats the differences spread by ~1e-17, which made the
+    # power's noncentral t sum ~1e30 terms.
+    rng = random.Random(2)
+    a = {f"q{i}": rng.random() / 2 for i in range(30)}
+    sweep(tmp_path, [("a", "m/a", "t", 0, a), ("b", "m/b", "t", 0, {k: v + 0.25 for k, v in a.items()})])
+
+    c = build_report(tmp_path, compare=["a", "b"])["comparison"]
+
+    assert 0 < c["sd_diff"] < 1e-15 and c["verdict"].startswith("b better than a by 0.25")

@@ -131,12 +131,13 @@ def test_mcnemar_mde_is_where_the_power_is_80_percent():
     for discordant, n in ((0.2, 50), (0.3, 200), (0.1, 1000)):
         effect = mcnemar_mde(discordant, n)
         at = mcnemar_power((discordant - effect) / 2, (discordant + effect) / 2, n)
-        below = mcnemar_power((discordant - effect + 1e-9) / 2, (discordant + effect - 1e-9) / 2, n)
-        assert at >= 0.8 > below and at == pytest.approx(0.8, abs=1e-6)
+        step = discordant / 2 ** 15  # to 2-3 significant digits: 16 halvings of (0, discordant]
+        below = mcnemar_power((discordant - effect + step) / 2, (discordant + effect - step) / 2, n)
+        assert at >= 0.8 > below and at == pytest.approx(0.8, abs=2e-3)
     # At n = 50 with 20% discordant pairs the exact test needs 0.176, the z formula says 0.177;
     # at n = 200 the exact test needs 0.091 where the z formula promises 0.089.
-    assert mcnemar_mde(0.2, 50) == pytest.approx(0.17573, abs=1e-5)
-    assert mcnemar_mde(0.2, 200) == pytest.approx(0.09116, abs=1e-5)
+    assert mcnemar_mde(0.2, 50) == pytest.approx(0.17573, abs=1e-4)
+    assert mcnemar_mde(0.2, 200) == pytest.approx(0.09116, abs=1e-4)
     assert mcnemar_mde(0.05, 20) is None  # one discordant pair expected: nothing can be seen
     assert mcnemar_mde(0.0, 100) is None
 
@@ -153,3 +154,27 @@ def test_mcnemar_examples_needed_stays_above_from_there_on(discordant, effect):
 def test_mcnemar_power_saw_tooths_where_every_pair_is_discordant():
     # The documented reason mcnemar_examples_needed looks past the first crossing.
     assert mcnemar_power(0.3, 0.7, 6) > mcnemar_power(0.3, 0.7, 7)
+
+
+def test_past_the_exact_range_connors_mcnemar_power_is_what_the_exact_test_does():
+    # 1,000 pairs, 30% discordant: 300 expected discordant pairs, past MCNEMAR_EXACT_UP_TO, so
+    # mcnemar_mde answers with Connor's approximation (instantly); the exact test, simulated at
+    # that difference, rejects 80% of the time within its binomial error.
+    import random
+
+    from ops_tasks.operations.stats import MCNEMAR_EXACT_UP_TO, mcnemar_exact_p, mcnemar_mde
+
+    n, discordant = 1000, 0.3
+    assert n * discordant > MCNEMAR_EXACT_UP_TO
+    effect = mcnemar_mde(discordant, n)
+    rng, rejected, reps = random.Random(3), 0, 1000
+    for _ in range(reps):
+        b = c = 0
+        for _ in range(n):
+            u = rng.random()
+            if u < (discordant - effect) / 2:
+                b += 1
+            elif u < discordant:
+                c += 1
+        rejected += mcnemar_exact_p(b, c) < 0.05
+    assert abs(rejected / reps - 0.8) < 3 * math.sqrt(0.8 * 0.2 / reps), rejected

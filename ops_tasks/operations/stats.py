@@ -340,7 +340,9 @@ def paired_t_power(effect: float, sd: float, n: int, alpha: float = 0.05) -> flo
         raise ValueError("a paired t test needs at least two pairs")
     if sd == 0:
         return 1.0 if effect else alpha
-    df, shift = n - 1, effect / sd * math.sqrt(n)
+    # Past a noncentrality of 200 the power is 1 to double precision for any df (even at df = 1 a
+    # miss needs a chi-square(1) above (200 / 12.7)^2 = 248); the series would sum ~delta^2/2 terms.
+    df, shift = n - 1, max(-200.0, min(200.0, effect / sd * math.sqrt(n)))
     critical = t_quantile(1 - alpha / 2, df)
     return (1.0 - noncentral_t_cdf(critical, df, shift)) + noncentral_t_cdf(-critical, df, shift)
 
@@ -380,6 +382,7 @@ def _binomial_at_most(k: int, m: int, p: float) -> float:
 
 
 @lru_cache(maxsize=8192)
+@lru_cache(maxsize=4096)
 def mcnemar_critical(m: int, alpha: float = 0.05) -> int:
     """The largest k for which mcnemar_exact_p(k, m - k) < alpha (the test rejects when the smaller
     of the two discordant counts is k or less); -1 when no split of m discordant pairs rejects.
@@ -425,16 +428,35 @@ def mcnemar_power(p10: float, p01: float, n: int, alpha: float = 0.05) -> float:
     return min(1.0, total)
 
 
+MCNEMAR_EXACT_UP_TO = 200  # expected discordant pairs: past them, Connor's normal approximation
+
+
+def mcnemar_power_normal(p10: float, p01: float, n: int, alpha: float = 0.05) -> float:
+    """Connor's (1987) normal approximation of McNemar's power: Phi((|p01 - p10| sqrt(n) - z
+    sqrt(d)) / sqrt(d - (p01 - p10)^2)), d = p10 + p01. Past MCNEMAR_EXACT_UP_TO expected
+    discordant pairs the exact test's steps are fine enough that it agrees (tests/test_stats_power.py
+    checks by simulation), and the exact sum would cost seconds."""
+    discordant, effect = p10 + p01, abs(p01 - p10)
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    spread = math.sqrt(max(discordant - effect * effect, 1e-300))
+    return NormalDist().cdf((effect * math.sqrt(n) - z * math.sqrt(discordant)) / spread)
+
+
 def mcnemar_mde(discordant: float, n: int, power: float = 0.8, alpha: float = 0.05) -> Optional[float]:
     """The smallest |p01 - p10| that the exact McNemar test on n pairs detects with this power when a
     pair is discordant with probability `discordant` (estimated as (b + c) / n): bisection over
-    (0, discordant], as the power rises with |p01 - p10| at a fixed discordance. None when even
-    the largest possible difference (every discordant pair one way) falls short of the power."""
+    (0, discordant], as the power rises with |p01 - p10| at a fixed discordance, to 2-3 significant
+    digits (a sample's MDE varies more than that). None when even the largest possible difference
+    (every discordant pair one way) falls short of the power. Connor's approximation past
+    MCNEMAR_EXACT_UP_TO expected discordant pairs."""
+    exact = n * discordant <= MCNEMAR_EXACT_UP_TO
+    of = mcnemar_power if exact else mcnemar_power_normal
+
     def power_at(effect: float) -> float:
-        return mcnemar_power((discordant - effect) / 2, (discordant + effect) / 2, n, alpha)
+        return of((discordant - effect) / 2, (discordant + effect) / 2, n, alpha)
     if discordant <= 0 or power_at(discordant) < power:
         return None
-    return _find_least(lambda effect: power_at(effect) >= power, 0.0, discordant, steps=60)
+    return _find_least(lambda effect: power_at(effect) >= power, 0.0, discordant, steps=16)
 
 
 def mcnemar_examples_needed(discordant: float, effect: float, power: float = 0.8, alpha: float = 0.05,
@@ -451,6 +473,11 @@ def mcnemar_examples_needed(discordant: float, effect: float, power: float = 0.8
     if not 0 < effect <= discordant:
         return None
     p10, p01 = (discordant - effect) / 2, (discordant + effect) / 2
+    z, z_power = NormalDist().inv_cdf(1 - alpha / 2), NormalDist().inv_cdf(power)
+    connor = math.ceil((z * math.sqrt(discordant) + z_power * math.sqrt(discordant - effect * effect)) ** 2
+                       / effect ** 2)
+    if connor * discordant > MCNEMAR_EXACT_UP_TO:
+        return connor  # Connor's (1987) sample size: the exact test's steps are fine there
 
     def reaches(n: int) -> bool:
         return mcnemar_power(p10, p01, n, alpha) >= power
