@@ -143,6 +143,8 @@ def _measured(value):
 
 def _score(value) -> Optional[float]:
     """A per-example score: a finite number, or a bool as 0/1."""
+    if type(value) is int and -(1 << 53) <= value <= 1 << 53:  # the common 0/1 reward first: exact as a float
+        return float(value)
     if isinstance(value, bool):
         return float(value)
     number = _number(value)

@@ -214,12 +214,17 @@ def clustered_in_parts(parts: Callable[[], Iterable]) -> dict:
     return {"mean": mean, "se": se, "clusters": groups, "n": count}
 
 
+MCNEMAR_EXACT_INTEGERS_UP_TO = 5000  # discordant pairs; past them the tail is the incomplete beta's (1e-13)
+
+
 def mcnemar_exact_p(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value: min(1, 2 * P(X <= min(b, c))), X ~ Bin(b + c, 1/2)."""
     n = b + c
     if n == 0:
         return 1.0
     k = min(b, c)
+    if n > MCNEMAR_EXACT_INTEGERS_UP_TO:  # the integer sum grows as n^2 (2 s at 100,000 pairs)
+        return min(1.0, 2 * _binomial_at_most(k, n, 0.5))
     term, tail = 1, 1  # C(n, 0); then C(n, i) from C(n, i-1), exact integers
     for i in range(1, k + 1):
         term = term * (n - i + 1) // i
@@ -382,7 +387,6 @@ def _binomial_at_most(k: int, m: int, p: float) -> float:
 
 
 @lru_cache(maxsize=8192)
-@lru_cache(maxsize=4096)
 def mcnemar_critical(m: int, alpha: float = 0.05) -> int:
     """The largest k for which mcnemar_exact_p(k, m - k) < alpha (the test rejects when the smaller
     of the two discordant counts is k or less); -1 when no split of m discordant pairs rejects.
