@@ -300,8 +300,12 @@ def test_what_a_run_is_sent_and_shown(tmp_path):
                                 "env": {"HF_TOKEN": "***", "PLAIN": "1"}, "summary_from": "lm_eval"}},
     }
     assert run.shown()["env"] == {"HF_TOKEN": "***", "PLAIN": "1"} and run.to_dict()["env"]["HF_TOKEN"] == "hf_canary"
-    sent["config"]["seed"] = 2  # what was sent is a copy: the run keeps its own config
-    assert run.config["seed"] == 1
+    sent["config"]["env"]["PLAIN"] = "2"  # what was sent is a copy: the run keeps its own config
+    sent["summary_from"] = "verifiers"
+    assert run.config["env"]["PLAIN"] == "1"
+    meta = one(tmp_path, command="x", meta={"team": "a"})
+    meta.to_dict()["meta"]["team"] = "b"
+    assert dict(meta.workload)["meta"] == {"team": "a"}
     listed = one(tmp_path, command=["echo", "{seed}"], seed=3)
     assert listed.config["command"] == ["echo", "3"] and listed.command == "echo 3"
 
@@ -472,6 +476,7 @@ def test_a_key_of_the_run_that_is_no_usable_name_or_a_secret_inside_a_value_is_r
     ({"a": ["x", "pretrained=m,api_key=sk"]}, "v.a[1] (api_key=...)"),
     ("pretrained=m api.key=sk", "v (api.key=...)"),
     ("pretrained=m;hf-token=x", "v (hf-token=...)"),
+    ("m=1,api-key=sk", "v (api-key=...)"),
     ("a=1&token=x", "v (token=...)"), ("--token=x", None),
     ("api_key", None), ("tokens=5,max_tokens=3", None), ({"max_tokens": 3}, None), ([1, {"a": "b"}], None), (5, None),
 ])
@@ -485,6 +490,11 @@ def test_a_secret_deeper_than_the_nesting_limit_is_no_longer_searched():
         value = {"a": value}
     assert nested_secret(value, "v") == "v" + ".a" * 32 + ".token"
     assert nested_secret({"a": value}, "v") is None
+    listed = [{"token": 1}]
+    for _ in range(31):
+        listed = [listed]
+    assert nested_secret(listed, "v") == "v" + "[0]" * 32 + ".token"
+    assert nested_secret([listed], "v") is None
 
 
 @pytest.mark.parametrize("meta, expected", [
@@ -814,3 +824,10 @@ def test_a_local_sync_folder_with_placeholders_is_the_same_folder_for_the_comman
         "FILE: run 0 ('r'): unknown placeholder {run_dir}")
     assert run_message(tmp_path, out_mode="local_sync", local_dir="/scratch/{sub}", sub="../etc") == (
         "FILE: run 0 ('r'): local_dir must be an absolute path on the pod's own disk, got '/scratch/../etc'")
+
+
+def test_a_bad_root_or_row_names_where_it_came_from(tmp_path):
+    assert message(tmp_path, {"runs": [{"command": "x"}]}, remote_repo="repo") == (
+        "remote_repo 'repo' (from --remote-repo) must be an absolute path without control characters")
+    assert message(tmp_path, "run_id,command\nx y,true\n", name="s.csv").startswith(
+        "FILE: run 0 (FILE line 2) ('x y'): run_id must match")

@@ -902,7 +902,7 @@ def entrypoint_value_style(flag_style: str) -> str:
 def placeholder_value_style(style: tuple) -> str:
     """A placeholder's value style from its key's (flag_style, value_style): `flag` has no
     meaning inside a text, so it (and no style at all) writes JSON."""
-    return style[1] if style[1] in ("json", "python") else "json"
+    return "python" if style[1] == "python" else "json"
 
 
 def render_value(value, value_style: str = "json") -> str:
