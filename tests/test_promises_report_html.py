@@ -544,14 +544,14 @@ def test_the_chart_widens_with_its_bars_and_says_when_it_shows_the_first_200(cou
 def test_a_chart_of_groups_says_what_each_bar_pools_and_no_bar_no_chart():
     groups = [{"lr": 0.1, "model_id": "a", "results_mean": 0.5, "results_ci95_low": 0.4, "results_ci95_high": 0.6,
                "results_interval": "clustered by example"},
-              {"lr": 0.2, "model_id": "a", "results_mean": None, "avg_reward_mean": 0.3, "avg_reward_ci95_low": 0.1,
-               "avg_reward_ci95_high": 0.5, "avg_reward_interval": "student t over runs"}]
+              {"lr": 0.2, "model_id": "a", "results_mean": 0.3, "results_ci95_low": 0.1, "results_ci95_high": 0.5,
+               "results_interval": "wilson score interval"}]
     doc = {"metric": {"name": "avg_reward"}, "rows": [], "groups": groups, "group_by": ["lr", "model_id"]}
     figure = parse(report_html.plot_svg(doc)).one("figure")
     assert [r.one("title").text for r in figure.all("rect")] == [
         "0.1 / a: 0.5000 [0.4000, 0.6000]", "0.2 / a: 0.3000 [0.1000, 0.5000]"]
     assert figure.one("figcaption").text == ("avg_reward: mean and 95% interval, per group: its runs' examples pooled "
-                                             "(else their summary values) (Student's t over runs, clustered by example)")
+                                             "(else their summary values) (Wilson, clustered by example)")
     assert report_html.plot_svg({**doc, "groups": []}) == ""
     assert report_html.plot_svg({"metric": {"name": "m"}, "rows": [{"run_id": "r", "mean": None}]}) == ""
 
