@@ -252,8 +252,11 @@ def test_group_by_gives_mean_sd_and_n_over_runs(ops, root):
     assert groups["m1"]["env_id"] == "arith" and groups["m1"]["runs"] == 3 and groups["m1"]["avg_reward_n"] == 3
     assert groups["m1"]["avg_reward_mean"] == pytest.approx(0.7)
     assert groups["m1"]["avg_reward_sd"] == pytest.approx(statistics.stdev(m1))
-    half = 4.3027 * statistics.stdev(m1) / math.sqrt(3)  # t(0.975, 2 df)
-    assert groups["m1"]["avg_reward_ci95_low"] == pytest.approx(0.7 - half, abs=1e-4)
+    # where a fourth seed would fall: a prediction interval, t(0.975, 2 df) * sd * sqrt(1 + 1/3)
+    half = 4.3027 * statistics.stdev(m1) * math.sqrt(1 + 1 / 3)
+    assert groups["m1"]["avg_reward_pi95_low"] == pytest.approx(max(0.0, 0.7 - half), abs=1e-4)
+    assert groups["m1"]["avg_reward_pi95_high"] == pytest.approx(min(1.0, 0.7 + half), abs=1e-4)
+    assert "avg_reward_ci95_low" not in groups["m1"]  # no confidence interval of the runs' mean called ci95
     assert groups["m2"]["avg_reward_n"] == 1 and groups["m2"]["avg_reward_sd"] is None
     assert "## Groups by model_id, env_id" in result.json["markdown"]
 
@@ -482,7 +485,7 @@ def test_seeds_pool_their_examples_with_a_clustered_interval_inside_the_range(op
     assert group["results_ci95_high"] == pytest.approx(min(1.0, mean + 2.262157 * se), abs=1e-6)
     assert 0.0 <= group["results_ci95_low"] < mean < group["results_ci95_high"] <= 1.0
     # Two identical run summaries: no spread, so no interval, and the report says why.
-    assert group["avg_reward_ci95_low"] is None and "agree exactly" in group["avg_reward_interval"]
+    assert group["avg_reward_pi95_low"] is None and "agree exactly" in group["avg_reward_interval"]
 
 
 @pytest.mark.parametrize("n", [10, 13, 25])
@@ -678,8 +681,10 @@ def test_a_models_by_task_cell_pools_its_seeds_examples_instead_of_a_t_interval_
     # One run: its own Wilson interval, as its row shows it.
     assert (cells["small"]["arith"]["ci95_low"], cells["small"]["arith"]["ci95_high"]) == pytest.approx(
         wilson_by_hand(6, 12))
-    # No per-example scores: Student's t over the runs' summary values, t(0.975, 1) = 12.706.
+    # No per-example scores: where one more run would fall, from the runs' summary values, t(0.975, 1) = 12.706.
     train = cells["big"]["train"]
-    half = 12.7062047 * 0.03  # sd 0.03 * sqrt(2) over sqrt(2) runs
+    half = 12.7062047 * 0.03 * math.sqrt(2) * math.sqrt(1 + 1 / 2)  # sd 0.03 * sqrt(2), one more run of two
     assert train["mean"] == pytest.approx(0.43) and train["ci95_low"] == pytest.approx(max(0.0, 0.43 - half))
+    assert train["ci95_high"] == 1.0  # clipped to the metric's range
+    assert train["interval"] == "student t prediction of one more run from 2 runs"
     assert train["ci95_high"] == pytest.approx(min(1.0, 0.43 + half))

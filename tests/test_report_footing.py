@@ -130,3 +130,15 @@ def test_a_shift_that_rounding_leaves_almost_constant_is_a_verdict_not_a_hang(tm
     c = build_report(tmp_path, compare=["a", "b"])["comparison"]
 
     assert 0 < c["sd_diff"] < 1e-15 and c["verdict"].startswith("b better than a by 0.25")
+
+
+def test_too_few_discordant_pairs_to_detect_anything_is_said(tmp_path):
+    # 12 examples, one discordant pair: no difference McNemar could see at 80% power.
+    a = {f"q{i}": float(i % 2) for i in range(12)}
+    sweep(tmp_path, [("a", "m/a", "t", 0, a), ("b", "m/b", "t", 0, {**a, "q0": 1.0})])
+
+    c = build_report(tmp_path, compare=["a", "b"])["comparison"]
+
+    assert c["test"] == "mcnemar exact" and c["mde80"] is None
+    assert c["verdict"].startswith("no detectable difference (p = 1, mcnemar exact): 12 examples are too few to "
+                                   "detect any difference at 80% power"), c["verdict"]

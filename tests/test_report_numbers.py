@@ -95,8 +95,8 @@ def test_a_loss_between_0_and_1_is_not_cut_at_1(tmp_path):
 
     group = build_report(tmp_path, group_by="model_id", metric="val_loss")["groups"][0]
 
-    half = scipy_stats.t.ppf(0.975, 1) * 0.15  # sd 0.3 / sqrt(2) over sqrt(2) runs
-    assert group["val_loss_ci95_low"] == 0.0 and group["val_loss_ci95_high"] == pytest.approx(0.65 + half)
+    half = scipy_stats.t.ppf(0.975, 1) * 0.3 / 2 ** 0.5 * (1 + 1 / 2) ** 0.5  # one more run: sd * sqrt(1 + 1/k)
+    assert group["val_loss_pi95_low"] == 0.0 and group["val_loss_pi95_high"] == pytest.approx(0.65 + half)
 
 
 def test_a_few_examples_get_students_t_and_a_run_alone_in_its_group_keeps_its_own_interval(tmp_path):

@@ -301,11 +301,12 @@ def test_report_groups_by_the_runs_config_from_the_supervisors_record(pod, sweep
         by_seed = [loss(learning_rate, seed, 5, "val") for seed in (1, 2)]
         assert group["last_eval.val_mean"] == pytest.approx(statistics.mean(by_seed))
         assert group["last_eval.val_sd"] == pytest.approx(statistics.stdev(by_seed))
-        # Student's t over the two seeds, t(0.975, 1) = 12.7062: wide, as two seeds are.
-        half = 12.706204736174707 * statistics.stdev(by_seed) / math.sqrt(2)
-        assert group["last_eval.val_n"] == 2 and group["last_eval.val_interval"] == "student t over 2 runs"
-        assert group["last_eval.val_ci95_low"] == pytest.approx(max(0.0, statistics.mean(by_seed) - half))
-        assert group["last_eval.val_ci95_high"] == pytest.approx(statistics.mean(by_seed) + half)
+        # Where a third seed would fall, t(0.975, 1) = 12.7062: wide, as two seeds are.
+        half = 12.706204736174707 * statistics.stdev(by_seed) * math.sqrt(1 + 1 / 2)
+        assert group["last_eval.val_n"] == 2
+        assert group["last_eval.val_interval"] == "student t prediction of one more run from 2 runs"
+        assert group["last_eval.val_pi95_low"] == pytest.approx(max(0.0, statistics.mean(by_seed) - half))
+        assert group["last_eval.val_pi95_high"] == pytest.approx(statistics.mean(by_seed) + half)
     # A loss (said so: `val` names none): lowest first. Each run's nested summary values are columns, the metric first.
     assert [g["learning_rate"] for g in report.json["groups"]] == [0.2, 0.1]
     rows = {r["run_id"]: r for r in report.json["rows"]}

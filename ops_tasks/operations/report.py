@@ -14,8 +14,8 @@ Losses (loss, perplexity, error... in the name, or lower_is_better) rank and com
   the same pass gathered (example_means.py: on disk in parts past 200,000 examples) are used.
 - Per group (--group-by): the runs' example scores pooled, with a standard error clustered by
   example (CR1) and a t interval with (examples - 1) degrees of freedom; the number of examples
-  (clusters) is shown. Over the runs' summary values: mean, sd and a Student's t interval, from
-  two runs up.
+  (clusters) is shown: what the model scores on questions like these. Over the runs' summary
+  values: mean, sd and a prediction interval for one more run (a new seed), from two runs up.
 - Paired comparison (--compare A,B; --compare-by FIELD for groups): on the examples both share,
   the mean of B - A with mean +/- t(0.975, n-1) * sd / sqrt(n) (Student's t), McNemar's exact
   test when every paired value is 0 or 1 (else the paired t test), the minimum detectable effect
@@ -70,12 +70,13 @@ ALPHA = 0.05
 # The effect a "would need ~N examples" line plans for: 5% of the metric's range (or of its mean).
 PLANNING_EFFECT = 0.05
 # One run has no spread to estimate; from two, Student's t holds (t(0.975, 1) = 12.7: the
-# interval of two seeds is wide, and it should be: two seeds say little about a third).
+# prediction from two seeds is wide, and it should be: two seeds say little about a third).
 MIN_RUNS_FOR_T = 2
+OVER_RUNS = "pi95"  # the runs' summary values give a prediction interval for one more run, not a ci95
 BAD_SAMPLES = 5  # bad reward lines named per run
 MODELS_BY_TASK = ("a cell's runs' per-example scores pooled, the interval clustered by example as for groups "
-                  "(one run: its own interval); without per-example scores, the runs' summary values with "
-                  "Student's t")
+                  "(one run: its own interval); without per-example scores, where one more run's summary value "
+                  "would fall (a prediction interval over the runs, Student's t)")
 INTERVALS = {
     "runs": "per-example scores in results.jsonl (an example's lines averaged): Wilson's score "
             "interval when every example scores 0 or 1, else mean +/- t(0.975, n-1) * se (Student's t), "
@@ -83,9 +84,10 @@ INTERVALS = {
             "every example scores the same",
     "groups": "the group's per-example scores pooled over its runs: mean +/- t(0.975, G-1) * clustered se "
               "(CR1, clustered by example, G examples; an example is its task and id); Wilson's interval on the "
-              "G examples when all score 0 or all score 1; a group of one run, that run's interval. Over the "
-              "runs' summary values: mean +/- t(0.975, n-1) * sd / sqrt(n) "
-              f"(Student's t, from {MIN_RUNS_FOR_T} runs)",
+              "G examples when all score 0 or all score 1; a group of one run, that run's interval: what the "
+              "model scores on questions like these. Over the runs' summary values (METRIC_pi95_*): where "
+              "one more run (a new seed on these questions) would fall, mean +/- t(0.975, k-1) * sd * "
+              f"sqrt(1 + 1/k) (a prediction interval, Student's t, from {MIN_RUNS_FOR_T} runs)",
     "comparison": "paired B - A on shared example ids: mean +/- t(0.975, n-1) * sd / sqrt(n) (Student's t); "
                   "McNemar's exact two-sided binomial test when every score is 0 or 1, else the paired t test; "
                   "minimum detectable effect (z_0.975 + z_0.80) * sd / sqrt(n)",
@@ -561,21 +563,29 @@ def best_first(metric: Metric, column: str) -> str:
 
 
 def over_runs(values: list, prefix: str, loss: bool = False) -> dict:
-    """mean, sd, n and a Student's t interval of one summary value over a group's runs."""
+    """mean, sd, n of one summary value over a group's runs, and the 95% prediction interval of one
+    more run's value (a new seed on these questions: its own spread plus the mean's, Student's t).
+    Not a confidence interval of the model's score: that is the pooled one (results_ci95_*),
+    over examples; a ci95 of the runs' mean would cover only this question set's mean."""
     acc = stats.of(values)
     low = high = None
     if acc.n < MIN_RUNS_FOR_T:
-        method = f"too few runs ({acc.n}) for an interval"
+        method = f"too few runs ({acc.n}) to predict another"
     elif acc.sd is None:
         method = "the values overflow a float"
     elif acc.sd == 0:
         method = f"the runs agree exactly: {NO_SPREAD}"
     else:
-        critical = stats.t975(acc.n - 1)
-        low, high = stats.clip(*acc.interval(critical), stats.metric_range(min(values), max(values), loss))
-        method = f"student t over {acc.n} runs"
+        low, high = stats.clip(*stats.prediction_interval(values), stats.metric_range(min(values), max(values), loss))
+        method = f"student t prediction of one more run from {acc.n} runs"
     return {f"{prefix}_mean": acc.mean, f"{prefix}_sd": acc.sd, f"{prefix}_n": acc.n,
-            f"{prefix}_ci95_low": low, f"{prefix}_ci95_high": high, f"{prefix}_interval": method}
+            f"{prefix}_{OVER_RUNS}_low": low, f"{prefix}_{OVER_RUNS}_high": high, f"{prefix}_interval": method}
+
+
+def interval_keys(prefix: str) -> tuple:
+    """The low and high keys of a group's interval: pooled examples' ci95, or the runs' pi95."""
+    kind = "ci95" if prefix == "results" else OVER_RUNS
+    return f"{prefix}_{kind}_low", f"{prefix}_{kind}_high"
 
 
 def pooled(parts: Parts, loss: bool = False) -> dict:
@@ -930,11 +940,12 @@ def verdict(c: dict) -> str:
         # McNemar's exact test and the t interval, an approximation, can fall either side of 5%.
         text += (f"; borderline: the approximate interval [{c['ci95_low']:.3g}, {c['ci95_high']:.3g}] "
                  "leaves out 0")
+    detect = (f"{c['n']} examples detect {c['mde80']:.2g} at 80% power" if c["mde80"] is not None else
+              f"{c['n']} examples are too few to detect any difference at 80% power")
     if c["examples_needed"] and c["examples_needed"] > c["n"]:
-        text += (f": {c['n']} examples detect {c['mde80']:.2g} at 80% power; would need "
-                 f"~{c['examples_needed']} examples to see {c['target_effect']:.2g}")
-    elif c["mde80"] is not None:
-        text += f": {c['n']} examples detect {c['mde80']:.2g} at 80% power"
+        text += f": {detect}; would need ~{c['examples_needed']} examples to see {c['target_effect']:.2g}"
+    elif c["mde80"] is not None or c["test"] == "mcnemar exact":
+        text += f": {detect}"
     return text
 
 
@@ -1000,9 +1011,9 @@ def csv_text(records: list, columns: Sequence[str]) -> str:
 def group_columns(keys: Sequence[str], metric: str = DEFAULT_METRIC, groups: Sequence[dict] = ()) -> list:
     """The group table's columns; the cost columns only when some group of `groups` has a price."""
     priced = ["cost", "cost_per_correct"] if any("cost" in g for g in groups) else []
-    return [*keys, "runs", f"{metric}_mean", f"{metric}_sd", f"{metric}_n", f"{metric}_ci95_low",
-            f"{metric}_ci95_high", "results_mean", "results_se", "results_ci95_low", "results_ci95_high",
-            "results_clusters", "results_n", *priced]
+    return [*keys, "runs", f"{metric}_mean", f"{metric}_sd", f"{metric}_n", *interval_keys(metric),
+            "results_mean", "results_se", "results_ci95_low", "results_ci95_high", "results_clusters", "results_n",
+            *priced]
 
 
 def _p(value) -> str:
@@ -1141,8 +1152,9 @@ def report_markdown(doc: dict) -> str:
                   markdown_table(doc["groups"], shown_columns(doc["groups"], group_columns(keys, metric["name"], doc["groups"]),
                                                               keys), plain=keys),
                   "",
-                  f"{metric['name']}_*: over the runs' summary values; results_*: over their examples; "
-                  f"ci95: {INTERVALS['groups']}.", ""]
+                  f"{metric['name']}_*: over the runs' summary values (pi95: where one more run would fall); "
+                  f"results_*: over their examples (ci95: the model's score on questions like these); "
+                  f"{INTERVALS['groups']}.", ""]
         notes = sorted({g[k] for g in doc["groups"] for k in g if k.endswith("_interval") and g[k]
                         and g[k].startswith(("too few", "the runs agree"))})
         parts += ["No interval shown where:", "", *(f"- {md(note)}" for note in notes), ""] if notes else []
@@ -1176,7 +1188,7 @@ def method_name(interval: Optional[str]) -> Optional[str]:
     """The name of the formula an interval's method text names (None: no interval)."""
     text = (interval or "").removeprefix("one run: ")
     for start, name in (("wilson", "Wilson"), ("clustered", "clustered by example"),
-                        ("student t over", "Student's t over runs"), ("student t", "Student's t")):
+                        ("student t prediction", "prediction for one more run"), ("student t", "Student's t")):
         if text.startswith(start):
             return name
     return None
@@ -1192,7 +1204,7 @@ def plot_bars(doc: dict) -> tuple:
             label = " / ".join(cell_text(g[k]) for k in doc["group_by"])
             for prefix in ("results", name):
                 if g.get(f"{prefix}_mean") is not None:
-                    low, high = g.get(f"{prefix}_ci95_low"), g.get(f"{prefix}_ci95_high")
+                    low, high = (g.get(key) for key in interval_keys(prefix))
                     bars.append((label, g[f"{prefix}_mean"], low, high))
                     methods.add(method_name(g.get(f"{prefix}_interval")) if low is not None else None)
                     break
@@ -1538,7 +1550,8 @@ def models_by_task(rows: list, metric: Metric, results: Optional[dict] = None,
     """Rows models, columns tasks (env_id); None unless there are several of either. A cell is the
     group of its runs (group_rows): where they have per-example scores, their examples pooled with
     the interval clustered by example (one run: that run's own interval), else the mean of their
-    summary metric with a Student's t interval from two runs up."""
+    summary metric with the prediction interval of one more run from two runs up (its interval
+    text says which)."""
     models = _distinct(r.get("model_id") for r in rows)
     tasks = _distinct(r.get("env_id") for r in rows)
     if len(models) < 2 and len(tasks) < 2:
@@ -1548,7 +1561,8 @@ def models_by_task(rows: list, metric: Metric, results: Optional[dict] = None,
         prefix = "results" if group["results_mean"] is not None else metric.name
         if group[f"{prefix}_mean"] is None:
             continue
-        cell = {k: group.get(f"{prefix}_{k}") for k in ("mean", "ci95_low", "ci95_high", "interval", "clusters")}
+        cell = {k: group.get(f"{prefix}_{k}") for k in ("mean", "interval", "clusters")}
+        cell["ci95_low"], cell["ci95_high"] = (group.get(key) for key in interval_keys(prefix))  # its interval text says which
         table.setdefault(_shown(group["model_id"]), {})[_shown(group["env_id"])] = {**cell, "n": group["runs"]}
     return {"models": models or [""], "tasks": tasks or [""], "cells": table, "metric": metric.name}
 
