@@ -142,3 +142,31 @@ def test_too_few_discordant_pairs_to_detect_anything_is_said(tmp_path):
     assert c["test"] == "mcnemar exact" and c["mde80"] is None
     assert c["verdict"].startswith("no detectable difference (p = 1, mcnemar exact): 12 examples are too few to "
                                    "detect any difference at 80% power"), c["verdict"]
+
+
+def test_a_model_that_skipped_its_hardest_questions_is_not_ranked_on_its_own_mean(tmp_path):
+    # B is A on every question but skipped the 60 hardest of 500: alone, B's mean is higher.
+    rng = random.Random(9)
+    difficulty = sorted(rng.random() for _ in range(500))  # q0 the hardest
+    a = {f"q{i}": float(rng.random() > d * 0.9) for i, d in enumerate(reversed(difficulty))}
+    b = {key: value for key, value in a.items() if int(key[1:]) >= 60}
+    sweep(tmp_path, [("a", "m/a", "t1", 0, a), ("b", "m/b", "t1", 0, b),
+                     ("a2", "m/a", "t2", 0, scores(1)), ("b2", "m/b", "t2", 0, scores(1))])
+
+    doc = build_report(tmp_path)
+    table = doc["models_by_task"]
+
+    shared = sum(b.values()) / 440
+    assert table["cells"]["m/b"]["t1"]["mean"] > table["cells"]["m/a"]["t1"]["mean"]  # what misled
+    assert table["unequal"] == {"t1": {"m/a": {"examples": 500, "shared": 440, "shared_mean": pytest.approx(shared)},
+                                       "m/b": {"examples": 440, "shared": 440, "shared_mean": pytest.approx(shared)}}}
+    markdown = doc["markdown"]
+    assert f"500 examples, on the 440 all models share: {shared:.3f}" in markdown
+    assert "Not the same examples: models were scored on different examples in t1: m/a 500, m/b 440 (440 shared)" \
+        in markdown
+    assert "t2:" not in markdown.split("Not the same examples")[1].split("\n")[0]  # t2's sets are equal
+    from ops_tasks.operations.report import RUN_DIRS
+    from ops_tasks.operations.report_html import render_html
+
+    page = render_html(doc, [], doc[RUN_DIRS])
+    assert '<p class="warning"><b>Not the same examples: models were scored on different examples in t1' in page

@@ -1105,7 +1105,9 @@ def not_succeeded_markdown(doc: dict) -> list:
 
 
 def models_by_task_rows(table: dict) -> list:
-    """The models x tasks table as rows of text cells: mean [interval] (runs)."""
+    """The models x tasks table as rows of text cells: mean [interval] (runs); in a task whose
+    models were scored on different examples, each cell also says on how many, and its mean on
+    the examples they all share (the figure to compare)."""
     rows = []
     for model in table["models"]:
         row = {"model_id": model}
@@ -1115,16 +1117,34 @@ def models_by_task_rows(table: dict) -> list:
                 interval = (f" [{cell['ci95_low']:.3f}, {cell['ci95_high']:.3f}]"
                             if cell["ci95_low"] is not None else "")
                 row[task] = f"{cell['mean']:.3f}{interval} ({cell['n']} run{'s' if cell['n'] != 1 else ''})"
+                unequal = table.get("unequal", {}).get(task, {}).get(model)
+                if unequal:
+                    on_shared = f"{unequal['shared_mean']:.3f}" if unequal["shared_mean"] is not None else "-"
+                    row[task] += (f"; {unequal['examples']} examples, on the {unequal['shared']} all models share: "
+                                  f"{on_shared}")
         rows.append(row)
     return rows
+
+
+def unequal_note(table: dict) -> Optional[str]:
+    """The warning under a models x tasks table whose models were not scored on the same examples."""
+    tasks = table.get("unequal") or {}
+    if not tasks:
+        return None
+    named = "; ".join(f"{task}: " + ", ".join(f"{model} {facts['examples']}" for model, facts in models.items())
+                      + f" ({next(iter(models.values()))['shared']} shared)" for task, models in tasks.items())
+    return (f"Not the same examples: models were scored on different examples in {named}. Their own means are "
+            "not comparable (a model that skipped hard questions looks better): compare them on the shared "
+            "examples (the cells' second figure), or with --compare-by model_id, which pairs them there.")
 
 
 def models_by_task_markdown(table: Optional[dict]) -> list:
     if not table:
         return []
+    note = unequal_note(table)
     return [f"## {md(table['metric'])}: models x tasks", "",
             markdown_table(models_by_task_rows(table), ["model_id", *table["tasks"]]), "",
-            f"mean [95% interval] (runs): {MODELS_BY_TASK}.", ""]
+            f"mean [95% interval] (runs): {MODELS_BY_TASK}.", "", *([f"**{md(note)}**", ""] if note else [])]
 
 
 def report_markdown(doc: dict) -> str:
@@ -1564,7 +1584,41 @@ def models_by_task(rows: list, metric: Metric, results: Optional[dict] = None,
         cell = {k: group.get(f"{prefix}_{k}") for k in ("mean", "interval", "clusters")}
         cell["ci95_low"], cell["ci95_high"] = (group.get(key) for key in interval_keys(prefix))  # its interval text says which
         table.setdefault(_shown(group["model_id"]), {})[_shown(group["env_id"])] = {**cell, "n": group["runs"]}
-    return {"models": models or [""], "tasks": tasks or [""], "cells": table, "metric": metric.name}
+    return {"models": models or [""], "tasks": tasks or [""], "cells": table, "metric": metric.name,
+            "unequal": _unequal_examples(rows, metric, results or {}, spool)}
+
+
+def _unequal_examples(rows: list, metric: Metric, results: dict, spool: Optional[ExampleSpool]) -> dict:
+    """{task: {model: {examples, shared, shared_mean}}} for each task whose models were scored on
+    different examples (a model that skipped the hardest questions ranks first on its own mean):
+    each model's mean over the examples every model of the task has, an example's score being its
+    mean over that model's runs. Tasks whose models share every example are left out."""
+    by_task = {}
+    for row in rows:
+        if row.get("n") is not None and row["run_id"] in results:
+            by_task.setdefault(_shown(row.get("env_id")), {}).setdefault(_shown(row.get("model_id")), []).append(row)
+    unequal = {}
+    for task, models in by_task.items():
+        if len(models) < 2:
+            continue
+        names, runs, owner = list(models), [], []
+        for index, name in enumerate(names):
+            parts = _run_means(models[name], results, metric, spool)
+            runs += parts.runs
+            owner += [index] * len(parts.runs)
+        counts, sums, shared = [0] * len(names), [0.0] * len(names), 0
+        for dicts in Parts(runs):
+            means = [_side_means([d for d, o in zip(dicts, owner) if o == index]) for index in range(len(names))]
+            common = set(means[0]).intersection(*means[1:])
+            shared += len(common)
+            for index, model_means in enumerate(means):
+                counts[index] += len(model_means)
+                sums[index] += sum(model_means[key] for key in common)
+        if any(count != shared for count in counts):
+            unequal[task] = {name: {"examples": counts[index], "shared": shared,
+                                    "shared_mean": sums[index] / shared if shared else None}
+                             for index, name in enumerate(names)}
+    return unequal
 
 
 def write_report(doc: dict, out_dir, html=None) -> dict:

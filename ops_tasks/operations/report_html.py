@@ -17,7 +17,7 @@ from typing import Optional
 from .costs import spent_text
 from .examples import ExampleSpool, examples_of, json_block
 from .report import (MODELS_BY_TASK, TIME_COLUMN, _time_cell, cell_text, comparison_lines, comparison_title,
-                     group_columns, models_by_task_rows, plot_bars, shown_columns, table_cell)
+                     group_columns, models_by_task_rows, plot_bars, shown_columns, table_cell, unequal_note)
 from .validate import BadJsonLine, json_lines
 
 METRICS = "metrics.jsonl"  # a run's logged steps (the script's, or the supervisor's from metrics_from_log)
@@ -273,7 +273,8 @@ def _models_by_task_html(table: Optional[dict]) -> str:
         return ""
     return (f"<h2>{_e(table['metric'])}: models x tasks</h2>"
             + table_html(models_by_task_rows(table), ["model_id", *table["tasks"]], "models-by-task")
-            + f"<p>mean [95% interval] (runs): {_e(MODELS_BY_TASK)}.</p>")
+            + f"<p>mean [95% interval] (runs): {_e(MODELS_BY_TASK)}.</p>"
+            + (f'<p class="warning"><b>{_e(unequal_note(table))}</b></p>' if unequal_note(table) else ""))
 
 
 def render_html(doc: dict, examples, run_dirs: Optional[dict] = None) -> str:
