@@ -30,6 +30,19 @@ def _in_project(c, path) -> Path:
     return path if path.is_absolute() else project_dir_of(c.config) / path
 
 
+def _margin(value):
+    """--margin's value: a difference above 0 (None: not given)."""
+    if value is None:
+        return None
+    try:
+        margin = float(value)
+    except ValueError:
+        margin = None
+    if margin is None or not margin > 0 or margin == float("inf"):
+        raise ConfigError(f"--margin {value!r}: expected a difference above 0, in the metric's units (e.g. 0.02)")
+    return margin
+
+
 def _yes_no(value):
     """--lower-is-better's value: True, False, or None (not given: the metric's name decides)."""
     if value is None:
@@ -175,7 +188,12 @@ def render_report(data: dict) -> str:
     "compare": "Two run ids, RUN_A,RUN_B (or the flag twice): paired difference B - A by example id, "
                "McNemar's exact test for 0/1 rewards, the minimum detectable effect and a verdict.",
     "compare_by": "With --compare A,B: compare the runs whose FIELD is A with those whose FIELD is B "
-                  "(e.g. model_id), each example's scores averaged over a side's runs.",
+                  "(e.g. model_id), like with like (within model, task and --group-by strata), each example's "
+                  "scores averaged over a side's runs. Alone: every value of FIELD against every other (Holm's "
+                  "correction, a ranking that says which places are certain).",
+    "baseline": "With --compare-by FIELD alone: each value of FIELD against this one (Holm over those pairs).",
+    "margin": "A difference D in the metric's units (e.g. 0.02): also say whether the compared sides are "
+              "equal within +/-D (two one-sided paired t tests, TOST).",
     "metric": "The summary.json value to report, group, rank and compare (default avg_reward; nested "
               "keys as last_eval.val); per example, results.jsonl's reward, else the lines' own value.",
     "lower_is_better": "true: the metric is a loss, lower ranks first; false: higher ranks first (default: "
@@ -191,7 +209,7 @@ def render_report(data: dict) -> str:
 })
 def report(c, root=None, group_by=None, compare=None, sort=None, filter=None, format=None, plot=None,
            out_dir=None, metric=None, lower_is_better=None, compare_by=None, submission=None, run_id=None,
-           all=False, include_failed=False):
+           all=False, include_failed=False, baseline=None, margin=None):
     """Runs with 95% intervals, groups, comparisons; writes artifacts/report.{md,json,html}."""
     from .operations.examples import ExampleSpool
     from .operations.report import RUN_DIRS, build_report, plot_report, require_matplotlib, write_report
@@ -200,6 +218,7 @@ def report(c, root=None, group_by=None, compare=None, sort=None, filter=None, fo
     if chosen not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     lower = _yes_no(lower_is_better)
+    margin = _margin(margin)
     ids = [part.strip() for value in compare or [] for part in value.split(",") if part.strip()]
     if compare and len(ids) != 2:
         raise ConfigError(f"--compare takes two run ids, RUN_A,RUN_B, got {len(ids)}: {' '.join(ids) or '-'}")
@@ -212,7 +231,7 @@ def report(c, root=None, group_by=None, compare=None, sort=None, filter=None, fo
         doc = build_report(_in_project(c, root or DEFAULT_ROOT), group_by=group_by, compare=ids, sort=sort,
                            filters=filter or (), metric=metric, lower_is_better=lower,
                            compare_by=compare_by, run_ids=scope["run_ids"], include_failed=bool(include_failed),
-                           scope=scope["label"], spool=spool)
+                           scope=scope["label"], spool=spool, baseline=baseline, margin=margin)
         run_dirs = doc.pop(RUN_DIRS)
         _FORMAT.set(chosen)
         if dry_run_requested():  # local only, so nothing to contact: a dry run just writes nothing

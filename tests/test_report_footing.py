@@ -170,3 +170,61 @@ def test_a_model_that_skipped_its_hardest_questions_is_not_ranked_on_its_own_mea
 
     page = render_html(doc, [], doc[RUN_DIRS])
     assert '<p class="warning"><b>Not the same examples: models were scored on different examples in t1' in page
+
+
+def test_several_models_at_once_holm_and_a_ranking_that_says_which_places_are_certain(root, ops):
+    rng = random.Random(4)
+    base = {f"q{i}": float(rng.random() < 0.5) for i in range(300)}
+    strong = {k: 1.0 if v or rng.random() < 0.6 else 0.0 for k, v in base.items()}
+    twin = {k: v if rng.random() < 0.9 else 1.0 - v for k, v in base.items()}
+    sweep(root, [("s", "m/strong", "t", 0, strong), ("b", "m/base", "t", 0, base),
+                                                ("w", "m/twin", "t", 0, twin)])
+
+    doc = ops("report", "--compare-by", "model_id", "--json").json
+    several = doc["several"]
+
+    assert several["family"] == "all pairs" and len(several["pairs"]) == 3
+    assert several["ranking"][0] == {**several["ranking"][0], "place": "1", "models": ["m/strong"], "certain": True}
+    assert several["ranking"][1]["place"] == "2-3" and not several["ranking"][1]["certain"]
+    assert "## Compared by model_id: all pairs (avg_reward)" in doc["markdown"]
+    assert "Holm" in doc["markdown"]
+
+    against = ops("report", "--compare-by", "model_id", "--baseline", "m/base", "--margin", "0.2", "--json",
+                  ).json["several"]
+    assert against["family"] == "each against m/base" and len(against["pairs"]) == 2
+    assert {p["b"] if p["a"] == "m/base" else p["a"]: p["equivalence"] for p in against["pairs"]}["m/twin"] \
+        == "equal within +/-margin"
+
+    two = ops("report", "--compare-by", "model_id", "--compare", "m/base,m/twin", "--margin", "0.01", "--json",
+              ).json["comparison"]
+    assert two["equivalence"].startswith("not shown equal within +/-0.01")
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--margin", "0"], "--margin '0': expected a difference above 0"),
+    (["--margin", "abc", "--compare", "a,b"], "--margin 'abc': expected a difference above 0"),
+    (["--margin", "0.1"], "--margin D goes with --compare or --compare-by"),
+    (["--baseline", "m/a"], "--baseline VALUE goes with --compare-by FIELD alone"),
+    (["--compare-by", "model_id", "--baseline", "m/zzz"], "--baseline m/zzz: no run with model_id=m/zzz"),
+])
+def test_several_and_margin_flags_refuse_bad_input_in_one_line(root, ops, flags, words):
+    from conftest import one_line_error
+
+    sweep(root, [("a", "m/a", "t", 0, scores(1)), ("b", "m/b", "t", 0, scores(2))])
+
+    one_line_error(ops("report", *flags), 2, words)
+
+
+def test_several_values_compared_are_inert_in_the_page_and_in_markdown(tmp_path):
+    from ops_tasks.operations.report import RUN_DIRS
+    from ops_tasks.operations.report_html import render_html
+
+    hostile = "<img src=x onerror=alert(1)>\n# h"
+    sweep(tmp_path, [("a", hostile, "t", 0, scores(1)), ("b", "m/b", "t", 0, scores(2)), ("c", "m/c", "t", 0, scores(3))])
+
+    doc = build_report(tmp_path, compare_by="model_id")
+    page = render_html(doc, [], doc[RUN_DIRS])
+
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    section = doc["markdown"].split("## Compared by model_id")[1]
+    assert "<img" not in section and "\n# h" not in section

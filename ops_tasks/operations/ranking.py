@@ -13,7 +13,7 @@ from typing import Optional
 
 from . import stats
 
-ALPHA = 0.05  # the report's level (report.ALPHA): two-sided 5%, family-wise under Holm
+ALPHA = stats.ALPHA
 
 # pair["decided"]: what the family lets one say of the pair
 A_BETTER, B_BETTER = "a better", "b better"

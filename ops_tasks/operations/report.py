@@ -36,7 +36,7 @@ from ..tables import markdown_table as pipe_table, markdown_text as md
 from ..errors import ConfigError
 from ..files import write_atomic
 from ..verdicts import run_verdict
-from . import stats
+from . import ranking, stats
 from .costs import group_cost, price_rows, project_of, spent_text, total as total_cost, usage_of
 from .example_means import Parts, RunMeans
 from .examples import ExampleSpool, example_key
@@ -66,7 +66,7 @@ NOT_EXTRA = {"state", "failure_class", "reason", "attempt", "rollouts_per_exampl
 LOSS_WORDS = frozenset({"loss", "losses", "perplexity", "ppl", "error", "errors", "err", "mse", "rmse", "mae",
                         "nll", "bpb", "bpc", "wer", "cer", "regret", "latency"})
 _NAME_WORDS = re.compile(r"[a-z]+")
-ALPHA = 0.05
+ALPHA = stats.ALPHA
 # The effect a "would need ~N examples" line plans for: 5% of the metric's range (or of its mean).
 PLANNING_EFFECT = 0.05
 # One run has no spread to estimate; from two, Student's t holds (t(0.975, 1) = 12.7: the
@@ -788,6 +788,50 @@ def compare_groups(root: Path, rows: list, by: str, value_a: str, value_b: str,
     return comparison
 
 
+def compare_several(root: Path, rows: list, by: str, metric: Metric, dirs: Optional[dict] = None,
+                    spool: Optional[ExampleSpool] = None, strata: Sequence[str] = (),
+                    baseline: Optional[str] = None, margin: Optional[float] = None) -> dict:
+    """Every value of `by` against every other (or each against `baseline`), each pair as
+    compare_groups pairs it (like with like, on the examples it shares), read as one family:
+    Holm's correction, a ranking that says which places are certain, and with a margin, which
+    pairs are equal within it (ranking.py). A pair with nothing in common is left out and named."""
+    seen = {}
+    for row in rows:
+        if row.get("n") and row.get(by) is not None:
+            seen.setdefault(value_key(row[by]), cell_text(row[by]))
+    values = sorted(seen.values(), key=natural_order)
+    if baseline is not None and not any(matches(v, baseline) for v in values):
+        raise ConfigError(f"--baseline {baseline}: no run with {by}={baseline} has per-example results "
+                          f"(values of {by}: {', '.join(values[:8]) or '-'})")
+    if len(values) < 2:
+        raise ConfigError(f"--compare-by {by}: {len(values)} value(s) with per-example results, two or more needed")
+    if baseline is not None:
+        base = next(v for v in values if matches(v, baseline))
+        pairs = [(base, v) for v in values if v != base]
+    else:
+        pairs = [(a, b) for i, a in enumerate(values) for b in values[i + 1:]]
+    comparisons, left_out = [], []
+    for a, b in pairs:
+        try:
+            comparisons.append(compare_groups(root, rows, by, a, b, metric, dirs, spool, strata))
+        except ConfigError as refused:
+            left_out.append(f"{a} vs {b}: {refused}")
+    if not comparisons:
+        raise ConfigError(f"--compare-by {by}: no pair of values could be compared ({'; '.join(left_out[:2])})")
+    result = ranking.several(comparisons, baseline=base if baseline is not None else None, margin=margin)
+    result.update(compare_by=by, left_out=left_out)
+    return result
+
+
+def several_markdown(result: dict) -> str:
+    """The several-values section; every name (values of the field) as inert text."""
+    family = md(result["family"])
+    lines = [md(line) for line in ranking.several_lines(result)]
+    lines += [f"left out: {md(line)}" for line in result.get("left_out", [])]
+    return "\n".join([f"## Compared by {md(result['compare_by'])}: {family} ({md(result['metric'])})", "",
+                      *(f"- {line}" for line in lines)])
+
+
 def _in_stratum(index: int, means: dict) -> dict:
     return {(index, key): value for key, value in means.items()}
 
@@ -1050,6 +1094,8 @@ def comparison_lines(c: dict) -> list:
                      f"c (A 0 and B 1: A {zero}, B {one}) = {m['c']}, p = {m['p_value']:.4g}")
     elif c["p_value"] is not None:
         lines.append(f"paired t test (scores are not all 0/1, so no McNemar): p = {c['p_value']:.4g}")
+    if c.get("equivalence"):
+        lines.insert(1, c["equivalence"])
     if c["mde80"] is not None:
         how = ("the t test over the clusters (noncentral t)" if clustered else
                "exact McNemar at the observed share of discordant pairs" if c["mcnemar"] else
@@ -1180,6 +1226,8 @@ def report_markdown(doc: dict) -> str:
         parts += ["No interval shown where:", "", *(f"- {md(note)}" for note in notes), ""] if notes else []
     if doc.get("comparison") is not None:
         parts += [comparison_markdown(doc["comparison"]), ""]
+    if doc.get("several") is not None:
+        parts += [several_markdown(doc["several"]), ""]
     parts += not_succeeded_markdown(doc)
     parts += _warnings_markdown(doc["warnings"])
     if doc["errors"]:
@@ -1281,7 +1329,7 @@ def _split_keys(text: Optional[str]) -> list:
     return [k.strip() for k in (text or "").split(",") if k.strip()]
 
 
-def _check_flags(group_by, sort, compare, compare_by) -> None:
+def _check_flags(group_by, sort, compare, compare_by, baseline=None, margin=None) -> None:
     if group_by is not None and not _split_keys(group_by):
         raise ConfigError("--group-by: expected field names, e.g. model_id,env_id")
     if sort is not None and not sort.lstrip("-"):
@@ -1290,8 +1338,13 @@ def _check_flags(group_by, sort, compare, compare_by) -> None:
         raise ConfigError(f"--compare takes two run ids (RUN_A,RUN_B), got {len(compare)}")
     if compare and compare[0] == compare[1]:
         raise ConfigError(f"--compare {compare[0]},{compare[1]}: a run compared with itself says nothing")
-    if compare_by is not None and not compare:
-        raise ConfigError("--compare-by FIELD needs --compare VALUE_A,VALUE_B (two values of FIELD)")
+    if baseline is not None and (compare_by is None or compare):
+        raise ConfigError("--baseline VALUE goes with --compare-by FIELD alone (each value of FIELD against VALUE)")
+    if margin is not None and not (isinstance(margin, (int, float)) and not isinstance(margin, bool)
+                                   and math.isfinite(margin) and margin > 0):
+        raise ConfigError(f"--margin {margin!r}: expected a difference above 0, in the metric's units (e.g. 0.02)")
+    if margin is not None and not compare and not compare_by:
+        raise ConfigError("--margin D goes with --compare or --compare-by: equal within +/-D or not")
 
 
 def scoped_runs(root: Path, run_ids: Optional[Sequence[str]]) -> tuple:
@@ -1438,9 +1491,10 @@ def _build_report(root, spool: ExampleSpool, *, group_by: Optional[str] = None, 
                   sort: Optional[str] = None, filters: Iterable[str] = (), metric: Optional[str] = None,
                   lower_is_better: Optional[bool] = None, compare_by: Optional[str] = None,
                   run_ids: Optional[Sequence[str]] = None, include_failed: bool = False,
-                  scope: Optional[str] = None) -> dict:
+                  scope: Optional[str] = None, baseline: Optional[str] = None,
+                  margin: Optional[float] = None) -> dict:
     root = checked_root(root)
-    _check_flags(group_by, sort, compare, compare_by)
+    _check_flags(group_by, sort, compare, compare_by, baseline, margin)
     keys, wanted, measured = _split_keys(group_by), parse_filters(filters), metric_of(metric, lower_is_better)
     sort_key = sort.lstrip("-") if sort else None
     by = [compare_by.strip()] if compare_by else []
@@ -1480,11 +1534,15 @@ def _build_report(root, spool: ExampleSpool, *, group_by: Optional[str] = None, 
         doc["groups"] = sort_rows(groups, sort or best_first(measured, f"{measured.name}_mean")) \
             if (sort or metric is not None) else sorted(groups, key=lambda g: [natural_order(g[k]) for k in keys])
     doc["models_by_task"] = models_by_task(rows, measured, results, spool)
-    if compare and compare_by:
+    if compare_by and not compare:
+        doc["several"] = compare_several(root, rows, by[0], measured, dirs, spool, keys, baseline, margin)
+    elif compare and compare_by:
         doc["comparison"] = compare_groups(root, rows, by[0], compare[0], compare[1], measured, dirs, spool, keys)
     elif compare:
         doc["comparison"] = compare_runs(root, compare[0], compare[1], measured, _compared_dirs(rows, dirs, failed),
                                          spool)
+    if doc.get("comparison") and margin is not None:
+        doc["comparison"].update(margin=margin, equivalence=ranking.equivalence_text(doc["comparison"], margin))
     if not runs and not absent:
         doc["error"] = f"no run directories under {root}"
     elif not rows and total:

@@ -16,6 +16,7 @@ from typing import Optional
 
 from .costs import spent_text
 from .examples import ExampleSpool, examples_of, json_block
+from .ranking import several_lines
 from .report import (MODELS_BY_TASK, TIME_COLUMN, _time_cell, cell_text, comparison_lines, comparison_title,
                      group_columns, models_by_task_rows, plot_bars, shown_columns, table_cell, unequal_note)
 from .validate import BadJsonLine, json_lines
@@ -301,6 +302,11 @@ def page_parts(doc: dict, run_dirs: Optional[dict] = None) -> tuple:
         verdict_line, *rest = comparison_lines(doc["comparison"])
         parts.append(f"<h2>{_e(comparison_title(doc['comparison']))}</h2><ul class=\"comparison\">"
                      f"<li><b>{_e(verdict_line)}</b></li>" + "".join(f"<li>{_e(line)}</li>" for line in rest) + "</ul>")
+    if doc.get("several"):
+        several = doc["several"]
+        lines = several_lines(several) + [f"left out: {line}" for line in several.get("left_out", [])]
+        parts.append(f"<h2>Compared by {_e(several['compare_by'])}: {_e(several['family'])} ({_e(several['metric'])})"
+                     "</h2><ul class=\"several\">" + "".join(f"<li>{_e(line)}</li>" for line in lines) + "</ul>")
     if doc["not_succeeded"]:
         parts.append(f"<h2>Not succeeded ({len(doc['not_succeeded'])})</h2>"
                      + table_html(doc["not_succeeded"], ("run_id", "state", "failure_class", "reason"), "failed"))

@@ -14,6 +14,7 @@ from functools import lru_cache
 from statistics import NormalDist
 from typing import Callable, Iterable, Optional
 
+ALPHA = 0.05  # the report's level: two-sided 5% (95% intervals), family-wise under Holm
 Z95 = NormalDist().inv_cdf(0.975)  # two-sided 95%
 Z_POWER80 = NormalDist().inv_cdf(0.80)  # one-sided 80% power
 UNBOUNDED = (-math.inf, math.inf)
