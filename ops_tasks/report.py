@@ -192,6 +192,9 @@ def render_report(data: dict) -> str:
                   "scores averaged over a side's runs. Alone: every value of FIELD against every other (Holm's "
                   "correction, a ranking that says which places are certain).",
     "baseline": "With --compare-by FIELD alone: each value of FIELD against this one (Holm over those pairs).",
+    "cluster_by": "The results.jsonl field whose value groups examples that are not independent (questions of "
+                  "one passage, turns of one dialogue): intervals, groups and comparisons are clustered by it "
+                  "(CR1, t with clusters - 1 degrees of freedom). Default: a line's `cluster` field, where it has one.",
     "margin": "A difference D in the metric's units (e.g. 0.02): also say whether the compared sides are "
               "equal within +/-D (two one-sided paired t tests, TOST).",
     "metric": "The summary.json value to report, group, rank and compare (default avg_reward; nested "
@@ -209,7 +212,7 @@ def render_report(data: dict) -> str:
 })
 def report(c, root=None, group_by=None, compare=None, sort=None, filter=None, format=None, plot=None,
            out_dir=None, metric=None, lower_is_better=None, compare_by=None, submission=None, run_id=None,
-           all=False, include_failed=False, baseline=None, margin=None):
+           all=False, include_failed=False, baseline=None, margin=None, cluster_by=None):
     """Runs with 95% intervals, groups, comparisons; writes artifacts/report.{md,json,html}."""
     from .operations.examples import ExampleSpool
     from .operations.report import RUN_DIRS, build_report, plot_report, require_matplotlib, write_report
@@ -231,7 +234,8 @@ def report(c, root=None, group_by=None, compare=None, sort=None, filter=None, fo
         doc = build_report(_in_project(c, root or DEFAULT_ROOT), group_by=group_by, compare=ids, sort=sort,
                            filters=filter or (), metric=metric, lower_is_better=lower,
                            compare_by=compare_by, run_ids=scope["run_ids"], include_failed=bool(include_failed),
-                           scope=scope["label"], spool=spool, baseline=baseline, margin=margin)
+                           scope=scope["label"], spool=spool, baseline=baseline, margin=margin,
+                           cluster_by=cluster_by)
         run_dirs = doc.pop(RUN_DIRS)
         _FORMAT.set(chosen)
         if dry_run_requested():  # local only, so nothing to contact: a dry run just writes nothing

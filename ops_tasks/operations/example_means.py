@@ -23,12 +23,34 @@ PARTS = 64
 BATCH = 65_536  # (key, sum, count) held before they are written to their parts
 
 
+# An example key is its id (a str), ("line", n) for a line without one, or ("cluster", c, key) for
+# an example of cluster c (a results line's `cluster` field, or --cluster-by's); the report wraps
+# keys as ("task", task, key) and ("stratum", i, key) where it pools tasks or pairs strata.
+
+
 def part_of(key) -> int:
     """The part an example key lands in: stable across processes (the reading's workers spill, the
-    report's parent reads), unlike hash() of a str."""
+    report's parent reads), unlike hash() of a str; a cluster's examples all in one part."""
     if type(key) is str:
         return zlib.crc32(key.encode("utf-8", "surrogatepass")) % PARTS
+    if key[0] == "cluster":
+        return zlib.crc32(key[1].encode("utf-8", "surrogatepass")) % PARTS
     return key[1] % PARTS  # ("line", n): an example without an id, by its line number
+
+
+def cluster_of(key):
+    """What an example's score is clustered by: its cluster when it has one, else the example. In a
+    task, (task, that); across strata the cluster itself (one question answered by several models)."""
+    if type(key) is not tuple:
+        return key
+    kind = key[0]
+    if kind == "cluster":
+        return ("cluster", key[1])
+    if kind == "task":
+        return ("task", key[1], cluster_of(key[2]))
+    if kind == "stratum":
+        return cluster_of(key[2])
+    return key
 
 
 class RunMeans:
@@ -39,6 +61,7 @@ class RunMeans:
         self.sums: Optional[dict] = {}
         self.folder = folder
         self.count = 0  # examples (distinct keys), known once closed; while in memory, len(sums)
+        self._clustered = False  # a spilled run: some example named a cluster (in memory: read off the keys)
         self._pending: list = []
         self._split: Optional[list] = None
 
@@ -83,6 +106,8 @@ class RunMeans:
         by_part = [[] for _ in range(PARTS)]
         for item in self._pending:
             by_part[part_of(item[0])].append(item)
+            if not self._clustered and type(item[0]) is tuple and item[0][0] == "cluster":
+                self._clustered = True
         for number, items in enumerate(by_part):
             if items:
                 with open(os.path.join(self.folder, str(number)), "ab") as handle:
@@ -94,6 +119,13 @@ class RunMeans:
     @property
     def spilled(self) -> bool:
         return self.sums is None
+
+    @property
+    def clustered(self) -> bool:
+        """Whether some example names a cluster (its interval and pairing are then clustered)."""
+        if self.sums is None:
+            return self._clustered
+        return any(type(key) is tuple and key[0] == "cluster" for key in self.sums)
 
     def means(self) -> dict:
         """Every example's mean, for a run held in memory (a spilled one is read by part)."""
@@ -124,7 +156,8 @@ class RunMeans:
 
     def __getstate__(self):  # a worker hands a spilled run to the report's parent by its folder
         assert self.sums is None or not self.sums, "only a spilled run crosses processes"
-        return {"sums": None, "folder": self.folder, "count": self.count, "_pending": [], "_split": None}
+        return {"sums": None, "folder": self.folder, "count": self.count, "_pending": [], "_split": None,
+                "_clustered": self._clustered}
 
     def __setstate__(self, state):
         self.__dict__.update(state)

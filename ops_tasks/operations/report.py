@@ -38,7 +38,7 @@ from ..files import write_atomic
 from ..verdicts import run_verdict
 from . import ranking, stats
 from .costs import group_cost, price_rows, project_of, spent_text, total as total_cost, usage_of
-from .example_means import Parts, RunMeans
+from .example_means import Parts, RunMeans, cluster_of
 from .examples import ExampleSpool, example_key
 from ..names import RUN_ID
 from ..runtime.contract import SUMMARY_COLUMNS, natural_key as text_natural_key, summary_leaves as contract_leaves
@@ -101,14 +101,19 @@ class Metric(NamedTuple):
     name: str
     field: str
     lower_is_better: bool
+    cluster: str = "cluster"  # the results field that clusters examples (--cluster-by)
 
 
-def metric_of(name: Optional[str] = None, lower_is_better: Optional[bool] = None) -> Metric:
+def metric_of(name: Optional[str] = None, lower_is_better: Optional[bool] = None,
+              cluster_by: Optional[str] = None) -> Metric:
     name = (name or DEFAULT_METRIC).strip()
     if not name:
         raise ConfigError("--metric: expected a summary.json key, e.g. avg_reward or last_eval.val")
+    if cluster_by is not None and not cluster_by.strip():
+        raise ConfigError("--cluster-by: expected a results.jsonl field, e.g. passage_id")
     field = "reward" if name == DEFAULT_METRIC else name
-    return Metric(name, field, is_loss(name) if lower_is_better is None else bool(lower_is_better))
+    return Metric(name, field, is_loss(name) if lower_is_better is None else bool(lower_is_better),
+                  (cluster_by or "cluster").strip())
 
 
 def is_loss(name: str) -> bool:
@@ -170,10 +175,10 @@ def lookup(record, name: str):
 class Tally:
     """Lines of a results.jsonl that carry no usable score: counted, and the first few named."""
 
-    __slots__ = ("bad", "missing", "samples")
+    __slots__ = ("bad", "missing", "samples", "clustered")
 
     def __init__(self):
-        self.bad, self.missing, self.samples = 0, 0, []
+        self.bad, self.missing, self.samples, self.clustered = 0, 0, [], 0
 
     def add_bad(self, number: int, value) -> None:
         self.bad += 1
@@ -181,10 +186,12 @@ class Tally:
             self.samples.append(f"line {number}: {json.dumps(value)[:40]}")
 
 
-def scored_lines(path: str, run_id: str, field: str = "reward", tally: Optional[Tally] = None, sink=None):
+def scored_lines(path: str, run_id: str, field: str = "reward", tally: Optional[Tally] = None, sink=None,
+                 cluster: str = "cluster"):
     """(example key, score) of each results.jsonl line with a numeric `field`, streamed; the others
     go to tally; BadJsonLine at the first line that does not parse. sink(number, record) sees every
-    line parsed (report.html's examples are taken from this one reading)."""
+    line parsed (report.html's examples are taken from this one reading). A line whose `cluster`
+    field holds a value keys its example as ("cluster", value, key) (tally.clustered counts them)."""
     tally = tally if tally is not None else Tally()
     for number, record in json_lines(path, run_id):
         if sink is not None:
@@ -197,7 +204,19 @@ def scored_lines(path: str, run_id: str, field: str = "reward", tally: Optional[
         if score is None:
             tally.add_bad(number, value)
             continue
-        yield example_key(record, number), score
+        group = record.get(cluster) if type(record) is dict else None
+        if group is None or group == "":
+            yield example_key(record, number), score
+        else:
+            tally.clustered += 1
+            yield ("cluster", _cluster_text(group), example_key(record, number)), score
+
+
+def _cluster_text(value) -> str:
+    """A cluster value as the key compares it: text as it is, 1 and "1" alike, anything else as JSON."""
+    if type(value) is str:
+        return value
+    return str(value) if isinstance(value, (int, float)) else json.dumps(value, sort_keys=True, default=str)
 
 
 def _first_pass(lines, seen: "SeenKeys", repeated: list):
@@ -279,7 +298,7 @@ def interval_stats(acc: stats.Welford, successes: Optional[int], bounds: tuple) 
 
 
 def reward_stats(path: str, run_id: str, field: str = "reward", sink=None,
-                 means: Optional[RunMeans] = None, loss: bool = False) -> tuple:
+                 means: Optional[RunMeans] = None, loss: bool = False, cluster: str = "cluster") -> tuple:
     """({n, mean, se, ci95_low, ci95_high, interval, unscored...}, error or None) of results.jsonl.
 
     The sample is the example: an example's lines (rollouts) count once, as their mean, wherever
@@ -287,15 +306,19 @@ def reward_stats(path: str, run_id: str, field: str = "reward", sink=None,
     sink: see scored_lines; means: where each example's mean is gathered on the way (one is made
     when none is given). The file is read once: where an id may have come before (lines of one
     example apart, or a Bloom false positive), each example's mean is taken from those gathered.
+    Where lines name a cluster (`cluster`), the interval is clustered (CR1, t with G - 1 degrees of
+    freedom): questions of one passage are not independent evidence.
     """
     tally, repeated = Tally(), []
     means = means if means is not None else RunMeans()
     try:
-        lines = means.add_lines(scored_lines(path, run_id, field, tally, sink))
+        lines = means.add_lines(scored_lines(path, run_id, field, tally, sink, cluster))
         result = _score_stats(_first_pass(lines, SeenKeys(os.path.getsize(path)), repeated), loss)
         means.close()
         if repeated:
             result = _score_stats((value for dicts in Parts([means]) for value in dicts[0].values()), loss)
+        if tally.clustered and result is not None:
+            result.update(_clustered_run(means, result, cluster, loss))
     except BadJsonLine as bad:
         return None, bad.error
     except OSError as exc:
@@ -312,6 +335,37 @@ def reward_stats(path: str, run_id: str, field: str = "reward", sink=None,
     return result, None
 
 
+def _clustered_run(means: RunMeans, result: dict, cluster: str, loss: bool) -> dict:
+    """A run's mean over its examples with the interval clustered by `cluster` (CR1 over the
+    clusters' sums of example means, t with G - 1 degrees of freedom), in place of Wilson's or the
+    t over examples, which take a passage's questions as independent."""
+    def clusters():
+        for dicts in Parts([means]):
+            yield _sum_by_key([dicts[0]], cluster_of).values()
+
+    pooled_result = stats.clustered_in_parts(clusters)
+    groups, se = pooled_result["clusters"], pooled_result["se"]
+    low = high = None
+    if se is None or not math.isfinite(se):
+        method = f"too few clusters ({groups}) of {cluster} for an interval"
+    elif se == 0:
+        method = f"every cluster of {cluster} scores the same: {NO_SPREAD}"
+    else:
+        bounds = stats.metric_range(*_score_range(means), loss)
+        low, high = stats.t_interval(pooled_result["mean"], se, groups - 1, bounds)
+        method = f"clustered by {cluster}, {groups} clusters"
+    return {"se": stats.finite(se), "ci95_low": stats.finite(low), "ci95_high": stats.finite(high),
+            "interval": method, "clusters": groups}
+
+
+def _score_range(means: RunMeans) -> tuple:
+    low, high = math.inf, -math.inf
+    for dicts in Parts([means]):
+        for value in dicts[0].values():
+            low, high = min(low, value), max(high, value)
+    return low, high
+
+
 def _unscored_text(tally: Tally, field: str, partial: bool) -> str:
     parts = []
     if tally.bad:
@@ -322,11 +376,12 @@ def _unscored_text(tally: Tally, field: str, partial: bool) -> str:
     return "; ".join(parts) + ": left out of n and the mean"
 
 
-def example_means(path: str, run_id: str, field: str = "reward", folder: Optional[str] = None) -> RunMeans:
+def example_means(path: str, run_id: str, field: str = "reward", folder: Optional[str] = None,
+                  cluster: str = "cluster") -> RunMeans:
     """The mean score of each example's lines in a results.jsonl (spilled to parts under folder
     when they are many: example_means.py); BadJsonLine if it does not parse."""
     means = RunMeans(folder)
-    for _ in means.add_lines(scored_lines(path, run_id, field)):
+    for _ in means.add_lines(scored_lines(path, run_id, field, cluster=cluster)):
         pass
     return means.close()
 
@@ -445,8 +500,8 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optiona
     scored = listing.is_file(RESULTS) and (verdict.ok or include_failed)
     collector, means = (spool.collector(run_id, metric.field), spool.means_collector()) if scored and spool \
         else (None, None)
-    run_stats, error = reward_stats(results, run_id, metric.field, collector, means, metric.lower_is_better) \
-        if scored else (None, None)
+    run_stats, error = reward_stats(results, run_id, metric.field, collector, means, metric.lower_is_better,
+                                    metric.cluster) if scored else (None, None)
     errors.extend([error] if error else [])
     if run_stats is not None and run_stats["n"] is not None:  # the row has statistics: its examples count
         if means is not None:
@@ -588,12 +643,13 @@ def interval_keys(prefix: str) -> tuple:
     return f"{prefix}_{kind}_low", f"{prefix}_{kind}_high"
 
 
-def pooled(parts: Parts, loss: bool = False) -> dict:
-    """Per-example scores of several runs pooled, with the SE clustered by example. parts: the
-    runs' {example: score}, part by part (read again for each pass when they are many)."""
+def pooled(parts: Parts, loss: bool = False, clustered_by: str = "example") -> dict:
+    """Per-example scores of several runs pooled, with the SE clustered by example (or by the
+    examples' cluster where they name one: clustered_by says which). parts: the runs' {example:
+    score}, part by part (read again for each pass when they are many)."""
     def clusters():
         for dicts in parts:
-            yield _sum_by_key(dicts).values()
+            yield _sum_by_key(dicts, cluster_of).values()
 
     held = list(clusters()) if parts.single else None
     again = (lambda: held) if held is not None else clusters
@@ -620,7 +676,7 @@ def pooled(parts: Parts, loss: bool = False) -> dict:
                 low, high = min(low, total / count), max(high, total / count)
         bounds = stats.metric_range(low, high, loss)
         low, high = stats.t_interval(mean, se, groups - 1, bounds)
-        method = f"clustered by example, {groups} clusters"
+        method = f"clustered by {clustered_by}, {groups} clusters"
     return {"results_mean": mean, "results_se": se, "results_ci95_low": low, "results_ci95_high": high,
             "results_clusters": groups, "results_n": result["n"], "results_interval": method}
 
@@ -637,7 +693,8 @@ def _run_means(members: list, results: dict, metric: Metric, spool: Optional[Exa
         means = spool.means(row["run_id"]) if spool is not None else None
         if means is None:
             try:
-                means = example_means(path, row["run_id"], metric.field, spool.folder if spool else None)
+                means = example_means(path, row["run_id"], metric.field, spool.folder if spool else None,
+                                      metric.cluster)
             except (BadJsonLine, OSError):
                 continue  # listed under errors already
         runs.append(means)
@@ -656,7 +713,7 @@ def _spans_tasks(members: list) -> bool:
 
 def _keyed_by_task(row: dict, means: dict) -> dict:
     task = cell_text(row.get("env_id"))
-    return {(task, key): value for key, value in means.items()}
+    return {("task", task, key): value for key, value in means.items()}
 
 
 def group_rows(rows: list, keys: Sequence[str], metric: Optional[Metric] = None, results: Optional[dict] = None,
@@ -674,7 +731,8 @@ def group_rows(rows: list, keys: Sequence[str], metric: Optional[Metric] = None,
         group.update(over_runs([r[metric.name] for r in members if r.get(metric.name) is not None], metric.name,
                                metric.lower_is_better))
         group.update(pooled(_run_means(members, results or {}, metric, spool, _spans_tasks(members)),
-                            metric.lower_is_better))
+                            metric.lower_is_better,
+                            metric.cluster if any(r.get("clusters") for r in members) else "example"))
         scored = [r for r in members if r.get("n") is not None]
         if len(scored) == 1 and group["results_mean"] is not None:  # one run: its own interval, as its row shows
             group.update(results_ci95_low=scored[0]["ci95_low"], results_ci95_high=scored[0]["ci95_high"],
@@ -719,7 +777,7 @@ def _means_or_refuse(path: Path, run_id: str, metric: Metric, spool: Optional[Ex
     if kept is not None:
         return kept
     try:
-        return example_means(str(path), run_id, metric.field, spool.folder if spool else None)
+        return example_means(str(path), run_id, metric.field, spool.folder if spool else None, metric.cluster)
     except BadJsonLine as bad:
         raise ConfigError(f"--compare: {run_id}/{RESULTS} line {bad.error['line']}: {bad.error['error']}") from None
 
@@ -733,7 +791,8 @@ def compare_runs(root: Path, run_a: str, run_b: str, metric: Optional[Metric] = 
     for run_id, means in ((run_a, a), (run_b, b)):
         if not means.count:
             raise ConfigError(f"--compare: run {run_id} has no per-example {metric.field} in its {RESULTS}")
-    comparison = paired(lambda: Parts([a, b]), run_a, run_b, metric)
+    comparison = paired(lambda: Parts([a, b]), run_a, run_b, metric,
+                        cluster_of=cluster_of if a.clustered or b.clustered else None)
     if not comparison["n"]:
         raise ConfigError(f"--compare: runs {run_a} and {run_b} share no example ids")
     return comparison
@@ -780,8 +839,8 @@ def compare_groups(root: Path, rows: list, by: str, value_a: str, value_b: str,
         for dicts in Parts(runs, keyed):
             yield tuple(_side_means([d for d, s in zip(dicts, where) if s == side]) for side in (0, 1))
 
-    clustered = len(strata_order) > 1
-    comparison = paired(pairs, value_a, value_b, metric, cluster_of=_example_of if clustered else None)
+    clustered = len(strata_order) > 1 or any(r.get("clusters") for side in sides for m in side.values() for r in m)
+    comparison = paired(pairs, value_a, value_b, metric, cluster_of=cluster_of if clustered else None)
     if not comparison["n"]:
         raise ConfigError(f"--compare-by {by}: {value_a} and {value_b} share no example ids")
     comparison.update(compare_by=by, strata=len(strata_order), stratified_by=keys, strata_left_out=left_out)
@@ -833,12 +892,7 @@ def several_markdown(result: dict) -> str:
 
 
 def _in_stratum(index: int, means: dict) -> dict:
-    return {(index, key): value for key, value in means.items()}
-
-
-def _example_of(key: tuple):
-    """The cluster of a (stratum, example) pair: the example (its id is one question for every model)."""
-    return key[1]
+    return {("stratum", index, key): value for key, value in means.items()}
 
 
 def _unmatched(by: str, keys: list, values: tuple, sides: list) -> list:
@@ -851,10 +905,12 @@ def _side_means(dicts: list) -> dict:
     return {key: total / count for key, (total, count) in _sum_by_key(dicts).items()}
 
 
-def _sum_by_key(dicts: Iterable[dict]) -> dict:
+def _sum_by_key(dicts: Iterable[dict], key_of=None) -> dict:
+    """{key: (sum, count)} of the dicts' values; key_of(key) groups keys (cluster_of: by cluster)."""
     sums = {}
     for values in dicts:
         for key, value in values.items():
+            key = key_of(key) if key_of is not None else key
             total, count = sums.get(key, (0.0, 0))
             sums[key] = (total + value, count + 1)
     return sums
@@ -1136,7 +1192,8 @@ def header_markdown(header: dict) -> list:
             f"- models: {_listed(header['models'])}", f"- tasks: {_listed(header['tasks'])}",
             f"- sampling: {sampling}", f"- examples per run: {_listed(header['examples'])}",
             f"- runs: {header['runs']} ({states})",
-            *([f"- cost: {spent_text(header['cost'])}"] if header.get("cost") else []), ""]
+            *([f"- cost: {spent_text(header['cost'])}"] if header.get("cost") else []),
+            *([f"- intervals clustered by: {md(header['clustered_by'])}"] if header.get("clustered_by") else []), ""]
 
 
 def not_succeeded_markdown(doc: dict) -> list:
@@ -1492,10 +1549,10 @@ def _build_report(root, spool: ExampleSpool, *, group_by: Optional[str] = None, 
                   lower_is_better: Optional[bool] = None, compare_by: Optional[str] = None,
                   run_ids: Optional[Sequence[str]] = None, include_failed: bool = False,
                   scope: Optional[str] = None, baseline: Optional[str] = None,
-                  margin: Optional[float] = None) -> dict:
+                  margin: Optional[float] = None, cluster_by: Optional[str] = None) -> dict:
     root = checked_root(root)
     _check_flags(group_by, sort, compare, compare_by, baseline, margin)
-    keys, wanted, measured = _split_keys(group_by), parse_filters(filters), metric_of(metric, lower_is_better)
+    keys, wanted, measured = _split_keys(group_by), parse_filters(filters), metric_of(metric, lower_is_better, cluster_by)
     sort_key = sort.lstrip("-") if sort else None
     by = [compare_by.strip()] if compare_by else []
     fields = list(dict.fromkeys([*keys, *(k for k, _ in wanted), *([sort_key] if sort_key else []), *by]))
@@ -1525,6 +1582,10 @@ def _build_report(root, spool: ExampleSpool, *, group_by: Optional[str] = None, 
            "filters": [f"{k}={v}" for k, v in wanted], "sort": sort,
            "metric": {"name": measured.name, "field": measured.field, "lower_is_better": measured.lower_is_better}}
     doc["header"] = report_header(every_row, facts, failed, scope or f"every run under {root}")
+    clustered = sum(1 for r in rows if r.get("clusters"))
+    if clustered:  # what an interval treats as one piece of evidence, said before any number
+        doc["header"]["clustered_by"] = (f"the results field {measured.cluster} ({clustered} of {len(rows)} runs "
+                                         "name clusters); elsewhere by example")
     spent = total_cost(r.get("cost") for r in every_row)
     if spent["priced"]:  # no price known: no cost shown at all
         doc["header"]["cost"] = spent

@@ -266,6 +266,7 @@ def _header_html(header: dict) -> str:
              ("sampling", "; ".join(f"{n} {listed(header[n])}" for n in ("temperature", "max_tokens", "rollouts"))),
              ("examples per run", listed(header["examples"])), ("runs", _e(f"{header['runs']} ({states})"))]
     items += [("cost", _e(spent_text(header["cost"])))] if header.get("cost") else []
+    items += [("intervals clustered by", _e(header["clustered_by"]))] if header.get("clustered_by") else []
     return '<ul class="header">' + "".join(f"<li><b>{k}</b>: {v}</li>" for k, v in items) + "</ul>"
 
 
