@@ -228,3 +228,27 @@ def test_several_values_compared_are_inert_in_the_page_and_in_markdown(tmp_path)
     assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
     section = doc["markdown"].split("## Compared by model_id")[1]
     assert "<img" not in section and "\n# h" not in section
+
+
+@pytest.mark.parametrize("question_spread, seed_noise, advice", [
+    (0.3, 0.02, "more seeds will not narrow this interval much; more questions will"),
+    (0.0, 0.3, "more seeds will narrow this interval nearly as much as more questions"),
+])
+def test_a_group_says_whether_more_seeds_or_more_questions_would_narrow_it(tmp_path, question_spread, seed_noise,
+                                                                           advice):
+    rng = random.Random(6)
+    difficulty = {f"q{i}": 0.5 + rng.uniform(-question_spread, question_spread) for i in range(200)}
+    runs = []
+    for seed in range(3):
+        runs.append((f"s{seed}", "m/a", "t", 0, {k: min(1.0, max(0.0, d + rng.gauss(0, seed_noise)))
+                                                   for k, d in difficulty.items()}))
+    sweep(tmp_path, runs)
+
+    doc = build_report(tmp_path, group_by="model_id")
+
+    line = doc["groups"][0]["uncertainty"]
+    assert line.startswith(advice + ": seeds make "), line
+    assert f"Where the uncertainty comes from" in doc["markdown"] and f"- m/a: {advice}" in doc["markdown"]
+    # its figures are the split's own: SE now is the pooled interval's order of magnitude
+    se_now = float(line.split("; SE ")[1].split(" now")[0])
+    assert se_now == pytest.approx(doc["groups"][0]["results_se"], rel=0.5)

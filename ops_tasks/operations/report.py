@@ -706,6 +706,23 @@ def _same(means: dict) -> dict:
     return means
 
 
+def _uncertainty(parts: Parts) -> Optional[str]:
+    """Where a group's uncertainty comes from, for two runs up on shared examples held in memory:
+    its question and seed parts and the advice they imply (stats.variance_split, Miller sec. 3, 5)."""
+    if len(parts.runs) < 2 or not parts.single:
+        return None
+    scores = {}
+    for dicts in parts:
+        for means in dicts:
+            for key, value in means.items():
+                scores.setdefault(key, []).append(value)
+    split = stats.variance_split(scores)
+    if split is None or split["seed_share"] is None:
+        return None
+    left = f" ({split['left_out']} examples with one run left out)" if split["left_out"] else ""
+    return stats.more_seeds_or_questions(split) + left
+
+
 def _spans_tasks(members: list) -> bool:
     """Runs of several tasks may number their examples alike (q0, q1...): an example is (task, id) then."""
     return len({value_key(r.get("env_id")) for r in members}) > 1
@@ -730,9 +747,10 @@ def group_rows(rows: list, keys: Sequence[str], metric: Optional[Metric] = None,
         group["runs"] = len(members)
         group.update(over_runs([r[metric.name] for r in members if r.get(metric.name) is not None], metric.name,
                                metric.lower_is_better))
-        group.update(pooled(_run_means(members, results or {}, metric, spool, _spans_tasks(members)),
-                            metric.lower_is_better,
+        parts = _run_means(members, results or {}, metric, spool, _spans_tasks(members))
+        group.update(pooled(parts, metric.lower_is_better,
                             metric.cluster if any(r.get("clusters") for r in members) else "example"))
+        group["uncertainty"] = _uncertainty(parts)
         scored = [r for r in members if r.get("n") is not None]
         if len(scored) == 1 and group["results_mean"] is not None:  # one run: its own interval, as its row shows
             group.update(results_ci95_low=scored[0]["ci95_low"], results_ci95_high=scored[0]["ci95_high"],
@@ -1120,6 +1138,18 @@ def _p(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def uncertainty_lines(groups: list, keys: Sequence[str]) -> list:
+    """Per group of several runs on shared examples: where its interval's width comes from."""
+    return [f"{' / '.join(cell_text(g.get(k)) for k in keys)}: {g['uncertainty']}" for g in groups
+            if g.get("uncertainty")]
+
+
+def uncertainty_markdown(groups: list, keys: Sequence[str]) -> list:
+    lines = uncertainty_lines(groups, keys)
+    return ["Where the uncertainty comes from (the variance of the pooled mean split into its questions' "
+            "and its seeds' parts):", "", *(f"- {md(line)}" for line in lines), ""] if lines else []
+
+
 def comparison_title(c: dict) -> str:
     what = f" ({c['compare_by']})" if c.get("compare_by") else ""
     return f"Comparison{what}: {c['run_b']} - {c['run_a']}, {c['metric']}" + (
@@ -1281,6 +1311,7 @@ def report_markdown(doc: dict) -> str:
         notes = sorted({g[k] for g in doc["groups"] for k in g if k.endswith("_interval") and g[k]
                         and g[k].startswith(("too few", "the runs agree"))})
         parts += ["No interval shown where:", "", *(f"- {md(note)}" for note in notes), ""] if notes else []
+        parts += uncertainty_markdown(doc["groups"], keys)
     if doc.get("comparison") is not None:
         parts += [comparison_markdown(doc["comparison"]), ""]
     if doc.get("several") is not None:

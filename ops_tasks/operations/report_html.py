@@ -18,7 +18,8 @@ from .costs import spent_text
 from .examples import ExampleSpool, examples_of, json_block
 from .ranking import several_lines
 from .report import (MODELS_BY_TASK, TIME_COLUMN, _time_cell, cell_text, comparison_lines, comparison_title,
-                     group_columns, models_by_task_rows, plot_bars, shown_columns, table_cell, unequal_note)
+                     group_columns, models_by_task_rows, plot_bars, shown_columns, table_cell, uncertainty_lines,
+                     unequal_note)
 from .validate import BadJsonLine, json_lines
 
 METRICS = "metrics.jsonl"  # a run's logged steps (the script's, or the supervisor's from metrics_from_log)
@@ -299,6 +300,11 @@ def page_parts(doc: dict, run_dirs: Optional[dict] = None) -> tuple:
         keys = doc["group_by"]
         columns = shown_columns(doc["groups"], group_columns(keys, doc["metric"]["name"], doc["groups"]), keys)
         parts.append(f"<h2>Groups by {_e(', '.join(keys))}</h2>" + table_html(doc["groups"], columns, "groups", keys))
+        spread = uncertainty_lines(doc["groups"], keys)
+        if spread:
+            parts.append("<p>Where the uncertainty comes from (the variance of the pooled mean split into its "
+                         "questions' and its seeds' parts):</p><ul class=\"uncertainty\">"
+                         + "".join(f"<li>{_e(line)}</li>" for line in spread) + "</ul>")
     if doc.get("comparison"):
         verdict_line, *rest = comparison_lines(doc["comparison"])
         parts.append(f"<h2>{_e(comparison_title(doc['comparison']))}</h2><ul class=\"comparison\">"
