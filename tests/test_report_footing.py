@@ -252,3 +252,28 @@ def test_a_group_says_whether_more_seeds_or_more_questions_would_narrow_it(tmp_p
     # its figures are the split's own: SE now is the pooled interval's order of magnitude
     se_now = float(line.split("; SE ")[1].split(" now")[0])
     assert se_now == pytest.approx(doc["groups"][0]["results_se"], rel=0.5)
+
+
+def test_missing_scores_bound_the_mean_when_they_could_move_it_beyond_its_interval(tmp_path):
+    # The hardest 30 of 200 questions scored NaN: dropped, the mean rises; the bounds say how far
+    # the truth could be. A run missing 2 of 1000 is inside its interval: nothing said.
+    rng = random.Random(8)
+    lines = [{"id": f"q{i}", "reward": float(rng.random() < 0.7)} for i in range(170)]
+    lines += [{"id": f"h{i}", "reward": float("nan")} for i in range(30)]
+    make_run(tmp_path, "nan", summary={"ok": True, "avg_reward": 0.7},
+             metadata={"run_id": "nan", "model_id": "m/a", "env_id": "t"},
+             results="".join(json.dumps(line) + "\n" for line in lines))
+    make_run(tmp_path, "few", summary={"ok": True, "avg_reward": 0.5, "num_examples": 1000},
+             metadata={"run_id": "few", "model_id": "m/b", "env_id": "t"}, rewards=scores(3, n=998, p=0.5))
+
+    doc = build_report(tmp_path)
+    rows = {r["run_id"]: r for r in doc["rows"]}
+
+    scored = sum(line["reward"] for line in lines[:170])
+    assert rows["nan"]["missing_bounds"] == [pytest.approx(scored / 200), pytest.approx((scored + 30) / 200)]
+    said = [w["warning"] for w in doc["warnings"] if w["run_id"] == "nan" and "have no reward" in w["warning"]]
+    assert said == [f"30 of 200 examples have no reward: the mean {scored / 170:.3g} of the 170 scored could be "
+                    f"anywhere in [{scored / 200:.3g}, {(scored + 30) / 200:.3g}] had they been scored (all 0: "
+                    f"{scored / 200:.3g}; all 1: {(scored + 30) / 200:.3g}), wider than its 95% interval"]
+    assert "missing_bounds" not in rows["few"]
+    assert "have no reward" in doc["markdown"]

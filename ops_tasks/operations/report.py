@@ -511,7 +511,38 @@ def read_run(run_id: str, path: str, fields: Sequence[str] = (), metric: Optiona
     if run_stats and run_stats.get("unscored"):
         warnings.append({"run_id": run_id, "file": RESULTS, "warning": run_stats.pop("unscored_lines")})
     row.update(run_stats or dict.fromkeys(STAT_COLUMNS))
+    bounds = missing_bounds(row, metric)
+    if bounds:
+        row["missing_bounds"] = bounds["bounds"]
+        warnings.append({"run_id": run_id, "file": RESULTS, "warning": bounds["text"]})
     return row, errors, warnings
+
+
+def missing_bounds(row: dict, metric: Metric) -> Optional[dict]:
+    """What the run's mean could be had its missing examples been scored: every one at the metric's
+    worst and at its best (0 and 1 for a score in [0, 1]). Missing: examples the run's
+    num_examples counts beyond n, else its unscored lines (NaN, not a number). Said only when it
+    matters: the bounds reach beyond the run's 95% interval (sampling error is not the larger doubt)."""
+    n, mean = row.get("n"), row.get("mean")
+    if not n or mean is None:
+        return None
+    expected = row.get("num_examples")
+    missing = expected - n if type(expected) is int and expected > n else row.get("unscored") or 0
+    if not missing:
+        return None
+    low, high = (0.0, 1.0) if 0.0 <= (row.get("ci95_low") or mean) and (row.get("ci95_high") or mean) <= 1.0 \
+        else (None, None)
+    if low is None:
+        return None  # an unbounded metric: no worst or best case to bound it by
+    total = mean * n
+    bounds = ((total + missing * low) / (n + missing), (total + missing * high) / (n + missing))
+    interval = (row.get("ci95_low"), row.get("ci95_high"))
+    if interval[0] is not None and interval[0] <= bounds[0] and bounds[1] <= interval[1]:
+        return None
+    return {"bounds": [bounds[0], bounds[1]],
+            "text": f"{missing} of {n + missing} examples have no {metric.field}: the mean {mean:.3g} of the {n} "
+                    f"scored could be anywhere in [{bounds[0]:.3g}, {bounds[1]:.3g}] had they been scored (all "
+                    f"{low:g}: {bounds[0]:.3g}; all {high:g}: {bounds[1]:.3g}), wider than its 95% interval"}
 
 
 def _row_of(run_id: str, summary: dict, sources: list, fields: Sequence[str], metric: Metric) -> dict:
