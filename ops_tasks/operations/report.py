@@ -7,8 +7,8 @@ What is measured: `--metric NAME` (default avg_reward), a numeric summary.json k
 Losses (loss, perplexity, error... in the name, or lower_is_better) rank and compare lowest first.
 
 - Per run: the examples' mean with its standard error (sample sd / sqrt(n)) and a 95% interval:
-  Wilson's score interval when every example scores 0 or 1, else mean +/- 1.96 * se (normal
-  approximation), inside the metric's range. An example is its `id` (else `example_id`, `index`,
+  Wilson's score interval when every example scores 0 or 1, else mean +/- t(0.975, n-1) * se
+  (Student's t), inside the metric's range; clustered (CR1, t(G-1)) where lines name a cluster. An example is its `id` (else `example_id`, `index`,
   the line number): its lines (rollouts) are averaged, wherever they are in the file. Streamed:
   one pass, Welford's update; where an id comes back later in the file, the examples' means that
   the same pass gathered (example_means.py: on disk in parts past 200,000 examples) are used.
@@ -1302,6 +1302,18 @@ def unequal_note(table: dict) -> Optional[str]:
             "examples (the cells' second figure), or with --compare-by model_id, which pairs them there.")
 
 
+def groups_unequal_note(unequal: dict) -> Optional[str]:
+    """The warning under a groups table whose groups were not scored on the same examples."""
+    if not unequal:
+        return None
+    named = "; ".join(f"{task}: " + ", ".join(
+        f"{name} {facts['examples']} (on the {facts['shared']} shared: "
+        f"{'-' if facts['shared_mean'] is None else format(facts['shared_mean'], '.3f')})"
+        for name, facts in groups.items()) for task, groups in unequal.items())
+    return (f"Not the same examples: groups were scored on different examples in {named}. Their pooled means "
+            "are not comparable as they stand: compare the means on the shared examples given here.")
+
+
 def models_by_task_markdown(table: Optional[dict]) -> list:
     if not table:
         return []
@@ -1343,6 +1355,8 @@ def report_markdown(doc: dict) -> str:
                         and g[k].startswith(("too few", "the runs agree"))})
         parts += ["No interval shown where:", "", *(f"- {md(note)}" for note in notes), ""] if notes else []
         parts += uncertainty_markdown(doc["groups"], keys)
+        note = groups_unequal_note(doc.get("groups_unequal"))
+        parts += [f"**{md(note)}**", ""] if note else []
     if doc.get("comparison") is not None:
         parts += [comparison_markdown(doc["comparison"]), ""]
     if doc.get("several") is not None:
@@ -1656,6 +1670,8 @@ def _build_report(root, spool: ExampleSpool, *, group_by: Optional[str] = None, 
         groups = group_rows(rows, keys, measured, results, spool)
         doc["groups"] = sort_rows(groups, sort or best_first(measured, f"{measured.name}_mean")) \
             if (sort or metric is not None) else sorted(groups, key=lambda g: [natural_order(g[k]) for k in keys])
+        doc["groups_unequal"] = _unequal_examples(rows, measured, results, spool,
+                                                  lambda r: " / ".join(cell_text(r.get(k)) for k in keys))
     doc["models_by_task"] = models_by_task(rows, measured, results, spool)
     if compare_by and not compare:
         doc["several"] = compare_several(root, rows, by[0], measured, dirs, spool, keys, baseline, margin)
@@ -1769,15 +1785,16 @@ def models_by_task(rows: list, metric: Metric, results: Optional[dict] = None,
             "unequal": _unequal_examples(rows, metric, results or {}, spool)}
 
 
-def _unequal_examples(rows: list, metric: Metric, results: dict, spool: Optional[ExampleSpool]) -> dict:
-    """{task: {model: {examples, shared, shared_mean}}} for each task whose models were scored on
-    different examples (a model that skipped the hardest questions ranks first on its own mean):
-    each model's mean over the examples every model of the task has, an example's score being its
-    mean over that model's runs. Tasks whose models share every example are left out."""
+def _unequal_examples(rows: list, metric: Metric, results: dict, spool: Optional[ExampleSpool],
+                      name_of=lambda row: _shown(row.get("model_id"))) -> dict:
+    """{task: {name: {examples, shared, shared_mean}}} for each task whose models (or groups:
+    name_of) were scored on different examples (a model that skipped the hardest questions ranks
+    first on its own mean): each one's mean over the examples all of the task's have, an example's
+    score being its mean over that one's runs. Tasks whose models share every example are left out."""
     by_task = {}
     for row in rows:
         if row.get("n") is not None and row["run_id"] in results:
-            by_task.setdefault(_shown(row.get("env_id")), {}).setdefault(_shown(row.get("model_id")), []).append(row)
+            by_task.setdefault(_shown(row.get("env_id")), {}).setdefault(name_of(row), []).append(row)
     unequal = {}
     for task, models in by_task.items():
         if len(models) < 2:

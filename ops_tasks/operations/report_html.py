@@ -18,7 +18,7 @@ from .costs import spent_text
 from .examples import ExampleSpool, examples_of, json_block
 from .ranking import several_lines
 from .report import (MODELS_BY_TASK, TIME_COLUMN, _time_cell, cell_text, comparison_lines, comparison_title,
-                     group_columns, models_by_task_rows, plot_bars, shown_columns, table_cell, uncertainty_lines,
+                     group_columns, groups_unequal_note, models_by_task_rows, plot_bars, shown_columns, table_cell, uncertainty_lines,
                      unequal_note)
 from .validate import BadJsonLine, json_lines
 
@@ -300,6 +300,8 @@ def page_parts(doc: dict, run_dirs: Optional[dict] = None) -> tuple:
         keys = doc["group_by"]
         columns = shown_columns(doc["groups"], group_columns(keys, doc["metric"]["name"], doc["groups"]), keys)
         parts.append(f"<h2>Groups by {_e(', '.join(keys))}</h2>" + table_html(doc["groups"], columns, "groups", keys))
+        note = groups_unequal_note(doc.get("groups_unequal"))
+        parts.append(f'<p class="warning"><b>{_e(note)}</b></p>' if note else "")
         spread = uncertainty_lines(doc["groups"], keys)
         if spread:
             parts.append("<p>Where the uncertainty comes from (the variance of the pooled mean split into its "
