@@ -152,7 +152,7 @@ def test_advice_names_the_cheaper_way_to_a_narrower_interval():
     assert text.startswith("more seeds will not narrow this interval much; more questions will")
     now = math.sqrt(questions_matter["variance_of_mean"])
     assert f"SE {now:.3g} now" in text
-    assert f"{split_se(questions_matter, seeds=2):.3g} with twice the seeds (6 a question)" in text
+    assert f"{split_se(questions_matter, seeds=2):.3g} with twice the seeds (6 each)" in text
     assert f"{now / math.sqrt(2):.3g} with twice the questions (60)" in text
     assert more_seeds_or_questions(seeds_matter).startswith(
         "more seeds will narrow this interval nearly as much as more questions")
@@ -203,3 +203,10 @@ def test_clustered_from_matches_statsmodels_ols_cluster():
     assert t_interval(result["mean"], result["se"], result["clusters"] - 1) == (
         pytest.approx(low, rel=1e-9), pytest.approx(high, rel=1e-9))
     assert t975(result["clusters"] - 1) == pytest.approx(scipy_stats.t.ppf(0.975, len(groups) - 1), rel=1e-9)
+
+
+def test_advice_names_its_unit():
+    split = variance_split({f"p{i}": [0.1 * (i % 5), 0.1 * (i % 5) + 0.01] for i in range(20)})
+    text = more_seeds_or_questions(split, "clusters")
+    assert text.startswith("more seeds will not narrow this interval much; more clusters will: ")
+    assert "with twice the clusters (40)" in text

@@ -739,19 +739,23 @@ def _same(means: dict) -> dict:
 
 def _uncertainty(parts: Parts) -> Optional[str]:
     """Where a group's uncertainty comes from, for two runs up on shared examples held in memory:
-    its question and seed parts and the advice they imply (stats.variance_split, Miller sec. 3, 5)."""
+    its question and seed parts and the advice they imply (stats.variance_split, Miller sec. 3, 5).
+    Where examples name clusters, a cluster's mean in each run is the unit (the questions of a
+    passage share its difficulty: the question part is the passages')."""
     if len(parts.runs) < 2 or not parts.single:
         return None
-    scores = {}
+    scores, clustered = {}, False
     for dicts in parts:
         for means in dicts:
-            for key, value in means.items():
-                scores.setdefault(key, []).append(value)
+            for cluster, (total, count) in _sum_by_key([means], cluster_of).items():
+                scores.setdefault(cluster, []).append(total / count)
+                clustered = clustered or count > 1
     split = stats.variance_split(scores)
     if split is None or split["seed_share"] is None:
         return None
-    left = f" ({split['left_out']} examples with one run left out)" if split["left_out"] else ""
-    return stats.more_seeds_or_questions(split) + left
+    unit = "clusters" if clustered else "questions"
+    left = f" ({split['left_out']} {unit} with one run left out)" if split["left_out"] else ""
+    return stats.more_seeds_or_questions(split, unit) + left
 
 
 def _spans_tasks(members: list) -> bool:
@@ -1198,7 +1202,8 @@ def comparison_lines(c: dict) -> list:
              f"mean difference (B - A): {_p(c['mean_diff'])}, 95% interval "
              f"[{_p(c['ci95_low'])}, {_p(c['ci95_high'])}] ({formula})"]
     if c.get("strata"):
-        lines.insert(1, f"paired like with like: within {c['strata']} strata of {', '.join(c['stratified_by'])}, "
+        lines.insert(1, f"paired like with like: within {c['strata']} "
+                        f"{'stratum' if c['strata'] == 1 else 'strata'} of {', '.join(c['stratified_by'])}, "
                         "an example scored on each side as its mean over that side's runs there (seeds)"
                         + (f"; left out, run on one side only: {'; '.join(c['strata_left_out'])}"
                            if c["strata_left_out"] else ""))
@@ -1662,6 +1667,8 @@ def _build_report(root, spool: ExampleSpool, *, group_by: Optional[str] = None, 
     if clustered:  # what an interval treats as one piece of evidence, said before any number
         doc["header"]["clustered_by"] = (f"the results field {measured.cluster} ({clustered} of {len(rows)} runs "
                                          "name clusters); elsewhere by example")
+    elif cluster_by is not None:
+        doc["header"]["clustered_by"] = f"example: no results line has a {measured.cluster} (--cluster-by)"
     spent = total_cost(r.get("cost") for r in every_row)
     if spent["priced"]:  # no price known: no cost shown at all
         doc["header"]["cost"] = spent

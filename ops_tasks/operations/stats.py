@@ -581,22 +581,23 @@ def split_se(split: dict, questions: float = 1.0, seeds: float = 1.0) -> float:
     return math.sqrt(split["between"] / n + split["within"] / (n * k))
 
 
-def more_seeds_or_questions(split: dict) -> str:
+def more_seeds_or_questions(split: dict, unit: str = "questions") -> str:
     """Advice from a variance_split: whether more seeds or more questions would narrow the mean's
     interval, with the SE now, with twice the runs on each question and with twice the questions.
     Twice the questions always divides the SE by sqrt(2); twice the seeds only shrinks the seed part,
-    so it is worth as much only where the seed part is nearly all of the variance."""
+    so it is worth as much only where the seed part is nearly all of the variance. unit: what the
+    split's examples are (clusters, where a passage's questions are one)."""
     now, seeds, questions = split_se(split), split_se(split, seeds=2), split_se(split, questions=2)
     share = split["seed_share"] or 0.0
     figures = (f"seeds make {share:.0%} of the mean's variance; SE {now:.3g} now, {seeds:.3g} with twice "
-               f"the seeds ({2 * split['k']:.3g} a question), {questions:.3g} with twice the questions "
+               f"the seeds ({2 * split['k']:.3g} each), {questions:.3g} with twice the {unit} "
                f"({2 * split['n']})")
     if share < 0.2:
-        advice = "more seeds will not narrow this interval much; more questions will"
+        advice = f"more seeds will not narrow this interval much; more {unit} will"
     elif share > 0.6:
-        advice = "more seeds will narrow this interval nearly as much as more questions"
+        advice = f"more seeds will narrow this interval nearly as much as more {unit}"
     else:
-        advice = "more questions narrow this interval more than more seeds, but both help"
+        advice = f"more {unit} narrow this interval more than more seeds, but both help"
     return f"{advice}: {figures}"
 
 
