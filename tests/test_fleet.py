@@ -205,6 +205,12 @@ AT_ONCE_INTERRUPTED = """
 import os, signal, threading, time
 from ops_tasks.fleet import at_once
 
+# Python raises KeyboardInterrupt on SIGINT only where SIGINT was not ignored when it started; a
+# test run started in the background (`make test &`, nohup, a runner's job) passes SIGINT ignored
+# to its children, and this child then waited on item 0 for ever. A terminal's Ctrl-C always
+# reaches a foreground `ops`: say so here.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
 started, stops, handled = [], [], threading.Event()
 
 def one(item):

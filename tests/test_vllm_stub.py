@@ -21,6 +21,7 @@ import pytest
 
 from ops_tasks.testing import vllm_stub
 from ops_tasks.testing.fake_gpu import gpu, install_fake_nvidia_smi, register_gpu_process
+from ops_tasks.testing.pods import free_port
 
 WAIT_S = 10.0  # an upper bound for waits, never an assertion
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -28,12 +29,6 @@ NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def alive(pid: int) -> bool:

@@ -38,10 +38,20 @@ def can_isolate() -> bool:
     return probe.returncode == 0
 
 
+_HANDED_OUT: set = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port free now, never one this process handed out before: the kernel may give
+    a just-closed port again, and two servers a test starts side by side (a replica per pod:
+    loopback pods share ports) then collide on it (seen: fa0 and fa1 both on 40047)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _keygen(path: Path, comment: str) -> None:
