@@ -816,10 +816,10 @@ def test_generated_run_ids_are_stamped_in_utc_whatever_the_local_time(far_from_u
 
 
 def test_a_local_sync_folder_with_placeholders_is_the_same_folder_for_the_command_and_the_pod(tmp_path):
-    run = one(tmp_path, command="x {run_dir}", user="bob", out_mode="{mode}", mode="local_sync",
-              local_dir="/scratch/{user}", sync_interval="{every}", every="5m")
-    assert run.command == "x /scratch/bob/r"
-    assert dict(run.workload) == {"out_mode": "local_sync", "sync_interval": 300.0, "local_dir": "/scratch/bob"}
+    run = one(tmp_path, command="x {run_dir}", user="bob", out_mode="{mode}", mode="local_sync", fast=True,
+              local_dir="/scratch/{user}-{fast}", sync_interval="{every}", every="5m", value_style="python")
+    assert run.command == "x /scratch/bob-True/r"
+    assert dict(run.workload) == {"out_mode": "local_sync", "sync_interval": 300.0, "local_dir": "/scratch/bob-True"}
     assert run_message(tmp_path, out_mode="local_sync", local_dir="/scratch/{run_dir}").startswith(
         "FILE: run 0 ('r'): unknown placeholder {run_dir}")
     assert run_message(tmp_path, out_mode="local_sync", local_dir="/scratch/{sub}", sub="../etc") == (

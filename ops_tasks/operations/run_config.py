@@ -470,8 +470,9 @@ def local_work_dir(workload: dict, run_id: str) -> Optional[str]:
 
 def _workload(run: dict, where: str, out_mode: dict) -> tuple:
     """The run's WORKLOAD_KEYS, parsed (durations in seconds, signal names without SIG, log
-    patterns as lists; out_mode's keys as _out_mode made them) and checked by their rows of the key
-    table (runtime/keys.py, which the pod applies again): ((key, value), ...) for the pod's supervisor."""
+    patterns as lists; out_mode's keys as _out_mode made them), to be checked by their rows of the key
+    table with the whole run (_build_run's run_problem, as the pod applies it): ((key, value), ...)
+    for the pod's supervisor."""
     found = {}
     if run.get("expect") is not None:
         found["expect"] = _expect(run["expect"])
@@ -494,16 +495,12 @@ def _workload(run: dict, where: str, out_mode: dict) -> tuple:
         found["stop_signal"] = signal.upper().removeprefix("SIG") if isinstance(signal, str) else signal
     if run.get("metrics_from_log") is not None:
         found["metrics_from_log"] = run["metrics_from_log"]
-    for key, value in found.items():
-        problem = value_problem(key, value)
-        if problem:
-            raise ConfigError(f"{where}: {problem}")
     return tuple(found.items())
 
 
 def _expect(value):
     """`expect` as the pod takes it (a log pattern given as one string becomes a list of one), to be
-    checked by its row of the key table (_workload): files (paths in the run directory), log_matches /
+    checked by its row of the key table (_build_run's run_problem): files (paths in the run directory), log_matches /
     log_not_matches (regexes, each searched line by line in stdout.log), wandb_synced."""
     if isinstance(value, dict):
         value = {key: [item] if key in ("log_matches", "log_not_matches") and isinstance(item, str) else item
