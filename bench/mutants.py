@@ -57,6 +57,7 @@ RT = "ops_tasks/runtime/"  # the pod runtime: a module per role
 STATS = "ops_tasks/operations/stats.py"
 REPORT = "ops_tasks/operations/report.py"
 T_FAULTS = "tests/test_faults_runs.py::"
+T_FOOTING = "tests/test_report_footing.py::"
 T_UPGRADE = "tests/test_upgrade.py::"
 T_BADRUN = "tests/test_bad_day_runs.py::"
 T_VERDICTS = T_FAULTS + "test_verdicts_a_careless_supervisor_gets_wrong"
@@ -345,6 +346,50 @@ MUTATIONS = [
        "        if True:",
        ["tests/test_validate.py::test_results_lines_are_read_as_json_loads_reads_each"],
        "a results line with more after its value is read as its value"),
+    # issue 23: numbers that cannot mislead
+    _m("report-compare-by-pools-mixes", "report", REPORT,
+       "    keys = [k for k in dict.fromkeys([*STRATA, *strata]) if k != by]",
+       "    keys = []",
+       [T_FOOTING + "test_a_confounded_compare_by_pairs_within_models_and_names_what_it_left_out"],
+       "--compare-by pools different mixes of models on each side (confounded)"),
+    _m("report-strata-not-clustered", "report", REPORT,
+       '    clustered = len(strata_order) > 1 or any(r.get("clusters") for side in sides for m in side.values() for r in m)',
+       "    clustered = False",
+       [T_FOOTING + "test_over_several_models_the_difference_is_clustered_by_example_as_statsmodels"],
+       "one question answered by several models counted as independent pairs"),
+    _m("report-cluster-field-ignored", "report", REPORT,
+       '        if group is None or group == "":',
+       "        if True:",
+       ["tests/test_report_clusters.py"], "a results line's cluster is ignored: passages' questions as independent"),
+    _m("report-unequal-examples-silent", "report", REPORT,
+       "        if any(count != shared for count in counts):",
+       "        if False:",
+       [T_FOOTING + "test_a_model_that_skipped_its_hardest_questions_is_not_ranked_on_its_own_mean"],
+       "models scored on different questions ranked silently"),
+    _m("report-prediction-called-ci", "report", REPORT,
+       "        low, high = stats.clip(*stats.prediction_interval(values), stats.metric_range(min(values), max(values), loss))",
+       "        low, high = stats.clip(*acc.interval(stats.t975(acc.n - 1)), stats.metric_range(min(values), max(values), loss))",
+       ["tests/test_report.py::test_group_by_gives_mean_sd_and_n_over_runs"],
+       "the over-runs interval is the runs' mean's, not where one more run falls"),
+    _m("report-missing-bounds-silent", "report", REPORT,
+       "    bounds = missing_bounds(row, metric)\n    if bounds:",
+       "    bounds = missing_bounds(row, metric)\n    if False:",
+       [T_FOOTING + "test_missing_scores_bound_the_mean_when_they_could_move_it_beyond_its_interval"],
+       "NaN rewards dropped with no bound on what they could change"),
+    _m("report-power-z-for-mcnemar", "report", REPORT,
+       "        comparison.update(_power(bounds, mean_a.mean, mean_b.mean, n=diff.n, discordant=(b_count + c_count) / diff.n))",
+       "        pass  # the paired t's power (from the differences' sd) left standing",
+       [T_FOOTING + "test_at_fifty_examples_the_mcnemar_mde_is_the_exact_tests_not_a_z_formulas"],
+       "the MDE of a z test printed for McNemar's exact test (72% power, not 80%, at n = 50)"),
+    _m("report-parts-overwrite", "report", "ops_tasks/operations/example_means.py",
+       "                        sums[key] = (old_total + total, old_count + count)",
+       "                        sums[key] = (total, count)",
+       ["tests/test_report.py::test_runs_of_many_examples_pool_and_pair_as_runs_held_in_memory"],
+       "a spilled run's rollouts of one example, far apart, not averaged"),
+    _m("ranking-no-holm", "report", "ops_tasks/operations/ranking.py",
+       "    for pair, value in zip(tested, stats.holm(pair[key] for pair in tested)):",
+       "    for pair, value in zip(tested, (pair[key] for pair in tested)):",
+       ["tests/test_ranking.py"], "several models compared without Holm's correction"),
 
     # -- validate (operations/validate.py) and the one verdict it asks (verdicts.py)
     _m("val-missing-files-ignored", "validate", VALIDATE,
