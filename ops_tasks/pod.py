@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from invoke import Collection
-from .tables import tabulate
+from .tables import one_line, tabulate
 
 from . import defaults, records
 from .errors import ConfigError, OpsError
@@ -30,7 +30,7 @@ def render_status(data: dict) -> str:
     where = data["host"] if data["host"] == data["destination"] else f"{data['host']} ({data['destination']})"
     head = f"{where}: {'OK' if data['ok'] else 'NOT OK'}"
     if not data["reachable"]:
-        return "\n".join([head, *(f"  problem: {p}" for p in data["problems"])])
+        return "\n".join([head, *(f"  problem: {one_line(str(p))}" for p in data["problems"])])
     volume = data["volume"]
     state = "mounted" if volume["mounted"] else ("plain directory" if volume["exists"] else "missing")
     tools = ", ".join(
@@ -57,8 +57,8 @@ def render_status(data: dict) -> str:
         rows.append(("cost", f"{_money(cost['cost_usd'])} so far ({_money(cost['price_per_hour'], '/h')} for "
                              f"{_duration(cost['uptime_s'])})"))
     lines = [head, tabulate(rows, tablefmt="plain")]
-    lines += [f"problem: {p}" for p in data["problems"]]
-    lines += [f"warning: {w}" for w in data["warnings"]]
+    lines += [f"problem: {one_line(str(p))}" for p in data["problems"]]  # a pod's text: one line each
+    lines += [f"warning: {one_line(str(w))}" for w in data["warnings"]]
     return "\n".join(lines)
 
 

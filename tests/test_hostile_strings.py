@@ -421,3 +421,19 @@ def test_runs_status_list_and_logs_print_what_a_run_wrote_inert(pod, ops):
     assert "\x1b[31mred\x1b[0m" in followed.stdout
     assert "\x1b]" not in followed.stdout and "\x1b[2J" not in followed.stdout and "\x07" not in followed.stdout
     assert "\\x1b]52;c;cHduZWQ=\\x07" in followed.stdout
+
+
+def test_pod_status_problems_and_warnings_stay_one_line_each():
+    from ops_tasks.pod import render_status
+
+    hostile = "tmux session <x>\n# Pwned" + OSC52
+    data = {"host": "p", "destination": "p", "ok": False, "reachable": True, "latency_ms": 3, "connect_ms": 10,
+            "hostname": "h", "user": "root", "volume": {"path": "/mnt", "mounted": True, "exists": True,
+                                                        "fstype": "tmpfs", "free_bytes": 1, "size_bytes": 2},
+            "gpus": [], "tools": {}, "tmux_sessions": [], "disk_free_bytes": 1, "disk_size_bytes": 2, "load": [0.1],
+            "cpus": 2, "problems": [hostile], "warnings": [hostile]}
+    for shown in (render_status(data), render_status({**data, "reachable": False})):
+        lines = shown.splitlines()
+        assert not any(line.startswith("# Pwned") for line in lines), shown
+        assert sum("problem: tmux session <x>\\n# Pwned" in line for line in lines) == 1
+        assert raw_controls(shown) == []
