@@ -172,8 +172,11 @@ def test_a_model_that_skipped_its_hardest_questions_is_not_ranked_on_its_own_mea
     page = render_html(doc, [], doc[RUN_DIRS])
     assert '<p class="warning"><b>Not the same examples: models were scored on different examples in t1' in page
 
+    assert "not the same examples in t1: the bars are not comparable as they stand" in page  # the chart's caption
     grouped = build_report(tmp_path, group_by="model_id,env_id")
     assert list(grouped["groups_unequal"]) == ["t1"]
+    grouped_page = render_html(grouped, [], grouped[RUN_DIRS])
+    assert '<b class="warning">not the same examples in t1: the bars are not comparable' in grouped_page
     assert (f"Not the same examples: groups were scored on different examples in t1: m/a / t1 500 (on the 440 "
             f"shared: {shared:.3f}), m/b / t1 440 (on the 440 shared: {shared:.3f})") in grouped["markdown"]
 

@@ -1430,6 +1430,16 @@ def _short(label: str, width: int = 32) -> str:
     return label if len(label) <= width else label[:width - 3] + "..."
 
 
+def plot_unequal_note(doc: dict) -> Optional[str]:
+    """What a chart says when its bars were scored on different examples (it ranks them by eye)."""
+    unequal = doc.get("groups_unequal") if doc.get("groups") is not None else \
+        (doc.get("models_by_task") or {}).get("unequal")
+    if not unequal:
+        return None
+    return (f"not the same examples in {', '.join(unequal)}: the bars are not comparable as they stand "
+            "(the warning under the table gives each one's mean on the shared examples)")
+
+
 def plot_report(doc: dict, path: Path) -> None:
     """A PNG bar chart: each group's (else each run's) mean with its 95% interval as error bars
     where there is one; the axis names the metric and the interval method."""
@@ -1451,7 +1461,8 @@ def plot_report(doc: dict, path: Path) -> None:
         axes.set_ylabel(ylabel, fontsize=8)
         if all(0.0 <= b[1] <= 1.0 and (b[3] is None or b[3] <= 1.0) for b in bars):
             axes.set_ylim(0.0, 1.0)
-        axes.set_title(f"Report: {doc['root']}", fontsize=9)
+        unequal = plot_unequal_note(doc)
+        axes.set_title(f"Report: {doc['root']}" + (f"\n{unequal}" if unequal else ""), fontsize=9)
         figure.tight_layout()
         buffer = io.BytesIO()
         figure.savefig(buffer, format="png", dpi=120)

@@ -18,8 +18,8 @@ from .costs import spent_text
 from .examples import ExampleSpool, examples_of, json_block
 from .ranking import several_lines
 from .report import (MODELS_BY_TASK, TIME_COLUMN, _time_cell, cell_text, comparison_lines, comparison_title,
-                     group_columns, groups_unequal_note, models_by_task_rows, plot_bars, shown_columns, table_cell, uncertainty_lines,
-                     unequal_note)
+                     group_columns, groups_unequal_note, models_by_task_rows, plot_bars, plot_unequal_note,
+                     shown_columns, table_cell, uncertainty_lines, unequal_note)
 from .validate import BadJsonLine, json_lines
 
 METRICS = "metrics.jsonl"  # a run's logged steps (the script's, or the supervisor's from metrics_from_log)
@@ -91,6 +91,8 @@ def plot_svg(doc: dict) -> str:
     note = f"{_e(doc['metric']['name'])}: mean and 95% interval, {what} ({_e(', '.join(methods))})"
     if len(every) > PLOT_BARS:
         note += f"; the first {PLOT_BARS} shown"
+    if plot_unequal_note(doc):
+        note += f'. <b class="warning">{_e(plot_unequal_note(doc))}</b>'
     return f'<figure>{"".join(parts)}<figcaption>{note}</figcaption></figure>'
 
 
