@@ -37,9 +37,11 @@ mutants: $(STAMP) system-deps
 	@status=0; $(BIN)/python bench/mutants.py || status=1; \
 	$(BIN)/python bench/mutmut_fast.py || status=1; exit $$status
 
-# The documentation made from the code: the run-key reference from the key table.
+# The documentation made from the code (the run-key reference from the key table), then the site
+# (mkdocs.yml) built --strict into .site/: open .site/index.html.
 docs: $(STAMP)
 	$(BIN)/python -m ops_tasks.runtime.keys > docs/reference/run-keys.md
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict -d .site
 
 install: $(STAMP)
 
