@@ -3,6 +3,7 @@
 from invoke import Collection
 
 from . import artifacts, campaign, pod, report, runs, vllm
+from .exec import exec_ as exec_task
 
 ns = Collection()
 ns.add_collection(pod.ns)
@@ -13,3 +14,4 @@ ns.add_collection(artifacts.ns)
 ns.add_task(report.validate)
 ns.add_task(report.report)
 ns.add_task(campaign.campaign)  # `ops campaign`: every phase, config to released pods
+ns.add_task(exec_task)  # `ops exec`: one command on a host or every pod of a fleet
