@@ -5,7 +5,6 @@ default. Environment variables may also come from the file named by OPS_PROJECT_
 only fills in what the real environment leaves unset.
 """
 
-import fnmatch
 import functools
 import getpass
 import math
@@ -255,25 +254,14 @@ def ssh_config_paths():
 
 
 def ssh_config_knows(alias: str) -> bool:
-    """True when a Host pattern of ~/.ssh/config (or the system one) names this alias.
+    """True when a Host pattern of ~/.ssh/config (or the system one), or of a file either
+    Includes, names this alias, as ssh reads them (ssh_config.defines).
 
     The catch-all `Host *` does not count: it matches anything, known or not.
     """
-    for path in ssh_config_paths():
-        if not path.is_file():
-            continue
-        for line in path.read_text(errors="replace").splitlines():
-            words = line.strip().split()
-            if len(words) < 2 or words[0].lower() != "host":
-                continue
-            patterns = [w for w in words[1:] if w != "*"]
-            positive = [p for p in patterns if not p.startswith("!")]
-            negated = [p[1:] for p in patterns if p.startswith("!")]
-            if any(fnmatch.fnmatchcase(alias, p) for p in positive) and not any(
-                fnmatch.fnmatchcase(alias, p) for p in negated
-            ):
-                return True
-    return False
+    from . import ssh_config
+
+    return any(ssh_config.defines(alias, path, user=index == 0) for index, path in enumerate(ssh_config_paths()))
 
 
 def _looks_like_address(host: str) -> bool:
@@ -409,11 +397,13 @@ def _ssh_config_options(host: str) -> dict:
     import paramiko  # only here: most tasks that need no identity start faster without it
 
     found = {}
-    for path in ssh_config_paths():
+    from . import ssh_config
+
+    for index, path in enumerate(ssh_config_paths()):
         if not path.is_file():
             continue
-        try:
-            options = paramiko.SSHConfig.from_path(str(path)).lookup(host)
+        try:  # the file as ssh reads it: what it Includes too
+            options = ssh_config.paramiko_config([(path, index == 0)]).lookup(host)
         except (OSError, ValueError, paramiko.SSHException):
             continue  # an unreadable config resolves nothing; connecting reports it properly
         for key in ("hostname", "user", "port"):

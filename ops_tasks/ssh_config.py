@@ -296,3 +296,188 @@ def forget_pod_hosts(path: Path, aliases: Sequence[str]) -> Tuple[List[str], Lis
     ours = [alias for alias in aliases if written_by_pod_up(path, alias)]
     removed = [alias for alias in ours if remove_host(path, alias)]
     return removed, sorted(set(aliases) - set(ours))
+
+
+# ---------------------------------------------------------------- reading it as ssh does: Include
+
+# OpenSSH's READCONF_MAX_DEPTH: an Include nested deeper (a file including itself, say) makes
+# ssh refuse the whole configuration ("Too many recursive configuration includes").
+MAX_INCLUDE_DEPTH = 16
+SYSTEM_DIR = Path("/etc/ssh")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of the configuration as ssh reads it, Include followed.
+
+    outer: the Host/Match lines ((kind, arguments)) of the blocks whose Include brought this
+    line's file in, outermost first: ssh applies the line only where all of them apply.
+    block: the Host/Match line of the line's own block in its file (None: the file's top).
+    kind: "host" or "match" for a block's own line, "reopen" where the block an Include sat in
+    goes on after the included files, else "option" (text: the line itself).
+    """
+
+    kind: str
+    outer: Tuple[Tuple[str, str], ...]
+    block: Optional[Tuple[str, str]]
+    text: str = ""
+
+
+def _words(args: str) -> List[str]:
+    import shlex
+
+    try:
+        return shlex.split(args)
+    except ValueError:
+        return args.split()
+
+
+def include_paths(args: str, user: bool = True) -> List[Path]:
+    """The files one `Include` line names, as ssh_config(5) says: `~` expanded (user configs),
+    a relative path taken in ~/.ssh (user configs) or /etc/ssh (the system one), each glob
+    expanded in lexical order. A pattern matching nothing names nothing (ssh is fine with it)."""
+    import glob
+
+    found = []
+    for word in _words(args):
+        word = os.path.expanduser(word) if user else word
+        if not os.path.isabs(word):
+            word = os.path.join(os.path.expanduser("~/.ssh") if user else str(SYSTEM_DIR), word)
+        found += [Path(p) for p in sorted(glob.glob(word)) if os.path.isfile(p)]
+    return found
+
+
+def entries(path: Path, user: bool = True) -> List[Entry]:
+    """Every line of the config at path as ssh reads it (see Entry); a missing file has none.
+
+    ConfigError for Includes nested deeper than ssh allows (a loop): ssh refuses the config too."""
+    found: List[Entry] = []
+    _read(Path(path), user, (), 0, found)
+    return found
+
+
+def _read(path: Path, user: bool, outer: tuple, depth: int, found: List[Entry]) -> None:
+    block = None
+    found.append(Entry("reopen", outer, None))
+    for number, line in enumerate(_split_lines(read_text(path)), 1):
+        content = _content(line)
+        if content is None:
+            continue
+        keyword, args = content
+        if keyword in ("host", "match"):
+            block = (keyword, args)
+            found.append(Entry(keyword, outer, block))
+        elif keyword == "include":
+            if depth >= MAX_INCLUDE_DEPTH:
+                raise ConfigError(f"{path} line {number}: Include nested more than {MAX_INCLUDE_DEPTH} deep "
+                                  f"(a file that includes itself?); ssh refuses this config as well")
+            inner = outer + ((block,) if block else ())
+            for included in include_paths(args, user):
+                _read(included, user, inner, depth + 1, found)
+            found.append(Entry("reopen", outer, block))
+        else:
+            found.append(Entry("option", outer, block, line.strip()))
+
+
+def _host_patterns(args: str) -> Tuple[List[str], List[str]]:
+    patterns = _words(args)
+    return [p for p in patterns if not p.startswith("!")], [p[1:] for p in patterns if p.startswith("!")]
+
+
+def _host_applies(args: str, alias: str, catch_all: bool = True) -> bool:
+    positive, negated = _host_patterns(args)
+    if not catch_all:
+        positive = [p for p in positive if p != "*"]
+    return any(fnmatch.fnmatchcase(alias, p) for p in positive) and not any(
+        fnmatch.fnmatchcase(alias, p) for p in negated)
+
+
+def defines(alias: str, path: Path, user: bool = True) -> bool:
+    """True when a Host line of the config at path, or of a file it includes, names alias, and
+    every block an Include of that file sits in applies to it (a Match block: unless its
+    `originalhost` rules the alias out).
+
+    The catch-all `Host *` does not count: it matches anything, known or not."""
+    for entry in entries(path, user):
+        if entry.kind != "host" or not _host_applies(entry.block[1], alias, catch_all=False):
+            continue
+        if all(_host_applies(args, alias) if kind == "host" else _match_may_apply(args, alias)
+               for kind, args in entry.outer):
+            return True
+    return False
+
+
+def _match_may_apply(args: str, alias: str) -> bool:
+    """False only when an `originalhost` criterion of a Match line rules the alias out; the
+    other criteria (host, user, exec...) depend on more than the alias: assumed to apply."""
+    words = _words(args)
+    while words:
+        criterion = words.pop(0)
+        negated, name = criterion.startswith("!"), criterion.lstrip("!").lower()
+        if name in ("all", "canonical", "final") or not words:
+            continue
+        patterns = words.pop(0)
+        if name == "originalhost" and _host_applies(patterns.replace(",", " "), alias) == negated:
+            return False
+    return True
+
+
+def _criteria(block: Tuple[str, str]) -> List[str]:
+    """A Host/Match line as `Match` criteria that can be joined with others (all of them apply)."""
+    kind, args = block
+    if kind == "host":
+        return ["originalhost " + ",".join(_words(args))]
+    return [] if args.strip().lower() == "all" else [args]
+
+
+def _header(entry: Entry) -> str:
+    if not entry.outer:
+        if entry.block is None:
+            return "Host *"
+        return f"{'Host' if entry.block[0] == 'host' else 'Match'} {entry.block[1]}"
+    criteria = [c for block in entry.outer + ((entry.block,) if entry.block else ()) for c in _criteria(block)]
+    return "Match " + " ".join(criteria) if criteria else "Host *"
+
+
+def flattened(path: Path, user: bool = True) -> str:
+    """The config at path with every Include replaced by what it includes, in one text that a
+    reader without Include (paramiko, so fabric) takes the way ssh takes the files: a block
+    brought in by an Include inside a Host/Match block becomes a `Match` of both conditions,
+    and the block the Include sat in is opened again after it."""
+    lines = []
+    for entry in entries(path, user):
+        lines.append(entry.text if entry.kind == "option" else _header(entry))
+    return "\n".join(lines) + "\n"
+
+
+def paramiko_config(paths: Sequence[Tuple[Path, bool]]):
+    """One paramiko SSHConfig of these configs ((path, is a user config), first wins), Include followed."""
+    import io
+
+    import paramiko
+
+    config = paramiko.SSHConfig()
+    for path, user in paths:
+        if Path(path).is_file():
+            config.parse(io.StringIO(flattened(Path(path), user)))
+    return config
+
+
+def load_into(fabric_config) -> None:
+    """What fabric.Config.load_ssh_config does, but reading the files as ssh does (Include):
+    `ssh_config_path` when set (a user config, as `ssh -F`), else ~/.ssh/config then the system's.
+    The rules replace any fabric read itself (those lack what the Includes bring)."""
+    if fabric_config._given_explicit_object:
+        return  # given its SSHConfig object: fabric reads no file either
+    runtime = fabric_config.ssh_config_path or getattr(fabric_config, "_runtime_ssh_path", None)
+    if runtime:
+        runtime = Path(os.path.expanduser(runtime))
+        if not runtime.exists():
+            raise FileNotFoundError(2, "No such file or directory", str(runtime))
+        paths = [(runtime, True)]
+    elif fabric_config.load_ssh_configs:
+        paths = [(Path(os.path.expanduser(fabric_config._user_ssh_path)), True),
+                 (Path(os.path.expanduser(fabric_config._system_ssh_path)), False)]
+    else:
+        paths = []
+    fabric_config.base_ssh_config._config[:] = paramiko_config(paths)._config

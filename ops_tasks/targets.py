@@ -331,12 +331,14 @@ class SshTarget(Target):
     def _new_connection(self):
         import fabric
 
+        from . import ssh_config
+
         # Fabric trap (fabric#2111): a plain Invoke config loads no ~/.ssh/config.
         if self.invoke_config is not None:
             config = self.invoke_config.clone(into=fabric.Config)
-            config.load_ssh_config()
         else:
             config = fabric.Config()
+        ssh_config.load_into(config)  # ~/.ssh/config as ssh reads it: fabric's own reading skips Include
         # Fabric truncates the timeout to an int: never let 0.5 become "no timeout".
         timeout = self.answer_s
         # Host, user and port given apart: Fabric cannot split a bracketed IPv6 `user@[::1]:port`.
