@@ -19,6 +19,7 @@ TASKS = {
     "report": [],
     "validate": [],
     "campaign": ["--host", POD, "--config", str(CHECKOUT / "configs" / "pilots.json")],
+    "exec": ["--host", POD, "--command", "nvidia-smi -L", "--env", f"WANDB_API_KEY={SECRET}"],
     "artifacts.archive": ["--host", POD, "--run-id", "run-a"],
     "artifacts.fetch": ["--host", POD, "--run-id", "run-a"],
     "pod.bootstrap": ["--host", POD],
