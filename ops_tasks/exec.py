@@ -62,22 +62,20 @@ def _on_pod(target, *, command: str, timeout_s: float, env: tuple, prefixed: boo
 
 def _pod_entry(result: dict) -> dict:
     """A pod's part of the --json document (one that raised: its error, no exit code)."""
-    entry = {"exit_code": result.get("exit_code"), "output_tail": result.get("output_tail", []),
-             "timed_out": bool(result.get("timed_out"))}
-    if "error" in result:
-        entry["error"] = result["error"]
-    return entry
+    if "error" in result:  # the command did not run, or its end is unknown (fleet.failure's exit_code is ours)
+        return {"exit_code": None, "output_tail": [], "timed_out": False, "error": result["error"]}
+    return {"exit_code": result["exit_code"], "output_tail": result["output_tail"], "timed_out": result["timed_out"]}
 
 
 def _summary(results: list) -> str:
     parts = []
     for result in results:
-        if result.get("exit_code") is None or "error" in result:
+        if "error" in result:
             parts.append(f"{result['pod']} error: {result.get('error')}")
         else:
             parts.append(f"{result['pod']} exit {result['exit_code']}" + (" (timed out)" if result["timed_out"] else ""))
     failed = sum(1 for r in results if r.get("ok") is not True)
-    verdict = "all exited 0" if not failed else f"{failed} not 0"
+    verdict = "all exited 0" if not failed else f"{failed} not ok"
     return f"exec: {len(results)} pods, {verdict}: " + ", ".join(parts)
 
 

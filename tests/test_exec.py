@@ -209,7 +209,7 @@ def test_a_fleet_exits_1_naming_each_pods_exit_code(ops, pods, clean_homes):
 
     assert result.returncode == 1
     assert result.stdout == "[ex0] fine\n"
-    assert "ex0 exit 0, ex1 exit 3" in result.stderr.splitlines()[-1]
+    assert "exec: 2 pods, 1 not ok: ex0 exit 0, ex1 exit 3" in result.stderr.splitlines()[-1]
 
     as_json = ops("exec", "--host", FLEET, "--json", "--command", '[ -e "$HOME/fail" ] && exit 3; echo fine')
     assert as_json.returncode == 1
@@ -226,6 +226,16 @@ def test_a_fleet_deadline_is_each_pods(ops, pods):
     assert "[ex0] timed out" in result.stderr and "[ex1] timed out" in result.stderr
     assert "ex0 exit 124 (timed out), ex1 exit 124 (timed out)" in result.stderr
     assert all(leftovers(pod, "sleep 3220") == [] for pod in pods)
+
+
+def test_a_pod_that_cannot_be_reached_has_no_exit_code_and_the_others_run(ops, pod):
+    result = ops("exec", "--host", f"{pod.alias},root@127.0.0.1:1", "--json", "--command", "echo up")
+
+    assert result.returncode == 1
+    document = result.json
+    assert document["pods"][pod.alias] == {"exit_code": 0, "output_tail": ["up"], "timed_out": False}
+    unreachable = document["pods"]["root@127.0.0.1:1"]
+    assert unreachable["exit_code"] is None and "127.0.0.1:1" in unreachable["error"]
 
 
 # ---------------------------------------------------------------- before any contact
