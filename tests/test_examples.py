@@ -70,3 +70,18 @@ def test_an_unreachable_server_fails_the_run(tmp_path):
     assert result.returncode == 1
     assert "did not answer" in result.stderr
     assert not (tmp_path / "run" / "summary.json").exists()  # the supervisor writes ok: false
+
+
+@pytest.mark.parametrize("record, shown", [
+    # the page's own column names: prompt, answer (the model's), reference
+    ({"prompt": "2+2?", "answer": "4", "reference": "4", "reward": 1}, ["2+2?", "4", "4"]),
+    # a response field: answer is the reference
+    ({"question": "2+2?", "response": "5", "answer": "4", "reward": 0}, ["2+2?", "5", "4"]),
+    # only a target: it is the reference, no answer shown
+    ({"input": "2+2?", "target": "4", "reward": 0}, ["2+2?", "", "4"]),
+    ({"problem": "2+2?", "completion": "4", "ground_truth": "4", "reward": 1}, ["2+2?", "4", "4"]),
+])
+def test_the_drill_down_reads_prompt_answer_and_reference_by_their_documented_names(record, shown):
+    from ops_tasks.operations.examples import example_item
+
+    assert example_item("r", 1, record, "reward")[2:5] == shown

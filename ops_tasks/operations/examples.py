@@ -81,9 +81,10 @@ def _reward(record: dict, field: str):
 def example_item(run_id: str, number: int, record: dict, field: str) -> list:
     """[run, id, prompt, answer, reference, reward] of one results.jsonl line (an object)."""
     answer = _first(record, ANSWER_FIELDS)
-    # Without a response field, "answer" is the model's answer; beside one, the reference.
-    reference = _first(record, REFERENCE_FIELDS) if answer is not None else None
-    answer = answer if answer is not None else _first(record, REFERENCE_FIELDS)
+    if answer is not None:  # beside a response field, "answer" is the reference
+        reference = _first(record, REFERENCE_FIELDS)
+    else:  # without one, "answer" is the model's answer and the reference is the others' (target...)
+        answer, reference = _first(record, REFERENCE_FIELDS[:1]), _first(record, REFERENCE_FIELDS[1:])
     return [run_id, _example_id(record, number), _first(record, PROMPT_FIELDS) or "", answer or "",
             reference or "", _reward(record, field)]
 
