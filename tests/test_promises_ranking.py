@@ -426,3 +426,62 @@ def test_place_line_labels_a_single_place_and_a_range():
                                "certain": True, "why": "w"}) == "place 1: M 0.1235 (certain: w)"
     assert ranking.place_line({"place": "2-3", "low": 2, "high": 3, "models": ["M", "N"], "means": [None, 12346.0],
                                "certain": False, "why": "w"}) == "places 2-3: M, N 1.235e+04 (not certain: w)"
+
+
+# ---------------------------------------------------------------- edges: 5% exactly, tolerances, zeros
+
+
+def test_a_p_of_exactly_5_percent_shows_nothing(monkeypatch):
+    pair = {"a": "A", "b": "B", "p_holm": 0.5, "tost_p_holm": 0.05, "equivalence": None, "better": None}
+    ranking._decide(pair, {"mean_diff": 0.0}, False, 0.1)
+    assert (pair["equivalence"], pair["decided"]) == ("not shown equal within +/-margin", "no detectable difference")
+    c = comp("A", "B", diff=0.01, se=0.01, n=100)
+    monkeypatch.setattr(ranking, "tost", lambda c, margin: (0.05, 99))
+    assert ranking.equivalence_text(c, 0.5).startswith("not shown equal within +/-0.5 (TOST p = 0.05): ")
+
+
+def test_a_margin_of_0_is_refused_even_when_no_pair_can_be_tested():
+    with pytest.raises(ValueError, match="^an equivalence margin is a positive number$"):
+        ranking.several([comp("A", "B", p=None, test=None)], margin=0)
+
+
+def test_a_ranking_of_models_with_no_pairs_given_has_every_place_open():
+    places_, notes = ranking.ranking(["A", "B"], [], [comp("A", "B", diff=0.1, mean_a=0.5)], False)
+    assert notes == []
+    assert [(p["place"], p["models"], p["certain"], p["why"]) for p in places_] == [
+        ("1-2", ["B", "A"], False, "not separated: A vs B not compared")]
+
+
+def test_a_chain_through_two_models_names_both():
+    # A > B, B > C, B > D decided; C vs D not: A is first through chains to C and D
+    cs = [comp("A", "B", diff=-0.2, p=0.001, mean_a=0.9, mean_b=0.7), comp("B", "C", diff=-0.3, p=0.001, mean_a=0.7, mean_b=0.4),
+          comp("B", "D", diff=-0.3, p=0.002, mean_a=0.7, mean_b=0.4), comp("C", "D", diff=0.0, p=0.8, mean_a=0.4)]
+    result = ranking.several(cs)
+    assert places(result) == [("1", 1, 1, ["A"], True), ("2", 2, 2, ["B"], True), ("3-4", 3, 4, ["C", "D"], False)]
+    assert result["ranking"][0]["why"] == ("separated from each of the other 3 models, largest Holm p = 0.004; "
+                                           "from C, D through a chain of decided pairs")
+
+
+@pytest.mark.parametrize("first,other,differ", [
+    (1e-12, 0.0, False),        # exactly the tolerance (1e-12 below 1): the same mean
+    (0.5, 0.5 + 1.5e-12, True),  # above 1e-12 for a mean below 1
+    (0.5, 0.5 + 0.5e-12, False),
+    (1000.0, 1000.0 + 5e-10, False),  # relative above 1: 1e-12 * 1000
+])
+def test_means_differ_beyond_a_tolerance_of_1e_12_relative(first, other, differ):
+    cs = [comp("A", "B", n=100, mean_a=first, mean_b=0.3), comp("A", "C", n=50, mean_a=other, mean_b=0.3)]
+    notes = ranking.several(cs)["notes"]
+    assert any("the means of A differ" in note for note in notes) is differ
+
+
+def test_the_note_on_differing_means_names_every_model_whose_means_differ():
+    cs = [comp("A", "B", n=100, mean_a=0.5, mean_b=0.6), comp("A", "C", n=50, mean_a=0.51, mean_b=0.3),
+          comp("B", "C", n=40, mean_a=0.62, mean_b=0.3)]
+    assert ranking.several(cs)["notes"][-1].startswith(
+        "the pairs share different example sets: the means of A, B differ between their comparisons; ")
+
+
+@pytest.mark.parametrize("lower,order", [(False, ["B", "A", "C"]), (True, ["C", "A", "B"])])
+def test_a_mean_of_0_is_ordered_as_0(lower, order):
+    cs = [comp("A", "B", mean_a=0.0, mean_b=0.5, p=0.5, lower=lower), comp("A", "C", mean_a=0.0, mean_b=-0.5, p=0.5, lower=lower)]
+    assert ranking.several(cs)["ranking"][0]["models"] == order
