@@ -485,3 +485,13 @@ def test_the_note_on_differing_means_names_every_model_whose_means_differ():
 def test_a_mean_of_0_is_ordered_as_0(lower, order):
     cs = [comp("A", "B", mean_a=0.0, mean_b=0.5, p=0.5, lower=lower), comp("A", "C", mean_a=0.0, mean_b=-0.5, p=0.5, lower=lower)]
     assert ranking.several(cs)["ranking"][0]["models"] == order
+
+
+def test_no_place_is_certain_among_models_whose_decisions_go_round_in_a_cycle():
+    # A > B > C > A, all decided: each model's direct range is place 2 alone, yet none of them holds it.
+    cs = [comp("A", "B", diff=-0.1, p=0.001, mean_a=0.7), comp("B", "C", diff=-0.1, p=0.001, mean_a=0.6),
+          comp("C", "A", diff=-0.1, p=0.001, mean_a=0.5)]
+    result = ranking.several(cs)
+    assert [(p["place"], p["models"], p["certain"]) for p in result["ranking"]] == [("2", ["A", "B", "C"], False)]
+    assert result["ranking"][0]["why"] == ("the decisions about them contradict one another (a cycle of 'better'): "
+                                           "no place is certain")

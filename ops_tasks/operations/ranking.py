@@ -182,7 +182,8 @@ def ranking(models: list, pairs: list, comparisons: list, loss: bool) -> tuple:
     order = sorted(models, key=lambda name: (means[name][0] is None, sign * (means[name][0] or 0.0)))
     better = _decided_better(pairs)
     closure = _closure(better, models)
-    if any(name in closure[name] for name in models):
+    in_cycle = {name for name in models if name in closure[name]}
+    if in_cycle:
         notes.append("the decisions contradict one another (a cycle of 'better'): places from direct decisions only")
         closure = better
     above = {name: {other for other in models if name in closure[other]} for name in models}
@@ -198,6 +199,8 @@ def ranking(models: list, pairs: list, comparisons: list, loss: bool) -> tuple:
                        "models": [name], "means": [means[name][0]], "certain": low == high})
     by_key = {frozenset((p["a"], p["b"])): p for p in pairs}
     for place in places:
+        # One place held by several models, or by a model in a cycle of decisions, is no certain place.
+        place["certain"] = place["certain"] and len(place["models"]) == 1 and not in_cycle & set(place["models"])
         place["why"] = _why(place, models, better, closure, by_key)
     return places, notes
 
@@ -245,6 +248,8 @@ def _why(place: dict, models: list, better: dict, closure: dict, by_key: dict) -
             if other in names and models.index(other) < models.index(name):
                 continue  # within the entry: named once
             open_pairs.append(_open_text(name, other, by_key.get(frozenset((name, other)))))
+    if not open_pairs:  # every pair decided, yet one place: the decisions go round in a cycle
+        return "the decisions about them contradict one another (a cycle of 'better'): no place is certain"
     return "not separated: " + "; ".join(open_pairs)
 
 
