@@ -137,7 +137,7 @@ def test_the_archive_is_the_package_byte_for_byte_and_named_by_its_hash():
 
 # A value each checked key refuses, as a config would say it.
 BAD = {"command": "", "env": {"A": ["x"]}, "gpus": -1, "timeout": -5, "stall_timeout": "soon", "retries": -1,
-       "retry_on": ["flaky"], "retry_backoff": -1, "summary_from": "vf-eval", "summary_metric": "",
+       "retry_on": ["flaky"], "retry_backoff": -1, "summary_from": "vf-eval", "summary": "exitcode", "summary_metric": "",
        "summary_timeout": 0, "stop_signal": "STOP", "stop_grace": -3, "metrics_from_log": "loss ([\\d.]+)",
        "meta": ["a"], "expect": {"file": ["x"]}, "expect_commit": "main", "out_mode": "s3",
        "sync_interval": 0, "local_dir": "/etc/runs"}

@@ -24,7 +24,7 @@ from typing import Optional
 from ..defaults import RUN_LOCAL_DIR, RUN_STALL_TIMEOUT_S, RUN_SYNC_INTERVAL_S, RUN_TIMEOUT_S, RUNS_SESSION
 from ..errors import ConfigError
 from ..names import CONTROL_CHARS, ENV_NAME, RUN_ID, TMUX_SESSION
-from ..runtime.contract import COMMIT, FAILURE_CLASSES
+from ..runtime.contract import COMMIT, FAILURE_CLASSES, SUMMARY_BY_SCRIPT
 from ..runtime.keys import (NOT_IDENTITY, RESERVED, WORKLOAD_KEYS, check_local_dir, run_problem,
                             value_problem)
 from ..secrets import MASK, is_secret_key, is_secret_name
@@ -483,6 +483,8 @@ def _workload(run: dict, where: str, out_mode: dict) -> tuple:
     for key in ("summary_from", "meta"):
         if run.get(key) is not None:
             found[key] = run[key]
+    if run.get("summary") not in (None, SUMMARY_BY_SCRIPT):  # the default: a supervisor of any contract does it
+        found["summary"] = run["summary"]
     if run.get("summary_metric") is not None:
         found["summary_metric"] = run["summary_metric"].strip() if isinstance(run["summary_metric"], str) \
             else run["summary_metric"]

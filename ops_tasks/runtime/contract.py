@@ -16,7 +16,8 @@ import re
 
 # 1: every release before the contract had a number (their supervisors wrote "ops-tasks-runs/1",
 #    whatever keys they knew). 2: versioned requests and entries, the hand-over, bad_input.
-CONTRACT_VERSION = 2
+# 3: the run key `summary` (exit_code: the exit code is the verdict, the supervisor writes summary.json).
+CONTRACT_VERSION = 3
 LEGACY_CONTRACT = 1
 TOOL_VERSION = "ops-tasks-runs/%d" % CONTRACT_VERSION
 # state -> class: "active" (not over yet), "succeeded", or "failed" (over, and not a success).
@@ -56,6 +57,10 @@ RECORD_DIR = ".ops"
 CONTRACT_FILES = ("command.sh", "run_metadata.json", "summary.json", "results.jsonl", "metrics.jsonl")
 STOP_SIGNALS = ("INT", "TERM", "HUP", "QUIT", "USR1", "USR2")  # a run's stop_signal (TERM, KILL follow)
 SUMMARY_FRAMEWORKS = ("verifiers", "lm_eval")  # summary_from: one of these, or python:module:function
+# `summary`: who writes summary.json. script (the default): the command, else the run fails no_summary;
+# exit_code: exit 0 is the verdict, and the supervisor writes it where the command did not.
+SUMMARY_BY_SCRIPT, SUMMARY_BY_EXIT_CODE = "script", "exit_code"
+SUMMARY_MODES = (SUMMARY_BY_SCRIPT, SUMMARY_BY_EXIT_CODE)
 PYTHON_SUMMARY = re.compile(r"^python:([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z_]\w*)$")
 # `expect`: what a run that exited 0 must also show to succeed (gates.unmet_expectations).
 EXPECT_KEYS = ("files", "log_matches", "log_not_matches", "wandb_synced")

@@ -14,7 +14,7 @@ import re
 from collections import namedtuple
 
 from .contract import (COMMIT, CONTRACT_VERSION, ENV_NAME, EXPECT_KEYS, FAILURE_CLASSES, OUT_MODES, PYTHON_SUMMARY,
-                       STOP_SIGNALS, SUMMARY_FRAMEWORKS, outputs_root_problem)
+                       STOP_SIGNALS, SUMMARY_BY_EXIT_CODE, SUMMARY_FRAMEWORKS, SUMMARY_MODES, outputs_root_problem)
 
 # kind: "run" (how the run is started, watched and retried), "workload" (what the supervisor does
 # with its files: summaries, gates, metrics, stopping; allowed at a config's top level as every
@@ -79,6 +79,13 @@ def _check_backoff(value):
 def _check_summary_from(value):
     if not isinstance(value, str) or not (value in SUMMARY_FRAMEWORKS or PYTHON_SUMMARY.match(value)):
         return "summary_from must be %s or python:module:function, got %r" % (", ".join(SUMMARY_FRAMEWORKS), value)
+    return None
+
+
+def _check_summary(value):
+    if value not in SUMMARY_MODES:
+        return ("summary must be \"script\" (the command writes summary.json) or \"exit_code\" (exit 0 is the "
+                "verdict, the supervisor writes summary.json), got %r" % (value,))
     return None
 
 
@@ -208,6 +215,10 @@ RUN_KEYS = (
     Key("summary_from", "workload", "verifiers | lm_eval | python:module:function", None, BOTH, True, True, 2,
         "Write summary.json and results.jsonl from the tool's own output once the command exits 0.",
         _check_summary_from),
+    Key("summary", "workload", "script | exit_code", "script", BOTH, False, True, 3,
+        "Who writes summary.json. exit_code: a run that exits 0 succeeds, and the supervisor writes its summary.json "
+        "(ok: true, written_by says so) unless the command wrote its own, which is kept and judges the run.",
+        _check_summary),
     Key("summary_metric", "workload", "string", "the tool's first metric", BOTH, False, True, 2,
         "The metric summary_from takes (lm-eval: metric,filter).", _check_summary_metric),
     Key("summary_timeout", "workload", "duration", "5m", BOTH, False, True, 2,
@@ -277,6 +288,9 @@ def run_problem(run):
         problem = value_problem(name, run.get(name))
         if problem:
             return problem
+    if run.get("summary") == SUMMARY_BY_EXIT_CODE and run.get("summary_from") is not None:
+        return ("summary: exit_code and summary_from %s both say where summary.json comes from: keep one"
+                % (run["summary_from"],))
     if run.get("out_mode") == "local_sync" and (run.get("sync_interval") is None or run.get("local_dir") is None):
         return "out_mode local_sync needs sync_interval and local_dir"
     return None

@@ -12,8 +12,8 @@ import signal
 import socket
 import subprocess
 
-from .contract import (ACTIVE, CONTRACT_FILES, MASK, RECORD_DIR, STATES, TERMINAL, TOOL_VERSION, attempt_number,
-    is_secret, masked_env)
+from .contract import (ACTIVE, CONTRACT_FILES, MASK, RECORD_DIR, STATES, SUMMARY_BY_EXIT_CODE, TERMINAL, TOOL_VERSION,
+    attempt_number, is_secret, masked_env)
 from .files import file_digest, makedirs, now, read_json, record_path, write_if_absent, write_json, write_text
 from .gates import write_identity
 from .procs import group_alive, kill_group_fully, kill_marked, owner_marker, pid_alive
@@ -256,6 +256,25 @@ def write_missing_summary(run_dir, run_id, status):
         "failure_class": status.get("failure_class"),
         "written_by": "ops-tasks supervisor (the command wrote no summary.json)",
     })
+
+
+def write_exit_code_summary(run_dir, run_id):
+    """`summary: exit_code`, a run that exited 0 and met its expectations: its summary.json, ok
+    true, written by the supervisor and saying so (no measurement is made up). A summary.json the
+    command wrote is kept, and judges the run. True when this one was written."""
+    path = os.path.join(run_dir, "summary.json")
+    if os.path.lexists(path):
+        return False
+    write_json(path, {
+        "ok": True,
+        "run_id": run_id,
+        "state": "succeeded",
+        "exit_code": 0,
+        "summary": SUMMARY_BY_EXIT_CODE,
+        "written_by": "ops-tasks supervisor from the exit code (summary: exit_code; the command wrote no "
+                      "summary.json)",
+    })
+    return True
 
 
 def files_written_by(run_dir, ours):

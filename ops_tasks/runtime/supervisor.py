@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from .contract import CONTRACT_VERSION, COUNTS_AS_FAILURE, MASK, RETRYABLE, TOOL_VERSION
+from .contract import CONTRACT_VERSION, COUNTS_AS_FAILURE, MASK, RETRYABLE, SUMMARY_BY_EXIT_CODE, TOOL_VERSION
 from .handover import handover_asked, handover_done, successor_lock
 from .keys import run_problem
 from .converters import Conversion
@@ -26,7 +26,7 @@ from .procs import (KILL_GRACE_S, descendants, group_alive, kill_group, kill_gro
     marked_pids, owner_marker, process_table, signal_quietly, start_ticks_of, stop_pids)
 from .rundir import (archive_attempt, attempts_done, failure_class, git_facts, read_status, restore_attempt,
     restore_contract, set_attempt_state, set_state, stop_leftover_group, summary_verdict, write_contract_start,
-    write_record_end)
+    write_exit_code_summary, write_record_end)
 from .store import Lock, Store
 
 
@@ -592,6 +592,9 @@ class Supervisor:
         unmet = unmet_expectations(entry, run_dir)
         if unmet:
             return "failed", "expectation", "expect: " + "; ".join(unmet)
+        if entry.get("summary") == SUMMARY_BY_EXIT_CODE and not write_exit_code_summary(run_dir, entry["run_id"]):
+            self.say("%s: summary: exit_code, but the command wrote its own summary.json: kept, and the run is "
+                     "judged by it" % entry["run_id"])
         ok, klass, _ = summary_verdict(run_dir)
         return ("succeeded" if ok else "failed"), klass, None
 
