@@ -1,0 +1,99 @@
+"""`ops ui`: a live page of every pod, run, GPU and dollar, served on this machine
+(operations/ui_server.py; the page is ui_static/, the pods' view operations/ui_snapshot.py).
+
+    ops ui -H fleet            # prints http://127.0.0.1:8787/?token=...; Ctrl-C ends it
+
+It binds 127.0.0.1 only, unless --bind names another address AND --i-know-its-exposed is given;
+the token in the printed URL is what lets a browser in. The server needs the `ui` extra
+(aiohttp), imported here only when the task runs.
+"""
+
+import ipaddress
+import secrets
+
+from .errors import ConfigError
+from .flags import count_flag, seconds_flag
+from .output import announce, dry_run_requested, log, ops_task
+# The server, the operations, fleet and targets are imported by the function (ARCHITECTURE.md, "Start-up").
+
+PORT = 8787
+INTERVAL_S = 2.0  # between refreshes at least; more when pods are far or many (3 x a refresh's time)
+
+HELP = {
+    "port": f"Port on this machine to serve the page on (default {PORT}; 0: any free port).",
+    "bind": "Address to listen on (default 127.0.0.1). Anything but a loopback address also needs "
+            "--i-know-its-exposed: whoever reaches it and has the token can cancel your runs.",
+    "i_know_its_exposed": "Allow --bind on an address other machines can reach.",
+    "interval": f"Seconds between refreshes, one round trip per pod each (default {INTERVAL_S:g}; the server "
+                f"waits longer when a refresh takes long: 3 x its time).",
+}
+
+
+def checked_port(value) -> int:
+    number = count_flag("--port", value, PORT, minimum=0)
+    if number > 65535:
+        raise ConfigError(f"--port must be at most 65535, got {number}")
+    return number
+
+
+def checked_bind(value, exposed: bool) -> str:
+    """The address to listen on: a loopback one, or any with --i-know-its-exposed."""
+    address = "127.0.0.1" if value in (None, "", "localhost") else str(value)
+    try:
+        parsed = ipaddress.ip_address(address.strip("[]"))
+    except ValueError:
+        raise ConfigError(f"--bind {value!r}: give an IP address (127.0.0.1, ::1, ...)") from None
+    if not parsed.is_loopback and not exposed:
+        raise ConfigError(f"--bind {value}: this address is reachable from other machines; the page can cancel "
+                          f"runs and stop servers: add --i-know-its-exposed to serve it there anyway")
+    return str(parsed)
+
+
+def page_hosts(bind: str, port: int) -> set:
+    """The Host header values a browser sends to this server (any other is refused: DNS rebinding)."""
+    literal = f"[{bind}]" if ":" in bind else bind
+    names = {f"{literal}:{port}"}
+    if ipaddress.ip_address(bind).is_loopback:
+        names |= {f"localhost:{port}", f"127.0.0.1:{port}"} if "." in bind else {f"localhost:{port}"}
+    return names
+
+
+@ops_task(name="ui", help=HELP)
+def ui(c, host=None, port=None, bind=None, i_know_its_exposed=False, interval=None):
+    """Serve a live page of the pods, runs, GPUs and costs on 127.0.0.1 (a token in its URL); Ctrl-C ends it."""
+    from .output import fleet_targets, on_each_pod, target_of
+    from .settings import project_dir_of
+
+    listen = checked_bind(bind, bool(i_know_its_exposed))
+    number = checked_port(port)
+    every = seconds_flag("--interval", interval, INTERVAL_S)
+    if dry_run_requested():  # what one refresh would send each pod; nothing served, nothing contacted
+        from .operations.ui_snapshot import snapshot_pod
+        return on_each_pod(c, host, lambda t: snapshot_pod(t, outputs_dir=t.profile.outputs_dir, sessions=[],
+                                                           follows=[]))
+    try:
+        from .operations import ui_server
+    except ImportError as exc:
+        raise ConfigError(f"ops ui needs the ui extra ({exc.name} is missing): pip install 'ops-tasks[ui]'") from None
+    targets = fleet_targets(c, host) or [target_of(c, host)]
+    token = secrets.token_urlsafe(32)
+    watch = ui_server.Watch(targets, project_dir=project_dir_of(c.config), interval_s=every, invoke_config=c.config,
+                            log=log)
+    server = ui_server.Server(watch, token=token, hosts=set(), any_host=ipaddress.ip_address(listen).is_unspecified)
+    running = ui_server.Running(server, listen, number)
+    try:
+        bound = running.bind()  # before any pod is contacted: a taken port is bad input
+    except OSError as exc:
+        raise ConfigError(f"--port {number}: cannot listen on {listen}:{number} ({exc.strerror or exc}); "
+                          f"pick another --port (0: any free one)") from None
+    server.hosts = page_hosts(listen, bound)
+    literal = f"[{listen}]" if ":" in listen else listen
+    url = f"http://{literal}:{bound}/?token={token}"
+    announce({"ok": True, "url": url, "port": bound, "bind": listen, "pods": [t.profile.name for t in targets]},
+             f"ops ui: watching {', '.join(t.profile.name for t in targets)}; open {url}")
+    log("ops ui: Ctrl-C stops it (the runs and servers go on on the pods)")
+    try:
+        running.serve()
+    except KeyboardInterrupt:
+        log("ops ui: stopped")
+    return None
