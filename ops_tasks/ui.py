@@ -71,10 +71,10 @@ def ui(c, host=None, port=None, bind=None, i_know_its_exposed=False, interval=No
         from .operations.ui_snapshot import snapshot_pod
         return on_each_pod(c, host, lambda t: snapshot_pod(t, outputs_dir=t.profile.outputs_dir, sessions=[],
                                                            follows=[]))
-    try:
-        from .operations import ui_server
-    except ImportError as exc:
-        raise ConfigError(f"ops ui needs the ui extra ({exc.name} is missing): pip install 'ops-tasks[ui]'") from None
+    import importlib.util
+    if importlib.util.find_spec("aiohttp") is None:
+        raise ConfigError("ops ui needs the ui extra (aiohttp is not installed): pip install 'ops-tasks[ui]'")
+    from .operations import ui_server
     targets = fleet_targets(c, host) or [target_of(c, host)]
     token = secrets.token_urlsafe(32)
     watch = ui_server.Watch(targets, project_dir=project_dir_of(c.config), interval_s=every, invoke_config=c.config,

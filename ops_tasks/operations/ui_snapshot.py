@@ -161,7 +161,7 @@ def run_metrics(target, *, run_dir: str) -> dict:
     return {"ok": True, **curves_of(target.run_script(script).stdout)}
 
 
-def finitefinite_number(value) -> Optional[float]:
+def finite_number(value) -> Optional[float]:
     """A pod's number as a float when it is a finite one (not a bool, not past any float), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
