@@ -43,6 +43,7 @@ TASKS = {
     "vllm.status": ["--host", POD],
     "vllm.stop": ["--host", POD],
     "vllm.tunnel": ["--host", POD],
+    "ui": ["--host", POD],
 }
 ON_A_HOST = sorted(name for name, args in TASKS.items() if POD in args)
 ELSEWHERE = sorted(name for name, args in TASKS.items() if POD not in args)  # Lium's API, or local files
