@@ -28,6 +28,10 @@ RUN_SELECTION_HELP = {
 }
 
 
+SLOTS_HELP = ("CPU slots: how many runs without GPUs (gpus: 0, or any run on a pod without GPUs) run at once "
+              "(default: 1 on a pod without GPUs, 4 on a pod with GPUs).")
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -273,7 +277,7 @@ def _all_cancelled(report: dict) -> dict:
     "force": "Run again even runs that succeeded or failed; earlier files move to attempts/<n>/.",
     "retry_failed": "Run again the runs that failed (timeout, stalled, cancelled, lost too).",
     "no_tmux": "Supervise in the foreground over this connection, streaming; exit 1 if a run failed.",
-    "slots": "Runs at a time on a pod without GPUs (default 1).",
+    "slots": SLOTS_HELP,
     "fail_fast": "Cancel the submission's queued runs once one of its runs has failed.",
     "wait": "Then wait until the runs end (like runs.wait).",
     "timeout": f"With --wait: seconds to wait at most (default {WAIT_TIMEOUT_S:.0f}: 24 h; the runs go on after it).",
@@ -326,6 +330,9 @@ def submit(c, config, host=None, remote_repo=None, remote_outputs_dir=None, tmux
                     config=str(config), submitted_at=time.time(), pricing=report.get("pricing"),
                     **host_fields(target.profile))
     report["manifest"] = str(save_manifest(project_dir_of(c.config), manifest))
+    if report.get("slots_warning"):  # after contact: the pod knows its GPUs and its supervisor
+        log(f"warning: {target.profile.label}: {report['slots_warning']}")
+        warnings = [*warnings, f"{target.profile.label}: {report.pop('slots_warning')}"]
     report["warnings"] = warnings
     c.config.ops_last_submission = submission_id  # chained tasks (runs.wait, artifacts.fetch) take it
     if wait and not no_tmux and report["queued"]:
@@ -725,7 +732,7 @@ def _found_somewhere(document: dict) -> dict:
           + (f"\n  supervisor: {d['supervisor']}" if d.get("supervisor") else ""), help={
     "remote_outputs_dir": RUN_SELECTION_HELP["remote_outputs_dir"],
     "tmux_session": f"tmux session for the supervisor (default: the latest submission's, else {RUNS_SESSION}).",
-    "slots": "Runs at a time on a pod without GPUs (default 1).",
+    "slots": SLOTS_HELP,
 })
 def resume(c, host=None, remote_outputs_dir=None, tmux_session=None, slots=None):
     """Queue again the runs left `lost` by a dead supervisor (each pod of a fleet; succeeded runs untouched)."""

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ops_tasks.errors import ConfigError
-from ops_tasks.operations.placement import busy_until, capacity, free_now, makespan, need, place, rebalance
+from ops_tasks.operations.placement import POOLS, busy_until, capacity, free_now, makespan, need, place, rebalance
 
 
 def pod(name, gpu_count=0, free_gpus=None, slots=1, queued_s=None, **extra):
@@ -20,21 +20,23 @@ def run(run_id, expected_s=10.0, gpus=1):
 
 
 def timeline(placement, runs, pods):
-    """{run_id: (pod, start, finish, units)}: each pod starting its list in order, each run on the
-    units free earliest (a reference written apart from the module's own clock)."""
+    """{run_id: (pod, start, finish, pool, units)}: each pod starting its list in order, each run
+    on the units of its pool (GPUs or CPU slots) free earliest (a reference written apart from the
+    module's own clock)."""
     by_id = {r["run_id"]: r for r in runs}
     out = {}
     for p in pods:
-        free_at = [0.0] * free_now(p) + [busy_until(p)] * (capacity(p) - free_now(p))
+        free_at = {pool: [0.0] * free_now(p, pool) + [busy_until(p)] * (capacity(p, pool) - free_now(p, pool))
+                   for pool in POOLS}
         for run_id in placement[p["name"]]:
             if run_id in p.get("run_ids", []):
                 continue
-            units = need(by_id[run_id], p)
-            free_at.sort()
-            start = free_at[units - 1] if units else 0.0
+            pool, units = need(by_id[run_id], p)
+            free_at[pool].sort()
+            start = free_at[pool][units - 1] if units else 0.0
             finish = start + by_id[run_id]["expected_s"]
-            free_at[:units] = [finish] * units
-            out[run_id] = (p["name"], start, finish, units)
+            free_at[pool][:units] = [finish] * units
+            out[run_id] = (p["name"], start, finish, pool, units)
     return out
 
 
@@ -46,7 +48,7 @@ def test_free_gpus_are_filled_first_then_the_rest_queue_where_they_finish_soones
     runs = [run("r1", 50), run("r2", 40), run("r3", 30), run("r4", 20)]
     placed = place(runs, pods)
     when = timeline(placed, runs, pods)
-    assert sorted(r for r, (_, start, _, _) in when.items() if start == 0) == ["r1", "r2", "r3"]
+    assert sorted(r for r, (_, start, _, _, _) in when.items() if start == 0) == ["r1", "r2", "r3"]
     assert when["r4"][:2] == ("b", 30)  # behind r3 on b (done at 30), not behind a's backlog of 100
 
 
@@ -149,13 +151,13 @@ def test_every_run_is_placed_exactly_once_and_what_a_pod_has_stays(fleet):
 def test_no_pod_is_over_its_units_at_any_moment_nor_over_its_free_gpus_at_start(fleet):
     runs, pods = fleet
     when = timeline(place(runs, pods), runs, pods)
-    for p in pods:
-        mine = [w for w in when.values() if w[0] == p["name"]]
-        for moment in {start for _, start, _, _ in mine}:
-            in_use = sum(units for _, start, finish, units in mine if start <= moment < finish)
-            assert in_use <= capacity(p)
+    for p, pool in itertools.product(pods, POOLS):
+        mine = [w for w in when.values() if w[0] == p["name"] and w[3] == pool]
+        for moment in {start for _, start, _, _, _ in mine}:
+            in_use = sum(units for _, start, finish, _, units in mine if start <= moment < finish)
+            assert in_use <= capacity(p, pool)
             if moment < busy_until(p):
-                assert in_use <= free_now(p)
+                assert in_use <= free_now(p, pool)
 
 
 @given(fleets())
@@ -165,12 +167,13 @@ def test_no_run_waits_while_a_pod_where_it_fits_keeps_units_idle_from_the_start(
     placed = place(runs, pods)
     when = timeline(placed, runs, pods)
     by_id = {r["run_id"]: r for r in runs}
-    for p in pods:
-        idle_from_start = free_now(p) - sum(w[3] for w in when.values() if w[0] == p["name"] and w[1] == 0)
-        for run_id, (_, start, _, _) in when.items():
-            units = need(by_id[run_id], p)
-            if start > 0 and units is not None:
-                assert units > idle_from_start, (run_id, p["name"])
+    for p, pool in itertools.product(pods, POOLS):
+        idle_from_start = free_now(p, pool) - sum(w[4] for w in when.values()
+                                                  if w[0] == p["name"] and w[3] == pool and w[1] == 0)
+        for run_id, (_, start, _, _, _) in when.items():
+            needed = need(by_id[run_id], p)
+            if start > 0 and needed is not None and needed[0] == pool:
+                assert needed[1] > idle_from_start, (run_id, p["name"])
     assert makespan(placed, runs, pods) == max((w[2] for w in when.values()), default=0.0)
 
 
@@ -219,6 +222,7 @@ def test_rebalance_moves_queued_runs_once_to_idle_pods_that_start_them_and_never
     for run_id, source, target in moves:
         queued = {r["run_id"]: r for r in by_name[source]["queued"]}
         assert run_id in queued and source != target and not by_name[target].get("queued")
-        taken[target] = taken.get(target, 0) + need(queued[run_id], by_name[target])
-    for target, units in taken.items():
-        assert units <= free_now(by_name[target])
+        pool, units = need(queued[run_id], by_name[target])
+        taken[target, pool] = taken.get((target, pool), 0) + units
+    for (target, pool), units in taken.items():
+        assert units <= free_now(by_name[target], pool)

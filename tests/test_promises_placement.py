@@ -103,10 +103,12 @@ def test_a_pod_s_backlog_is_counted_again_after_each_run_moved_off_it():
 
 
 def test_a_pod_with_no_unit_left_takes_no_more_runs():
-    # Promise: moves go only where a unit is idle: once t's GPU is taken, the full CPU pod's run stays.
+    # Promise: moves go only where a unit is idle: once t's GPU is taken (its CPU slot is busy), the
+    # full CPU pod's run stays; with t's CPU slot idle, that run (gpus: 0) moves there too.
     a = gpu_pod("a", 1, 0, queued=[run("a1", 1, 100)])
     cpu = {"name": "c", "gpu_count": 0, "slots": 1, "free_slots": 0, "queued": [run("c1", 0, 10)]}
-    assert rebalance([a, cpu, gpu_pod("t", 1, 1)]) == [("a1", "a", "t")]
+    assert rebalance([a, cpu, gpu_pod("t", 1, 1, free_slots=0)]) == [("a1", "a", "t")]
+    assert rebalance([a, cpu, gpu_pod("t", 1, 1, slots=1)]) == [("a1", "a", "t"), ("c1", "c", "t")]
 
 
 def test_a_run_behind_one_its_pod_starts_now_may_still_move():

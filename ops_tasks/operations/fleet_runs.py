@@ -136,10 +136,13 @@ def probe_pod(target, *, outputs_dir: str, run_ids=(), run_dirs=None, submission
     pod_now, received = answer.get("now"), time.time()
     gpus = [g for g in answer.get("gpus") or [] if isinstance(g, dict)] if isinstance(answer.get("gpus"), list) else []
     capacity = _count(answer.get("capacity"), 1)
+    cpu_slots = max(1, _count(answer.get("cpu_slots"), 1))
     queued = [q for q in answer.get("queued") or [] if isinstance(q, dict) and isinstance(q.get("run_id"), str)
               and RUN_ID.match(q["run_id"])] if isinstance(answer.get("queued"), list) else []
     return {"ok": True, "host": target.profile.name, "outputs_dir": outputs_dir, "gpus": gpus,
             "capacity": capacity, "units_in_use": min(capacity, _count(answer.get("units_in_use"), 0)),
+            # runs without GPUs (gpus: 0, or any on a pod without GPUs): its CPU slots and those in use
+            "cpu_slots": cpu_slots, "cpu_slots_in_use": min(cpu_slots, _count(answer.get("cpu_slots_in_use"), 0)),
             "queued": queued, "runs": answer.get("runs") or [],
             "supervisor_running": answer.get("supervisor_running") is True,
             "manifest": answer.get("manifest") if isinstance(answer.get("manifest"), dict) else None,
@@ -162,9 +165,11 @@ def free_units(probed: dict) -> int:
 
 
 def placement_pod(name: str, probed: dict, queued=None, slots: Optional[int] = None) -> dict:
-    """A probed pod as operations/placement sees one (GPUs, else CPU slots)."""
-    pod = {"name": name, "gpu_count": len(probed["gpus"]), "free_gpus": free_units(probed),
-           "slots": probed["capacity"] if not probed["gpus"] else (slots or 1), "free_slots": free_units(probed)}
+    """A probed pod as operations/placement sees one: its GPUs and its CPU slots (--slots, when
+    given, is what the pod takes from this submission on)."""
+    cpu_slots = slots or probed.get("cpu_slots") or 1
+    pod = {"name": name, "gpu_count": len(probed["gpus"]), "free_gpus": free_units(probed) if probed["gpus"] else 0,
+           "slots": cpu_slots, "free_slots": max(0, cpu_slots - (probed.get("cpu_slots_in_use") or 0))}
     if queued is not None:
         pod["queued"] = queued
     return pod

@@ -103,6 +103,8 @@ def submit_runs(target, submission, *, submission_id: str, force: bool = False, 
         # For the manifest: what its runs cost is worked out from this later (operations/costs.py).
         "pricing": {host_identity(profile): pod_pricing(price, answer.get("capacity"))} if price else None,
     }
+    if isinstance(answer.get("slots_warning"), str):  # why --slots does not apply there (the pod's words)
+        report["slots_warning"] = answer["slots_warning"][:400]
     if foreground:
         report["runs"] = answer["runs"]
         report["counts"] = count_states(answer["runs"])

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from .contract import CONTRACT_VERSION, RUN_ID
+from .contract import CONTRACT_VERSION, CPU_POOL, GPU_POOL, RUN_ID, run_units
 from .handover import ask_to_hand_over, live_supervisor
 from .entry import read_entry
 from .files import BatchedSync, now, read_json, remove_quietly, write_failure, write_json, write_text
@@ -17,7 +17,7 @@ from .rundir import (archive_attempt, attempts_done, effective_state, end_as_can
     restore_attempt, set_attempt_state, set_state, status_path, stop_leftover_group)
 from .store import BadRequest, Store
 from .submit import ensure_supervisor, submit
-from .supervisor import stop_stages, supervise
+from .supervisor import cpu_slot_count, stop_stages, supervise
 
 
 def cancel(request):
@@ -134,13 +134,6 @@ def gpu_memory():
     return gpus
 
 
-def units_needed(gpus, gpu_count):
-    """What a run takes of what the supervisor hands out (as claim_ready counts it)."""
-    if not gpu_count:
-        return 1
-    return gpu_count if gpus is None else gpus
-
-
 def probe(request):
     """All a fleet places and rebalances by, in one answer: the pod's GPUs, the units its
     supervisor hands out and those in use, its queued runs in the order they start, the state
@@ -152,17 +145,20 @@ def probe(request):
     runs = [run_report(store, d, r, alive, waiting)
             for r, d in selected_runs(store, request)] if request.get("run_ids") else []
     gpus = gpu_memory()
-    info = read_json(store.path("supervisor.json")) or {}
-    slots = store.read_slots() or request.get("slots") or len(info.get("slots") or []) or 1
-    capacity = len(gpus) if gpus else slots
-    in_use = sum(units_needed(e.get("gpus"), len(gpus)) for e in store.active())
+    slots = cpu_slot_count(store, len(gpus), request.get("slots"))
+    in_use = {GPU_POOL: 0, CPU_POOL: 0}
+    for entry in store.active():
+        pool, units = run_units(entry.get("gpus"), len(gpus))
+        in_use[pool] += units
+    capacity, main_pool = (len(gpus), GPU_POOL) if gpus else (slots, CPU_POOL)
     waiting_runs = [{"run_id": e["run_id"], "submission_id": e.get("submission_id"), "gpus": e.get("gpus"),
                      "timeout": e.get("timeout")} for e in queued if e["run_id"] not in claimed]
     manifest = None
     if isinstance(request.get("submission_id"), str) and RUN_ID.match(request["submission_id"]):
         manifest = read_json(store.path("submissions", request["submission_id"] + ".json"))
     return {"runs": runs, "supervisor_running": alive, "outputs_dir": store.root, "gpus": gpus,
-            "capacity": capacity, "units_in_use": min(in_use, capacity), "queued": waiting_runs,
+            "capacity": capacity, "units_in_use": min(in_use[main_pool], capacity), "queued": waiting_runs,
+            "cpu_slots": slots, "cpu_slots_in_use": min(in_use[CPU_POOL], slots),
             "manifest": manifest if isinstance(manifest, dict) else None, "now": now()}
 
 

@@ -76,6 +76,29 @@ FAILURE_CLASSES = ("oom", "nccl", "auth", "data", "timeout", "stalled", "killed"
                    "usage", "bad_output", "expectation", "commit", "bad_input")
 
 
+# What a run holds of its pod: the supervisor hands out two pools. A run of `gpus: N` takes N GPUs
+# (null: all of them) on a pod with GPUs; a run of `gpus: 0`, and every run on a pod without GPUs,
+# takes one CPU slot (runs.submit --slots N sets how many there are, on any pod).
+GPU_POOL, CPU_POOL = "gpu", "cpu"
+# CPU slots unless --slots says. Without GPUs a run is the pod's whole work (a CPU training run
+# takes every core): one at a time. Beside GPUs, runs without one are clients of the pod's server
+# (an eval against vLLM) or light steps: four keep a server's batches full without twenty clients
+# timing out in its queue, and the same on a 1- and an 8-GPU pod (its CPU count would cap nothing).
+CPU_SLOTS_WITHOUT_GPUS, CPU_SLOTS_BESIDE_GPUS = 1, 4
+
+
+def default_cpu_slots(gpu_count):
+    return CPU_SLOTS_BESIDE_GPUS if gpu_count else CPU_SLOTS_WITHOUT_GPUS
+
+
+def run_units(gpus, gpu_count):
+    """(pool, units) a run of `gpus` takes of a pod with gpu_count GPUs: the supervisor's claim,
+    the pod's probe and the laptop's placement count alike."""
+    if gpu_count and gpus != 0:
+        return GPU_POOL, gpu_count if gpus is None else gpus
+    return CPU_POOL, 1
+
+
 ATTEMPT_NAME = re.compile(r"^[0-9]{1,9}$")
 
 

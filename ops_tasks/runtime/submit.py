@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from .contract import ACTIVE, CONTRACT_VERSION, FAILED, is_secret
+from .contract import ACTIVE, CONTRACT_VERSION, FAILED, GPU_POOL, is_secret, run_units
 from .entry import new_entry
 from .files import BatchedSync, write_failure, makedirs, now, read_json, remove_quietly, write_json
 from .gates import commit_pin, identity_difference, pin_problem
@@ -19,7 +19,7 @@ from .reading import wait
 from .rundir import (archive_attempt, attempts_done, effective_state, git_facts, has_files, owned_by_tool,
     read_status, restore_attempt, set_attempt_state, stop_leftover_group)
 from .store import BadRequest, Store, check_run
-from .supervisor import detect_gpus, supervise
+from .supervisor import cpu_slot_count, detect_gpus, supervise
 
 
 def submit(request):
@@ -87,6 +87,9 @@ def submit(request):
         }
         write_json(store.path("submissions", submission_id + ".json"), with_earlier_runs(store, manifest))
     result = {"queued": queued, "skipped": skipped, "refused": refused}
+    warning = slots_warning(store, request, runs)
+    if warning:
+        result["slots_warning"] = warning
     if request.get("capacity"):  # the laptop prices runs: their share is of what is handed out here
         result["capacity"] = pod_capacity(store, request)
     if request.get("foreground"):
@@ -136,7 +139,7 @@ def pod_capacity(store, request):
     if isinstance(info, dict) and isinstance(info.get("slots"), list):
         return {"gpus": len(info["slots"]) if info.get("gpus") else 0, "slots": len(info["slots"])}
     gpus = len(detect_gpus())
-    return {"gpus": gpus, "slots": gpus or request.get("slots") or store.read_slots() or 1}
+    return {"gpus": gpus, "slots": gpus or cpu_slot_count(store, 0, request.get("slots"))}
 
 
 def ensure_supervisor(store, request, behind=None):
@@ -174,8 +177,7 @@ def start_in_tmux(store, request, successor=False):
     or why it could not be made."""
     tmux = ["tmux"] + (["-L", request["tmux_socket"]] if request.get("tmux_socket") else [])
     session = _session(request)
-    args = json.dumps({"outputs_dir": store.root, "slots": request.get("slots") or store.read_slots() or 1,
-                       "successor": successor})
+    args = json.dumps({"outputs_dir": store.root, "slots": request.get("slots"), "successor": successor})
     command = "exec " + " ".join(shlex.quote(a) for a in python_argv("python3", "commands", "main", "supervise", args))
     new_window = tmux + ["new-window", "-d", "-t", "=" + session + ":", "-n", "supervisor", command]
     new_session = tmux + ["new-session", "-d", "-s", session, "-n", "supervisor", command]
@@ -209,20 +211,45 @@ def _came_up(store, started, is_up, said):
 
 
 def slots_note(store, request):
-    """What --slots does to a supervisor that already runs: it re-reads .ops/slots each loop."""
-    if not request.get("slots"):
+    """What --slots does to a supervisor that already runs: it re-reads .ops/slots each loop
+    (one that predates CPU slots beside GPUs does not: slots_warning says so)."""
+    if not request.get("slots") or older_beside_gpus(read_json(store.path("supervisor.json"))):
         return ""
-    info = read_json(store.path("supervisor.json")) or {}
-    if isinstance(info, dict) and info.get("gpus"):
-        return "; --slots %d does not apply: its runs share the pod's %d GPUs" % (
-            request["slots"], len(info.get("slots") or []))
     return "; slots now %d (it reads them again each loop)" % request["slots"]
+
+
+def older_beside_gpus(info):
+    """A live supervisor's supervisor.json from before contract 3: beside GPUs, it ran runs
+    without GPUs uncapped, and reads no --slots."""
+    return isinstance(info, dict) and bool(info.get("gpus")) and "cpu_slots" not in info
+
+
+def slots_warning(store, request, runs):
+    """Why runs.submit --slots N (the CPU slots: how many runs without GPUs run at once) does not
+    apply to this submission, or None."""
+    asked = request.get("slots")
+    if not asked:
+        return None
+    alive = store.supervisor_alive()
+    if alive and request.get("foreground"):
+        return ("--slots %d not applied: a supervisor already runs this queue, and --no-tmux only waits for it; "
+                "submit without --no-tmux to change its slots" % asked)
+    info = read_json(store.path("supervisor.json")) if alive else None
+    if older_beside_gpus(info):
+        return ("--slots %d not applied yet: the pod's supervisor (contract %s) runs gpus: 0 runs beside its GPUs "
+                "without a cap; the next supervisor (once its queue is done) takes %d CPU slots"
+                % (asked, info.get("contract", 1), asked))
+    gpu_count = len(info.get("slots") or []) if isinstance(info, dict) and info.get("gpus") else (
+        0 if isinstance(info, dict) else len(detect_gpus()))
+    if gpu_count and all(run_units(run.get("gpus"), gpu_count)[0] == GPU_POOL for run in runs):
+        return ("--slots %d sets the CPU slots, for runs without GPUs (gpus: 0); every run of this submission "
+                "holds GPUs (the pod has %d), so it changes nothing for them" % (asked, gpu_count))
+    return None
 
 
 def run_in_foreground(store, request):
     """--no-tmux: supervise here, over the connection; if a supervisor already runs, wait for it."""
-    outcome = supervise({"outputs_dir": store.root, "slots": request.get("slots") or store.read_slots() or 1,
-                         "foreground": True})
+    outcome = supervise({"outputs_dir": store.root, "slots": request.get("slots"), "foreground": True})
     if not outcome.get("started"):
         print("a supervisor is already running on this pod: waiting for it", file=sys.stderr, flush=True)
     waited = wait({"outputs_dir": store.root, "submission_id": request["submission_id"]})

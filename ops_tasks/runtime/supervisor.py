@@ -13,7 +13,8 @@ import subprocess
 import sys
 import time
 
-from .contract import CONTRACT_VERSION, COUNTS_AS_FAILURE, MASK, RETRYABLE, SUMMARY_BY_EXIT_CODE, TOOL_VERSION
+from .contract import (CONTRACT_VERSION, COUNTS_AS_FAILURE, CPU_POOL, GPU_POOL, MASK, RETRYABLE, SUMMARY_BY_EXIT_CODE,
+    TOOL_VERSION, default_cpu_slots, run_units)
 from .handover import handover_asked, handover_done, successor_lock
 from .keys import run_problem
 from .converters import Conversion
@@ -37,13 +38,14 @@ IDLE_EXIT_S = 2.0  # an idle supervisor lingers this long for a submission racin
 
 
 class Running:
-    """A run the supervisor started: its process, GPUs and deadlines (monotonic clock: a wall
-    clock that jumps must not time a run out)."""
+    """A run the supervisor started: its process, the units it holds and deadlines (monotonic
+    clock: a wall clock that jumps must not time a run out)."""
 
-    def __init__(self, entry, proc, gpus, log_path):
+    def __init__(self, entry, proc, units, gpus, log_path):
         self.entry = entry
         self.proc = proc
-        self.gpus = gpus
+        self.units = units  # what it holds: GPU indices, or a CPU slot ("cpu2")
+        self.gpus = gpus  # what its status says it holds: its GPUs, or on a pod without any its slot
         self.log_path = log_path
         self.marker = owner_marker(entry["run_id"], entry["submission_id"], entry["attempt"])
         self.started = now()
@@ -72,15 +74,16 @@ class Running:
 
 
 class Supervisor:
-    def __init__(self, store, slots=1, foreground=False, successor=False):
+    def __init__(self, store, slots=None, foreground=False, successor=False):
         self.store = store
         self.successor = successor
         self.handing_over = None  # the newer contract this one hands its queue to
         self.honoured = set()  # queue files whose entry this contract knows whole
         self.processes_noted = 0.0  # monotonic time of the last look at the runs' process trees
         self.lock = Lock(store.path("supervisor.lock"))
-        self.slots = slots
-        self.gpu_ids, self.capacity = [], []
+        self.slots = slots  # asked for by the submission that started it (None: the pod's, or the default)
+        self.slots_file = None  # .ops/slots as last read: a new --slots changes it
+        self.gpu_ids, self.cpu_units = [], []
         self.running = {}
         self.unstarted = {}  # run_id -> (entry, class, reason): a failure whose status waits to be written
         self.claim_after = {}  # run_id -> monotonic time: a start that failed to write is tried again then
@@ -136,11 +139,12 @@ class Supervisor:
             return {"started": False, "reason": "another supervisor is running"}
         # After the lock: whoever started us sees us alive at once; nvidia-smi can be slow.
         self.gpu_ids = detect_gpus()
-        self.slots = self.store.read_slots() or self.slots
-        self.capacity = list(self.gpu_ids) if self.gpu_ids else cpu_slots(self.slots)
+        self.slots_file = self.store.read_slots()
+        self.slots = cpu_slot_count(self.store, len(self.gpu_ids), self.slots)
+        self.cpu_units = cpu_slots(self.slots)
         self.guarded(self.write_info)
-        self.say("supervisor %d up: %s" % (os.getpid(), ", ".join(
-            ("GPU %s" % s) if self.gpu_ids else s for s in self.capacity)))
+        self.say("supervisor %d up: %s%d CPU slots (runs without GPUs)" % (
+            os.getpid(), "".join("GPU %s, " % g for g in self.gpu_ids), len(self.cpu_units)))
         crashed = False
         try:
             self.guarded(self.mark_orphans_lost)
@@ -180,7 +184,9 @@ class Supervisor:
         write_json(self.store.path("supervisor.json"), {
             "pid": os.getpid(), "started": now(), "hostname": socket.gethostname(), "tool": TOOL_VERSION,
             "contract": CONTRACT_VERSION,
-            "slots": self.capacity, "gpus": bool(self.gpu_ids)})
+            # slots: what its runs share (pricing: its GPUs, else its CPU slots); cpu_slots: those of
+            # runs without GPUs, on any pod (contract 3 on: older supervisors ran them uncapped beside GPUs).
+            "slots": self.gpu_ids or self.cpu_units, "gpus": bool(self.gpu_ids), "cpu_slots": len(self.cpu_units)})
 
     def guarded(self, step):
         """One step of the loop; an error in it is logged, and the supervisor goes on (its runs
@@ -210,18 +216,30 @@ class Supervisor:
             return True
 
     def refresh_slots(self):
-        """runs.submit --slots N on a pod without GPUs: the new count applies from this loop on
-        (runs above it finish where they are; no new one starts there)."""
+        """runs.submit --slots N: the CPU slots (runs without GPUs, on any pod) from this loop on
+        (runs above a lower count finish where they are; none starts until fewer hold one)."""
         slots = self.store.read_slots()
-        if self.gpu_ids or not slots or slots == len(self.capacity):
+        if not slots or slots == self.slots_file:
             return
-        self.say("slots: %d -> %d (runs.submit --slots)" % (len(self.capacity), slots))
-        self.slots, self.capacity = slots, cpu_slots(slots)
-        self.guarded(self.write_info)
+        self.slots_file = slots
+        if slots != len(self.cpu_units):
+            self.say("CPU slots: %d -> %d (runs.submit --slots)" % (len(self.cpu_units), slots))
+            self.slots, self.cpu_units = slots, cpu_slots(slots)
+            self.guarded(self.write_info)
+
+    def pool(self, name):
+        return self.cpu_units if name == CPU_POOL else self.gpu_ids
 
     def free_slots(self):
-        busy = {s for r in self.running.values() for s in r.gpus}
-        return [s for s in self.capacity if s not in busy]
+        """{pool: [units no run holds]}, no more of a pool than its size less the units held (a
+        pool that --slots made smaller under its runs starts none until they are fewer)."""
+        held = [unit for r in self.running.values() for unit in r.units]
+        free = {}
+        for name in (GPU_POOL, CPU_POOL):
+            units = self.pool(name)
+            in_use = sum(1 for unit in held if is_cpu_slot(unit) == (name == CPU_POOL))
+            free[name] = [u for u in units if u not in held][:max(0, len(units) - in_use)]
+        return free
 
     def mark_orphans_lost(self):
         """Runs in active/ belonged to a supervisor that died: stop what is left of them (it would
@@ -272,15 +290,14 @@ class Supervisor:
                         self.end_unstarted(entry, "bad_input", "not run: %s" % problem)
                         continue
                     self.honoured.add(entry["_file"])
-                need = entry.get("gpus")
-                need = (len(self.gpu_ids) if need is None else need) if self.gpu_ids else 1
-                if need > len(self.capacity):
+                pool, need = run_units(entry.get("gpus"), len(self.gpu_ids))
+                if need > len(self.pool(pool)):  # only GPUs: a CPU slot is one, and there is one at least
                     self.end_unstarted(entry, "unschedulable",
-                                       "needs %d GPUs, the pod has %d" % (need, len(self.capacity)))
+                                       "needs %d GPUs, the pod has %d" % (need, len(self.gpu_ids)))
                     remove_quietly(entry["_file"])
                     continue
-                if need > len(free):
-                    continue  # first fit: a later, smaller run may use what is free
+                if need > len(free[pool]):
+                    continue  # first fit: a later, smaller run (or one of the other pool) may use what is free
                 try:
                     write_json(self.store.path("active", run_id + ".json"),
                                {k: v for k, v in entry.items() if k != "_file"})
@@ -288,7 +305,7 @@ class Supervisor:
                 except OSError as exc:
                     self.unclaim(entry, exc)
                     continue
-                slots, free = free[:need], free[need:]
+                slots, free[pool] = free[pool][:need], free[pool][need:]
                 claimed.append((entry, slots))
         return claimed
 
@@ -325,7 +342,7 @@ class Supervisor:
     def launch(self, entry, slots):
         run_id, run_dir = entry["run_id"], entry["run_dir"]
         makedirs(run_dir)
-        gpus = [s for s in slots if not str(s).startswith("cpu")]
+        gpus = [s for s in slots if not is_cpu_slot(s)]
         secrets = self.store.secret_env(entry["submission_id"], run_id)
         missing = [k for k, v in entry["env"].items() if v == MASK and k not in (secrets or {})]
         if missing:
@@ -377,7 +394,8 @@ class Supervisor:
                 raise
         remove_quietly(entry["_file"])  # started: from now on its active entry and status say so
         entry = {k: v for k, v in entry.items() if k != "_file"}
-        running = Running(entry, proc, slots, log_path)
+        # Its status's gpus: beside GPUs a CPU slot is none (costs count a run's GPUs of the pod's).
+        running = Running(entry, proc, slots, gpus if self.gpu_ids else slots, log_path)
         running.log_fd = log_fd
         running.env, running.ours, running.record = run_env, ours, record
         self.running[run_id] = running
@@ -699,6 +717,16 @@ def cpu_slots(count):
     return ["cpu%d" % i for i in range(max(1, count))]
 
 
+def is_cpu_slot(unit):
+    return str(unit).startswith("cpu")
+
+
+def cpu_slot_count(store, gpu_count, asked=None):
+    """How many runs without GPUs run at once: runs.submit --slots (asked now, else kept in
+    .ops/slots), else the default for a pod with or without GPUs (contract.default_cpu_slots)."""
+    return asked or store.read_slots() or default_cpu_slots(gpu_count)
+
+
 def detect_gpus():
     """GPU indices from nvidia-smi -L ([] without nvidia-smi or GPUs)."""
     try:
@@ -722,7 +750,7 @@ def supervise(request):  # the tmux window's command
         os.environ.pop(name, None)
     store = Store(request["outputs_dir"], create=True)
     try:
-        return Supervisor(store, slots=request.get("slots") or 1, foreground=request.get("foreground"),
+        return Supervisor(store, slots=request.get("slots"), foreground=request.get("foreground"),
                           successor=bool(request.get("successor"))).run()
     except Exception:
         # A tmux window that dies takes its traceback with it: keep it where people look.
