@@ -18,6 +18,7 @@ from .rundir import (archive_attempt, attempts_done, effective_state, end_as_can
 from .store import BadRequest, Store
 from .submit import ensure_supervisor, submit
 from .supervisor import cpu_slot_count, stop_stages, supervise
+from .workdir import receive as receive_workdir
 
 
 def cancel(request):
@@ -220,7 +221,7 @@ def leave_manifest(store, submission_id, run_ids):
 
 
 COMMANDS = {"submit": submit, "supervise": supervise, "status": status, "wait": wait, "cancel": cancel,
-            "resume": resume, "logs": logs, "probe": probe, "withdraw": withdraw}
+            "resume": resume, "logs": logs, "probe": probe, "withdraw": withdraw, "workdir": receive_workdir}
 
 
 def main(argv=None):

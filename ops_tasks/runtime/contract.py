@@ -66,6 +66,10 @@ PYTHON_SUMMARY = re.compile(r"^python:([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):([A-Za-z
 EXPECT_KEYS = ("files", "log_matches", "log_not_matches", "wandb_synced")
 OUT_MODES = ("volume", "local_sync")
 COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
+# pod.sync --workdir's record at the top of the repo it filled (runtime/workdir.py writes and reads
+# it; the laptop never sends a file of either name), set aside under the second while a sync runs.
+WORKDIR_RECORD = ".ops-workdir.json"
+WORKDIR_SET_ASIDE = ".ops-workdir.json.syncing"
 # A run's status, summary or queue entry larger than this is unreadable, on the pod and on the
 # laptop alike (a 500 MB summary.json would take the supervisor's memory, and a report's, with it).
 MAX_JSON_BYTES = 64 * 1024 * 1024

@@ -102,6 +102,8 @@ def pin_problem(commit, source, facts, repo):
     """Why a repo is not at its pinned commit (another commit, or uncommitted changes), or None."""
     if not commit:
         return None
+    if facts.get("workdir"):
+        return synced_pin_problem(commit, source, facts, repo)
     at = facts.get("commit")
     if at is None:
         return "pinned to %s (%s), but %s is not a git repository" % (commit[:12], source, repo)
@@ -110,6 +112,28 @@ def pin_problem(commit, source, facts, repo):
     if facts.get("dirty"):
         return ("the pod's repo %s is at %s (%s) but has uncommitted changes: commit or stash them on the pod, "
                 "or pin another commit" % (repo, at[:12], source))
+    return None
+
+
+def synced_pin_problem(commit, source, facts, repo):
+    """The pin of a repo pod.sync --workdir filled (runtime/workdir.py): the laptop's HEAD it was
+    sent from must be the pinned commit. Its uncommitted change is no refusal: the record holds
+    its hash, and run_metadata.json shows it. A file changed on the pod since the sync is."""
+    synced = facts["workdir"]
+    if synced.get("error"):
+        return "the pod's repo %s has a pod.sync --workdir record that cannot be read (%s): sync again" % (
+            repo, synced["error"])
+    if synced.get("changed_count"):
+        return ("the pod's repo %s changed on the pod after pod.sync --workdir (%d file(s): %s): sync again"
+                % (repo, synced["changed_count"], ", ".join(synced["changed"])))
+    at = facts.get("commit")
+    change = " + uncommitted change %s" % synced["change"][7:19] if synced.get("change") else ""
+    if at is None:
+        return ("pinned to %s (%s), but %s was sent by pod.sync --workdir from a folder outside git%s"
+                % (commit[:12], source, repo, change))
+    if not at.startswith(commit):
+        return ("the pod's repo %s holds pod.sync --workdir of %s%s, not %s (%s)"
+                % (repo, at[:12], change, commit[:12], source))
     return None
 
 

@@ -16,6 +16,7 @@ from .contract import (ACTIVE, CONTRACT_FILES, MASK, RECORD_DIR, STATES, SUMMARY
     attempt_number, is_secret, masked_env)
 from .files import file_digest, makedirs, now, read_json, record_path, write_if_absent, write_json, write_text
 from .gates import write_identity
+from .workdir import facts as workdir_facts
 from .procs import group_alive, kill_group_fully, kill_marked, owner_marker, pid_alive
 
 
@@ -383,6 +384,15 @@ def replay_script(entry, env):
 
 
 def git_facts(repo):
+    """The facts of the repo a run starts in ({commit, branch, dirty, origin}): what pod.sync
+    --workdir recorded while its record applies (workdir.facts adds `workdir`: the uncommitted
+    change's hash, files changed since), else git's own (checkout_facts)."""
+    synced = workdir_facts(repo)
+    return synced if synced is not None else checkout_facts(repo)
+
+
+def checkout_facts(repo):
+    """What git says of repo's checkout: HEAD, branch, a changed tracked file, origin."""
     def git(*args):
         try:
             out = subprocess.run(["git", "-C", repo] + list(args), stdout=subprocess.PIPE,
