@@ -146,7 +146,7 @@ HELP = {
     "vllm_timeout": f"Seconds each vLLM server has to serve (default {defaults.VLLM_START_TIMEOUT_S:.0f}).",
     "idle_release": "With --teardown keep: release a rented pod idle (nothing queued or running) this many "
                     "minutes after its work is fetched; warn about a host that is not the campaign's.",
-    "vllm_bin": "The vLLM program for every server of the config (e.g. a stand-in).",
+    "vllm_bin": "The vLLM program for every server of the config (ops-vllm-stub: the stand-in, sent to each pod).",
     "campaign": "Name the campaign explicitly instead of deriving its id from the config and hosts.",
     "retry_failed": "Run the campaign's failed runs again (not cancelled ones), each on its pod, then fetch, "
                     "validate, report and teardown again.",

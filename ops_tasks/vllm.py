@@ -18,7 +18,8 @@ from .settings import env_value
 
 START_HELP = {
     "model_id": "Model to serve (Hugging Face id or path on the pod). Required, unless the profile sets vllm.model_id.",
-    "vllm_bin": "vLLM program (default: vllm). A path ending in python runs -m vllm.entrypoints.openai.api_server.",
+    "vllm_bin": "vLLM program (default: vllm). A path ending in python runs -m vllm.entrypoints.openai.api_server; "
+                "ops-vllm-stub: the stand-in (no GPU, no weights), sent to the pod with the start.",
     "tensor_parallel_size": "GPUs to shard each model replica over (--tensor-parallel-size).",
     "pipeline_parallel_size": "Pipeline stages (--pipeline-parallel-size).",
     "gpu_memory_utilization": "Fraction of each GPU's memory vLLM may take, in (0, 1].",

@@ -1,5 +1,6 @@
 # vllm_launcher.sh: what tmux runs for vllm.start (`bash LAUNCHER ENV_FILE`): the env from the
-# 0600 file, output to the log (and the pane), then exec the server.
+# 0600 file, output to the log (and the pane), then exec the server (stub_program, set above this
+# script by vllm_start.sh: the stand-in it wrote, run in place of argv[0] `ops-vllm-stub`).
 # inputs: owner (the OPS_VLLM_OWNER marker), log, command (argv as one line, for the log),
 #   argv (the server's argv, a bash array)
 # Secrets stay in the env file; they are never in this script.
@@ -10,6 +11,7 @@
 # The server runs in the login's locale, not the C locale of the helpers.
 restore_locale
 env_file=$1
+[ -n "${stub_program-}" ] && argv[0]=$stub_program
 # tee is marked too: it lives as long as the server's output does.
 export OPS_VLLM_OWNER=$owner
 # tee must outlive the pane's hang-up to copy the server's last words (its traceback).

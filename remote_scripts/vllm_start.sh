@@ -1,8 +1,9 @@
 # vllm_start.sh: start a vLLM server detached in tmux; with `wait`, follow it until it serves.
 # inputs: volume, session, tmux_socket, port, launcher (the launcher script's text), log, owner,
 #   state_fields (JSON object of what the state file records), restart, grace_ms, wait,
-#   timeout_ms, models_url, served_name
-# stdin after this script: the env file (KEY='value' lines; may hold secrets).
+#   timeout_ms, models_url, served_name, stub_bytes (0, or the size of the vLLM stand-in's program)
+# stdin after this script: the stand-in's program (stub_bytes of it), then the env file
+# (KEY='value' lines; may hold secrets).
 # While waiting, stderr carries "L|<server log line>" and "T|<seconds>" lines for the progress.
 
 start_main() {
@@ -45,10 +46,22 @@ start_main() {
       "$owner_json" "$state_text" "$restart_json"
     return 0
   fi
+  # --vllm-bin ops-vllm-stub: the stand-in, replaced at each start (head -c reads no byte past it).
+  local stub_file=''
+  if [ "${stub_bytes:-0}" -gt 0 ]; then
+    stub_file=$private_dir/bin/ops-vllm-stub
+    mkdir -p "$private_dir/bin" && head -c "$stub_bytes" > "$stub_file.tmp.$$" && chmod 755 "$stub_file.tmp.$$" \
+      && mv -f "$stub_file.tmp.$$" "$stub_file" || {
+      printf '{"started":false,"refused":"stub","error":"cannot write the vLLM stand-in to %s"}\n' "$stub_file"
+      return 0
+    }
+  fi
   # The env file is 0600 before a byte of it is written; a start always replaces it, so no
   # secret of an earlier start lingers.
   (umask 077 && cat > "$env_file.tmp.$$") && mv -f "$env_file.tmp.$$" "$env_file"
-  (umask 077 && printf '%s' "$launcher" > "$launcher_file")
+  # The stand-in's path goes in the launcher, not in tmux's command line (a tmux server it starts
+  # keeps that line for its life).
+  (umask 077 && printf 'stub_program=%q\n%s' "$stub_file" "$launcher" > "$launcher_file")
   : >> "$log"
   local launcher_q env_q owner_q
   printf -v launcher_q '%q' "$launcher_file"

@@ -12,6 +12,7 @@ import re
 import shlex
 import time
 import uuid
+from pathlib import Path
 from typing import Callable, Optional
 
 from .. import defaults
@@ -131,6 +132,12 @@ def _state(text: Optional[str]) -> Optional[dict]:
     return state if isinstance(state, dict) else None
 
 
+def stub_program() -> bytes:
+    """The stand-in's program as the pod runs it (its first line `#!/usr/bin/env python3`): read as
+    a file, never imported (ops_tasks/testing serves the tests; no layer imports it)."""
+    return (Path(__file__).resolve().parent.parent / "testing" / "vllm_stub.py").read_bytes()
+
+
 def launcher_text(argv: list, log_path: str, owner: str) -> str:
     """The script tmux runs (`bash LAUNCHER ENV_FILE`): remote_scripts/vllm_launcher.sh."""
     return render_script("vllm_launcher.sh", owner=owner, log=log_path, command=shlex.join(argv), argv=argv)
@@ -142,6 +149,7 @@ def vllm_start(target, spec: ServerSpec, *, restart: bool = False, grace_s: floa
     """Start the server in tmux (one round trip, the wait included); refuse a busy session or port."""
     profile = target.profile
     argv = server_argv(spec)
+    stub = stub_program() if spec.ships_stub else b""
     owner = f"{spec.session}-{uuid.uuid4().hex[:12]}"
     # One log per start, on the volume: an earlier start's log is never overwritten.
     log_path = f"{profile.volume}/vllm/logs/{spec.session}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.log"
@@ -165,10 +173,11 @@ def vllm_start(target, spec: ServerSpec, *, restart: bool = False, grace_s: floa
         launcher=launcher_text(argv, log_path, owner), log=log_path, owner=owner,
         state_fields=json.dumps(state_fields, separators=(",", ":")),
         restart=restart, grace_ms=int(grace_s * 1000), wait=wait, timeout_ms=int(timeout_s * 1000),
-        models_url=models_url(base_url), served_name=spec.served_name,
+        models_url=models_url(base_url), served_name=spec.served_name, stub_bytes=len(stub),
     )
     progress = StartupProgress(on_progress)
-    result = target.run_script(script, stdin_payload=env_file_text(spec.env), on_stderr=progress.feed)
+    # The stand-in travels in the same round trip, ahead of the env file on stdin.
+    result = target.run_script(script, stdin_payload=stub + env_file_text(spec.env), on_stderr=progress.feed)
     facts = parse_document(result, profile.label, "vllm_start.sh")
     report = {
         "ok": False, "host": profile.name, "session": spec.session, "model_id": spec.model_id,

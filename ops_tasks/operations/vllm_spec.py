@@ -32,6 +32,10 @@ OWNED_FLAGS = {"--model": "--model-id", "--port": "--port", "--host": "--bind-ho
 _BIND_HOST = re.compile(r"^[A-Za-z0-9.:_-]+$")
 _QUANTIZATION = re.compile(r"^[A-Za-z0-9_-]+$")
 _PYTHON = re.compile(r"^python(\d+(\.\d+)*)?$")
+# --vllm-bin ops-vllm-stub: the stand-in for vLLM (ops_tasks/testing/vllm_stub.py, stdlib only) is
+# shipped with the start and run from the pod's ~/.ops/vllm/bin: a pod has no ops-tasks installed,
+# and a path into this laptop's venv names the laptop's python in its first line.
+STUB_BIN = "ops-vllm-stub"
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,11 @@ class ServerSpec:
     trust_remote_code: bool = False
     extra_args: tuple = ()
     env: tuple = ()  # ((NAME, value), ...)
+
+    @property
+    def ships_stub(self) -> bool:
+        """The stand-in is sent to the pod with the start (STUB_BIN)."""
+        return self.vllm_bin == STUB_BIN
 
     @property
     def served_name(self) -> str:
