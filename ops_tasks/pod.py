@@ -757,26 +757,47 @@ def bootstrap(c, host=None):
     return on_each_pod(c, host, lambda target: pod_bootstrap(_remote_only(target, "pod.bootstrap")))
 
 
-@ops_task(human=render_steps, help={
+def render_sync(data: dict) -> str:
+    from .operations.pod import human_bytes
+    text = render_steps(data)
+    synced = data.get("workdir")
+    if not synced:
+        return text
+    lines = [text, f"  from {synced['path']}: {synced['files']} files, {human_bytes(synced['bytes'])}"]
+    lines += [f"  warning: {one_line(str(w))}" for w in data.get("warnings") or []]
+    return "\n".join(lines)
+
+
+@ops_task(human=render_sync, optional=["workdir"], help={
     "remote_repo": "The repo on the pod (default: the profile's remote_repo, or $OPS_REMOTE_REPO).",
     "repo_url": "Clone from here when the repo is not on the pod yet.",
     "branch": "Check out this branch (then pull --ff-only).",
     "pr": "Check out this GitHub pull request (refs/pull/N/head).",
     "ref": "Check out this commit or tag (detached).",
     "install": 'Then run this in the repo, e.g. "uv sync" (package caches on the pod\'s disk, HF_HOME on the volume).',
+    "workdir": "Instead of git on the pod: send this folder (alone: the git checkout you are in), its files as "
+               "git shows them, uncommitted changes too; runs record its HEAD and the change's hash.",
 })
-def sync(c, host=None, remote_repo=None, repo_url=None, branch=None, pr=None, ref=None, install=None):
-    """Bring the repo on the pod (each pod of a fleet) to a branch, PR or ref (clone if missing)."""
+def sync(c, host=None, remote_repo=None, repo_url=None, branch=None, pr=None, ref=None, install=None, workdir=None):
+    """Bring the repo on the pod (each pod of a fleet) to a branch, PR or ref, or send a local checkout (--workdir)."""
+    if workdir is not None:
+        checkout = _workdir_checkout(workdir, repo_url=repo_url, branch=branch, pr=pr, ref=ref)
+        return on_each_pod(c, host, lambda target: _sync_workdir_on(target, checkout, remote_repo, install))
     return on_each_pod(c, host, lambda target: _sync_on(target, remote_repo, repo_url, branch, pr, ref, install))
 
 
-def _sync_on(target, remote_repo, repo_url, branch, pr, ref, install) -> dict:
-    from .operations.pod import pod_sync
+def _repo_of(target, remote_repo) -> str:
     repo = remote_repo or target.profile.remote_repo
     if not repo:
         raise ConfigError("no repo: pass --remote-repo, set remote_repo in the profile, or export OPS_REMOTE_REPO")
     if not repo.startswith("/") and not target.profile.is_local:
         raise ConfigError(f"--remote-repo must be an absolute path on the pod, got {repo!r}")
+    return repo
+
+
+def _sync_on(target, remote_repo, repo_url, branch, pr, ref, install) -> dict:
+    from .operations.pod import pod_sync
+    repo = _repo_of(target, remote_repo)
     if sum(x is not None for x in (branch, pr, ref)) > 1:
         raise ConfigError("pass at most one of --branch, --pr and --ref")
     for flag, value in (("--repo-url", repo_url), ("--branch", branch), ("--ref", ref)):
@@ -784,6 +805,25 @@ def _sync_on(target, remote_repo, repo_url, branch, pr, ref, install) -> dict:
             raise ConfigError(f"{flag}: {value!r} is not usable (empty or a leading '-')")
     number = count_flag("--pr", pr, None) if pr is not None else None
     return pod_sync(target, remote_repo=repo, repo_url=repo_url, branch=branch, pr=number, ref=ref, install=install)
+
+
+def _workdir_checkout(workdir, **git_flags):
+    """--workdir's folder as it will be sent (read once for every pod of a fleet): bad input,
+    a git flag beside it included, is exit 2 before any pod is contacted."""
+    from .operations.workdir import read_checkout
+    given = [f"--{name.replace('_', '-')}" for name, value in git_flags.items() if value is not None]
+    if given:
+        raise ConfigError(f"--workdir sends a local folder: it takes no {', '.join(given)} (git on the pod)")
+    return read_checkout(None if workdir is True else workdir)
+
+
+def _sync_workdir_on(target, checkout, remote_repo, install) -> dict:
+    from .operations.workdir import checked_remote_repo, sync_workdir
+    if target.profile.is_local:
+        raise ConfigError("pod.sync --workdir sends a folder to a pod; the local profile runs in this checkout "
+                          "already: pass --host")
+    repo = checked_remote_repo(_repo_of(target, remote_repo), target.profile)
+    return sync_workdir(target, checkout, remote_repo=repo, install=install)
 
 
 def render_wandb(data: dict) -> str:

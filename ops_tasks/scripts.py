@@ -48,18 +48,30 @@ def render_script(name: str, *, include=(), **values) -> str:
     `include` names further helper files (e.g. vllm_lib.sh), placed after the inputs so
     that they may use them.
     """
-    for key in values:
-        if not _NAME.match(key):
-            raise ValueError(f"script input {key!r} is not a lower-case shell name")
-    inputs = "\n".join(f"{key}={shell_value(value)}" for key, value in values.items())
     helpers = "".join(f"{_template(extra)}\n" for extra in include)
     return (
         f"# ops-tasks remote script: {name}\n"
         f"{_template(LIBRARY)}\n"
-        f"# ---- inputs (each value shell-quoted)\n{inputs}\n"
+        f"# ---- inputs (each value shell-quoted)\n{_inputs(values)}\n"
         f"{helpers}"
         f"# ---- {name}\n{_template(name)}"
     )
+
+
+def render_command(name: str, **values) -> str:
+    """remote_scripts/<name> as a short command of its own (an rsync's --rsync-path): the quoted
+    inputs, then the body, without the shared helpers (it runs before any script does) and
+    without its whole-line comments (they are for the file's reader; a command is short)."""
+    body = "\n".join(line for line in _template(name).splitlines() if not line.startswith("#"))
+    return f"{_inputs(values)}\n{body}\n"
+
+
+def _inputs(values: dict) -> str:
+    """Each value as a quoted shell assignment, one a line."""
+    for key in values:
+        if not _NAME.match(key):
+            raise ValueError(f"script input {key!r} is not a lower-case shell name")
+    return "\n".join(f"{key}={shell_value(value)}" for key, value in values.items())
 
 
 def parse_document(result, label: str, script: str) -> dict:

@@ -304,8 +304,14 @@ class ConnectionLost(LinkDown):
 STARTED_MARK = b"\x1eops-tasks:started\x1e"
 _PRINT_MARK = "printf '\\036ops-tasks:started\\036' >&2"
 EXEC_COMMAND = f"{_PRINT_MARK}; exec bash -s"
-# rsync's remote command (--rsync-path) starts the same way: the mark, once the login shell is through.
-RSYNC_PATH = f"{_PRINT_MARK}; exec rsync"
+
+
+def after_start_mark(command: str) -> str:
+    """A remote command that starts the same way: the mark, once the login shell is through."""
+    return f"{_PRINT_MARK}; {command}"
+
+
+RSYNC_PATH = after_start_mark("exec rsync")  # rsync's remote command (--rsync-path)
 KEEPALIVE_S = 15  # transport keepalives between round trips (NAT, idle tunnels)
 _KEPT_STDERR = 1 << 20  # of a pod's stderr, the last MiB is kept (trust nothing from the pod)
 

@@ -154,3 +154,23 @@ def test_fetch_dry_run_in_human_form_shows_the_command(pod, ops):
     first, command = result.stdout.strip().splitlines()
     assert first == f"# dry run: nothing contacted. Would run on this machine, for {pod.alias}:"
     assert command.startswith("rsync -a ")
+
+
+@needs_isolation
+def test_workdir_sync_dry_run_counts_what_it_would_send_and_contacts_nothing(pod, dry_ops, tmp_path):
+    folder = tmp_path / "eval"
+    folder.mkdir()
+    (folder / ".gitignore").write_text("*.log\n")
+    (folder / "eval.py").write_text("print(1)\n")
+    (folder / "run.log").write_text("ignored, not counted\n")
+    on_pod = pod_files(pod)
+
+    result = dry_ops("pod.sync", "--host", pod.alias, "--remote-repo", "/root/repo", "--workdir", str(folder),
+                     "--json")
+
+    assert (result.json["workdir"]["files"], result.json["workdir"]["bytes"]) == (2, 6 + 9)
+    [command] = result.json["commands"]
+    assert command.startswith("rsync -a ") and command.endswith(f"{folder}/ {pod.alias}:/root/repo/")
+    listing = next(arg for arg in shlex.split(command) if arg.startswith("--files-from="))
+    assert not os.path.exists(listing.split("=", 1)[1])  # the list of files is written only to be sent
+    assert pod.accepted_connections() == 0 and pod_files(pod) == on_pod

@@ -298,6 +298,22 @@ _DROPPED_BY_RSYNC = re.compile(
 PARTIAL_DIR = ".rsync-partial"  # where rsync keeps an interrupted file, for the next fetch to resume
 
 
+def rsync_over_ssh(target, rsync_path: str = RSYNC_PATH) -> tuple:
+    """How rsync reaches target: (its options, the host as rsync names it, how long its remote
+    command may take to start); ([], None, None) on this machine. The system ssh with the
+    connection's own parameters (-e), and a remote command (--rsync-path) that prints the start
+    mark first (targets.after_start_mark)."""
+    options, host, start_s = [], None, None
+    if not target.profile.is_local:
+        ssh = target.openssh_command()
+        host = ssh[-1] if ":" not in ssh[-1] else f"[{ssh[-1]}]"
+        # The remote command says when the login shell is through (a ~/.bashrc that hangs only
+        # sshd's keepalives would answer for): run_rsync waits for that mark so long only.
+        options = ["-e", shlex.join(ssh[:-1]), f"--rsync-path={rsync_path}"]
+        start_s = getattr(target, "bulk_start_s", None)
+    return options, host, start_s
+
+
 def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress, chosen: dict,
            claim: Callable[[list], list]) -> tuple:
     """rsync the run directories: one connection for those named by their run id (the usual
@@ -314,15 +330,9 @@ def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress,
         options += ["--info=progress2", "--no-inc-recursive"]  # a whole-transfer total, for the ETA
     if bwlimit:
         options.append(f"--bwlimit={bwlimit}")
-    remote = not target.profile.is_local
-    host, start_s = None, None
-    if remote:
-        ssh = target.openssh_command()
-        host = ssh[-1] if ":" not in ssh[-1] else f"[{ssh[-1]}]"
-        # The remote command says when the login shell is through (a ~/.bashrc that hangs only
-        # sshd's keepalives would answer for): _run_rsync waits for that mark so long only.
-        options += ["-e", shlex.join(ssh[:-1]), f"--rsync-path={RSYNC_PATH}"]
-        start_s = getattr(target, "bulk_start_s", None)
+    transport, host, start_s = rsync_over_ssh(target)
+    options += transport
+    remote = host is not None
     plain = [r for r in runs if PurePosixPath(r["run_dir"]).name == r["run_id"]]
     custom = [r for r in runs if r not in plain]
     # The run directories themselves are always taken: a pattern matches what is inside them.
@@ -353,8 +363,8 @@ def _rsync(target, runs: list, local_root: Path, bwlimit, on_progress: Progress,
             continue
         folders = [local_root / e["run_id"] for e in entries]
         try:
-            stats, absent, warning = _run_rsync(command(entries, dest, trailing), on_progress,
-                                                label=target.profile.label, start_s=start_s)
+            stats, absent, warning = run_rsync(command(entries, dest, trailing), on_progress,
+                                               label=target.profile.label, start_s=start_s)
             skipped = _skipped_by_rsync(log)
         except BaseException:
             _remove_empty_partials(folders)  # what is in them is kept: the next fetch resumes from it
@@ -494,7 +504,7 @@ def _dropped_warning(dropped: list) -> str:
             f"FIFO(s) or socket(s): {shown}{more}")
 
 
-def _run_rsync(argv: list, on_progress: Progress, label: str = "localhost", start_s: Optional[float] = None) -> tuple:
+def run_rsync(argv: list, on_progress: Progress, label: str = "localhost", start_s: Optional[float] = None) -> tuple:
     """Run rsync; (its --stats, the source directories that do not exist, a warning or None).
 
     start_s: how long its remote command may take to start (RSYNC_PATH's mark): a login shell
@@ -617,6 +627,7 @@ class _RsyncSession:
         return (bytes(self.err) + pending).decode(errors="replace")
 
 
+REMOTE_REFUSAL = "ops-tasks refused:"  # how a remote command of ours that says no begins its line
 RSYNC_LINK_EXITS = (12, 255)  # the stream to the pod broke, or ssh itself failed
 # What rsync and OpenSSH's banners add around ssh's own reason.
 _NOT_SSH_REASON = re.compile(r"^@|^\s*$|^rsync[:\s]|^Warning: Permanently added")
@@ -627,6 +638,9 @@ def _link_failure(err: str, label: str) -> Exception:
     "connection unexpectedly closed": a changed host key, a refused key, a name that does not
     resolve; no reason from ssh is a connection lost during the transfer."""
     lines = [line.strip() for line in err.splitlines() if not _NOT_SSH_REASON.search(line.strip())]
+    refusal = next((line for line in lines if line.startswith(REMOTE_REFUSAL)), None)
+    if refusal:  # our own remote command (an --rsync-path) said no before rsync started
+        return HostError(f"{label}: {refusal[len(REMOTE_REFUSAL):].strip()}")
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in err:
         offending = next((line for line in lines if line.startswith("Offending")), "")
         forget = next((line for line in lines if line.startswith("ssh-keygen")), "")

@@ -1,6 +1,7 @@
 """Pod operations: what a pod is, judged against what the tools need."""
 
 from ..errors import HostError
+from ..runtime.contract import WORKDIR_RECORD, WORKDIR_SET_ASIDE
 from ..scripts import parse_document, render_script, scripts_dir
 
 REQUIRED_TOOLS = {"tmux": "vllm and runs sessions", "curl": "vllm status checks"}
@@ -115,10 +116,13 @@ def pod_bootstrap(target) -> dict:
     return _steps_report(target, facts)
 
 
-def pod_sync(target, *, remote_repo: str, repo_url=None, branch=None, pr=None, ref=None, install=None) -> dict:
-    """Clone or update the repo on the pod and check out what was asked (one round trip)."""
+def pod_sync(target, *, remote_repo: str, repo_url=None, branch=None, pr=None, ref=None, install=None,
+             workdir: bool = False) -> dict:
+    """Clone or update the repo on the pod and check out what was asked (one round trip).
+    workdir: the repo holds a pod.sync --workdir (operations/workdir.py): no git step, the install only."""
     script = render_script("pod_sync.sh", remote_repo=remote_repo, repo_url=repo_url, branch=branch, pr=pr,
-                           ref=ref, install=install, volume=target.profile.volume)
+                           ref=ref, install=install, volume=target.profile.volume, workdir=workdir,
+                           workdir_records=[WORKDIR_RECORD, WORKDIR_SET_ASIDE])
     facts = parse_document(target.run_script(script), target.profile.label, "pod_sync.sh")
     return _steps_report(target, facts, remote_repo=remote_repo, commit=facts["commit"] or None,
                          branch=facts["branch"] or None, dirty=facts["dirty"])
