@@ -8,7 +8,9 @@ LIUM_API_KEY); LIUM_BASE_URL points it at another API (the tests' fake). pod.up 
 """
 
 import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 from invoke import Collection
@@ -508,39 +510,78 @@ def _fleet_status(c, name: str, volume_required: bool) -> dict:
 
 
 def _remember_pod(c, alias: str, pod: dict, plan: dict) -> None:
-    """Record the pod's price and GPUs under its alias (records.save_lium_pod), for its costs."""
+    """Record the pod's price and GPUs under its alias, and this folder (records.save_lium_pod: the
+    user's state, so its costs and pod.ps know it from any folder)."""
     from .settings import host_identity
 
     price = pod.get("price_per_hour") or (plan.get("executor") or {}).get("price_per_hour")
-    records.save_lium_pod(alias, {**pod, "price_per_hour": price}, host_identity(target_of(c, alias).profile))
+    records.save_lium_pod(alias, {**pod, "price_per_hour": price}, host_identity(target_of(c, alias).profile),
+                          project_dir_of(c.config))
 
 
 # ---------------------------------------------------------------- pod.ps
 
 
+def _folder(path) -> str:
+    """A folder for people: under the home as ~/..."""
+    if not path:
+        return "-"
+    home = str(Path.home())
+    return "~" + path[len(home):] if path == home or path.startswith(home + "/") else path
+
+
 def render_ps(data: dict) -> str:
     if data.get("dry_run"):
         return _render_dry_run(data)
-    if not data["pods"]:
-        return "no Lium pods"
-    table = [(p["name"], p["huid"], _gpus(p), p["status"], p["destination"] or "-", ", ".join(p["aliases"]) or "-",
-              _duration(p["uptime_s"]), _money(p["cost_usd"]), p["termination_at"] or "-") for p in data["pods"]]
-    return tabulate(table, headers=["name", "huid", "GPUs", "state", "ssh", "alias", "uptime", "cost", "terminates"])
+    lines = []
+    if data["pods"]:
+        table = [(p["name"], p["huid"], _gpus(p), p["status"], p["destination"] or "-", ", ".join(p["aliases"]) or "-",
+                  _money(p["price_per_hour"], "/h"), _duration(p["uptime_s"]), _money(p["cost_usd"]),
+                  _folder(p["rented_from"]), p["termination_at"] or "-") for p in data["pods"]]
+        lines.append(tabulate(table, headers=["name", "huid", "GPUs", "state", "ssh", "alias", "price", "uptime",
+                                              "cost", "rented from", "terminates"]))
+        totals = data["totals"]
+        lines.append(f"{totals['pods']} pod(s): {_money(totals['price_per_hour'], '/h')} in all, "
+                     f"{_money(totals['cost_usd'])} so far"
+                     + (f" ({totals['unpriced']} without a price)" if totals["unpriced"] else ""))
+    else:
+        lines.append("no Lium pods")
+    for record in data["not_listed"]:
+        lines.append(f"warning: {record['name'] or record['alias']} ({record['id']}, rented from "
+                     f"{_folder(record['project'])}) is recorded but Lium does not list it: removed elsewhere, by "
+                     f"its --ttl, or in another Lium account? pod.down --name {record['name'] or record['id']} "
+                     f"marks it released")
+    if "history" in data:
+        rows = [(r["name"] or "-", r["alias"], _gpus(r), _money(r["price_per_hour"], "/h"),
+                 _duration((r.get("spent") or {}).get("uptime_s")), _money((r.get("spent") or {}).get("cost_usd")),
+                 _folder(r["project"]), time.strftime("%Y-%m-%d %H:%M", time.localtime(r["released_at"])))
+                for r in data["history"]]
+        lines.append("released:" if rows else "released: none")
+        if rows:
+            lines.append(tabulate(rows, headers=["name", "alias", "GPUs", "price", "uptime", "cost", "rented from",
+                                                 "released"]))
+    return "\n".join(lines)
 
 
-@ops_task(human=render_ps)
-def ps(c):
-    """List your Lium pods: name, id, GPUs, state, SSH destination, uptime, cost, termination time."""
+@ops_task(human=render_ps, help={"history": "Also list the pods released (pod.down), with what each cost in all."})
+def ps(c, history=False):
+    """List your Lium pods (from any folder): GPUs, state, SSH, alias, price, cost so far, the folder that rented it."""
     from . import ssh_config
+    from .operations.costs import released_cost, rented_pods
     from .operations.lium import base_url, list_pods, load_sdk, open_client
     load_sdk("pod.ps")
     if dry_run_requested():
         return {"ok": True, "dry_run": True, "lium_base_url": base_url(), "would_list": "your pods"}
+    listed_at = time.time()
     pods = list_pods(open_client("pod.ps"))
     config_path = ssh_config.default_path()
     for pod in pods:
         pod["aliases"] = ssh_config.pod_aliases(config_path, pod_id=pod["id"])
-    return {"ok": True, "pods": pods}
+    report = {"ok": True, **rented_pods(pods, records.lium_pods(), listed_at=listed_at)}
+    if history:
+        report["history"] = [{**record, "spent": released_cost(record)}
+                             for record in records.lium_pods(released=True) if record["released_at"] is not None]
+    return report
 
 
 # ---------------------------------------------------------------- pod.down
@@ -551,9 +592,12 @@ def render_down(data: dict) -> str:
         return _render_dry_run(data)
     if not data["found"]:
         lines = [f"no Lium pod named {data['name']}: nothing to remove"]
+        if data.get("released_records"):
+            lines.append(f"  its record ({', '.join(data['released_records'])}) is marked released")
     elif not data["removed"]:
         lines = [f"refused: pod {data['name']} keeps runs that are not done or not fetched "
-                 f"(on {data['checked_on']}, {data['check']['outputs_dir']}):"]
+                 f"(on {data['checked_on']}, {data['check']['outputs_dir']}"
+                 + (f"; fetches recorded here or in {data['records_of']}" if data.get("records_of") else "") + "):"]
         lines += [f"  {r['run_id']}: {r['state']}" for r in data["check"]["active"]]
         lines += [f"  {r['run_id']}: {r['state']}, {r['reason']}" for r in data["check"]["unfetched"]]
         lines.append("wait for them (runs.wait), fetch them (artifacts.fetch), or pass --force")
@@ -564,7 +608,9 @@ def render_down(data: dict) -> str:
             lines.append("  runs not checked (--force)")
         else:
             runs = data["check"]["runs"]
-            lines.append(f"  runs on {data['checked_on']}: " + (f"{runs}, all done and fetched" if runs else "none"))
+            lines.append(f"  runs on {data['checked_on']}: " + (f"{runs}, all done and fetched" if runs else "none")
+                         + (f" (fetches recorded here or in {data['records_of']}, which rented it)" if data.get("records_of")
+                            else ""))
     if data.get("forgot"):
         lines.append(f"  removed Host {', '.join(data['forgot'])} from {data['ssh_config']}")
     lines += [f"warning: {w}" for w in data.get("warnings", [])]
@@ -580,21 +626,38 @@ def _check_runs(c, name: str, host: Optional[str], remote_outputs_dir) -> dict:
     return _check_runs_on(c, name, target_of(c, host), remote_outputs_dir)
 
 
+def _rented_from(target) -> Optional[Path]:
+    """The folder pod.up rented the pod behind this host from, when it is there still."""
+    from .settings import host_identity
+
+    folder = (records.lium_pod_of(host_identity(target.profile)) or {}).get("project")
+    return Path(folder) if folder and Path(folder).is_dir() else None
+
+
 def _check_runs_on(c, name: str, target, remote_outputs_dir) -> dict:
     from .operations.teardown import teardown_check
     from .selection import latest_submission, outputs_root
+    from .settings import host_identity
 
     host = target.profile.name
+    here = project_dir_of(c.config)
+    # pod.down works from any folder: the folder that rented the pod keeps records of its runs too.
+    rented_from = _rented_from(target)
+    rented_from = None if rented_from is None or rented_from.resolve() == here.resolve() else rented_from
+    latest = latest_submission(c, target) or (rented_from and records.latest_manifest(
+        rented_from, host, host_identity(target.profile)))
     # The outputs root of the latest submission to the pod (its runs may live elsewhere than the
     # profile's root), unless --remote-outputs-dir names one.
-    outputs = outputs_root(remote_outputs_dir, latest_submission(c, target), target.profile)
+    outputs = outputs_root(remote_outputs_dir, latest, target.profile)
     try:
-        check = teardown_check(target, outputs_dir=outputs,
-                               records_dir=records.fetch_records_dir(project_dir_of(c.config)))
+        check = teardown_check(target, outputs_dir=outputs, records_dir=records.fetch_records_dir(here),
+                               also_records=(records.fetch_records_dir(rented_from),) if rented_from else ())
     except OpsError as exc:
         raise OpsError(f"cannot check the runs of pod {name} ({exc}): pass --force to remove it "
                        f"anyway") from None
     result = {"checked_on": host, "check": check}
+    if rented_from:
+        result["records_of"] = str(rented_from)  # said: that folder's fetches count too
     if check["active"] or check["unfetched"]:
         names = [f"{r['run_id']} ({r['state']})" for r in check["active"]] + [
             f"{r['run_id']} ({r['reason']})" for r in check["unfetched"]]
@@ -654,12 +717,23 @@ def down(c, name=None, alias=None, remote_outputs_dir=None, force=False, forget=
             _confirm(f"Remove pod {name} ({pod.huid}, id {pod.id})?", "nothing removed")
         report.update(remove_pod(client, pod))
         records.forget_lium_pod(pod.id)  # its address may go to another pod: its price goes with it
+    else:  # gone already (elsewhere, by its --ttl): what pod.up recorded of it is released too
+        report["released_records"] = _release_records_named(name)
     if forget:
         # Only blocks pod.up wrote: a Host block of the user's own is never removed.
         report["forgot"], kept = ssh_config.forget_pod_hosts(config_path, [alias] if alias else marked)
         if kept:
             report["kept_blocks"] = kept
     return report
+
+
+def _release_records_named(name: str) -> list:
+    """Mark released the recorded pods (not released yet) of this name, huid or id: their ids."""
+    named = [record["id"] for record in records.lium_pods() if record["id"] and name in
+             (record["name"], record["huid"], record["id"])]
+    for pod_id in named:
+        records.forget_lium_pod(pod_id)
+    return named
 
 
 def _down_fleet(c, name: str, members: list, remote_outputs_dir, *, force: bool, forget: bool, yes: bool) -> dict:

@@ -1,6 +1,7 @@
 """What the laptop keeps, in one place: submission manifests, fetch records, the last pod.ls
-listing, the Lium pods pod.up rented (their prices), the fleets pod.up named and the ledgers of fleet submissions, and where fetched run
-directories and reports land.
+listing, the ledgers of fleet submissions, and where fetched run directories and reports land;
+the Lium pods pod.up rented (their prices) and the fleets it named, which are the user's and not
+one project's, through the user's state database (state.py).
 
 Records are keyed by a host's stable identity (`host_id`: settings.host_identity, e.g.
 root@203.0.113.7:2222), not by the string the user typed: an ssh-config alias and the
@@ -18,12 +19,14 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import defaults
+from . import defaults, state
 from .errors import ConfigError, OpsError
 from .files import write_atomic
 from .names import RUN_ID
 from .run_states import TERMINAL
+from .runtime.contract import manifest_order
 from .settings import host_identity
+from .state import forget_fleet, load_fleet, save_fleet  # noqa: F401 (callers name them records.*)
 
 
 # ---------------------------------------------------------------- where things are
@@ -51,8 +54,7 @@ def fetch_records_dir(project_dir) -> Path:
 
 def listing_path() -> Path:
     """Where pod.ls keeps its last listing, so that `pod.up --config N` means its row N."""
-    root = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(root).expanduser() / "ops-tasks" / "lium_ls.json"
+    return state.cache_dir() / "lium_ls.json"
 
 
 def _file_in(folder: Path, name: str) -> Optional[Path]:
@@ -136,14 +138,6 @@ def save_manifest(project_dir, manifest: dict) -> Path:
 
 def load_manifest(project_dir, submission_id: str) -> Optional[dict]:
     return _read_json(_file_in(manifests_dir(project_dir), submission_id))
-
-
-def manifest_order(manifest: dict) -> tuple:
-    """A manifest's place among the project's submissions: its time (0 unless a number: a file edited
-    by hand must not stop every task that looks for the newest), then its id."""
-    submitted = manifest.get("submitted_at")
-    submitted = submitted if isinstance(submitted, (int, float)) and not isinstance(submitted, bool) else 0
-    return submitted, str(manifest.get("submission_id", ""))
 
 
 def latest_manifest(project_dir, host: str, host_id: Optional[str] = None) -> Optional[dict]:
@@ -294,84 +288,33 @@ def listed_executor(listing: Optional[dict], selector: str) -> Optional[dict]:
     return next((r for r in rows if selector in (r.get("id"), r.get("huid"))), None)
 
 
-# ---------------------------------------------------------------- Lium pods pod.up rented
+# ---------------------------------------------------------------- Lium pods and fleets pod.up rented
+#
+# Per person, not per project: kept in the user's state database (state.py), so that pod.ps,
+# costs, `--host FLEET` and pod.down work from any folder. These are the names callers use.
 
 
-def lium_pods_dir() -> Path:
-    """What pod.up recorded of each pod it rented, one file per alias: beside the listing, since
-    ~/.ssh/config's aliases (which lead to them) are the user's, not one project's."""
-    return listing_path().parent / "lium_pods"
-
-
-def save_lium_pod(alias: str, pod: dict, host_id: str) -> None:
-    """Keep what Lium said of the pod behind an alias (its price, GPUs, creation time), so that
-    costs need not ask Lium again. host_id: the identity the alias resolves to now."""
-    path = _file_in(lium_pods_dir(), alias)
-    if path is None:
-        raise ConfigError(f"refusing to record a Lium pod under {alias!r}: not an alias")
-    keep = ("id", "name", "huid", "gpu_type", "gpu_count", "price_per_hour", "created_at")
-    now = time.time()
-    uptime = pod.get("uptime_s")
-    created = now - uptime if isinstance(uptime, (int, float)) and not isinstance(uptime, bool) else None
-    _write_json(path, {"alias": alias, "host_id": host_id, "recorded_at": now, "created": created,
-                       **{key: pod.get(key) for key in keep}})
+def save_lium_pod(alias: str, pod: dict, host_id: str, project_dir=None) -> None:
+    """Keep what Lium said of the pod behind an alias (its price, GPUs, creation time) and the folder
+    it was rented from, so that costs need not ask Lium again. host_id: where the alias leads now."""
+    state.record_pod(alias, pod, host_id, project_dir)
 
 
 def lium_pod_of(host_id: str) -> Optional[dict]:
-    """The newest record of a Lium pod that this host identity leads to; None when pod.up rented
-    none there (a host of another kind, or a record forgotten by pod.down)."""
-    folder = lium_pods_dir()
-    found = [_read_json(path) for path in folder.glob("*.json")] if folder.is_dir() else []
-    mine = [r for r in found if r is not None and r.get("host_id") == host_id]
-    return max(mine, key=lambda r: r.get("recorded_at") or 0, default=None)
+    """The newest record of a Lium pod, not released, that this host identity leads to; None when
+    pod.up rented none there (a host of another kind, or a pod pod.down released)."""
+    return state.pod_behind(host_id)
+
+
+def lium_pods(released: bool = False) -> list:
+    """The Lium pods pod.up recorded, from any folder, not released (with released, every one)."""
+    return state.rented_pods(released)
 
 
 def forget_lium_pod(pod_id: str) -> None:
-    """pod.down removed the pod: its records go (an address Lium hands on must not carry its price)."""
-    folder = lium_pods_dir()
-    for path in folder.glob("*.json") if folder.is_dir() else []:
-        if (_read_json(path) or {}).get("id") == pod_id:
-            path.unlink(missing_ok=True)
-
-
-# ---------------------------------------------------------------- fleets pod.up rented
-
-FLEETS_DIR = "artifacts/fleets"  # one record per named set of pods (pod.up)
-
-
-def fleets_dir(project_dir) -> Path:
-    return Path(project_dir) / FLEETS_DIR
-
-
-def save_fleet(project_dir, name: str, aliases: list) -> Path:
-    """Remember the pods pod.up rented under one name, so that `--host NAME` means all of them."""
-    path = _file_in(fleets_dir(project_dir), name)
-    if path is None:
-        raise ConfigError(f"refusing to record a fleet named {name!r}: not a fleet name")
-    if not aliases or not all(isinstance(a, str) and a for a in aliases):
-        raise ConfigError(f"refusing to record fleet {name!r}: it needs a list of host aliases, got {aliases!r}")
-    _write_json(path, {"name": name, "aliases": list(aliases), "saved_at": time.time()})
-    return path
-
-
-def load_fleet(project_dir, name: str) -> Optional[list]:
-    """The aliases recorded for a fleet name, or None when no fleet of that name was recorded.
-    A record that is there but damaged is named, never taken for a missing one."""
-    path = _file_in(fleets_dir(project_dir), name)
-    if path is None or not path.exists():
-        return None
-    aliases = (_read_json(path) or {}).get("aliases")
-    if not isinstance(aliases, list) or not aliases or not all(isinstance(a, str) and a for a in aliases):
-        raise ConfigError(f"{path}: damaged fleet record (aliases must be a list of host names); "
-                          f"remove it or record the fleet again with pod.up")
-    return aliases
-
-
-def forget_fleet(project_dir, name: str) -> None:
-    """pod.down released every pod of the fleet: its name names nothing any more."""
-    path = _file_in(fleets_dir(project_dir), name)
-    if path is not None and path.exists():
-        path.unlink()
+    """pod.down removed the pod: its price no longer goes with its address (which Lium may hand
+    on), and its record stays as history (state.rented_pods(released=True))."""
+    state.release_pod(pod_id)
 
 
 # ---------------------------------------------------------------- the ledger of a fleet submission

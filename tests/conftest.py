@@ -17,6 +17,13 @@ needs_isolation = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def _own_state(tmp_path_factory, monkeypatch):
+    """No test reads or writes the developer's store of rented pods (ops_tasks/state.py): calls
+    in this process get a store of their own; `ops` runs get their client HOME's (ClientHome.env)."""
+    monkeypatch.setenv("OPS_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 def client(tmp_path):
     """The laptop: its own HOME with an SSH key, ~/.ssh/config and known_hosts."""

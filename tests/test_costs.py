@@ -276,8 +276,11 @@ def test_a_lium_pod_prices_its_runs_and_shows_its_running_cost_until_pod_down(cl
 
     down = _ops(client, project, lium, "pod.down", "--name", "ops-cheap", "--force", "--yes", "--json")
     assert down.returncode == 0, down.stderr
-    # the address may serve another pod now: its price is forgotten with the pod
-    assert list((client.home / ".cache" / "ops-tasks" / "lium_pods").iterdir()) == []
+    # the address may serve another pod now: its price goes with the pod, which stays in the history
+    after = _ops(client, project, lium, "pod.status", "--host", "cheap", "--json")
+    assert after.returncode == 0 and "cost" not in after.json, after.stdout
+    history = _ops(client, project, lium, "pod.ps", "--history", "--json").json["history"]
+    assert [(pod["name"], pod["price_per_hour"]) for pod in history] == [("ops-cheap", 10.0)]
 
 
 def test_pod_status_text_shows_the_running_cost():

@@ -63,10 +63,11 @@ def test_a_fleet_recorded_by_pod_up_is_found_by_its_name(laptop):
 
 
 def test_a_damaged_fleet_record_is_named_not_taken_for_a_host(laptop):
-    path = records.save_fleet(laptop.project, "sweep", ["a1"])
+    path = records.save_fleet(laptop.project, "sweep", ["a1"])  # the user's state database
     path.write_text('{"aliases": "a1"}')
-    with pytest.raises(ConfigError, match="damaged fleet record"):
+    with pytest.raises(ConfigError, match="damaged state database") as refused:
         resolve_hosts({}, "sweep", laptop.project)
+    assert str(path) in str(refused.value)
 
 
 @pytest.mark.parametrize("spec", ["a0,a0", "a1,root@127.0.0.1:2201"])

@@ -75,7 +75,8 @@ def submit(ops, project, host, runs, outputs):
 
 
 def test_up_rents_a_fleet_at_once_and_down_releases_each_pod_behind_its_own_check(lium_ops, fake, pods, client,
-                                                                                 project):
+                                                                                 project, monkeypatch):
+    monkeypatch.setenv("OPS_STATE_DIR", str(client.state_home / "ops-tasks"))  # what `ops` records, read here
     for price in (1.0, 1.2, 1.4, 3.0):
         fake.add_executor("NVIDIA A100-SXM4-80GB", 1, price)
     volume = fake.add_volume("my_volume")["id"]

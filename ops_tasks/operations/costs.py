@@ -2,7 +2,8 @@
 
 Plain functions, nothing printed, nothing asked of Lium or a pod. Where a price comes from
 (`price_of`): the Lium pod pod.up rented behind the host (its price as Lium said then, kept by
-records.save_lium_pod), else the profile's `price_per_hour`, else nothing: a cost is then
+records.save_lium_pod in the user's state database, whatever folder it was rented from), else
+the profile's `price_per_hour`, else nothing: a cost is then
 unknown (None), never 0. runs.submit keeps the price and the pod's capacity in the submission's
 manifest (`pricing`, by host identity: `pod_pricing`), so a run's cost is known later from its
 status.json alone:
@@ -226,6 +227,42 @@ def running_cost(record: Optional[dict], now: Optional[float] = None) -> Optiona
     uptime = max(0.0, (time.time() if now is None else now) - created)
     return {"price_per_hour": price, "uptime_s": uptime, "cost_usd": cost_of_time(uptime, price),
             "pod": record.get("name")}
+
+
+def released_cost(record: dict) -> Optional[dict]:
+    """running_cost of a released pod, from its start to its release (what it cost in all)."""
+    released = _number(record.get("released_at"))
+    return None if released is None else running_cost(record, now=released)
+
+
+def rented_pods(listed: list, recorded: list, *, listed_at: float) -> dict:
+    """pod.ps's view, from Lium's listing (operations/lium.list_pods rows) and the pods the user's
+    state records not released (records.lium_pods): {"pods", "not_listed", "totals"}.
+
+    Each listed pod with what pod.up recorded of it: `rented_from` (the folder, None when pod.up
+    did not rent it), and its price when Lium's row has none. `not_listed`: records Lium no longer
+    lists (removed elsewhere, by a --ttl, or in another Lium account): kept, and named, never taken
+    for released unasked. `totals`: what the listed pods cost an hour and so far, of those known."""
+    recorded_by_id = {record["id"]: record for record in recorded if record.get("id")}  # oldest first: newest wins
+    pods = []
+    for pod in listed:
+        record = recorded_by_id.get(pod["id"]) or {}
+        price = _number(pod.get("price_per_hour"))
+        price = _number(record.get("price_per_hour")) if price is None else price
+        cost = _number(pod.get("cost_usd"))
+        if cost is None and price is not None and _number(pod.get("uptime_s")) is not None:
+            cost = round(cost_of_time(pod["uptime_s"], price), 2)
+        pods.append({**pod, "price_per_hour": price, "cost_usd": cost, "rented_from": record.get("project")})
+    listed_ids = {pod["id"] for pod in listed}
+    # A record written after the listing was asked for is of a pod the listing could not show yet.
+    not_listed = [record for record in recorded if record.get("id") and record["id"] not in listed_ids
+                  and (_number(record.get("recorded_at")) or 0) < listed_at]
+    prices = [pod["price_per_hour"] for pod in pods]
+    costs = [pod["cost_usd"] for pod in pods]
+    return {"pods": pods, "not_listed": not_listed,
+            "totals": {"pods": len(pods), "price_per_hour": sum(p for p in prices if p is not None),
+                       "cost_usd": sum(c for c in costs if c is not None),
+                       "unpriced": sum(p is None for p in prices)}}
 
 
 def lium_running_cost(profile) -> Optional[dict]:

@@ -54,16 +54,21 @@ def _fetched_status(record: dict) -> Optional[dict]:
     return value if error is None and isinstance(value, dict) else None
 
 
-def teardown_check(target, *, outputs_dir: str, records_dir: Path) -> dict:
+def teardown_check(target, *, outputs_dir: str, records_dir: Path, also_records: tuple = ()) -> dict:
     """What keeps the pod from being removed: runs queued or running on it, and run directories
     that artifacts.fetch has not recorded (or that changed after it did). Two round trips: the
-    runs' states, then what their directories hold."""
+    runs' states, then what their directories hold. also_records: other folders of fetch records
+    whose copy of a run counts as well (pod.down from a folder other than the one that rented it)."""
     status = runs_status(target, outputs_dir=outputs_dir)
     host_id, destination = host_identity(target.profile), target.profile.destination
-    # This pod's copy of each run (kept beside another pod's with --local-root), else the latest
-    # copy, whose host then says why it does not count.
-    records = {run["run_id"]: load_fetch_record(records_dir, run["run_id"], host_id, destination)
-               or load_fetch_record(records_dir, run["run_id"]) for run in status["runs"]}
+
+    def fetched(run_id: str) -> Optional[dict]:
+        # This pod's copy of the run (kept beside another pod's with --local-root) in any of the
+        # folders, else the latest copy here, whose host then says why it does not count.
+        mine = (load_fetch_record(folder, run_id, host_id, destination) for folder in (records_dir, *also_records))
+        return next(filter(None, mine), None) or load_fetch_record(records_dir, run_id)
+
+    records = {run["run_id"]: fetched(run["run_id"]) for run in status["runs"]}
     # What each run directory holds now, against what the fetch recorded (an archive after it...),
     # counted with the fetch's own --include/--exclude: what it left on purpose is not unfetched.
     filters = {run["run_dir"]: {"include": record.get("include") or [], "exclude": record.get("exclude")}

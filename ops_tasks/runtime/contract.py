@@ -199,3 +199,14 @@ def _collect_leaves(value, prefix, depth, limit, skip, found):
                 _collect_leaves(item, "%s%s." % (prefix, key), depth + 1, limit, skip, found)
         elif finite_number(item) is not None:
             found.append((prefix + str(key), item))
+
+
+def manifest_order(manifest):
+    """A submission manifest's place among a host's submissions, newest last: its time (0 unless a
+    number: a manifest edited by hand must not stop every task that looks for the newest), then
+    its id. The laptop's latest submission to a host and the pod's own latest (asked for by a
+    folder that has no record of one) are both the greatest by this."""
+    submitted = manifest.get("submitted_at")
+    if isinstance(submitted, bool) or not isinstance(submitted, (int, float)):
+        submitted = 0
+    return submitted, str(manifest.get("submission_id", ""))

@@ -342,6 +342,12 @@ class ClientHome:
         weakref.finalize(self, shutil.rmtree, str(self.tmux_dir), True)
 
     @property
+    def state_home(self) -> Path:
+        """This laptop's XDG_STATE_HOME: its store of rented pods is state_home/ops-tasks/state.db
+        (set OPS_STATE_DIR to state_home / "ops-tasks" to read it from the test's own process)."""
+        return self.home / ".local" / "state"
+
+    @property
     def public_key(self) -> str:
         return self.key.with_suffix(".pub").read_text()
 
@@ -357,6 +363,7 @@ class ClientHome:
         """An environment for the CLI: this HOME, none of the developer's ops settings."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(CLIENT_ENV_DROP)}
         env["HOME"] = str(self.home)
+        env["XDG_STATE_HOME"] = str(self.state_home)  # the store of rented pods (ops_tasks/state.py)
         # The `local` profile's tmux server lives here, never beside the developer's own.
         env["TMUX_TMPDIR"] = str(self.tmux_dir)
         env.update(extra)
