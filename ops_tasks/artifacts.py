@@ -10,7 +10,7 @@ from invoke import Collection
 from .defaults import LOCAL_RUNS_DIR
 from .errors import ConfigError
 from .flags import count_flag
-from .output import json_requested, on_each_pod, ops_task
+from .output import json_requested, log, on_each_pod, ops_task
 from .settings import host_identity, project_dir_of
 # The operations, fleet, records and selection are imported by the functions that use them:
 # `ops --list` and `ops TASK --help` load none of them (ARCHITECTURE.md, "Start-up").
@@ -164,9 +164,15 @@ class RunClaims:
 def _fetch_from(c, target, bar: ByteBar, claims: RunClaims, *, run_id, submission, all, local_root,
                 remote_outputs_dir, bwlimit, include, exclude, replace) -> dict:
     from .operations.artifacts import fetch_runs
+    from .operations.runs import pod_selection
     from .records import fetch_records_dir
-    from .selection import select_runs
-    selected = select_runs(c, target, run_id, submission, all, remote_outputs_dir)
+    from .selection import from_pod_note, select_runs
+    selected = select_runs(c, target, run_id, submission, all, remote_outputs_dir, ask_pod=True)
+    # This folder keeps no record of a submission to the pod: the pod names its latest (one round
+    # trip more). Run ids named are fetched from the outputs root given, as ever (--dry-run: no contact).
+    latest = selected.pop("latest_submission", None)
+    if latest and not selected["run_ids"]:
+        selected = pod_selection(target, {**selected, "latest_submission": latest})
     # --all names its runs on the pod: those clashes are found after the fetch (_one_copy_each).
     runs = [] if all else claims.take(target.profile.name, _runs_on(c, target, selected))
     limit = count_flag("--bwlimit", bwlimit, None) if bwlimit is not None else None
@@ -176,10 +182,14 @@ def _fetch_from(c, target, bar: ByteBar, claims: RunClaims, *, run_id, submissio
                 "transferred": {"files": 0, "bytes": 0, "literal_bytes": 0}, "missing": [], "warnings": []}
     if not runs and not all:
         raise ConfigError("no runs to fetch: the submission lists none")
-    return fetch_runs(target, runs=runs, outputs_dir=selected["outputs_dir"], all_runs=all,
-                      local_root=_local_path(c, local_root, LOCAL_RUNS_DIR),
-                      records_dir=fetch_records_dir(project_dir_of(c.config)), bwlimit=limit,
-                      on_progress=bar.of(target.profile.name), include=include, exclude=exclude, replace=replace)
+    report = fetch_runs(target, runs=runs, outputs_dir=selected["outputs_dir"], all_runs=all,
+                        local_root=_local_path(c, local_root, LOCAL_RUNS_DIR),
+                        records_dir=fetch_records_dir(project_dir_of(c.config)), bwlimit=limit,
+                        on_progress=bar.of(target.profile.name), include=include, exclude=exclude, replace=replace)
+    if selected.get("submission_from_pod"):
+        report.update(submission_id=selected["submission_id"], submission_from_pod=True)
+        log(from_pod_note(report))
+    return report
 
 
 def _runs_on(c, target, selected: dict) -> list:

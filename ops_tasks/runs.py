@@ -40,7 +40,8 @@ def _select(c, target, run_id, submission, all_runs, remote_outputs_dir):
     from .fleet import NothingHere
     from .records import load_manifest
     from .selection import select_runs
-    selected = select_runs(c, target, run_id, submission, all_runs, remote_outputs_dir)
+    # A folder with no record of a submission to this pod asks the pod (in the task's own request).
+    selected = select_runs(c, target, run_id, submission, all_runs, remote_outputs_dir, ask_pod=True)
     selected.pop("runs", None)
     manifest = load_manifest(project_dir_of(c.config), selected["submission_id"]) if "submission_id" in selected else None
     if (manifest or {}).get("fleet") and host_identity(target.profile) not in {r.get("host_id") for r in manifest["runs"]}:
@@ -48,6 +49,15 @@ def _select(c, target, run_id, submission, all_runs, remote_outputs_dir):
                            "outputs_dir": selected["outputs_dir"], "counts": {}, "runs": [],
                            "note": f"no run of fleet submission {selected['submission_id']} was placed here"})
     return selected
+
+
+def _said_from_pod(report: dict) -> dict:
+    """A report whose submission the pod named (this folder has none recorded): said on stderr."""
+    from .selection import from_pod_note
+    note = from_pod_note(report)
+    if note:
+        log(note)
+    return report
 
 
 def _age(seconds) -> str:
@@ -417,10 +427,10 @@ def _status_on(c, target, run_id, submission, all, remote_outputs_dir, tail_line
     one = len(selected["run_ids"]) == 1 and not watch
     if watch:
         try:
-            return _all_cancelled(_watch(target, selected, every))
+            return _said_from_pod(_all_cancelled(_watch(target, selected, every)))
         except KeyboardInterrupt as exc:
             raise stopped(exc, "stopped watching; the runs go on on the pod") from None
-    report = _all_cancelled(runs_status(target, **selected, tail_lines=lines if one else 0))
+    report = _said_from_pod(_all_cancelled(runs_status(target, **selected, tail_lines=lines if one else 0)))
     if one:
         report["run"] = report["runs"][0]
         if report["run"]["state"] == "missing":
@@ -669,9 +679,10 @@ def _wait_on(c, target, run_id, submission, remote_outputs_dir, timeout):
             left = None if timeout_s is None else max(0.1, timeout_s - (time.monotonic() - started))
             timeout_s = left
         with target.round_trip_budget(timeout_s):
-            report = _all_cancelled(wait_runs(target, outputs_dir=selected["outputs_dir"],
-                                              submission_id=selected.get("submission_id"), run_ids=selected["run_ids"],
-                                              timeout_s=timeout_s, on_progress=bar))
+            report = _said_from_pod(_all_cancelled(wait_runs(
+                target, outputs_dir=selected["outputs_dir"], submission_id=selected.get("submission_id"),
+                run_ids=selected["run_ids"], timeout_s=timeout_s, on_progress=bar,
+                latest_submission=selected.get("latest_submission"))))
         if report["outcome"] == "timeout":  # the whole wait's limit, not what was left
             limit = seconds_flag("--timeout", timeout, WAIT_TIMEOUT_S)
             report["error"] = f"{target.profile.label}: runs still going after {limit:.0f}s"
@@ -686,8 +697,8 @@ def _wait_on(c, target, run_id, submission, remote_outputs_dir, timeout):
 
 def _wait_hint(target, submission_id, run_ids) -> str:
     """How to wait again after the link went: the runs themselves go on on the pod."""
-    which = f"--run-id {','.join(run_ids)}" if run_ids else f"--submission {submission_id}"
-    return f"the runs go on on the pod: wait again with ops runs.wait --host {target.profile.name} {which}"
+    which = f" --run-id {','.join(run_ids)}" if run_ids else (f" --submission {submission_id}" if submission_id else "")
+    return f"the runs go on on the pod: wait again with ops runs.wait --host {target.profile.name}{which}"
 
 
 def render_cancel(data: dict) -> str:
@@ -714,7 +725,7 @@ def _cancel_on(c, target, run_id, submission, remote_outputs_dir):
     if not run_id and not submission:
         raise ConfigError("runs.cancel needs --run-id or --submission")
     selected = _select(c, target, run_id, submission, False, remote_outputs_dir)
-    return cancel_runs(target, **selected, missing_ok=fleet_requested())
+    return _said_from_pod(cancel_runs(target, **selected, missing_ok=fleet_requested()))
 
 
 def _found_somewhere(document: dict) -> dict:

@@ -6,11 +6,13 @@ running supervisor keeps its own version. Every operation is one round trip: `ba
 the archive, when the pod lacks it) + a request.
 """
 
+import posixpath
 import time
 import uuid
 from typing import Callable, Optional
 
 from ..errors import ConfigError, HostError
+from ..names import RUN_ID
 from ..run_states import COUNTS_AS_FAILURE, STATES
 from ..verdicts import UNKNOWN, run_verdict
 from ..runtime.contract import outputs_root_problem
@@ -143,11 +145,26 @@ def count_states(runs: list) -> dict:
 # ---------------------------------------------------------------- reading
 
 
+def pod_submission(target, answer: dict, report: dict) -> dict:
+    """The report, naming the submission the pod took as its latest when asked to
+    (`latest_submission`: this folder keeps no record of one): its id, checked, and
+    `submission_from_pod`. What the pod sent is checked before anything acts on it."""
+    taken = answer.get("pod_submission")
+    if taken is None:
+        return report
+    submission_id = taken.get("submission_id") if isinstance(taken, dict) else None
+    if not isinstance(submission_id, str) or not RUN_ID.match(submission_id):
+        raise HostError(f"{target.profile.label}: the pod named its latest submission {submission_id!r}, "
+                        f"which is not a submission id")
+    return {**report, "submission_id": submission_id, "submission_from_pod": True}
+
+
 def runs_status(target, *, outputs_dir: str, run_ids=None, run_dirs=None, submission_id=None,
-                tail_lines: int = 0) -> dict:
-    """The state of some runs (ids, a submission, or every run directory), one round trip."""
+                tail_lines: int = 0, latest_submission: Optional[str] = None) -> dict:
+    """The state of some runs (ids, a submission, or every run directory), one round trip.
+    latest_submission ("any", "root"): the pod's own latest submission (selection.select_runs)."""
     request = {"outputs_dir": outputs_dir, "run_ids": run_ids or [], "run_dirs": run_dirs or {},
-               "submission_id": submission_id, "tail_lines": tail_lines}
+               "submission_id": submission_id, "tail_lines": tail_lines, "latest_submission": latest_submission}
     answer = call_tool(target, "status", request)
     received = time.time()
     runs = answer["runs"]
@@ -155,24 +172,55 @@ def runs_status(target, *, outputs_dir: str, run_ids=None, run_dirs=None, submis
     # How far the pod's clock is ahead of this one (within the round trip): its runs' times minus
     # this are the laptop's times (operations/costs.idle_time). None from a pod that did not say.
     offset = pod_now - received if isinstance(pod_now, (int, float)) and not isinstance(pod_now, bool) else None
-    return {"ok": not any(not_ok(r["state"]) for r in runs), "host": target.profile.name,
-            "outputs_dir": answer["outputs_dir"], "submission_id": submission_id,
-            "supervisor_running": answer["supervisor_running"], "counts": count_states(runs), "runs": runs,
-            "clock_offset": offset}
+    return pod_submission(target, answer, {
+        "ok": not any(not_ok(r["state"]) for r in runs), "host": target.profile.name,
+        "outputs_dir": answer["outputs_dir"], "submission_id": submission_id,
+        "supervisor_running": answer["supervisor_running"], "counts": count_states(runs), "runs": runs,
+        "clock_offset": offset})
+
+
+def pod_selection(target, selected: dict) -> dict:
+    """A selection that asks the pod (select_runs' `latest_submission`) made into one that names
+    its runs, by one round trip (the runs' states): the pod's latest submission, or the run ids'
+    directories in it. Each run id and directory the pod sent is checked before anything uses it:
+    a directory strictly under the outputs root it answered for, which must be the one asked about
+    when the user named one."""
+    report = runs_status(target, outputs_dir=selected["outputs_dir"], run_ids=selected["run_ids"],
+                         latest_submission=selected["latest_submission"])
+    root = posixpath.normpath(report["outputs_dir"]) if isinstance(report["outputs_dir"], str) else None
+    if root is None or (selected["latest_submission"] == "root" and root != posixpath.normpath(selected["outputs_dir"])):
+        raise HostError(f"{target.profile.label}: the pod answered for the outputs root {report['outputs_dir']!r}")
+    runs = []
+    for run in report["runs"]:
+        run_dir = run.get("run_dir")
+        if not RUN_ID.match(run["run_id"]) or not isinstance(run_dir, str) or not posixpath.normpath(
+                run_dir).startswith(root.rstrip("/") + "/"):
+            raise HostError(f"{target.profile.label}: the pod named run {run['run_id']!r} in {run_dir!r}, "
+                            f"not a run directory under {root}")
+        runs.append({"run_id": run["run_id"], "run_dir": posixpath.normpath(run_dir)})
+    chosen = {"outputs_dir": root, "run_ids": selected["run_ids"],
+              "run_dirs": {r["run_id"]: r["run_dir"] for r in runs if r["run_id"] in selected["run_ids"]}}
+    if report.get("submission_from_pod"):
+        chosen.update(submission_id=report["submission_id"], submission_from_pod=True)
+    if not selected["run_ids"]:
+        chosen["runs"] = runs
+    return chosen
 
 
 def wait_runs(target, *, outputs_dir: str, submission_id=None, run_ids=None, timeout_s=None,
-              on_progress: Optional[Callable[[int, int, int, int], None]] = None) -> dict:
+              on_progress: Optional[Callable[[int, int, int, int], None]] = None,
+              latest_submission: Optional[str] = None) -> dict:
     """Block (in one round trip) until the runs end; on_progress(done, total, failed, running)."""
     progress = _ProgressLines(on_progress)
     request = {"outputs_dir": outputs_dir, "submission_id": submission_id, "run_ids": run_ids or [],
-               "timeout": timeout_s}
+               "timeout": timeout_s, "latest_submission": latest_submission}
     answer = call_tool(target, "wait", request, on_stderr=progress.feed)
     runs = answer["runs"]
     failed = [r["run_id"] for r in runs if not_ok(r["state"]) and r["state"] != "missing"]
-    report = {"ok": answer["outcome"] == "done" and not failed, "host": target.profile.name,
-              "submission_id": submission_id, "outcome": answer["outcome"], "counts": count_states(runs),
-              "failed": failed, "runs": runs}
+    report = pod_submission(target, answer, {
+        "ok": answer["outcome"] == "done" and not failed, "host": target.profile.name,
+        "submission_id": submission_id, "outcome": answer["outcome"], "counts": count_states(runs),
+        "failed": failed, "runs": runs})
     if answer["outcome"] == "timeout":
         report["error"] = f"{target.profile.label}: runs still going after {timeout_s:.0f}s"
     elif answer["outcome"] == "stuck":
@@ -198,17 +246,17 @@ class _ProgressLines:
 
 
 def cancel_runs(target, *, outputs_dir: str, run_ids=None, run_dirs=None, submission_id=None,
-                missing_ok: bool = False) -> dict:
+                missing_ok: bool = False, latest_submission: Optional[str] = None) -> dict:
     """Cancel runs on one pod. missing_ok: a run this pod does not hold is not this pod's failure
     (over a fleet a run is on one pod; the task asks that each was found on some pod)."""
     request = {"outputs_dir": outputs_dir, "run_ids": run_ids or [], "run_dirs": run_dirs or {},
-               "submission_id": submission_id}
+               "submission_id": submission_id, "latest_submission": latest_submission}
     answer = call_tool(target, "cancel", request)
     runs = answer["runs"]
     # A run that was waiting or running and is not cancelled now, or no run at all: not ok.
     missed = [r["run_id"] for r in runs if (r["state"] == "missing" and not missing_ok)
               or (r["was"] in ("queued", "running", "lost") and r["state"] != "cancelled")]
-    report = {"ok": not missed, "host": target.profile.name, "runs": runs}
+    report = pod_submission(target, answer, {"ok": not missed, "host": target.profile.name, "runs": runs})
     if missed:
         report["error"] = f"{target.profile.label}: not cancelled: {', '.join(missed)}"
     return report

@@ -12,7 +12,7 @@ from .handover import ask_to_hand_over, live_supervisor
 from .entry import read_entry
 from .files import BatchedSync, now, read_json, remove_quietly, write_failure, write_json, write_text
 from .procs import KILL_GRACE_S
-from .reading import logs, run_report, selected_runs, status, wait
+from .reading import logs, pod_submission, run_report, selected_runs, status, wait, with_latest_submission
 from .rundir import (archive_attempt, attempts_done, effective_state, end_as_cancelled, has_files, read_status,
     restore_attempt, set_attempt_state, set_state, status_path, stop_leftover_group)
 from .store import BadRequest, Store
@@ -24,6 +24,7 @@ from .workdir import receive as receive_workdir
 def cancel(request):
     """Cancel runs: a queued one at once, a running one through its supervisor (which stops its
     process group), a lost one by stopping what is left of it."""
+    request, manifest = with_latest_submission(request)
     store = Store(request["outputs_dir"])
     results, waiting_on, ended = [], [], set()
     if not os.path.isdir(store.ops):
@@ -70,7 +71,7 @@ def cancel(request):
         while now() < deadline and (read_status(run_dir) or {}).get("state") == "running":
             time.sleep(0.2)
         results.append({"run_id": run_id, "was": "running", "state": (read_status(run_dir) or {}).get("state")})
-    return {"runs": results}
+    return {"runs": results, "pod_submission": pod_submission(manifest)}
 
 
 def resume(request):

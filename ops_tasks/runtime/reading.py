@@ -6,10 +6,10 @@ import os
 import sys
 import time
 
-from .contract import COUNTS_AS_FAILURE, RUN_ID, TERMINAL, summary_leaves
+from .contract import COUNTS_AS_FAILURE, RUN_ID, TERMINAL, manifest_order, summary_leaves
 from .files import last_line, now, open_regular, read_json, record_path, tail_text
 from .rundir import attempts_done, effective_state, has_files, read_status
-from .store import BadRequest, Store, check_run
+from .store import BadRequest, Store, check_run, last_submission_root
 
 
 WAIT_HEARTBEAT_S = 2.0  # runs.wait repeats its progress line this often (to notice the laptop gone)
@@ -96,16 +96,60 @@ def selected_runs(store, request):
     return found
 
 
+def with_latest_submission(request):
+    """(request, manifest): a request that asks for the pod's latest submission (the laptop's
+    folder has no record of one) made into one that names it, by its outputs root and id (or, for
+    run ids it holds, their run directories), and that manifest, to send back; the request as it
+    is and None when it asks nothing of the kind. `latest_submission`: "root" looks under the
+    request's outputs root (the user named it), "any" also where this user's last submit went."""
+    wanted = request.get("latest_submission")
+    if wanted not in ("root", "any"):
+        return request, None
+    roots = [request["outputs_dir"]] + ([last_submission_root()] if wanted == "any" else [])
+    found = []
+    for root in filter(None, roots):
+        try:
+            store = Store(root)
+        except BadRequest:
+            continue  # a pointer to no place for runs is not followed
+        manifest = store.latest_submission()
+        if manifest is not None:
+            found.append((manifest_order(manifest), store.root, manifest))
+    ids = request.get("run_ids") or []
+    if not found:
+        if ids:
+            return request, None  # the runs are where the request says
+        raise LookupError("no submission is recorded in the laptop's folder, nor on the pod under %s: pass "
+                          "--run-id, --submission or --all" % " or ".join(sorted(set(filter(None, roots)))))
+    _, root, manifest = max(found, key=lambda item: item[0])
+    if not ids:
+        return dict(request, outputs_dir=root, submission_id=manifest["submission_id"]), manifest
+    dirs = {r.get("run_id"): r.get("run_dir") for r in manifest.get("runs") or [] if isinstance(r, dict)}
+    if not all(isinstance(dirs.get(run_id), str) for run_id in ids):
+        return request, None  # runs of another submission: where the request says
+    return dict(request, outputs_dir=root, run_dirs={run_id: dirs[run_id] for run_id in ids}), manifest
+
+
+def pod_submission(manifest):
+    """What an answer says of the submission taken from the pod: its id, outputs root and time."""
+    if manifest is None:
+        return None
+    return {key: manifest.get(key) for key in ("submission_id", "outputs_dir", "submitted_at", "host")}
+
+
 def status(request):
+    request, manifest = with_latest_submission(request)
     store = Store(request["outputs_dir"])
     alive, waiting = store.supervisor_alive(), store.waiting_ids()
     runs = [run_report(store, run_dir, run_id, alive, waiting, request.get("tail_lines", 0))
             for run_id, run_dir in selected_runs(store, request)]
     # The pod's clock, for a laptop that sets the runs' times against its own (idle time, costs).
-    return {"runs": runs, "supervisor_running": alive, "outputs_dir": store.root, "now": now()}
+    return {"runs": runs, "supervisor_running": alive, "outputs_dir": store.root, "now": now(),
+            "pod_submission": pod_submission(manifest)}
 
 
 def wait(request):
+    request, manifest = with_latest_submission(request)
     store = Store(request["outputs_dir"])
     deadline = now() + request["timeout"] if request.get("timeout") else None
     last = unattended_since = None
@@ -128,16 +172,19 @@ def wait(request):
                 return None
             last, said_at = progress, now()
         if done == len(runs):
-            return {"outcome": "done", "runs": runs, "supervisor_running": alive}
+            return {"outcome": "done", "runs": runs, "supervisor_running": alive,
+                    "pod_submission": pod_submission(manifest)}
         # Nobody to run what is left: say so (after a moment, as a new supervisor may be starting).
         if alive or "running" in states:
             unattended_since = None
         elif unattended_since is None:
             unattended_since = now()
         elif now() - unattended_since > 5:
-            return {"outcome": "stuck", "runs": runs, "supervisor_running": alive}
+            return {"outcome": "stuck", "runs": runs, "supervisor_running": alive,
+                    "pod_submission": pod_submission(manifest)}
         if deadline is not None and now() > deadline:
-            return {"outcome": "timeout", "runs": runs, "supervisor_running": alive}
+            return {"outcome": "timeout", "runs": runs, "supervisor_running": alive,
+                    "pod_submission": pod_submission(manifest)}
         time.sleep(0.5)
 
 

@@ -9,7 +9,7 @@ import errno
 import fcntl
 import os
 
-from .contract import RUN_ID, outputs_root_problem
+from .contract import RUN_ID, manifest_order, outputs_root_problem
 from .entry import read_entry
 from .files import TEMPORARY, makedirs, now, open_regular, read_json, write_json, write_text
 
@@ -84,6 +84,20 @@ def check_run(run_id, run_dir, root):
     return run_id, run_dir
 
 
+def private_dir():
+    """This user's bookkeeping on the pod's own disk, beside no outputs root: secret env files, and
+    where the latest submission went."""
+    return os.path.join(os.path.expanduser("~"), ".ops", "runs")
+
+
+def last_submission_root():
+    """The outputs root of this user's last submission on the pod (any root: a config names its
+    own), as submit noted it; None before any."""
+    pointer = read_json(os.path.join(private_dir(), "last_submission.json"))
+    root = pointer.get("outputs_dir") if isinstance(pointer, dict) else None
+    return root if isinstance(root, str) else None
+
+
 class Store:
     """The outputs root: run directories and the queue's bookkeeping under .ops/.
 
@@ -94,7 +108,7 @@ class Store:
     def __init__(self, root, create=False):
         self.root = check_outputs_root(root).rstrip("/") or "/"
         self.ops = os.path.join(self.root, ".ops")
-        self.private = os.path.join(os.path.expanduser("~"), ".ops", "runs")
+        self.private = private_dir()
         if create:
             for sub in (QUEUE, "active", "cancel", "submissions", "specs"):
                 makedirs(os.path.join(self.ops, sub))
@@ -164,6 +178,26 @@ class Store:
         ids = {e["run_id"] for e in (self.queued() if queued is None else queued)}
         ids.update(n[:-5] for n in self.names("active") if n.endswith(".json"))
         return ids
+
+    # -- submissions
+
+    def latest_submission(self):
+        """The newest manifest under .ops/submissions/ (contract.manifest_order), or None."""
+        newest = None
+        for name in self.names("submissions"):
+            manifest = read_json(self.path("submissions", name)) if name.endswith(".json") else None
+            if isinstance(manifest, dict) and manifest.get("submission_id") == name[:-5] and (
+                    newest is None or manifest_order(manifest) > manifest_order(newest)):
+                newest = manifest
+        return newest
+
+    def note_last_submission(self):
+        """Say where this user's last submission went, for a laptop folder that has no record of
+        it (reading.with_latest_submission). A home that cannot take it costs only that."""
+        try:
+            write_json(os.path.join(self.private, "last_submission.json"), {"outputs_dir": self.root})
+        except OSError:
+            pass
 
     # -- secrets
 

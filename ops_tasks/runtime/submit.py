@@ -86,6 +86,7 @@ def submit(request):
             "queued": [q["run_id"] for q in queued], "skipped": skipped, "refused": refused,
         }
         write_json(store.path("submissions", submission_id + ".json"), with_earlier_runs(store, manifest))
+        store.note_last_submission()
     result = {"queued": queued, "skipped": skipped, "refused": refused}
     warning = slots_warning(store, request, runs)
     if warning:
