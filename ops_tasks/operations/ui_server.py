@@ -25,6 +25,7 @@ tail and curves. Every document is `redacted` before it leaves.
 import asyncio
 import hmac
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Optional
@@ -149,11 +150,15 @@ class Watch:
             self.wake.clear()
             plan = self.plan()
             started = time.monotonic()
-            gathered = await loop.run_in_executor(None, self.gather, plan)
-            self.answered_at = time.time()
-            self.last_took_s = time.monotonic() - started
-            self.refreshes += 1
-            self.take(gathered, plan)
+            try:
+                gathered = await loop.run_in_executor(None, self.gather, plan)
+                self.answered_at = time.time()
+                self.last_took_s = time.monotonic() - started
+                self.refreshes += 1
+                self.take(gathered, plan)
+            except Exception as exc:  # a bug: said, and the page keeps its last document; the next refresh tries again
+                self.last_took_s = time.monotonic() - started
+                self.log(f"ops ui: a refresh failed ({type(exc).__name__}: {exc}); trying again")
             async with self.changed:
                 self.changed.notify_all()
             try:
@@ -383,20 +388,51 @@ class Running:
     def serve(self) -> None:
         """Refresh and serve until Ctrl-C (KeyboardInterrupt here) or SIGTERM."""
         watch = self.server.watch
+        quiet_aiohttp(watch.log)
         asyncio.set_event_loop(self.loop)
         watch.wake, watch.changed = asyncio.Event(), asyncio.Condition()
-        refreshing = self.loop.create_task(watch.run())
         try:
-            self.loop.run_until_complete(refreshing)
+            self.loop.run_until_complete(watch.run())
         finally:
-            refreshing.cancel()
             self.close()
 
     def close(self) -> None:
-        if self.runner is not None and self.loop is not None and not self.loop.is_closed():
-            try:
-                self.loop.run_until_complete(asyncio.wait_for(self.runner.cleanup(), 5))
-            except (asyncio.TimeoutError, RuntimeError, KeyboardInterrupt):
-                pass
-            self.loop.close()
+        """Stop serving: the listening socket and the connections (a page's open feed too), then
+        every task of the loop ended before the loop is closed (none left half-run)."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            if self.runner is not None:
+                loop.run_until_complete(asyncio.wait_for(self.runner.cleanup(), 5))
+        except (asyncio.TimeoutError, RuntimeError, KeyboardInterrupt):
+            pass
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        try:
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        except (RuntimeError, KeyboardInterrupt):
+            pass
+        loop.close()
 
+
+class _OneLine(logging.Handler):
+    """aiohttp's own log (a request that failed in its machinery): one line through the task's
+    log, never a traceback."""
+
+    def __init__(self, log):
+        super().__init__(logging.WARNING)
+        self.log = log
+
+    def emit(self, record):
+        cause = f" ({type(record.exc_info[1]).__name__}: {record.exc_info[1]})" if record.exc_info else ""
+        self.log(f"ops ui: {record.getMessage()}{cause}")
+
+
+def quiet_aiohttp(log) -> None:
+    for name in ("aiohttp.server", "aiohttp.web", "aiohttp.access", "asyncio"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [_OneLine(log)]
+        logger.propagate = False

@@ -37,7 +37,7 @@ LOG_LINES = 200  # of a followed run's stdout.log, each refresh
 METRICS_BYTES = 256 * 1024  # of a followed run's metrics.jsonl, from its end
 CURVE_POINTS = 200  # a curve is thinned to this many steps
 CURVE_SERIES = 8  # metrics drawn per run at most
-MAX_NAME = 80  # a metric's name longer than this is not one
+MAX_NAME = 200  # a metric's name longer than this is not one
 
 
 class _Wanted(Exception):

@@ -18,6 +18,7 @@ from .. import defaults, records
 from ..run_states import ACTIVE, STATES
 from ..secrets import redact
 from ..settings import host_identity
+from ..tables import inert
 from .ui_snapshot import finite_number
 from .costs import lium_running_cost, price_of, pricing_of_runs, run_cost, usage_of
 
@@ -31,10 +32,12 @@ RUN_KEYS = ("run_id", "submission_id", "state", "attempt", "attempts", "failure_
 
 
 def _text(value) -> Optional[str]:
+    """A pod's string for the page: bounded, and every control character a visible escape
+    (tables.inert, as on a terminal: an OSC 52 in a log line shows as `\\x1b]52...`)."""
     if value is None:
         return None
     text = value if isinstance(value, str) else str(value)
-    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…"
+    return inert(text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…")
 
 
 def _plain(value, depth: int = 0):
@@ -319,11 +322,12 @@ def follow_view(gathered: dict, run_id: str) -> Optional[dict]:
         return None
     curves = results.get(f"metrics:{run_id}") or {}
     return {"run_id": run_id, "text": _text_tail(log.get("text")), "error": _text(log.get("error")),
-            "curves": {"x": _text(curves.get("x")), "series": curves.get("series") or {}}}
+            "curves": {"x": _text(curves.get("x")),
+                       "series": {_text(name): points for name, points in (curves.get("series") or {}).items()}}}
 
 
 def _text_tail(text) -> Optional[str]:
-    return text[-256 * 1024:] if isinstance(text, str) else None
+    return inert(text[-256 * 1024:]) if isinstance(text, str) else None
 
 
 # ---------------------------------------------------------------- secrets
