@@ -566,8 +566,9 @@ def _fleet_summary(data: dict) -> str:
     shown = {k: v for k, v in columns.items() if k in ("pod", "ok") or any(v)}
     rows = list(zip(*shown.values()))
     fleet = data["totals"]
-    line = (f"fleet: {fleet['pods']} pods, {fleet['pods_up']} up, {fleet['pods_not_ok']} not ok; "
-            f"{fleet['gpus']} GPUs, {fleet['gpus_free']} free")
+    line = f"fleet: {fleet['pods']} pods, {fleet['pods_up']} up, {fleet['pods_not_ok']} not ok"
+    if any(isinstance(pod.get("gpus"), list) for pod in data["pods"].values()):  # a task that looked at GPUs
+        line += f"; {fleet['gpus']} GPUs, {fleet['gpus_free']} free"
     if fleet["runs_by_state"]:
         line += f"; runs: {_by_state(fleet['runs_by_state'])}"
     lines = [tabulate(rows, headers=list(shown), tablefmt="simple"), line]

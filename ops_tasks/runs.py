@@ -14,6 +14,7 @@ from .flags import count_flag, seconds_flag
 from .output import (LineEmitter, announce, emit, fleet_requested, fleet_targets, is_time_key, json_requested, log,
                      on_each_pod, ops_task, stopped, target_of)
 from .run_states import ACTIVE
+from .runtime.contract import is_moment
 from .settings import host_identity, project_dir_of
 from .streams import LineBuffer
 # The operations, fleet, records, selection and targets are imported by the functions that use them:
@@ -139,8 +140,8 @@ def _human_value(key, value) -> str:
     """A summary value for people: moments as times, booleans as yes/no, text on one line."""
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if is_time_key(key) and isinstance(value, (int, float)) and value > 0:
-        return _when(value)
+    if (is_time_key(key) and isinstance(value, (int, float)) and value > 0) or is_moment(key, value):
+        return _when(value)  # the tool's own times, and a summary's (end_time: contract.is_moment)
     return _one_line(value, 80)
 
 

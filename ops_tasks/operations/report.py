@@ -41,7 +41,8 @@ from .costs import group_cost, price_rows, project_of, spent_text, total as tota
 from .example_means import Parts, RunMeans, cluster_of
 from .examples import ExampleSpool, example_key
 from ..names import RUN_ID
-from ..runtime.contract import SUMMARY_COLUMNS, natural_key as text_natural_key, summary_leaves as contract_leaves
+from ..runtime.contract import (DURATION, MEASURE, MOMENT, MOMENT_NAME, SUMMARY_COLUMNS, epoch_seconds,
+                                natural_key as text_natural_key, summary_leaves as contract_leaves)
 from .validate import (RECORD, RESULTS, BadJsonLine, RunListing, checked_root, json_error, json_lines, json_or_unreadable,
                        run_dirs, winning_attempt, with_supervisor_record)
 
@@ -577,8 +578,9 @@ _NOT_LEAF_COLUMNS = frozenset(NOT_EXTRA)
 
 
 def summary_columns(summary: dict, limit: int = SUMMARY_COLUMNS) -> list:
-    """[(name, number)] of a summary's measurements, as columns (contract.summary_leaves)."""
-    return contract_leaves(summary, limit, _NOT_LEAF_COLUMNS)
+    """[(name, number)] of a summary's measurements, then its times and durations, as columns
+    (contract.summary_leaves; a version is none)."""
+    return contract_leaves(summary, limit, _NOT_LEAF_COLUMNS, (MEASURE, MOMENT, DURATION))
 
 
 def _drop_non_finite(row: dict) -> list:
@@ -1115,16 +1117,21 @@ def table_cell(value) -> str:
 
 
 def _time_cell(value) -> str:
-    number = _number(value)
-    if number is not None and EPOCH_RANGE[0] <= number < EPOCH_RANGE[1]:
-        return human_time(number)
-    return table_cell(value)
+    seconds = epoch_seconds(value)
+    return human_time(seconds) if seconds is not None else table_cell(value)
+
+
+def cell_formats(columns, plain=()) -> list:
+    """How each column's cells are written: the plain ones (a group's own values) as they are, a
+    time's (contract.MOMENT_NAME) epoch seconds as a date, the rest as table_cell. report.md and
+    report.html alike."""
+    return [cell_text if c in plain else _time_cell if MOMENT_NAME.search(c) else table_cell for c in columns]
 
 
 def markdown_table(records: list, columns: Sequence[str], plain: Sequence[str] = ()) -> str:
     """The records as a Markdown table: floats to 4 places, epoch seconds in a time column as dates,
     the plain columns (a group's own values: temperature 0.7) as they are."""
-    cells = [cell_text if c in plain else _time_cell if TIME_COLUMN.search(c) else table_cell for c in columns]
+    cells = cell_formats(columns, plain)
     body = [[cell(r.get(c)) for cell, c in zip(cells, columns)] for r in records]
     return pipe_table(body, columns)
 
@@ -1741,8 +1748,6 @@ def human_time(epoch) -> str:
     return datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-TIME_COLUMN = re.compile(r"(^|[_.])(at|started|finished|updated|time|timestamp|heartbeat)$")
-EPOCH_RANGE = (1e9, 1e10)  # 2001..2286: a number of seconds since 1970 that is a date
 
 
 def _distinct(values, width: int = 60) -> list:

@@ -17,9 +17,9 @@ from typing import Optional
 from .costs import spent_text
 from .examples import ExampleSpool, examples_of, json_block
 from .ranking import several_lines
-from .report import (MODELS_BY_TASK, TIME_COLUMN, _time_cell, cell_text, comparison_lines, comparison_title,
-                     group_columns, groups_unequal_note, models_by_task_rows, plot_bars, plot_unequal_note,
-                     shown_columns, table_cell, uncertainty_lines, unequal_note)
+from .report import (MODELS_BY_TASK, cell_formats, cell_text, comparison_lines, comparison_title, group_columns,
+                     groups_unequal_note, models_by_task_rows, plot_bars, plot_unequal_note, shown_columns,
+                     uncertainty_lines, unequal_note)
 from .validate import BadJsonLine, json_lines
 
 METRICS = "metrics.jsonl"  # a run's logged steps (the script's, or the supervisor's from metrics_from_log)
@@ -45,7 +45,7 @@ def table_html(records: list, columns, css_class: str = "", plain=()) -> str:
     """An escaped table: floats to 4 places, epoch seconds in a time column as dates (as report.md),
     the plain columns (a group's own values) as they are."""
     head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    cells = [cell_text if c in plain else _time_cell if TIME_COLUMN.search(c) else table_cell for c in columns]
+    cells = cell_formats(columns, plain)
     body = "".join("<tr>" + "".join(f"<td>{_e(cell(r.get(c)))}</td>" for cell, c in zip(cells, columns)) + "</tr>"
                    for r in records)
     return f'<table class="{css_class}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'

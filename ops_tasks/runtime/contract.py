@@ -174,31 +174,72 @@ NOT_MEASURES = ("ok", "run_id", "env_id", "model_id", "state", "failure_class", 
                 "rollouts_per_example", "rollouts", "best_of", "exit_code", "signal", "mean", "se", "ci95_low",
                 "ci95_high", "n")
 NOT_LEAVES = ("run_metadata", "ops")
+# What a summary's numeric leaf is (leaf_kind), the one rule of runs.status's columns (measures)
+# and the report's (measures, then times and durations). A leaf that names a moment (end_time,
+# finished_at, timing.started) and holds epoch seconds is a time, shown as a date wherever a time
+# is shown (report.md, report.html, runs.status): EPOCH_RANGE is 2001..2286, seconds since 1970
+# that are a date (an iter_time of 0.3 s is a measure). The run's own duration (elapsed_s) is the
+# run's bookkeeping, as its status's times are; a version of the file's format (contract_version)
+# is none of them, and no column.
+MOMENT_NAME = re.compile(r"(^|[_.])(at|started|finished|updated|time|timestamp|heartbeat)$")
+EPOCH_RANGE = (1e9, 1e10)
+DURATION_NAME = re.compile(r"(^|[_.])(elapsed|duration|runtime|wall_?time)(_s|_sec|_seconds)?$")
+VERSION_NAME = re.compile(r"(^|[_.])\w*version$")
+MEASURE, MOMENT, DURATION, VERSION = "measure", "moment", "duration", "version"
 
 
-def summary_leaves(summary, limit=SUMMARY_COLUMNS, skip=NOT_MEASURES):
-    """[(name, number)] of a summary's measurements: its finite numeric leaves in file order,
-    nested keys joined by '.' (`last_eval.val`), three levels deep at most, not booleans, not the
-    top-level keys of `skip` nor the objects of NOT_LEAVES; the first `limit`. runs.status's
-    columns on the pod and the report's on the laptop (which skips its own columns)."""
-    found = []
+def epoch_seconds(value):
+    """value when it is a number of seconds since 1970 that is a date (EPOCH_RANGE), else None."""
+    number = finite_number(value)
+    return number if number is not None and EPOCH_RANGE[0] <= number < EPOCH_RANGE[1] else None
+
+
+def is_moment(name, value):
+    """A leaf (or column) that names a moment and holds epoch seconds."""
+    return epoch_seconds(value) is not None and bool(MOMENT_NAME.search(str(name)))
+
+
+def leaf_kind(name, value):
+    """MEASURE, MOMENT, DURATION or VERSION of a summary leaf that is a finite number (not a
+    boolean), else None."""
+    if finite_number(value) is None:
+        return None
+    if is_moment(name, value):
+        return MOMENT
+    if VERSION_NAME.search(str(name)):
+        return VERSION
+    return DURATION if DURATION_NAME.search(str(name)) else MEASURE
+
+
+def summary_leaves(summary, limit=SUMMARY_COLUMNS, skip=NOT_MEASURES, kinds=(MEASURE,)):
+    """[(name, number)] of a summary's leaves of these kinds (leaf_kind), kind by kind, each in file
+    order, nested keys joined by '.' (`last_eval.val`), three levels deep at most, not the top-level
+    keys of `skip` nor the objects of NOT_LEAVES; the first `limit`. runs.status's columns on the
+    pod (measures) and the report's on the laptop (measures, then moments and durations; without
+    its own columns)."""
+    found = {kind: [] for kind in kinds}
     if isinstance(summary, dict):
         _collect_leaves(summary, "", 1, limit, skip, found)
-    return found
+    return [leaf for kind in kinds for leaf in found[kind]][:limit]
 
 
 def _collect_leaves(value, prefix, depth, limit, skip, found):
-    # A plain loop, not generators: the report runs it once per run.
+    # A plain loop, not generators: the report runs it once per run. Once the first kind has
+    # `limit` leaves, no later leaf could be shown.
+    first = next(iter(found.values()))
     for key, item in value.items():
-        if len(found) >= limit:
+        if len(first) >= limit:
             return
         if depth == 1 and (key in skip or key in NOT_LEAVES):
             continue
+        name = prefix + str(key)
         if type(item) is dict:
             if depth < 3:
-                _collect_leaves(item, "%s%s." % (prefix, key), depth + 1, limit, skip, found)
-        elif finite_number(item) is not None:
-            found.append((prefix + str(key), item))
+                _collect_leaves(item, name + ".", depth + 1, limit, skip, found)
+            continue
+        kind = leaf_kind(name, item)
+        if kind in found:
+            found[kind].append((name, item))
 
 
 def manifest_order(manifest):
