@@ -221,6 +221,20 @@ def test_an_action_on_what_the_page_did_not_show_is_refused_naming_it(server, bo
     assert status == 409 and fragment in json.loads(text)["error"], text
 
 
+@needs_isolation
+def test_each_refresh_is_one_round_trip_per_pod_on_the_connection_it_keeps(server, pod):
+    first = server.state()["refresh"]["number"]
+    connections, sessions = pod.accepted_connections(), pod.sessions()
+
+    later = until(lambda: server.state()["refresh"]["number"] >= first + 3 and server.state()["refresh"]["number"],
+                  "three more refreshes")
+
+    assert pod.accepted_connections() == connections  # no new connection: the one it holds
+    made = pod.sessions() - sessions
+    # One exec channel each: a refresh in flight at either end counts on one side only.
+    assert later - first - 1 <= made <= later - first + 1, (made, first, later)
+
+
 # ---------------------------------------------------------------- what every response carries
 
 

@@ -63,6 +63,7 @@ class Watch:
         self.sessions: dict = {}  # pod -> the vLLM sessions it listed last time
         self.follows: dict = {}  # client id -> (pod, run_id)
         self.logs: dict = {}  # (pod, run_id) -> follow_view, of the latest refresh
+        self._roots: dict = {}  # pod -> (the manifests folder's mtime, its outputs root)
         self.document: Optional[dict] = None
         self.version = 0
         self.refreshes = 0
@@ -92,13 +93,23 @@ class Watch:
         return plan
 
     def outputs_dir(self, target) -> str:
-        """The pod's outputs root as runs.list picks it: its latest submission's, else the profile's."""
+        """The pod's outputs root as runs.list picks it: its latest submission's, else the profile's
+        (the manifests read again only when their folder changed)."""
         from .. import records
         from ..selection import outputs_root
         from ..settings import host_identity
 
-        latest = records.latest_manifest(self.project_dir, target.profile.name, host_identity(target.profile))
-        return outputs_root(None, latest, target.profile)
+        folder = records.manifests_dir(self.project_dir)
+        try:
+            stamp = folder.stat().st_mtime_ns
+        except OSError:
+            stamp = None
+        cached = self._roots.get(target.profile.name)
+        if cached is None or cached[0] != stamp or stamp is None:
+            latest = records.latest_manifest(self.project_dir, target.profile.name, host_identity(target.profile))
+            cached = (stamp, outputs_root(None, latest, target.profile))
+            self._roots[target.profile.name] = cached
+        return cached[1]
 
     def gather(self, plan: dict) -> dict:
         """Every pod at once, one round trip each (blocking: run in a thread)."""
@@ -124,9 +135,8 @@ class Watch:
         secrets = known_secrets()
         for name, answer in gathered.items():
             seen = sessions_seen(answer)
-            if seen is not None:
-                default = plan[name][0][:1] if not self.sessions.get(name) else []
-                self.sessions[name] = sorted(set(seen) | set(default))
+            if seen is not None:  # from now on the sessions the pod lists (the default one only until then)
+                self.sessions[name] = seen
         shown = document([self.targets[n] for n in self.order], gathered, self.records)
         shown["refresh"] = {"took_s": round(self.last_took_s, 3), "interval_s": round(self.next_interval(), 3),
                             "answered_at": self.answered_at, "number": self.refreshes}
@@ -370,6 +380,7 @@ class Running:
 
     def bind(self) -> int:
         self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
         # No access log: the first request's URL carries the token. A page's open event stream
         # must not hold the end up: a second, then it is closed.
         self.runner = web.AppRunner(self.server.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -389,7 +400,6 @@ class Running:
         """Refresh and serve until Ctrl-C (KeyboardInterrupt here) or SIGTERM."""
         watch = self.server.watch
         quiet_aiohttp(watch.log)
-        asyncio.set_event_loop(self.loop)
         watch.wake, watch.changed = asyncio.Event(), asyncio.Condition()
         try:
             self.loop.run_until_complete(watch.run())
@@ -411,7 +421,8 @@ class Running:
         for task in pending:
             task.cancel()
         try:
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
         except (RuntimeError, KeyboardInterrupt):
             pass

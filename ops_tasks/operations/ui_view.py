@@ -233,7 +233,10 @@ class Records:
         cached = self._cache.get(("view", path))
         if cached and cached[0] is doc:
             return cached[1]
-        view = report_view(doc, path)
+        try:
+            view = report_view(doc, path)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # edited by hand, or another release's
+            view = {"error": _text(f"{path} could not be shown ({type(exc).__name__}: {exc})"), "columns": [], "rows": []}
         self._cache[("view", path)] = (doc, view)
         return view
 

@@ -102,6 +102,7 @@ function render() {
   renderReport(doc.report);
   document.body.dataset.refresh = String(refresh.number || 0);
   document.body.dataset.appliedAt = String(Date.now() / 1000);
+  document.body.dataset.answeredAt = String(refresh.answered_at || "");
 }
 
 function renderTotals(totals) {
