@@ -5,30 +5,34 @@
 # inputs: scripts (array: each part's rendered script), payload_bytes (array: the size of each
 #   part's payload)
 # stdin after this script: the parts' payloads, one after the other (secrets travel there,
-#   never in this text).
+#   never in this text). Few processes per part: a refresh's cost on the pod is mostly forks.
 
 batch_main() {
-  local i offset=0
+  local i total=0 offset=0 code pids=()
   # Global: the EXIT trap runs after this function has returned.
   batch_work=$(mktemp -d) || return 1
   trap 'rm -rf "$batch_work"' EXIT
   local work=$batch_work
+  for i in "${!payload_bytes[@]}"; do total=$((total + payload_bytes[i])); done
   # The payloads, split by their sizes (head -c on a pipe may read past its count: a file may not).
-  cat > "$work/stdin"
+  [ "$total" -eq 0 ] || cat > "$work/stdin"
   for i in "${!scripts[@]}"; do
-    tail -c "+$((offset + 1))" "$work/stdin" | head -c "${payload_bytes[$i]}" > "$work/$i.in"
+    if [ "${payload_bytes[$i]}" -gt 0 ]; then
+      { printf '%s' "${scripts[$i]}"; tail -c "+$((offset + 1))" "$work/stdin" | head -c "${payload_bytes[$i]}"; } |
+        bash -s > "$work/$i.out" 2> "$work/$i.err" &
+    else
+      printf '%s' "${scripts[$i]}" | bash -s > "$work/$i.out" 2> "$work/$i.err" &
+    fi
+    pids[i]=$!
     offset=$((offset + payload_bytes[i]))
   done
   for i in "${!scripts[@]}"; do
-    { { printf '%s' "${scripts[$i]}"; cat "$work/$i.in"; } | bash -s > "$work/$i.out" 2> "$work/$i.err"
-      echo $? > "$work/$i.code"; } &
-  done
-  wait
-  for i in "${!scripts[@]}"; do
-    printf 'PART %d %d ' "$i" "$(< "$work/$i.code")"
-    base64 -w0 < "$work/$i.out"
+    wait "${pids[$i]}"
+    code=$?
+    printf 'PART %d %d ' "$i" "$code"
+    [ -s "$work/$i.out" ] && base64 -w0 < "$work/$i.out"
     printf ' '
-    tail -c 65536 "$work/$i.err" | base64 -w0
+    [ -s "$work/$i.err" ] && tail -c 65536 "$work/$i.err" | base64 -w0
     printf '\n'
   done
 }
