@@ -37,10 +37,10 @@ from ..targets import after_start_mark
 from .artifacts import REMOTE_REFUSAL, RemoteRsyncMissing, rsync_over_ssh, run_rsync
 from .pod import human_bytes, pod_sync
 
-# git diff's text of the uncommitted change, the same whatever the user's diff settings are
-# (an external diff, a textconv filter, colour, renames would each change the hash).
-DIFF_OPTIONS = ("diff", "HEAD", "--binary", "--full-index", "--no-ext-diff", "--no-textconv", "--no-color",
-                "--no-renames", "--")
+# The tracked files that differ from HEAD, below the folder, each with its modes and status, the
+# same whatever the user's diff settings are (renames would change the list). Not the patch: a
+# binary patch of a large file costs seconds, its content's hash milliseconds.
+CHANGED_FILES = ("diff", "HEAD", "--raw", "-z", "--no-abbrev", "--no-renames", "--relative", "--")
 SHOWN_NAMES = 10  # skipped or missing files a warning names (it counts the rest)
 
 
@@ -101,23 +101,29 @@ def read_checkout(folder: Optional[str]) -> Checkout:
         raise ConfigError(f"--workdir: nothing to send: git shows no file in {path}")
     sent = set(files)
     if facts["commit"]:
-        diff = _git(path, *DIFF_OPTIONS, ".")
+        fields = _git(path, *CHANGED_FILES).split(b"\0")
+        tracked = [(fields[i], os.fsdecode(fields[i + 1])) for i in range(0, len(fields) - 1, 2)]
         untracked = [n for n in _names(_git(path, "ls-files", "-z", "--others", "--exclude-standard")) if n in sent]
     else:  # no commit (outside git, or none made yet): every file is the uncommitted change
-        diff, untracked = b"", files
+        tracked, untracked = [], files
     return Checkout(path=str(path), files=tuple(files), bytes=size, commit=facts["commit"],
-                    branch=facts["branch"], origin=facts["origin"], change=change_hash(path, diff, untracked),
+                    branch=facts["branch"], origin=facts["origin"], change=change_hash(path, tracked, untracked),
                     skipped=tuple(skipped))
 
 
-def change_hash(path: Path, diff: bytes, untracked: list) -> Optional[str]:
-    """sha256 of the uncommitted change: git diff HEAD's text, then each untracked file's name
-    and content (a link: its target), in name order; None when there is no change at all."""
-    if not diff and not untracked:
+def change_hash(path: Path, tracked: list, untracked: list) -> Optional[str]:
+    """sha256 of the uncommitted change, None when there is none: each tracked file that differs
+    from HEAD (git's modes, blob and status, then its content here unless deleted), then each
+    untracked file's name and content (a link: its target), in name order."""
+    if not tracked and not untracked:
         return None
-    digest = hashlib.sha256(b"diff\0" + diff)
+    digest = hashlib.sha256()
+    for raw, name in sorted(tracked, key=lambda item: item[1]):
+        gone = raw.endswith(b"D") or _kind(path / name) not in ("file", "link")
+        digest.update(b"tracked\0" + raw + b"\0" + os.fsencode(name) + b"\0"
+                      + (b"" if gone else _content_digest(path / name)))
     for name in sorted(untracked):
-        digest.update(b"\0untracked\0" + os.fsencode(name) + b"\0" + _content_digest(path / name))
+        digest.update(b"untracked\0" + os.fsencode(name) + b"\0" + _content_digest(path / name))
     return "sha256:" + digest.hexdigest()
 
 
@@ -190,6 +196,10 @@ def sync_workdir(target, checkout: Checkout, *, remote_repo: str, install: Optio
             f"--files-from={listing}", "--stats", *transport, checkout.path + "/", f"{host}:{remote_repo}/"]
     target.describe(workdir=checkout.shown())
     target.before_command(argv)  # a dry run shows the command and stops: the listing is not written
+    # The record's round trip needs a connection of its own (rsync has its ssh): opened while rsync
+    # runs, as connecting takes several round trips a pod far away would otherwise add.
+    opening = threading.Thread(target=_open_quietly, args=(target,), name="workdir-connect", daemon=True)
+    opening.start()
     listing.write_bytes(b"".join(os.fsencode(name) + b"\0" for name in checkout.files))
     try:
         stats, _, warning = run_rsync(argv, None, label=profile.label, start_s=start_s)
@@ -198,6 +208,7 @@ def sync_workdir(target, checkout: Checkout, *, remote_repo: str, install: Optio
                         f"then sync again") from None
     finally:
         listing.unlink(missing_ok=True)
+    opening.join()
     answer = run_command(target, "workdir", {"repo": remote_repo, "sync": checkout.sync_fields(),
                                               "files": list(checkout.files)}, label=profile.label)
     report = _report(target, checkout, remote_repo, stats, warning, answer)
@@ -207,6 +218,14 @@ def sync_workdir(target, checkout: Checkout, *, remote_repo: str, install: Optio
         if not installed["ok"]:
             report.update(ok=False, error=installed["error"])
     return report
+
+
+def _open_quietly(target) -> None:
+    """Open target's connection ahead of its use; a failure is said by the call that needs it."""
+    try:
+        target.open()
+    except Exception:
+        pass
 
 
 def _report(target, checkout: Checkout, remote_repo: str, stats: dict, warning, answer: dict) -> dict:
