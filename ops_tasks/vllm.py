@@ -156,7 +156,8 @@ def render_status(data: dict) -> str:
 
 def _session_state(data: dict) -> str:
     if not data["session_alive"]:
-        return "none"
+        # What answers was started otherwise (by hand, another tool), or in a session on another port.
+        return "none: what answers is no server vllm.start runs" if data["ok"] else "none"
     return "alive, NOT started by ops-tasks: vllm.stop leaves it alone" if data["session_foreign"] else "alive"
 
 
@@ -174,7 +175,8 @@ def _base_url(api_base_url):
                     "then http://127.0.0.1:<port>/v1).",
     "port": f"Port of the server when no URL is given (default: the one vllm.start recorded, else "
             f"{defaults.VLLM_PORT}).",
-    "session": f"tmux session of the server (default: {defaults.VLLM_SESSION}).",
+    "session": f"tmux session of the server (default: {defaults.VLLM_SESSION}, else the one vllm.start runs on "
+               f"the probed port).",
     "tail_lines": "Log lines to show when the server is not serving (default 40).",
 })
 def status(c, host=None, api_base_url=None, port=None, session=None, tail_lines=None):
@@ -189,10 +191,11 @@ def _status_on(target, api_base_url, port, session, tail_lines) -> dict:
     base_url = _base_url(api_base_url)
     port = check_port(port) if port is not None else None
     default_port = check_port(profile_vllm.get("port", defaults.VLLM_PORT))
+    named = session is not None or profile_vllm.get("session") is not None
     session = _session_of(session, profile_vllm)
     lines = count_flag("--tail-lines", tail_lines, 40)
     return vllm_status(target, base_url=base_url, port=port, default_port=default_port, session=session,
-                       tail_lines=lines, api_key=env_value("VLLM_API_KEY"))
+                       tail_lines=lines, api_key=env_value("VLLM_API_KEY"), find_session=not named)
 
 
 # ---------------------------------------------------------------- stop

@@ -223,8 +223,10 @@ def test_every_string_from_a_pod_is_text_in_each_place_it_shows(tmp_path, hostil
     assert not [a for e in page.elements() for a in e.attrs if a.startswith("on")]
     assert stray_text(page) == []
 
-    assert page.one("head").one("title").text == page.one("h1").text == f"Report: root{payload}"
+    assert page.one("head").one("title").text == page.one("h1").text == (
+        f"Report: m-1B, m-4B{payload}, m-32B{payload} on arith, t{payload} (4 runs)")
     header = header_items(page)
+    assert header["root"] == f"root{payload}"
     assert header["scope"] == f"scope{payload}"
     assert header["models"] == f"m-1B, m-4B{payload}, m-32B{payload}"
     assert header["tasks"] == f"arith, t{payload}"
@@ -328,9 +330,10 @@ def test_the_header_lists_what_a_reader_needs_before_the_numbers():
     page = parse(render_html(small_doc(), []))
     items = page.one("ul", cls="header").all("li")
     assert [li.children[0].text for li in items] == [
-        "generated", "scope", "pod repo commit", "models", "tasks", "sampling", "examples per run", "runs"]
+        "generated", "scope", "root", "pod repo commit", "models", "tasks", "sampling", "examples per run", "runs"]
     assert header_items(page) == {
-        "generated": "2026-12-07 21:00:00 UTC", "scope": "submission s1", "pod repo commit": "not recorded",
+        "generated": "2026-12-07 21:00:00 UTC", "scope": "submission s1", "root": "/p/pod_logs",
+        "pod repo commit": "not recorded",
         "models": "m", "tasks": "-", "sampling": "temperature 0.7; max_tokens -; rollouts 1, 4",
         "examples per run": "4", "runs": "3 (1 failed, 2 succeeded)"}
     doc = small_doc()
@@ -372,11 +375,11 @@ def test_the_runs_table_shows_rounded_numbers_dates_and_the_first_rows_only(monk
 def test_groups_comparison_models_by_task_and_failed_runs_each_have_their_section(tmp_path, hostile_report):
     doc, dirs = hostile_report("")
     page = parse(render_html(doc, [], dirs))
-    # Groups: the group's own values as they are (plain), its numbers to 4 places.
+    # Groups: the group's own values as they are (plain), each figure to 4 places with its interval.
     assert section(page, "Groups by model_id") is page.one("table", cls="groups")
     head, rows = table(page.one("table", cls="groups"))
-    assert head[:4] == ["model_id", "runs", "avg_reward_mean", "avg_reward_sd"] and "results_mean" in head
-    assert [(r[0], r[1], r[head.index("results_mean")]) for r in rows] == [("m-4B", "2", "0.4500"), ("m-32B", "1", "0.7500")]
+    assert head == ["model_id", "runs", "avg_reward over examples", "avg_reward over runs"]
+    assert [(r[0], r[1], r[2].split()[0]) for r in rows] == [("m-4B", "2", "0.4500"), ("m-32B", "1", "0.7500")]
     # The comparison: its title, the verdict in bold, then each line with its formula.
     lines = page.one("ul", cls="comparison").all("li")
     assert section(page, "Comparison: run-b - run-a, avg_reward") is page.one("ul", cls="comparison")
@@ -409,7 +412,7 @@ def test_groups_comparison_models_by_task_and_failed_runs_each_have_their_sectio
                                              {"lr": 2, "runs": 1, "avg_reward_mean": 1 / 3, "avg_reward_sd": None}])
     page = parse(render_html(doc, []))
     assert table(page.one("table", cls="groups")) == (
-        ["lr", "runs", "avg_reward_mean"], [["0.1", "2", "0.5000"], ["2", "1", "0.3333"]])
+        ["lr", "runs", "avg_reward over runs"], [["0.1", "2", "0.5000"], ["2", "1", "0.3333"]])
     assert section(page, "Groups by lr") is page.one("table", cls="groups")
     # Grouped by two keys, one of them no run has: both columns stay (a group is named by them); priced
     # groups add their cost columns.
@@ -417,7 +420,7 @@ def test_groups_comparison_models_by_task_and_failed_runs_each_have_their_sectio
         {"lr": 0.1, "seed": None, "runs": 2, "avg_reward_mean": 0.5, "cost": 1.5, "cost_per_correct": 0.75},
         {"lr": 0.2, "seed": None, "runs": 1, "avg_reward_mean": 0.25}])
     page = parse(render_html(doc, []))
-    assert table(page.one("table", cls="groups")) == (["lr", "seed", "runs", "avg_reward_mean", "cost", "cost_per_correct"], [
+    assert table(page.one("table", cls="groups")) == (["lr", "seed", "runs", "avg_reward over runs", "cost", "cost_per_correct"], [
         ["0.1", "", "2", "0.5000", "1.5000", "0.7500"], ["0.2", "", "1", "0.2500", "", ""]])
     assert section(page, "Groups by lr, seed") is page.one("table", cls="groups")
     # Nothing grouped, compared or failed: no such section.
@@ -730,7 +733,7 @@ def test_the_page_is_written_whole_or_not_at_all(tmp_path, monkeypatch, hostile_
 def test_a_local_root_that_is_not_utf_8_still_gets_its_page(tmp_path):
     doc = small_doc(root="/data/caf\udce9/pod_logs")  # os.fsdecode of a Latin-1 file name
     path = write_report_html(doc, {}, tmp_path / "report.html")
-    assert b"<h1>Report: /data/caf\xe9/pod_logs</h1>" in path.read_bytes()
+    assert b"<li><b>root</b>: /data/caf\xe9/pod_logs</li>" in path.read_bytes()
 
 
 def test_the_examples_are_those_the_report_read_though_the_run_was_fetched_again_since(tmp_path):
@@ -751,4 +754,4 @@ def test_the_page_is_utf_8_whatever_the_locale(tmp_path, monkeypatch):
 
     monkeypatch.setattr(report_html, "open", latin_1_locale, raising=False)
     path = write_report_html(small_doc(root="/données/вычисления"), {}, tmp_path / "report.html")
-    assert "<h1>Report: /données/вычисления</h1>" in path.read_bytes().decode("utf-8")
+    assert "<li><b>root</b>: /données/вычисления</li>" in path.read_bytes().decode("utf-8")

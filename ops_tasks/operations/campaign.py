@@ -203,9 +203,21 @@ def _over_pods(state: State, operation: Callable, deadline_s: Optional[float] = 
         evidence["left_alone"] = {host: "lost during the wait: its runs were placed on the other pods"
                                   for host in skip}
     if not result.ok:
-        evidence["error"] = "; ".join(f"{p['pod']}: {p.get('error') or 'not ok'}" for p in result.pods
-                                      if p.get("ok") is not True)
+        evidence["error"] = "; ".join(_pod_errors(result.pods))
     return evidence
+
+
+def _pod_errors(pods: list) -> list:
+    """"pod: what is wrong" for each pod not ok; an operation's error names its host already
+    (`label: ...`), and is not prefixed again ("nc1: nc1: ...")."""
+    errors = []
+    for pod in pods:
+        if pod.get("ok") is True:
+            continue
+        error = str(pod.get("error") or "not ok")
+        named = error.startswith(f"{pod['pod']}:") or error.startswith(f"{pod['pod']} (")
+        errors.append(error if named else f"{pod['pod']}: {error}")
+    return errors
 
 
 class Rent(Phase):
@@ -438,7 +450,7 @@ def _send_failed_again(state: State) -> dict:
                 "pods": {p["pod"]: p for p in result.pods},
                 "note": f"sent again {sum(map(len, placed.values()))} failed run(s) (--retry-failed): "
                         + ", ".join(f"{pod}: {', '.join(ids)}" for pod, ids in placed.items())}
-    errors = [f"{p['pod']}: {p.get('error') or 'not ok'}" for p in result.pods if p.get("ok") is not True]
+    errors = _pod_errors(result.pods)
     errors += [f"{', '.join(missed)}: on no pod of the campaign that answers"] if missed else []
     if errors:
         evidence["error"] = "; ".join(errors)
@@ -990,7 +1002,7 @@ def checklist(state: State) -> str:
     for phase in PHASES:
         entry = state.record["phases"].get(phase.name) or {}
         outcome = entry.get("outcome", "pending")
-        mark = "x" if outcome in DONE else " "
+        mark = _mark(outcome)
         when = ""
         if entry.get("started_at"):
             when = f" ({_clock(entry['started_at'])}" + (f" to {_clock(entry['ended_at'])})" if entry.get("ended_at")
@@ -998,6 +1010,14 @@ def checklist(state: State) -> str:
         detail = entry.get("error") if outcome in ("failed", "not_ok") else entry.get("summary")
         lines.append(f"- [{mark}] {phase.name}: {outcome}{when}" + (f": {detail}" if detail else ""))
     return "\n".join(lines) + "\n"
+
+
+def _mark(outcome: str) -> str:
+    """A phase's box in the checklist: [x] done and ok, [!] not ok (not_ok: done, its runs are
+    run again by --retry-failed; failed: run again by a resumed campaign), [ ] still to do."""
+    if outcome in ("failed", "not_ok"):
+        return "!"
+    return "x" if outcome in DONE or outcome.startswith("ok") else " "
 
 
 def _clock(epoch: float) -> str:

@@ -17,9 +17,8 @@ from typing import Optional
 from .costs import spent_text
 from .examples import ExampleSpool, examples_of, json_block
 from .ranking import several_lines
-from .report import (MODELS_BY_TASK, cell_formats, cell_text, comparison_lines, comparison_title, group_columns,
-                     groups_unequal_note, models_by_task_rows, plot_bars, plot_unequal_note, shown_columns,
-                     uncertainty_lines, unequal_note)
+from .report import (MODELS_BY_TASK, cell_formats, cell_text, comparison_lines, comparison_title, groups_unequal_note,
+                     interval_keys, models_by_task_rows, plot_bars, plot_unequal_note, uncertainty_lines, unequal_note)
 from .validate import BadJsonLine, json_lines
 
 METRICS = "metrics.jsonl"  # a run's logged steps (the script's, or the supervisor's from metrics_from_log)
@@ -257,13 +256,13 @@ SCRIPT = """
 """
 
 
-def _header_html(header: dict) -> str:
+def _header_html(header: dict, root: str) -> str:
     states = ", ".join(f"{n} {s}" for s, n in header["states"].items()) or "none"
 
     def listed(values, none="-"):
         return _e(", ".join(values) if values else none)
 
-    items = [("generated", _e(header["generated"])), ("scope", _e(header["scope"])),
+    items = [("generated", _e(header["generated"])), ("scope", _e(header["scope"])), ("root", _e(root)),
              ("pod repo commit", listed(header["commits"], "not recorded")), ("models", listed(header["models"])),
              ("tasks", listed(header["tasks"])),
              ("sampling", "; ".join(f"{n} {listed(header[n])}" for n in ("temperature", "max_tokens", "rollouts"))),
@@ -282,6 +281,54 @@ def _models_by_task_html(table: Optional[dict]) -> str:
             + (f'<p class="warning"><b>{_e(unequal_note(table))}</b></p>' if unequal_note(table) else ""))
 
 
+SHOWN_IN_TITLE = 3  # models named in the page's title; the header lists them all
+
+
+def page_title(doc: dict) -> str:
+    """What the page is about, for its tab and heading: its models and tasks and how many runs (the
+    folder it was read from is in the header)."""
+    header = doc["header"]
+    models = header["models"][:SHOWN_IN_TITLE] + (
+        [f"{len(header['models']) - SHOWN_IN_TITLE} more"] if len(header["models"]) > SHOWN_IN_TITLE else [])
+    about = ", ".join(models) + (f" on {', '.join(header['tasks'])}" if header["tasks"] else "")
+    runs = f"{header['runs']} run{'s' if header['runs'] != 1 else ''}"
+    return f"Report: {about} ({runs})" if about else f"Report: {runs}"
+
+
+def group_rows(doc: dict) -> tuple:
+    """(columns, rows) of the groups table, a cell a figure with its interval: over the examples
+    (left out when the models x tasks table above shows the very same groups) and over the runs,
+    then the cost; a few columns, not one a number (report.json has every one of them); the
+    examples' column only where some group pooled its examples."""
+    keys, metric, groups = doc["group_by"], doc["metric"]["name"], doc["groups"]
+    by_models = doc.get("models_by_task") or {}
+    repeated = keys == ["model_id"] and len(by_models.get("tasks") or []) == 1
+    pooled = any(isinstance(g.get("results_mean"), (int, float)) for g in groups)
+    examples, runs = f"{metric} over examples", f"{metric} over runs"
+    columns = [*keys, "runs", *([examples] if pooled and not repeated else []), runs]
+    columns += [c for c in ("cost", "cost_per_correct") if any(c in g for g in groups)]
+    rows = []
+    for group in groups:
+        row = {key: group.get(key) for key in columns if key in group}
+        row[examples] = _figure(group, "results", "n", "examples")
+        row[runs] = _figure(group, metric, "sd", "runs")
+        rows.append(row)
+    return columns, rows
+
+
+def _figure(group: dict, prefix: str, spread: str, unit: str) -> str:
+    """mean [interval] (n unit), or mean ± sd [interval] (n unit) over runs; "-" without a mean."""
+    mean = group.get(f"{prefix}_mean")
+    if not isinstance(mean, (int, float)):
+        return "-"
+    low, high = (group.get(key) for key in interval_keys(prefix))
+    text = f"{mean:.4f}" + (f" ± {group[prefix + '_sd']:.4f}" if spread == "sd" and isinstance(
+        group.get(prefix + "_sd"), (int, float)) else "")
+    text += f" [{low:.4f}, {high:.4f}]" if isinstance(low, (int, float)) and isinstance(high, (int, float)) else ""
+    count = group.get(f"{prefix}_n")
+    return text + (f" ({count} {unit})" if isinstance(count, int) else "")
+
+
 def render_html(doc: dict, examples, run_dirs: Optional[dict] = None) -> str:
     """The whole page as one string (write_report_html streams the same parts to the file)."""
     head, tail = page_parts(doc, run_dirs)
@@ -291,7 +338,7 @@ def render_html(doc: dict, examples, run_dirs: Optional[dict] = None) -> str:
 def page_parts(doc: dict, run_dirs: Optional[dict] = None) -> tuple:
     """(everything before the examples' JSON array items, everything after them); run_dirs (run id
     -> directory) gives the runs' curves."""
-    parts = [f"<h1>Report: {_e(doc['root'])}</h1>", _header_html(doc["header"]),
+    parts = [f"<h1>{_e(page_title(doc))}</h1>", _header_html(doc["header"], doc["root"]),
              _models_by_task_html(doc.get("models_by_task")), plot_svg(doc), curves_svg(doc, run_dirs)]
     if doc["rows"]:
         shown = doc["rows"][:ROW_LIMIT]
@@ -300,8 +347,10 @@ def page_parts(doc: dict, run_dirs: Optional[dict] = None) -> tuple:
                         if doc["count"] > ROW_LIMIT else ""))
     if doc.get("groups") is not None:
         keys = doc["group_by"]
-        columns = shown_columns(doc["groups"], group_columns(keys, doc["metric"]["name"], doc["groups"]), keys)
-        parts.append(f"<h2>Groups by {_e(', '.join(keys))}</h2>" + table_html(doc["groups"], columns, "groups", keys))
+        columns, rows = group_rows(doc)
+        parts.append(f"<h2>Groups by {_e(', '.join(keys))}</h2>" + table_html(rows, columns, "groups", columns[:-2] if "cost" in columns else columns)
+                     + "<p>over examples: the groups' per-example scores pooled, ci95; over runs: the runs' summary "
+                       "values, mean ± sd, pi95 (where one more run would fall). Every figure is in report.json.</p>")
         note = groups_unequal_note(doc.get("groups_unequal"))
         parts.append(f'<p class="warning"><b>{_e(note)}</b></p>' if note else "")
         spread = uncertainty_lines(doc["groups"], keys)
@@ -336,7 +385,7 @@ def page_parts(doc: dict, run_dirs: Optional[dict] = None) -> tuple:
     return ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; "
             "style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:\">"
-            f"<title>Report: {_e(doc['root'])}</title><style>{STYLE}</style></head><body>"
+            f"<title>{_e(page_title(doc))}</title><style>{STYLE}</style></head><body>"
             + "".join(parts)
             + f'<script type="application/json" id="report-data">{head}'), \
         f']}}</script><script>{SCRIPT}</script></body></html>\n'

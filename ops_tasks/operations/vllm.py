@@ -17,6 +17,7 @@ from typing import Callable, Optional
 
 from .. import defaults
 from ..errors import HostError
+from ..names import TMUX_SESSION
 from ..scripts import parse_document, render_script
 from ..streams import LineBuffer
 from .vllm_spec import ServerSpec, env_file_text, server_argv
@@ -259,17 +260,20 @@ def _wait_error(waited: dict, label: str, spec: ServerSpec) -> str:
 
 
 def vllm_status(target, *, base_url: Optional[str] = None, port: Optional[int] = None,
-                default_port: int = defaults.VLLM_PORT, session: str = defaults.VLLM_SESSION, tail_lines: int = 40, api_key: Optional[str] = None) -> dict:
+                default_port: int = defaults.VLLM_PORT, session: str = defaults.VLLM_SESSION, tail_lines: int = 40,
+                api_key: Optional[str] = None, find_session: bool = False) -> dict:
     """Probe the server from the pod (one round trip): models, /health, session, pid, log tail.
 
     base_url None: 127.0.0.1 at port, else the port the state file records, else default_port;
-    the report's port is the one probed (None when base_url was given).
+    the report's port is the one probed (None when base_url was given). find_session (no session
+    was named): where `session` has none, the session vllm.start runs on the probed port is the
+    one reported.
     """
     profile = target.profile
     script = render_script(
         "vllm_status.sh", include=VLLM_LIB,
         volume=profile.volume, session=session, tmux_socket=profile.tmux_socket,
-        base_url=base_url, port=port, default_port=default_port, tail_lines=tail_lines,
+        base_url=base_url, port=port, default_port=default_port, tail_lines=tail_lines, find_session=find_session,
     )
     payload = (api_key + "\n").encode() if api_key else b""
     facts = parse_document(target.run_script(script, stdin_payload=payload), profile.label, "vllm_status.sh")
@@ -278,7 +282,7 @@ def vllm_status(target, *, base_url: Optional[str] = None, port: Optional[int] =
     state = _state(facts["state"]) or {}
     report = {
         "ok": ok, "host": profile.name, "base_url": facts["base_url"], "port": facts["port"], "status_code": facts["models_status"] or None,
-        "models": models, "health": facts["health_status"] or None, "session": session,
+        "models": models, "health": facts["health_status"] or None, "session": _session_named(facts, session),
         "session_alive": facts["session_alive"], "session_foreign": facts["session_foreign"], "pid": facts["pid"], "uptime_s": facts["uptime_s"],
         "model_id": state.get("model_id"), "log": facts["log"] or None,
     }
@@ -286,6 +290,13 @@ def vllm_status(target, *, base_url: Optional[str] = None, port: Optional[int] =
         report["log_tail"] = facts["log_tail"]
         report["error"] = _not_serving(report, profile.label)
     return report
+
+
+def _session_named(facts: dict, asked: str) -> str:
+    """The session the pod reported on (another one vllm.start runs on the probed port, when none
+    was named), checked: a name of another shape is not taken."""
+    named = facts.get("session")
+    return named if isinstance(named, str) and TMUX_SESSION.match(named) else asked
 
 
 def _models(body: str) -> list:
