@@ -3,7 +3,8 @@ test does) on two real sshd pods: the page loads with no console error and shows
 GPUs; it updates by itself when a run ends; a followed log grows while it is watched, with its
 curves; a cancel takes effect only once confirmed; a fetch is recorded as artifacts.fetch records
 it; a vLLM server is stopped from the page; a campaign is watched phase by phase to its report;
-hostile strings in every field a pod or a file gives stay text.
+hostile strings in every field a pod or a file gives stay text; a browser without the token gets
+nothing, and a page of another site in the browser that has the cookie can neither act nor read.
 
 The server is `ops ui` itself, one process for the module (tests/test_ui_security.py's
 UiServer). Every wait is bounded; nothing here measures time."""
@@ -69,7 +70,7 @@ def submit(ops_in, project, pod, name: str, runs: list):
 def open_page(browser, server):  # noqa: F811
     """The page as a person opens the printed URL, every console error, request elsewhere and
     native dialog recorded."""
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
     seen = {"errors": [], "elsewhere": [], "dialogs": []}
     page.on("console", lambda m: m.type == "error" and seen["errors"].append(m.text))
     page.on("pageerror", lambda e: seen["errors"].append(str(e)))
@@ -274,3 +275,60 @@ def test_hostile_strings_from_pods_and_files_stay_text(browser, server, ops_in, 
         (campaign / "state.json").unlink()
         campaign.rmdir()
         pod0.sh("rm -f /mnt/vllm/evil.json")
+
+
+def test_a_browser_without_the_token_or_on_another_site_gets_nothing_done(browser, server, ops_in, project, pod1):  # noqa: F811
+    import http.server
+    import threading
+
+    submit(ops_in, project, pod1, "crosssite", [{"run_id": "not-yours", "command": "sleep 300"}])
+    until(lambda: (server.run("not-yours") or {}).get("state") == "running", "the run to run")
+    stranger = browser.new_context()  # another browser profile: no cookie
+    refused = stranger.new_page().goto(f"{server.origin}/api/state")
+    assert refused.status == 403 and "not-yours" not in refused.text()
+    stranger.close()
+
+    # A page of another site (another port of this machine: the same "site" to the cookie, so
+    # SameSite alone would not stop it) in the browser that has the page's cookie, trying a form,
+    # a fetch with the cookie, and reading the state.
+    action = f"{server.origin}/api/action"
+    evil = ("<!DOCTYPE html><html><body><form id=f method=POST enctype=text/plain action='" + action + "'>"
+            "<input name='{\"action\":\"cancel\",\"pod\":\"uipod1\",\"run_id\":\"not-yours\",\"x\":\"' value='\"}'>"
+            "</form><script>"
+            f"fetch({json.dumps(action)}, {{method: 'POST', credentials: 'include', headers: {{'Content-Type': "
+            "'application/json'}, body: JSON.stringify({action: 'cancel', pod: 'uipod1', run_id: 'not-yours'})})"
+            ".catch(() => null)"
+            f".then(() => fetch({json.dumps(server.origin + '/api/state')}, {{credentials: 'include'}})).catch(() => null)"
+            ".then(() => document.getElementById('f').submit());</script></body></html>").encode()
+
+    class Evil(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            self.wfile.write(evil)
+
+        def log_message(self, *args):
+            pass
+
+    site = http.server.HTTPServer(("127.0.0.1", 0), Evil)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    try:
+        page, _ = open_page(browser, server)  # the person's own tab: the cookie is set
+        other = page.context.new_page()
+        said = []
+        other.on("console", lambda m: said.append(m.text))
+        other.on("pageerror", lambda e: said.append(str(e)))
+        other.goto(f"http://127.0.0.1:{site.server_address[1]}/")
+        other.wait_for_url(action, timeout=WAIT_MS)  # its script ran to the end: the form was sent last
+        assert "refused: an action needs this page's token header and origin" in other.content()
+        blocked = [line for line in said if "blocked by CORS policy" in line]
+        assert len(blocked) == 2 and "/api/action" in blocked[0] and "/api/state" in blocked[1], said
+    finally:
+        site.shutdown()
+    later = int(page.get_attribute("body", "data-refresh")) + 2
+    until(lambda: int(page.get_attribute("body", "data-refresh")) >= later, "two more refreshes")
+    row(page, "not-yours", "running")
+    assert json.loads(ops_in("runs.status", "--host", pod1.alias, "--run-id", "not-yours", "--json").stdout)[
+        "run"]["state"] == "running"
+    ops_in("runs.cancel", "--host", pod1.alias, "--run-id", "not-yours")
