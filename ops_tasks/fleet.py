@@ -230,6 +230,17 @@ def gpu_is_free(gpu: dict) -> bool:
 RAISED_KEYS = frozenset({"pod", "ok", "error", "exit_code"})  # the whole result of a pod that raised
 
 
+def pod_error(name: str, error) -> str:
+    """A pod's error as it reads after the pod's name: operations name their host first (`nc1:
+    ...`, `nc1 (root@host:22): ...`), which a line already naming the pod leaves off ("nc1: nc1: ...")."""
+    text = str(error)
+    if text.startswith(f"{name}: "):
+        return text[len(name) + 2:]
+    if text.startswith(f"{name} (") and "): " in text:
+        return text.split("): ", 1)[1]
+    return text
+
+
 def answered(result: dict) -> bool:
     """True when the pod's operation came back with its own result (ok or not: a failed run's
     `error` is an answer), False when it raised or found the pod unreachable."""

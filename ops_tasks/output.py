@@ -536,13 +536,13 @@ def _run_and_print(body, human, c, args, kwargs, helps):
 def render_fleet(data: dict, human: Optional[Callable[[dict], str]]) -> str:
     """Any task's fleet document for people: each pod's section as the task renders one host (or
     its error, or its dry run), then a table with a row per pod and the fleet's totals."""
-    from .fleet import RAISED_KEYS
+    from .fleet import RAISED_KEYS, pod_error
     sections = []
     for name, pod in data["pods"].items():
         if pod.get("dry_run"):
             sections.append(_render_dry_run(pod))
         elif set(pod) <= RAISED_KEYS:  # the pod raised: only its error
-            sections.append(f"{name}: error: {one_line(str(pod.get('error')))}")
+            sections.append(f"{name}: error: {one_line(pod_error(name, pod.get('error')))}")
         elif human is not None:
             section = human(pod)
             # A section that does not say whose it is (a log's text) gets the pod's name above it.

@@ -118,3 +118,13 @@ def test_report_html_is_titled_by_what_it_holds_and_its_groups_table_is_narrow(t
     assert re.findall(r"<th>(.*?)</th>", groups) == ["model_id", "runs", "avg_reward over runs"]
     cell = re.search(r'<table class="groups">.*?<tbody><tr><td>Qwen/Qwen3-0.6B</td><td>2</td><td>(.*?)</td>', page)
     assert re.fullmatch(r"0\.\d{4} ± 0\.\d{4} \[-?\d\.\d{4}, \d\.\d{4}\] \(2 runs\)", cell.group(1)), cell.group(1)
+
+
+@needs_isolation
+def test_a_pod_that_cannot_be_reached_is_named_once_in_a_fleets_output(pod, project, client):
+    nobody = f"root@127.0.0.1:{free_port()}"  # nothing listens there
+
+    listed = ops(project, client, "runs.list", "--host", f"{pod.alias},{nobody}", "--remote-outputs-dir", "/mnt/none/out")
+
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(f"{nobody}: error: "))
+    assert "connection refused" in line and line.count(nobody) == 1, line

@@ -208,16 +208,10 @@ def _over_pods(state: State, operation: Callable, deadline_s: Optional[float] = 
 
 
 def _pod_errors(pods: list) -> list:
-    """"pod: what is wrong" for each pod not ok; an operation's error names its host already
-    (`label: ...`), and is not prefixed again ("nc1: nc1: ...")."""
-    errors = []
-    for pod in pods:
-        if pod.get("ok") is True:
-            continue
-        error = str(pod.get("error") or "not ok")
-        named = error.startswith(f"{pod['pod']}:") or error.startswith(f"{pod['pod']} (")
-        errors.append(error if named else f"{pod['pod']}: {error}")
-    return errors
+    """"pod: what is wrong" for each pod not ok, the pod named once (fleet.pod_error)."""
+    from ..fleet import pod_error
+
+    return [f"{p['pod']}: {pod_error(p['pod'], p.get('error') or 'not ok')}" for p in pods if p.get("ok") is not True]
 
 
 class Rent(Phase):
