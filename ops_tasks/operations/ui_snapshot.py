@@ -18,7 +18,6 @@ metrics.jsonl) is checked here: names by their patterns, numbers only in a curve
 import base64
 import binascii
 import json
-import math
 import re
 import time
 from pathlib import PurePosixPath
@@ -27,6 +26,7 @@ from typing import Callable, Optional
 from .. import defaults
 from ..errors import HostError, OpsError
 from ..names import RUN_ID, TMUX_SESSION
+from ..runtime.contract import finite_number
 from ..scripts import render_script
 from ..settings import env_value
 from ..targets import ScriptResult, Target
@@ -159,17 +159,6 @@ def run_metrics(target, *, run_dir: str) -> dict:
     """A run's curves from the end of its metrics.jsonl on the pod (curves_of)."""
     script = render_script("ui_metrics.sh", path=f"{run_dir}/metrics.jsonl", max_bytes=METRICS_BYTES)
     return {"ok": True, **curves_of(target.run_script(script).stdout)}
-
-
-def finite_number(value) -> Optional[float]:
-    """A pod's number as a float when it is a finite one (not a bool, not past any float), else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        value = float(value)
-    except OverflowError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 def curves_of(text: str) -> dict:

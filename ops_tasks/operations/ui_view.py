@@ -16,10 +16,10 @@ from typing import Optional
 
 from .. import defaults, records
 from ..run_states import ACTIVE, STATES
+from ..runtime.contract import finite_number
 from ..secrets import redact
 from ..settings import host_identity
 from ..tables import inert
-from .ui_snapshot import finite_number
 from .costs import lium_running_cost, price_of, pricing_of_runs, run_cost, usage_of
 
 MAX_SUBMISSIONS = 50  # newest first
@@ -27,7 +27,7 @@ MAX_CAMPAIGNS = 10
 MAX_REPORT_ROWS = 500
 MAX_TEXT = 4000  # a string from a pod longer than this is cut (a log tail is not one string of these)
 GPU_KEYS = ("index", "name", "utilization_pct", "memory_used_mib", "memory_total_mib")
-RUN_KEYS = ("run_id", "submission_id", "state", "attempt", "attempts", "failure_class", "exit_code", "signal",
+SHOWN_RUN_FIELDS = ("run_id", "submission_id", "state", "attempt", "attempts", "failure_class", "exit_code", "signal",
             "error", "last_line", "started", "finished", "gpus", "metrics", "run_dir")
 
 
@@ -126,7 +126,7 @@ def runs_view(pod_name: str, gathered: dict, pricing: dict, now: float) -> list:
     offset = finite_number(answer.get("clock_offset")) or 0.0
     rows = []
     for run in answer.get("runs") or []:
-        row = {k: _plain(run.get(k)) for k in RUN_KEYS if k in run}
+        row = {k: _plain(run.get(k)) for k in SHOWN_RUN_FIELDS if k in run}
         row["pod"] = pod_name
         state = row.get("state") if row.get("state") in STATES or row.get("state") in ("missing", "unknown") else "unknown"
         row["state"] = state
