@@ -51,6 +51,7 @@ SCENARIOS = {
     "how-to/campaign.md": {"mypod": None},
     "how-to/upgrading.md": {"mypod": None},
     "how-to/safety.md": {"mypod": None},
+    "how-to/stand-in-on-a-pod.md": {"mypod": None},
 }
 # Why a block may be left out, and what its commands must then show.
 NOT_RUN_BECAUSE = {
@@ -171,7 +172,8 @@ def as_run_here(argv: list, repo: Path, port: int) -> list:
     for task in STUB_TASKS:
         if task in argv:
             at = argv.index(task) + 1
-            added = ["--vllm-bin", "ops-vllm-stub"]
+            # A page that names the stand-in itself (trying the tool without a GPU) keeps its own flag.
+            added = [] if "--vllm-bin" in argv else ["--vllm-bin", "ops-vllm-stub"]
             if task == "vllm.start" and not any(w.startswith("--port") for w in argv):
                 added += ["--port", str(port)]
             argv[at:at] = added
