@@ -388,3 +388,12 @@ def test_the_host_names_a_page_may_use_are_this_server_s_only():
     assert page_hosts("192.0.2.7", 80) == {"192.0.2.7:80"}
     assert checked_bind(None, False) == "127.0.0.1" and checked_bind("127.0.0.5", False) == "127.0.0.5"
     assert checked_bind("192.0.2.7", True) == "192.0.2.7"
+
+
+def test_refreshes_back_off_when_one_takes_long():
+    from ops_tasks.operations.ui_server import Watch
+
+    watch = Watch([], project_dir=CHECKOUT, interval_s=2.0)
+    for took, interval in ((0.0, 2.0), (0.5, 2.0), (1.0, 3.0), (4.0, 12.0)):  # far or many pods: 3 x a refresh
+        watch.last_took_s = took
+        assert watch.next_interval() == interval
