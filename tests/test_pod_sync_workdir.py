@@ -103,6 +103,8 @@ def test_a_second_sync_sends_the_change_and_removes_what_left_the_checkout_only(
     write(on_pod(pod, "outputs", "result.json"), "{}")  # the pod's own files: never sent, never removed
     write(on_pod(pod, "notes.txt"), "mine")
     write(checkout / "eval.py", "print('v2')\n")
+    synced = on_pod(pod, "eval.py").stat()  # the same size, and within the same second as the sync's copy
+    os.utime(checkout / "eval.py", ns=(synced.st_atime_ns, synced.st_mtime_ns + 1000))
     git(checkout, "rm", "-q", "-r", "old")
 
     again = sync(ops, pod, checkout)

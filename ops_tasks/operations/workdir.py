@@ -192,8 +192,11 @@ def sync_workdir(target, checkout: Checkout, *, remote_repo: str, install: Optio
     transport, host, start_s = rsync_over_ssh(
         target, after_start_mark(f"exec bash -c {shlex.quote(receiver)} pod_workdir_receive"))
     listing = Path(tempfile.gettempdir()) / f"ops-workdir-{os.getpid()}-{threading.get_native_id()}.list"
-    argv = ["rsync", "-a", "--no-owner", "--no-group", "--no-devices", "--no-specials", "--from0",
-            f"--files-from={listing}", "--stats", *transport, checkout.path + "/", f"{host}:{remote_repo}/"]
+    # --modify-window=-1: rsync's quick check compares mtimes to the nanosecond (by default to the
+    # second: an edit of the same size within the second of the last sync would not be sent).
+    argv = ["rsync", "-a", "--no-owner", "--no-group", "--no-devices", "--no-specials", "--modify-window=-1",
+            "--from0", f"--files-from={listing}", "--stats", *transport, checkout.path + "/",
+            f"{host}:{remote_repo}/"]
     target.describe(workdir=checkout.shown())
     target.before_command(argv)  # a dry run shows the command and stops: the listing is not written
     # The record's round trip needs a connection of its own (rsync has its ssh): opened while rsync
