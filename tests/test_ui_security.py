@@ -397,3 +397,52 @@ def test_refreshes_back_off_when_one_takes_long():
     for took, interval in ((0.0, 2.0), (0.5, 2.0), (1.0, 3.0), (4.0, 12.0)):  # far or many pods: 3 x a refresh
         watch.last_took_s = took
         assert watch.next_interval() == interval
+
+
+def test_refreshes_pause_while_no_page_is_open_and_resume_when_one_looks(tmp_path):
+    import asyncio
+
+    from ops_tasks.operations.ui_server import Watch
+
+    watch = Watch([], project_dir=tmp_path, interval_s=0.05, idle_s=0.3)
+    refreshes = []
+    watch.gather = lambda plan: refreshes.append(plan) or {}  # the pods are not the point here
+
+    async def nobody_then_a_page():
+        watch.wake, watch.changed = asyncio.Event(), asyncio.Condition()
+        loop = asyncio.ensure_future(watch.run())
+        await asyncio.sleep(1.0)  # nobody has looked for longer than idle_s
+        paused = len(refreshes)
+        await asyncio.sleep(0.5)
+        still = len(refreshes)
+        watch.seen()  # a page asks for the state
+        await asyncio.sleep(0.5)
+        loop.cancel()
+        return paused, still, len(refreshes)
+
+    paused, still, resumed = asyncio.run(nobody_then_a_page())
+    assert paused >= 2 and still == paused and resumed > still
+
+
+@needs_isolation
+def test_a_pod_that_stops_answering_keeps_its_runs_shown_as_last_seen(pod_factory, client, tmp_path):
+    lost = pod_factory(alias="uilost")
+    project = tmp_path / "lost-project"
+    project.mkdir()
+    (project / "runs.json").write_text(json.dumps({"remote_repo": "/root", "runs": [
+        {"run_id": "still", "command": "sleep 300"}]}))
+    submitted = subprocess.run([*ops_argv(), "runs.submit", "--host", "uilost", "--config", "runs.json"], cwd=project,
+                               env=client.env(), capture_output=True, text=True, timeout=120)
+    assert submitted.returncode == 0, submitted.stderr
+    server = UiServer(client, project, "uilost")
+    try:
+        until(lambda: (server.run("still") or {}).get("state") == "running", "the run to run")
+        lost.stop()  # its sshd and everything in it: no answer any more
+
+        state = until(lambda: (shown := server.state())["pods"][0]["reachable"] is False and shown,
+                      "the pod to be shown unreachable")
+    finally:
+        assert "Traceback" not in server.stop()
+    (run,) = state["runs"]
+    assert run["run_id"] == "still" and run["state"] == "running" and run["stale_since"] < state["at"]
+    assert any("uilost" in problem for problem in state["pods"][0]["problems"])

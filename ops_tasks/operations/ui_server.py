@@ -47,13 +47,15 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self';
 REPORT_CSP = ("sandbox allow-scripts; default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
               "img-src data:; frame-ancestors 'self'")
 BACKOFF = 3.0  # the next refresh waits at least this many times the last one's time
+IDLE_S = 60.0  # no page open and no state asked for this long: refreshes pause until one is
 PING_S = 15.0  # a comment on a quiet feed: a page that went away is noticed
 
 
 class Watch:
     """The refresh loop's state: the pods, what each is asked, the latest document."""
 
-    def __init__(self, targets: list, *, project_dir, interval_s: float, invoke_config=None, log=None):
+    def __init__(self, targets: list, *, project_dir, interval_s: float, invoke_config=None, log=None,
+                 idle_s: float = IDLE_S):
         self.targets = {t.profile.name: t for t in targets}
         self.order = [t.profile.name for t in targets]
         self.project_dir = project_dir
@@ -64,6 +66,11 @@ class Watch:
         self.follows: dict = {}  # client id -> (pod, run_id)
         self.logs: dict = {}  # (pod, run_id) -> follow_view, of the latest refresh
         self._roots: dict = {}  # pod -> (the manifests folder's mtime, its outputs root)
+        self.last_runs: dict = {}  # pod -> (when, its last runs answer): shown, marked, while it does not answer
+        self.idle_s = idle_s
+        self.open_pages = 0
+        self.seen_at = time.monotonic()
+        self.paused = False
         self.document: Optional[dict] = None
         self.version = 0
         self.refreshes = 0
@@ -134,6 +141,12 @@ class Watch:
         """A refresh's answers become the document and the followed logs (in the loop's thread)."""
         secrets = known_secrets()
         for name, answer in gathered.items():
+            runs = answer["results"].get("runs") or {}
+            if isinstance(runs.get("runs"), list):
+                self.last_runs[name] = (self.answered_at, runs)
+            elif name in self.last_runs:  # a pod that does not answer: its runs as last seen, said so
+                since, last = self.last_runs[name]
+                answer["results"]["runs"] = {**last, "stale_since": since, "error": runs.get("error")}
             seen = sessions_seen(answer)
             if seen is not None:  # from now on the sessions the pod lists (the default one only until then)
                 self.sessions[name] = seen
@@ -171,10 +184,26 @@ class Watch:
                 self.log(f"ops ui: a refresh failed ({type(exc).__name__}: {exc}); trying again")
             async with self.changed:
                 self.changed.notify_all()
+            if not self.watched():  # nobody looks: the pods are left alone until a page is open again
+                self.paused = True
+                self.log(f"ops ui: no page open for {self.idle_s:g} s: refreshes paused until one is")
+                self.wake.clear()
+                await self.wake.wait()
+                self.paused = False
+                continue
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=self.next_interval())
             except asyncio.TimeoutError:
                 pass
+
+    def watched(self) -> bool:
+        return self.open_pages > 0 or time.monotonic() - self.seen_at < self.idle_s
+
+    def seen(self) -> None:
+        """A page or a client looked: refreshes go on (at once, if they were paused)."""
+        self.seen_at = time.monotonic()
+        if self.paused:
+            self.wake.set()
 
     # -- pages
 
@@ -271,6 +300,7 @@ class Server:
         return web.Response(status=204)  # the browser asks for one; there is none (no 404 in its console)
 
     async def state(self, request):
+        self.watch.seen()
         return _json_response(self.watch.document or {"pending": True})
 
     async def report_html(self, request):
@@ -302,6 +332,8 @@ class Server:
         await response.prepare(request)
         client = watch.new_client()
         watch.follow(client, pod, run_id)
+        watch.open_pages += 1
+        watch.seen()
         sent_version, sent_log = None, None
         try:
             while True:
@@ -321,6 +353,8 @@ class Server:
             pass
         finally:
             watch.follow(client, None, None)
+            watch.open_pages -= 1
+            watch.seen_at = time.monotonic()
         return response
 
     async def action(self, request):

@@ -124,6 +124,7 @@ def runs_view(pod_name: str, gathered: dict, pricing: dict, now: float) -> list:
     the pod's clock offset) and, when its pod's price is known, its cost so far."""
     answer = gathered["results"].get("runs") or {}
     offset = finite_number(answer.get("clock_offset")) or 0.0
+    stale_since = finite_number(answer.get("stale_since"))  # the pod did not answer: as last seen
     rows = []
     for run in answer.get("runs") or []:
         row = {k: _plain(run.get(k)) for k in SHOWN_RUN_FIELDS if k in run}
@@ -135,6 +136,8 @@ def runs_view(pod_name: str, gathered: dict, pricing: dict, now: float) -> list:
         row["elapsed_s"] = None if started is None else max(0.0, (finished or pod_now) - started)
         usage = usage_of({**run, "finished": finished or pod_now}) if state in ACTIVE else usage_of(run)
         row["cost_usd"] = run_cost(usage, pricing.get(row["run_id"])) if usage else None
+        if stale_since is not None:
+            row["stale_since"] = stale_since
         rows.append(row)
     return rows
 
