@@ -193,3 +193,16 @@ def test_local_sync_needs_both_its_interval_and_its_folder_and_a_volume_run_neit
                         "local_dir": "/tmp/ops-runs"}) is None
     assert run_problem({"command": "x"}) is None
     assert run_problem({"command": "x", "out_mode": "volume"}) is None
+
+
+def test_runs_in_a_repo_synced_by_workdir_need_a_supervisor_that_reads_the_record():
+    # An older supervisor knows git only: a pinned run in a pod.sync --workdir repo would fail there
+    # as "not a git repository" where this one accepts the sync: such runs ask it to hand over.
+    from ops_tasks.runtime.submit import needed_for
+
+    runs = [{"run_id": "r", "command": "true", "cwd": "/w"}]
+    git_repo = {"/w": {"commit": "a" * 40, "branch": "main", "dirty": False, "origin": None}}
+    synced = {"/w": dict(git_repo["/w"], workdir={"repo": "/w", "change": None, "files": 3})}
+    assert needed_for(runs, git_repo) == keys.needed_contract(runs[0]) < contract.WORKDIR_CONTRACT
+    assert needed_for(runs, synced) == contract.WORKDIR_CONTRACT <= contract.CONTRACT_VERSION
+    assert needed_for(runs, {}) == keys.needed_contract(runs[0])

@@ -17,7 +17,9 @@ import re
 # 1: every release before the contract had a number (their supervisors wrote "ops-tasks-runs/1",
 #    whatever keys they knew). 2: versioned requests and entries, the hand-over, bad_input.
 # 3: the run key `summary` (exit_code: the exit code is the verdict, the supervisor writes summary.json).
-CONTRACT_VERSION = 3
+# 4: a repo filled by pod.sync --workdir is known by its record (the commit pin accepts the sync, a
+#    run's metadata names it): an older supervisor would judge a pinned run there "not a git repository".
+CONTRACT_VERSION = 4
 LEGACY_CONTRACT = 1
 TOOL_VERSION = "ops-tasks-runs/%d" % CONTRACT_VERSION
 # state -> class: "active" (not over yet), "succeeded", or "failed" (over, and not a success).
@@ -70,6 +72,7 @@ COMMIT = re.compile(r"^[0-9a-f]{7,40}$")
 # it; the laptop never sends a file of either name), set aside under the second while a sync runs.
 WORKDIR_RECORD = ".ops-workdir.json"
 WORKDIR_SET_ASIDE = ".ops-workdir.json.syncing"
+WORKDIR_CONTRACT = 4  # the least supervisor that reads the record (runtime/submit.needed_for)
 # A run's status, summary or queue entry larger than this is unreadable, on the pod and on the
 # laptop alike (a 500 MB summary.json would take the supervisor's memory, and a report's, with it).
 MAX_JSON_BYTES = 64 * 1024 * 1024

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from .contract import ACTIVE, CONTRACT_VERSION, FAILED, GPU_POOL, is_secret, run_units
+from .contract import ACTIVE, CONTRACT_VERSION, FAILED, GPU_POOL, WORKDIR_CONTRACT, is_secret, run_units
 from .entry import new_entry
 from .files import BatchedSync, write_failure, makedirs, now, read_json, remove_quietly, write_json
 from .gates import commit_pin, identity_difference, pin_problem
@@ -20,6 +20,14 @@ from .rundir import (archive_attempt, attempts_done, effective_state, git_facts,
     read_status, restore_attempt, set_attempt_state, stop_leftover_group)
 from .store import BadRequest, Store, check_run
 from .supervisor import cpu_slot_count, detect_gpus, supervise
+
+
+def needed_for(runs, repos):
+    """The least supervisor contract that judges these runs as this one does: every key they set,
+    and a repo filled by pod.sync --workdir (an older supervisor reads git only, and would fail a
+    pinned run there as "not a git repository" where this one accepts the sync)."""
+    synced = any(isinstance(facts, dict) and "workdir" in facts for facts in repos.values())
+    return max([needed_contract(run) for run in runs] + [WORKDIR_CONTRACT if synced else 1])
 
 
 def submit(request):
@@ -38,7 +46,7 @@ def submit(request):
     queued, skipped, refused = [], [], []
     secrets = {}
     repos = {cwd: git_facts(cwd) for cwd in {run.get("cwd") for run in runs} if isinstance(cwd, str)}
-    need = max([needed_contract(run) for run in runs] + [1])
+    need = needed_for(runs, repos)
     with store.queue_lock(), BatchedSync():
         live = live_supervisor(store)
         supervisor = live is not None
