@@ -64,7 +64,8 @@ class Watch:
         self.records = Records(project_dir)
         self.sessions: dict = {}  # pod -> the vLLM sessions it listed last time
         self.follows: dict = {}  # client id -> (pod, run_id)
-        self.logs: dict = {}  # (pod, run_id) -> follow_view, of the latest refresh
+        self.logs: dict = {}  # (pod, run_id) -> its follow_view as an event, of the latest refresh
+        self.state_event = b""
         self._roots: dict = {}  # pod -> (the manifests folder's mtime, its outputs root)
         self.last_runs: dict = {}  # pod -> (when, its last runs answer): shown, marked, while it does not answer
         self.idle_s = idle_s
@@ -154,12 +155,13 @@ class Watch:
         shown["refresh"] = {"took_s": round(self.last_took_s, 3), "interval_s": round(self.next_interval(), 3),
                             "answered_at": self.answered_at, "number": self.refreshes}
         self.document = redacted(shown, secrets)
+        self.state_event = _event("state", self.document)  # encoded once, however many pages are open
         logs = {}
         for name, (_, follows) in plan.items():
             for run_id, _ in follows:
                 view = follow_view(gathered[name], run_id)
                 if view is not None:
-                    logs[(name, run_id)] = redacted({**view, "pod": name}, secrets)
+                    logs[(name, run_id)] = _event("log", redacted({**view, "pod": name}, secrets))
         self.logs = logs
         self.version += 1
 
@@ -339,11 +341,11 @@ class Server:
             while True:
                 if watch.document is not None and watch.version != sent_version:
                     sent_version = watch.version
-                    await response.write(_event("state", watch.document))
+                    await response.write(watch.state_event)
                     log = watch.logs.get((pod, run_id))
                     if log is not None and log is not sent_log:
                         sent_log = log
-                        await response.write(_event("log", log))
+                        await response.write(log)
                 async with watch.changed:
                     try:
                         await asyncio.wait_for(watch.changed.wait_for(lambda: watch.version != sent_version), PING_S)
