@@ -52,6 +52,7 @@ SCENARIOS = {
     "how-to/upgrading.md": {"mypod": None},
     "how-to/safety.md": {"mypod": None},
     "how-to/stand-in-on-a-pod.md": {"mypod": None},
+    "how-to/workdir.md": {"mypod": None},
 }
 # Why a block may be left out, and what its commands must then show.
 NOT_RUN_BECAUSE = {
