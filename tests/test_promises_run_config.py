@@ -100,7 +100,7 @@ def test_nesting_up_to_the_limit_loads_and_a_byte_order_mark_is_no_error(tmp_pat
 @pytest.mark.parametrize("top, expected", [
     ({"runs": [{"command": "x"}], "remotes_repo": "/r"},
      "FILE: unknown top-level key 'remotes_repo' (known: remote_repo, remote_outputs_dir, tmux_session, defaults, "
-     "runs, runs_csv, campaign, summary_from, summary_metric, summary_timeout, stop_signal, stop_grace, "
+     "runs, runs_csv, campaign, summary_from, summary, summary_metric, summary_timeout, stop_signal, stop_grace, "
      "metrics_from_log, meta, expect, expect_commit, out_mode, sync_interval, local_dir)"),
     ({"remote_repo": 3, "runs": [{"command": "x"}]}, "FILE: remote_repo must be a string, got a number"),
     ({"remote_outputs_dir": ["/o"], "runs": [{"command": "x"}]}, "FILE: remote_outputs_dir must be a string, got a list"),
