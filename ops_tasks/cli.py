@@ -1,6 +1,6 @@
 """The `ops` console script: an invoke.Program over the same namespace as tasks.py.
 
-What it adds to Invoke's Program (see README, "The command line"): `-H/--hosts` for a whole
+What it adds to Invoke's Program (see docs/concepts/command-line.md): `-H/--hosts` for a whole
 chain, bad input as one line and exit 2 with the nearest names, a core --help that lists only
 the core flags that mean something here, the project directory found upwards from the
 current one (where invoke.yaml is), a parser that holds only the tasks argv names (start-up),

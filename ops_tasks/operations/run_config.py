@@ -29,13 +29,13 @@ from ..runtime.keys import (NOT_IDENTITY, RESERVED, WORKLOAD_KEYS, check_local_d
                             value_problem)
 from ..secrets import MASK, is_secret_key, is_secret_name
 
-# Every run key is a row of runtime/keys.py's RUN_KEYS: the sets below are made from it (README,
-# "Run configs"; docs/reference/run-keys.md). WORKLOAD_KEYS: what the supervisor does with a run's
+# Every run key is a row of runtime/keys.py's RUN_KEYS: the sets below are made from it (docs/concepts/run-configs.md,
+# docs/reference/run-keys.md). WORKLOAD_KEYS: what the supervisor does with a run's
 # files (checked here, and again on the pod by the same rows' checks). NOT_IDENTITY: keys that say
 # how a run is watched, retried, gated or described, not what it computes: a run id submitted
 # again with only these changed is the same run (RunSpec.identity). RESERVED: keys that configure
 # the run itself; every other key of a run is a flag of its entrypoint.
-# How values are written on the command line (README, "Rendering values"; checked by _styles).
+# How values are written on the command line (docs/concepts/run-configs.md, "Rendering values"; checked by _styles).
 FLAG_STYLES = ("--key value", "--key=value", "key=value")
 VALUE_STYLES = ("json", "python", "flag")
 # A config deeper than this is a mistake (or an attack on the recursion limit), not a sweep.

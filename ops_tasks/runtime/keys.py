@@ -300,7 +300,7 @@ REFERENCE_HEAD = """# Run keys
 
 <!-- Made from ops_tasks/runtime/keys.py (RUN_KEYS) by `make docs`; tests/test_contract.py fails when it differs. -->
 
-Every key a run of a config may set (README, "Run configs"). A key a run sets that is not here is
+Every key a run of a config may set ([run configs](../concepts/run-configs.md)). A key a run sets that is not here is
 a flag of its `entrypoint` (and a `{placeholder}` name). "Checked on": the laptop refuses a bad
 value before anything is contacted; "laptop and pod": the pod's runtime applies the same check to
 every request and queue entry, and a supervisor fails an entry holding a field it does not know as
