@@ -58,6 +58,45 @@ def page_hosts(bind: str, port: int) -> set:
     return names
 
 
+def recorded_members(c, host, project_dir):
+    """For --host naming a fleet pod.up or a campaign records (in the user's state, so its pods can
+    change while the page is open): a function giving the fleet's targets as recorded now. None
+    for anything else (a comma list, a profile, invoke.yaml's ops.fleets, one host): those pods
+    are the ones named at the start."""
+    from . import records
+    from .names import RUN_ID
+    from .settings import check_ops_config
+
+    ops = check_ops_config(c.config.get("ops"))
+    if not isinstance(host, str) or not RUN_ID.match(host) or host in (ops.get("fleets") or {}) \
+            or host in (ops.get("profiles") or {}):
+        return None
+    if records.load_fleet(project_dir, host) is None and not campaign_renting(project_dir, host):
+        return None
+
+    def members() -> list:
+        from .fleet import resolve_hosts
+        from .targets import target_for
+
+        names = records.load_fleet(project_dir, host) or []
+        profiles = resolve_hosts(c.config.get("ops"), ",".join(names), project_dir) if names else []
+        return [target_for(profile, invoke_config=c.config) for profile in profiles]
+
+    return members
+
+
+def campaign_renting(project_dir, name) -> bool:
+    """True for a campaign of this project that rents its pods and has recorded none yet (its
+    fleet, named by its id, is written once the rent phase has them)."""
+    from . import records
+
+    try:
+        state = records.load_campaign_state(project_dir, name)
+    except (ConfigError, OSError, ValueError):
+        return False
+    return isinstance(state, dict) and not state.get("hosts") and "rented" in state
+
+
 @ops_task(name="ui", help=HELP)
 def ui(c, host=None, port=None, bind=None, i_know_its_exposed=False, interval=None):
     """Serve a live page of the pods, runs, GPUs and costs on 127.0.0.1 (a token in its URL); Ctrl-C ends it."""
@@ -75,10 +114,17 @@ def ui(c, host=None, port=None, bind=None, i_know_its_exposed=False, interval=No
     if importlib.util.find_spec("aiohttp") is None:
         raise ConfigError("ops ui needs the ui extra (aiohttp is not installed): pip install 'ops-tasks[ui]'")
     from .operations import ui_server
-    targets = fleet_targets(c, host) or [target_of(c, host)]
+    project = project_dir_of(c.config)
+    members = recorded_members(c, host, project)
+    try:
+        targets = fleet_targets(c, host) or [target_of(c, host)]
+    except ConfigError:
+        if members is None or not campaign_renting(project, host):
+            raise
+        targets = []  # a campaign of this project still renting its pods: they are added once recorded
     token = secrets.token_urlsafe(32)
-    watch = ui_server.Watch(targets, project_dir=project_dir_of(c.config), interval_s=every, invoke_config=c.config,
-                            log=log)
+    watch = ui_server.Watch(targets, project_dir=project, interval_s=every, invoke_config=c.config, log=log,
+                            members=members, spec=host)
     server = ui_server.Server(watch, token=token, hosts=set(), any_host=ipaddress.ip_address(listen).is_unspecified)
     running = ui_server.Running(server, listen, number)
     try:
@@ -89,8 +135,10 @@ def ui(c, host=None, port=None, bind=None, i_know_its_exposed=False, interval=No
     server.hosts = page_hosts(listen, bound)
     literal = f"[{listen}]" if ":" in listen else listen
     url = f"http://{literal}:{bound}/?token={token}"
+    watching = (", ".join(t.profile.name for t in targets) if targets else
+                f"campaign {host} (no pod rented yet: each shows once the campaign has rented it)")
     announce({"ok": True, "url": url, "port": bound, "bind": listen, "pods": [t.profile.name for t in targets]},
-             f"ops ui: watching {', '.join(t.profile.name for t in targets)}; open {url}")
+             f"ops ui: watching {watching}; open {url}")
     log("ops ui: Ctrl-C stops it (the runs and servers go on on the pods)")
     try:
         running.serve()

@@ -197,17 +197,25 @@ def test_a_vllm_server_is_shown_serving_and_stopped_from_the_page(browser, serve
     assert seen == {"errors": [], "elsewhere": [], "dialogs": []}
 
 
-def test_a_campaign_is_watched_phase_by_phase_to_its_report(browser, server, client, project):  # noqa: F811
+def test_a_campaign_is_watched_phase_by_phase_to_its_report(browser, server, client, project, pod0, pod1):  # noqa: F811
     import subprocess
 
-    runs = [{"run_id": f"c{i}", "command": f"sleep 1; {WRITE_SUMMARY}"} for i in range(3)]
+    # The runs end only once the page has shown the campaign waiting for them: a campaign quicker than
+    # a refresh (3 x its time on a busy machine) would otherwise never be seen running.
+    for pod in (pod0, pod1):
+        (pod.home / "ui-campaign-go").unlink(missing_ok=True)
+    runs = [{"run_id": f"c{i}", "command": f"while [ ! -e /root/ui-campaign-go ]; do sleep 0.2; done; {WRITE_SUMMARY}"}
+            for i in range(3)]
     (project / "sweep.json").write_text(json.dumps({"remote_repo": "/root", "runs": runs}))
     page, seen = open_page(browser, server)
 
     campaign = subprocess.Popen([*ops_argv(), "campaign", "--config", "sweep.json", "--host", FLEET, "--json"],
                                 cwd=project, env=client.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        page.wait_for_selector("#campaigns .campaign li.phase-running", timeout=WAIT_MS)  # seen while it runs
+        page.wait_for_selector("#campaigns .campaign li.phase-running:has-text('wait: running')",
+                               timeout=WAIT_MS)  # seen while it runs
+        for pod in (pod0, pod1):
+            (pod.home / "ui-campaign-go").touch()
         out, err = campaign.communicate(timeout=120)
     finally:
         if campaign.poll() is None:

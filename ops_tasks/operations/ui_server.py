@@ -28,7 +28,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from aiohttp import web
 
@@ -55,9 +55,15 @@ class Watch:
     """The refresh loop's state: the pods, what each is asked, the latest document."""
 
     def __init__(self, targets: list, *, project_dir, interval_s: float, invoke_config=None, log=None,
-                 idle_s: float = IDLE_S):
+                 idle_s: float = IDLE_S, members: Optional[Callable[[], list]] = None, spec: Optional[str] = None):
         self.targets = {t.profile.name: t for t in targets}
         self.order = [t.profile.name for t in targets]
+        # A recorded fleet's pods are read again before each refresh (members(): their targets; an
+        # OpsError keeps the pods as they were, said on the page): a campaign records its pods once
+        # it has rented them, pod.up --name adds some, pod.down takes some away.
+        self.members = members
+        self.spec = spec
+        self.members_error: Optional[str] = None
         self.project_dir = project_dir
         self.interval_s = interval_s
         self.invoke_config = invoke_config
@@ -81,6 +87,43 @@ class Watch:
         self.changed = asyncio.Condition()
         self.log = log or (lambda text: None)
         self._clients = 0
+
+    # -- which pods
+
+    def read_members(self) -> Optional[list]:
+        """The fleet's targets now (blocking: run in a thread); None when its pods are not re-read."""
+        if self.members is None:
+            return None
+        try:
+            found = self.members()
+        except OpsError as exc:
+            return [exc]
+        return found
+
+    def set_members(self, found: Optional[list]) -> None:
+        """Watch the pods found from now on (in the loop's thread): new ones from this refresh, the
+        ones gone left alone (their connection closed); what is known of the others kept."""
+        if found is None:
+            return
+        if found and isinstance(found[0], OpsError):
+            self.members_error = str(found[0])
+            return
+        self.members_error = None
+        names = [t.profile.name for t in found]
+        same = [n for n, t in zip(names, found) if n in self.targets and self.targets[n].profile == t.profile]
+        if names == self.order and len(same) == len(names):
+            return
+        added = [n for n in names if n not in same]
+        gone = [n for n in self.order if n not in same]  # a name that leads elsewhere now is gone, then added
+        for name in gone:
+            self.targets[name].close()
+            for kept in (self.sessions, self.last_runs, self._roots):
+                kept.pop(name, None)
+        self.targets = {t.profile.name: (self.targets[t.profile.name] if t.profile.name in same else t) for t in found}
+        self.order = names
+        said = [f"added {', '.join(added)}" if added else "", f"no longer {', '.join(gone)}" if gone else ""]
+        self.log(f"ops ui: {self.spec}: {'; '.join(s for s in said if s)} (watching "
+                 f"{', '.join(names) or 'no pod'})")
 
     # -- what a refresh asks
 
@@ -154,6 +197,7 @@ class Watch:
         shown = document([self.targets[n] for n in self.order], gathered, self.records)
         shown["refresh"] = {"took_s": round(self.last_took_s, 3), "interval_s": round(self.next_interval(), 3),
                             "answered_at": self.answered_at, "number": self.refreshes}
+        shown["watching"] = {"hosts": self.spec, "error": self.members_error}  # what --host said; its record's problem
         self.document = redacted(shown, secrets)
         self.state_event = _event("state", self.document)  # encoded once, however many pages are open
         logs = {}
@@ -173,9 +217,10 @@ class Watch:
         loop = asyncio.get_running_loop()
         while True:
             self.wake.clear()
-            plan = self.plan()
             started = time.monotonic()
             try:
+                self.set_members(await loop.run_in_executor(None, self.read_members))
+                plan = self.plan()
                 gathered = await loop.run_in_executor(None, self.gather, plan)
                 self.answered_at = time.time()
                 self.last_took_s = time.monotonic() - started

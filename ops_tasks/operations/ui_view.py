@@ -222,7 +222,9 @@ class Records:
                           "config": _text(state.get("config")), "hosts": _plain(state.get("hosts")),
                           "submission_id": _text(state.get("submission_id")),
                           "created_at": finite_number(state.get("created_at")), "phases": phases,
-                          "left": [p["phase"] for p in phases if p["outcome"] not in DONE]})
+                          "left": [p["phase"] for p in phases if p["outcome"] not in DONE],
+                          "not_ok": [p["phase"] for p in phases if p["outcome"] in ("failed", "not_ok")],
+                          "rented": rented_view(state.get("rented"))})
         return shown
 
     def report(self) -> Optional[dict]:
@@ -242,6 +244,17 @@ class Records:
             view = {"error": _text(f"{path} could not be shown ({type(exc).__name__}: {exc})"), "columns": [], "rows": []}
         self._cache[("view", path)] = (doc, view)
         return view
+
+
+def rented_view(rented) -> list:
+    """The pods a campaign rented on Lium, as its state.json says (each recorded before it is
+    waited for: what bills shows while Lium starts it): name, price per hour, ready or released."""
+    shown = []
+    for pod in (rented if isinstance(rented, list) else [])[:64]:
+        if isinstance(pod, dict):
+            shown.append({"name": _text(pod.get("name")), "price_per_hour": finite_number(pod.get("price_per_hour")),
+                          "ready": pod.get("ready") is True, "released": pod.get("released") is True})
+    return shown
 
 
 def report_view(doc: dict, path: Path) -> dict:

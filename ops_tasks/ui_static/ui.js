@@ -6,6 +6,8 @@
 const TOKEN = document.querySelector('meta[name="ops-token"]').getAttribute("content");
 const ACTIVE = ["queued", "running"];
 const ENDED = ["succeeded", "failed", "timeout", "stalled", "cancelled", "lost"];
+// Where a pod's price per hour comes from (costs.price_of): what Lium said when ops rented it, or the profile.
+const PRICE_SOURCES = { lium: "Lium", profile: "profile's price_per_hour" };
 const view = { doc: null, sort: { key: "run_id", dir: 1 }, follow: null, source: null, pending: null };
 
 // ------------------------------------------------------------------ DOM helpers
@@ -95,7 +97,7 @@ function render() {
   document.getElementById("status").textContent =
     `refreshed ${clock(doc.at)} (took ${text(refresh.took_s)} s; next in ${text(refresh.interval_s)} s)`;
   renderTotals(doc.totals || {});
-  renderPods(doc.pods || []);
+  renderPods(doc.pods || [], doc.watching);
   renderRuns(doc.runs || []);
   renderSubmissions(doc.submissions || []);
   renderCampaigns(doc.campaigns || []);
@@ -139,8 +141,16 @@ function serverCell(pod) {
       { action: "vllm_stop", pod: pod.name, session: s.session }) }, "stop"))));
 }
 
-function renderPods(pods) {
-  replaceRows(document.querySelector("#pods tbody"), pods.map((pod) => {
+function renderPods(pods, watching) {
+  const body = document.querySelector("#pods tbody");
+  if (!pods.length) {
+    const named = watching && watching.hosts ? watching.hosts : "--host";
+    replaceRows(body, [el("tr", { class: "no-pods" }, el("td", { colspan: 9, class: "muted" },
+      `no pod in ${named} yet: each shows here once it is recorded (a campaign records its pods once it has rented them)`,
+      watching && watching.error ? el("div", { class: "bad" }, watching.error) : ""))]);
+    return;
+  }
+  const rows = pods.map((pod) => {
     const notes = [...pod.problems, ...pod.warnings];
     const free = pod.volume && num(pod.volume.free_bytes) !== null ? bytes(pod.volume.free_bytes) : "?";
     return el("tr", { "data-pod": pod.name },
@@ -150,11 +160,17 @@ function renderPods(pods) {
       gpuCell(pod.gpus),
       el("td", {}, `${free}${pod.volume && pod.volume.path ? " on " + pod.volume.path : ""}`),
       el("td", {}, Array.isArray(pod.load) ? pod.load.map(text).join(" ") : ""),
-      el("td", {}, pod.price_per_hour === null ? "unknown" : money(pod.price_per_hour, "/h")),
+      el("td", {}, pod.price_per_hour === null ? "unknown" : money(pod.price_per_hour, "/h"),
+        pod.price_source ? el("div", { class: "muted price-source" }, PRICE_SOURCES[pod.price_source] || pod.price_source) : ""),
       el("td", {}, money(pod.cost_usd)),
       serverCell(pod),
       el("td", {}, num(pod.latency_ms) === null ? "" : `${Math.round(pod.latency_ms)} ms`));
-  }));
+  });
+  if (watching && watching.error) {  // the fleet's record names a pod that cannot be reached by name: said, pods kept
+    rows.push(el("tr", { class: "pods-error" }, el("td", { colspan: 9, class: "bad" },
+      `${watching.hosts}: its pods as last read (${watching.error})`)));
+  }
+  replaceRows(body, rows);
 }
 
 // ------------------------------------------------------------------ runs
@@ -287,15 +303,41 @@ function renderCampaigns(campaigns) {
   box.replaceChildren(...campaigns.map((c) => el("div", { class: "campaign", "data-campaign": c.campaign_id },
     el("strong", {}, c.campaign_id), ` on ${(c.hosts || []).map(text).join(", ") || "(pods not rented yet)"}`,
     c.submission_id ? ` · submission ${c.submission_id}` : "",
+    (c.rented || []).length ? el("div", { class: "rented" }, "rented on Lium: ", c.rented.map((p) =>
+      `${p.name} ${p.price_per_hour === null ? "(price unknown)" : money(p.price_per_hour, "/h")} ` +
+      (p.released ? "released" : p.ready ? "ready" : "starting, not answering SSH yet")).join(" · ")) : "",
     el("ol", {}, ...c.phases.map((p) => el("li", { class: `phase-${p.outcome}` },
       `${p.phase}: ${p.outcome}`, p.error || p.summary ? ` — ${p.error || p.summary}` : ""))),
-    el("div", {}, c.left.length ? `left: ${c.left.join(", ")}` : "every phase done"))));
+    el("div", { class: "campaign-end" }, c.left.length ? `left: ${c.left.join(", ")}` : "every phase done",
+      (c.not_ok || []).length ? el("span", { class: "bad" }, ` · not ok: ${c.not_ok.join(", ")}`) : ""))));
+}
+
+function isMoney(key) {
+  return key === "cost" || key === "cost_usd" || /_usd$/.test(key);
+}
+
+function cell(key, value) {
+  return isMoney(key) && num(value) !== null ? money(value) : text(value);
+}
+
+function headerValue(value) {
+  // A report.json header value as words: a list joined, an object as "key value, ...", dollars as $.
+  if (Array.isArray(value)) return value.map(text).join(", ");
+  if (value !== null && typeof value === "object") {
+    return Object.entries(value).map(([k, v]) => `${k} ${cell(k, v)}`).join(", ");
+  }
+  return text(value);
+}
+
+function isEmpty(value) {
+  return value === null || value === undefined || value === "" || (Array.isArray(value) && !value.length) ||
+    (typeof value === "object" && !Array.isArray(value) && !Object.keys(value).length);
 }
 
 function table(columns, rows, className) {
   return el("table", { class: className },
     el("thead", {}, el("tr", {}, ...columns.map((c) => el("th", {}, c)))),
-    el("tbody", {}, ...rows.map((r) => el("tr", {}, ...columns.map((c) => el("td", {}, text(r[c])))))));
+    el("tbody", {}, ...rows.map((r) => el("tr", {}, ...columns.map((c) => el("td", {}, cell(c, r[c])))))));
 }
 
 function renderReport(report) {
@@ -304,7 +346,8 @@ function renderReport(report) {
   const parts = [el("p", {}, `written ${clock(report.written_at)}`, report.html ? " · " : "",
     report.html ? el("a", { href: "/report.html", target: "_blank", rel: "noopener noreferrer" }, "open report.html") : "")];
   if (report.error) parts.push(el("p", { class: "bad" }, report.error));
-  parts.push(el("ul", { class: "header" }, ...Object.entries(report.header || {}).map(([k, v]) => el("li", {}, `${k}: ${text(v)}`))));
+  parts.push(el("ul", { class: "header" }, ...Object.entries(report.header || {}).filter(([, v]) => !isEmpty(v))
+    .map(([k, v]) => el("li", {}, `${k}: ${headerValue(v)}`))));
   if (report.groups) parts.push(el("h3", {}, "Groups"), table(report.group_columns, report.groups, "report-groups"));
   if (report.comparison) parts.push(el("h3", {}, "Comparison"), el("ul", {}, ...report.comparison.map((line) => el("li", {}, line))));
   parts.push(el("h3", {}, "Runs"), table(report.columns, report.rows, "report-runs"));
