@@ -772,11 +772,7 @@ def _down_fleet(c, name: str, members: list, remote_outputs_dir, *, force: bool,
         forgot, _ = ssh_config.forget_pod_hosts(config_path, gone)
         for alias in forgot:
             rows[alias]["forgot"] = [alias]
-    kept = [alias for alias in members if alias not in gone]
-    if kept:  # the fleet's name goes on naming the pods that stay
-        records.save_fleet(project_dir_of(c.config), name, kept)
-    else:
-        records.forget_fleet(project_dir_of(c.config), name)
+    records.fleet_after_release(project_dir_of(c.config), name, gone)
     return {**fleet_document(FleetResult([rows[alias] for alias in members])), "fleet_name": name}
 
 

@@ -26,7 +26,7 @@ from .names import RUN_ID
 from .run_states import TERMINAL
 from .runtime.contract import manifest_order
 from .settings import host_identity
-from .state import forget_fleet, load_fleet, save_fleet  # noqa: F401 (callers name them records.*)
+from .state import fleet_after_release, forget_fleet, load_fleet, save_fleet  # noqa: F401 (callers name them records.*)
 
 
 # ---------------------------------------------------------------- where things are

@@ -347,7 +347,7 @@ def resolve_profile(ops_config, host: Optional[str], project_dir) -> Profile:
                 )
             raise ConfigError(
                 f"unknown host {name!r}: not a profile in invoke.yaml (profiles: {', '.join(sorted(profiles))}) "
-                f"nor a Host in ~/.ssh/config; use user@host:port for a raw address"
+                f"nor a fleet, nor a Host in ~/.ssh/config; use user@host:port for a raw address"
             )
     if destination == LOCAL:
         volume = Path(fields.get("volume", defaults.VOLUME))

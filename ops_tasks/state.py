@@ -368,6 +368,18 @@ def load_fleet(project_dir, name: str) -> Optional[list]:
         return _fleet_aliases(db, name) if db else None
 
 
+def fleet_after_release(project_dir, name: str, released) -> None:
+    """Released pods leave a fleet's name (pod.down, a campaign's teardown), in one transaction:
+    the name goes on naming the pods that stay, and a fleet left with none is forgotten."""
+    gone = set(released)
+    with opened(project_dir) as db, _write(db):
+        kept = [alias for alias in _fleet_aliases(db, name) or [] if alias not in gone]
+        if kept:
+            _replace_fleet(db, name, kept, project_dir)
+        else:
+            db.execute("DELETE FROM fleets WHERE name = ?", (name,))
+
+
 def forget_fleet(project_dir, name: str) -> None:
     """pod.down released every pod of the fleet: its name names nothing any more."""
     with opened(project_dir) as db, _write(db):

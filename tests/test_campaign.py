@@ -128,6 +128,7 @@ def test_a_two_pod_campaign_rents_replaces_resumes_refuses_then_releases(client,
     assert first.returncode == 143 and "Traceback" not in stderr, stderr
     assert "run the same command again to resume" in stderr.strip().splitlines()[-1]
     before = _state(project)
+    assert f"campaign {before['campaign_id']}: watch it live: ops ui -H {before['campaign_id']}" in stderr
     cid = before["campaign_id"]
     assert before["phases"]["wait"]["outcome"] == "interrupted"
     assert [(a["pod"], a["outcome"]) for a in before["rent_attempts"]] == [
@@ -154,6 +155,9 @@ def test_a_two_pod_campaign_rents_replaces_resumes_refuses_then_releases(client,
     # The first pod, all of whose runs are fetched, is released; the second is kept, and what it costs said.
     assert f"kept 1 pod(s), costing $10.00/h: {cid}-1" in doc["error"]
     assert [p["pod_name"] for p in fake.pods.values()] == [f"{cid}-1"]
+    # The campaign's fleet name goes on naming only the pod that stays (ops ui -H <id>, runs.status -H <id>).
+    code, out, err = ops_here("pod.status", "--host", cid, "--dry-run", "--json")
+    assert code == 0 and f"{cid}-1" in out and f"{cid}-0" not in out, (out, err)
     statuses = _statuses(pod_a, pod_b)
     assert sorted(statuses) == ["r0", "r1", "r2", "r3"]
     assert {s["attempt"] for s in statuses.values()} == {1}  # no run ran twice
@@ -177,6 +181,9 @@ def test_a_two_pod_campaign_rents_replaces_resumes_refuses_then_releases(client,
     assert code == 0
     assert {p["phase"]: p["outcome"] for p in json.loads(out)["phases"]}["teardown"] == "ok"
     assert fake.pods == {} and len(fake.rents()) == 3
+    # Every pod released: the campaign's id names no fleet any more (it named released pods).
+    code, _, err = ops_here("pod.status", "--host", cid, "--dry-run")
+    assert code == 2 and f"unknown host '{cid}'" in "\n".join(err), err
     assert {k: v for k, v in _fetched_at(project).items() if k != "stray"} == fetched  # nothing fetched again
 
     # 4. Done is done: nothing contacted, rented, run or fetched.
@@ -241,7 +248,10 @@ def ops_here(monkeypatch, capsys, client, fake, project):
     from ops_tasks.cli import program
 
     def run(*args, env=None):
-        environment = {**fake.env(), "XDG_CACHE_HOME": str(client.home / ".cache"), **(env or {})}
+        # One laptop, one user: the same store of rented pods and fleets as the `ops` processes
+        # campaign_ops starts (the test's own OPS_STATE_DIR would be a second one).
+        environment = {**fake.env(), "XDG_CACHE_HOME": str(client.home / ".cache"),
+                       "OPS_STATE_DIR": str(client.state_home / "ops-tasks"), **(env or {})}
         for name, value in client.env(**environment).items():
             monkeypatch.setenv(name, value)
         monkeypatch.chdir(project)

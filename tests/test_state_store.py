@@ -233,3 +233,16 @@ def test_processes_writing_at_once_never_fail_and_lose_nothing(tmp_path):
     assert sum(pod["released_at"] is not None for pod in every) == 20
     assert all(records.load_fleet(tmp_path, f"fleet-{worker}") == [f"w{worker}-{m}" for m in range(25)]
                for worker in range(4))
+
+
+def test_released_pods_leave_a_fleets_name_and_an_empty_fleet_is_forgotten(tmp_path):
+    # pod.down and a campaign's teardown: `--host NAME` must never go on naming released pods.
+    from ops_tasks import records
+
+    records.save_fleet(tmp_path, "sweep", ["a", "b", "c"])
+    records.fleet_after_release(tmp_path, "sweep", ["b"])
+    assert records.load_fleet(tmp_path / "elsewhere", "sweep") == ["a", "c"]
+    records.fleet_after_release(tmp_path, "sweep", ["a", "c", "not-a-member"])
+    assert records.load_fleet(tmp_path, "sweep") is None
+    records.fleet_after_release(tmp_path, "never-recorded", ["a"])  # nothing to do, nothing made up
+    assert records.load_fleet(tmp_path, "never-recorded") is None

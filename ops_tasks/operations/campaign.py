@@ -709,6 +709,8 @@ def _release(state: State) -> dict:
         rented.update(released=True, released_at=time.time())
         released.append(host)
         state.save()
+    if released:  # the campaign's fleet name goes on naming only the pods that stay
+        records.fleet_after_release(project, state.spec.campaign_id, released)
     evidence = {"ok": not kept, "policy": "release", "kept": kept, "released": released}
     if kept:
         evidence["error"] = (f"kept {len(kept)} pod(s), costing {_per_hour(kept)}: "
@@ -809,6 +811,7 @@ def run_campaign(spec: CampaignSpec, env: Env) -> dict:
         if spec.retry_failed:
             _ask_for_retry(state)
         state.save()
+        env.log(f"campaign {spec.campaign_id}: watch it live: ops ui -H {watch_name(spec)}")
         stopped_at = None
         for phase in PHASES:
             if phase.done(state):
@@ -819,6 +822,12 @@ def run_campaign(spec: CampaignSpec, env: Env) -> dict:
                 _stop_servers_after_failure(state)
                 break
         return document(state, stopped_at)
+
+
+def watch_name(spec: CampaignSpec) -> str:
+    """What `ops ui -H` takes to watch this campaign's pods: its id (the fleet it rents, named
+    by the id from the first pod on), or the hosts it was given."""
+    return spec.campaign_id if spec.pods else ",".join(spec.hosts)
 
 
 def _ask_for_retry(state: State) -> None:
