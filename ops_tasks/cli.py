@@ -91,15 +91,21 @@ def host_candidates(word: str, names) -> list:
 
 
 def host_names(ops_config, ssh_config_path: Path) -> list:
-    """What --host takes by name: the built-in local, invoke.yaml's profiles and fleets, and the
-    Host aliases pod.up wrote into ~/.ssh/config."""
+    """What --host takes by name: the built-in local, invoke.yaml's profiles and fleets, the
+    fleets pod.up and campaigns recorded (the user's, from any folder), and the Host aliases pod.up
+    wrote into ~/.ssh/config."""
     from .ssh_config import pod_up_aliases  # only when completing
+    from .state import fleet_names
 
     ops_config = ops_config or {}
     names = [LOCAL, *(ops_config.get("profiles") or {}), *(ops_config.get("fleets") or {})]
     try:
         names += pod_up_aliases(ssh_config_path)
     except (OSError, ConfigError):  # an unreadable ~/.ssh/config completes with the rest
+        pass
+    try:
+        names += fleet_names()
+    except ConfigError:  # a damaged state database completes with the rest
         pass
     return names
 

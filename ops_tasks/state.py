@@ -368,6 +368,12 @@ def load_fleet(project_dir, name: str) -> Optional[list]:
         return _fleet_aliases(db, name) if db else None
 
 
+def fleet_names() -> list:
+    """Every fleet name recorded (pod.up --name, campaigns), for --host's completion."""
+    with opened(create=False) as db:
+        return [row["name"] for row in db.execute("SELECT name FROM fleets ORDER BY name")] if db else []
+
+
 def fleet_after_release(project_dir, name: str, released) -> None:
     """Released pods leave a fleet's name (pod.down, a campaign's teardown), in one transaction:
     the name goes on naming the pods that stay, and a fleet left with none is forgotten."""

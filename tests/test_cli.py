@@ -284,19 +284,23 @@ def test_host_flags_complete_with_profiles_fleets_and_the_pods_pod_up_wrote(ops,
                                          "  fleets:\n    trio: [a100, lium-1]\n")
     ssh_config.set_pod_host(client.config, "lium-1", [("HostName", "10.0.0.2")], name="eval-1", pod_id="p-1")
     ssh_config.set_host(client.config, "my-own-box", [("HostName", "10.0.0.3")])
+    # A fleet pod.up named from another folder (the user's store, not this project's).
+    subprocess.run([sys.executable, "-c", "from ops_tasks import records; records.save_fleet(None, 'rented', ['lium-1'])"],
+                   env=client.env(), check=True)
 
     # The shell's own call, through the real program: `ops pod.status --host <TAB>`.
     shell = ops("--complete", "--", "ops", "pod.status", "--host")
     assert shell.returncode == 0
-    assert shell.stdout.split() == ["a100", "lium-1", "local", "trio"]
+    assert shell.stdout.split() == ["a100", "lium-1", "local", "rented", "trio"]
+    monkeypatch.setenv("OPS_STATE_DIR", str(client.state_home / "ops-tasks"))  # the same user, in process
 
     monkeypatch.chdir(project)
     monkeypatch.setenv("HOME", str(client.home))
-    for words, expected in ((["-H"], ["a100", "lium-1", "local", "trio"]),
-                            (["--hosts", "a1"], ["a100", "lium-1", "local", "trio"]),  # the shell keeps a1*
-                            (["-H", "a100,l"], ["a100,lium-1", "a100,local", "a100,trio"]),
+    for words, expected in ((["-H"], ["a100", "lium-1", "local", "rented", "trio"]),
+                            (["--hosts", "a1"], ["a100", "lium-1", "local", "rented", "trio"]),  # the shell keeps a1*
+                            (["-H", "a100,l"], ["a100,lium-1", "a100,local", "a100,rented", "a100,trio"]),
                             (["runs.wait", "--host", "lium-1", "--run-id", "x", "runs.status", "--host"],
-                             ["a100", "lium-1", "local", "trio"])):
+                             ["a100", "lium-1", "local", "rented", "trio"])):
         _complete(*words)
         assert capsys.readouterr().out.split() == expected, words
     # A whole name is a value already typed: what comes next is Invoke's (task names), as before.
