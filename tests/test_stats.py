@@ -8,8 +8,7 @@ from math import comb
 
 import pytest
 
-from ops_tasks.operations.stats import (Welford, clustered, examples_needed, mcnemar_exact_p,
-                                        minimum_detectable_effect, t975, t_cdf, t_test_p, wilson)
+from ops_tasks.operations.stats import Welford, clustered, mcnemar_exact_p, t975, t_cdf, t_test_p, wilson
 
 scipy_stats = pytest.importorskip("scipy.stats")
 
@@ -104,9 +103,3 @@ def test_clustered_se_by_hand():
     single = clustered((v, 1) for v in values)
     assert single["se"] == pytest.approx(statistics.stdev(values) / 2)
     assert clustered([(1.0, 2)])["se"] is None  # one cluster: no SE
-
-
-def test_minimum_detectable_effect_by_hand():
-    z_sum = scipy_stats.norm.ppf(0.975) + scipy_stats.norm.ppf(0.80)  # 2.8016
-    assert minimum_detectable_effect(0.5, 100) == pytest.approx(z_sum * 0.5 / 10, rel=1e-12)
-    assert examples_needed(0.5, 0.05) == math.ceil((z_sum * 0.5 / 0.05) ** 2) == 785

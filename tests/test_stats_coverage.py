@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ops_tasks.operations.stats import (clustered_from, holm, mcnemar_exact_p, mcnemar_power, of,
+from ops_tasks.operations.stats import (clustered, holm, mcnemar_exact_p, mcnemar_power, of,
                                         paired_t_mde, paired_t_power, prediction_interval, t975,
                                         t_test_p, tost_paired)
 
@@ -35,7 +35,7 @@ def test_clustered_interval_covers_with_correlated_items_and_the_plain_one_does_
     for _ in range(reps):
         # differences B - A: a passage effect shared by its 4 questions (intra-class correlation 0.5)
         diffs = rng.normal(0.0, 0.1, size=(passages, 1)) + rng.normal(0.0, 0.1, size=(passages, per))
-        result = clustered_from({g: row.tolist() for g, row in enumerate(diffs)})
+        result = clustered((math.fsum(row), len(row)) for row in diffs.tolist())
         clustered_hits += abs(result["mean"]) <= t975(passages - 1) * result["se"]
         plain = of(diffs.ravel().tolist())
         plain_hits += abs(plain.mean) <= t975(plain.n - 1) * plain.se

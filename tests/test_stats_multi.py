@@ -9,7 +9,7 @@ import statistics
 
 import pytest
 
-from ops_tasks.operations.stats import (clustered, clustered_from, holm, more_seeds_or_questions,
+from ops_tasks.operations.stats import (clustered, holm, more_seeds_or_questions,
                                         prediction_interval, split_se, t975, t_interval, tost_paired,
                                         variance_split)
 
@@ -174,12 +174,12 @@ def clustered_diffs(seed, clusters=12):
     return groups
 
 
-def test_clustered_from_is_clustered_over_sums_and_counts():
-    groups = clustered_diffs(3)
-    assert clustered_from(groups) == clustered((math.fsum(v), len(v)) for v in groups.values())
+def clustered_from(values_by_cluster: dict) -> dict:
+    """clustered over raw values grouped by cluster: each cluster's (sum, count)."""
+    return clustered((math.fsum(v), len(v)) for v in values_by_cluster.values())
 
 
-def test_clustered_from_by_the_sandwich_in_numpy():
+def test_clustered_by_the_sandwich_in_numpy():
     groups = clustered_diffs(4)
     values = np.concatenate([np.array(v) for v in groups.values()])
     residual_sums = np.array([np.sum(np.array(v) - values.mean()) for v in groups.values()])
@@ -191,7 +191,7 @@ def test_clustered_from_by_the_sandwich_in_numpy():
     assert (result["clusters"], result["n"]) == (g, len(values))
 
 
-def test_clustered_from_matches_statsmodels_ols_cluster():
+def test_clustered_matches_statsmodels_ols_cluster():
     sm = pytest.importorskip("statsmodels.api")
     groups = clustered_diffs(5)
     values = np.concatenate([np.array(v) for v in groups.values()])

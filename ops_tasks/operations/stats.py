@@ -16,7 +16,6 @@ from typing import Callable, Iterable, Optional
 
 ALPHA = 0.05  # the report's level: two-sided 5% (95% intervals), family-wise under Holm
 Z95 = NormalDist().inv_cdf(0.975)  # two-sided 95%
-Z_POWER80 = NormalDist().inv_cdf(0.80)  # one-sided 80% power
 UNBOUNDED = (-math.inf, math.inf)
 
 
@@ -233,22 +232,11 @@ def mcnemar_exact_p(b: int, c: int) -> float:
     return min(1.0, 2 * tail / 2 ** n)  # int / int is correctly rounded, even for large n
 
 
-def minimum_detectable_effect(sd: float, n: int) -> float:
-    """The smallest true mean difference that a two-sided 5% test on n paired examples detects
-    with 80% power: (z_0.975 + z_0.80) * sd / sqrt(n) (Miller's power formula for paired data)."""
-    return (Z95 + Z_POWER80) * sd / math.sqrt(n)
-
-
-def examples_needed(sd: float, effect: float) -> int:
-    """Paired examples needed to detect `effect` at 5% (two-sided) with 80% power."""
-    return math.ceil(((Z95 + Z_POWER80) * sd / effect) ** 2)
-
-
 # ---------------------------------------------------------------- power of the tests actually used
 #
-# minimum_detectable_effect above is Miller's z formula. The verdict itself uses a paired t test
-# (continuous scores) or the exact McNemar test (0/1 scores); at small n their power falls short of
-# the z formula's promise (an MDE effect was seen 71.6% of the time at n = 50, not 80%). The
+# Miller's z formula, (z_0.975 + z_0.80) * sd / sqrt(n), is not used: the verdict uses a paired t
+# test (continuous scores) or the exact McNemar test (0/1 scores), and at small n their power falls
+# short of the z formula's promise (an MDE effect was seen 71.6% of the time at n = 50, not 80%). The
 # functions below give the power of those two tests themselves.
 
 
@@ -355,7 +343,7 @@ def paired_t_power(effect: float, sd: float, n: int, alpha: float = 0.05) -> flo
 
 def paired_t_mde(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:
     """The smallest |mean difference| that the two-sided paired t test on n pairs detects with this
-    power: the t test's own MDE, larger than minimum_detectable_effect's z formula at small n
+    power: the t test's own MDE, larger than Miller's z formula's at small n
     (the t's critical value is larger and its tails heavier). Bisection on paired_t_power."""
     if sd == 0:
         return 0.0
@@ -599,11 +587,3 @@ def more_seeds_or_questions(split: dict, unit: str = "questions") -> str:
     else:
         advice = f"more {unit} narrow this interval more than more seeds, but both help"
     return f"{advice}: {figures}"
-
-
-def clustered_from(values_by_cluster: dict) -> dict:
-    """clustered over raw values grouped by a cluster key, {key: [value, ...]}: for instance the
-    paired differences B - A clustered by passage (questions on one passage are not independent).
-    The same CR1 estimator as statsmodels' intercept-only OLS with cov_type="cluster"; its interval
-    is t_interval(mean, se, clusters - 1)."""
-    return clustered((math.fsum(v), len(v)) for v in values_by_cluster.values() if v)
