@@ -334,11 +334,20 @@ def paired_t_power(effect: float, sd: float, n: int, alpha: float = 0.05) -> flo
         raise ValueError("a paired t test needs at least two pairs")
     if sd == 0:
         return 1.0 if effect else alpha
-    # Past a noncentrality of 200 the power is 1 to double precision for any df (even at df = 1 a
-    # miss needs a chi-square(1) above (200 / 12.7)^2 = 248); the series would sum ~delta^2/2 terms.
-    df, shift = n - 1, max(-200.0, min(200.0, effect / sd * math.sqrt(n)))
+    df = n - 1
     critical = t_quantile(1 - alpha / 2, df)
+    bound = _certain_shift(critical)
+    shift = max(-bound, min(bound, effect / sd * math.sqrt(n)))
     return (1.0 - noncentral_t_cdf(critical, df, shift)) + noncentral_t_cdf(-critical, df, shift)
+
+
+def _certain_shift(critical: float) -> float:
+    """A noncentrality past which a t test with this critical value rejects with probability 1 to
+    double precision, whatever its df: T = (Z + delta) / S misses (|T| <= critical) only where S, a
+    sqrt(chi-square(df) / df), is above 9 (at most 2.3e-19, at df = 1) or Z is 40 below 0. The
+    noncentral t series sums ~delta^2 / 2 terms, so the shift is clamped there. Not a fixed 200: at
+    n = 2 and alpha 0.01 (critical 63.7) the power at 200 is 0.9983, not 1."""
+    return 9.0 * critical + 40.0
 
 
 def paired_t_mde(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:
