@@ -59,7 +59,7 @@ def test_an_unknown_alias_exits_2_before_any_contact(ops):
 
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: unknown host 'no-such-pod': not a profile in invoke.yaml (profiles: local) nor a Host "
+        "error: unknown host 'no-such-pod': not a profile in invoke.yaml (profiles: local) nor a fleet, nor a Host "
         "in ~/.ssh/config; use user@host:port for a raw address"
     ]
 
