@@ -187,13 +187,21 @@ def test_generated_run_ids_are_fixed_once_so_a_campaign_killed_mid_submit_runs_e
 
 def reboot(pod) -> None:
     """Every process of the pod but its sshd listener killed at once (tmux server, supervisor,
-    the runs, the SSH sessions), as a reboot does; its volume and home stay."""
-    for pid in pod.namespace_pids():
-        if pid != pod.proc.pid:
+    the runs, the SSH sessions), as a reboot does; its volume and home stay. Again until none is
+    left: a process forked while the first ones were being killed (a submit starting its
+    supervisor) would otherwise outlive the "reboot" (seen under load: the resume found the run
+    still owned by a live supervisor and resumed nothing)."""
+    for _ in range(100):
+        left = [pid for pid in pod.namespace_pids() if pid != pod.proc.pid]
+        if not left:
+            return
+        for pid in left:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        time.sleep(0.02)
+    raise AssertionError(f"processes outlived the reboot: {left}")
 
 
 def test_a_pod_rebooted_mid_wait_has_its_lost_runs_resumed_by_the_campaign_itself(client, pod_a, shared, tmp_path):
@@ -229,7 +237,10 @@ def test_a_run_claimed_but_not_started_when_its_pod_rebooted_is_resumed_once(cli
     (shared / "go").write_text("")
     submit = subprocess.Popen([*ops_argv(), "runs.submit", "--host", "bd-a", "--config", config], cwd=project,
                               env=client_env(client), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    until(lambda: run_state(pod_a, outputs, "cl0") == "queued", "cl0 queued", submit)
+    # Queued means its status and its queue entry both written (the status comes first: under load a
+    # reboot between the two left no entry to claim, and the test nothing to resume).
+    until(lambda: run_state(pod_a, outputs, "cl0") == "queued" and pod_a.sh(
+        f"ls {outputs}/.ops/pending/*-cl0.json", check=False).returncode == 0, "cl0 queued", submit)
     reboot(pod_a)  # the supervisor never started (tmux held); what its claim writes, written here
     submit.kill()
     submit.wait(timeout=30)
