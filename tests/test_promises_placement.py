@@ -9,7 +9,8 @@ their own pod starts now."""
 import pytest
 
 from ops_tasks.errors import ConfigError
-from ops_tasks.operations.placement import capacity, durations, free_now, place, rebalance
+from ops_tasks.operations.placement import _backlog, _Pod, capacity, durations, free_now, need, place, rebalance
+from ops_tasks.runtime.contract import CPU_POOL, GPU_POOL
 
 
 def gpu_pod(name, gpus, free, **more):
@@ -122,3 +123,36 @@ def test_a_pod_s_own_estimate_of_its_queue_is_its_backlog():
     a = gpu_pod("a", 1, 0, queued_seconds_estimate=500, queued=[run("a1", 1, 10)])
     b = gpu_pod("b", 1, 0, queued=[run("b1", 1, 100)])
     assert rebalance([a, b, gpu_pod("t", 1, 1)]) == [("a1", "a", "t")]
+
+
+# ---------------------------------------------------------------- the two pools of a pod with GPUs
+
+
+def test_a_gpu_pod_counts_its_gpus_and_its_cpu_slots_apart():
+    # Promise: on a pod with GPUs the main pool is its GPUs; its CPU slots are a pool of their own
+    # (all free when free_slots is not given), never capped by its GPU count.
+    pod = gpu_pod("g", 2, 1, slots=4)
+    assert free_now(pod) == 1 and capacity(pod) == 2
+    assert capacity(pod, CPU_POOL) == 4 and free_now(pod, CPU_POOL) == 4
+    # a pod without GPUs has no GPU free, whatever a stale free_gpus says
+    assert capacity({"name": "c", "slots": 2}, GPU_POOL) == 0
+    assert free_now({"name": "c", "slots": 4, "free_gpus": 3}, GPU_POOL) == 0
+
+
+def test_a_run_asking_no_gpu_count_takes_one_slot_of_a_cpu_pod():
+    assert need({"run_id": "a", "gpus": None}, {"name": "c", "slots": 2}) == (CPU_POOL, 1)
+
+
+def test_a_gpu_pod_s_cpu_slots_all_wait_behind_its_present_work():
+    # 4 slots, 1 free: 3 busy until the pod's estimate, not gpu_count - 1 of them.
+    clock = _Pod(gpu_pod("g", 2, 2, slots=4, free_slots=1, queued_seconds_estimate=50))
+    assert sorted(clock.free_at[CPU_POOL]) == [0.0, 50.0, 50.0, 50.0]
+
+
+def test_a_backlog_counts_a_cpu_run_per_slot_and_a_run_too_big_per_main_unit():
+    # Promise: backlog is seconds per unit of the pool a run takes: a gpus: 0 run over the CPU
+    # slots; a run the pod cannot hold as one unit of its main pool.
+    cpu_run = gpu_pod("g", 2, 0, slots=4, queued=[run("a", 0, 8)])
+    too_big = gpu_pod("g", 2, 0, queued=[run("a", 4, 10)])
+    assert _backlog(cpu_run) == 2.0
+    assert _backlog(too_big) == 5.0
