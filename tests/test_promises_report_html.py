@@ -755,3 +755,27 @@ def test_the_page_is_utf_8_whatever_the_locale(tmp_path, monkeypatch):
     monkeypatch.setattr(report_html, "open", latin_1_locale, raising=False)
     path = write_report_html(small_doc(root="/données/вычисления"), {}, tmp_path / "report.html")
     assert "<li><b>root</b>: /données/вычисления</li>" in path.read_bytes().decode("utf-8")
+
+
+# ---------------------------------------------------------------- the page's title
+
+
+def _title(models, tasks, runs):
+    return report_html.page_title({"header": {"models": models, "tasks": tasks, "runs": runs}})
+
+
+def test_title_names_how_many_models_it_leaves_out():
+    shown = report_html.SHOWN_IN_TITLE
+    models = [f"m{i}" for i in range(shown + 2)]
+    title = _title(models, ["qa"], 4)
+    assert title == f"Report: {', '.join(models[:shown])}, 2 more on qa (4 runs)"
+
+
+def test_title_without_tasks_says_no_task_and_without_models_only_the_runs():
+    assert _title(["llama"], [], 3) == "Report: llama (3 runs)"
+    assert _title([], [], 3) == "Report: 3 runs"
+
+
+def test_title_says_run_for_one_and_runs_for_two():
+    assert _title(["llama"], ["qa"], 1) == "Report: llama on qa (1 run)"
+    assert _title(["llama"], ["qa"], 2) == "Report: llama on qa (2 runs)"
