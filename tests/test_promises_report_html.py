@@ -779,3 +779,24 @@ def test_title_without_tasks_says_no_task_and_without_models_only_the_runs():
 def test_title_says_run_for_one_and_runs_for_two():
     assert _title(["llama"], ["qa"], 1) == "Report: llama on qa (1 run)"
     assert _title(["llama"], ["qa"], 2) == "Report: llama on qa (2 runs)"
+
+
+# ---------------------------------------------------------------- a group's figure in the groups table
+
+
+def test_figure_over_runs_shows_mean_sd_interval_and_count():
+    low, high = report_html.interval_keys("acc")
+    group = {"acc_mean": 0.5, "acc_sd": 0.125, low: 0.25, high: 0.75, "acc_n": 3}
+    assert report_html._figure(group, "acc", "sd", "runs") == "0.5000 ± 0.1250 [0.2500, 0.7500] (3 runs)"
+
+
+def test_figure_over_examples_shows_no_sd_and_its_own_interval():
+    low, high = report_html.interval_keys("results")
+    group = {"results_mean": 0.5, "results_sd": 0.125, low: 0.25, high: 0.75, "results_n": 40}
+    assert report_html._figure(group, "results", "n", "examples") == "0.5000 [0.2500, 0.7500] (40 examples)"
+
+
+def test_figure_without_a_mean_is_a_dash_and_half_an_interval_is_none():
+    assert report_html._figure({"acc_n": 3}, "acc", "sd", "runs") == "-"
+    low, _ = report_html.interval_keys("acc")
+    assert report_html._figure({"acc_mean": 0.5, low: 0.25}, "acc", "sd", "runs") == "0.5000"
