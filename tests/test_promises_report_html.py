@@ -800,3 +800,18 @@ def test_figure_without_a_mean_is_a_dash_and_half_an_interval_is_none():
     assert report_html._figure({"acc_n": 3}, "acc", "sd", "runs") == "-"
     low, _ = report_html.interval_keys("acc")
     assert report_html._figure({"acc_mean": 0.5, low: 0.25}, "acc", "sd", "runs") == "0.5000"
+
+
+# ---------------------------------------------------------------- the header's clustering line
+
+
+def _header(**extra):
+    header = {"states": {"succeeded": 2}, "generated": "2026-01-01", "scope": "all", "commits": [], "models": ["m"],
+              "tasks": ["qa"], "temperature": ["0"], "max_tokens": ["64"], "rollouts": ["1"], "examples": ["10"],
+              "runs": 2}
+    return report_html._header_html({**header, **extra}, "/runs")
+
+
+def test_header_names_what_the_intervals_are_clustered_by_and_only_then():
+    assert "<li><b>intervals clustered by</b>: passage &lt;id&gt;</li>" in _header(clustered_by="passage <id>")
+    assert "clustered" not in _header()
