@@ -815,3 +815,11 @@ def _header(**extra):
 def test_header_names_what_the_intervals_are_clustered_by_and_only_then():
     assert "<li><b>intervals clustered by</b>: passage &lt;id&gt;</li>" in _header(clustered_by="passage <id>")
     assert "clustered" not in _header()
+
+
+def test_the_caption_of_a_chart_of_unequal_examples_keeps_what_it_shows_and_adds_the_warning():
+    doc = {"metric": {"name": "avg_reward"}, "rows": run_rows((0.5, 0.25, 0.75)),
+           "models_by_task": {"unequal": {"arith": {}}}}
+    caption = parse(report_html.plot_svg(doc)).one("figure").text
+    assert "avg_reward: mean and 95% interval, per run" in caption
+    assert "not the same examples in arith" in caption
