@@ -823,3 +823,9 @@ def test_the_caption_of_a_chart_of_unequal_examples_keeps_what_it_shows_and_adds
     caption = parse(report_html.plot_svg(doc)).one("figure").text
     assert "avg_reward: mean and 95% interval, per run" in caption
     assert "not the same examples in arith" in caption
+
+
+def test_a_models_by_task_table_of_equal_examples_has_no_warning_under_it():
+    table = {"metric": "avg_reward", "models": ["m"], "tasks": ["arith"], "cells": {}}
+    html_text = report_html._models_by_task_html(table)
+    assert "models x tasks" in html_text and "warning" not in html_text
