@@ -829,3 +829,27 @@ def test_a_models_by_task_table_of_equal_examples_has_no_warning_under_it():
     table = {"metric": "avg_reward", "models": ["m"], "tasks": ["arith"], "cells": {}}
     html_text = report_html._models_by_task_html(table)
     assert "models x tasks" in html_text and "warning" not in html_text
+
+
+# ---------------------------------------------------------------- the groups table
+
+
+def _groups_doc(group_by, tasks):
+    low, high = report_html.interval_keys("acc")
+    rlow, rhigh = report_html.interval_keys("results")
+    group = {"model_id": "m", "runs": 2, "acc_mean": 0.5, "acc_sd": 0.125, low: 0.25, high: 0.75, "acc_n": 2,
+             "results_mean": 0.5, rlow: 0.375, rhigh: 0.625, "results_n": 40}
+    return {"group_by": group_by, "metric": {"name": "acc"}, "groups": [group],
+            "models_by_task": {"tasks": tasks}}
+
+
+def test_groups_table_cells_over_examples_and_over_runs():
+    columns, rows = report_html.group_rows(_groups_doc(["model_id"], ["qa", "math"]))
+    assert columns == ["model_id", "runs", "acc over examples", "acc over runs"]
+    assert rows[0]["acc over examples"] == "0.5000 [0.3750, 0.6250] (40 examples)"
+    assert rows[0]["acc over runs"] == "0.5000 ± 0.1250 [0.2500, 0.7500] (2 runs)"
+
+
+def test_groups_table_leaves_out_the_examples_only_when_the_models_x_tasks_table_shows_the_same_groups():
+    assert "acc over examples" not in report_html.group_rows(_groups_doc(["model_id"], ["qa"]))[0]
+    assert "acc over examples" in report_html.group_rows(_groups_doc(["model_id", "task"], ["qa"]))[0]
