@@ -853,3 +853,12 @@ def test_groups_table_cells_over_examples_and_over_runs():
 def test_groups_table_leaves_out_the_examples_only_when_the_models_x_tasks_table_shows_the_same_groups():
     assert "acc over examples" not in report_html.group_rows(_groups_doc(["model_id"], ["qa"]))[0]
     assert "acc over examples" in report_html.group_rows(_groups_doc(["model_id", "task"], ["qa"]))[0]
+
+
+def test_groups_of_unequal_examples_get_the_warning_and_equal_ones_none():
+    group = {"model_id": "m", "runs": 2, "avg_reward_mean": 0.5, "avg_reward_n": 2}
+    unequal = {"qa": {"m": {"examples": 10, "shared": 5, "shared_mean": 0.5}}}
+    warned = report_html.page_parts(small_doc(group_by=["model_id"], groups=[group], groups_unequal=unequal))[0]
+    assert "groups were scored on different examples in qa: m 10 (on the 5 shared: 0.500)" in warned
+    page = report_html.page_parts(small_doc(group_by=["model_id"], groups=[group]))[0]
+    assert 'class="warning"' not in page
