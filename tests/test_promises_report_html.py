@@ -862,3 +862,19 @@ def test_groups_of_unequal_examples_get_the_warning_and_equal_ones_none():
     assert "groups were scored on different examples in qa: m 10 (on the 5 shared: 0.500)" in warned
     page = report_html.page_parts(small_doc(group_by=["model_id"], groups=[group]))[0]
     assert 'class="warning"' not in page
+
+
+def _several(**extra):
+    return {"lower_is_better": False, "models": ["a", "b"], "metric": "acc", "pairs": [], "family": "pairwise",
+            "margin": None, "ranking": [], "notes": ["n1"], "compare_by": "model_id", **extra}
+
+
+def test_the_several_compared_section_heading_its_lines_and_what_was_left_out():
+    page = parse(report_html.page_parts(small_doc(several=_several(left_out=["c: no runs"])))[0])
+    heading = [h.text for h in page.all("h2") if h.text.startswith("Compared by")]
+    assert heading == ["Compared by model_id: pairwise (acc)"]
+    items = [li.text for li in page.one("ul", cls="several").all("li")]
+    assert items[0].startswith("2 models compared on acc: 0 pairs (pairwise)")
+    assert items[-2:] == ["note: n1", "left out: c: no runs"] and len(items) == 4
+    without = parse(report_html.page_parts(small_doc(several=_several()))[0])
+    assert [li.text for li in without.one("ul", cls="several").all("li")][-1] == "note: n1"
