@@ -878,3 +878,10 @@ def test_the_several_compared_section_heading_its_lines_and_what_was_left_out():
     assert items[-2:] == ["note: n1", "left out: c: no runs"] and len(items) == 4
     without = parse(report_html.page_parts(small_doc(several=_several()))[0])
     assert [li.text for li in without.one("ul", cls="several").all("li")][-1] == "note: n1"
+
+
+def test_the_groups_table_says_how_its_figures_were_made():
+    group = {"model_id": "m", "runs": 2, "avg_reward_mean": 0.5, "avg_reward_n": 2}
+    page = report_html.page_parts(small_doc(group_by=["model_id"], groups=[group]))[0]
+    assert ("<p>over examples: the groups' per-example scores pooled, ci95; over runs: the runs' summary values, "
+            "mean ± sd, pi95 (where one more run would fall). Every figure is in report.json.</p>") in page
