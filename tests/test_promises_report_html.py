@@ -885,3 +885,10 @@ def test_the_groups_table_says_how_its_figures_were_made():
     page = report_html.page_parts(small_doc(group_by=["model_id"], groups=[group]))[0]
     assert ("<p>over examples: the groups' per-example scores pooled, ci95; over runs: the runs' summary values, "
             "mean ± sd, pi95 (where one more run would fall). Every figure is in report.json.</p>") in page
+
+
+def test_the_groups_uncertainty_list_names_each_group_and_where_its_width_comes_from():
+    group = {"model_id": "m", "runs": 2, "avg_reward_mean": 0.5, "avg_reward_n": 2, "uncertainty": "questions 80%"}
+    page = parse(report_html.page_parts(small_doc(group_by=["model_id"], groups=[group]))[0])
+    assert [li.text for li in page.one("ul", cls="uncertainty").all("li")] == ["m: questions 80%"]
+    assert any(p.text.startswith("Where the uncertainty comes from") for p in page.all("p"))
