@@ -892,3 +892,10 @@ def test_the_groups_uncertainty_list_names_each_group_and_where_its_width_comes_
     page = parse(report_html.page_parts(small_doc(group_by=["model_id"], groups=[group]))[0])
     assert [li.text for li in page.one("ul", cls="uncertainty").all("li")] == ["m: questions 80%"]
     assert any(p.text.startswith("Where the uncertainty comes from") for p in page.all("p"))
+
+
+def test_a_group_s_own_values_show_as_they_are_next_to_its_cost():
+    group = {"model_id": "m", "task": "qa", "temperature": 0.7, "runs": 2, "avg_reward_mean": 0.5, "avg_reward_n": 2,
+             "cost": 1.5, "cost_per_correct": 0.25}
+    page = parse(report_html.page_parts(small_doc(group_by=["model_id", "task", "temperature"], groups=[group]))[0])
+    assert table(page.one("table", cls="groups"))[1][0][:3] == ["m", "qa", "0.7"]
