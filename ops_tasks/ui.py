@@ -137,11 +137,14 @@ def ui(c, host=None, port=None, bind=None, i_know_its_exposed=False, interval=No
     url = f"http://{literal}:{bound}/?token={token}"
     watching = (", ".join(t.profile.name for t in targets) if targets else
                 f"campaign {host} (no pod rented yet: each shows once the campaign has rented it)")
-    announce({"ok": True, "url": url, "port": bound, "bind": listen, "pods": [t.profile.name for t in targets]},
-             f"ops ui: watching {watching}; open {url}")
-    log("ops ui: Ctrl-C stops it (the runs and servers go on on the pods)")
+    # Ctrl-C from the moment the URL is out is a stop like any other (it came once between the
+    # URL and the loop, exit 130 with the socket left open): the socket and loop closed, exit 0.
     try:
+        announce({"ok": True, "url": url, "port": bound, "bind": listen, "pods": [t.profile.name for t in targets]},
+                 f"ops ui: watching {watching}; open {url}")
+        log("ops ui: Ctrl-C stops it (the runs and servers go on on the pods)")
         running.serve()
     except KeyboardInterrupt:
+        running.close()
         log("ops ui: stopped")
     return None
