@@ -15,6 +15,7 @@ copied to a temporary folder; the [tool.mutmut] section is written into the copy
 (never the checkout's) and a collection hook appended to the copy's tests/conftest.py that keeps
 only the tests needing no pod and no `ops` process (no `client`, `pod`, `pod_factory`,
 `report_html`, `browser` fixture in their closure, not `needs_isolation`): those run in-process, where mutmut sees what they call.
+The hook also empties every functools cache of the mutated modules before each test (see CACHE_HOOK).
 `mutmut run` then mutates MODULES there, maps each function to the tests that call it and runs
 them per mutant in a forked worker. The checkout is never written.
 
@@ -115,6 +116,29 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 '''
 
+# Appended after CONFTEST_HOOK, with the mutated modules' names. A worker forked from the parent
+# inherits the lru caches the parent filled while the code was unmutated (stats.t_quantile,
+# stats.mcnemar_critical): a mutant of a function they call would be read from the cache, never run.
+CACHE_HOOK = '''
+
+import sys as _mutmut_sys
+
+import pytest as _mutmut_pytest
+
+_MUTMUT_MUTATED_MODULES = {modules!r}
+
+
+@_mutmut_pytest.fixture(autouse=True)
+def _mutmut_caches_cleared():
+    """Every functools cache of the mutated modules is emptied before each test: what a test reads
+    from one, the active mutant computed."""
+    for name in _MUTMUT_MUTATED_MODULES:
+        module = _mutmut_sys.modules.get(name)  # not imported yet: nothing cached
+        for value in list(vars(module).values()) if module else ():
+            if callable(getattr(value, "cache_clear", None)) and hasattr(value, "cache_info"):
+                value.cache_clear()
+'''
+
 # Run in a fresh interpreter in the copy: which mutated functions run during import and collection.
 IMPORT_TIME_PROBE = '''
 import json, os, sys
@@ -189,7 +213,12 @@ def configure(copy: Path, modules: list, tests: list) -> None:
                          f"pytest_add_cli_args = {toml_list(args)}\n"
                          "use_git_change_detection = false\n")
     with open(copy / "tests" / "conftest.py", "a") as conftest:
-        conftest.write(CONFTEST_HOOK)
+        conftest.write(CONFTEST_HOOK + CACHE_HOOK.format(modules=sorted(module_name(m) for m in modules)))
+
+
+def module_name(short: str) -> str:
+    """'stats' -> 'ops_tasks.operations.stats', the dotted name mutmut's mutant names start with."""
+    return MODULES[short][:-len(".py")].replace("/", ".")
 
 
 def test_env() -> dict:
@@ -319,8 +348,7 @@ def main() -> int:
         unanswered = sorted(name for name in live if name not in answers)
         everyone = {name for statuses in results.values() for name in statuses}
         stale = sorted(name for name in answers
-                       if name not in live and any(name.startswith(MODULES[m][:-3].replace("/", ".") + ".")
-                                                   for m in modules))
+                       if name not in live and any(name.startswith(module_name(m) + ".") for m in modules))
 
         print(f"\n{'module':<12} {'killed':>7} {'total':>6} {'score':>7} {'(mutmut alone)':>15} {'live':>5} "
               f"{'answered':>9}")

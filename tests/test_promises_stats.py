@@ -228,6 +228,60 @@ def test_at_exactly_200_expected_discordant_pairs_the_exact_test_counts_the_exam
     assert_least_stable_n(n, 1.0, 0.197)
 
 
+# ---------------------------------------------------------------- the noncentral t's cdf
+
+
+def scipy_nct_cdf(t: float, df: float, delta: float) -> float:
+    value = float(scipy_stats().nct.cdf(t, df, delta))
+    assert not math.isnan(value), "scipy gives NaN here: no golden value"
+    return value
+
+
+@pytest.mark.parametrize("t, df, delta", [
+    (1e-200, 5, 3.0), (-1e-200, 5, 3.0), (1e-200, 30, 10.0),  # t^2 underflows: x = t^2 / (t^2 + df) is 0
+    (1e-160, 5, 3.0), (1e-160, 30, 10.0),  # t^2 is subnormal, and so is x
+    (1.0, 5, 0.5), (1.0, 30, 3.0),
+])
+def test_the_noncentral_t_cdf_near_t_0_is_scipys(t, df, delta):
+    # Promise: P(T <= t) for any t, however small: next to 0 it is Phi(-delta), not a math domain
+    # error (log 0) or a division by x = 0 in the sum's steps.
+    assert stats.noncentral_t_cdf(t, df, delta) == pytest.approx(scipy_nct_cdf(t, df, delta), rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize("t, df, delta", [(50.0, 5, 200.0), (30.0, 8, 100.0), (20.0, 1, 150.0)])
+def test_far_in_the_lower_tail_the_sum_stops_only_when_what_is_left_is_below_1e_17(t, df, delta):
+    # Promise: the series stops when its next terms cannot add 1e-17: a cdf of ~1e-15 (t far below
+    # a large delta) is right to 2e-17. Stopping at terms 10x larger leaves out ~3e-16 here.
+    assert stats.noncentral_t_cdf(t, df, delta) == pytest.approx(scipy_nct_cdf(t, df, delta), rel=0, abs=2e-17)
+
+
+def test_a_cdf_summed_from_large_terms_of_both_signs_is_right_to_1e_12_and_never_above_1():
+    # Promise: a negative delta makes the series' terms cancel (p_j I_x - |q_j| I_x'); it still
+    # sums to the cdf, here 1 to double precision, and rounding never takes it above 1.
+    for t, df, delta in ((50.0, 5, -150.0), (30.0, 100000, -30.0), (100.0, 100000, -90.0)):
+        value = stats.noncentral_t_cdf(t, df, delta)
+        assert value <= 1.0 and value == pytest.approx(scipy_nct_cdf(t, df, delta), rel=0, abs=1e-12), (t, df, delta)
+        assert stats.noncentral_t_cdf(-t, df, -delta) == pytest.approx(0.0, abs=1e-12), (t, df, delta)
+
+
+@pytest.mark.parametrize("t, df, delta", [(1.0, 100, 20.0), (0.3, 5, 20.0), (0.5, 30, 20.0)])
+def test_a_tail_of_1e_80_below_the_poisson_mode_is_right_to_1e_9_relative(t, df, delta):
+    # Promise: where the sum's mass lies far below the Poisson mode (small t, delta 20: mode 200),
+    # the steps carried down from the mode start subnormal; they are computed afresh until they are
+    # normal floats, so the cdf keeps its digits (carried down, their lost bits put it 10-40% off).
+    assert stats.noncentral_t_cdf(t, df, delta) == pytest.approx(scipy_nct_cdf(t, df, delta), rel=1e-9, abs=0)
+
+
+def test_a_t_so_large_that_x_rounds_to_1_gives_a_cdf_not_a_math_domain_error():
+    # Promise: at df = 1 a t of 1e9 makes t^2 / (t^2 + df) exactly 1.0 in floats (log(1 - x) fails);
+    # the cdf is then 1 - P(T > t), P(T > t) below 2e-9 here. A paired t test on 2 pairs at a level of
+    # 1e-9 has such a critical value (6.4e8): its power is a probability too (scipy: 1.8e-8; this
+    # far out 1 - x has lost its digits, so the tails keep ~1e-8 absolute, not relative, accuracy).
+    for delta in (2.0, -3.0):
+        assert stats.noncentral_t_cdf(1e9, 1, delta) == pytest.approx(scipy_nct_cdf(1e9, 1, delta), rel=0, abs=1e-8)
+    assert 0.0 <= stats.paired_t_power(10.0, 1.0, 2, 1e-9) <= 1e-7
+
+
 # ---------------------------------------------------------------- the paired t test's power
 
 
